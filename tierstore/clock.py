@@ -1,0 +1,66 @@
+"""Time: the injected wall clock governs expiry, ``time.monotonic`` governs waiting.
+
+TTLs are validated here and jitter is drawn here, so synchronized writes do not
+expire together: a TTL with jitter ``j`` is drawn uniformly from
+``[ttl, ttl * (1 + j)]`` and is never shorter than asked.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+
+__all__ = ["Clock", "DEFAULT", "monotonic", "check_ttl", "check_seconds", "check_fraction", "Jitter"]
+
+Clock = Callable[[], float]
+monotonic = time.monotonic
+
+
+DEFAULT = ...
+
+
+def check_ttl(ttl: object, name: str = "ttl") -> float | None:
+    """Validate a TTL: ``None`` (no expiry) or a finite number > 0."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {type(ttl).__name__}")
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {ttl!r}")
+    return float(ttl)
+
+
+def check_seconds(value: object, name: str, *, allow_zero: bool = True, optional: bool = False) -> float | None:
+    """Validate a non-negative finite duration (``None`` allowed when ``optional``)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def check_fraction(value: object, name: str, *, upper: float = 1.0) -> float:
+    """Validate a fraction in ``[0, upper]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    if not math.isfinite(value) or not 0.0 <= value <= upper:
+        raise ValueError(f"{name} must be between 0 and {upper}, got {value!r}")
+    return float(value)
+
+
+class Jitter:
+    """Draws TTLs with randomized slack, never shorter than asked."""
+
+    def __init__(self, fraction: float, rng: random.Random | None = None) -> None:
+        self.fraction = fraction
+        self._uniform = (rng or random.Random()).uniform
+
+    def draw(self, ttl: float | None) -> float | None:
+        if ttl is None or not self.fraction:
+            return ttl
+        return ttl * (1.0 + self._uniform(0.0, self.fraction))

@@ -1,0 +1,255 @@
+"""Keys, the Entry types and the msgpack envelope every cache record is stored in.
+
+An envelope is a msgpack array::
+
+    [format, version, expires_at, flags, value, written_at, ttl, seq, load_time]
+
+``expires_at`` and ``written_at`` are wall-clock seconds (so expiry survives a
+restart), ``ttl`` is the TTL that was drawn (``None`` for no expiry), ``seq`` the
+store-wide write sequence (eviction order, promotion checks) and ``load_time``
+how long the loader took (XFetch). Records are decoded with ``msgpack.unpackb``,
+whose limits follow the record's own length, so a hostile record costs an error,
+not memory. No pickle, ever.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import msgpack
+
+from .errors import CorruptRecord
+
+__all__ = [
+    "ABSENT",
+    "Absent",
+    "Entry",
+    "Versioned",
+    "Record",
+    "Key",
+    "FORMAT",
+    "NEGATIVE",
+    "TOMBSTONE",
+    "MAX_KEY_BYTES",
+    "MAX_VERSION",
+    "encode_key",
+    "decode_key",
+    "check_version",
+    "pack_record",
+    "unpack_record",
+    "plain_value",
+]
+
+Key = str | bytes
+
+FORMAT = 1
+NEGATIVE = 1
+TOMBSTONE = 2
+MAX_KEY_BYTES = 4096
+MAX_VERSION = 2**63 - 1
+
+_STR_TAG = b"s"
+_BYTES_TAG = b"b"
+# A str of at most this many code points cannot exceed MAX_KEY_BYTES in UTF-8.
+_SAFE_STR_LEN = MAX_KEY_BYTES // 4
+_PLAIN_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
+
+
+class Absent:
+    """The type of ``ABSENT``: the source has no value for a key (a negative entry)."""
+
+    _instance: Absent | None = None
+
+    def __new__(cls) -> Absent:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT = Absent()
+
+
+class Entry(NamedTuple):
+    """What ``get_entry`` returns: a value and its metadata."""
+
+    value: Any
+    version: int
+    expires_at: float | None
+    negative: bool
+    stale: bool
+
+
+class Versioned(NamedTuple):
+    """A loader's result stamped with the source's version."""
+
+    value: Any
+    version: int
+
+
+class Record:
+    """A decoded envelope, as tier 1 holds it and tier 2 stores it."""
+
+    __slots__ = ("value", "version", "expires_at", "flags", "written_at", "ttl", "seq", "size", "load_time")
+
+    def __init__(
+        self,
+        value: Any,
+        version: int,
+        expires_at: float | None,
+        flags: int,
+        written_at: float,
+        ttl: float | None,
+        seq: int,
+        size: int,
+        load_time: float = 0.0,
+    ) -> None:
+        self.value = value
+        self.version = version
+        self.expires_at = expires_at
+        self.flags = flags
+        self.written_at = written_at
+        self.ttl = ttl
+        self.seq = seq
+        self.size = size
+        self.load_time = load_time
+
+    @property
+    def negative(self) -> bool:
+        return bool(self.flags & NEGATIVE)
+
+    @property
+    def tombstone(self) -> bool:
+        return bool(self.flags & TOMBSTONE)
+
+    def __repr__(self) -> str:
+        return (
+            f"Record(value={self.value!r}, version={self.version}, expires_at={self.expires_at}, "
+            f"flags={self.flags}, seq={self.seq})"
+        )
+
+
+def encode_key(key: object) -> bytes:
+    """Encode a str/bytes key as tagged bytes; ``"a"`` and ``b"a"`` stay distinct."""
+    if isinstance(key, str):
+        if len(key) <= _SAFE_STR_LEN:
+            try:
+                return _STR_TAG + key.encode()
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"key is not valid Unicode: {exc}") from None
+        try:
+            raw = key.encode()
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"key is not valid Unicode: {exc}") from None
+        if len(raw) > MAX_KEY_BYTES:
+            raise ValueError(f"key is {len(raw)} bytes encoded; the limit is {MAX_KEY_BYTES}")
+        return _STR_TAG + raw
+    if isinstance(key, bytes):
+        if len(key) > MAX_KEY_BYTES:
+            raise ValueError(f"key is {len(key)} bytes; the limit is {MAX_KEY_BYTES}")
+        return _BYTES_TAG + key
+    raise TypeError(f"keys must be str or bytes, not {type(key).__name__}")
+
+
+def decode_key(tagged: bytes) -> Key:
+    """Invert ``encode_key``."""
+    tag, raw = tagged[:1], tagged[1:]
+    if tag == _STR_TAG:
+        return raw.decode()
+    if tag == _BYTES_TAG:
+        return bytes(raw)
+    raise CorruptRecord(f"unknown key tag {tag!r}")
+
+
+def check_version(version: object) -> int:
+    """Validate a caller's version: a non-negative int that fits in 63 bits."""
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise TypeError(f"version must be an int, not {type(version).__name__}")
+    if version < 0:
+        raise ValueError(f"version must be >= 0, got {version}")
+    if version > MAX_VERSION:
+        raise ValueError(f"version must be < 2**63, got {version}")
+    return version
+
+
+def pack_record(
+    packer: msgpack.Packer,
+    value: Any,
+    version: int,
+    expires_at: float | None,
+    flags: int,
+    written_at: float,
+    ttl: float | None,
+    seq: int,
+    load_time: float = 0.0,
+) -> bytes:
+    """Encode an envelope; ``TypeError`` names a value msgpack cannot encode."""
+    try:
+        data: bytes = packer.pack([FORMAT, version, expires_at, flags, value, written_at, ttl, seq, load_time])
+    except TypeError as exc:
+        packer.reset()
+        raise TypeError(f"cannot store a value of type {_offending_type(value)}: {exc}") from None
+    except (OverflowError, ValueError) as exc:
+        packer.reset()
+        raise type(exc)(f"cannot store this value: {exc}") from None
+    return data
+
+
+def _offending_type(value: Any) -> str:
+    """Name the first type inside ``value`` that msgpack cannot encode."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) in _PLAIN_TYPES or isinstance(item, (str, bytes, int, float)):
+            continue
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif not isinstance(item, (bytearray, memoryview, msgpack.ExtType, msgpack.Timestamp)):
+            return type(item).__name__
+    return type(value).__name__
+
+
+def plain_value(value: Any, data: bytes) -> Any:
+    """The value exactly as tier 2 would decode it (a tuple becomes a list)."""
+    if type(value) in _PLAIN_TYPES:
+        return value
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)[4]
+
+
+def unpack_record(data: bytes) -> Record:
+    """Decode and validate an envelope; ``CorruptRecord`` on anything malformed."""
+    try:
+        items = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise CorruptRecord(f"undecodable record: {exc}") from None
+    if type(items) is not list or len(items) < 8:
+        raise CorruptRecord("record is not an envelope array")
+    fmt, version, expires_at, flags, value, written_at, ttl, seq = items[:8]
+    if fmt != FORMAT:
+        raise CorruptRecord(f"unknown record format {fmt!r}")
+    if type(version) is not int or version < 0 or type(flags) is not int or type(seq) is not int:
+        raise CorruptRecord("record header has wrong types")
+    if not _is_time(expires_at, optional=True) or not _is_time(written_at) or not _is_time(ttl, optional=True):
+        raise CorruptRecord("record times have wrong types")
+    load_time = items[8] if len(items) > 8 else 0.0
+    if not _is_time(load_time):
+        raise CorruptRecord("record load time has a wrong type")
+    return Record(value, version, expires_at, flags, written_at, ttl, seq, len(data), load_time)
+
+
+def _is_time(value: object, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]

@@ -1,0 +1,278 @@
+"""Tier 2: one plyvel LevelDB directory, namespaced by a leading byte.
+
+Every call that touches the LevelDB handle goes through a gate, because plyvel
+crashes the process when a DB is closed under a call running in another
+thread. Scans read in chunks from a snapshot and pass the gate once per chunk,
+so an abandoned iterator never holds ``close()`` up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import msgpack
+import plyvel
+
+from .errors import CorruptStore, SchemaTooNew, StorageFull, StoreClosed, StoreLocked, TierStoreError
+
+__all__ = [
+    "DiskTier",
+    "NS_ENTRY",
+    "NS_COUNTER",
+    "NS_INDEX_MEMBER",
+    "NS_INDEX_ORDER",
+    "NS_INDEX_META",
+    "NS_META",
+    "NS_WRITE_ORDER",
+    "SCHEMA_VERSION",
+    "prefix_end",
+    "open_leveldb",
+]
+
+log = logging.getLogger("tierstore")
+
+NS_ENTRY = b"e"
+NS_COUNTER = b"c"
+NS_INDEX_MEMBER = b"i"
+NS_INDEX_ORDER = b"o"
+NS_INDEX_META = b"x"
+NS_META = b"m"
+NS_WRITE_ORDER = b"w"
+
+SCHEMA_VERSION = 1
+_META_SCHEMA = NS_META + b"schema"
+_META_OPEN = NS_META + b"open"
+_CHUNK = 512
+
+Op = tuple[bytes, "bytes | None"]
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix`` (None: no bound)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def open_leveldb(path: str, *, create: bool) -> Any:
+    """Open a LevelDB directory, mapping plyvel's errors onto tierstore's."""
+    try:
+        return plyvel.DB(path, create_if_missing=create, paranoid_checks=True)
+    except plyvel.IOError as exc:
+        text = str(exc)
+        if "lock" in text.lower():
+            raise StoreLocked(f"store {path} is in use by another process or open store ({text})") from None
+        raise TierStoreError(f"cannot open store {path}: {text}") from None
+    except plyvel.CorruptionError as exc:
+        raise CorruptStore(f"store {path} is corrupt: {exc}") from None
+    except plyvel.Error as exc:
+        raise CorruptStore(f"cannot open store {path}: {exc}") from None
+
+
+class DiskTier:
+    """The LevelDB handle, its gate, schema record and namespaced access."""
+
+    def __init__(self, path: str, *, create: bool = True) -> None:
+        if create:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        self.path = path
+        self._db = open_leveldb(path, create=create)
+        self._active: list[None] = []
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self.changed: set[bytes] | None = None
+        try:
+            self.was_clean = self._check_schema()
+            self._db.put(_META_OPEN, b"\x01", sync=False)
+        except BaseException:
+            self._db.close()
+            raise
+        self._db_get = self._db.get
+
+    def _check_schema(self) -> bool:
+        """Refuse a newer schema; return whether the last session closed cleanly."""
+        raw = self._db.get(_META_SCHEMA)
+        if raw is None:
+            if any(True for _ in self._db.iterator(include_value=False)):
+                raise TierStoreError(f"{self.path} is a LevelDB directory but not a tierstore (no schema record)")
+            self._db.put(_META_SCHEMA, msgpack.packb(SCHEMA_VERSION), sync=True)
+            return True
+        try:
+            schema = msgpack.unpackb(raw)
+        except Exception:
+            raise CorruptStore(f"{self.path}: the schema record is corrupt") from None
+        if type(schema) is not int:
+            raise CorruptStore(f"{self.path}: the schema record is corrupt")
+        if schema > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{self.path} was written by a newer tierstore (schema {schema}; this version reads {SCHEMA_VERSION})"
+            )
+        return self._db.get(_META_OPEN) is None
+
+    # -- the gate -------------------------------------------------------------
+    # Entering appends to a list and then checks the flag; close() sets the flag and
+    # then waits for the list to empty. Under the interpreter lock either the closer
+    # sees the entry and waits, or the caller sees the flag and backs out.
+
+    def enter(self) -> None:
+        self._active.append(None)
+        if self._closed:
+            self._active.pop()
+            raise StoreClosed(f"store {self.path} is closed")
+
+    def exit(self) -> None:
+        self._active.pop()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- single records ---------------------------------------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        active = self._active
+        active.append(None)
+        try:
+            if self._closed:
+                raise StoreClosed(f"store {self.path} is closed")
+            value: bytes | None = self._db_get(key)
+            return value
+        finally:
+            active.pop()
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.write(((key, value),))
+
+    def delete(self, key: bytes) -> None:
+        self.write(((key, None),))
+
+    def write(self, ops: Iterable[Op], *, sync: bool = False) -> None:
+        """Apply puts (value bytes) and deletes (value None) atomically."""
+        self.enter()
+        try:
+            changed = self.changed
+            with self._db.write_batch(sync=sync) as batch:
+                for key, value in ops:
+                    if value is None:
+                        batch.delete(key)
+                    else:
+                        batch.put(key, value)
+                    if changed is not None:
+                        changed.add(key)
+        except plyvel.IOError as exc:
+            raise StorageFull(f"write to {self.path} failed: {exc}") from None
+        finally:
+            self.exit()
+
+    def get_meta(self, name: bytes) -> Any:
+        raw = self.get(NS_META + name)
+        return None if raw is None else msgpack.unpackb(raw, raw=False, strict_map_key=False)
+
+    def meta_op(self, name: bytes, value: Any) -> Op:
+        return (NS_META + name, None if value is None else msgpack.packb(value))
+
+    def put_meta(self, name: bytes, value: Any, *, sync: bool = False) -> None:
+        self.write((self.meta_op(name, value),), sync=sync)
+
+    # -- scans -------------------------------------------------------------------
+
+    def scan(
+        self,
+        prefix: bytes,
+        *,
+        start: bytes | None = None,
+        stop: bytes | None = None,
+        reverse: bool = False,
+        include_value: bool = True,
+        snapshot: Any = None,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Yield ``(key, value)`` under ``prefix`` in key order, from one snapshot, in chunks.
+
+        ``start`` (inclusive) and ``stop`` (exclusive) narrow the range; both are full keys.
+        """
+        lower = prefix if start is None else max(start, prefix)
+        upper = prefix_end(prefix)
+        if stop is not None and (upper is None or stop < upper):
+            upper = stop
+        own_snapshot = snapshot is None
+        if own_snapshot:
+            snapshot = self.snapshot()
+        try:
+            include_lower = True
+            include_upper = False
+            while True:
+                self.enter()
+                try:
+                    iterator = snapshot.iterator(
+                        start=lower,
+                        stop=upper,
+                        include_start=include_lower,
+                        include_stop=include_upper,
+                        reverse=reverse,
+                        include_value=True,
+                    )
+                    chunk = [item for _, item in zip(range(_CHUNK), iterator, strict=False)]
+                    iterator.close()
+                finally:
+                    self.exit()
+                yield from chunk
+                if len(chunk) < _CHUNK:
+                    return
+                last = chunk[-1][0]
+                if reverse:
+                    upper, include_upper = last, False
+                else:
+                    lower, include_lower = last, False
+        finally:
+            if own_snapshot:
+                self.release(snapshot)
+
+    def snapshot(self) -> Any:
+        self.enter()
+        try:
+            return self._db.snapshot()
+        finally:
+            self.exit()
+
+    def release(self, snapshot: Any) -> None:
+        self.enter_quietly_and(snapshot.close)
+
+    def enter_quietly_and(self, action: Any) -> None:
+        """Run ``action`` under the gate, or not at all once closed (closing releases it anyway)."""
+        try:
+            self.enter()
+        except StoreClosed:
+            return
+        try:
+            action()
+        finally:
+            self.exit()
+
+    def approximate_size(self, prefix: bytes = b"") -> int:
+        self.enter()
+        try:
+            upper = prefix_end(prefix) or b"\xff" * 8
+            return int(self._db.approximate_size(prefix, upper))
+        finally:
+            self.exit()
+
+    # -- closing ----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Wait for calls in flight, mark the session clean and release the LevelDB lock."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            while self._active:
+                time.sleep(0.0005)
+            try:
+                self._db.delete(_META_OPEN, sync=True)
+            finally:
+                self._db.close()

@@ -1,0 +1,46 @@
+"""The exception hierarchy: every error the store raises on purpose is a TierStoreError."""
+
+from __future__ import annotations
+
+__all__ = [
+    "TierStoreError",
+    "StoreLocked",
+    "StoreClosed",
+    "LoadTimeout",
+    "CorruptStore",
+    "CorruptRecord",
+    "SchemaTooNew",
+    "StorageFull",
+]
+
+
+class TierStoreError(Exception):
+    """Base class of tierstore's own errors."""
+
+
+class StoreLocked(TierStoreError):
+    """The LevelDB directory is held by another process (or another open store)."""
+
+
+class StoreClosed(TierStoreError):
+    """The store was closed; no call can use it any more."""
+
+
+class LoadTimeout(TierStoreError):
+    """A caller waited longer than ``wait_timeout`` for another caller's load."""
+
+
+class CorruptStore(TierStoreError):
+    """The working directory cannot be opened and there is no checkpoint to restore."""
+
+
+class CorruptRecord(TierStoreError):
+    """One record failed to decode; the store treats it as a miss."""
+
+
+class SchemaTooNew(TierStoreError):
+    """The directory was written by a newer tierstore schema than this one reads."""
+
+
+class StorageFull(TierStoreError):
+    """A write failed because the disk is full (or otherwise refused the write)."""

@@ -1,0 +1,108 @@
+"""The store's settings: defaults, validation and the stats keys, in one place.
+
+Every parameter is checked when the store is built, so a typo or a bad value
+fails at construction with ``TypeError``/``ValueError`` instead of later.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from .clock import Clock, check_fraction, check_seconds, check_ttl
+
+__all__ = ["Options", "STAT_KEYS"]
+
+STAT_KEYS = (
+    "hits_memory",
+    "hits_disk",
+    "misses",
+    "negative_hits",
+    "stale_served",
+    "sets",
+    "sets_rejected",
+    "deletes",
+    "loads",
+    "load_errors",
+    "load_waits",
+    "busy_defaults",
+    "guard_rejections",
+    "fills_rejected",
+    "refreshes",
+    "refresh_errors",
+    "evictions_memory",
+    "evictions_disk",
+    "expired_purged",
+    "corrupt_records",
+    "checkpoints",
+)
+
+
+def _check_count(value: object, name: str, *, minimum: int, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Options:
+    """Validated store settings (see DESIGN.md §3 for each one's meaning)."""
+
+    path: str | None = None
+    memory_items: int = 10_000
+    memory_bytes: int | None = None
+    default_ttl: float | None = None
+    ttl_jitter: float = 0.0
+    negative_ttl: float = 60.0
+    stale_ttl: float = 0.0
+    refresh_ahead: float = 0.0
+    lock_timeout: float = 30.0
+    guard: bool = False
+    bloom_capacity: int = 1_000_000
+    bloom_error_rate: float = 0.01
+    persist_path: str | None = None
+    checkpoint_interval: float | None = 60.0
+    disk_capacity_bytes: int | None = None
+    clock: Clock = field(default=time.time)
+    min_refresh_interval: float = 1.0
+    early_beta: float = 0.0
+    tombstone_ttl: float = 86_400.0
+    sweep_interval: float | None = 60.0
+    persist_rate: float | None = None
+    max_value_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.path is not None and not isinstance(self.path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str, a path or None, not {type(self.path).__name__}")
+        if self.persist_path is not None and not isinstance(self.persist_path, (str, os.PathLike)):
+            raise TypeError(f"persist_path must be a str, a path or None, not {type(self.persist_path).__name__}")
+        _check_count(self.memory_items, "memory_items", minimum=0)
+        _check_count(self.memory_bytes, "memory_bytes", minimum=1, optional=True)
+        _check_count(self.bloom_capacity, "bloom_capacity", minimum=1)
+        _check_count(self.disk_capacity_bytes, "disk_capacity_bytes", minimum=1, optional=True)
+        _check_count(self.max_value_bytes, "max_value_bytes", minimum=1)
+        check_ttl(self.default_ttl, "default_ttl")
+        check_ttl(self.negative_ttl, "negative_ttl")
+        check_ttl(self.tombstone_ttl, "tombstone_ttl")
+        check_fraction(self.ttl_jitter, "ttl_jitter", upper=10.0)
+        check_fraction(self.refresh_ahead, "refresh_ahead", upper=0.99)
+        check_seconds(self.stale_ttl, "stale_ttl")
+        check_seconds(self.lock_timeout, "lock_timeout", allow_zero=False)
+        check_seconds(self.min_refresh_interval, "min_refresh_interval")
+        check_seconds(self.early_beta, "early_beta")
+        check_seconds(self.checkpoint_interval, "checkpoint_interval", allow_zero=False, optional=True)
+        check_seconds(self.sweep_interval, "sweep_interval", allow_zero=False, optional=True)
+        check_seconds(self.persist_rate, "persist_rate", allow_zero=False, optional=True)
+        if not isinstance(self.guard, bool):
+            raise TypeError(f"guard must be a bool, not {type(self.guard).__name__}")
+        if isinstance(self.bloom_error_rate, bool) or not isinstance(self.bloom_error_rate, (int, float)):
+            raise TypeError(f"bloom_error_rate must be a number, not {type(self.bloom_error_rate).__name__}")
+        if not 0.0 < self.bloom_error_rate < 1.0:
+            raise ValueError(f"bloom_error_rate must be in (0, 1), got {self.bloom_error_rate!r}")
+        if not callable(self.clock):
+            raise TypeError("clock must be a callable returning wall-clock seconds")
