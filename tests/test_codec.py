@@ -1,0 +1,123 @@
+"""Keys, versions and the envelope: round trips and rejections."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from tierstore.codec import (
+    ABSENT,
+    MAX_KEY_BYTES,
+    NEGATIVE,
+    check_version,
+    decode_key,
+    encode_key,
+    pack_record,
+    plain_value,
+    unpack_record,
+)
+from tierstore.errors import CorruptRecord
+
+
+def test_str_and_bytes_keys_stay_distinct_and_round_trip() -> None:
+    assert encode_key("a") != encode_key(b"a")
+    for key in ["a", b"a", "", b"", "\u00e9t\u00e9", b"\x00\xff"]:
+        assert decode_key(encode_key(key)) == key
+        assert type(decode_key(encode_key(key))) is type(key)
+
+
+@pytest.mark.parametrize("key", [1, 1.5, None, ["a"], ("a",), bytearray(b"a")])
+def test_other_key_types_are_type_errors(key: object) -> None:
+    with pytest.raises(TypeError, match="keys must be str or bytes"):
+        encode_key(key)
+
+
+def test_key_length_limit_counts_encoded_bytes() -> None:
+    encode_key("x" * MAX_KEY_BYTES)
+    encode_key(b"x" * MAX_KEY_BYTES)
+    with pytest.raises(ValueError, match="4097 bytes"):
+        encode_key("x" * (MAX_KEY_BYTES + 1))
+    with pytest.raises(ValueError, match="limit is 4096"):
+        encode_key("\u00e9" * (MAX_KEY_BYTES // 2 + 1))  # 2 bytes each in UTF-8
+    with pytest.raises(ValueError):
+        encode_key(b"x" * (MAX_KEY_BYTES + 1))
+
+
+def test_unencodable_str_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        encode_key("\ud800")
+
+
+@pytest.mark.parametrize("bad", [True, 1.0, "1", None])
+def test_version_type_errors(bad: object) -> None:
+    with pytest.raises(TypeError, match="version must be an int"):
+        check_version(bad)
+
+
+@pytest.mark.parametrize("bad", [-1, 2**63])
+def test_version_range_errors(bad: int) -> None:
+    with pytest.raises(ValueError, match="version"):
+        check_version(bad)
+
+
+def test_envelope_round_trip() -> None:
+    packer = msgpack.Packer()
+    data = pack_record(packer, {"a": (1, 2)}, 7, 123.5, NEGATIVE, 100.0, 23.5, 42, 0.25)
+    record = unpack_record(data)
+    assert (record.value, record.version, record.expires_at, record.flags) == ({"a": [1, 2]}, 7, 123.5, NEGATIVE)
+    assert (record.written_at, record.ttl, record.seq, record.size, record.load_time) == (
+        100.0,
+        23.5,
+        42,
+        len(data),
+        0.25,
+    )
+    assert record.negative and not record.tombstone
+
+
+def test_unencodable_value_names_its_type_and_leaves_the_packer_usable() -> None:
+    packer = msgpack.Packer()
+    with pytest.raises(TypeError, match="set"):
+        pack_record(packer, {1, 2}, 0, None, 0, 0.0, None, 1)
+    with pytest.raises(TypeError, match="object"):
+        pack_record(packer, [1, {"x": object()}], 0, None, 0, 0.0, None, 1)
+    data = pack_record(packer, "fine", 0, None, 0, 0.0, None, 1)
+    assert unpack_record(data).value == "fine"
+
+
+def test_big_int_is_refused() -> None:
+    with pytest.raises(OverflowError):
+        pack_record(msgpack.Packer(), 2**64, 0, None, 0, 0.0, None, 1)
+
+
+def test_plain_value_matches_what_tier_2_decodes() -> None:
+    packer = msgpack.Packer()
+    for value in ["s", b"b", 1, 1.5, True, None, (1, "x"), [1, (2, 3)], {"k": (1,)}]:
+        data = pack_record(packer, value, 0, None, 0, 0.0, None, 1)
+        assert plain_value(value, data) == unpack_record(data).value
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xc1",
+        msgpack.packb("not an array"),
+        msgpack.packb([1, 2, 3]),
+        msgpack.packb([2, 0, None, 0, "v", 0.0, None, 1]),
+        msgpack.packb([1, -1, None, 0, "v", 0.0, None, 1]),
+        msgpack.packb([1, "0", None, 0, "v", 0.0, None, 1]),
+        msgpack.packb([1, 0, "soon", 0, "v", 0.0, None, 1]),
+        msgpack.packb([1, 0, float("nan"), 0, "v", 0.0, None, 1]),
+        msgpack.packb([1, 0, None, 0, "v", 0.0, None, 1])[:-3],
+    ],
+)
+def test_malformed_envelopes_are_corrupt_records(data: bytes) -> None:
+    with pytest.raises(CorruptRecord):
+        unpack_record(data)
+
+
+def test_absent_is_a_falsy_singleton() -> None:
+    assert not ABSENT
+    assert repr(ABSENT) == "ABSENT"
+    assert type(ABSENT)() is ABSENT

@@ -1,0 +1,346 @@
+"""The store's core contract: reads, writes, versions, TTLs, bad input and lifetime."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from typing import Any
+
+import msgpack
+import plyvel
+import pytest
+
+from tests.conftest import FakeClock
+from tierstore import ABSENT, Entry, StoreClosed, TierStore
+from tierstore.codec import encode_key
+from tierstore.disk import NS_ENTRY
+
+OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
+
+
+def open_store(path: str, clock: FakeClock | None = None, **settings: Any) -> TierStore:
+    if clock is not None:
+        settings["clock"] = clock
+    return TierStore(path, **{**OPTS, **settings})
+
+
+def test_set_get_delete_round_trip(store_path: str) -> None:
+    with open_store(store_path) as store:
+        assert store.get("k") is None
+        assert store.get("k", "dflt") == "dflt"
+        assert store.set("k", {"a": [1, 2]}) is True
+        assert store.get("k") == {"a": [1, 2]}
+        assert store.delete("k") is True
+        assert store.get("k") is None
+        assert store.delete("k") is False
+
+
+def test_values_read_the_same_hot_and_cold(store_path: str) -> None:
+    value = {"t": (1, (2, "x")), "b": b"\x00", "f": 1.5, "n": None}
+    with open_store(store_path, memory_items=1) as store:
+        store.set("k", value)
+        hot = store.get("k")
+        store.set("other", 1)  # evicts k from tier 1
+        cold = store.get("k")
+    assert hot == cold == {"t": [1, [2, "x"]], "b": b"\x00", "f": 1.5, "n": None}
+
+
+def test_str_and_bytes_keys_are_different(store_path: str) -> None:
+    with open_store(store_path) as store:
+        store.set("a", 1)
+        store.set(b"a", 2)
+        assert (store.get("a"), store.get(b"a")) == (1, 2)
+
+
+def test_mapping_protocol(store_path: str) -> None:
+    with open_store(store_path) as store:
+        store["x"] = 1
+        assert "x" in store and store["x"] == 1
+        del store["x"]
+        assert "x" not in store
+        with pytest.raises(KeyError):
+            store["x"]
+        with pytest.raises(KeyError):
+            del store["x"]
+        store.set("n", ABSENT)
+        assert "n" not in store
+        with pytest.raises(KeyError):
+            store["n"]
+
+
+def test_keys_and_items_list_live_entries_by_prefix(store_path: str, clock: FakeClock) -> None:
+    with open_store(store_path, clock) as store:
+        store.set("user:1", 1)
+        store.set("user:2", 2, ttl=5)
+        store.set("user:3", ABSENT)
+        store.set("item:1", 3)
+        store.set(b"user:9", 4)
+        store.set("user:4", 5)
+        store.delete("user:4")
+        assert sorted(store.keys(), key=repr) == sorted(["user:1", "user:2", "item:1", b"user:9"], key=repr)
+        assert list(store.items(prefix="user:")) == [("user:1", 1), ("user:2", 2)]
+        assert list(store.keys(prefix=b"user")) == [b"user:9"]
+        clock.advance(6)
+        assert list(store.keys(prefix="user:")) == ["user:1"]
+
+
+def test_versions_in_memory_on_disk_and_after_reopen(store_path: str) -> None:
+    with open_store(store_path, memory_items=1) as store:
+        assert store.set("k", "v5", version=5)
+        assert not store.set("k", "v4", version=4)
+        assert not store.set("k", "v5b", version=5)
+        store.set("filler", 0)  # push k out of tier 1
+        assert not store.set("k", "v3", version=3)
+        assert store.set("k", "unversioned")  # keeps version 5
+        assert store.get_entry("k") == Entry("unversioned", 5, None, False, False)
+    with open_store(store_path) as store:
+        assert not store.set("k", "v5c", version=5)
+        assert store.set("k", "v6", version=6)
+        assert store.get("k") == "v6"
+        assert store.stats()["sets_rejected"] == 1
+
+
+def test_tombstones_keep_versions(store_path: str) -> None:
+    with open_store(store_path, memory_items=1) as store:
+        store.set("k", "v", version=3)
+        store.delete("k", version=7)
+        assert store.get_entry("k") is None
+        assert not store.set("k", "old", version=7)
+        store.set("filler", 0)
+        assert not store.set("k", "old", version=6)
+    with open_store(store_path) as store:
+        assert not store.set("k", "old", version=7)
+        store.delete("k")  # keeps 7
+        assert not store.set("k", "old", version=7)
+        assert store.set("k", "new", version=8)
+        assert store.get("k") == "new"
+
+
+def test_delete_of_unknown_key_with_version_blocks_older_writes(store_path: str) -> None:
+    with open_store(store_path) as store:
+        assert store.delete("never", version=4) is False
+        assert not store.set("never", "x", version=4)
+        assert store.set("never", "x", version=5)
+
+
+def test_ttl_expiry_and_stale_window(store_path: str, clock: FakeClock) -> None:
+    with open_store(store_path, clock, default_ttl=10, stale_ttl=5) as store:
+        store.set("k", "v")
+        entry = store.get_entry("k")
+        assert entry is not None and entry.expires_at == clock.now + 10 and not entry.stale
+        clock.advance(10)
+        assert store.get("k") is None
+        stale = store.get_entry("k")
+        assert stale == Entry("v", 0, clock.now, False, True)
+        clock.advance(5)
+        assert store.get_entry("k") is None
+        store.set("forever", 1, ttl=None)
+        clock.advance(10**6)
+        assert store.get("forever") == 1
+        assert store.get_entry("forever") == Entry(1, 0, None, False, False)
+
+
+def test_expiry_survives_reopen(store_path: str, clock: FakeClock) -> None:
+    with open_store(store_path, clock) as store:
+        store.set("k", "v", ttl=10)
+    clock.advance(11)
+    with open_store(store_path, clock) as store:
+        assert store.get("k") is None
+
+
+def test_jitter_draws_ttls_within_bounds(store_path: str, clock: FakeClock) -> None:
+    with open_store(store_path, clock, default_ttl=100, ttl_jitter=0.2) as store:
+        ttls = []
+        for i in range(200):
+            store.set(f"k{i}", i)
+            entry = store.get_entry(f"k{i}")
+            assert entry is not None and entry.expires_at is not None
+            ttls.append(entry.expires_at - clock.now)
+    assert all(100 <= t <= 120 for t in ttls)
+    assert max(ttls) - min(ttls) > 10
+
+
+def test_negative_entries(store_path: str, clock: FakeClock) -> None:
+    with open_store(store_path, clock, negative_ttl=30) as store:
+        store.set("n", ABSENT)
+        assert store.get("n", "dflt") == "dflt"
+        assert "n" not in store
+        entry = store.get_entry("n")
+        assert entry == Entry(ABSENT, 0, clock.now + 30, True, False)
+        assert store.stats()["negative_hits"] == 1
+        clock.advance(31)
+        assert store.get_entry("n") is None
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda s: s.set(1, "v"), TypeError, "keys must be str or bytes"),
+        (lambda s: s.set(["k"], "v"), TypeError, "keys must be str or bytes"),
+        (lambda s: s.get(1.5), TypeError, "keys must be str or bytes"),
+        (lambda s: s.get(["k"]), TypeError, "keys must be str or bytes"),
+        (lambda s: s.set("x" * 4097, "v"), ValueError, "limit is 4096"),
+        (lambda s: s.set("k", {1, 2}), TypeError, "set"),
+        (lambda s: s.set("k", object()), TypeError, "object"),
+        (lambda s: s.set("k", 2**64), OverflowError, "cannot store"),
+        (lambda s: s.set("k", "v", ttl=-1), ValueError, "ttl"),
+        (lambda s: s.set("k", "v", ttl=0), ValueError, "ttl"),
+        (lambda s: s.set("k", "v", ttl=float("nan")), ValueError, "ttl"),
+        (lambda s: s.set("k", "v", ttl=float("inf")), ValueError, "ttl"),
+        (lambda s: s.set("k", "v", ttl="10"), TypeError, "ttl"),
+        (lambda s: s.set("k", "v", version=-1), ValueError, "version"),
+        (lambda s: s.set("k", "v", version=1.0), TypeError, "version"),
+        (lambda s: s.set("k", "v", version=True), TypeError, "version"),
+        (lambda s: s.delete("k", version="2"), TypeError, "version"),
+        (lambda s: s.delete(3), TypeError, "keys must be str or bytes"),
+    ],
+)
+def test_bad_input_is_refused_and_changes_nothing(
+    store_path: str, call: Any, error: type[Exception], message: str
+) -> None:
+    with open_store(store_path) as store:
+        store.set("k", "original", version=2)
+        before = (store.stats()["sets"], store.get_entry("k"))
+        with pytest.raises(error, match=message):
+            call(store)
+        assert (store.stats()["sets"], store.get_entry("k")) == before
+    with open_store(store_path) as store:
+        assert store.get_entry("k") == Entry("original", 2, None, False, False)
+
+
+def test_values_over_max_value_bytes_are_refused(store_path: str) -> None:
+    with open_store(store_path, max_value_bytes=1000) as store:
+        store.set("k", "small")
+        with pytest.raises(ValueError, match="max_value_bytes"):
+            store.set("k", "x" * 2000)
+        assert store.get("k") == "small"
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"memory_items": -1}, ValueError),
+        ({"memory_items": "10"}, TypeError),
+        ({"memory_bytes": 0}, ValueError),
+        ({"default_ttl": 0}, ValueError),
+        ({"ttl_jitter": -0.1}, ValueError),
+        ({"negative_ttl": float("inf")}, ValueError),
+        ({"stale_ttl": -1}, ValueError),
+        ({"lock_timeout": 0}, ValueError),
+        ({"bloom_error_rate": 1.0}, ValueError),
+        ({"bloom_capacity": 0}, ValueError),
+        ({"clock": 5}, TypeError),
+        ({"no_such_option": 1}, TypeError),
+    ],
+)
+def test_bad_settings_fail_at_construction(store_path: str, settings: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        TierStore(store_path, **settings)
+    assert not os.path.exists(store_path)
+
+
+def test_memory_bytes_bounds_tier_1(store_path: str) -> None:
+    with open_store(store_path, memory_items=1000, memory_bytes=2000) as store:
+        for i in range(100):
+            store.set(f"k{i}", "x" * 100)
+        stats = store.stats()
+        assert stats["memory_bytes"] <= 2000
+        assert stats["memory_items"] < 20
+        assert stats["evictions_memory"] > 0
+        assert all(store.get(f"k{i}") == "x" * 100 for i in range(100))  # tier 2 still has all
+
+
+def test_stats_has_every_documented_key_from_the_start(store_path: str) -> None:
+    documented = [
+        "hits_memory",
+        "hits_disk",
+        "misses",
+        "negative_hits",
+        "stale_served",
+        "sets",
+        "sets_rejected",
+        "deletes",
+        "loads",
+        "load_errors",
+        "load_waits",
+        "busy_defaults",
+        "guard_rejections",
+        "fills_rejected",
+        "refreshes",
+        "evictions_memory",
+        "evictions_disk",
+        "expired_purged",
+        "corrupt_records",
+        "checkpoints",
+    ]
+    with open_store(store_path) as store:
+        stats = store.stats()
+        assert all(stats[name] == 0 for name in documented)
+
+
+def test_hit_and_miss_counters(store_path: str) -> None:
+    with open_store(store_path, memory_items=1) as store:
+        store.set("a", 1)
+        store.set("b", 2)  # a leaves tier 1
+        store.get("b")
+        store.get("a")  # from tier 2, promoted
+        store.get("a")  # now from tier 1
+        store.get("zzz")
+        stats = store.stats()
+        assert (stats["hits_memory"], stats["hits_disk"], stats["misses"]) == (2, 1, 1)
+
+
+def test_corrupt_record_reads_as_a_counted_miss_logged_once(store_path: str, caplog: pytest.LogCaptureFixture) -> None:
+    with open_store(store_path) as store:
+        store.set("good", 1)
+    db = plyvel.DB(store_path)
+    db.put(NS_ENTRY + encode_key("bad"), b"\xc1garbage")
+    db.put(NS_ENTRY + encode_key("bad2"), msgpack.packb([1, "x"]))
+    db.close()
+    with caplog.at_level(logging.DEBUG, logger="tierstore"), open_store(store_path) as store:
+        assert store.get("bad", "dflt") == "dflt"
+        assert store.get_entry("bad2") is None
+        assert store.get("bad") is None
+        assert store.get("good") == 1
+        assert store.stats()["corrupt_records"] == 3
+        assert sorted(store.keys(), key=repr) == ["good"]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "corrupt" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_temp_store_is_removed_on_close() -> None:
+    store = TierStore(**OPTS)
+    path = store.path
+    store.set("k", 1)
+    assert os.path.isdir(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+    store.close()
+    assert not os.path.exists(path)
+
+
+def test_every_call_after_close_raises_store_closed(store_path: str) -> None:
+    store = open_store(store_path)
+    store.set("k", 1)
+    store.close()
+    store.close()  # idempotent
+    for call in (
+        lambda: store.get("k"),
+        lambda: store.set("k", 2),
+        lambda: store.delete("k"),
+        lambda: store.get_entry("k"),
+        lambda: "k" in store,
+        lambda: list(store.keys()),
+    ):
+        with pytest.raises(StoreClosed):
+            call()
+
+
+def test_sequence_keeps_increasing_across_reopen(store_path: str) -> None:
+    with open_store(store_path) as store:
+        store.set("a", 1)
+        first = store._read("a")
+    with open_store(store_path) as store:
+        store.set("b", 1)
+        second = store._read("b")
+    assert first is not None and second is not None and second.seq > first.seq
