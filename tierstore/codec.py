@@ -14,7 +14,6 @@ not memory. No pickle, ever.
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import msgpack
@@ -39,6 +38,7 @@ __all__ = [
     "pack_record",
     "unpack_record",
     "plain_value",
+    "PLAIN_TYPES",
 ]
 
 Key = str | bytes
@@ -53,7 +53,9 @@ _STR_TAG = b"s"
 _BYTES_TAG = b"b"
 # A str of at most this many code points cannot exceed MAX_KEY_BYTES in UTF-8.
 _SAFE_STR_LEN = MAX_KEY_BYTES // 4
-_PLAIN_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
+PLAIN_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
+_TIME = frozenset({int, float})
+_OPTIONAL_TIME = frozenset({int, float, type(None)})
 
 
 class Absent:
@@ -209,7 +211,7 @@ def _offending_type(value: Any) -> str:
     stack = [value]
     while stack:
         item = stack.pop()
-        if type(item) in _PLAIN_TYPES or isinstance(item, (str, bytes, int, float)):
+        if type(item) in PLAIN_TYPES or isinstance(item, (str, bytes, int, float)):
             continue
         if isinstance(item, (list, tuple)):
             stack.extend(item)
@@ -223,7 +225,7 @@ def _offending_type(value: Any) -> str:
 
 def plain_value(value: Any, data: bytes) -> Any:
     """The value exactly as tier 2 would decode it (a tuple becomes a list)."""
-    if type(value) in _PLAIN_TYPES:
+    if type(value) in PLAIN_TYPES:
         return value
     return msgpack.unpackb(data, raw=False, strict_map_key=False)[4]
 
@@ -237,19 +239,19 @@ def unpack_record(data: bytes) -> Record:
     if type(items) is not list or len(items) < 8:
         raise CorruptRecord("record is not an envelope array")
     fmt, version, expires_at, flags, value, written_at, ttl, seq = items[:8]
-    if fmt != FORMAT:
-        raise CorruptRecord(f"unknown record format {fmt!r}")
-    if type(version) is not int or version < 0 or type(flags) is not int or type(seq) is not int:
-        raise CorruptRecord("record header has wrong types")
-    if not _is_time(expires_at, optional=True) or not _is_time(written_at) or not _is_time(ttl, optional=True):
-        raise CorruptRecord("record times have wrong types")
     load_time = items[8] if len(items) > 8 else 0.0
-    if not _is_time(load_time):
-        raise CorruptRecord("record load time has a wrong type")
+    if (
+        fmt != FORMAT
+        or type(version) is not int
+        or version < 0
+        or type(flags) is not int
+        or type(seq) is not int
+        or type(expires_at) not in _OPTIONAL_TIME
+        or type(ttl) not in _OPTIONAL_TIME
+        or type(written_at) not in _TIME
+        or type(load_time) not in _TIME
+    ):
+        raise CorruptRecord(f"record header is malformed: {items[:4]!r}")
+    if expires_at is not None and expires_at != expires_at:
+        raise CorruptRecord("record expiry is NaN")
     return Record(value, version, expires_at, flags, written_at, ttl, seq, len(data), load_time)
-
-
-def _is_time(value: object, optional: bool = False) -> bool:
-    if value is None:
-        return optional
-    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]

@@ -94,6 +94,7 @@ class DiskTier:
             self._db.close()
             raise
         self._db_get = self._db.get
+        self._db_put = self._db.put
 
     def _check_schema(self) -> bool:
         """Refuse a newer schema; return whether the last session closed cleanly."""
@@ -147,7 +148,18 @@ class DiskTier:
             active.pop()
 
     def put(self, key: bytes, value: bytes) -> None:
-        self.write(((key, value),))
+        active = self._active
+        active.append(None)
+        try:
+            if self._closed:
+                raise StoreClosed(f"store {self.path} is closed")
+            self._db_put(key, value)
+            if self.changed is not None:
+                self.changed.add(key)
+        except plyvel.IOError as exc:
+            raise StorageFull(f"write to {self.path} failed: {exc}") from None
+        finally:
+            active.pop()
 
     def delete(self, key: bytes) -> None:
         self.write(((key, None),))

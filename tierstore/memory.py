@@ -11,7 +11,7 @@ slow reader never puts an older record over a newer one.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable
 
 from cachetools import LRUCache
 
@@ -23,22 +23,16 @@ STRIPES = 64
 
 
 class _RecordLRU(LRUCache[Key, Record]):
-    """An LRUCache that keeps a byte total of its records and counts evictions."""
+    """An LRUCache of records that counts its evictions and answers a miss with None.
 
-    def __init__(self, max_items: int) -> None:
-        super().__init__(max_items)
-        self.bytes = 0
-        self.evictions = 0
+    ``__missing__`` is cachetools' hook for misses; returning None instead of raising
+    saves a Python-level exception on every tier-1 miss.
+    """
 
-    def __setitem__(self, key: Key, record: Record) -> None:
-        old = self.get(key)
-        super().__setitem__(key, record)
-        self.bytes += record.size - (old.size if old is not None else 0)
+    evictions = 0
 
-    def __delitem__(self, key: Key) -> None:
-        record = super().__getitem__(key)
-        super().__delitem__(key)
-        self.bytes -= record.size
+    def __missing__(self, key: Key) -> None:
+        return None
 
     def popitem(self) -> tuple[Key, Record]:
         item = super().popitem()
@@ -46,26 +40,26 @@ class _RecordLRU(LRUCache[Key, Record]):
         return item
 
 
+def _record_size(record: Record) -> int:
+    return record.size
+
+
 class MemoryTier:
     """Decoded records of recently used keys; tier 2 stays authoritative."""
 
     def __init__(self, max_items: int, max_bytes: int | None = None) -> None:
-        self._lru = _RecordLRU(max_items)
+        # With a byte bound, cachetools keeps the byte total (getsizeof) and the item
+        # bound is enforced here; without one, cachetools bounds the items alone.
+        if max_bytes is None:
+            self._lru = _RecordLRU(max_items)
+        else:
+            self._lru = _RecordLRU(max_bytes, getsizeof=_record_size)
+        self._max_items = max_items
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._epochs = [0] * STRIPES
-        self.get = self._lookup
-
-    def _lookup(self, key: Key) -> Record | None:
-        """The record held for ``key``, marking it recently used (no lock, see module doc)."""
-        try:
-            return self._lru[key]
-        except KeyError:
-            return None
-
-    def peek(self, key: Key) -> Record | None:
-        """The record held for ``key`` without touching its recency."""
-        return self._lru.get(key) if key in self._lru else None
+        # The record held for a key, or None, marking it recently used (no lock, see module doc).
+        self.get: Callable[[Key], Record | None] = self._lru.__getitem__
 
     def epoch(self, key: Key) -> int:
         """The write epoch of ``key``'s stripe, read before a tier-2 fetch."""
@@ -92,6 +86,8 @@ class MemoryTier:
 
     def promote(self, key: Key, record: Record, epoch: int) -> bool:
         """Hold a record read from tier 2, unless a write to its stripe came after ``epoch``."""
+        if not self._max_items:
+            return False
         self._lock.acquire()
         try:
             if self._epochs[hash(key) % STRIPES] != epoch or key in self._lru:
@@ -102,15 +98,14 @@ class MemoryTier:
             self._lock.release()
 
     def _store(self, key: Key, record: Record) -> None:
-        max_bytes = self._max_bytes
-        if not self._lru.maxsize or (max_bytes is not None and record.size > max_bytes):
-            if key in self._lru:
-                del self._lru[key]
+        lru = self._lru
+        if not self._max_items or (self._max_bytes is not None and record.size > self._max_bytes):
+            if key in lru:
+                del lru[key]
             return
-        self._lru[key] = record
-        if max_bytes is not None:
-            lru = self._lru
-            while lru.bytes > max_bytes:
+        lru[key] = record
+        if self._max_bytes is not None:
+            while len(lru) > self._max_items:
                 lru.popitem()
 
     def clear(self) -> None:
@@ -119,7 +114,6 @@ class MemoryTier:
             for stripe in range(STRIPES):
                 self._epochs[stripe] += 1
             self._lru.clear()
-            self._lru.bytes = 0
         finally:
             self._lock.release()
 
@@ -128,11 +122,10 @@ class MemoryTier:
 
     @property
     def bytes(self) -> int:
-        return self._lru.bytes
+        """Encoded bytes held (0 when tier 1 has no byte bound and so keeps no total)."""
+        return int(self._lru.currsize) if self._max_bytes is not None else 0
 
     @property
     def evictions(self) -> int:
         return self._lru.evictions
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"items": len(self._lru), "bytes": self._lru.bytes, "evictions": self._lru.evictions}

@@ -27,6 +27,7 @@ from .disk import NS_ENTRY, DiskTier
 from .errors import CorruptRecord, StoreClosed
 from .memory import MemoryTier
 from .options import STAT_KEYS, Options
+from .refresh import Scheduler
 
 __all__ = ["TierStore"]
 
@@ -48,6 +49,7 @@ class TierStore:
         self.path = str(path) if path is not None else str(self._temp_dir)
         self._clock = options.clock
         self._jitter = Jitter(options.ttl_jitter)
+        self._scheduler = Scheduler(workers=2, name="tierstore")  # background work; threads start lazily
         self._stats = dict.fromkeys(STAT_KEYS, 0)
         self._stripe_locks = [threading.Lock() for _ in range(_STRIPES)]
         self._packers = [msgpack.Packer() for _ in range(_STRIPES)]
@@ -184,7 +186,7 @@ class TierStore:
                 self._stats["sets_rejected"] += 1
                 return False
             now = self._clock()
-            drawn = self._jitter.draw(ttl_seconds)
+            drawn = self._jitter.draw(ttl_seconds) if self._jitter.fraction else ttl_seconds
             record = self._encode(
                 stripe,
                 disk_key,
@@ -220,7 +222,9 @@ class TierStore:
         if len(data) > self._options.max_value_bytes:
             raise ValueError(f"value is {len(data)} bytes encoded; max_value_bytes is {self._options.max_value_bytes}")
         self._disk.put(disk_key, data)
-        return Record(codec.plain_value(value, data), version, expires_at, flags, now, ttl, seq, len(data), load_time)
+        if type(value) not in codec.PLAIN_TYPES:
+            value = codec.plain_value(value, data)
+        return Record(value, version, expires_at, flags, now, ttl, seq, len(data), load_time)
 
     def _resolve_ttl(self, ttl: Any, negative: bool) -> float | None:
         if ttl is ...:
@@ -229,7 +233,7 @@ class TierStore:
 
     def _current(self, key: Key, disk_key: bytes) -> Record | None:
         """The stored record, read under the key's stripe lock."""
-        record = self._memory.peek(key)
+        record = self._memory_get(key)
         if record is not None:
             return record
         data = self._disk.get(disk_key)
@@ -334,6 +338,7 @@ class TierStore:
             try:
                 # Order matters: stop background work, then save what lives in memory,
                 # then release the directory.
+                self._scheduler.close(timeout=self._options.lock_timeout)
                 self._disk.put_meta(_META_SEQ, next(self._seq))
                 self._disk.close()
             finally:
