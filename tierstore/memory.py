@@ -31,7 +31,7 @@ class _RecordLRU(LRUCache[Key, Record]):
 
     evictions = 0
 
-    def __missing__(self, key: Key) -> None:
+    def __missing__(self, key: Key) -> None:  # type: ignore[override]  # None marks a miss
         return None
 
     def popitem(self) -> tuple[Key, Record]:
