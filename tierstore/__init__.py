@@ -1,5 +1,6 @@
 """tierstore: an embedded, persistent two-tier cache engine for Python services."""
 
+from .bloom import BloomFilter
 from .codec import ABSENT, Entry, Versioned
 from .errors import (
     CorruptStore,
@@ -10,16 +11,19 @@ from .errors import (
     StoreLocked,
     TierStoreError,
 )
+from .ranking import SortedIndex
 from .store import TierStore
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ABSENT",
+    "BloomFilter",
     "CorruptStore",
     "Entry",
     "LoadTimeout",
     "SchemaTooNew",
+    "SortedIndex",
     "StorageFull",
     "StoreClosed",
     "StoreLocked",

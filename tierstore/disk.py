@@ -8,6 +8,7 @@ so an abandoned iterator never holds ``close()`` up.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 import msgpack
 import plyvel
 
-from .errors import CorruptStore, SchemaTooNew, StorageFull, StoreClosed, StoreLocked, TierStoreError
+from .errors import CorruptRecord, CorruptStore, SchemaTooNew, StorageFull, StoreClosed, StoreLocked, TierStoreError
 
 __all__ = [
     "DiskTier",
@@ -86,14 +87,15 @@ class DiskTier:
         self._active: list[None] = []
         self._closed = False
         self._close_lock = threading.Lock()
-        self.changed: set[bytes] | None = None
         try:
             self.was_clean = self._check_schema()
             self._db.put(_META_OPEN, b"\x01", sync=False)
         except BaseException:
             self._db.close()
             raise
-        self._db_get = self._db.get
+        # Checksums are verified on every read: a damaged table block must read as
+        # an error, never as a wrong value.
+        self._db_get = functools.partial(self._db.get, verify_checksums=True)
         self._db_put = self._db.put
 
     def _check_schema(self) -> bool:
@@ -144,6 +146,8 @@ class DiskTier:
                 raise StoreClosed(f"store {self.path} is closed")
             value: bytes | None = self._db_get(key)
             return value
+        except plyvel.CorruptionError as exc:
+            raise CorruptRecord(f"{self.path}: the block holding {key!r} is corrupt: {exc}") from None
         finally:
             active.pop()
 
@@ -154,8 +158,6 @@ class DiskTier:
             if self._closed:
                 raise StoreClosed(f"store {self.path} is closed")
             self._db_put(key, value)
-            if self.changed is not None:
-                self.changed.add(key)
         except plyvel.IOError as exc:
             raise StorageFull(f"write to {self.path} failed: {exc}") from None
         finally:
@@ -168,15 +170,12 @@ class DiskTier:
         """Apply puts (value bytes) and deletes (value None) atomically."""
         self.enter()
         try:
-            changed = self.changed
             with self._db.write_batch(sync=sync) as batch:
                 for key, value in ops:
                     if value is None:
                         batch.delete(key)
                     else:
                         batch.put(key, value)
-                    if changed is not None:
-                        changed.add(key)
         except plyvel.IOError as exc:
             raise StorageFull(f"write to {self.path} failed: {exc}") from None
         finally:
@@ -228,9 +227,12 @@ class DiskTier:
                         include_stop=include_upper,
                         reverse=reverse,
                         include_value=True,
+                        verify_checksums=True,
                     )
                     chunk = [item for _, item in zip(range(_CHUNK), iterator, strict=False)]
                     iterator.close()
+                except plyvel.CorruptionError as exc:
+                    raise CorruptStore(f"{self.path}: a scan met a corrupt block: {exc}") from None
                 finally:
                     self.exit()
                 yield from chunk
@@ -286,5 +288,7 @@ class DiskTier:
                 time.sleep(0.0005)
             try:
                 self._db.delete(_META_OPEN, sync=True)
+            except plyvel.Error as exc:
+                raise StorageFull(f"{self.path}: could not mark the session closed: {exc}") from None
             finally:
                 self._db.close()

@@ -39,6 +39,19 @@ STAT_KEYS = (
 )
 
 
+def _check_persist_path(path: object, persist_path: object) -> None:
+    """``persist_path`` must be another directory: not ``path``, not inside it, not around it."""
+    if path is None or persist_path is None:
+        return
+    store = os.path.realpath(os.fspath(path))  # type: ignore[call-overload]
+    persist = os.path.realpath(os.fspath(persist_path))  # type: ignore[call-overload]
+    if os.path.commonpath([store, persist]) in (store, persist):
+        raise ValueError(
+            f"persist_path {persist_path!r} must be a directory apart from path {path!r}: "
+            "not the same, not inside it and not containing it"
+        )
+
+
 def _check_count(value: object, name: str, *, minimum: int, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
@@ -81,6 +94,7 @@ class Options:
             raise TypeError(f"path must be a str, a path or None, not {type(self.path).__name__}")
         if self.persist_path is not None and not isinstance(self.persist_path, (str, os.PathLike)):
             raise TypeError(f"persist_path must be a str, a path or None, not {type(self.persist_path).__name__}")
+        _check_persist_path(self.path, self.persist_path)
         _check_count(self.memory_items, "memory_items", minimum=0)
         _check_count(self.memory_bytes, "memory_bytes", minimum=1, optional=True)
         _check_count(self.bloom_capacity, "bloom_capacity", minimum=1)

@@ -8,32 +8,46 @@ listed in DESIGN.md §2, none of which imports this one.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import logging
+import math
+import random
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import msgpack
 
 from . import codec
-from .clock import Jitter, check_ttl
-from .codec import ABSENT, NEGATIVE, TOMBSTONE, Entry, Key, Record, encode_key
+from .clock import Jitter, check_seconds, check_ttl
+from .codec import ABSENT, NEGATIVE, TOMBSTONE, Entry, Key, Record, Versioned, encode_key
+from .counters import Counters
 from .disk import NS_ENTRY, DiskTier
-from .errors import CorruptRecord, StoreClosed
+from .errors import CorruptRecord, StoreClosed, TierStoreError
+from .flight import DEFAULT, NOTHING, STALE, WAIT, Flight, Flights, check_policy
+from .guard import Guard, note_unguarded_open
 from .memory import MemoryTier
 from .options import STAT_KEYS, Options
-from .refresh import Scheduler
+from .persist import STAT_KEYS as PERSIST_STAT_KEYS
+from .persist import Checkpointer, TrackedDisk, open_disk
+from .ranking import DEFAULT_REFRESH_INTERVAL, IndexRefresher, Pairs, SortedIndex
+from .refresh import Handle, Scheduler
+from .sweep import STAT_KEYS as SWEEP_STAT_KEYS
+from .sweep import Capacity, Sweeper, open_capacity
 
 __all__ = ["TierStore"]
 
 log = logging.getLogger("tierstore")
 
 _STRIPES = 64
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class TierStore:
@@ -51,20 +65,27 @@ class TierStore:
         self._jitter = Jitter(options.ttl_jitter)
         self._scheduler = Scheduler(workers=2, name="tierstore")  # background work; threads start lazily
         self._stats = dict.fromkeys(STAT_KEYS, 0)
+        self._flights = Flights(options.lock_timeout, self._stats)
+        self._in_flight = self._flights.in_flight  # tested without a lock by writers: nearly free when empty
         self._stripe_locks = [threading.Lock() for _ in range(_STRIPES)]
         self._packers = [msgpack.Packer() for _ in range(_STRIPES)]
         self._corrupt_logged = False
         self._closed = False
         self._close_lock = threading.Lock()
         try:
-            self._disk = DiskTier(self.path)
+            self._disk, restored = open_disk(self.path, options.persist_path)  # restores when missing/corrupt
         except BaseException:
             self._remove_temp_dir()
             raise
         self._memory = MemoryTier(options.memory_items, options.memory_bytes)
         self._memory_get = self._memory.get
         self._seq = _next_sequence(self._disk)
-        self._guard: Any = None  # the existence filter when guard=True (issue 4)
+        self._open_durability(restored)
+        self._guard: Guard | None = self._open_guard()  # the existence filter when guard=True
+        self._counters = Counters(self._disk)
+        self._indexes: dict[Key, SortedIndex] = {}
+        self._indexes_lock = threading.Lock()
+        self._stats["index_refresh_errors"] = 0
 
     # -- reading ------------------------------------------------------------------
 
@@ -111,7 +132,7 @@ class TierStore:
     def _read_disk(self, key: Key) -> Record | None:
         disk_key = NS_ENTRY + encode_key(key)
         epoch = self._memory.epoch(key)
-        data = self._disk.get(disk_key)
+        data = self._disk_get(disk_key)
         if data is None:
             return None
         record = self._decode(disk_key, data)
@@ -123,11 +144,14 @@ class TierStore:
         try:
             return codec.unpack_record(data)
         except CorruptRecord as exc:
-            self._stats["corrupt_records"] += 1
-            level = logging.DEBUG if self._corrupt_logged else logging.WARNING
-            self._corrupt_logged = True
-            log.log(level, "%s: record %r is corrupt and reads as a miss: %s", self.path, disk_key, exc)
+            self._count_corrupt(disk_key, exc)
             return None
+
+    def _count_corrupt(self, disk_key: bytes, exc: CorruptRecord) -> None:
+        self._stats["corrupt_records"] += 1
+        level = logging.DEBUG if self._corrupt_logged else logging.WARNING
+        self._corrupt_logged = True
+        log.log(level, "%s: record %r is corrupt and reads as a miss: %s", self.path, disk_key, exc)
 
     def get_entry(self, key: Key) -> Entry | None:
         """The entry of ``key`` with its metadata; ``stale=True`` within ``stale_ttl`` after expiry."""
@@ -180,6 +204,8 @@ class TierStore:
         lock = self._stripe_locks[stripe]
         lock.acquire()
         try:
+            if self._in_flight and admit is None:
+                self._flights.invalidate(key)  # bump the fill generation
             current = self._current(key, disk_key)
             current_version = current.version if current is not None else 0
             if (version is not None and version <= current_version) or (admit is not None and not admit()):
@@ -200,6 +226,8 @@ class TierStore:
             )
             self._memory.put(key, record)
             self._stats["sets"] += 1
+            if self._guard is not None and not negative:
+                self._guard.add(key)
             return True
         finally:
             lock.release()
@@ -221,7 +249,10 @@ class TierStore:
         data = codec.pack_record(self._packers[stripe], value, version, expires_at, flags, now, ttl, seq, load_time)
         if len(data) > self._options.max_value_bytes:
             raise ValueError(f"value is {len(data)} bytes encoded; max_value_bytes is {self._options.max_value_bytes}")
-        self._disk.put(disk_key, data)
+        if self._capacity is None:
+            self._disk.put(disk_key, data)
+        else:
+            self._capacity.put(disk_key, data, seq)  # with its write-order record
         if type(value) not in codec.PLAIN_TYPES:
             value = codec.plain_value(value, data)
         return Record(value, version, expires_at, flags, now, ttl, seq, len(data), load_time)
@@ -236,8 +267,16 @@ class TierStore:
         record = self._memory_get(key)
         if record is not None:
             return record
-        data = self._disk.get(disk_key)
+        data = self._disk_get(disk_key)
         return None if data is None else self._decode(disk_key, data)
+
+    def _disk_get(self, disk_key: bytes) -> bytes | None:
+        """A tier-2 read; a damaged block reads as a miss, counted and logged like a bad record."""
+        try:
+            return self._disk.get(disk_key)
+        except CorruptRecord as exc:
+            self._count_corrupt(disk_key, exc)
+            return None
 
     def delete(self, key: Key, *, version: int | None = None) -> bool:
         """Remove ``key`` from both tiers, leaving a tombstone at its version; ``True`` if it was live."""
@@ -248,6 +287,8 @@ class TierStore:
         lock = self._stripe_locks[stripe]
         lock.acquire()
         try:
+            if self._in_flight:
+                self._flights.invalidate(key)  # bump the fill generation
             current = self._current(key, disk_key)
             now = self._clock()
             was_live = self._is_live(current, now)
@@ -260,7 +301,10 @@ class TierStore:
                 self._memory.put(key, record)
             else:
                 if current is not None:
-                    self._disk.delete(disk_key)
+                    if self._capacity is None:
+                        self._disk.delete(disk_key)
+                    else:
+                        self._capacity.delete(disk_key)
                 self._memory.discard(key)
             self._stats["deletes"] += 1
             return was_live
@@ -269,11 +313,497 @@ class TierStore:
 
     # -- loading: get_or_load, recomputation, background work (flight.py, refresh.py) --
 
+    def get_or_load(
+        self,
+        key: Key,
+        loader: Callable[[], Any],
+        *,
+        ttl: Any = ...,
+        on_busy: str = "wait",
+        wait_timeout: float | None = None,
+        default: Any = None,
+    ) -> Any:
+        """The value of ``key``; on a miss ``loader()`` runs once across callers and fills both tiers.
+
+        - ``on_busy`` (while another caller loads the key): ``"wait"`` for its result
+          (``LoadTimeout`` past ``wait_timeout`` seconds), ``"stale"`` returns the
+          stale value at once when one is within ``stale_ttl`` (else waits),
+          ``"default"`` returns ``default`` at once.
+        - The loader's exception reaches its caller and every waiter; nothing is stored.
+        - ``None`` or ``ABSENT`` from the loader stores a negative entry
+          (``negative_ttl``) and returns ``default``; ``Versioned(value, version)``
+          stamps the version. A fill never lowers the stored version; a fill at the
+          stored version renews the entry (but never resurrects a tombstone).
+        - A fill is dropped (counted in ``fills_rejected``), though still returned to
+          the callers of that load, when the key was set, deleted or invalidated
+          after the load began, or when the load outlived its ``lock_timeout`` lease.
+        - A live hit may start one background renewal, single-flight with foreground
+          loads and at most one per key per ``min_refresh_interval``: when the entry
+          is in the last ``refresh_ahead`` fraction of its TTL, or by XFetch with
+          ``early_beta > 0``: when ``now - load_time * early_beta * ln(U) >= expires_at``
+          for ``U`` uniform in ``(0, 1]`` and ``load_time`` the duration of the load that
+          wrote the entry (entries written by ``set`` have none, so never renew early).
+          Negative entries are not renewed ahead.
+        - A caller with ``on_busy="stale"`` that finds a stale value and no load running
+          loads in the foreground, unless the key was renewed less than
+          ``min_refresh_interval`` ago: then it gets the stale value.
+        - Stats: ``loads``/``load_errors`` count foreground loader calls and their
+          failures, ``refreshes``/``refresh_errors`` background ones (refresh-ahead,
+          XFetch, ``refresh_every``); ``load_waits`` counts callers that waited.
+        - The value returned is the one the tiers would return (a tuple reads as a list).
+        """
+        self._check_load_args(loader, ttl, on_busy, wait_timeout)
+        record, hit_stat = self._lookup(key)
+        now = self._clock()
+        if record is not None and not record.flags & TOMBSTONE:
+            expires_at = record.expires_at
+            if expires_at is None or expires_at > now:
+                if record.flags & NEGATIVE:
+                    self._stats["negative_hits"] += 1
+                    return default
+                self._stats[hit_stat] += 1
+                if expires_at is not None and self._renewal_due(record, expires_at, now):
+                    self._renew(key, loader, ttl)
+                return record.value
+        self._stats["misses"] += 1
+        if self._guard is not None and not self._guard.might_contain(key):
+            self._stats["guard_rejections"] += 1
+            return default
+        stale = self._stale_value(record, now)
+        if stale is not NOTHING and on_busy == STALE and not self._may_renew_now(key):
+            self._stats["stale_served"] += 1
+            return stale
+        value = self._flights.run(
+            key,
+            lambda flight: self._load(key, loader, ttl, flight),
+            on_busy=on_busy,
+            busy=lambda: self._busy_answer(on_busy, stale, default),
+            wait_timeout=wait_timeout,
+        )
+        return default if value is ABSENT else value
+
+    def _check_load_args(self, loader: object, ttl: Any, on_busy: object, wait_timeout: object) -> None:
+        if self._closed:
+            raise StoreClosed(f"store {self.path} is closed")
+        if not callable(loader):
+            raise TypeError(f"loader must be callable, not {type(loader).__name__}")
+        if ttl is not ...:
+            check_ttl(ttl)
+        check_policy(on_busy)
+        check_seconds(wait_timeout, "wait_timeout", optional=True)
+
+    def _lookup(self, key: Key) -> tuple[Record | None, str]:
+        """The stored record of ``key`` and the stat a hit on it counts in."""
+        try:
+            record = self._memory_get(key)
+        except TypeError:
+            encode_key(key)  # raises the key error callers expect
+            raise
+        if record is not None:
+            return record, "hits_memory"
+        return self._read_disk(key), "hits_disk"
+
+    def _stale_value(self, record: Record | None, now: float) -> Any:
+        """The value of an expired entry still within ``stale_ttl``, else ``NOTHING``."""
+        if record is None or record.flags or record.expires_at is None:
+            return NOTHING
+        if record.expires_at <= now < record.expires_at + self._options.stale_ttl:
+            return record.value
+        return NOTHING
+
+    def _may_renew_now(self, key: Key) -> bool:
+        """Whether a renewal of ``key`` may start now (and claim it): none running, none too recent."""
+        if self._flights.running(key):
+            return True  # the caller follows it by policy
+        return self._flights.claim_renewal(key, self._options.min_refresh_interval)
+
+    def _busy_answer(self, on_busy: str, stale: Any, default: Any) -> Any:
+        """What a caller gets at once while another loads the key; ``NOTHING`` means wait."""
+        if on_busy == DEFAULT:
+            self._stats["busy_defaults"] += 1
+            return default
+        if stale is not NOTHING:
+            self._stats["stale_served"] += 1
+            return stale
+        return NOTHING
+
+    def _load(self, key: Key, loader: Callable[[], Any], ttl: Any, flight: Flight) -> Any:
+        """A foreground load as leader: check again, call the loader, fill. ``ABSENT`` for nothing."""
+        record = self._read(key)
+        now = self._clock()
+        if record is not None and (self._is_live(record, now) or self._is_negative_hit(record, now)):
+            # another flight filled it between our miss and our lead
+            return ABSENT if record.flags & NEGATIVE else record.value
+        self._stats["loads"] += 1
+        try:
+            return self._call_and_fill(key, loader, ttl, flight)
+        except BaseException:
+            self._stats["load_errors"] += 1
+            raise
+
+    def _is_negative_hit(self, record: Record | None, now: float) -> bool:
+        if record is None or record.flags != NEGATIVE:
+            return False
+        return record.expires_at is None or record.expires_at > now
+
+    def _call_and_fill(self, key: Key, loader: Callable[[], Any], ttl: Any, flight: Flight) -> Any:
+        """Call the loader, store its result when the flight may still fill; the plain value."""
+        started = time.monotonic()
+        result = loader()
+        load_time = time.monotonic() - started
+        version = None
+        if isinstance(result, Versioned):
+            result, version = result.value, codec.check_version(result.version)
+        value = ABSENT if result is None or result is ABSENT else self._plain(result)
+        if not self._fill(key, value, version, ttl, flight, load_time):
+            self._stats["fills_rejected"] += 1
+        return value
+
+    def _fill(self, key: Key, value: Any, version: int | None, ttl: Any, flight: Flight, load_time: float) -> bool:
+        """Write a loaded value under the flight's admission; ``False`` when it was dropped."""
+        admits = self._flights.admits
+        if not admits(flight):
+            return False
+        fill_ttl = ... if value is ABSENT else ttl
+        if version is None:
+            return self._write(key, value, ttl=fill_ttl, load_time=load_time, admit=lambda: admits(flight))
+        current = self._read(key)
+        current_version = 0 if current is None else current.version
+        if version > current_version:
+            return self._write(
+                key, value, ttl=fill_ttl, version=version, load_time=load_time, admit=lambda: admits(flight)
+            )
+        if version < current_version or (current is not None and current.flags & TOMBSTONE):
+            return False
+        # Same version as stored: an unversioned write keeps it, if it is still the same under the lock.
+        disk_key = NS_ENTRY + encode_key(key)
+
+        def same_version() -> bool:
+            now_current = self._current(key, disk_key)
+            if now_current is None:
+                return version == 0 and admits(flight)
+            return now_current.version == version and not now_current.flags & TOMBSTONE and admits(flight)
+
+        return self._write(key, value, ttl=fill_ttl, load_time=load_time, admit=same_version)
+
+    def _renewal_due(self, record: Record, expires_at: float, now: float) -> bool:
+        """Refresh-ahead or XFetch says a live entry should be renewed now."""
+        options = self._options
+        if options.refresh_ahead and record.ttl is not None and expires_at - now <= options.refresh_ahead * record.ttl:
+            return True
+        if options.early_beta and record.load_time > 0:
+            return now - record.load_time * options.early_beta * math.log(1.0 - random.random()) >= expires_at
+        return False
+
+    def _renew(self, key: Key, loader: Callable[[], Any], ttl: Any) -> None:
+        """Start one background renewal of ``key`` unless one runs or ran too recently."""
+        flights = self._flights
+        if flights.running(key) or not flights.claim_renewal(key, self._options.min_refresh_interval):
+            return
+        flight, leader = flights.begin(key)
+        if not leader:
+            return
+        try:
+            self._scheduler.submit(lambda: self._refresh(flight, key, loader, ttl))
+        except StoreClosed as exc:
+            flights.finish(flight, error=exc)
+
+    def _refresh(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any) -> None:
+        """A background load as the flight's leader; failures are logged and counted, the old value stays."""
+        try:
+            self._flights.lead(flight, lambda f: self._call_and_fill(key, loader, ttl, f))
+        except Exception:
+            self._stats["refresh_errors"] += 1
+            log.warning("%s: background refresh of %r failed; the old value stays", self.path, key, exc_info=True)
+            return
+        self._stats["refreshes"] += 1
+
+    def refresh_every(self, key: Key, loader: Callable[[], Any], interval: float, *, ttl: Any = ...) -> Handle:
+        """Recompute ``key`` with ``loader()`` every ``interval`` seconds in the background.
+
+        The first load is queued at once (``drain()`` waits for it). A round finding a
+        load of the key already running skips. ``min_refresh_interval`` does not apply.
+        Failures are logged and counted in ``refresh_errors``; the old value stays.
+        Returns a handle whose ``cancel()`` stops later rounds.
+        """
+        encode_key(key)
+        self._check_load_args(loader, ttl, WAIT, None)
+        period = check_seconds(interval, "interval", allow_zero=False)
+        assert period is not None
+
+        def round_() -> None:
+            flight, leader = self._flights.begin(key)
+            if leader:
+                self._refresh(flight, key, loader, ttl)
+
+        return self._scheduler.every(period, round_, first_delay=0.0)
+
+    def invalidate(self, key: Key, *, again_after: float | None = None) -> None:
+        """``delete(key)`` now and, with ``again_after``, again that many seconds later in the background.
+
+        The second delete (the "delayed double delete") catches a stale value that a
+        reader who read the source before the write put back in the meantime; the
+        caller never waits for it.
+        """
+        delay = check_seconds(again_after, "again_after", optional=True)
+        self.delete(key)
+        if delay is not None:
+            self._scheduler.after(delay, lambda: self._delete_again(key))
+
+    def _delete_again(self, key: Key) -> None:
+        if not self._closed:
+            self.delete(key)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait for background work queued or running now (and timers already due); ``False`` on timeout."""
+        return self._scheduler.drain(timeout)
+
+    def cached(
+        self, ttl: Any = ..., key: Callable[..., Key] | None = None
+    ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+        """A decorator memoizing a function through ``get_or_load``.
+
+        The key is the function's module and ``__qualname__`` plus its arguments
+        encoded with msgpack (``TypeError`` when they cannot be); keyword arguments
+        are sorted by name, and ``f(1)`` and ``f(a=1)`` are different keys (as in
+        ``functools.lru_cache``). Keys longer than the key limit use a SHA-256 of the
+        arguments. ``key=`` is a callable building the key from the arguments instead.
+        """
+        if ttl is not ...:
+            check_ttl(ttl)
+        if key is not None and not callable(key):
+            raise TypeError(f"key must be a callable building the key from the arguments, not {type(key).__name__}")
+
+        def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+            prefix = f"{fn.__module__}:{fn.__qualname__}:".encode()
+
+            @functools.wraps(fn)
+            def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+                cache_key = key(*args, **kwargs) if key is not None else self._call_key(prefix, args, kwargs)
+                result: _R = self.get_or_load(cache_key, lambda: fn(*args, **kwargs), ttl=ttl)
+                return result
+
+            return wrapper
+
+        return decorate
+
+    @staticmethod
+    def _plain(value: Any) -> Any:
+        """``value`` as the tiers would return it (a tuple becomes a list); ``TypeError`` if unencodable."""
+        if type(value) in codec.PLAIN_TYPES:
+            return value
+        return codec.plain_value(value, codec.pack_record(msgpack.Packer(), value, 0, None, 0, 0.0, None, 0))
+
+    @staticmethod
+    def _call_key(prefix: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """The ``cached`` key of one call: the function's prefix and its msgpack-encoded arguments."""
+        try:
+            packed: bytes = msgpack.packb([args, sorted(kwargs.items())], use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(f"cannot build a cache key from the arguments ({exc}); pass key= to build one") from None
+        if len(prefix) + len(packed) >= codec.MAX_KEY_BYTES:
+            return prefix + b"sha256:" + hashlib.sha256(packed).digest()
+        return prefix + packed
+
     # -- existence guard (bloom.py) -------------------------------------------------
+
+    def _open_guard(self) -> Guard | None:
+        """Load or rebuild the existence filter (guard=True); else mark a saved one incomplete."""
+        options = self._options
+        self._guard = None  # what close() sees if opening fails
+        try:
+            if not options.guard:
+                note_unguarded_open(self._disk)  # sets in this session will not reach the filter
+                return None
+            return Guard(self._disk, options.bloom_capacity, options.bloom_error_rate)
+        except BaseException:
+            self.close()  # the parts opened before the guard (timers, checkpointer, directory)
+            raise
+
+    def guard_keys(self, keys: Iterable[Key]) -> None:
+        """Admit keys that exist in the source to the existence filter and save it before returning.
+
+        A bad key raises (``TypeError``/``ValueError``) before any key is admitted.
+        Without ``guard=True`` there is no filter: ``TierStoreError``.
+        """
+        guard = self._require_guard()
+        guard.add_many(keys)
+        guard.save()
+
+    def rebuild_guard(self, keys: Iterable[Key]) -> None:
+        """Replace the existence filter with one holding ``keys`` (and keys set meanwhile), and save it.
+
+        The way to shrink a filter (a Bloom filter never forgets deleted keys) or to
+        grow one past its capacity: it is sized for ``max(bloom_capacity, 2 * len(keys))``.
+        It also ends the admit-everything mode of a store whose saved filter was damaged.
+        """
+        self._require_guard().rebuild(keys)
+
+    def _guard_stats(self) -> dict[str, int]:
+        """``guard_keys`` (keys admitted), ``guard_over_capacity`` and ``guard_degraded`` (0/1),
+        ``guard_error_ppm`` (estimated false-positive rate, parts per million); zeros without a guard."""
+        guard = self._guard
+        if guard is None:
+            return {"guard_keys": 0, "guard_over_capacity": 0, "guard_degraded": 0, "guard_error_ppm": 0}
+        bloom = guard.filter
+        return {
+            "guard_keys": len(bloom),
+            "guard_over_capacity": int(guard.over_capacity),
+            "guard_degraded": int(guard.degraded),
+            "guard_error_ppm": round(bloom.estimated_error_rate() * 1_000_000),
+        }
+
+    def _require_guard(self) -> Guard:
+        if self._closed:
+            raise StoreClosed(f"store {self.path} is closed")
+        if self._guard is None:
+            raise TierStoreError("this store was opened without guard=True: it keeps no existence filter")
+        return self._guard
 
     # -- counters and sorted indexes (counters.py, ranking.py) ------------------------
 
+    def incr(self, key: Key, delta: int = 1) -> int:
+        """Add ``delta`` to the durable counter ``key`` and return the new count.
+
+        Counters have their own namespace (a counter and a cached value may share a
+        name) and are signed 64-bit: ``OverflowError`` past it, nothing changed.
+        """
+        return self._counters.incr(key, delta)
+
+    def decr(self, key: Key, delta: int = 1) -> int:
+        """Subtract ``delta`` from the counter ``key`` and return the new count."""
+        return self._counters.decr(key, delta)
+
+    def counter(self, key: Key) -> int:
+        """The count of ``key``; 0 for a counter never touched."""
+        return self._counters.get(key)
+
+    def index(self, name: Key) -> SortedIndex:
+        """The sorted index ``name`` (the same object on every call), created empty on first use."""
+        encode_key(name)  # validate before looking up
+        with self._indexes_lock:
+            index = self._indexes.get(name)
+            if index is None:
+                index = self._indexes[name] = SortedIndex(self._disk, name)
+            return index
+
+    def keep_fresh(
+        self,
+        name: Key,
+        rebuild: Callable[[], Pairs],
+        *,
+        stamp: Callable[[], Any] | None = None,
+        interval: float = DEFAULT_REFRESH_INTERVAL,
+    ) -> Handle:
+        """Rebuild index ``name`` in the background whenever its source stamp moves.
+
+        The first round runs at once, then one every ``interval`` seconds (default
+        5). The source stamp is ``stamp()`` when given, else the index's dirty stamp
+        (see ``SortedIndex.mark_dirty``). Failures are logged and counted in
+        ``stats()["index_refresh_errors"]``; the old index stays. Each call starts its
+        own refresher (one per index is the intended use); ``cancel()`` on the handle
+        or ``close()`` stops it.
+        """
+        seconds = check_seconds(interval, "interval", allow_zero=False)
+        assert seconds is not None  # not optional, so never None
+        refresher = IndexRefresher(self.index(name), rebuild, stamp=stamp, on_error=self._count_refresh_error)
+        return self._scheduler.every(seconds, refresher, first_delay=0.0)
+
+    def _count_refresh_error(self, exc: BaseException) -> None:
+        self._stats["index_refresh_errors"] += 1
+
     # -- durability: checkpoints and sweeping (persist.py, sweep.py) ------------------
+
+    def _open_durability(self, restored: bool) -> None:
+        """Wire the checkpointer, the capacity tracker, the sweeper and their timers."""
+        options = self._options
+        self._stats.update(dict.fromkeys(PERSIST_STAT_KEYS + SWEEP_STAT_KEYS, 0))
+        self._stats["restored_from_checkpoint"] = int(restored)
+        self._checkpointer: Checkpointer | None = None
+        self._capacity: Capacity | None = None
+        try:
+            if options.persist_path is not None:
+                assert isinstance(self._disk, TrackedDisk)
+                self._checkpointer = Checkpointer(self._disk, str(options.persist_path), rate=options.persist_rate)
+            self._capacity = open_capacity(self._disk, options.disk_capacity_bytes)
+        except BaseException:
+            self._disk.close()
+            self._remove_temp_dir()
+            raise
+        self._sweeper = Sweeper(
+            self._disk,
+            clock=self._clock,
+            stale_ttl=options.stale_ttl,
+            tombstone_ttl=options.tombstone_ttl,
+            lock_for=self._stripe_lock_for,
+            forget=self._memory.discard,
+            capacity=self._capacity,
+        )
+        if self._capacity is not None:
+            self._capacity.on_over = self._evict_soon
+        if self._checkpointer is not None and options.checkpoint_interval is not None:
+            self._scheduler.every(options.checkpoint_interval, self.checkpoint)
+        if options.sweep_interval is not None:
+            self._scheduler.every(options.sweep_interval, self.sweep)
+
+    def _stripe_lock_for(self, key: Key) -> threading.Lock:
+        return self._stripe_locks[hash(key) % _STRIPES]
+
+    def _evict_soon(self) -> None:
+        """Past the capacity: evict in the background rather than on the writer's thread."""
+        try:
+            self._scheduler.submit(self._evict)
+        except StoreClosed:
+            pass
+
+    def _evict(self) -> None:
+        self._count_sweep(self._sweeper.evict())
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Copy what changed since the last checkpoint into ``persist_path`` and sync it.
+
+        Returns ``{"records", "deleted", "scanned", "bytes", "seconds", "full"}``.
+        """
+        if self._closed:
+            raise StoreClosed(f"store {self.path} is closed")
+        if self._checkpointer is None:
+            raise TierStoreError("checkpoint() needs a persist_path; this store has none")
+        if self._guard is not None:
+            self._guard.save()  # the checkpoint carries a filter as new as its entries
+        return self._record_checkpoint(self._checkpointer.checkpoint())
+
+    def _record_checkpoint(self, result: dict[str, Any]) -> dict[str, Any]:
+        self._stats["checkpoints"] += 1
+        self._stats["checkpoint_ms"] += int(result["seconds"] * 1000)
+        return result
+
+    def sweep(self) -> dict[str, int]:
+        """Purge expired entries, expired negative entries and old tombstones; enforce the capacity.
+
+        Returns counts: ``scanned``, ``expired_purged``, ``swept_tombstones``,
+        ``corrupt_purged``, ``evictions_disk``.
+        """
+        if self._closed:
+            raise StoreClosed(f"store {self.path} is closed")
+        return self._count_sweep(self._sweeper.sweep())
+
+    def _count_sweep(self, counts: dict[str, int]) -> dict[str, int]:
+        for name in ("expired_purged", "swept_tombstones", "evictions_disk"):
+            self._stats[name] += counts[name]
+        return counts
+
+    def _close_durability(self) -> None:
+        """At close: save the capacity total, then take the final checkpoint (logged if it fails)."""
+        if self._capacity is not None:
+            try:
+                self._capacity.save()
+            except TierStoreError:
+                log.exception("%s: could not save the capacity total; the next open recounts it", self.path)
+        if self._checkpointer is not None:
+            try:
+                self._record_checkpoint(self._checkpointer.finish())
+            except Exception:
+                log.exception("%s: the final checkpoint into %s failed", self.path, self._checkpointer.path)
 
     # -- mapping protocol -----------------------------------------------------------
 
@@ -323,6 +853,7 @@ class TierStore:
         stats["evictions_memory"] = self._memory.evictions
         stats["memory_items"] = len(self._memory)
         stats["memory_bytes"] = self._memory.bytes
+        stats.update(self._guard_stats())
         return stats
 
     @property
@@ -339,8 +870,13 @@ class TierStore:
                 # Order matters: stop background work, then save what lives in memory,
                 # then release the directory.
                 self._scheduler.close(timeout=self._options.lock_timeout)
-                self._disk.put_meta(_META_SEQ, next(self._seq))
-                self._disk.close()
+                if self._guard is not None:
+                    self._guard.close()  # logs instead of raising: the next open rebuilds
+                try:
+                    self._disk.put_meta(_META_SEQ, next(self._seq))
+                    self._close_durability()  # capacity total, then the final checkpoint
+                finally:
+                    self._disk.close()  # released even when a full disk refused the writes above
             finally:
                 self._memory.clear()
                 self._remove_temp_dir()

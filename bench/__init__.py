@@ -1,0 +1,7 @@
+"""``python -m bench``: tierstore's throughput and latency against its peers, and its scenario figures.
+
+Run ``python -m bench --help``. Every section is a module: ``throughput``
+(read- and write-heavy workloads across systems), ``hotpath`` (per-call ratios
+against the raw libraries), ``scenarios`` (stampede, penetration), ``data``
+(counters, pagination) and ``durability`` (checkpoints).
+"""

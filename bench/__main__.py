@@ -1,0 +1,130 @@
+"""``python -m bench``: run the sections, print the table, optionally write the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+from .config import PROFILES, Config
+from .report import Section, log, machine_info, progress, render, write_json
+from .systems import library_versions
+
+__all__ = ["main", "SECTION_NAMES"]
+
+SECTION_NAMES = (
+    "read-heavy",
+    "write-heavy",
+    "hotpath",
+    "stampede",
+    "penetration",
+    "counters",
+    "pagination",
+    "checkpoint",
+)
+
+Runner = Callable[[Config, str, set[str]], list[Section]]
+
+
+def _runners() -> list[tuple[tuple[str, ...], Runner]]:
+    """Each runner with the section names it produces, in run order."""
+    from . import data, durability, hotpath, scenarios, throughput
+
+    return [
+        (throughput.SECTIONS, throughput.run_throughput),
+        (hotpath.SECTIONS, hotpath.run_hotpath),
+        (scenarios.SECTIONS, scenarios.run_scenarios),
+        (data.SECTIONS, data.run_data),
+        (durability.SECTIONS, durability.run_durability),
+    ]
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="tierstore against raw plyvel+msgpack, cachetools and diskcache, plus its scenario figures.",
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a smoke run (under a minute on 2 cores)")
+    size.add_argument("--smoke", action="store_true", help="the smallest run, for the test suite")
+    parser.add_argument("--json", metavar="FILE", help="write every figure and the machine to FILE")
+    parser.add_argument(
+        "--only",
+        metavar="NAME",
+        action="append",
+        help=f"run only this section (repeatable or comma-separated): {', '.join(SECTION_NAMES)}",
+    )
+    parser.add_argument("--threads", metavar="N,N", help="thread counts of the throughput workloads (e.g. 1,4)")
+    return parser.parse_args(argv)
+
+
+def _wanted(only: list[str] | None) -> set[str]:
+    if not only:
+        return set(SECTION_NAMES)
+    names = {name.strip() for item in only for name in item.split(",") if name.strip()}
+    unknown = names - set(SECTION_NAMES)
+    if unknown:
+        raise SystemExit(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTION_NAMES)}")
+    return names
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.threads:
+        from dataclasses import replace
+
+        counts = tuple(int(part) for part in args.threads.split(",") if part.strip())
+        if not counts or min(counts) < 1:
+            raise SystemExit("--threads takes positive integers, e.g. 1,4")
+        config = replace(config, threads=counts, write_threads=counts)
+    return config
+
+
+def _run_one(runner: Runner, names: tuple[str, ...], config: Config, parent: str, wanted: set[str]) -> list[Section]:
+    """Run one runner; a crash becomes a failed section rather than ending the bench."""
+    started = time.perf_counter()
+    try:
+        sections = runner(config, parent, wanted)
+    except Exception as exc:
+        log.exception("section(s) %s failed", ", ".join(names))
+        failed = Section("+".join(n for n in names if n in wanted), f"{', '.join(names)}: failed")
+        failed.skipped.append(f"failed: {type(exc).__name__}: {exc}")
+        sections = [failed]
+    elapsed = time.perf_counter() - started
+    for section in sections:
+        section.seconds = section.seconds or elapsed / len(sections)
+    return sections
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench; 0 when every section ran (goals missed or not), 1 when one crashed."""
+    args = _parse(argv)
+    wanted = _wanted(args.only)
+    config = _config(args)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    machine = machine_info(library_versions())
+    print(
+        f"tierstore bench ({config.name}): {machine['cpus_usable']} CPUs ({machine['cpu_model']}), "
+        f"Python {machine['python']}, load {machine['load_average']}",
+        flush=True,
+    )
+    sections: list[Section] = []
+    with tempfile.TemporaryDirectory(prefix="tierstore-bench-") as parent:
+        for names, runner in _runners():
+            if not wanted.intersection(names):
+                continue
+            for section in _run_one(runner, names, config, parent, wanted):
+                print(render(section), flush=True)
+                sections.append(section)
+    if args.json:
+        write_json(args.json, machine, config.as_dict(), sections)
+        progress(f"wrote {args.json}")
+    failed = [s for s in sections if any(skip.startswith("failed:") for skip in s.skipped)]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Smoke test of ``python -m bench``: its smallest run ends and its JSON holds sane figures."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.__main__ import SECTION_NAMES
+from bench.measure import percentile
+from bench.workloads import READ_HEAVY, KeySpace, make_sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    """One smoke run for every test of this module: (the JSON document, stdout)."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(out.read_text()), done.stdout
+
+
+def test_json_has_machine_and_every_section(smoke: tuple[dict[str, Any], str]) -> None:
+    document, stdout = smoke
+    machine = document["machine"]
+    assert machine["cpu_count"] >= 1
+    assert {"tierstore", "plyvel", "msgpack", "cachetools", "diskcache"} <= set(machine["libraries"])
+    assert set(document["sections"]) == set(SECTION_NAMES)
+    for section in document["sections"].values():
+        assert f"== {section['title']}" in stdout
+    for goal in document["goals"]:
+        assert isinstance(goal["met"], bool) and goal["value"] == goal["value"]  # not NaN
+
+
+def test_throughput_figures_are_sane(smoke: tuple[dict[str, Any], str]) -> None:
+    document, _ = smoke
+    for name in ("read-heavy", "write-heavy"):
+        by_threads = document["sections"][name]["figures"]["by_threads"]
+        assert "threads_1" in by_threads
+        for systems in by_threads.values():
+            assert {"tierstore", "plyvel+msgpack", "cachetools"} <= set(systems)
+            for figures in systems.values():
+                assert figures["ops_per_s"] > 0
+                assert 0 <= figures["p50_us"] <= figures["p99_us"]
+                assert 0.0 <= figures["hit_ratio"] <= 1.0
+                assert figures["tierstore_speedup"] > 0
+            assert systems["tierstore"]["hit_ratio"] == pytest.approx(1.0)  # every key is prefilled
+            assert systems["cachetools"]["hit_ratio"] < 1.0  # memory only, 10% of the keys
+
+
+def test_hotpath_ratios_are_positive(smoke: tuple[dict[str, Any], str]) -> None:
+    document, _ = smoke
+    figures = document["sections"]["hotpath"]["figures"]
+    assert set(figures) == {"tier-1 hit get", "tier-2 hit get", "set", "set(version=)"}
+    for case in figures.values():
+        assert case["ratio"] > 0 and case["ours_ns_per_op"] > 0 and case["raw_ns_per_op"] > 0
+
+
+def test_scenarios_count_source_calls(smoke: tuple[dict[str, Any], str]) -> None:
+    document, _ = smoke
+    stampede = document["sections"]["stampede"]["figures"]
+    naive = stampede["naive get + set"]
+    assert naive["source_calls"] >= 20  # at least one load per hot key per wave
+    assert naive["reads"] > 0
+    if "get_or_load" in stampede:
+        assert stampede["get_or_load"]["source_calls"] > 0
+    penetration = document["sections"]["penetration"]["figures"]
+    naive_p = penetration["naive get_entry + set(ABSENT)"]
+    assert naive_p["absent_source_calls"] == naive_p["absent_lookups"] > 0  # distinct absent keys all reach it
+    if "get_or_load, guard=True" in penetration:
+        guarded = penetration["get_or_load, guard=True"]
+        assert guarded["absent_source_calls"] < naive_p["absent_source_calls"]
+
+
+def test_skips_are_reported_as_such(smoke: tuple[dict[str, Any], str]) -> None:
+    document, stdout = smoke
+    for entry in document["skipped"]:
+        assert "skipped:" in entry and "not available" in entry
+        assert entry.split(": ", 1)[1] in stdout
+
+
+def test_sequences_are_seeded_and_skewed() -> None:
+    space = KeySpace(2_000, 0.99, seed=7)
+    first = make_sequence(space, READ_HEAVY, 5_000, seed=1)
+    again = make_sequence(KeySpace(2_000, 0.99, seed=7), READ_HEAVY, 5_000, seed=1)
+    assert first.keys == again.keys and first.values == again.values
+    hottest = {space.names[i] for i in space.by_rank[:200]}
+    assert sum(key in hottest for key in first.keys) > 0.5 * len(first)
+    sets = sum(value is not None for value in first.values)
+    assert 0.02 * len(first) < sets < 0.09 * len(first)
+    parts = first.split(4)
+    assert sum(len(part) for part in parts) == len(first)
+
+
+def test_percentile_nearest_rank() -> None:
+    values = list(range(1, 101))
+    random.Random(3).shuffle(values)
+    assert percentile(values, 0.5) == 50
+    assert percentile(values, 0.99) == 99
+    assert percentile([], 0.99) == 0.0
+
+
+def test_unknown_section_is_a_usage_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "nonsense"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "unknown section" in done.stderr

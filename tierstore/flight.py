@@ -1,0 +1,235 @@
+"""Single-flight: one loader per key, leases, waiters, busy policies and fill generations.
+
+This module knows nothing of tiers or LevelDB; the store hands it callables.
+
+- A *flight* is one load of one key. The first caller to miss starts it (the
+  leader); the others follow ``on_busy``: ``"wait"`` for its result,
+  ``"stale"`` or ``"default"`` take a fallback the store supplies (``"stale"``
+  waits when the store has no stale value).
+- A flight holds its key for a *lease* of ``lease`` seconds (real elapsed time).
+  Past it, the flight is detached: the next caller starts a new one, waiters
+  stop waiting for it and start or join the new one, and its late result is
+  returned to its own caller but never stored.
+- *Fill generations*: ``invalidate(key)`` (called by every set, delete and
+  invalidate) detaches the key's flight, so a load that began before the write
+  never fills the cache, while callers arriving after the write start a fresh
+  load. Only keys with a flight in progress carry any state, so memory stays
+  bounded by the loads running now.
+- A leader that raises: its waiters get the same exception object (re-raised
+  with the leader's traceback); a ``BaseException`` that is not an
+  ``Exception`` (such as ``KeyboardInterrupt``) reaches waiters as a
+  ``TierStoreError`` whose ``__cause__`` is it. Nothing is kept: the key is free.
+- Renewals (loads of a key that still has a value to serve) are rate limited
+  per key by ``claim_renewal``; only keys renewed in the last interval are kept.
+- A lease runs from ``begin``: a background load queued behind busy workers uses
+  up its lease while it waits, and past it its result is not stored either.
+- A late fill is refused even when no newer load replaced it: past its lease a
+  flight's result is never stored (as with memcache leases).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable, MutableMapping
+from types import TracebackType
+from typing import Any, Final
+
+from .errors import LoadTimeout, TierStoreError
+
+__all__ = ["Flight", "Flights", "POLICIES", "WAIT", "STALE", "DEFAULT", "NOTHING", "check_policy"]
+
+WAIT: Final = "wait"
+STALE: Final = "stale"
+DEFAULT: Final = "default"
+POLICIES: Final = (WAIT, STALE, DEFAULT)
+
+
+class _Nothing:
+    """The type of ``NOTHING``: a busy fallback that has nothing to give (so: wait)."""
+
+    def __repr__(self) -> str:
+        return "NOTHING"
+
+
+NOTHING: Final = _Nothing()
+
+_PRUNE_FLOOR = 1024
+
+
+def check_policy(on_busy: object) -> str:
+    """Validate an ``on_busy`` policy name."""
+    if on_busy not in POLICIES or not isinstance(on_busy, str):
+        raise ValueError(f"on_busy must be one of {', '.join(map(repr, POLICIES))}, got {on_busy!r}")
+    return on_busy
+
+
+class Flight:
+    """One load of one key: its lease, its result and the event its waiters wait on."""
+
+    __slots__ = ("key", "deadline", "waiters", "_done", "_value", "_error", "_traceback")
+
+    def __init__(self, key: Hashable, deadline: float) -> None:
+        self.key = key
+        self.deadline = deadline
+        self.waiters = 0  # callers that waited on it (exact: counted under the table lock)
+        self._done = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._traceback: TracebackType | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until the flight ends or ``timeout`` passes; ``True`` when it ended."""
+        return self._done.wait(timeout)
+
+    def result(self) -> Any:
+        """The loaded value, or raise what the loader raised."""
+        error = self._error
+        if error is not None:
+            raise error.with_traceback(self._traceback)
+        return self._value
+
+    def _publish(self, value: Any, error: BaseException | None) -> None:
+        if error is not None and not isinstance(error, Exception):
+            wrapped = TierStoreError(f"the loader of {self.key!r} was interrupted: {error!r}")
+            wrapped.__cause__ = error
+            error = wrapped
+        self._value = value
+        self._error = error
+        self._traceback = None if error is None else error.__traceback__
+        self._done.set()
+
+
+class Flights:
+    """The flights in progress, one per key, under one lock.
+
+    ``in_flight`` is the live table; a writer may test it without the lock
+    (``if flights.in_flight:``) to skip ``invalidate`` at nearly no cost.
+    ``stats``, when given, gets ``load_waits`` incremented once per caller that waits.
+    """
+
+    def __init__(self, lease: float, stats: MutableMapping[str, int] | None = None) -> None:
+        self.lease = lease
+        self.in_flight: dict[Hashable, Flight] = {}
+        self._lock = threading.Lock()
+        self._stats = stats
+        self._renewed: dict[Hashable, float] = {}
+        self._prune_at = _PRUNE_FLOOR
+
+    # -- the table ------------------------------------------------------------------------
+
+    def begin(self, key: Hashable) -> tuple[Flight, bool]:
+        """Join the key's live flight, or start one; ``(flight, True)`` when the caller leads."""
+        now = time.monotonic()
+        with self._lock:
+            flight = self.in_flight.get(key)
+            if flight is not None and now < flight.deadline:
+                return flight, False
+            flight = self.in_flight[key] = Flight(key, now + self.lease)
+            return flight, True
+
+    def running(self, key: Hashable) -> bool:
+        """Whether a flight of ``key`` holds an unexpired lease."""
+        flight = self.in_flight.get(key)
+        return flight is not None and time.monotonic() < flight.deadline
+
+    def admits(self, flight: Flight) -> bool:
+        """Whether ``flight`` may still store its result: current, not invalidated, lease held."""
+        with self._lock:
+            return self.in_flight.get(flight.key) is flight and time.monotonic() < flight.deadline
+
+    def finish(self, flight: Flight, value: Any = None, error: BaseException | None = None) -> None:
+        """End ``flight``: free its key (if it still holds it) and wake its waiters."""
+        with self._lock:
+            if self.in_flight.get(flight.key) is flight:
+                del self.in_flight[flight.key]
+        flight._publish(value, error)
+
+    def invalidate(self, key: Hashable) -> None:
+        """A write to ``key``: the load in progress, if any, may no longer fill the cache."""
+        with self._lock:
+            self.in_flight.pop(key, None)
+
+    def lead(self, flight: Flight, load: Callable[[Flight], Any]) -> Any:
+        """Run ``load(flight)`` as the flight's leader and publish its outcome."""
+        try:
+            value = load(flight)
+        except BaseException as exc:
+            self.finish(flight, error=exc)
+            raise
+        self.finish(flight, value)
+        return value
+
+    # -- the protocol -------------------------------------------------------------------------
+
+    def run(
+        self,
+        key: Hashable,
+        load: Callable[[Flight], Any],
+        *,
+        on_busy: str = WAIT,
+        busy: Callable[[], Any] | None = None,
+        wait_timeout: float | None = None,
+    ) -> Any:
+        """Load ``key`` once across callers: lead a flight, or follow the one in progress.
+
+        A follower with ``on_busy`` other than ``"wait"`` returns ``busy()`` unless it
+        returns ``NOTHING``; otherwise it waits, at most ``wait_timeout`` seconds in
+        all (then ``LoadTimeout``). A follower whose leader's lease runs out starts
+        or joins the next flight, so a hung loader never wedges its key.
+        """
+        give_up = None if wait_timeout is None else time.monotonic() + wait_timeout
+        counted = False
+        while True:
+            flight, leader = self.begin(key)
+            if leader:
+                return self.lead(flight, load)
+            if on_busy != WAIT and busy is not None:
+                answer = busy()
+                if answer is not NOTHING:
+                    return answer
+            self._note_wait(flight, count=not counted)
+            counted = True
+            if self._follow(flight, give_up):
+                return flight.result()
+            if give_up is not None and time.monotonic() >= give_up:
+                raise LoadTimeout(f"the load of {key!r} did not end within wait_timeout={wait_timeout}s")
+
+    def _note_wait(self, flight: Flight, *, count: bool) -> None:
+        with self._lock:
+            flight.waiters += 1
+            if count and self._stats is not None:
+                self._stats["load_waits"] += 1
+
+    def _follow(self, flight: Flight, give_up: float | None) -> bool:
+        """Wait for ``flight`` until its lease ends or ``give_up``; ``True`` when it ended."""
+        until = flight.deadline if give_up is None else min(flight.deadline, give_up)
+        return flight.wait(max(0.0, until - time.monotonic()))
+
+    # -- renewals ------------------------------------------------------------------------------
+
+    def claim_renewal(self, key: Hashable, min_interval: float) -> bool:
+        """Claim the key's next renewal: ``False`` if one was claimed less than ``min_interval`` ago."""
+        if min_interval <= 0:
+            return True
+        now = time.monotonic()
+        with self._lock:
+            last = self._renewed.get(key)
+            if last is not None and now - last < min_interval:
+                return False
+            self._renewed.pop(key, None)
+            self._renewed[key] = now  # re-inserted last: the dict stays in claim order
+            if len(self._renewed) > self._prune_at:
+                self._prune(now - min_interval)
+            return True
+
+    def _prune(self, horizon: float) -> None:
+        for key, claimed in list(self._renewed.items()):
+            if claimed >= horizon:
+                break
+            del self._renewed[key]
+        self._prune_at = max(_PRUNE_FLOOR, 2 * len(self._renewed))
