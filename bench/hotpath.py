@@ -19,6 +19,7 @@ import msgpack
 import plyvel
 
 from tierstore import TierStore
+from tierstore.disk import DEFAULT_CACHE_BYTES
 
 from .config import Config
 from .measure import median
@@ -134,7 +135,7 @@ def run_hotpath(config: Config, parent: str, wanted: set[str]) -> list[Section]:
     cold = [b"cold:%06d" % i for i in range(_KEYS_COLD)]
     warm_store = TierStore(os.path.join(root, "warm"), memory_items=_KEYS_HOT * 2, checkpoint_interval=None)
     cold_store = TierStore(os.path.join(root, "cold"), memory_items=_COLD_TIER1, checkpoint_interval=None)
-    db = plyvel.DB(os.path.join(root, "raw"), create_if_missing=True)
+    db = plyvel.DB(os.path.join(root, "raw"), create_if_missing=True, lru_cache_size=DEFAULT_CACHE_BYTES)
     lru: cachetools.LRUCache[bytes, Any] = cachetools.LRUCache(maxsize=_KEYS_HOT * 2)
     try:
         _fill(warm_store, db, hot)

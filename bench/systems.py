@@ -18,6 +18,7 @@ import msgpack
 import plyvel
 
 from tierstore import TierStore
+from tierstore.disk import DEFAULT_CACHE_BYTES
 
 __all__ = ["System", "SYSTEM_NAMES", "open_system", "library_versions"]
 
@@ -56,7 +57,8 @@ def _tierstore(path: str, capacity: int) -> System:
 
 
 def _raw(path: str) -> System:
-    db = plyvel.DB(path, create_if_missing=True)
+    """The tier-2 floor: LevelDB with tierstore's block cache size, so only our code differs."""
+    db = plyvel.DB(path, create_if_missing=True, lru_cache_size=DEFAULT_CACHE_BYTES)
     db_get = db.get
     db_put = db.put
     packb = msgpack.packb

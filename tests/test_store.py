@@ -344,3 +344,21 @@ def test_sequence_keeps_increasing_across_reopen(store_path: str) -> None:
         store.set("b", 1)
         second = store._read("b")
     assert first is not None and second is not None and second.seq > first.seq
+
+
+def test_first_versioned_write_makes_unversioned_writes_read_versions(store_path: str) -> None:
+    """Until a version exists no write reads tier 2; the first versioned write changes that, durably."""
+    with open_store(store_path, memory_items=1) as store:
+        for i in range(5):
+            store.set(f"plain{i}", i)
+        store.set("v", "first", version=4)
+        store.set("filler", 0)  # v leaves tier 1: the next write must read its version from tier 2
+        assert store.set("v", "unversioned")
+        assert store.get_entry("v") == Entry("unversioned", 4, None, False, False)
+    with open_store(store_path, memory_items=1) as store:
+        assert store.set("v", "after reopen")
+        assert not store.set("v", "older", version=4)
+        assert store.get_entry("v") == Entry("after reopen", 4, None, False, False)
+        store.delete("d", version=9)
+    with open_store(store_path) as store:
+        assert not store.set("d", "older", version=9)

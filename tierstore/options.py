@@ -88,6 +88,7 @@ class Options:
     sweep_interval: float | None = 60.0
     persist_rate: float | None = None
     max_value_bytes: int = 64 * 1024 * 1024
+    disk_cache_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.path is not None and not isinstance(self.path, (str, os.PathLike)):
@@ -100,6 +101,7 @@ class Options:
         _check_count(self.bloom_capacity, "bloom_capacity", minimum=1)
         _check_count(self.disk_capacity_bytes, "disk_capacity_bytes", minimum=1, optional=True)
         _check_count(self.max_value_bytes, "max_value_bytes", minimum=1)
+        _check_count(self.disk_cache_bytes, "disk_cache_bytes", minimum=0)
         check_ttl(self.default_ttl, "default_ttl")
         check_ttl(self.negative_ttl, "negative_ttl")
         check_ttl(self.tombstone_ttl, "tombstone_ttl")

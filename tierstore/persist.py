@@ -39,6 +39,7 @@ Decisions (DESIGN.md is silent on them):
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -51,7 +52,7 @@ from typing import Any
 import msgpack
 import plyvel
 
-from .disk import NS_META, SCHEMA_VERSION, DiskTier, Op, open_leveldb
+from .disk import DEFAULT_CACHE_BYTES, NS_META, SCHEMA_VERSION, DiskTier, Op, open_leveldb
 from .errors import CorruptStore, SchemaTooNew, StorageFull, StoreLocked, TierStoreError
 
 __all__ = ["TrackedDisk", "Checkpointer", "open_disk", "STAT_KEYS", "CHECKPOINT_RECORD"]
@@ -89,10 +90,10 @@ class TrackedDisk(DiskTier):
     batch's keys before it commits, which could let a checkpoint miss one.)
     """
 
-    def __init__(self, path: str, *, create: bool = True) -> None:
+    def __init__(self, path: str, *, create: bool = True, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self._changes: set[bytes] = set()
         self._changes_lock = threading.Lock()
-        super().__init__(path, create=create)
+        super().__init__(path, create=create, cache_bytes=cache_bytes)
 
     def put(self, key: bytes, value: bytes) -> None:
         super().put(key, value)
@@ -115,13 +116,14 @@ class TrackedDisk(DiskTier):
 # -- opening the working directory, restoring it when needed -----------------------------
 
 
-def open_disk(path: str, persist_path: str | None) -> tuple[DiskTier, bool]:
+def open_disk(path: str, persist_path: str | None, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> tuple[DiskTier, bool]:
     """Open the working directory (restoring it from ``persist_path`` when needed).
 
     Returns the disk tier (a ``TrackedDisk`` when ``persist_path`` is set) and
     whether it was restored from the checkpoint.
     """
-    factory = _untracked if persist_path is None else TrackedDisk
+    kind = _untracked if persist_path is None else TrackedDisk
+    factory: Callable[[str], DiskTier] = functools.partial(kind, cache_bytes=cache_bytes)
     problem: TierStoreError | None = None
     state = _directory_state(path)
     if state == "data":
@@ -160,9 +162,9 @@ def open_disk(path: str, persist_path: str | None) -> tuple[DiskTier, bool]:
     return factory(path), True
 
 
-def _untracked(path: str) -> DiskTier:
+def _untracked(path: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> DiskTier:
     """A plain ``DiskTier``; its writes are not tracked, so a checkpoint generation it holds is void."""
-    disk = DiskTier(path)
+    disk = DiskTier(path, cache_bytes=cache_bytes)
     try:
         if disk.get_meta(_GENERATION) is not None:
             disk.put_meta(_GENERATION, None, sync=True)

@@ -73,13 +73,15 @@ class TierStore:
         self._closed = False
         self._close_lock = threading.Lock()
         try:
-            self._disk, restored = open_disk(self.path, options.persist_path)  # restores when missing/corrupt
+            # restores from the checkpoint when the working directory is missing or corrupt
+            self._disk, restored = open_disk(self.path, options.persist_path, cache_bytes=options.disk_cache_bytes)
         except BaseException:
             self._remove_temp_dir()
             raise
         self._memory = MemoryTier(options.memory_items, options.memory_bytes)
         self._memory_get = self._memory.get
         self._seq = _next_sequence(self._disk)
+        self._versioned = bool(self._disk.get_meta(_META_VERSIONED))
         self._open_durability(restored)
         self._guard: Guard | None = self._open_guard()  # the existence filter when guard=True
         self._counters = Counters(self._disk)
@@ -206,8 +208,11 @@ class TierStore:
         try:
             if self._in_flight and admit is None:
                 self._flights.invalidate(key)  # bump the fill generation
-            current = self._current(key, disk_key)
-            current_version = current.version if current is not None else 0
+            if version is None and not self._versioned:
+                current_version = 0  # no record of this store carries a version: nothing to read
+            else:
+                current = self._current(key, disk_key)
+                current_version = current.version if current is not None else 0
             if (version is not None and version <= current_version) or (admit is not None and not admit()):
                 self._stats["sets_rejected"] += 1
                 return False
@@ -249,6 +254,8 @@ class TierStore:
         data = codec.pack_record(self._packers[stripe], value, version, expires_at, flags, now, ttl, seq, load_time)
         if len(data) > self._options.max_value_bytes:
             raise ValueError(f"value is {len(data)} bytes encoded; max_value_bytes is {self._options.max_value_bytes}")
+        if version and not self._versioned:
+            self._mark_versioned()
         if self._capacity is None:
             self._disk.put(disk_key, data)
         else:
@@ -256,6 +263,16 @@ class TierStore:
         if type(value) not in codec.PLAIN_TYPES:
             value = codec.plain_value(value, data)
         return Record(value, version, expires_at, flags, now, ttl, seq, len(data), load_time)
+
+    def _mark_versioned(self) -> None:
+        """Record, before the first versioned record lands, that unversioned writes must read versions.
+
+        Until a store holds a version above 0, an unversioned write knows the key's
+        version is 0 without reading tier 2. The meta record is written ahead of the
+        entry, so LevelDB's ordered log never keeps the entry without it.
+        """
+        self._disk.put_meta(_META_VERSIONED, True)
+        self._versioned = True
 
     def _resolve_ttl(self, ttl: Any, negative: bool) -> float | None:
         if ttl is ...:
@@ -827,7 +844,7 @@ class TierStore:
         return self.keys()
 
     def keys(self, prefix: Key | None = None) -> Iterator[Key]:
-        """Live keys in key order (str keys before bytes keys); ``prefix`` narrows by type and start."""
+        """Live keys in key order (bytes keys before str keys); ``prefix`` narrows by type and start."""
         for key, _ in self._live_items(prefix):
             yield key
 
@@ -900,6 +917,7 @@ class TierStore:
 
 _MISSING = object()
 _META_SEQ = b"seq"
+_META_VERSIONED = b"versioned"
 
 
 def _next_sequence(disk: DiskTier) -> Iterator[int]:
