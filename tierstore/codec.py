@@ -39,6 +39,7 @@ __all__ = [
     "unpack_record",
     "plain_value",
     "PLAIN_TYPES",
+    "UNDECODED",
 ]
 
 Key = str | bytes
@@ -56,6 +57,9 @@ _SAFE_STR_LEN = MAX_KEY_BYTES // 4
 PLAIN_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
 _TIME = frozenset({int, float})
 _OPTIONAL_TIME = frozenset({int, float, type(None)})
+
+
+UNDECODED: Any = object()  # a deferred record's value before its first read
 
 
 class Absent:
@@ -99,9 +103,14 @@ class Versioned(NamedTuple):
 
 
 class Record:
-    """A decoded envelope, as tier 1 holds it and tier 2 stores it."""
+    """A decoded envelope, as tier 1 holds it and tier 2 stores it.
 
-    __slots__ = ("value", "version", "expires_at", "flags", "written_at", "ttl", "seq", "size", "load_time")
+    A record made by ``Record.deferred`` keeps its value encoded until first read:
+    a write of a container value then costs no decode, and a value evicted
+    unread never costs one.
+    """
+
+    __slots__ = ("_value", "_data", "version", "expires_at", "flags", "written_at", "ttl", "seq", "size", "load_time")
 
     def __init__(
         self,
@@ -115,7 +124,8 @@ class Record:
         size: int,
         load_time: float = 0.0,
     ) -> None:
-        self.value = value
+        self._value = value
+        self._data: bytes | None = None
         self.version = version
         self.expires_at = expires_at
         self.flags = flags
@@ -124,6 +134,35 @@ class Record:
         self.seq = seq
         self.size = size
         self.load_time = load_time
+
+    @classmethod
+    def deferred(
+        cls,
+        data: bytes,
+        version: int,
+        expires_at: float | None,
+        flags: int,
+        written_at: float,
+        ttl: float | None,
+        seq: int,
+        load_time: float = 0.0,
+    ) -> Record:
+        """A record whose value is decoded from the envelope ``data`` on first read."""
+        record = cls(UNDECODED, version, expires_at, flags, written_at, ttl, seq, len(data), load_time)
+        record._data = data
+        return record
+
+    @property
+    def value(self) -> Any:
+        # Read the bytes before the value: a concurrent first read stores the value
+        # before it drops the bytes, so one of the two is always there.
+        data = self._data
+        value = self._value
+        if value is UNDECODED:
+            value = msgpack.unpackb(data, raw=False, strict_map_key=False)[4]
+            self._value = value
+            self._data = None
+        return value
 
     @property
     def negative(self) -> bool:
