@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+import msgpack
+import plyvel
 import pytest
 
 from tierstore import StoreClosed, TierStore
-from tierstore.counters import COUNTER_MAX, COUNTER_MIN
+from tierstore.counters import COUNTER_MAX, COUNTER_MIN, counter_key, counter_name, decode_count
 from tierstore.disk import NS_COUNTER
 from tierstore.errors import CorruptRecord
 
@@ -139,3 +141,22 @@ def test_counters_of_a_closed_store_raise(store_path: str) -> None:
         store.incr("a")
     with pytest.raises(StoreClosed):
         store.counter("a")
+
+
+def test_public_decoders_read_what_counters_write(store: TierStore, store_path: str) -> None:
+    store.incr("hits", 5)
+    store.decr(b"\x01", 2)
+    store.close()
+    db = plyvel.DB(store_path)
+    try:
+        found = {counter_name(key): decode_count(key, data) for key, data in db.iterator(prefix=NS_COUNTER)}
+        assert found == {"hits": 5, b"\x01": -2}
+        assert counter_key("hits") in dict(db.iterator(prefix=NS_COUNTER))
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("data", [b"\xc1", msgpack.packb("5"), msgpack.packb(True), b""])
+def test_decode_count_refuses_a_damaged_record(data: bytes) -> None:
+    with pytest.raises(CorruptRecord, match="is corrupt"):
+        decode_count(counter_key("x"), data)

@@ -11,8 +11,20 @@ import msgpack
 import plyvel
 import pytest
 
-from tierstore.disk import NS_ENTRY, NS_META, DiskTier, prefix_end
-from tierstore.errors import SchemaTooNew, StoreClosed, StoreLocked, TierStoreError
+from tierstore.disk import (
+    META_OPEN,
+    META_SCHEMA,
+    NAMESPACES,
+    NS_ENTRY,
+    NS_META,
+    SCHEMA_VERSION,
+    DiskTier,
+    decode_meta,
+    decode_schema,
+    meta_key,
+    prefix_end,
+)
+from tierstore.errors import CorruptRecord, SchemaTooNew, StoreClosed, StoreLocked, TierStoreError
 
 
 def test_directory_is_created_private(tmp_path: Path) -> None:
@@ -120,3 +132,22 @@ def test_prefix_end() -> None:
     assert prefix_end(b"e") == b"f"
     assert prefix_end(b"a\xff") == b"b"
     assert prefix_end(b"\xff\xff") is None
+
+
+def test_meta_names_and_schema_decoder(tmp_path: Path) -> None:
+    path = str(tmp_path / "d")
+    disk = DiskTier(path)
+    assert disk.get(meta_key(META_OPEN)) is not None  # a session is open
+    disk.put_meta(b"thing", {1: "int key"})
+    disk.close()
+    db = plyvel.DB(path)
+    try:
+        assert decode_schema(db.get(meta_key(META_SCHEMA))) == SCHEMA_VERSION
+        assert decode_meta(db.get(meta_key(b"thing"))) == {1: "int key"}
+        assert db.get(meta_key(META_OPEN)) is None  # closed cleanly
+    finally:
+        db.close()
+    for damaged in (b"\xc1", msgpack.packb("1"), msgpack.packb(1.0)):
+        with pytest.raises(CorruptRecord):
+            decode_schema(damaged)
+    assert {NAMESPACES[ns] for ns in (NS_ENTRY, NS_META)} == {"entry", "meta"} and len(NAMESPACES) == 7

@@ -480,7 +480,7 @@ def test_failed_background_refresh_keeps_the_old_value_and_is_rate_limited(
 
 
 def test_xfetch_renews_early_by_its_rule(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tierstore.store.random.random", lambda: 0.5)  # ln(1 - 0.5): a fixed draw
+    monkeypatch.setattr("tierstore.loading.random.random", lambda: 0.5)  # ln(1 - 0.5): a fixed draw
     with open_store(clock=clock, early_beta=1e12, min_refresh_interval=0.0) as store:
         source = Source("v1")
         store.get_or_load("k", source.load, ttl=100)  # any measurable load time * 1e12 spans the TTL
@@ -490,7 +490,7 @@ def test_xfetch_renews_early_by_its_rule(clock: FakeClock, monkeypatch: pytest.M
 
 
 def test_xfetch_leaves_entries_far_from_expiry_alone(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tierstore.store.random.random", lambda: 0.5)
+    monkeypatch.setattr("tierstore.loading.random.random", lambda: 0.5)
     with open_store(clock=clock, early_beta=1e-6, min_refresh_interval=0.0) as store:
         source = Source("v1")
         store.get_or_load("k", source.load, ttl=100)

@@ -17,8 +17,9 @@ import pytest
 from tests.conftest import FakeClock
 from tierstore import StoreLocked, TierStore, TierStoreError
 from tierstore.codec import encode_key
-from tierstore.disk import NS_ENTRY
-from tierstore.persist import CHECKPOINT_RECORD
+from tierstore.disk import NS_ENTRY, NS_META
+from tierstore.errors import CorruptRecord
+from tierstore.persist import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, checkpoint_info, decode_checkpoint_info
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
 
@@ -290,3 +291,28 @@ def test_no_checkpoint_and_no_working_directory_starts_empty(tmp_path: Path) -> 
     with open_store(working, persist) as store:
         assert store.stats()["restored_from_checkpoint"] == 0
         assert store.get("k") is None
+
+
+def test_checkpoint_record_decoders(tmp_path: Path) -> None:
+    working, persist = paths(tmp_path)
+    with open_store(working, persist) as store:
+        store.set("a", 1)
+        store.checkpoint()
+    db = plyvel.DB(persist)
+    try:
+        raw = db.get(CHECKPOINT_RECORD)
+    finally:
+        db.close()
+    assert raw is not None
+    info = decode_checkpoint_info(raw)
+    assert info["complete"] is True and checkpoint_info(raw) == info
+    db = plyvel.DB(working)
+    try:
+        assert msgpack.unpackb(db.get(NS_META + META_CHECKPOINT_GENERATION)) == info["generation"]
+    finally:
+        db.close()
+    assert checkpoint_info(None) == {} and checkpoint_info(b"\xc1") == {}
+    with pytest.raises(CorruptRecord, match="not a map"):
+        decode_checkpoint_info(msgpack.packb([1]))
+    with pytest.raises(CorruptRecord):
+        decode_checkpoint_info(b"\xc1")

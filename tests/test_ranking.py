@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import plyvel
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from tierstore import SortedIndex, StoreClosed, TierStore, ranking
 from tierstore.codec import encode_key
 from tierstore.disk import NS_INDEX_MEMBER, NS_INDEX_ORDER
+from tierstore.errors import CorruptRecord
 from tierstore.ranking import IndexRefresher, decode_score, encode_score
 
 WAIT = 10.0  # generous bound for background work; tests normally finish far sooner
@@ -583,3 +585,37 @@ def _eventually(condition: Any, timeout: float = WAIT) -> bool:
         done.wait(0.005)
         deadline -= 0.005
     return bool(condition())
+
+
+def test_public_decoders_read_an_index_without_a_store(store: TierStore, store_path: str) -> None:
+    store.index("board").replace([("ann", 3), (b"\x02", -2.5), ("bob", 1)], stamp="v1")
+    store.close()
+    db = plyvel.DB(store_path)
+    try:
+        meta = ranking.decode_index_meta(db.get(ranking.index_meta_key("board")))
+        assert (meta.count, meta.built, meta.stamp) == (3, True, "v1")
+        members = list(ranking.read_index(db, "board", meta.gen))
+        assert members == [(b"\x02", -2.5), ("bob", 1.0), ("ann", 3.0)]
+        assert list(ranking.read_index(db, "board", meta.gen, offset=1, limit=1)) == [("bob", 1.0)]
+        keys = [ranking.check_index_record(key, data) for key, data in db.iterator() if key[:1] in b"iox"]
+    finally:
+        db.close()
+    assert {key.name for key in keys} == {"board"}
+    order = [key for key in keys if key.namespace == NS_INDEX_ORDER]
+    assert [(key.member, key.score, key.generation) for key in order] == [(m, s, meta.gen) for m, s in members]
+
+
+def test_parse_index_key_refuses_damaged_keys() -> None:
+    name = ranking.index_meta_key("n")[1:]
+    with pytest.raises(CorruptRecord, match="too short for its name"):
+        ranking.parse_index_key(NS_INDEX_MEMBER + b"\x00\x09s")
+    with pytest.raises(CorruptRecord, match="trailing bytes"):
+        ranking.parse_index_key(ranking.index_meta_key("n") + b"x")
+    with pytest.raises(CorruptRecord, match="malformed score"):
+        ranking.parse_index_key(NS_INDEX_ORDER + name + bytes(8) + struct.pack(">Q", (1 << 64) - 1) + b"sm")
+    with pytest.raises(CorruptRecord, match="has a value"):
+        ranking.check_index_record(ranking.order_prefix("n", 0) + encode_score(1) + b"sm", b"x")
+    with pytest.raises(CorruptRecord, match="malformed score"):
+        ranking.check_index_record(NS_INDEX_MEMBER + name + bytes(8) + b"sm", b"\x00" * 7)
+    with pytest.raises(CorruptRecord, match="is corrupt"):
+        ranking.decode_index_meta(b"\xc1", b"where")

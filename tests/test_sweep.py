@@ -8,11 +8,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import plyvel
+import pytest
+
 from tests.conftest import FakeClock
 from tierstore import ABSENT, TierStore
 from tierstore.codec import Key, encode_key, unpack_record
 from tierstore.disk import NS_ENTRY, NS_WRITE_ORDER, DiskTier
-from tierstore.sweep import Sweeper, header_seq
+from tierstore.errors import CorruptRecord
+from tierstore.sweep import OrderRecord, Sweeper, decode_order_record, header_seq, order_key, parse_order_key
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
 
@@ -201,3 +205,36 @@ def test_header_seq_reads_the_sequence_without_the_value(store_path: str) -> Non
         assert data is not None and header_seq(data) == unpack_record(data).seq
     assert header_seq(b"\x93\x01\x02\x03") is None
     assert header_seq(b"garbage") is None
+
+
+def test_decode_order_record_reads_what_capacity_writes(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    with open_store(path, disk_capacity_bytes=10**6) as store:
+        store.set("a", "x" * 10)
+    db = plyvel.DB(path)
+    try:
+        entry = db.get(NS_ENTRY + encode_key("a"))
+        [(okey, data)] = list(db.iterator(prefix=NS_WRITE_ORDER))
+    finally:
+        db.close()
+    assert entry is not None
+    record = decode_order_record(okey, data)
+    seq = header_seq(entry)
+    assert seq is not None
+    assert record == OrderRecord(seq, NS_ENTRY + encode_key("a"), len(record.disk_key) + len(entry))
+    assert parse_order_key(okey) == (record.seq, record.disk_key)
+    assert order_key(record.seq, record.disk_key) == okey
+
+
+@pytest.mark.parametrize(
+    ("okey", "data", "reason"),
+    [
+        (NS_WRITE_ORDER + bytes(3), bytes(8), "does not name an entry"),
+        (NS_WRITE_ORDER + bytes(8) + b"cfoo", bytes(8), "does not name an entry"),
+        (NS_WRITE_ORDER + bytes(8) + b"eqq", bytes(8), "unknown key tag"),
+        (NS_WRITE_ORDER + bytes(8) + b"esfoo", bytes(7), "size is not 8 bytes"),
+    ],
+)
+def test_decode_order_record_refuses_damage(okey: bytes, data: bytes, reason: str) -> None:
+    with pytest.raises(CorruptRecord, match=reason):
+        decode_order_record(okey, data)

@@ -38,18 +38,15 @@ ranking, guard/bloom, persist, sweep); a record in a namespace ``disk.py`` does
 not declare is reported as corrupt, and LevelDB checksum errors end the pass
 with a finding. Human tables stream: column widths come from the first rows.
 
-The command never writes: it opens the LevelDB directory itself with
-``create=False`` (not through ``DiskTier``, which records an open session), so
-a missing directory is not created and no record changes. LevelDB has no
-read-only mode: it takes the directory's ``LOCK`` file while the command runs,
-which is how a store in use by another process is detected.
+The command never writes: ``tierstore.reader`` opens the LevelDB directory
+itself with ``create=False`` and does all the reading; this module parses the
+command line, formats what it reads and chooses the exit code.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import datetime
 import json
 import logging
@@ -58,31 +55,16 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
 import msgpack
 import plyvel
 
-from . import disk
-from .bloom import BloomFilter
-from .codec import NEGATIVE, TOMBSTONE, Key, Record, decode_key, encode_key, unpack_record
-from .counters import Counters
-from .disk import (
-    NS_COUNTER,
-    NS_ENTRY,
-    NS_INDEX_MEMBER,
-    NS_INDEX_META,
-    NS_INDEX_ORDER,
-    NS_META,
-    NS_WRITE_ORDER,
-    SCHEMA_VERSION,
-    open_leveldb,
-)
-from .errors import CorruptRecord, CorruptStore, StoreLocked, TierStoreError
-from .guard import META_CLEAN, META_FILTER
-from .persist import _GENERATION, CHECKPOINT_RECORD, _unpack_info
-from .ranking import SortedIndex, _Meta, decode_score
-from .sweep import order_key
+from . import reader
+from .codec import NEGATIVE, TOMBSTONE, Key, Record, encode_key
+from .disk import NS_COUNTER
+from .errors import CorruptRecord
+from .reader import CORRUPT, LIVE, STATES, Census, IndexInfo, Problem, Row, Tally, Unreadable, open_store
 
 __all__ = ["main", "build_parser", "to_json"]
 
@@ -92,23 +74,6 @@ EXIT_OK = 0
 EXIT_FINDING = 1
 EXIT_USAGE = 2
 RECURSION_LIMIT = 10_000
-
-META_SCHEMA = b"schema"
-META_OPEN = b"open"
-META_SEQ = b"seq"
-META_CHECKPOINT_GENERATION = _GENERATION
-
-LIVE, EXPIRED, NEGATIVE_STATE, TOMBSTONE_STATE, FLAGGED, CORRUPT = (
-    "live",
-    "expired",
-    "negative",
-    "tombstone",
-    "flagged",
-    "corrupt",
-)
-STATES = (LIVE, EXPIRED, NEGATIVE_STATE, TOMBSTONE_STATE, FLAGGED, CORRUPT)
-
-NAMESPACES: dict[bytes, str] = {getattr(disk, name): name[3:].lower() for name in dir(disk) if name.startswith("NS_")}
 
 JSON_HELP = """\
 JSON (--json, dump): keys and values are plain JSON where JSON is exact; otherwise an
@@ -161,111 +126,7 @@ def json_text(document: Any) -> str:
     return json.dumps(document, allow_nan=False, separators=(",", ":"))
 
 
-# -- opening --------------------------------------------------------------------------
-
-
-def check_directory(path: str) -> None:
-    """Refuse, without creating anything, a path that cannot be a LevelDB directory."""
-    if not os.path.exists(path):
-        raise CliError(f"{path}: no such directory")
-    if not os.path.isdir(path):
-        raise CliError(f"{path}: not a directory")
-    if not os.path.isfile(os.path.join(path, "CURRENT")):
-        raise CliError(f"{path}: not a tierstore (no LevelDB files in it)")
-
-
-@contextlib.contextmanager
-def open_store(path: str) -> Iterator[Any]:
-    """The directory's LevelDB handle, opened without creating or writing a record."""
-    check_directory(path)
-    try:
-        db = open_leveldb(path, create=False)
-    except StoreLocked:
-        lock = os.path.join(path, "LOCK")
-        raise CliError(f"store {path} is in use: its lock file {lock} is held by a running process") from None
-    except CorruptStore as exc:
-        raise CliError(str(exc), EXIT_FINDING) from None
-    except TierStoreError as exc:
-        raise CliError(str(exc)) from None
-    try:
-        read_schema(db, path)
-        yield db
-    finally:
-        db.close()
-
-
-def read_schema(db: Any, path: str) -> int:
-    """The schema version; refuse a directory without one or with a newer one."""
-    raw = db.get(NS_META + META_SCHEMA)
-    if raw is None and db.get(CHECKPOINT_RECORD) is not None:
-        return SCHEMA_VERSION  # an interrupted first checkpoint may not have copied it yet (as persist.py reads it)
-    if raw is None:
-        raise CliError(f"{path}: a LevelDB directory but not a tierstore (no schema record)")
-    try:
-        schema = msgpack.unpackb(raw)
-    except Exception:
-        schema = None
-    if type(schema) is not int:
-        raise CliError(f"{path}: the schema record is corrupt", EXIT_FINDING)
-    if schema > SCHEMA_VERSION:
-        raise CliError(
-            f"{path} was written by a newer tierstore (schema {schema}; this version reads {SCHEMA_VERSION})"
-        )
-    return schema
-
-
-def read_meta(db: Any, name: bytes) -> Any:
-    """A msgpack meta record, or None when it is missing or does not decode."""
-    raw = db.get(NS_META + name)
-    if raw is None:
-        return None
-    try:
-        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
-    except Exception:
-        return None
-
-
-# -- entries ----------------------------------------------------------------------------
-
-
-class Row(NamedTuple):
-    """One record of the entry namespace, decoded as far as it goes."""
-
-    raw_key: bytes
-    key: Key | None
-    record: Record | None
-    state: str
-    error: str | None
-
-
-def entry_state(record: Record, now: float) -> str:
-    """Why ``get`` would or would not return this record: live, tombstone, expired, negative, flagged."""
-    if record.flags & TOMBSTONE:
-        return TOMBSTONE_STATE
-    if record.expires_at is not None and record.expires_at <= now:
-        return EXPIRED
-    if record.flags & NEGATIVE:
-        return NEGATIVE_STATE
-    return FLAGGED if record.flags else LIVE
-
-
-def classify(raw_key: bytes, data: bytes, now: float) -> Row:
-    """Decode one entry record; a corrupt one becomes a row with state ``corrupt``."""
-    try:
-        key: Key | None = decode_key(raw_key[len(NS_ENTRY) :])
-    except (CorruptRecord, ValueError) as exc:
-        return Row(raw_key, None, None, CORRUPT, f"undecodable key: {exc}")
-    try:
-        record = unpack_record(data)
-    except CorruptRecord as exc:
-        return Row(raw_key, key, None, CORRUPT, str(exc))
-    return Row(raw_key, key, record, entry_state(record, now), None)
-
-
-def entry_rows(db: Any, prefix: bytes, now: float) -> Iterator[Row]:
-    """Every entry record under ``prefix`` (a tagged key prefix), streamed in key order."""
-    for raw_key, data in db.iterator(prefix=NS_ENTRY + prefix, fill_cache=False):
-        yield classify(raw_key, data, now)
+# -- command-line keys and documents ---------------------------------------------------
 
 
 def key_prefix(prefix: str | None, hex_bytes: bool) -> bytes:
@@ -479,15 +340,14 @@ def cmd_get(args: argparse.Namespace, out: IO[str]) -> int:
     """Show one entry; exit 1 when the key has no live entry."""
     key = parse_key(args.key, args.bytes)
     try:
-        tagged = encode_key(key)
+        encode_key(key)  # a key the store would refuse is a usage error, found before opening
     except ValueError as exc:
         raise CliError(str(exc)) from None
     now = args.now
     with open_store(args.path) as db:
-        data = db.get(NS_ENTRY + tagged)
-    if data is None:
+        row = reader.read_entry(db, key, now)
+    if row is None:
         return report_missing(args, out, key, "absent", "no record")
-    row = classify(NS_ENTRY + tagged, data, now)
     if row.record is None:
         return report_missing(args, out, key, CORRUPT, row.error or "corrupt")
     document = record_document(key, row.record, row.state, now)
@@ -531,7 +391,7 @@ def selected_rows(db: Any, args: argparse.Namespace, *, live_only: bool) -> Iter
     prefix = key_prefix(args.prefix, args.bytes)
     limit = args.limit
     shown = 0
-    for row in entry_rows(db, prefix, args.now):
+    for row in reader.entry_rows(db, prefix, args.now):
         if live_only and row.state != LIVE:
             continue
         if limit is not None and shown >= limit:
@@ -585,132 +445,6 @@ def cmd_dump(args: argparse.Namespace, out: IO[str]) -> int:
 
 # -- verify --------------------------------------------------------------------------------
 
-Checker = Callable[[bytes, bytes], None]
-
-
-def check_entry(raw_key: bytes, data: bytes) -> None:
-    decode_key(raw_key[1:])
-    unpack_record(data)
-
-
-def check_msgpack(raw_key: bytes, data: bytes) -> None:
-    msgpack.unpackb(data, raw=False, strict_map_key=False)
-
-
-def check_schema(raw_key: bytes, data: bytes) -> None:
-    if type(msgpack.unpackb(data)) is not int:
-        raise CorruptRecord("the schema record is not an int")
-
-
-def check_counter(raw_key: bytes, data: bytes) -> None:
-    decode_key(raw_key[len(NS_COUNTER) :])
-    decode_count(raw_key, data)
-
-
-def check_bloom(raw_key: bytes, data: bytes) -> None:
-    decode_bloom(msgpack.unpackb(data, raw=False))
-
-
-def check_checkpoint(raw_key: bytes, data: bytes) -> None:
-    if not isinstance(msgpack.unpackb(data, raw=False), dict):
-        raise CorruptRecord("the checkpoint record is not a map")
-
-
-def check_write_order(raw_key: bytes, data: bytes) -> None:
-    """sweep.py's ``order_key(seq, entry key) -> size``: 8-byte sequence, an entry key, an 8-byte size."""
-    seq = int.from_bytes(raw_key[1:9], "big")
-    entry_key = raw_key[9:]
-    if order_key(seq, entry_key) != raw_key or entry_key[:1] != NS_ENTRY:
-        raise CorruptRecord("write-order key does not name an entry")
-    decode_key(entry_key[1:])
-    if len(data) != 8:
-        raise CorruptRecord("write-order size is not 8 bytes")
-
-
-META_CHECKERS: dict[bytes, Checker] = {
-    META_SCHEMA: check_schema,
-    META_FILTER: check_bloom,
-    CHECKPOINT_RECORD[len(NS_META) :]: check_checkpoint,
-}
-
-
-def check_meta(raw_key: bytes, data: bytes) -> None:
-    META_CHECKERS.get(raw_key[len(NS_META) :], check_msgpack)(raw_key, data)
-
-
-def checkers() -> dict[bytes, Checker]:
-    """The decoder of each namespace this version knows how to check."""
-    return {
-        NS_ENTRY: check_entry,
-        NS_META: check_meta,
-        NS_COUNTER: check_counter,
-        NS_INDEX_META: check_index_meta,
-        NS_INDEX_MEMBER: check_index_member,
-        NS_INDEX_ORDER: check_index_order,
-        NS_WRITE_ORDER: check_write_order,
-    }
-
-
-class Problem(NamedTuple):
-    raw_key: bytes | None
-    reason: str
-
-
-class Tally:
-    """Records, corrupt records and unchecked records per namespace."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, list[int]] = {}
-
-    def add(self, namespace: str, *, corrupt: bool = False, checked: bool = True) -> None:
-        counts = self.counts.setdefault(namespace, [0, 0, 0])
-        counts[0] += 1
-        counts[1] += corrupt
-        counts[2] += not checked
-
-    @property
-    def corrupt(self) -> int:
-        return sum(counts[1] for counts in self.counts.values())
-
-
-def namespace_name(raw_key: bytes) -> str:
-    return NAMESPACES.get(raw_key[:1], f"unknown {raw_key[:1]!r}")
-
-
-def verify_records(db: Any, tally: Tally, progress: Progress) -> Iterator[Problem]:
-    """Decode every record; yield each one that fails, and file-level corruption."""
-    decoders = checkers()
-    last: bytes | None = None
-    try:
-        for count, (raw_key, data) in enumerate(db.iterator(verify_checksums=True, fill_cache=False)):
-            progress.update(count)
-            last = raw_key
-            problem = check_record(decoders, raw_key, data, tally)
-            if problem is not None:
-                yield problem
-    except plyvel.CorruptionError as exc:
-        where = "at the start" if last is None else f"after key {last!r}"
-        tally.add("(files)", corrupt=True)
-        yield Problem(None, f"LevelDB corruption {where}: {exc}")
-
-
-def check_record(decoders: dict[bytes, Checker], raw_key: bytes, data: bytes, tally: Tally) -> Problem | None:
-    namespace = namespace_name(raw_key)
-    if raw_key[:1] not in NAMESPACES:
-        tally.add(namespace, corrupt=True)
-        return Problem(raw_key, "unknown namespace")
-    decoder = decoders.get(raw_key[:1])
-    if decoder is None:
-        tally.add(namespace, checked=False)
-        return None
-    try:
-        decoder(raw_key, data)
-    except Exception as exc:  # every decoder's failure is a finding, whatever its type
-        tally.add(namespace, corrupt=True)
-        return Problem(raw_key, str(exc) or type(exc).__name__)
-    tally.add(namespace)
-    return None
-
 
 def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
     """Decode every record in every namespace; exit 1 if any is corrupt."""
@@ -718,7 +452,7 @@ def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
     progress = Progress("verifying")
     problems: list[dict[str, Any]] = []
     with open_store(args.path) as db:
-        for problem in verify_records(db, tally, progress):
+        for problem in reader.verify_records(db, tally, progress.update):
             if args.json:
                 problems.append(problem_document(problem))
             else:
@@ -726,21 +460,22 @@ def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
                 out.write(f"corrupt  {problem.raw_key!r}  {problem.reason}\n")
     progress.done()
     if args.json:
-        document = {"records": sum(c[0] for c in tally.counts.values()), "corrupt": problems}
-        document["namespaces"] = {
-            name: {"records": c[0], "corrupt": c[1], "unchecked": c[2]} for name, c in tally.counts.items()
-        }
-        out.write(json_text(document) + "\n")
+        out.write(json_text(verify_document(tally, problems)) + "\n")
     else:
         write_tally(out, tally)
     return EXIT_FINDING if tally.corrupt else EXIT_OK
+
+
+def verify_document(tally: Tally, problems: list[dict[str, Any]]) -> dict[str, Any]:
+    namespaces = {name: {"records": c[0], "corrupt": c[1], "unchecked": c[2]} for name, c in tally.counts.items()}
+    return {"records": tally.records, "corrupt": problems, "namespaces": namespaces}
 
 
 def problem_document(problem: Problem) -> dict[str, Any]:
     raw_key = None if problem.raw_key is None else to_json(problem.raw_key)
     return {
         "raw_key": raw_key,
-        "namespace": None if problem.raw_key is None else namespace_name(problem.raw_key),
+        "namespace": None if problem.raw_key is None else reader.namespace_name(problem.raw_key),
         "reason": problem.reason,
     }
 
@@ -752,41 +487,21 @@ def write_tally(out: IO[str], tally: Tally) -> None:
     for name, (records, corrupt, unchecked) in sorted(tally.counts.items()):
         table.add((name, f"{records:,}", f"{corrupt:,}", f"{unchecked:,}"))
     table.close()
-    total = sum(c[0] for c in tally.counts.values())
     verdict = f"{tally.corrupt:,} corrupt" if tally.corrupt else "all sound"
-    out.write(f"{total:,} records checked: {verdict}\n")
+    out.write(f"{tally.records:,} records checked: {verdict}\n")
 
 
 # -- counters ------------------------------------------------------------------------------
-
-
-def decode_count(raw_key: bytes, data: bytes) -> int:
-    """A counter record's count, decoded by the counters module (``CorruptRecord`` when damaged)."""
-    return Counters._decode(raw_key, data)
-
-
-def counter_rows(db: Any) -> Iterator[tuple[Key | None, bytes, int | None, str | None]]:
-    """``(name, raw key, count, error)`` per counter record, streamed in key order."""
-    for raw_key, data in db.iterator(prefix=NS_COUNTER, fill_cache=False):
-        try:
-            name: Key | None = decode_key(raw_key[len(NS_COUNTER) :])
-        except (CorruptRecord, ValueError) as exc:
-            yield None, raw_key, None, f"undecodable name: {exc}"
-            continue
-        try:
-            yield name, raw_key, decode_count(raw_key, data), None
-        except CorruptRecord as exc:
-            yield name, raw_key, None, str(exc)
 
 
 def cmd_counters(args: argparse.Namespace, out: IO[str]) -> int:
     """Every counter and its count."""
     with open_store(args.path) as db:
         if args.json:
-            write_json_array(out, "counters", (counter_document(*row) for row in counter_rows(db)))
+            write_json_array(out, "counters", (counter_document(row) for row in reader.counter_rows(db)))
             return EXIT_OK
         table = Table(out, ("COUNT", "NAME"), (True, False))
-        for name, raw_key, count, error in counter_rows(db):
+        for name, raw_key, count, error in reader.counter_rows(db):
             shown = fmt_key(name, raw_key)
             table.add(("corrupt", f"{shown}  ({error})") if count is None else (f"{count:,}", shown))
         table.close()
@@ -795,10 +510,10 @@ def cmd_counters(args: argparse.Namespace, out: IO[str]) -> int:
     return EXIT_OK
 
 
-def counter_document(name: Key | None, raw_key: bytes, count: int | None, error: str | None) -> dict[str, Any]:
-    document = {"name": None if name is None else to_json(name), "count": count}
-    if error is not None:
-        document.update(raw_key=to_json(raw_key), error=error)
+def counter_document(row: reader.CounterRow) -> dict[str, Any]:
+    document = {"name": None if row.name is None else to_json(row.name), "count": row.value}
+    if row.error is not None:
+        document.update(raw_key=to_json(row.raw_key), error=row.error)
     return document
 
 
@@ -811,86 +526,6 @@ def write_json_array(out: IO[str], field: str, items: Iterator[Any]) -> None:
 
 
 # -- sorted indexes --------------------------------------------------------------------------
-# ranking.py documents the layout but exports no reader that works without a DiskTier
-# (SortedIndex writes at open), so the key layout is parsed here; the meta record and
-# scores are decoded by ranking's own functions.
-#   NS_INDEX_META + N -> meta;  NS_INDEX_MEMBER + N + G + M -> S;  NS_INDEX_ORDER + N + G + S + M -> b""
-# where N = 2-byte length + tagged name, G = 8-byte generation, S = 8-byte score, M = tagged member.
-
-GEN_BYTES = 8
-SCORE_BYTES = 8
-
-
-class IndexInfo(NamedTuple):
-    name: Key
-    size: int
-    stamp: Any
-    built: bool
-    generation: int
-
-
-def name_part(name: Key) -> bytes:
-    """``N``: the index name as ranking.py prefixes its records with it."""
-    tag = encode_key(name)
-    return len(tag).to_bytes(2, "big") + tag
-
-
-def split_name(raw_key: bytes) -> tuple[Key, bytes]:
-    """The index name at the start of ``raw_key`` (after the namespace) and what follows it."""
-    size = int.from_bytes(raw_key[1:3], "big")
-    end = 3 + size
-    if len(raw_key) < end or size == 0:
-        raise CorruptRecord("index record key is too short for its name")
-    return decode_key(raw_key[3:end]), raw_key[end:]
-
-
-def index_info(raw_key: bytes, data: bytes) -> IndexInfo:
-    name, rest = split_name(raw_key)
-    if rest:
-        raise CorruptRecord("index meta key has trailing bytes")
-    meta = _Meta.unpack(data, raw_key)
-    return IndexInfo(name, meta.count, meta.stamp if meta.built else None, meta.built, meta.gen)
-
-
-def check_index_meta(raw_key: bytes, data: bytes) -> None:
-    index_info(raw_key, data)
-
-
-def check_index_member(raw_key: bytes, data: bytes) -> None:
-    _, rest = split_name(raw_key)
-    decode_key(rest[GEN_BYTES:])
-    check_score(data)
-
-
-def check_index_order(raw_key: bytes, data: bytes) -> None:
-    _, rest = split_name(raw_key)
-    check_score(rest[GEN_BYTES : GEN_BYTES + SCORE_BYTES])
-    decode_key(rest[GEN_BYTES + SCORE_BYTES :])
-    if data:
-        raise CorruptRecord("index order record has a value")
-
-
-def check_score(raw: bytes) -> None:
-    if len(raw) != SCORE_BYTES or math.isnan(decode_score(raw)):
-        raise CorruptRecord(f"malformed score {raw!r}")
-
-
-def find_index(db: Any, name: Key) -> IndexInfo | None:
-    raw_key = NS_INDEX_META + name_part(name)
-    data = db.get(raw_key)
-    return None if data is None else index_info(raw_key, data)
-
-
-def index_page(db: Any, info: IndexInfo, offset: int, limit: int | None) -> Iterator[tuple[Key, float]]:
-    """Members of the live generation in ``(score, member)`` order, from ``offset``, streamed."""
-    prefix = NS_INDEX_ORDER + name_part(info.name) + info.generation.to_bytes(GEN_BYTES, "big")
-    keys = db.iterator(prefix=prefix, include_value=False, fill_cache=False)
-    for position, raw_key in enumerate(keys):
-        if position < offset:
-            continue
-        if limit is not None and position >= offset + limit:
-            return
-        yield SortedIndex._item(raw_key, len(prefix))
 
 
 def cmd_index(args: argparse.Namespace, out: IO[str]) -> int:
@@ -898,12 +533,12 @@ def cmd_index(args: argparse.Namespace, out: IO[str]) -> int:
     name = parse_key(args.name, args.bytes)
     with open_store(args.path) as db:
         try:
-            info = find_index(db, name)
+            info = reader.find_index(db, name)
         except CorruptRecord as exc:
             raise CliError(f"index {name!r}: {exc}", EXIT_FINDING) from None
         if info is None:
             raise CliError(f"no index named {name!r}", EXIT_FINDING)
-        items = index_page(db, info, args.offset, args.limit)
+        items = reader.index_page(db, info, args.offset, args.limit)
         if args.json:
             write_index_json(out, info, args.offset, items)
         else:
@@ -941,70 +576,23 @@ def fmt_stamp(info: IndexInfo) -> str:
 # -- inspect -------------------------------------------------------------------------------
 
 
-class Census:
-    """What one pass over every record counts."""
-
-    def __init__(self) -> None:
-        self.states = dict.fromkeys(STATES, 0)
-        self.entry_bytes = 0
-        self.namespaces: dict[str, list[int]] = {}
-        self.indexes: list[IndexInfo] = []
-        self.corrupt_indexes = 0
-
-    def add(self, raw_key: bytes, data: bytes, now: float) -> None:
-        counts = self.namespaces.setdefault(namespace_name(raw_key), [0, 0])
-        counts[0] += 1
-        counts[1] += len(raw_key) + len(data)
-        namespace = raw_key[:1]
-        if namespace == NS_ENTRY:
-            self.states[classify(raw_key, data, now).state] += 1
-            self.entry_bytes += len(raw_key) + len(data)
-        elif namespace == NS_INDEX_META:
-            self.add_index(raw_key, data)
-
-    def add_index(self, raw_key: bytes, data: bytes) -> None:
-        try:
-            self.indexes.append(index_info(raw_key, data))
-        except (CorruptRecord, ValueError):
-            self.corrupt_indexes += 1
-
-    def count(self, namespace: bytes) -> int:
-        return self.namespaces.get(NAMESPACES[namespace], [0])[0]
-
-
 def take_census(db: Any, now: float) -> Census:
     """Count every record in one streamed pass (a progress line on a terminal)."""
-    census = Census()
     progress = Progress("inspecting")
     try:
-        for count, (raw_key, data) in enumerate(db.iterator(fill_cache=False)):
-            progress.update(count)
-            census.add(raw_key, data, now)
+        return reader.take_census(db, now, progress.update)
     finally:
         progress.done()
-    return census
-
-
-def disk_usage(path: str) -> dict[str, int]:
-    """Bytes and count of the files in the directory."""
-    total = files = 0
-    with os.scandir(path) as entries:
-        for entry in entries:
-            if entry.is_file(follow_symlinks=False):
-                total += entry.stat(follow_symlinks=False).st_size
-                files += 1
-    return {"bytes": total, "files": files}
 
 
 def bloom_document(db: Any) -> dict[str, Any] | None:
     """The saved existence filter (guard.py's meta record), decoded by ``BloomFilter.from_bytes``."""
-    saved = read_meta(db, META_FILTER)
-    if saved is None:
-        return None
     try:
-        bloom = decode_bloom(saved)
+        bloom = reader.read_bloom(db)
     except ValueError as exc:
         return {"error": str(exc)}
+    if bloom is None:
+        return None
     return {
         "keys": len(bloom),
         "capacity": bloom.capacity,
@@ -1012,24 +600,17 @@ def bloom_document(db: Any) -> dict[str, Any] | None:
         "estimated_error_rate": bloom.estimated_error_rate(),
         "nbits": bloom.nbits,
         "nhashes": bloom.nhashes,
-        "complete": read_meta(db, META_CLEAN) is True and db.get(NS_META + META_OPEN) is None,
+        "complete": reader.bloom_complete(db),
     }
-
-
-def decode_bloom(saved: Any) -> BloomFilter:
-    if not isinstance(saved, bytes):
-        raise ValueError(f"the filter record holds {type(saved).__name__}, not bytes")
-    return BloomFilter.from_bytes(saved)
 
 
 def checkpoint_document(db: Any) -> dict[str, Any] | None:
     """The checkpoint record of a checkpoint directory (persist.py), or the generation a working
     directory saved at its last clean close."""
-    raw = db.get(CHECKPOINT_RECORD)
-    if raw is not None:
-        info = {str(k): to_json(v) for k, v in _unpack_info(raw).items()}
-        return {"kind": "checkpoint", **info}
-    generation = read_meta(db, META_CHECKPOINT_GENERATION)
+    info = reader.read_checkpoint(db)
+    if info is not None:
+        return {"kind": "checkpoint", **{str(k): to_json(v) for k, v in info.items()}}
+    generation = reader.checkpoint_generation(db)
     if generation is None:
         return None
     return {"kind": "taken at last close", "generation": to_json(generation)}
@@ -1037,14 +618,13 @@ def checkpoint_document(db: Any) -> dict[str, Any] | None:
 
 def inspect_document(db: Any, path: str, census: Census) -> dict[str, Any]:
     """The inspect summary, JSON-ready."""
-    seq = read_meta(db, META_SEQ)
-    is_checkpoint = db.get(CHECKPOINT_RECORD) is not None
+    is_checkpoint = reader.is_checkpoint(db)
     return {
         "path": os.path.abspath(path),
         "kind": "checkpoint" if is_checkpoint else "working directory",
-        "schema": read_schema(db, path),
-        "clean_shutdown": None if is_checkpoint else db.get(NS_META + META_OPEN) is None,
-        "last_seq": seq if type(seq) is int else None,
+        "schema": reader.read_schema(db, path),
+        "clean_shutdown": None if is_checkpoint else reader.clean_shutdown(db),
+        "last_seq": reader.last_seq(db),
         "entries": dict(census.states, bytes=census.entry_bytes),
         "counters": census.count(NS_COUNTER),
         "indexes": [index_summary(info) for info in census.indexes],
@@ -1052,7 +632,7 @@ def inspect_document(db: Any, path: str, census: Census) -> dict[str, Any]:
         "bloom": bloom_document(db),
         "checkpoint": checkpoint_document(db),
         "records": {name: {"count": c[0], "bytes": c[1]} for name, c in sorted(census.namespaces.items())},
-        "disk": disk_usage(path),
+        "disk": reader.disk_usage(path),
     }
 
 
@@ -1223,6 +803,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         log.error("%s", exc)
         return exc.code
+    except Unreadable as exc:
+        log.error("%s", exc)
+        return EXIT_FINDING if exc.corrupt else EXIT_USAGE
     except plyvel.CorruptionError as exc:
         log.error("%s: the store is corrupt (%s); run 'tierstore verify'", args.path, exc)
         return EXIT_FINDING

@@ -18,15 +18,36 @@ import threading
 
 import msgpack
 
-from .codec import encode_key
+from .codec import Key, decode_key, encode_key
 from .disk import NS_COUNTER, DiskTier
 from .errors import CorruptRecord
 
-__all__ = ["Counters", "COUNTER_MIN", "COUNTER_MAX"]
+__all__ = ["Counters", "COUNTER_MIN", "COUNTER_MAX", "counter_key", "counter_name", "decode_count"]
 
 COUNTER_MIN = -(2**63)
 COUNTER_MAX = 2**63 - 1
 _STRIPES = 64
+
+
+def counter_key(key: object) -> bytes:
+    """The LevelDB key of the counter ``key``."""
+    return NS_COUNTER + encode_key(key)
+
+
+def counter_name(disk_key: bytes) -> Key:
+    """The counter a LevelDB key names (invert ``counter_key``); raises as ``decode_key`` does."""
+    return decode_key(disk_key[len(NS_COUNTER) :])
+
+
+def decode_count(disk_key: bytes, data: bytes) -> int:
+    """The count a counter record holds; ``CorruptRecord`` when it is not a msgpack int."""
+    try:
+        value = msgpack.unpackb(data)
+    except Exception:  # msgpack raises several unrelated types on bad input
+        value = None
+    if type(value) is not int:
+        raise CorruptRecord(f"counter record {disk_key!r} is corrupt")
+    return value
 
 
 def _check_delta(delta: object) -> int:
@@ -52,27 +73,18 @@ class Counters:
 
     def get(self, key: object) -> int:
         """The current count of ``key``; 0 for a counter never touched."""
-        disk_key = NS_COUNTER + encode_key(key)
-        return self._decode(disk_key, self._disk.get(disk_key))
+        return self._read(counter_key(key))
 
     def _add(self, key: object, delta: int) -> int:
-        disk_key = NS_COUNTER + encode_key(key)
+        disk_key = counter_key(key)
         with self._locks[hash(disk_key) % _STRIPES]:
-            value = self._decode(disk_key, self._disk.get(disk_key)) + delta
+            value = self._read(disk_key) + delta
             if not COUNTER_MIN <= value <= COUNTER_MAX:
                 raise OverflowError(f"counter {key!r} would become {value}, outside the signed 64-bit range")
             self._disk.put(disk_key, msgpack.packb(value))
             return value
 
-    @staticmethod
-    def _decode(disk_key: bytes, data: bytes | None) -> int:
-        """Decode a stored count; a damaged record raises instead of silently reading 0."""
-        if data is None:
-            return 0
-        try:
-            value = msgpack.unpackb(data)
-        except Exception:  # msgpack raises several unrelated types on bad input
-            value = None
-        if type(value) is not int:
-            raise CorruptRecord(f"counter record {disk_key!r} is corrupt")
-        return value
+    def _read(self, disk_key: bytes) -> int:
+        """The stored count; 0 when there is no record, an error when it is damaged (never a silent 0)."""
+        data = self._disk.get(disk_key)
+        return 0 if data is None else decode_count(disk_key, data)

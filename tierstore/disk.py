@@ -30,7 +30,15 @@ __all__ = [
     "NS_INDEX_META",
     "NS_META",
     "NS_WRITE_ORDER",
+    "NAMESPACES",
     "SCHEMA_VERSION",
+    "META_SCHEMA",
+    "META_OPEN",
+    "META_SEQ",
+    "META_VERSIONED",
+    "meta_key",
+    "decode_meta",
+    "decode_schema",
     "prefix_end",
     "open_leveldb",
     "DEFAULT_CACHE_BYTES",
@@ -46,10 +54,25 @@ NS_INDEX_META = b"x"
 NS_META = b"m"
 NS_WRITE_ORDER = b"w"
 
+#: Each namespace byte and the name tools show it under.
+NAMESPACES: dict[bytes, str] = {
+    NS_ENTRY: "entry",
+    NS_COUNTER: "counter",
+    NS_INDEX_MEMBER: "index_member",
+    NS_INDEX_ORDER: "index_order",
+    NS_INDEX_META: "index_meta",
+    NS_META: "meta",
+    NS_WRITE_ORDER: "write_order",
+}
+
+# Names of meta records (``NS_META + name``); each module that owns one says what it holds.
+META_SCHEMA = b"schema"  # the schema version, a msgpack int
+META_OPEN = b"open"  # present while a session is open: missing after a clean close
+META_SEQ = b"seq"  # store.py: the write sequence's high-water mark, saved at close
+META_VERSIONED = b"versioned"  # store.py: true once the store has held a versioned entry
+
 SCHEMA_VERSION = 1
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
-_META_SCHEMA = NS_META + b"schema"
-_META_OPEN = NS_META + b"open"
 _CHUNK = 512
 
 Op = tuple[bytes, "bytes | None"]
@@ -61,6 +84,31 @@ def prefix_end(prefix: bytes) -> bytes | None:
     if not stripped:
         return None
     return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def meta_key(name: bytes) -> bytes:
+    """The LevelDB key of the meta record ``name``."""
+    return NS_META + name
+
+
+_META_SCHEMA = meta_key(META_SCHEMA)
+_META_OPEN = meta_key(META_OPEN)
+
+
+def decode_meta(data: bytes) -> Any:
+    """A meta record's value (msgpack; maps may have non-str keys). Raises msgpack's errors."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def decode_schema(data: bytes) -> int:
+    """The schema version a schema record holds; ``CorruptRecord`` when it is not a msgpack int."""
+    try:
+        schema = msgpack.unpackb(data)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise CorruptRecord(str(exc) or type(exc).__name__) from None
+    if type(schema) is not int:
+        raise CorruptRecord("the schema record is not an int")
+    return schema
 
 
 def open_leveldb(path: str, *, create: bool, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Any:
@@ -113,11 +161,9 @@ class DiskTier:
             self._db.put(_META_SCHEMA, msgpack.packb(SCHEMA_VERSION), sync=True)
             return True
         try:
-            schema = msgpack.unpackb(raw)
-        except Exception:
+            schema = decode_schema(raw)
+        except CorruptRecord:
             raise CorruptStore(f"{self.path}: the schema record is corrupt") from None
-        if type(schema) is not int:
-            raise CorruptStore(f"{self.path}: the schema record is corrupt")
         if schema > SCHEMA_VERSION:
             raise SchemaTooNew(
                 f"{self.path} was written by a newer tierstore (schema {schema}; this version reads {SCHEMA_VERSION})"
@@ -188,11 +234,11 @@ class DiskTier:
             self.exit()
 
     def get_meta(self, name: bytes) -> Any:
-        raw = self.get(NS_META + name)
-        return None if raw is None else msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        raw = self.get(meta_key(name))
+        return None if raw is None else decode_meta(raw)
 
     def meta_op(self, name: bytes, value: Any) -> Op:
-        return (NS_META + name, None if value is None else msgpack.packb(value))
+        return (meta_key(name), None if value is None else msgpack.packb(value))
 
     def put_meta(self, name: bytes, value: Any, *, sync: bool = False) -> None:
         self.write((self.meta_op(name, value),), sync=sync)

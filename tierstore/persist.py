@@ -52,10 +52,30 @@ from typing import Any
 import msgpack
 import plyvel
 
-from .disk import DEFAULT_CACHE_BYTES, NS_META, SCHEMA_VERSION, DiskTier, Op, open_leveldb
-from .errors import CorruptStore, SchemaTooNew, StorageFull, StoreLocked, TierStoreError
+from .disk import (
+    DEFAULT_CACHE_BYTES,
+    META_OPEN,
+    META_SCHEMA,
+    SCHEMA_VERSION,
+    DiskTier,
+    Op,
+    decode_schema,
+    meta_key,
+    open_leveldb,
+)
+from .errors import CorruptRecord, CorruptStore, SchemaTooNew, StorageFull, StoreLocked, TierStoreError
 
-__all__ = ["TrackedDisk", "Checkpointer", "open_disk", "STAT_KEYS", "CHECKPOINT_RECORD"]
+__all__ = [
+    "TrackedDisk",
+    "Checkpointer",
+    "open_disk",
+    "STAT_KEYS",
+    "CHECKPOINT_RECORD",
+    "META_CHECKPOINT",
+    "META_CHECKPOINT_GENERATION",
+    "decode_checkpoint_info",
+    "checkpoint_info",
+]
 
 log = logging.getLogger("tierstore")
 
@@ -63,12 +83,14 @@ STAT_KEYS = ("checkpoint_ms", "restored_from_checkpoint")
 
 # In the working directory only: the session marker (disk.py's) and the generation
 # of the checkpoint taken at the last clean close.
-_OPEN_MARK = NS_META + b"open"
-_GENERATION = b"checkpoint_generation"
-_WORKING_ONLY = frozenset({_OPEN_MARK, NS_META + _GENERATION})
-# In the checkpoint directory only: what the last checkpoint did.
-CHECKPOINT_RECORD = NS_META + b"checkpoint"
-_SCHEMA_RECORD = NS_META + b"schema"
+META_CHECKPOINT_GENERATION = b"checkpoint_generation"
+_OPEN_MARK = meta_key(META_OPEN)
+_WORKING_ONLY = frozenset({_OPEN_MARK, meta_key(META_CHECKPOINT_GENERATION)})
+# In the checkpoint directory only: what the last checkpoint did (a msgpack map:
+# number, generation, time, complete, full, records, ...).
+META_CHECKPOINT = b"checkpoint"
+CHECKPOINT_RECORD = meta_key(META_CHECKPOINT)
+_SCHEMA_RECORD = meta_key(META_SCHEMA)
 
 _BATCH_OPS = 1000
 _BATCH_BYTES = 1 << 20
@@ -166,8 +188,8 @@ def _untracked(path: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> DiskTier
     """A plain ``DiskTier``; its writes are not tracked, so a checkpoint generation it holds is void."""
     disk = DiskTier(path, cache_bytes=cache_bytes)
     try:
-        if disk.get_meta(_GENERATION) is not None:
-            disk.put_meta(_GENERATION, None, sync=True)
+        if disk.get_meta(META_CHECKPOINT_GENERATION) is not None:
+            disk.put_meta(META_CHECKPOINT_GENERATION, None, sync=True)
     except BaseException:
         disk.close()
         raise
@@ -257,11 +279,9 @@ def _open_checkpoint(persist_path: str, *, must: bool, working_problem: TierStor
 def _check_checkpoint_schema(db: Any, persist_path: str) -> None:
     raw = db.get(_SCHEMA_RECORD)
     try:
-        schema = msgpack.unpackb(raw) if raw is not None else SCHEMA_VERSION
-    except Exception:
+        schema = decode_schema(raw) if raw is not None else SCHEMA_VERSION
+    except CorruptRecord:
         raise CorruptStore(f"checkpoint {persist_path}: the schema record is corrupt") from None
-    if type(schema) is not int:
-        raise CorruptStore(f"checkpoint {persist_path}: the schema record is corrupt")
     if schema > SCHEMA_VERSION:
         raise SchemaTooNew(
             f"checkpoint {persist_path} was written by a newer tierstore (schema {schema}; "
@@ -298,7 +318,7 @@ def _restore(source: Any, path: str, *, aside: bool) -> _Restored:
         # Marked as an unclean session: parts with derived state rebuild it.
         batch.put(_OPEN_MARK, b"\x01")
         batch.write()
-        info = _unpack_info(source.get(CHECKPOINT_RECORD))
+        info = checkpoint_info(source.get(CHECKPOINT_RECORD))
     finally:
         target.close()
     moved_to = None
@@ -312,14 +332,25 @@ def _restore(source: Any, path: str, *, aside: bool) -> _Restored:
     return _Restored(records, bool(info.get("complete")), moved_to)
 
 
-def _unpack_info(raw: bytes | None) -> dict[str, Any]:
+def decode_checkpoint_info(data: bytes) -> dict[str, Any]:
+    """The map a checkpoint record holds; ``CorruptRecord`` when it is not a msgpack map."""
+    try:
+        info = msgpack.unpackb(data, raw=False)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise CorruptRecord(str(exc) or type(exc).__name__) from None
+    if not isinstance(info, dict):
+        raise CorruptRecord("the checkpoint record is not a map")
+    return info
+
+
+def checkpoint_info(raw: bytes | None) -> dict[str, Any]:
+    """What a checkpoint record says; ``{}`` when it is missing or damaged."""
     if raw is None:
         return {}
     try:
-        info = msgpack.unpackb(raw, raw=False)
-    except Exception:
+        return decode_checkpoint_info(raw)
+    except CorruptRecord:
         return {}
-    return info if isinstance(info, dict) else {}
 
 
 # -- taking checkpoints ------------------------------------------------------------------
@@ -379,10 +410,10 @@ class Checkpointer:
         self.path = persist_path
         self._rate = rate
         self._lock = threading.Lock()
-        generation = disk.get_meta(_GENERATION)
+        generation = disk.get_meta(META_CHECKPOINT_GENERATION)
         if generation is not None:
             # Consumed: only a clean close() writes it back, after its final checkpoint.
-            disk.put_meta(_GENERATION, None, sync=True)
+            disk.put_meta(META_CHECKPOINT_GENERATION, None, sync=True)
         self._expected: str | None = generation if disk.was_clean and isinstance(generation, str) else None
         self.count = 0
 
@@ -405,11 +436,11 @@ class Checkpointer:
     def finish(self) -> dict[str, Any]:
         """The final checkpoint of a clean close; lets the next session start incrementally."""
         result = self.checkpoint()
-        self._disk.put_meta(_GENERATION, self._expected, sync=True)
+        self._disk.put_meta(META_CHECKPOINT_GENERATION, self._expected, sync=True)
         return result
 
     def _run(self, db: Any, keys: set[bytes], expected: str | None) -> dict[str, Any]:
-        previous = _unpack_info(db.get(CHECKPOINT_RECORD))
+        previous = checkpoint_info(db.get(CHECKPOINT_RECORD))
         full = expected is None or previous.get("generation") != expected or not previous.get("complete")
         writer = _Writer(db, self._rate)
         writer.put(CHECKPOINT_RECORD, _pack_info({**previous, "complete": False, "started": time.time()}))

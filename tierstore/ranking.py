@@ -26,6 +26,11 @@ opened with ``store.index(name)``).
 
 Use one ``SortedIndex`` per name per store (``store.index(name)``): the
 object caches the meta record that its lock protects.
+
+Tools that read a store directory without opening a store (the inspect CLI)
+use the module functions instead: ``index_meta_key`` and ``decode_index_meta``
+for the meta record, ``read_index`` for the members of a generation,
+``parse_index_key`` and ``check_index_record`` to decode any index record.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import math
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -48,8 +53,17 @@ from .errors import CorruptRecord, StoreClosed
 __all__ = [
     "SortedIndex",
     "IndexRefresher",
+    "IndexMeta",
+    "IndexKey",
     "encode_score",
     "decode_score",
+    "decode_stored_score",
+    "index_meta_key",
+    "order_prefix",
+    "parse_index_key",
+    "decode_index_meta",
+    "check_index_record",
+    "read_index",
     "DEFAULT_REFRESH_INTERVAL",
 ]
 
@@ -61,6 +75,7 @@ _ALL_BITS = (1 << 64) - 1
 _READ_CHUNK = 1024
 _BUILD_CHUNK = 10_000
 _STAMP_TYPES = (type(None), bool, int, float, str, bytes)
+_GEN_BYTES = 8  # a generation, and a score, are 8 bytes
 
 Pairs = Iterable[tuple[Key, float]] | Mapping[Key, float]
 
@@ -96,6 +111,13 @@ def decode_score(raw: bytes) -> float:
     bits = bits ^ _SIGN if bits & _SIGN else bits ^ _ALL_BITS
     value: float = struct.unpack(">d", struct.pack(">Q", bits))[0]
     return value
+
+
+def decode_stored_score(raw: bytes) -> float:
+    """A score as an index record stores it; ``CorruptRecord`` unless it is 8 bytes and not NaN."""
+    if len(raw) != _GEN_BYTES or math.isnan(score := decode_score(raw)):
+        raise CorruptRecord(f"malformed score {raw!r}")
+    return score
 
 
 def _check_stamp(stamp: object) -> Any:
@@ -135,8 +157,11 @@ def _iter_pairs(pairs: object) -> Iterator[tuple[bytes, bytes]]:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Meta:
+class IndexMeta:
     """The per-index record: live generation, its count, and the stamps.
+
+    ``gen`` is the live generation and ``count`` its member count; ``stamp`` is
+    the source stamp of the last ``replace`` (meaningful only when ``built``).
 
     ``building`` lists generations a ``replace`` is writing and ``garbage`` old
     ones still to purge; both are purged at open, since no build survives a restart.
@@ -159,7 +184,7 @@ class _Meta:
         return data
 
     @classmethod
-    def unpack(cls, data: bytes, where: bytes) -> _Meta:
+    def unpack(cls, data: bytes, where: bytes) -> IndexMeta:
         try:
             fields = msgpack.unpackb(data, raw=False)
             meta = cls(**fields)
@@ -172,8 +197,107 @@ class _Meta:
         return meta
 
 
+def decode_index_meta(data: bytes, where: bytes = b"") -> IndexMeta:
+    """An index meta record (``where``, its key, names it in the ``CorruptRecord`` a damaged one raises)."""
+    return IndexMeta.unpack(data, where)
+
+
+# -- record keys --------------------------------------------------------------------
+
+
+class IndexKey(NamedTuple):
+    """What an index record's key says: the index, and for member and order records the rest.
+
+    ``generation`` and ``member`` are ``None`` for a meta record; ``score`` is set
+    for order records only (a member record holds its score in the value).
+    """
+
+    namespace: bytes
+    name: Key
+    generation: int | None = None
+    member: Key | None = None
+    score: float | None = None
+
+
 def _gen(gen: int) -> bytes:
-    return gen.to_bytes(8, "big")
+    return gen.to_bytes(_GEN_BYTES, "big")
+
+
+def _name_part(name: Key) -> bytes:
+    """``N``: the index name, tagged and prefixed by its length."""
+    tag = encode_key(name)
+    return len(tag).to_bytes(2, "big") + tag
+
+
+def index_meta_key(name: Key) -> bytes:
+    """The key of the meta record of the index ``name``."""
+    return NS_INDEX_META + _name_part(name)
+
+
+def order_prefix(name: Key, generation: int) -> bytes:
+    """The prefix of the order records of one generation of the index ``name``."""
+    return NS_INDEX_ORDER + _name_part(name) + _gen(generation)
+
+
+def _split_name(raw_key: bytes) -> tuple[Key, bytes]:
+    """The index name after the namespace byte, and what follows it."""
+    size = int.from_bytes(raw_key[1:3], "big")
+    end = 3 + size
+    if len(raw_key) < end or size == 0:
+        raise CorruptRecord("index record key is too short for its name")
+    return decode_key(raw_key[3:end]), raw_key[end:]
+
+
+def parse_index_key(raw_key: bytes) -> IndexKey:
+    """Decode the key of an index meta, member or order record.
+
+    Raises ``CorruptRecord`` (or ``decode_key``'s ``ValueError``) for a key that
+    does not follow the layout in the module docstring, and for a NaN score.
+    """
+    namespace = raw_key[:1]
+    if namespace not in (NS_INDEX_META, NS_INDEX_MEMBER, NS_INDEX_ORDER):
+        raise CorruptRecord(f"{raw_key!r} is not an index record")
+    name, rest = _split_name(raw_key)
+    if namespace == NS_INDEX_META:
+        if rest:
+            raise CorruptRecord("index meta key has trailing bytes")
+        return IndexKey(namespace, name)
+    generation = int.from_bytes(rest[:_GEN_BYTES], "big")
+    if namespace == NS_INDEX_MEMBER:
+        return IndexKey(namespace, name, generation, decode_key(rest[_GEN_BYTES:]))
+    score = decode_stored_score(rest[_GEN_BYTES : 2 * _GEN_BYTES])
+    return IndexKey(namespace, name, generation, decode_key(rest[2 * _GEN_BYTES :]), score)
+
+
+def check_index_record(raw_key: bytes, data: bytes) -> IndexKey:
+    """Decode an index record, key and value; raises as ``parse_index_key`` does when damaged."""
+    key = parse_index_key(raw_key)
+    if key.namespace == NS_INDEX_META:
+        decode_index_meta(data, raw_key)
+    elif key.namespace == NS_INDEX_MEMBER:
+        decode_stored_score(data)
+    elif data:
+        raise CorruptRecord("index order record has a value")
+    return key
+
+
+def _order_item(raw_key: bytes, start: int) -> tuple[Key, float]:
+    """``(member, score)`` of an order record key whose ``S + M`` part begins at ``start``."""
+    return decode_key(raw_key[start + _GEN_BYTES :]), decode_score(raw_key[start : start + _GEN_BYTES])
+
+
+def read_index(
+    db: Any, name: Key, generation: int, offset: int = 0, limit: int | None = None
+) -> Iterator[tuple[Key, float]]:
+    """``(member, score)`` of one generation in ``(score, member)`` order, from ``offset``, streamed.
+
+    ``db`` is a plain plyvel handle or snapshot, only read (no ``DiskTier``); find
+    the live generation with ``decode_index_meta``. Skipped records are not decoded.
+    """
+    prefix = order_prefix(name, generation)
+    keys = db.iterator(prefix=prefix, include_value=False, fill_cache=False)
+    for raw_key in itertools.islice(keys, offset, None if limit is None else offset + limit):
+        yield _order_item(raw_key, len(prefix))
 
 
 # -- the index --------------------------------------------------------------------
@@ -188,8 +312,7 @@ class SortedIndex:
     """
 
     def __init__(self, disk: DiskTier, name: Key) -> None:
-        tag = encode_key(name)
-        part = len(tag).to_bytes(2, "big") + tag
+        part = _name_part(name)
         self._name = name
         self._disk = disk
         self._meta_key = NS_INDEX_META + part
@@ -197,7 +320,7 @@ class SortedIndex:
         self._order_base = NS_INDEX_ORDER + part
         self._lock = threading.Lock()
         raw = disk.get(self._meta_key)
-        self._meta = _Meta() if raw is None else _Meta.unpack(raw, self._meta_key)
+        self._meta = IndexMeta() if raw is None else decode_index_meta(raw, self._meta_key)
         if self._meta.building or self._meta.garbage:
             self._purge_leftovers()
 
@@ -317,7 +440,7 @@ class SortedIndex:
         ops.append((self._order_base + gen + score + tag, b""))
         return 0 if old is not None else 1
 
-    def _commit(self, meta: _Meta | None, ops: list[Op] | None = None) -> None:
+    def _commit(self, meta: IndexMeta | None, ops: list[Op] | None = None) -> None:
         """Write ``ops`` and the meta record in one batch, then adopt the meta (lock held)."""
         batch = list(ops or ())
         if meta is not None:
@@ -422,7 +545,7 @@ class SortedIndex:
             keys = _take(self._disk, snapshot, prefix, prefix_end(prefix), reverse=reverse, skip=offset, limit=limit)
         finally:
             self._disk.release(snapshot)
-        return [self._item(key, len(prefix)) for key in keys]
+        return [_order_item(key, len(prefix)) for key in keys]
 
     def page_after(
         self, cursor: str | None, limit: int = 20, reverse: bool = False
@@ -455,7 +578,7 @@ class SortedIndex:
             )
         finally:
             self._disk.release(snapshot)
-        items = [self._item(key, len(prefix)) for key in keys[:limit]]
+        items = [_order_item(key, len(prefix)) for key in keys[:limit]]
         next_cursor = keys[limit - 1][len(prefix) :].hex() if len(keys) > limit else None
         return items, next_cursor
 
@@ -473,16 +596,12 @@ class SortedIndex:
             keys = _take(self._disk, snapshot, prefix + low, upper, reverse=False, skip=0, limit=limit)
         finally:
             self._disk.release(snapshot)
-        return [self._item(key, len(prefix)) for key in keys]
+        return [_order_item(key, len(prefix)) for key in keys]
 
     def _view(self) -> tuple[Any, int, int]:
         """A snapshot with the generation and count it holds (taken together under the lock)."""
         with self._lock:
             return self._disk.snapshot(), self._meta.gen, self._meta.count
-
-    @staticmethod
-    def _item(key: bytes, start: int) -> tuple[Key, float]:
-        return decode_key(key[start + 8 :]), decode_score(key[start : start + 8])
 
 
 def _decode_cursor(cursor: object) -> bytes:

@@ -8,12 +8,8 @@ listed in DESIGN.md §2, none of which imports this one.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import itertools
 import logging
-import math
-import random
 import shutil
 import tempfile
 import threading
@@ -26,12 +22,13 @@ import msgpack
 
 from . import codec
 from .clock import Jitter, check_seconds, check_ttl
-from .codec import ABSENT, NEGATIVE, TOMBSTONE, Entry, Key, Record, Versioned, encode_key
+from .codec import ABSENT, NEGATIVE, TOMBSTONE, UNDECODED, Entry, Key, Record, encode_key
 from .counters import Counters
-from .disk import NS_ENTRY, DiskTier
+from .disk import META_SEQ, META_VERSIONED, NS_ENTRY, DiskTier
 from .errors import CorruptRecord, StoreClosed, TierStoreError
-from .flight import DEFAULT, NOTHING, STALE, WAIT, Flight, Flights, check_policy
+from .flight import Flights
 from .guard import Guard, note_unguarded_open
+from .loading import Loading, StoreCore
 from .memory import MemoryTier
 from .options import STAT_KEYS, Options
 from .persist import STAT_KEYS as PERSIST_STAT_KEYS
@@ -81,13 +78,14 @@ class TierStore:
         self._memory = MemoryTier(options.memory_items, options.memory_bytes)
         self._memory_get = self._memory.get
         self._seq = _next_sequence(self._disk)
-        self._versioned = bool(self._disk.get_meta(_META_VERSIONED))
+        self._versioned = bool(self._disk.get_meta(META_VERSIONED))
         self._open_durability(restored)
         self._guard: Guard | None = self._open_guard()  # the existence filter when guard=True
         self._counters = Counters(self._disk)
         self._indexes: dict[Key, SortedIndex] = {}
         self._indexes_lock = threading.Lock()
         self._stats["index_refresh_errors"] = 0
+        self._loading = self._open_loading()
 
     # -- reading ------------------------------------------------------------------
 
@@ -104,7 +102,8 @@ class TierStore:
             expires_at = record.expires_at
             if expires_at is None or expires_at > self._clock():
                 self._stats["hits_memory"] += 1
-                return record.value
+                value = record._value  # the slot, sparing the property's frame on the hottest path
+                return value if value is not UNDECODED else record.value
         return self._get_slow(key, record, default)
 
     def _get_slow(self, key: Key, record: Record | None, default: Any) -> Any:
@@ -130,6 +129,17 @@ class TierStore:
             raise StoreClosed(f"store {self.path} is closed")
         record = self._memory_get(key)
         return record if record is not None else self._read_disk(key)
+
+    def _lookup(self, key: Key) -> tuple[Record | None, str]:
+        """The stored record of ``key`` and the stat a hit on it counts in (for ``get_or_load``)."""
+        try:
+            record = self._memory_get(key)
+        except TypeError:
+            encode_key(key)  # raises the key error callers expect
+            raise
+        if record is not None:
+            return record, "hits_memory"
+        return self._read_disk(key), "hits_disk"
 
     def _read_disk(self, key: Key) -> Record | None:
         disk_key = NS_ENTRY + encode_key(key)
@@ -190,7 +200,7 @@ class TierStore:
         ttl: Any = ...,
         version: int | None = None,
         load_time: float = 0.0,
-        admit: Any = None,
+        admit: Callable[[], bool] | None = None,
     ) -> bool:
         """The version-checked write behind ``set`` and loader fills.
 
@@ -260,8 +270,8 @@ class TierStore:
             self._disk.put(disk_key, data)
         else:
             self._capacity.put(disk_key, data, seq)  # with its write-order record
-        if type(value) not in codec.PLAIN_TYPES:
-            value = codec.plain_value(value, data)
+        if type(value) not in codec.PLAIN_TYPES:  # decoded on first read, as tier 2 would decode it
+            return Record.deferred(data, version, expires_at, flags, now, ttl, seq, load_time)
         return Record(value, version, expires_at, flags, now, ttl, seq, len(data), load_time)
 
     def _mark_versioned(self) -> None:
@@ -271,7 +281,7 @@ class TierStore:
         version is 0 without reading tier 2. The meta record is written ahead of the
         entry, so LevelDB's ordered log never keeps the entry without it.
         """
-        self._disk.put_meta(_META_VERSIONED, True)
+        self._disk.put_meta(META_VERSIONED, True)
         self._versioned = True
 
     def _resolve_ttl(self, ttl: Any, negative: bool) -> float | None:
@@ -286,6 +296,10 @@ class TierStore:
             return record
         data = self._disk_get(disk_key)
         return None if data is None else self._decode(disk_key, data)
+
+    def _current_record(self, key: Key) -> Record | None:
+        """``_current`` from the key alone, for a fill's ``admit`` check under the lock."""
+        return self._current(key, NS_ENTRY + encode_key(key))
 
     def _disk_get(self, disk_key: bytes) -> bytes | None:
         """A tier-2 read; a damaged block reads as a miss, counted and logged like a bad record."""
@@ -328,7 +342,7 @@ class TierStore:
         finally:
             lock.release()
 
-    # -- loading: get_or_load, recomputation, background work (flight.py, refresh.py) --
+    # -- loading: get_or_load, recomputation, background work (loading.py) ------------
 
     def get_or_load(
         self,
@@ -342,198 +356,16 @@ class TierStore:
     ) -> Any:
         """The value of ``key``; on a miss ``loader()`` runs once across callers and fills both tiers.
 
-        - ``on_busy`` (while another caller loads the key): ``"wait"`` for its result
-          (``LoadTimeout`` past ``wait_timeout`` seconds), ``"stale"`` returns the
-          stale value at once when one is within ``stale_ttl`` (else waits),
-          ``"default"`` returns ``default`` at once.
-        - The loader's exception reaches its caller and every waiter; nothing is stored.
-        - ``None`` or ``ABSENT`` from the loader stores a negative entry
-          (``negative_ttl``) and returns ``default``; ``Versioned(value, version)``
-          stamps the version. A fill never lowers the stored version; a fill at the
-          stored version renews the entry (but never resurrects a tombstone).
-        - A fill is dropped (counted in ``fills_rejected``), though still returned to
-          the callers of that load, when the key was set, deleted or invalidated
-          after the load began, or when the load outlived its ``lock_timeout`` lease.
-        - A live hit may start one background renewal, single-flight with foreground
-          loads and at most one per key per ``min_refresh_interval``: when the entry
-          is in the last ``refresh_ahead`` fraction of its TTL, or by XFetch with
-          ``early_beta > 0``: when ``now - load_time * early_beta * ln(U) >= expires_at``
-          for ``U`` uniform in ``(0, 1]`` and ``load_time`` the duration of the load that
-          wrote the entry (entries written by ``set`` have none, so never renew early).
-          Negative entries are not renewed ahead.
-        - A caller with ``on_busy="stale"`` that finds a stale value and no load running
-          loads in the foreground, unless the key was renewed less than
-          ``min_refresh_interval`` ago: then it gets the stale value.
-        - Stats: ``loads``/``load_errors`` count foreground loader calls and their
-          failures, ``refreshes``/``refresh_errors`` background ones (refresh-ahead,
-          XFetch, ``refresh_every``); ``load_waits`` counts callers that waited.
-        - The value returned is the one the tiers would return (a tuple reads as a list).
+        While another caller loads the key, ``on_busy`` decides: ``"wait"`` for its
+        result (``LoadTimeout`` past ``wait_timeout`` seconds), ``"stale"`` returns a
+        stale value at once when there is one, ``"default"`` returns ``default``.
+        ``None`` or ``ABSENT`` from the loader stores a negative entry and returns
+        ``default``; ``Versioned(value, version)`` stamps the version. The full rules
+        (fills dropped after a write, refresh-ahead, XFetch, stats) are in ``tierstore.loading``.
         """
-        self._check_load_args(loader, ttl, on_busy, wait_timeout)
-        record, hit_stat = self._lookup(key)
-        now = self._clock()
-        if record is not None and not record.flags & TOMBSTONE:
-            expires_at = record.expires_at
-            if expires_at is None or expires_at > now:
-                if record.flags & NEGATIVE:
-                    self._stats["negative_hits"] += 1
-                    return default
-                self._stats[hit_stat] += 1
-                if expires_at is not None and self._renewal_due(record, expires_at, now):
-                    self._renew(key, loader, ttl)
-                return record.value
-        self._stats["misses"] += 1
-        if self._guard is not None and not self._guard.might_contain(key):
-            self._stats["guard_rejections"] += 1
-            return default
-        stale = self._stale_value(record, now)
-        if stale is not NOTHING and on_busy == STALE and not self._may_renew_now(key):
-            self._stats["stale_served"] += 1
-            return stale
-        value = self._flights.run(
-            key,
-            lambda flight: self._load(key, loader, ttl, flight),
-            on_busy=on_busy,
-            busy=lambda: self._busy_answer(on_busy, stale, default),
-            wait_timeout=wait_timeout,
-        )
-        return default if value is ABSENT else value
-
-    def _check_load_args(self, loader: object, ttl: Any, on_busy: object, wait_timeout: object) -> None:
         if self._closed:
             raise StoreClosed(f"store {self.path} is closed")
-        if not callable(loader):
-            raise TypeError(f"loader must be callable, not {type(loader).__name__}")
-        if ttl is not ...:
-            check_ttl(ttl)
-        check_policy(on_busy)
-        check_seconds(wait_timeout, "wait_timeout", optional=True)
-
-    def _lookup(self, key: Key) -> tuple[Record | None, str]:
-        """The stored record of ``key`` and the stat a hit on it counts in."""
-        try:
-            record = self._memory_get(key)
-        except TypeError:
-            encode_key(key)  # raises the key error callers expect
-            raise
-        if record is not None:
-            return record, "hits_memory"
-        return self._read_disk(key), "hits_disk"
-
-    def _stale_value(self, record: Record | None, now: float) -> Any:
-        """The value of an expired entry still within ``stale_ttl``, else ``NOTHING``."""
-        if record is None or record.flags or record.expires_at is None:
-            return NOTHING
-        if record.expires_at <= now < record.expires_at + self._options.stale_ttl:
-            return record.value
-        return NOTHING
-
-    def _may_renew_now(self, key: Key) -> bool:
-        """Whether a renewal of ``key`` may start now (and claim it): none running, none too recent."""
-        if self._flights.running(key):
-            return True  # the caller follows it by policy
-        return self._flights.claim_renewal(key, self._options.min_refresh_interval)
-
-    def _busy_answer(self, on_busy: str, stale: Any, default: Any) -> Any:
-        """What a caller gets at once while another loads the key; ``NOTHING`` means wait."""
-        if on_busy == DEFAULT:
-            self._stats["busy_defaults"] += 1
-            return default
-        if stale is not NOTHING:
-            self._stats["stale_served"] += 1
-            return stale
-        return NOTHING
-
-    def _load(self, key: Key, loader: Callable[[], Any], ttl: Any, flight: Flight) -> Any:
-        """A foreground load as leader: check again, call the loader, fill. ``ABSENT`` for nothing."""
-        record = self._read(key)
-        now = self._clock()
-        if record is not None and (self._is_live(record, now) or self._is_negative_hit(record, now)):
-            # another flight filled it between our miss and our lead
-            return ABSENT if record.flags & NEGATIVE else record.value
-        self._stats["loads"] += 1
-        try:
-            return self._call_and_fill(key, loader, ttl, flight)
-        except BaseException:
-            self._stats["load_errors"] += 1
-            raise
-
-    def _is_negative_hit(self, record: Record | None, now: float) -> bool:
-        if record is None or record.flags != NEGATIVE:
-            return False
-        return record.expires_at is None or record.expires_at > now
-
-    def _call_and_fill(self, key: Key, loader: Callable[[], Any], ttl: Any, flight: Flight) -> Any:
-        """Call the loader, store its result when the flight may still fill; the plain value."""
-        started = time.monotonic()
-        result = loader()
-        load_time = time.monotonic() - started
-        version = None
-        if isinstance(result, Versioned):
-            result, version = result.value, codec.check_version(result.version)
-        value = ABSENT if result is None or result is ABSENT else self._plain(result)
-        if not self._fill(key, value, version, ttl, flight, load_time):
-            self._stats["fills_rejected"] += 1
-        return value
-
-    def _fill(self, key: Key, value: Any, version: int | None, ttl: Any, flight: Flight, load_time: float) -> bool:
-        """Write a loaded value under the flight's admission; ``False`` when it was dropped."""
-        admits = self._flights.admits
-        if not admits(flight):
-            return False
-        fill_ttl = ... if value is ABSENT else ttl
-        if version is None:
-            return self._write(key, value, ttl=fill_ttl, load_time=load_time, admit=lambda: admits(flight))
-        current = self._read(key)
-        current_version = 0 if current is None else current.version
-        if version > current_version:
-            return self._write(
-                key, value, ttl=fill_ttl, version=version, load_time=load_time, admit=lambda: admits(flight)
-            )
-        if version < current_version or (current is not None and current.flags & TOMBSTONE):
-            return False
-        # Same version as stored: an unversioned write keeps it, if it is still the same under the lock.
-        disk_key = NS_ENTRY + encode_key(key)
-
-        def same_version() -> bool:
-            now_current = self._current(key, disk_key)
-            if now_current is None:
-                return version == 0 and admits(flight)
-            return now_current.version == version and not now_current.flags & TOMBSTONE and admits(flight)
-
-        return self._write(key, value, ttl=fill_ttl, load_time=load_time, admit=same_version)
-
-    def _renewal_due(self, record: Record, expires_at: float, now: float) -> bool:
-        """Refresh-ahead or XFetch says a live entry should be renewed now."""
-        options = self._options
-        if options.refresh_ahead and record.ttl is not None and expires_at - now <= options.refresh_ahead * record.ttl:
-            return True
-        if options.early_beta and record.load_time > 0:
-            return now - record.load_time * options.early_beta * math.log(1.0 - random.random()) >= expires_at
-        return False
-
-    def _renew(self, key: Key, loader: Callable[[], Any], ttl: Any) -> None:
-        """Start one background renewal of ``key`` unless one runs or ran too recently."""
-        flights = self._flights
-        if flights.running(key) or not flights.claim_renewal(key, self._options.min_refresh_interval):
-            return
-        flight, leader = flights.begin(key)
-        if not leader:
-            return
-        try:
-            self._scheduler.submit(lambda: self._refresh(flight, key, loader, ttl))
-        except StoreClosed as exc:
-            flights.finish(flight, error=exc)
-
-    def _refresh(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any) -> None:
-        """A background load as the flight's leader; failures are logged and counted, the old value stays."""
-        try:
-            self._flights.lead(flight, lambda f: self._call_and_fill(key, loader, ttl, f))
-        except Exception:
-            self._stats["refresh_errors"] += 1
-            log.warning("%s: background refresh of %r failed; the old value stays", self.path, key, exc_info=True)
-            return
-        self._stats["refreshes"] += 1
+        return self._loading.get_or_load(key, loader, ttl, on_busy, wait_timeout, default)
 
     def refresh_every(self, key: Key, loader: Callable[[], Any], interval: float, *, ttl: Any = ...) -> Handle:
         """Recompute ``key`` with ``loader()`` every ``interval`` seconds in the background.
@@ -543,17 +375,7 @@ class TierStore:
         Failures are logged and counted in ``refresh_errors``; the old value stays.
         Returns a handle whose ``cancel()`` stops later rounds.
         """
-        encode_key(key)
-        self._check_load_args(loader, ttl, WAIT, None)
-        period = check_seconds(interval, "interval", allow_zero=False)
-        assert period is not None
-
-        def round_() -> None:
-            flight, leader = self._flights.begin(key)
-            if leader:
-                self._refresh(flight, key, loader, ttl)
-
-        return self._scheduler.every(period, round_, first_delay=0.0)
+        return self._loading.refresh_every(key, loader, interval, ttl)
 
     def invalidate(self, key: Key, *, again_after: float | None = None) -> None:
         """``delete(key)`` now and, with ``again_after``, again that many seconds later in the background.
@@ -562,14 +384,7 @@ class TierStore:
         reader who read the source before the write put back in the meantime; the
         caller never waits for it.
         """
-        delay = check_seconds(again_after, "again_after", optional=True)
-        self.delete(key)
-        if delay is not None:
-            self._scheduler.after(delay, lambda: self._delete_again(key))
-
-    def _delete_again(self, key: Key) -> None:
-        if not self._closed:
-            self.delete(key)
+        self._loading.invalidate(key, again_after)
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait for background work queued or running now (and timers already due); ``False`` on timeout."""
@@ -586,41 +401,20 @@ class TierStore:
         ``functools.lru_cache``). Keys longer than the key limit use a SHA-256 of the
         arguments. ``key=`` is a callable building the key from the arguments instead.
         """
-        if ttl is not ...:
-            check_ttl(ttl)
-        if key is not None and not callable(key):
-            raise TypeError(f"key must be a callable building the key from the arguments, not {type(key).__name__}")
+        return self._loading.cached(ttl, key)
 
-        def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-            prefix = f"{fn.__module__}:{fn.__qualname__}:".encode()
-
-            @functools.wraps(fn)
-            def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-                cache_key = key(*args, **kwargs) if key is not None else self._call_key(prefix, args, kwargs)
-                result: _R = self.get_or_load(cache_key, lambda: fn(*args, **kwargs), ttl=ttl)
-                return result
-
-            return wrapper
-
-        return decorate
-
-    @staticmethod
-    def _plain(value: Any) -> Any:
-        """``value`` as the tiers would return it (a tuple becomes a list); ``TypeError`` if unencodable."""
-        if type(value) in codec.PLAIN_TYPES:
-            return value
-        return codec.plain_value(value, codec.pack_record(msgpack.Packer(), value, 0, None, 0, 0.0, None, 0))
-
-    @staticmethod
-    def _call_key(prefix: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        """The ``cached`` key of one call: the function's prefix and its msgpack-encoded arguments."""
-        try:
-            packed: bytes = msgpack.packb([args, sorted(kwargs.items())], use_bin_type=True)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise TypeError(f"cannot build a cache key from the arguments ({exc}); pass key= to build one") from None
-        if len(prefix) + len(packed) >= codec.MAX_KEY_BYTES:
-            return prefix + b"sha256:" + hashlib.sha256(packed).digest()
-        return prefix + packed
+    def _open_loading(self) -> Loading:
+        """The loading algorithm, wired to this store's primitives and shared parts."""
+        core = StoreCore(
+            path=self.path,
+            is_closed=lambda: self._closed,
+            lookup=self._lookup,
+            read=self._read,
+            current=self._current_record,
+            write=self._write,
+            delete=self.delete,
+        )
+        return Loading(core, self._options, self._stats, self._flights, self._scheduler, self._guard)
 
     # -- existence guard (bloom.py) -------------------------------------------------
 
@@ -890,7 +684,7 @@ class TierStore:
                 if self._guard is not None:
                     self._guard.close()  # logs instead of raising: the next open rebuilds
                 try:
-                    self._disk.put_meta(_META_SEQ, next(self._seq))
+                    self._disk.put_meta(META_SEQ, next(self._seq))
                     self._close_durability()  # capacity total, then the final checkpoint
                 finally:
                     self._disk.close()  # released even when a full disk refused the writes above
@@ -916,8 +710,6 @@ class TierStore:
 
 
 _MISSING = object()
-_META_SEQ = b"seq"
-_META_VERSIONED = b"versioned"
 
 
 def _next_sequence(disk: DiskTier) -> Iterator[int]:
@@ -927,6 +719,6 @@ def _next_sequence(disk: DiskTier) -> Iterator[int]:
     the last clean close, whichever is larger: no store writes a million records a
     second for long, so even after a crash new writes sort after old ones.
     """
-    saved = disk.get_meta(_META_SEQ)
+    saved = disk.get_meta(META_SEQ)
     start = max(saved if type(saved) is int else 0, time.time_ns() // 1000)
     return itertools.count(start + 1)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -37,7 +37,16 @@ from .codec import TOMBSTONE, Key, Record
 from .disk import NS_ENTRY, NS_WRITE_ORDER, DiskTier, Op
 from .errors import CorruptRecord
 
-__all__ = ["Capacity", "Sweeper", "STAT_KEYS", "order_key", "open_capacity"]
+__all__ = [
+    "Capacity",
+    "Sweeper",
+    "STAT_KEYS",
+    "OrderRecord",
+    "order_key",
+    "parse_order_key",
+    "decode_order_record",
+    "open_capacity",
+]
 
 STAT_KEYS = ("swept_tombstones",)
 
@@ -54,8 +63,36 @@ def order_key(seq: int, disk_key: bytes) -> bytes:
     return NS_WRITE_ORDER + seq.to_bytes(8, "big") + disk_key
 
 
+def parse_order_key(okey: bytes) -> tuple[int, bytes]:
+    """``(seq, entry key)`` of a write-order record's key (inverts ``order_key``; checks nothing)."""
+    return int.from_bytes(okey[1:9], "big"), okey[9:]
+
+
+class OrderRecord(NamedTuple):
+    """A write-order record: the entry's write sequence, its LevelDB key and its size in bytes."""
+
+    seq: int
+    disk_key: bytes
+    size: int
+
+
+def decode_order_record(okey: bytes, data: bytes) -> OrderRecord:
+    """Decode a write-order record; ``CorruptRecord`` (or ``decode_key``'s ``ValueError``) when damaged."""
+    seq, disk_key = parse_order_key(okey)
+    if order_key(seq, disk_key) != okey or disk_key[:1] != NS_ENTRY:
+        raise CorruptRecord("write-order key does not name an entry")
+    codec.decode_key(disk_key[1:])
+    if len(data) != 8:
+        raise CorruptRecord("write-order size is not 8 bytes")
+    return OrderRecord(seq, disk_key, _size_of(data))
+
+
 def _size_bytes(size: int) -> bytes:
     return size.to_bytes(8, "big")
+
+
+def _size_of(data: bytes) -> int:
+    return int.from_bytes(data[:8], "big")
 
 
 def header_seq(data: bytes) -> int | None:
@@ -340,7 +377,7 @@ class Sweeper:
         planned = 0
         for okey, size in self._disk.scan(NS_WRITE_ORDER):
             batch.append(okey)
-            planned += int.from_bytes(size[:8], "big")
+            planned += _size_of(size)
             if len(batch) >= _BATCH or capacity.total - planned <= capacity.target:
                 self._evict_batch(batch, counts)
                 batch, planned = [], 0
@@ -349,7 +386,7 @@ class Sweeper:
         self._evict_batch(batch, counts)
 
     def _evict_batch(self, batch: list[bytes], counts: dict[str, int]) -> None:
-        for lock, items in self._by_lock((okey[9:], okey) for okey in batch):
+        for lock, items in self._by_lock((parse_order_key(okey)[1], okey) for okey in batch):
             with lock:
                 ops: list[Op] = []
                 done: list[tuple[bytes, str]] = []
@@ -359,7 +396,7 @@ class Sweeper:
 
     def _evict_one(self, disk_key: bytes, okey: bytes, ops: list[Op], done: list[tuple[bytes, str]]) -> None:
         data = self._disk.get(disk_key)
-        seq = int.from_bytes(okey[1:9], "big")
+        seq, _ = parse_order_key(okey)
         if data is None or header_seq(data) != seq:
             ops.append((okey, None))  # left behind by a crash: the entry moved on
             return

@@ -1,0 +1,371 @@
+"""Loading: ``get_or_load``, renewals ahead of expiry, periodic refresh, delayed deletes, ``cached``.
+
+The algorithm of DESIGN.md §3 "get_or_load", over a store it knows only through
+``StoreCore`` (a few bound primitives) and the parts it shares with the store
+(``Flights`` for single-flight, ``Scheduler`` for background work, the
+``Guard``, the options and the stats dict). It never imports the store.
+
+- On a hit the value is returned without calling the loader; a negative entry
+  returns ``default``. On a miss a key the guard rules out returns ``default``.
+- While another caller loads the key, ``on_busy`` decides: ``"wait"`` for its
+  result (``LoadTimeout`` past ``wait_timeout``), ``"stale"`` returns the stale
+  value at once when one is within ``stale_ttl`` (else waits), ``"default"``
+  returns ``default`` at once.
+- The loader's exception reaches its caller and every waiter; nothing is stored.
+- ``None`` or ``ABSENT`` from the loader stores a negative entry
+  (``negative_ttl``) and returns ``default``; ``Versioned(value, version)``
+  stamps the version. A fill never lowers the stored version; a fill at the
+  stored version renews the entry (but never resurrects a tombstone).
+- A fill is dropped (counted in ``fills_rejected``), though still returned to
+  the callers of that load, when the key was set, deleted or invalidated after
+  the load began, or when the load outlived its ``lock_timeout`` lease.
+- A live hit may start one background renewal, single-flight with foreground
+  loads and at most one per key per ``min_refresh_interval``: when the entry is
+  in the last ``refresh_ahead`` fraction of its TTL, or by XFetch with
+  ``early_beta > 0``: when ``now - load_time * early_beta * ln(U) >= expires_at``
+  for ``U`` uniform in ``(0, 1]`` and ``load_time`` the duration of the load that
+  wrote the entry (entries written by ``set`` have none, so never renew early).
+  Negative entries are not renewed ahead.
+- A caller with ``on_busy="stale"`` that finds a stale value and no load running
+  loads in the foreground, unless the key was renewed less than
+  ``min_refresh_interval`` ago: then it gets the stale value.
+- Stats: ``loads``/``load_errors`` count foreground loader calls and their
+  failures, ``refreshes``/``refresh_errors`` background ones (refresh-ahead,
+  XFetch, ``refresh_every``); ``load_waits`` counts callers that waited.
+- The value returned is the one the tiers would return (a tuple reads as a list).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+import msgpack
+
+from . import codec
+from .clock import check_seconds, check_ttl
+from .codec import ABSENT, NEGATIVE, TOMBSTONE, Key, Record, Versioned, encode_key
+from .errors import StoreClosed
+from .flight import DEFAULT, NOTHING, STALE, WAIT, Flight, Flights, check_policy
+from .guard import Guard
+from .options import Options
+from .refresh import Handle, Scheduler
+
+__all__ = ["Loading", "StoreCore", "Write"]
+
+log = logging.getLogger("tierstore")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_ANSWERING_FLAGS = (0, NEGATIVE)  # a value or a negative entry; a tombstone answers nothing
+
+
+class Write(Protocol):
+    """The store's version-checked write (the one behind ``set``)."""
+
+    def __call__(
+        self,
+        key: Key,
+        value: Any,
+        *,
+        ttl: Any = ...,
+        version: int | None = None,
+        load_time: float = 0.0,
+        admit: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Write under the key's lock unless ``version`` is not newer or ``admit()`` vetoes; ``True`` if written."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCore:
+    """The store primitives loading runs on, as bound callables (no extra frame per call).
+
+    ``lookup`` is a key's stored record (tombstones and expired ones included) and
+    the stat a hit on it counts in; ``read`` the same record without the stat;
+    ``current`` the record as it is now, for an ``admit`` callback running under
+    the key's lock; ``write`` the version-checked write; ``delete`` is the store's.
+    """
+
+    path: str
+    is_closed: Callable[[], bool]
+    lookup: Callable[[Key], tuple[Record | None, str]]
+    read: Callable[[Key], Record | None]
+    current: Callable[[Key], Record | None]
+    write: Write
+    delete: Callable[[Key], bool]
+
+
+class Loading:
+    """The loading algorithm of one store: foreground loads, background renewals, ``cached``."""
+
+    def __init__(
+        self,
+        core: StoreCore,
+        options: Options,
+        stats: dict[str, int],
+        flights: Flights,
+        scheduler: Scheduler,
+        guard: Guard | None,
+    ) -> None:
+        self._core = core
+        self._options = options
+        self._clock = options.clock
+        self._stats = stats
+        self._flights = flights
+        self._scheduler = scheduler
+        self._guard = guard
+
+    # -- foreground ---------------------------------------------------------------------
+
+    def get_or_load(
+        self,
+        key: Key,
+        loader: Callable[[], Any],
+        ttl: Any = ...,
+        on_busy: str = WAIT,
+        wait_timeout: float | None = None,
+        default: Any = None,
+    ) -> Any:
+        """The value of ``key``; on a miss ``loader()`` runs once across callers and fills both tiers.
+
+        The caller checks first that the store is open (``TierStore.get_or_load`` does,
+        inline: one frame less on a hit).
+        """
+        self._check_load_args(loader, ttl, on_busy, wait_timeout)
+        record, hit_stat = self._core.lookup(key)
+        now = self._clock()
+        if record is not None and not record.flags & TOMBSTONE:
+            expires_at = record.expires_at
+            if expires_at is None or expires_at > now:
+                if record.flags & NEGATIVE:
+                    self._stats["negative_hits"] += 1
+                    return default
+                self._stats[hit_stat] += 1
+                if expires_at is not None and self._renewal_due(record, expires_at, now):
+                    self._renew(key, loader, ttl)
+                return record.value
+        self._stats["misses"] += 1
+        if self._guard is not None and not self._guard.might_contain(key):
+            self._stats["guard_rejections"] += 1
+            return default
+        stale = self._stale_value(record, now)
+        if stale is not NOTHING and on_busy == STALE and not self._may_renew_now(key):
+            self._stats["stale_served"] += 1
+            return stale
+        value = self._flights.run(
+            key,
+            lambda flight: self._load(key, loader, ttl, flight),
+            on_busy=on_busy,
+            busy=lambda: self._busy_answer(on_busy, stale, default),
+            wait_timeout=wait_timeout,
+        )
+        return default if value is ABSENT else value
+
+    def _check_open(self) -> None:
+        if self._core.is_closed():
+            raise StoreClosed(f"store {self._core.path} is closed")
+
+    def _check_load_args(self, loader: object, ttl: Any, on_busy: object, wait_timeout: object) -> None:
+        if not callable(loader):
+            raise TypeError(f"loader must be callable, not {type(loader).__name__}")
+        if ttl is not ...:
+            check_ttl(ttl)
+        check_policy(on_busy)
+        if wait_timeout is not None:  # None is valid: skip the call on the hit path
+            check_seconds(wait_timeout, "wait_timeout", optional=True)
+
+    def _stale_value(self, record: Record | None, now: float) -> Any:
+        """The value of an expired entry still within ``stale_ttl``, else ``NOTHING``."""
+        if record is None or record.flags or record.expires_at is None:
+            return NOTHING
+        if record.expires_at <= now < record.expires_at + self._options.stale_ttl:
+            return record.value
+        return NOTHING
+
+    def _may_renew_now(self, key: Key) -> bool:
+        """Whether a renewal of ``key`` may start now (and claim it): none running, none too recent."""
+        if self._flights.running(key):
+            return True  # the caller follows it by policy
+        return self._flights.claim_renewal(key, self._options.min_refresh_interval)
+
+    def _busy_answer(self, on_busy: str, stale: Any, default: Any) -> Any:
+        """What a caller gets at once while another loads the key; ``NOTHING`` means wait."""
+        if on_busy == DEFAULT:
+            self._stats["busy_defaults"] += 1
+            return default
+        if stale is not NOTHING:
+            self._stats["stale_served"] += 1
+            return stale
+        return NOTHING
+
+    def _load(self, key: Key, loader: Callable[[], Any], ttl: Any, flight: Flight) -> Any:
+        """A foreground load as leader: check again, call the loader, fill. ``ABSENT`` for nothing."""
+        record = self._core.read(key)
+        now = self._clock()
+        if record is not None and _answers(record, now):
+            # another flight filled it between our miss and our lead
+            return ABSENT if record.flags & NEGATIVE else record.value
+        self._stats["loads"] += 1
+        try:
+            return self._call_and_fill(key, loader, ttl, flight)
+        except BaseException:
+            self._stats["load_errors"] += 1
+            raise
+
+    def _call_and_fill(self, key: Key, loader: Callable[[], Any], ttl: Any, flight: Flight) -> Any:
+        """Call the loader, store its result when the flight may still fill; the plain value."""
+        started = time.monotonic()
+        result = loader()
+        load_time = time.monotonic() - started
+        version = None
+        if isinstance(result, Versioned):
+            result, version = result.value, codec.check_version(result.version)
+        value = ABSENT if result is None or result is ABSENT else _plain(result)
+        if not self._fill(key, value, version, ttl, flight, load_time):
+            self._stats["fills_rejected"] += 1
+        return value
+
+    def _fill(self, key: Key, value: Any, version: int | None, ttl: Any, flight: Flight, load_time: float) -> bool:
+        """Write a loaded value under the flight's admission; ``False`` when it was dropped."""
+        admits = self._flights.admits
+        if not admits(flight):
+            return False
+        write = self._core.write
+        fill_ttl = ... if value is ABSENT else ttl
+        if version is None:
+            return write(key, value, ttl=fill_ttl, load_time=load_time, admit=lambda: admits(flight))
+        current = self._core.read(key)
+        current_version = 0 if current is None else current.version
+        if version > current_version:
+            return write(key, value, ttl=fill_ttl, version=version, load_time=load_time, admit=lambda: admits(flight))
+        if version < current_version or (current is not None and current.flags & TOMBSTONE):
+            return False
+        # Same version as stored: an unversioned write keeps it, if it is still the same under the lock.
+        current_now = self._core.current
+
+        def same_version() -> bool:
+            now_current = current_now(key)
+            if now_current is None:
+                return version == 0 and admits(flight)
+            return now_current.version == version and not now_current.flags & TOMBSTONE and admits(flight)
+
+        return write(key, value, ttl=fill_ttl, load_time=load_time, admit=same_version)
+
+    # -- background ---------------------------------------------------------------------
+
+    def _renewal_due(self, record: Record, expires_at: float, now: float) -> bool:
+        """Refresh-ahead or XFetch says a live entry should be renewed now."""
+        options = self._options
+        if options.refresh_ahead and record.ttl is not None and expires_at - now <= options.refresh_ahead * record.ttl:
+            return True
+        if options.early_beta and record.load_time > 0:
+            return now - record.load_time * options.early_beta * math.log(1.0 - random.random()) >= expires_at
+        return False
+
+    def _renew(self, key: Key, loader: Callable[[], Any], ttl: Any) -> None:
+        """Start one background renewal of ``key`` unless one runs or ran too recently."""
+        flights = self._flights
+        if flights.running(key) or not flights.claim_renewal(key, self._options.min_refresh_interval):
+            return
+        flight, leader = flights.begin(key)
+        if not leader:
+            return
+        try:
+            self._scheduler.submit(lambda: self._refresh(flight, key, loader, ttl))
+        except StoreClosed as exc:
+            flights.finish(flight, error=exc)
+
+    def _refresh(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any) -> None:
+        """A background load as the flight's leader; failures are logged and counted, the old value stays."""
+        try:
+            self._flights.lead(flight, lambda f: self._call_and_fill(key, loader, ttl, f))
+        except Exception:
+            self._stats["refresh_errors"] += 1
+            log.warning("%s: background refresh of %r failed; the old value stays", self._core.path, key, exc_info=True)
+            return
+        self._stats["refreshes"] += 1
+
+    def refresh_every(self, key: Key, loader: Callable[[], Any], interval: float, ttl: Any = ...) -> Handle:
+        """Recompute ``key`` every ``interval`` seconds in the background, the first round at once."""
+        encode_key(key)
+        self._check_open()
+        self._check_load_args(loader, ttl, WAIT, None)
+        period = check_seconds(interval, "interval", allow_zero=False)
+        assert period is not None
+
+        def round_() -> None:
+            flight, leader = self._flights.begin(key)
+            if leader:
+                self._refresh(flight, key, loader, ttl)
+
+        return self._scheduler.every(period, round_, first_delay=0.0)
+
+    def invalidate(self, key: Key, again_after: float | None = None) -> None:
+        """Delete ``key`` now and, with ``again_after``, again that many seconds later in the background."""
+        delay = check_seconds(again_after, "again_after", optional=True)
+        self._core.delete(key)
+        if delay is not None:
+            self._scheduler.after(delay, lambda: self._delete_again(key))
+
+    def _delete_again(self, key: Key) -> None:
+        if not self._core.is_closed():
+            self._core.delete(key)
+
+    # -- memoizing ------------------------------------------------------------------------
+
+    def cached(
+        self, ttl: Any = ..., key: Callable[..., Key] | None = None
+    ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+        """A decorator memoizing a function through ``get_or_load``, keyed by ``key(...)`` or ``_call_key``."""
+        if ttl is not ...:
+            check_ttl(ttl)
+        if key is not None and not callable(key):
+            raise TypeError(f"key must be a callable building the key from the arguments, not {type(key).__name__}")
+        check_open, get_or_load = self._check_open, self.get_or_load
+
+        def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+            prefix = f"{fn.__module__}:{fn.__qualname__}:".encode()
+
+            @functools.wraps(fn)
+            def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+                cache_key = key(*args, **kwargs) if key is not None else _call_key(prefix, args, kwargs)
+                check_open()
+                result: _R = get_or_load(cache_key, lambda: fn(*args, **kwargs), ttl)
+                return result
+
+            return wrapper
+
+        return decorate
+
+
+def _answers(record: Record, now: float) -> bool:
+    """Whether ``record`` answers a lookup by itself: a value or a negative entry, not expired."""
+    if record.flags not in _ANSWERING_FLAGS:
+        return False
+    return record.expires_at is None or record.expires_at > now
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as the tiers would return it (a tuple becomes a list); ``TypeError`` if unencodable."""
+    if type(value) in codec.PLAIN_TYPES:
+        return value
+    return codec.plain_value(value, codec.pack_record(msgpack.Packer(), value, 0, None, 0, 0.0, None, 0))
+
+
+def _call_key(prefix: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """The ``cached`` key of one call: the function's prefix and its msgpack-encoded arguments."""
+    try:
+        packed: bytes = msgpack.packb([args, sorted(kwargs.items())], use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"cannot build a cache key from the arguments ({exc}); pass key= to build one") from None
+    if len(prefix) + len(packed) >= codec.MAX_KEY_BYTES:
+        return prefix + b"sha256:" + hashlib.sha256(packed).digest()
+    return prefix + packed

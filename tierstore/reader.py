@@ -1,0 +1,498 @@
+"""Reading a store directory without writing to it, for the inspect CLI.
+
+A working directory and a checkpoint directory read alike. The directory is
+opened as a plain LevelDB handle with ``create=False`` (not through
+``DiskTier``, which records an open session), so a missing directory is not
+created and no record changes. LevelDB has no read-only mode: it takes the
+directory's ``LOCK`` file while the handle is open, which is how a store in use
+by another process is detected.
+
+Every record is decoded by the module that owns it: entries by ``codec``,
+counters by ``counters``, indexes by ``ranking``, the checkpoint record by
+``persist``, write-order records by ``sweep``, the filter by ``bloom``, meta
+records and the schema by ``disk``. This module adds what a reader needs on top:
+the state of an entry as ``get`` would see it, and a pass that checks every record.
+
+Entry states: ``tombstone`` (deleted), ``expired`` (``expires_at`` passed; a
+store with ``stale_ttl`` may still serve it stale, but that setting is not on
+disk), ``negative`` (the source had nothing), ``live``, ``flagged`` (flag bits
+this version does not know) and ``corrupt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import plyvel
+
+from .bloom import BloomFilter
+from .codec import NEGATIVE, TOMBSTONE, Key, Record, decode_key, encode_key, unpack_record
+from .counters import counter_name, decode_count
+from .disk import (
+    META_OPEN,
+    META_SCHEMA,
+    META_SEQ,
+    NAMESPACES,
+    NS_COUNTER,
+    NS_ENTRY,
+    NS_INDEX_MEMBER,
+    NS_INDEX_META,
+    NS_INDEX_ORDER,
+    NS_META,
+    NS_WRITE_ORDER,
+    SCHEMA_VERSION,
+    decode_meta,
+    decode_schema,
+    meta_key,
+    open_leveldb,
+)
+from .errors import CorruptRecord, CorruptStore, StoreLocked, TierStoreError
+from .guard import META_CLEAN, META_FILTER
+from .persist import CHECKPOINT_RECORD, META_CHECKPOINT, META_CHECKPOINT_GENERATION, checkpoint_info
+from .persist import decode_checkpoint_info as check_checkpoint
+from .ranking import check_index_record, decode_index_meta, index_meta_key, parse_index_key, read_index
+from .sweep import decode_order_record
+
+__all__ = [
+    "Unreadable",
+    "open_store",
+    "read_schema",
+    "read_meta",
+    "LIVE",
+    "EXPIRED",
+    "NEGATIVE_STATE",
+    "TOMBSTONE_STATE",
+    "FLAGGED",
+    "CORRUPT",
+    "STATES",
+    "Row",
+    "classify",
+    "read_entry",
+    "entry_rows",
+    "CounterRow",
+    "counter_rows",
+    "IndexInfo",
+    "find_index",
+    "index_page",
+    "namespace_name",
+    "Problem",
+    "Tally",
+    "verify_records",
+    "Census",
+    "take_census",
+    "is_checkpoint",
+    "clean_shutdown",
+    "last_seq",
+    "read_bloom",
+    "bloom_complete",
+    "read_checkpoint",
+    "checkpoint_generation",
+    "disk_usage",
+]
+
+Tick = Callable[[int], None]
+"""Called with the number of records read so far, once per record (a progress display)."""
+
+
+class Unreadable(Exception):
+    """The directory cannot be read as a tierstore.
+
+    ``corrupt`` is true when it is damaged, false for a wrong path, a store in
+    use, a LevelDB that is not a tierstore or one written by a newer version.
+    """
+
+    def __init__(self, message: str, *, corrupt: bool = False) -> None:
+        super().__init__(message)
+        self.corrupt = corrupt
+
+
+# -- opening --------------------------------------------------------------------------
+
+
+def check_directory(path: str) -> None:
+    """Refuse, without creating anything, a path that cannot be a LevelDB directory."""
+    if not os.path.exists(path):
+        raise Unreadable(f"{path}: no such directory")
+    if not os.path.isdir(path):
+        raise Unreadable(f"{path}: not a directory")
+    if not os.path.isfile(os.path.join(path, "CURRENT")):
+        raise Unreadable(f"{path}: not a tierstore (no LevelDB files in it)")
+
+
+@contextlib.contextmanager
+def open_store(path: str) -> Iterator[Any]:
+    """The directory's LevelDB handle, opened without creating or writing a record."""
+    check_directory(path)
+    try:
+        db = open_leveldb(path, create=False)
+    except StoreLocked:
+        lock = os.path.join(path, "LOCK")
+        raise Unreadable(f"store {path} is in use: its lock file {lock} is held by a running process") from None
+    except CorruptStore as exc:
+        raise Unreadable(str(exc), corrupt=True) from None
+    except TierStoreError as exc:
+        raise Unreadable(str(exc)) from None
+    try:
+        read_schema(db, path)
+        yield db
+    finally:
+        db.close()
+
+
+def read_schema(db: Any, path: str) -> int:
+    """The schema version; refuse a directory without one or with a newer one."""
+    raw = db.get(meta_key(META_SCHEMA))
+    if raw is None and db.get(CHECKPOINT_RECORD) is not None:
+        return SCHEMA_VERSION  # an interrupted first checkpoint may not have copied it yet (as persist.py reads it)
+    if raw is None:
+        raise Unreadable(f"{path}: a LevelDB directory but not a tierstore (no schema record)")
+    try:
+        schema = decode_schema(raw)
+    except CorruptRecord:
+        raise Unreadable(f"{path}: the schema record is corrupt", corrupt=True) from None
+    if schema > SCHEMA_VERSION:
+        raise Unreadable(
+            f"{path} was written by a newer tierstore (schema {schema}; this version reads {SCHEMA_VERSION})"
+        )
+    return schema
+
+
+def read_meta(db: Any, name: bytes) -> Any:
+    """A meta record's value, or None when it is missing or does not decode."""
+    raw = db.get(meta_key(name))
+    if raw is None:
+        return None
+    try:
+        return decode_meta(raw)
+    except Exception:  # msgpack raises several unrelated types on bad input
+        return None
+
+
+# -- entries ----------------------------------------------------------------------------
+
+LIVE, EXPIRED, NEGATIVE_STATE, TOMBSTONE_STATE, FLAGGED, CORRUPT = (
+    "live",
+    "expired",
+    "negative",
+    "tombstone",
+    "flagged",
+    "corrupt",
+)
+STATES = (LIVE, EXPIRED, NEGATIVE_STATE, TOMBSTONE_STATE, FLAGGED, CORRUPT)
+
+
+class Row(NamedTuple):
+    """One record of the entry namespace, decoded as far as it goes."""
+
+    raw_key: bytes
+    key: Key | None
+    record: Record | None
+    state: str
+    error: str | None
+
+
+def entry_state(record: Record, now: float) -> str:
+    """Why ``get`` would or would not return this record: live, tombstone, expired, negative, flagged."""
+    if record.flags & TOMBSTONE:
+        return TOMBSTONE_STATE
+    if record.expires_at is not None and record.expires_at <= now:
+        return EXPIRED
+    if record.flags & NEGATIVE:
+        return NEGATIVE_STATE
+    return FLAGGED if record.flags else LIVE
+
+
+def classify(raw_key: bytes, data: bytes, now: float) -> Row:
+    """Decode one entry record; a corrupt one becomes a row with state ``corrupt``."""
+    try:
+        key: Key | None = decode_key(raw_key[len(NS_ENTRY) :])
+    except (CorruptRecord, ValueError) as exc:
+        return Row(raw_key, None, None, CORRUPT, f"undecodable key: {exc}")
+    try:
+        record = unpack_record(data)
+    except CorruptRecord as exc:
+        return Row(raw_key, key, None, CORRUPT, str(exc))
+    return Row(raw_key, key, record, entry_state(record, now), None)
+
+
+def read_entry(db: Any, key: Key, now: float) -> Row | None:
+    """The entry record of ``key`` (None when there is none); ``ValueError`` for a key tierstore refuses."""
+    raw_key = NS_ENTRY + encode_key(key)
+    data = db.get(raw_key)
+    return None if data is None else classify(raw_key, data, now)
+
+
+def entry_rows(db: Any, prefix: bytes, now: float) -> Iterator[Row]:
+    """Every entry record under ``prefix`` (a tagged key prefix), streamed in key order."""
+    for raw_key, data in db.iterator(prefix=NS_ENTRY + prefix, fill_cache=False):
+        yield classify(raw_key, data, now)
+
+
+# -- counters ------------------------------------------------------------------------------
+
+
+class CounterRow(NamedTuple):
+    """One counter record: its name and count (``value``), or why it does not decode."""
+
+    name: Key | None
+    raw_key: bytes
+    value: int | None
+    error: str | None
+
+
+def counter_rows(db: Any) -> Iterator[CounterRow]:
+    """Every counter record, streamed in key order."""
+    for raw_key, data in db.iterator(prefix=NS_COUNTER, fill_cache=False):
+        try:
+            name: Key | None = counter_name(raw_key)
+        except (CorruptRecord, ValueError) as exc:
+            yield CounterRow(None, raw_key, None, f"undecodable name: {exc}")
+            continue
+        try:
+            yield CounterRow(name, raw_key, decode_count(raw_key, data), None)
+        except CorruptRecord as exc:
+            yield CounterRow(name, raw_key, None, str(exc))
+
+
+# -- sorted indexes --------------------------------------------------------------------------
+
+
+class IndexInfo(NamedTuple):
+    """What an index's meta record says about it."""
+
+    name: Key
+    size: int
+    stamp: Any
+    built: bool
+    generation: int
+
+
+def index_info(raw_key: bytes, data: bytes) -> IndexInfo:
+    """Decode an index meta record (``CorruptRecord`` or ``ValueError`` when damaged)."""
+    name = parse_index_key(raw_key).name
+    meta = decode_index_meta(data, raw_key)
+    return IndexInfo(name, meta.count, meta.stamp if meta.built else None, meta.built, meta.gen)
+
+
+def find_index(db: Any, name: Key) -> IndexInfo | None:
+    """The index ``name``, or None when the store has none of that name."""
+    raw_key = index_meta_key(name)
+    data = db.get(raw_key)
+    return None if data is None else index_info(raw_key, data)
+
+
+def index_page(db: Any, info: IndexInfo, offset: int, limit: int | None) -> Iterator[tuple[Key, float]]:
+    """Members of the live generation in ``(score, member)`` order, from ``offset``, streamed."""
+    return read_index(db, info.name, info.generation, offset, limit)
+
+
+# -- verify --------------------------------------------------------------------------------
+
+Checker = Callable[[bytes, bytes], object]
+
+
+def check_entry(raw_key: bytes, data: bytes) -> None:
+    decode_key(raw_key[len(NS_ENTRY) :])
+    unpack_record(data)
+
+
+def check_counter(raw_key: bytes, data: bytes) -> None:
+    counter_name(raw_key)
+    decode_count(raw_key, data)
+
+
+def decode_bloom(saved: Any) -> BloomFilter:
+    """The filter from its meta record's value (``ValueError`` when damaged)."""
+    if not isinstance(saved, bytes):
+        raise ValueError(f"the filter record holds {type(saved).__name__}, not bytes")
+    return BloomFilter.from_bytes(saved)
+
+
+META_CHECKERS: dict[bytes, Checker] = {
+    META_SCHEMA: lambda _, data: decode_schema(data),
+    META_FILTER: lambda _, data: decode_bloom(decode_meta(data)),
+    META_CHECKPOINT: lambda _, data: check_checkpoint(data),
+}
+
+
+def check_meta(raw_key: bytes, data: bytes) -> None:
+    checker = META_CHECKERS.get(raw_key[len(NS_META) :])
+    if checker is None:
+        decode_meta(data)
+    else:
+        checker(raw_key, data)
+
+
+CHECKERS: dict[bytes, Checker] = {
+    NS_ENTRY: check_entry,
+    NS_META: check_meta,
+    NS_COUNTER: check_counter,
+    NS_INDEX_META: check_index_record,
+    NS_INDEX_MEMBER: check_index_record,
+    NS_INDEX_ORDER: check_index_record,
+    NS_WRITE_ORDER: decode_order_record,
+}
+"""The decoder of each namespace this version knows how to check."""
+
+
+class Problem(NamedTuple):
+    """A record that does not decode (``raw_key`` None: damage in LevelDB's own files)."""
+
+    raw_key: bytes | None
+    reason: str
+
+
+class Tally:
+    """Records, corrupt records and unchecked records per namespace."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[int]] = {}
+
+    def add(self, namespace: str, *, corrupt: bool = False, checked: bool = True) -> None:
+        counts = self.counts.setdefault(namespace, [0, 0, 0])
+        counts[0] += 1
+        counts[1] += corrupt
+        counts[2] += not checked
+
+    @property
+    def records(self) -> int:
+        return sum(counts[0] for counts in self.counts.values())
+
+    @property
+    def corrupt(self) -> int:
+        return sum(counts[1] for counts in self.counts.values())
+
+
+def namespace_name(raw_key: bytes) -> str:
+    """The name of a record's namespace, as ``disk.NAMESPACES`` gives it."""
+    return NAMESPACES.get(raw_key[:1], f"unknown {raw_key[:1]!r}")
+
+
+def verify_records(db: Any, tally: Tally, tick: Tick) -> Iterator[Problem]:
+    """Decode every record; yield each one that fails, and file-level corruption."""
+    last: bytes | None = None
+    try:
+        for count, (raw_key, data) in enumerate(db.iterator(verify_checksums=True, fill_cache=False)):
+            tick(count)
+            last = raw_key
+            problem = check_record(raw_key, data, tally)
+            if problem is not None:
+                yield problem
+    except plyvel.CorruptionError as exc:
+        where = "at the start" if last is None else f"after key {last!r}"
+        tally.add("(files)", corrupt=True)
+        yield Problem(None, f"LevelDB corruption {where}: {exc}")
+
+
+def check_record(raw_key: bytes, data: bytes, tally: Tally) -> Problem | None:
+    """Decode one record with its namespace's checker, counting it in ``tally``."""
+    namespace = namespace_name(raw_key)
+    if raw_key[:1] not in NAMESPACES:
+        tally.add(namespace, corrupt=True)
+        return Problem(raw_key, "unknown namespace")
+    checker = CHECKERS.get(raw_key[:1])
+    if checker is None:
+        tally.add(namespace, checked=False)
+        return None
+    try:
+        checker(raw_key, data)
+    except Exception as exc:  # every decoder's failure is a finding, whatever its type
+        tally.add(namespace, corrupt=True)
+        return Problem(raw_key, str(exc) or type(exc).__name__)
+    tally.add(namespace)
+    return None
+
+
+# -- the summary -------------------------------------------------------------------------------
+
+
+class Census:
+    """What one pass over every record counts."""
+
+    def __init__(self) -> None:
+        self.states = dict.fromkeys(STATES, 0)
+        self.entry_bytes = 0
+        self.namespaces: dict[str, list[int]] = {}
+        self.indexes: list[IndexInfo] = []
+        self.corrupt_indexes = 0
+
+    def add(self, raw_key: bytes, data: bytes, now: float) -> None:
+        counts = self.namespaces.setdefault(namespace_name(raw_key), [0, 0])
+        counts[0] += 1
+        counts[1] += len(raw_key) + len(data)
+        namespace = raw_key[:1]
+        if namespace == NS_ENTRY:
+            self.states[classify(raw_key, data, now).state] += 1
+            self.entry_bytes += len(raw_key) + len(data)
+        elif namespace == NS_INDEX_META:
+            self.add_index(raw_key, data)
+
+    def add_index(self, raw_key: bytes, data: bytes) -> None:
+        try:
+            self.indexes.append(index_info(raw_key, data))
+        except (CorruptRecord, ValueError):
+            self.corrupt_indexes += 1
+
+    def count(self, namespace: bytes) -> int:
+        return self.namespaces.get(NAMESPACES[namespace], [0])[0]
+
+
+def take_census(db: Any, now: float, tick: Tick) -> Census:
+    """Count every record in one streamed pass."""
+    census = Census()
+    for count, (raw_key, data) in enumerate(db.iterator(fill_cache=False)):
+        tick(count)
+        census.add(raw_key, data, now)
+    return census
+
+
+def is_checkpoint(db: Any) -> bool:
+    """Whether the directory is a checkpoint (persist.py's record) rather than a working directory."""
+    return db.get(CHECKPOINT_RECORD) is not None
+
+
+def clean_shutdown(db: Any) -> bool:
+    """Whether the last session closed cleanly (disk.py's session marker is gone)."""
+    return db.get(meta_key(META_OPEN)) is None
+
+
+def last_seq(db: Any) -> int | None:
+    """The write sequence saved at the last clean close."""
+    seq = read_meta(db, META_SEQ)
+    return seq if type(seq) is int else None
+
+
+def read_bloom(db: Any) -> BloomFilter | None:
+    """The saved existence filter (guard.py's meta record); ``ValueError`` when it is damaged."""
+    saved = read_meta(db, META_FILTER)
+    return None if saved is None else decode_bloom(saved)
+
+
+def bloom_complete(db: Any) -> bool:
+    """Whether the saved filter holds every key (as guard.py judges it at open)."""
+    return read_meta(db, META_CLEAN) is True and clean_shutdown(db)
+
+
+def read_checkpoint(db: Any) -> dict[str, Any] | None:
+    """What the checkpoint record of a checkpoint directory says (``{}`` if damaged); None elsewhere."""
+    raw = db.get(CHECKPOINT_RECORD)
+    return None if raw is None else checkpoint_info(raw)
+
+
+def checkpoint_generation(db: Any) -> Any:
+    """The generation of the checkpoint a working directory took at its last clean close, or None."""
+    return read_meta(db, META_CHECKPOINT_GENERATION)
+
+
+def disk_usage(path: str) -> dict[str, int]:
+    """Bytes and count of the files in the directory."""
+    total = files = 0
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+                files += 1
+    return {"bytes": total, "files": files}
