@@ -25,7 +25,7 @@ import pytest
 
 from tierstore import ABSENT, TierStore
 from tierstore.cli import Progress
-from tierstore.disk import NS_COUNTER, NS_ENTRY, NS_META
+from tierstore.disk import NS_COUNTER, NS_ENTRY, NS_INDEX_ORDER, NS_META
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = shutil.which("tierstore", path=str(Path(sys.executable).parent))
@@ -324,6 +324,17 @@ def test_index_pages(cli: Run, store: Path) -> None:
     assert json.loads(cli("index", store, "built", "--json").stdout)["stamp"] == "v7"
     missing = cli("index", store, "nope")
     assert missing.returncode == 1 and "no index named 'nope'" in missing.stderr
+
+
+def test_index_with_a_damaged_member_key_is_a_finding_not_a_traceback(cli: Run, own_store: Path) -> None:
+    db = plyvel.DB(str(own_store))
+    order_keys = [key for key, _ in db.iterator(prefix=NS_INDEX_ORDER)]
+    victim = next(key for key in order_keys if key.endswith(b"sbob"))
+    db.put(victim[: -len(b"sbob")] + b"zbob", db.get(victim))  # a member with an unknown key tag
+    db.close()
+    proc = cli("index", own_store, "leaders")
+    assert proc.returncode == 1
+    assert "corrupt" in proc.stderr
 
 
 def test_store_in_use_by_a_live_process(cli: Run, store: Path) -> None:

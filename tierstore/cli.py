@@ -63,7 +63,7 @@ import plyvel
 from . import reader
 from .codec import NEGATIVE, TOMBSTONE, Key, Record, encode_key
 from .disk import NS_COUNTER
-from .errors import CorruptRecord
+from .errors import CorruptRecord, CorruptStore
 from .reader import CORRUPT, LIVE, STATES, Census, IndexInfo, Problem, Row, Tally, Unreadable, open_store
 
 __all__ = ["main", "build_parser", "to_json"]
@@ -806,7 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Unreadable as exc:
         log.error("%s", exc)
         return EXIT_FINDING if exc.corrupt else EXIT_USAGE
-    except plyvel.CorruptionError as exc:
+    except (plyvel.CorruptionError, CorruptRecord, CorruptStore) as exc:
         log.error("%s: the store is corrupt (%s); run 'tierstore verify'", args.path, exc)
         return EXIT_FINDING
     except BrokenPipeError:

@@ -128,4 +128,3 @@ class MemoryTier:
     @property
     def evictions(self) -> int:
         return self._lru.evictions
-
