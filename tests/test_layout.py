@@ -1,0 +1,47 @@
+"""The module map of DESIGN.md §2: data flows one way, from the store to its parts."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "tierstore"
+FACADE = {"store", "__init__", "__main__"}
+LEAVES = {"codec", "clock", "errors", "bloom"}
+
+
+def package_imports(module: str) -> set[str]:
+    """The tierstore modules that ``module`` imports."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1:
+                found.update([node.module] if node.module else [alias.name for alias in node.names])
+            elif node.module and node.module.startswith("tierstore"):
+                found.add(node.module.partition(".")[2] or "__init__")
+        elif isinstance(node, ast.Import):
+            found.update(a.name.partition(".")[2] for a in node.names if a.name.startswith("tierstore."))
+    return found
+
+
+def modules() -> list[str]:
+    return sorted(path.stem for path in PACKAGE.glob("*.py"))
+
+
+def test_no_part_imports_the_store() -> None:
+    offenders = {m: package_imports(m) for m in modules() if m not in FACADE and "store" in package_imports(m)}
+    assert offenders == {}
+
+
+def test_leaf_modules_import_only_each_other() -> None:
+    for module in LEAVES:
+        assert package_imports(module) <= LEAVES, module
+
+
+def test_no_pickle_anywhere() -> None:
+    for path in PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not {"pickle", "cPickle", "dill", "shelve", "marshal"} & names, path.name
