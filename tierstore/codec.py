@@ -56,7 +56,7 @@ _BYTES_TAG = b"b"
 _SAFE_STR_LEN = MAX_KEY_BYTES // 4
 PLAIN_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
 _TIME = frozenset({int, float})
-_OPTIONAL_TIME = frozenset({int, float, type(None)})
+_unpackb = msgpack.unpackb  # raw=False is msgpack's default: str stays str, bin stays bytes
 
 
 UNDECODED: Any = object()  # a deferred record's value before its first read
@@ -272,25 +272,24 @@ def plain_value(value: Any, data: bytes) -> Any:
 def unpack_record(data: bytes) -> Record:
     """Decode and validate an envelope; ``CorruptRecord`` on anything malformed."""
     try:
-        items = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        items = _unpackb(data, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise CorruptRecord(f"undecodable record: {exc}") from None
-    if type(items) is not list or len(items) < 8:
+    if type(items) is not list or len(items) < 9:
         raise CorruptRecord("record is not an envelope array")
-    fmt, version, expires_at, flags, value, written_at, ttl, seq = items[:8]
-    load_time = items[8] if len(items) > 8 else 0.0
+    fmt, version, expires_at, flags, value, written_at, ttl, seq, load_time = items if len(items) == 9 else items[:9]
     if (
         fmt != FORMAT
         or type(version) is not int
         or version < 0
         or type(flags) is not int
         or type(seq) is not int
-        or type(expires_at) not in _OPTIONAL_TIME
-        or type(ttl) not in _OPTIONAL_TIME
+        or (expires_at is not None and type(expires_at) not in _TIME)
+        or (ttl is not None and type(ttl) not in _TIME)
         or type(written_at) not in _TIME
         or type(load_time) not in _TIME
     ):
         raise CorruptRecord(f"record header is malformed: {items[:4]!r}")
-    if expires_at is not None and expires_at != expires_at:
+    if expires_at != expires_at:
         raise CorruptRecord("record expiry is NaN")
     return Record(value, version, expires_at, flags, written_at, ttl, seq, len(data), load_time)

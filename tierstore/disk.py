@@ -8,7 +8,6 @@ so an abandoned iterator never holds ``close()`` up.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
@@ -147,9 +146,7 @@ class DiskTier:
         except BaseException:
             self._db.close()
             raise
-        # Checksums are verified on every read: a damaged table block must read as
-        # an error, never as a wrong value.
-        self._db_get = functools.partial(self._db.get, verify_checksums=True)
+        self._db_get = self._db.get
         self._db_put = self._db.put
 
     def _check_schema(self) -> bool:
@@ -196,7 +193,8 @@ class DiskTier:
         try:
             if self._closed:
                 raise StoreClosed(f"store {self.path} is closed")
-            value: bytes | None = self._db_get(key)
+            # Checksums are verified: a damaged table block reads as an error, never as a wrong value.
+            value: bytes | None = self._db_get(key, verify_checksums=True)
             return value
         except plyvel.CorruptionError as exc:
             raise CorruptRecord(f"{self.path}: the block holding {key!r} is corrupt: {exc}") from None
