@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import start
 from tierstore import LoadTimeout, TierStoreError
 from tierstore.flight import NOTHING, Flight, Flights, check_policy
 
@@ -22,21 +23,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached")
         time.sleep(0.001)
-
-
-def start(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    """Run ``target`` in a thread; the list receives its result or its exception."""
-    out: list[Any] = []
-
-    def run() -> None:
-        try:
-            out.append(target())
-        except BaseException as exc:
-            out.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
 
 
 def blocking_load(release: threading.Event, started: threading.Event, value: Any) -> Callable[[Flight], Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROUNDS_FACTOR, FakeClock
+from tests.conftest import ROUNDS_FACTOR, FakeClock, start
 from tierstore import ABSENT, LoadTimeout, StoreClosed, TierStore, Versioned
 
 WAIT = 5.0
@@ -40,21 +40,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
 def waiters(store: TierStore, key: str) -> int:
     flight = store._flights.in_flight.get(key)
     return 0 if flight is None else flight.waiters
-
-
-def start(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    """Run ``target`` in a thread; the list receives its result or its exception."""
-    out: list[Any] = []
-
-    def run() -> None:
-        try:
-            out.append(target())
-        except BaseException as exc:
-            out.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
 
 
 class Source:

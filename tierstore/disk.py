@@ -8,6 +8,7 @@ so an abandoned iterator never holds ``close()`` up.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -72,7 +73,7 @@ META_VERSIONED = b"versioned"  # store.py: true once the store has held a versio
 
 SCHEMA_VERSION = 1
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
-_CHUNK = 512
+_CHUNK = 1024
 
 Op = tuple[bytes, "bytes | None"]
 
@@ -265,37 +266,58 @@ class DiskTier:
         if own_snapshot:
             snapshot = self.snapshot()
         try:
-            include_lower = True
-            include_upper = False
-            while True:
-                self.enter()
-                try:
-                    iterator = snapshot.iterator(
-                        start=lower,
-                        stop=upper,
-                        include_start=include_lower,
-                        include_stop=include_upper,
-                        reverse=reverse,
-                        include_value=True,
-                        verify_checksums=True,
-                    )
-                    chunk = [item for _, item in zip(range(_CHUNK), iterator, strict=False)]
-                    iterator.close()
-                except plyvel.CorruptionError as exc:
-                    raise CorruptStore(f"{self.path}: a scan met a corrupt block: {exc}") from None
-                finally:
-                    self.exit()
+            for chunk in self.chunks(snapshot, lower, upper, reverse=reverse):
                 yield from chunk
-                if len(chunk) < _CHUNK:
-                    return
-                last = chunk[-1][0]
-                if reverse:
-                    upper, include_upper = last, False
-                else:
-                    lower, include_lower = last, False
         finally:
             if own_snapshot:
                 self.release(snapshot)
+
+    def chunks(
+        self,
+        snapshot: Any,
+        lower: bytes,
+        upper: bytes | None,
+        *,
+        reverse: bool = False,
+        exclude_lower: bool = False,
+        include_value: bool = True,
+        size: int = _CHUNK,
+    ) -> Iterator[list[Any]]:
+        """Records in ``[lower, upper)`` of ``snapshot``, a list per pass through the gate.
+
+        Items are ``(key, value)`` pairs, or keys alone without ``include_value``. A
+        chunk per pass keeps an abandoned read from holding ``close()`` up; after a
+        small first chunk (a short page) the chunks grow to the default size.
+        """
+        include_lower, include_upper = not exclude_lower, False
+        while True:
+            self.enter()
+            try:
+                iterator = snapshot.iterator(
+                    start=lower,
+                    stop=upper,
+                    include_start=include_lower,
+                    include_stop=include_upper,
+                    reverse=reverse,
+                    include_value=include_value,
+                    verify_checksums=True,
+                )
+                chunk = list(itertools.islice(iterator, size))
+                iterator.close()
+            except plyvel.CorruptionError as exc:
+                raise CorruptStore(f"{self.path}: a read met a corrupt block: {exc}") from None
+            finally:
+                self.exit()
+            if chunk:
+                yield chunk
+            if len(chunk) < size:
+                return
+            last = chunk[-1][0] if include_value else chunk[-1]
+            size = max(size, _CHUNK)
+            if reverse:
+                upper, include_upper = last, False
+            else:
+                lower, include_lower = last, False
 
     def snapshot(self) -> Any:
         self.enter()

@@ -501,7 +501,10 @@ class SortedIndex:
             prefix = base + _gen(gen)
             snapshot = self._disk.snapshot()
             try:
-                for keys in _key_chunks(self._disk, snapshot, prefix, prefix_end(prefix), size=_READ_CHUNK * 4):
+                chunks = self._disk.chunks(
+                    snapshot, prefix, prefix_end(prefix), include_value=False, size=_READ_CHUNK * 4
+                )
+                for keys in chunks:
                     self._disk.write([(key, None) for key in keys])
             finally:
                 self._disk.release(snapshot)
@@ -528,7 +531,8 @@ class SortedIndex:
                 self._disk.exit()
             if raw is None:
                 return None
-            before = sum(len(keys) for keys in _key_chunks(self._disk, snapshot, prefix, prefix + raw + tag))
+            chunks = self._disk.chunks(snapshot, prefix, prefix + raw + tag, include_value=False, size=_READ_CHUNK)
+            before = sum(len(keys) for keys in chunks)
         finally:
             self._disk.release(snapshot)
         return count - 1 - before if reverse else before
@@ -616,51 +620,6 @@ def _decode_cursor(cursor: object) -> bytes:
     return raw
 
 
-# -- chunked reads ------------------------------------------------------------------
-
-
-def _key_chunks(
-    disk: DiskTier,
-    snapshot: Any,
-    lower: bytes,
-    upper: bytes | None,
-    *,
-    reverse: bool = False,
-    exclude_lower: bool = False,
-    size: int = _READ_CHUNK,
-) -> Iterator[list[bytes]]:
-    """Keys in ``[lower, upper)`` from ``snapshot``, one chunk per pass through the disk gate.
-
-    A chunk per pass keeps an abandoned read from holding ``close()`` up.
-    """
-    include_lower = not exclude_lower
-    include_upper = False
-    while True:
-        disk.enter()
-        try:
-            iterator = snapshot.iterator(
-                start=lower,
-                stop=upper,
-                include_start=include_lower,
-                include_stop=include_upper,
-                reverse=reverse,
-                include_value=False,
-            )
-            chunk = list(itertools.islice(iterator, size))
-            iterator.close()
-        finally:
-            disk.exit()
-        if chunk:
-            yield chunk
-        if len(chunk) < size:
-            return
-        if reverse:
-            upper, include_upper = chunk[-1], False
-        else:
-            lower, include_lower = chunk[-1], False
-        size = max(size, _READ_CHUNK)
-
-
 def _take(
     disk: DiskTier,
     snapshot: Any,
@@ -675,7 +634,9 @@ def _take(
     """Skip ``skip`` keys of the range, then return up to ``limit`` (None: all)."""
     first = _READ_CHUNK if limit is None else max(1, min(skip + limit, _READ_CHUNK))
     out: list[bytes] = []
-    for chunk in _key_chunks(disk, snapshot, lower, upper, reverse=reverse, exclude_lower=exclude_lower, size=first):
+    for chunk in disk.chunks(
+        snapshot, lower, upper, reverse=reverse, exclude_lower=exclude_lower, include_value=False, size=first
+    ):
         if skip >= len(chunk):
             skip -= len(chunk)
             continue
