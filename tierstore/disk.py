@@ -41,6 +41,7 @@ __all__ = [
     "decode_schema",
     "prefix_end",
     "open_leveldb",
+    "leveldb_message",
     "DEFAULT_CACHE_BYTES",
 ]
 
@@ -120,14 +121,20 @@ def open_leveldb(path: str, *, create: bool, cache_bytes: int = DEFAULT_CACHE_BY
     try:
         return plyvel.DB(path, create_if_missing=create, paranoid_checks=True, lru_cache_size=cache_bytes)
     except plyvel.IOError as exc:
-        text = str(exc)
+        text = leveldb_message(exc)
         if "lock" in text.lower():
             raise StoreLocked(f"store {path} is in use by another process or open store ({text})") from None
         raise TierStoreError(f"cannot open store {path}: {text}") from None
     except plyvel.CorruptionError as exc:
-        raise CorruptStore(f"store {path} is corrupt: {exc}") from None
+        raise CorruptStore(f"store {path} is corrupt: {leveldb_message(exc)}") from None
     except plyvel.Error as exc:
-        raise CorruptStore(f"cannot open store {path}: {exc}") from None
+        raise CorruptStore(f"cannot open store {path}: {leveldb_message(exc)}") from None
+
+
+def leveldb_message(exc: BaseException) -> str:
+    """LevelDB's own message (plyvel carries it as bytes)."""
+    detail = exc.args[0] if exc.args else exc
+    return detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
 
 
 class DiskTier:
@@ -198,7 +205,7 @@ class DiskTier:
             value: bytes | None = self._db_get(key, verify_checksums=True)
             return value
         except plyvel.CorruptionError as exc:
-            raise CorruptRecord(f"{self.path}: the block holding {key!r} is corrupt: {exc}") from None
+            raise CorruptRecord(f"{self.path}: the block holding {key!r} is corrupt: {leveldb_message(exc)}") from None
         finally:
             active.pop()
 
@@ -210,7 +217,7 @@ class DiskTier:
                 raise StoreClosed(f"store {self.path} is closed")
             self._db_put(key, value)
         except plyvel.IOError as exc:
-            raise StorageFull(f"write to {self.path} failed: {exc}") from None
+            raise StorageFull(f"write to {self.path} failed: {leveldb_message(exc)}") from None
         finally:
             active.pop()
 
@@ -228,7 +235,7 @@ class DiskTier:
                     else:
                         batch.put(key, value)
         except plyvel.IOError as exc:
-            raise StorageFull(f"write to {self.path} failed: {exc}") from None
+            raise StorageFull(f"write to {self.path} failed: {leveldb_message(exc)}") from None
         finally:
             self.exit()
 
@@ -305,7 +312,7 @@ class DiskTier:
                 chunk = list(itertools.islice(iterator, size))
                 iterator.close()
             except plyvel.CorruptionError as exc:
-                raise CorruptStore(f"{self.path}: a read met a corrupt block: {exc}") from None
+                raise CorruptStore(f"{self.path}: a read met a corrupt block: {leveldb_message(exc)}") from None
             finally:
                 self.exit()
             if chunk:
@@ -361,6 +368,6 @@ class DiskTier:
             try:
                 self._db.delete(_META_OPEN, sync=True)
             except plyvel.Error as exc:
-                raise StorageFull(f"{self.path}: could not mark the session closed: {exc}") from None
+                raise StorageFull(f"{self.path}: could not mark the session closed: {leveldb_message(exc)}") from None
             finally:
                 self._db.close()

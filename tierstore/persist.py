@@ -60,6 +60,7 @@ from .disk import (
     DiskTier,
     Op,
     decode_schema,
+    leveldb_message,
     meta_key,
     open_leveldb,
 )
@@ -156,7 +157,7 @@ def open_disk(path: str, persist_path: str | None, *, cache_bytes: int = DEFAULT
         except TierStoreError as exc:
             problem = exc
         except plyvel.Error as exc:  # a damaged table read while checking the schema
-            problem = CorruptStore(f"store {path} is corrupt: {exc}")
+            problem = CorruptStore(f"store {path} is corrupt: {leveldb_message(exc)}")
     if persist_path is None:
         if problem is not None:
             raise _without_checkpoint(problem, "no persist_path is set")
