@@ -68,3 +68,31 @@ def test_promotion_does_not_replace_a_held_record() -> None:
     assert tier.promote("k", record("other"), tier.epoch("k")) is False
     got = tier.get("k")
     assert got is not None and got.value == "held"
+
+
+def test_no_promotion_lands_while_a_write_is_in_progress() -> None:
+    """A reader that saw the new value in tier 2 must never find the old one in tier 1 later."""
+    tier = MemoryTier(10)
+    before = tier.epoch("k")  # a slow reader fetched the old record before the write began
+    tier.begin_write("k")
+    during = tier.epoch("k")  # another reader fetched during the write (old or new: unknown)
+    assert not tier.promote("k", record("old"), before)
+    assert not tier.promote("k", record("old or new"), during)
+    assert tier.get("k") is None
+    tier.put("k", record("new"))
+    assert not tier.promote("k", record("old"), before)
+    got = tier.get("k")
+    assert got is not None and got.value == "new"
+    after = tier.epoch("k")
+    tier.discard("k")
+    assert tier.promote("k", record("stale"), after) is False
+    fresh = tier.epoch("k")
+    assert tier.promote("k", record("current"), fresh) is True
+
+
+def test_a_write_without_begin_still_ends_on_an_even_epoch() -> None:
+    tier = MemoryTier(10)
+    tier.put("k", record(1))
+    tier.discard("k")
+    assert tier.epoch("k") % 2 == 0
+    assert tier.promote("k", record(2), tier.epoch("k"))

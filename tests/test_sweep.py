@@ -89,7 +89,15 @@ def test_sweep_never_loses_a_concurrent_write(tmp_path: Path, clock: FakeClock) 
             disk.put(NS_ENTRY + encode_key(key), newer)
             yield
 
-        sweeper = Sweeper(disk, clock=clock, stale_ttl=0, tombstone_ttl=10, lock_for=racing_lock, forget=lambda k: None)
+        sweeper = Sweeper(
+            disk,
+            clock=clock,
+            stale_ttl=0,
+            tombstone_ttl=10,
+            lock_for=racing_lock,
+            begin=lambda k: None,
+            forget=lambda k: None,
+        )
         assert sweeper.sweep()["expired_purged"] == 0
         assert disk.get(NS_ENTRY + encode_key("k")) == newer
     finally:

@@ -3,9 +3,16 @@
 Writes take the tier's lock. Reads do not: a read is one dict lookup and one
 ``OrderedDict.move_to_end``, each atomic under the interpreter lock, and
 ``LRUCache.__getitem__`` already ignores the ``KeyError`` of a key evicted
-between the two. A per-stripe write epoch lets a reader that fetched a record
-from tier 2 promote it only if no writer touched that stripe meanwhile, so a
-slow reader never puts an older record over a newer one.
+between the two.
+
+A per-stripe write epoch keeps promotions from going back in time. A write is
+``begin_write`` (the epoch turns odd), the tier-2 write, then ``put`` or
+``discard`` (the epoch turns even again). A reader that fetched a record from
+tier 2 promotes it only if the epoch it read before the fetch was even and is
+unchanged: so no record read before or during a write lands in tier 1, and a
+reader that saw the new value in tier 2 never finds the old one in tier 1
+afterwards. Writers of one stripe hold the store's lock of that stripe, so
+epoch updates of a stripe never race each other.
 """
 
 from __future__ import annotations
@@ -65,28 +72,37 @@ class MemoryTier:
         """The write epoch of ``key``'s stripe, read before a tier-2 fetch."""
         return self._epochs[hash(key) % STRIPES]
 
+    def begin_write(self, key: Key) -> None:
+        """A write of ``key`` to tier 2 starts: no promotion of its stripe lands until it ends."""
+        stripe = hash(key) % STRIPES
+        self._epochs[stripe] |= 1
+
     def put(self, key: Key, record: Record) -> None:
-        """Hold ``record`` for ``key`` after a write; invalidates promotions in flight."""
+        """Hold ``record`` for ``key``: the write ends (promotions read before it fail)."""
         self._lock.acquire()
         try:
-            self._epochs[hash(key) % STRIPES] += 1
+            self._end_write(key)
             self._store(key, record)
         finally:
             self._lock.release()
 
     def discard(self, key: Key) -> None:
-        """Forget ``key`` after a write that removed it; invalidates promotions in flight."""
+        """Forget ``key``: the write that removed it ends (promotions read before it fail)."""
         self._lock.acquire()
         try:
-            self._epochs[hash(key) % STRIPES] += 1
+            self._end_write(key)
             if key in self._lru:
                 del self._lru[key]
         finally:
             self._lock.release()
 
+    def _end_write(self, key: Key) -> None:
+        stripe = hash(key) % STRIPES
+        self._epochs[stripe] = (self._epochs[stripe] | 1) + 1  # the next even epoch
+
     def promote(self, key: Key, record: Record, epoch: int) -> bool:
-        """Hold a record read from tier 2, unless a write to its stripe came after ``epoch``."""
-        if not self._max_items:
+        """Hold a record read from tier 2 if no write of its stripe ran since ``epoch`` was read."""
+        if not self._max_items or epoch & 1:
             return False
         self._lock.acquire()
         try:
@@ -112,7 +128,7 @@ class MemoryTier:
         self._lock.acquire()
         try:
             for stripe in range(STRIPES):
-                self._epochs[stripe] += 1
+                self._epochs[stripe] = (self._epochs[stripe] | 1) + 1
             self._lru.clear()
         finally:
             self._lock.release()

@@ -29,7 +29,7 @@ from .errors import CorruptRecord, StoreClosed, TierStoreError
 from .flight import Flights
 from .guard import Guard, note_unguarded_open
 from .loading import Loading, StoreCore
-from .memory import MemoryTier
+from .memory import STRIPES, MemoryTier
 from .options import STAT_KEYS, Options
 from .persist import STAT_KEYS as PERSIST_STAT_KEYS
 from .persist import Checkpointer, TrackedDisk, open_disk
@@ -42,7 +42,7 @@ __all__ = ["TierStore"]
 
 log = logging.getLogger("tierstore")
 
-_STRIPES = 64
+_STRIPES = STRIPES  # the store's key locks and tier 1's write epochs share their stripes
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -230,6 +230,7 @@ class TierStore:
             drawn = self._jitter.draw(ttl_seconds) if self._jitter.fraction else ttl_seconds
             record = self._encode(
                 stripe,
+                key,
                 disk_key,
                 None if negative else value,
                 current_version if version is None else version,
@@ -250,6 +251,7 @@ class TierStore:
     def _encode(
         self,
         stripe: int,
+        key: Key,
         disk_key: bytes,
         value: Any,
         version: int,
@@ -266,10 +268,15 @@ class TierStore:
             raise ValueError(f"value is {len(data)} bytes encoded; max_value_bytes is {self._options.max_value_bytes}")
         if version and not self._versioned:
             self._mark_versioned()
-        if self._capacity is None:
-            self._disk.put(disk_key, data)
-        else:
-            self._capacity.put(disk_key, data, seq)  # with its write-order record
+        self._memory.begin_write(key)  # until tier 1 is updated, no older record is promoted
+        try:
+            if self._capacity is None:
+                self._disk.put(disk_key, data)
+            else:
+                self._capacity.put(disk_key, data, seq)  # with its write-order record
+        except BaseException:
+            self._memory.discard(key)  # what tier 2 holds is unknown: tier 1 forgets the key
+            raise
         if type(value) not in codec.PLAIN_TYPES:  # decoded on first read, as tier 2 would decode it
             return Record.deferred(data, version, expires_at, flags, now, ttl, seq, load_time)
         return Record(value, version, expires_at, flags, now, ttl, seq, len(data), load_time)
@@ -327,11 +334,12 @@ class TierStore:
             if keep_version:
                 tombstone_ttl = self._options.tombstone_ttl
                 record = self._encode(
-                    stripe, disk_key, None, keep_version, now + tombstone_ttl, TOMBSTONE, now, tombstone_ttl
+                    stripe, key, disk_key, None, keep_version, now + tombstone_ttl, TOMBSTONE, now, tombstone_ttl
                 )
                 self._memory.put(key, record)
             else:
                 if current is not None:
+                    self._memory.begin_write(key)
                     if self._capacity is None:
                         self._disk.delete(disk_key)
                     else:
@@ -547,6 +555,7 @@ class TierStore:
             stale_ttl=options.stale_ttl,
             tombstone_ttl=options.tombstone_ttl,
             lock_for=self._stripe_lock_for,
+            begin=self._memory.begin_write,
             forget=self._memory.discard,
             capacity=self._capacity,
         )

@@ -51,7 +51,7 @@ __all__ = [
 STAT_KEYS = ("swept_tombstones",)
 
 LockFor = Callable[[Key], AbstractContextManager[Any]]
-Forget = Callable[[Key], None]
+KeyHook = Callable[[Key], None]  # begin a write of a key in tier 1, or forget the key
 
 _CAPACITY_META = b"capacity"
 _BATCH = 256
@@ -237,7 +237,8 @@ class Sweeper:
         stale_ttl: float,
         tombstone_ttl: float,
         lock_for: LockFor,
-        forget: Forget,
+        begin: KeyHook,
+        forget: KeyHook,
         capacity: Capacity | None = None,
     ) -> None:
         self._disk = disk
@@ -245,6 +246,7 @@ class Sweeper:
         self._stale_ttl = stale_ttl
         self._tombstone_ttl = tombstone_ttl
         self._lock_for = lock_for
+        self._begin = begin
         self._forget = forget
         self.capacity = capacity
         self._running = threading.Lock()
@@ -347,12 +349,16 @@ class Sweeper:
     def _commit(self, ops: list[Op], done: list[tuple[bytes, str]], counts: dict[str, int]) -> None:
         if not ops:
             return
-        self._disk.write(ops)
-        for disk_key, verdict in done:
-            counts[verdict] += 1
-            key = _user_key(disk_key)
-            if key is not None:
+        keys = [key for key in (_user_key(disk_key) for disk_key, _ in done) if key is not None]
+        for key in keys:
+            self._begin(key)  # tier 1 takes no older record until the key is forgotten
+        try:
+            self._disk.write(ops)
+        finally:
+            for key in keys:
                 self._forget(key)
+        for _, verdict in done:
+            counts[verdict] += 1
 
     def _by_lock(self, items: Iterable[tuple[bytes, Any]]) -> list[tuple[AbstractContextManager[Any], list[Any]]]:
         """Group records by their key's lock, so each group is one batch under one lock."""
