@@ -9,20 +9,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import start
+from tests.conftest import start, wait_until
 from tierstore import LoadTimeout, TierStoreError
 from tierstore.flight import NOTHING, Flight, Flights, check_policy
 
 WAIT = 5.0
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Poll a condition another thread makes true (a condition wait, not an ordering guess)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.001)
 
 
 def blocking_load(release: threading.Event, started: threading.Event, value: Any) -> Callable[[Flight], Any]:

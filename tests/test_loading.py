@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROUNDS_FACTOR, FakeClock, start
+from tests.conftest import ROUNDS_FACTOR, FakeClock, start, wait_until
 from tierstore import ABSENT, LoadTimeout, StoreClosed, TierStore, Versioned
 
 WAIT = 5.0
@@ -26,15 +25,6 @@ def open_store(path: str | None = None, clock: FakeClock | None = None, **settin
 def store(clock: FakeClock) -> Iterator[TierStore]:
     with open_store(clock=clock, min_refresh_interval=0.0) as opened:
         yield opened
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Poll a condition another thread makes true (a condition wait, not an ordering guess)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.001)
 
 
 def waiters(store: TierStore, key: str) -> int:

@@ -208,16 +208,22 @@ def test_background_checkpoints(tmp_path: Path) -> None:
         assert store.stats()["checkpoints"] >= 2
 
 
+def checkpoint_record(persist: str) -> bytes | None:
+    """The raw completion record of the checkpoint at ``persist``."""
+    db = plyvel.DB(persist)
+    try:
+        record: bytes | None = db.get(CHECKPOINT_RECORD)
+        return record
+    finally:
+        db.close()
+
+
 def test_checkpoint_record_says_what_was_done(tmp_path: Path) -> None:
     working, persist = paths(tmp_path)
     with open_store(working, persist) as store:
         store.set("k", 1)
         store.checkpoint()
-        db = plyvel.DB(persist)
-        try:
-            info = msgpack.unpackb(db.get(CHECKPOINT_RECORD))
-        finally:
-            db.close()
+        info = msgpack.unpackb(checkpoint_record(persist))
         assert info["complete"] is True and info["full"] is True and info["records"] >= 1
 
 
@@ -298,11 +304,7 @@ def test_checkpoint_record_decoders(tmp_path: Path) -> None:
     with open_store(working, persist) as store:
         store.set("a", 1)
         store.checkpoint()
-    db = plyvel.DB(persist)
-    try:
-        raw = db.get(CHECKPOINT_RECORD)
-    finally:
-        db.close()
+    raw = checkpoint_record(persist)
     assert raw is not None
     info = decode_checkpoint_info(raw)
     assert info["complete"] is True and checkpoint_info(raw) == info
