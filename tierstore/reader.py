@@ -488,11 +488,19 @@ def checkpoint_generation(db: Any) -> Any:
 
 
 def disk_usage(path: str) -> dict[str, int]:
-    """Bytes and count of the files in the directory."""
+    """Bytes and count of the files in the directory.
+
+    LevelDB's own compaction (in the process that holds the directory open, this
+    one included) may delete a table between listing and stat: such a file no
+    longer counts.
+    """
     total = files = 0
     with os.scandir(path) as entries:
         for entry in entries:
-            if entry.is_file(follow_symlinks=False):
-                total += entry.stat(follow_symlinks=False).st_size
-                files += 1
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+                    files += 1
+            except FileNotFoundError:
+                continue
     return {"bytes": total, "files": files}
