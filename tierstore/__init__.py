@@ -4,10 +4,13 @@ from .bloom import BloomFilter
 from .codec import ABSENT, Entry, Versioned
 from .errors import (
     CorruptStore,
+    CorruptRecord,
     LoadTimeout,
+    PermissionDenied,
     SchemaTooNew,
     StorageFull,
     StoreClosed,
+    StoreForked,
     StoreLocked,
     TierStoreError,
 )
@@ -19,13 +22,16 @@ __version__ = "0.1.0"
 __all__ = [
     "ABSENT",
     "BloomFilter",
+    "CorruptRecord",
     "CorruptStore",
     "Entry",
     "LoadTimeout",
+    "PermissionDenied",
     "SchemaTooNew",
     "SortedIndex",
     "StorageFull",
     "StoreClosed",
+    "StoreForked",
     "StoreLocked",
     "TierStore",
     "TierStoreError",

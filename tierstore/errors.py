@@ -11,6 +11,8 @@ __all__ = [
     "CorruptRecord",
     "SchemaTooNew",
     "StorageFull",
+    "StoreForked",
+    "PermissionDenied",
 ]
 
 
@@ -44,3 +46,11 @@ class SchemaTooNew(TierStoreError):
 
 class StorageFull(TierStoreError):
     """A write failed because the disk is full (or otherwise refused the write)."""
+
+
+class StoreForked(TierStoreError):
+    """The store was opened by the parent of this process; a forked child must open its own."""
+
+
+class PermissionDenied(TierStoreError):
+    """The operating system refused access to a store or checkpoint directory."""
