@@ -43,6 +43,7 @@ __all__ = [
     "open_leveldb",
     "leveldb_message",
     "DEFAULT_CACHE_BYTES",
+    "make_private_dirs",
 ]
 
 log = logging.getLogger("tierstore")
@@ -85,6 +86,30 @@ def prefix_end(prefix: bytes) -> bytes | None:
     if not stripped:
         return None
     return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def make_private_dirs(path: str) -> None:
+    """Create ``path`` and any missing parents with mode 0o700, whatever the umask.
+
+    ``os.makedirs`` gives parents the umask's default mode (0o755, or 0o777 under
+    umask 0); a cache directory and the directories made for it stay private.
+    """
+    missing: list[str] = []
+    current = os.path.abspath(path)
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+            continue
+        os.chmod(directory, 0o700)  # mkdir's mode is masked by the umask
 
 
 def meta_key(name: bytes) -> bytes:
@@ -142,7 +167,7 @@ class DiskTier:
 
     def __init__(self, path: str, *, create: bool = True, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         if create:
-            os.makedirs(path, mode=0o700, exist_ok=True)
+            make_private_dirs(path)
         self.path = path
         self._db = open_leveldb(path, create=create, cache_bytes=cache_bytes)
         self._active: list[None] = []
