@@ -19,7 +19,16 @@ from typing import Any
 import msgpack
 import plyvel
 
-from .errors import CorruptRecord, CorruptStore, SchemaTooNew, StorageFull, StoreClosed, StoreLocked, TierStoreError
+from .errors import CorruptRecord, CorruptStore, SchemaTooNew, StorageFull, StoreClosed, TierStoreError
+from .leveldb import (
+    DEFAULT_CACHE_BYTES,
+    forked_error,
+    leveldb_message,
+    make_private_dirs,
+    on_fork,
+    open_leveldb,
+    os_error,
+)
 
 __all__ = [
     "DiskTier",
@@ -74,7 +83,6 @@ META_SEQ = b"seq"  # store.py: the write sequence's high-water mark, saved at cl
 META_VERSIONED = b"versioned"  # store.py: true once the store has held a versioned entry
 
 SCHEMA_VERSION = 1
-DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
 _CHUNK = 1024
 
 Op = tuple[bytes, "bytes | None"]
@@ -86,30 +94,6 @@ def prefix_end(prefix: bytes) -> bytes | None:
     if not stripped:
         return None
     return stripped[:-1] + bytes([stripped[-1] + 1])
-
-
-def make_private_dirs(path: str) -> None:
-    """Create ``path`` and any missing parents with mode 0o700, whatever the umask.
-
-    ``os.makedirs`` gives parents the umask's default mode (0o755, or 0o777 under
-    umask 0); a cache directory and the directories made for it stay private.
-    """
-    missing: list[str] = []
-    current = os.path.abspath(path)
-    while not os.path.isdir(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            if not os.path.isdir(directory):
-                raise
-            continue
-        os.chmod(directory, 0o700)  # mkdir's mode is masked by the umask
 
 
 def meta_key(name: bytes) -> bytes:
@@ -137,50 +121,31 @@ def decode_schema(data: bytes) -> int:
     return schema
 
 
-def open_leveldb(path: str, *, create: bool, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Any:
-    """Open a LevelDB directory, mapping plyvel's errors onto tierstore's.
-
-    ``cache_bytes`` sizes LevelDB's block cache: random reads of a store larger
-    than it go to the table files (about 10 µs instead of 2 µs here).
-    """
-    try:
-        return plyvel.DB(path, create_if_missing=create, paranoid_checks=True, lru_cache_size=cache_bytes)
-    except plyvel.IOError as exc:
-        text = leveldb_message(exc)
-        if "lock" in text.lower():
-            raise StoreLocked(f"store {path} is in use by another process or open store ({text})") from None
-        raise TierStoreError(f"cannot open store {path}: {text}") from None
-    except plyvel.CorruptionError as exc:
-        raise CorruptStore(f"store {path} is corrupt: {leveldb_message(exc)}") from None
-    except plyvel.Error as exc:
-        raise CorruptStore(f"cannot open store {path}: {leveldb_message(exc)}") from None
-
-
-def leveldb_message(exc: BaseException) -> str:
-    """LevelDB's own message (plyvel carries it as bytes)."""
-    detail = exc.args[0] if exc.args else exc
-    return detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
-
-
 class DiskTier:
     """The LevelDB handle, its gate, schema record and namespaced access."""
 
     def __init__(self, path: str, *, create: bool = True, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        path = os.fspath(path)
         if create:
-            make_private_dirs(path)
+            try:
+                make_private_dirs(path)
+            except OSError as exc:
+                raise os_error(path, exc, "create the store directory") from None
         self.path = path
         self._db = open_leveldb(path, create=create, cache_bytes=cache_bytes)
-        self._active: list[None] = []
-        self._closed = False
-        self._close_lock = threading.Lock()
         try:
+            self._active: list[None] = []
+            self._closed = False
+            self.forked = False
+            self._close_lock = threading.Lock()
             self.was_clean = self._check_schema()
             self._db.put(_META_OPEN, b"\x01", sync=False)
+            self._db_get = self._db.get
+            self._db_put = self._db.put
+            on_fork(self)
         except BaseException:
             self._db.close()
             raise
-        self._db_get = self._db.get
-        self._db_put = self._db.put
 
     def _check_schema(self) -> bool:
         """Refuse a newer schema; return whether the last session closed cleanly."""
@@ -209,7 +174,16 @@ class DiskTier:
         self._active.append(None)
         if self._closed:
             self._active.pop()
-            raise StoreClosed(f"store {self.path} is closed")
+            raise self.closed_error()
+
+    def closed_error(self) -> TierStoreError:
+        """``StoreForked`` in a forked child, else ``StoreClosed``."""
+        return forked_error(self.path) if self.forked else StoreClosed(f"store {self.path} is closed")
+
+    def _forked_(self) -> None:
+        """In a forked child: every call raises ``StoreForked``; the handle is never touched."""
+        self.forked = True
+        self._closed = True
 
     def exit(self) -> None:
         self._active.pop()
@@ -225,7 +199,7 @@ class DiskTier:
         active.append(None)
         try:
             if self._closed:
-                raise StoreClosed(f"store {self.path} is closed")
+                raise self.closed_error()
             # Checksums are verified: a damaged table block reads as an error, never as a wrong value.
             value: bytes | None = self._db_get(key, verify_checksums=True)
             return value
@@ -239,7 +213,7 @@ class DiskTier:
         active.append(None)
         try:
             if self._closed:
-                raise StoreClosed(f"store {self.path} is closed")
+                raise self.closed_error()
             self._db_put(key, value)
         except plyvel.IOError as exc:
             raise StorageFull(f"write to {self.path} failed: {leveldb_message(exc)}") from None
@@ -382,8 +356,23 @@ class DiskTier:
 
     # -- closing ----------------------------------------------------------------
 
+    def abandon(self) -> None:
+        """Release the directory after a failed open, leaving the session marked unclean.
+
+        Whatever the open had begun is then rebuilt by the next open, as after a crash.
+        """
+        if self.forked:
+            raise self.closed_error()
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._db.close()  # no call can be in flight: the store was never handed out
+
     def close(self) -> None:
         """Wait for calls in flight, mark the session clean and release the LevelDB lock."""
+        if self.forked:
+            raise self.closed_error()
         with self._close_lock:
             if self._closed:
                 return

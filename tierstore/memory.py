@@ -1,9 +1,13 @@
-"""Tier 1: a cachetools ``LRUCache`` of decoded records, bounded by items and bytes.
+"""Tier 1: an LRU of decoded records, bounded by items and by encoded bytes.
 
-Writes take the tier's lock. Reads do not: a read is one dict lookup and one
-``OrderedDict.move_to_end``, each atomic under the interpreter lock, and
-``LRUCache.__getitem__`` already ignores the ``KeyError`` of a key evicted
-between the two.
+The LRU is an ``OrderedDict`` of the project's own rather than cachetools'
+``LRUCache`` (which stays the reference model in the tests): every step that
+touches the order is one C call, atomic under the interpreter lock. Writes take
+the tier's lock. Reads do not: a read is ``dict.get`` and ``move_to_end`` (a
+key evicted between the two raises ``KeyError``, which the read ignores), and
+an eviction is ``popitem(last=False)``, so a reader can never break a writer's
+eviction half way (cachetools evicts with ``next(iter(order))`` in Python,
+which a concurrent ``move_to_end`` breaks with ``RuntimeError``).
 
 A per-stripe write epoch keeps promotions from going back in time. A write is
 ``begin_write`` (the epoch turns odd), the tier-2 write, then ``put`` or
@@ -18,55 +22,48 @@ epoch updates of a stripe never race each other.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
-
-from cachetools import LRUCache
 
 from .codec import Key, Record
 
-__all__ = ["MemoryTier"]
+__all__ = ["MemoryTier", "STRIPES"]
 
 STRIPES = 64
 
 
-class _RecordLRU(LRUCache[Key, Record]):
-    """An LRUCache of records that counts its evictions and answers a miss with None.
+class MemoryTier:
+    """Decoded records of recently used keys; tier 2 stays authoritative.
 
-    ``__missing__`` is cachetools' hook for misses; returning None instead of raising
-    saves a Python-level exception on every tier-1 miss.
+    Thread-safety: ``get`` takes no lock (see the module doc); every other call
+    takes the tier's lock.
     """
 
-    evictions = 0
-
-    def __missing__(self, key: Key) -> None:  # type: ignore[override]  # None marks a miss
-        return None
-
-    def popitem(self) -> tuple[Key, Record]:
-        item = super().popitem()
-        self.evictions += 1
-        return item
-
-
-def _record_size(record: Record) -> int:
-    return record.size
-
-
-class MemoryTier:
-    """Decoded records of recently used keys; tier 2 stays authoritative."""
-
     def __init__(self, max_items: int, max_bytes: int | None = None) -> None:
-        # With a byte bound, cachetools keeps the byte total (getsizeof) and the item
-        # bound is enforced here; without one, cachetools bounds the items alone.
-        if max_bytes is None:
-            self._lru = _RecordLRU(max_items)
-        else:
-            self._lru = _RecordLRU(max_bytes, getsizeof=_record_size)
+        self._data: OrderedDict[Key, Record] = OrderedDict()
         self._max_items = max_items
         self._max_bytes = max_bytes
+        self._bytes = 0
+        self.evictions = 0
         self._lock = threading.Lock()
         self._epochs = [0] * STRIPES
-        # The record held for a key, or None, marking it recently used (no lock, see module doc).
-        self.get: Callable[[Key], Record | None] = self._lru.__getitem__
+        self.get: Callable[[Key], Record | None] = self._reader()
+
+    def _reader(self) -> Callable[[Key], Record | None]:
+        """The lock-free read: the record held for a key (marked recently used), or None."""
+        data_get = self._data.get
+        move_to_end = self._data.move_to_end
+
+        def get(key: Key) -> Record | None:
+            record = data_get(key)
+            if record is not None:
+                try:
+                    move_to_end(key)
+                except KeyError:  # evicted or replaced between the two calls: the record read stands
+                    pass
+            return record
+
+        return get
 
     def epoch(self, key: Key) -> int:
         """The write epoch of ``key``'s stripe, read before a tier-2 fetch."""
@@ -79,22 +76,15 @@ class MemoryTier:
 
     def put(self, key: Key, record: Record) -> None:
         """Hold ``record`` for ``key``: the write ends (promotions read before it fail)."""
-        self._lock.acquire()
-        try:
+        with self._lock:
             self._end_write(key)
             self._store(key, record)
-        finally:
-            self._lock.release()
 
     def discard(self, key: Key) -> None:
         """Forget ``key``: the write that removed it ends (promotions read before it fail)."""
-        self._lock.acquire()
-        try:
+        with self._lock:
             self._end_write(key)
-            if key in self._lru:
-                del self._lru[key]
-        finally:
-            self._lock.release()
+            self._remove(key)
 
     def _end_write(self, key: Key) -> None:
         stripe = hash(key) % STRIPES
@@ -104,43 +94,45 @@ class MemoryTier:
         """Hold a record read from tier 2 if no write of its stripe ran since ``epoch`` was read."""
         if not self._max_items or epoch & 1:
             return False
-        self._lock.acquire()
-        try:
-            if self._epochs[hash(key) % STRIPES] != epoch or key in self._lru:
+        with self._lock:
+            if self._epochs[hash(key) % STRIPES] != epoch or key in self._data:
                 return False
             self._store(key, record)
             return True
-        finally:
-            self._lock.release()
 
     def _store(self, key: Key, record: Record) -> None:
-        lru = self._lru
-        if not self._max_items or (self._max_bytes is not None and record.size > self._max_bytes):
-            if key in lru:
-                del lru[key]
+        max_bytes = self._max_bytes
+        if not self._max_items or (max_bytes is not None and record.size > max_bytes):
+            self._remove(key)
             return
-        lru[key] = record
-        if self._max_bytes is not None:
-            while len(lru) > self._max_items:
-                lru.popitem()
+        data = self._data
+        if max_bytes is not None:
+            old = data.get(key)
+            self._bytes += record.size - (old.size if old is not None else 0)
+        data[key] = record
+        data.move_to_end(key)
+        while len(data) > self._max_items or (max_bytes is not None and self._bytes > max_bytes):
+            _, evicted = data.popitem(last=False)
+            self.evictions += 1
+            if max_bytes is not None:
+                self._bytes -= evicted.size
+
+    def _remove(self, key: Key) -> None:
+        record = self._data.pop(key, None)
+        if record is not None and self._max_bytes is not None:
+            self._bytes -= record.size
 
     def clear(self) -> None:
-        self._lock.acquire()
-        try:
+        with self._lock:
             for stripe in range(STRIPES):
                 self._epochs[stripe] = (self._epochs[stripe] | 1) + 1
-            self._lru.clear()
-        finally:
-            self._lock.release()
+            self._data.clear()
+            self._bytes = 0
 
     def __len__(self) -> int:
-        return len(self._lru)
+        return len(self._data)
 
     @property
     def bytes(self) -> int:
         """Encoded bytes held (0 when tier 1 has no byte bound and so keeps no total)."""
-        return int(self._lru.currsize) if self._max_bytes is not None else 0
-
-    @property
-    def evictions(self) -> int:
-        return self._lru.evictions
+        return self._bytes

@@ -228,9 +228,13 @@ def _open_checked(path: str, factory: Callable[[str], DiskTier]) -> DiskTier:
     if "CURRENT" not in names:
         raise CorruptStore(f"store {path} is corrupt: it holds LevelDB files but no CURRENT file")
     disk = factory(path)
-    damage = _table_damage(path, [name for name in names if name.endswith((".ldb", ".sst"))])
+    try:
+        damage = _table_damage(path, [name for name in names if name.endswith((".ldb", ".sst"))])
+    except BaseException:
+        disk.abandon()
+        raise
     if damage is not None:
-        disk.close()
+        disk.abandon()
         raise CorruptStore(f"store {path} is corrupt: {damage}")
     return disk
 

@@ -49,6 +49,7 @@ import msgpack
 from .codec import Key, decode_key, encode_key
 from .disk import NS_INDEX_MEMBER, NS_INDEX_META, NS_INDEX_ORDER, DiskTier, Op, prefix_end
 from .errors import CorruptRecord, StoreClosed
+from .leveldb import on_fork
 
 __all__ = [
     "SortedIndex",
@@ -323,6 +324,12 @@ class SortedIndex:
         self._meta = IndexMeta() if raw is None else decode_index_meta(raw, self._meta_key)
         if self._meta.building or self._meta.garbage:
             self._purge_leftovers()
+        on_fork(self)
+
+    def _forked_(self) -> None:
+        """In a forked child: a lock a parent thread held at the fork must not hang a call that will
+        raise ``StoreForked`` at the disk gate."""
+        self._lock = threading.Lock()
 
     # -- properties ---------------------------------------------------------------
 
@@ -346,6 +353,8 @@ class SortedIndex:
         return self._meta.dirty
 
     def __len__(self) -> int:
+        if self._disk.closed:
+            raise self._disk.closed_error()
         return self._meta.count
 
     def __contains__(self, member: object) -> bool:

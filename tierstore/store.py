@@ -28,6 +28,7 @@ from .disk import META_SEQ, META_VERSIONED, NS_ENTRY, DiskTier
 from .errors import CorruptRecord, StoreClosed, TierStoreError
 from .flight import Flights
 from .guard import Guard, note_unguarded_open
+from .leveldb import forked_error, on_fork
 from .loading import Loading, StoreCore
 from .memory import STRIPES, MemoryTier
 from .options import STAT_KEYS, Options
@@ -68,6 +69,7 @@ class TierStore:
         self._packers = [msgpack.Packer() for _ in range(_STRIPES)]
         self._corrupt_logged = False
         self._closed = False
+        self._forked = False
         self._close_lock = threading.Lock()
         try:
             # restores from the checkpoint when the working directory is missing or corrupt
@@ -75,24 +77,55 @@ class TierStore:
         except BaseException:
             self._remove_temp_dir()
             raise
+        try:
+            self._open_parts(restored)
+            on_fork(self)
+        except BaseException:
+            self._abandon_open()
+            raise
+
+    def _open_parts(self, restored: bool) -> None:
+        """Everything built over the open directory; a failure here is undone by ``_abandon_open``."""
+        options = self._options
+        self._guard: Guard | None = None
         self._memory = MemoryTier(options.memory_items, options.memory_bytes)
         self._memory_get = self._memory.get
         self._seq = _next_sequence(self._disk)
         self._versioned = bool(self._disk.get_meta(META_VERSIONED))
         self._open_durability(restored)
-        self._guard: Guard | None = self._open_guard()  # the existence filter when guard=True
+        self._guard = self._open_guard()  # the existence filter when guard=True
         self._counters = Counters(self._disk)
         self._indexes: dict[Key, SortedIndex] = {}
         self._indexes_lock = threading.Lock()
         self._stats["index_refresh_errors"] = 0
         self._loading = self._open_loading()
 
+    def _abandon_open(self) -> None:
+        """Undo a failed open: stop the timers and release the directory (left marked unclean)."""
+        self._closed = True
+        try:
+            self._scheduler.close(timeout=self._options.lock_timeout)
+            self._disk.abandon()
+        finally:
+            self._remove_temp_dir()
+
+    def _unusable(self) -> TierStoreError:
+        """The error of a call on a closed store, or on one inherited by a forked child."""
+        if self._forked:
+            return forked_error(self.path)
+        return StoreClosed(f"store {self.path} is closed")
+
+    def _forked_(self) -> None:
+        """In a forked child (see leveldb.py): every call raises ``StoreForked``, nothing is touched."""
+        self._forked = True
+        self._closed = True
+
     # -- reading ------------------------------------------------------------------
 
     def get(self, key: Key, default: Any = None) -> Any:
         """The live value of ``key`` (tier 1, then tier 2), else ``default``."""
         if self._closed:
-            raise StoreClosed(f"store {self.path} is closed")
+            raise self._unusable()
         try:
             record = self._memory_get(key)
         except TypeError:
@@ -126,7 +159,7 @@ class TierStore:
     def _read(self, key: Key) -> Record | None:
         """The stored record of ``key`` (tombstones and expired ones included)."""
         if self._closed:
-            raise StoreClosed(f"store {self.path} is closed")
+            raise self._unusable()
         record = self._memory_get(key)
         return record if record is not None else self._read_disk(key)
 
@@ -190,6 +223,8 @@ class TierStore:
 
     def set(self, key: Key, value: Any, *, ttl: Any = ..., version: int | None = None) -> bool:
         """Store ``value``; with ``version``, only if it is newer than what is stored."""
+        if self._closed:
+            raise self._unusable()
         return self._write(key, value, ttl=ttl, version=version)
 
     def _write(
@@ -318,6 +353,8 @@ class TierStore:
 
     def delete(self, key: Key, *, version: int | None = None) -> bool:
         """Remove ``key`` from both tiers, leaving a tombstone at its version; ``True`` if it was live."""
+        if self._closed:
+            raise self._unusable()
         disk_key = NS_ENTRY + encode_key(key)
         if version is not None:
             codec.check_version(version)
@@ -372,7 +409,7 @@ class TierStore:
         (fills dropped after a write, refresh-ahead, XFetch, stats) are in ``tierstore.loading``.
         """
         if self._closed:
-            raise StoreClosed(f"store {self.path} is closed")
+            raise self._unusable()
         return self._loading.get_or_load(key, loader, ttl, on_busy, wait_timeout, default)
 
     def refresh_every(self, key: Key, loader: Callable[[], Any], interval: float, *, ttl: Any = ...) -> Handle:
@@ -383,6 +420,8 @@ class TierStore:
         Failures are logged and counted in ``refresh_errors``; the old value stays.
         Returns a handle whose ``cancel()`` stops later rounds.
         """
+        if self._closed:
+            raise self._unusable()
         return self._loading.refresh_every(key, loader, interval, ttl)
 
     def invalidate(self, key: Key, *, again_after: float | None = None) -> None:
@@ -392,10 +431,14 @@ class TierStore:
         reader who read the source before the write put back in the meantime; the
         caller never waits for it.
         """
+        if self._closed:
+            raise self._unusable()
         self._loading.invalidate(key, again_after)
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait for background work queued or running now (and timers already due); ``False`` on timeout."""
+        if self._forked:
+            raise self._unusable()
         return self._scheduler.drain(timeout)
 
     def cached(
@@ -429,15 +472,10 @@ class TierStore:
     def _open_guard(self) -> Guard | None:
         """Load or rebuild the existence filter (guard=True); else mark a saved one incomplete."""
         options = self._options
-        self._guard = None  # what close() sees if opening fails
-        try:
-            if not options.guard:
-                note_unguarded_open(self._disk)  # sets in this session will not reach the filter
-                return None
-            return Guard(self._disk, options.bloom_capacity, options.bloom_error_rate)
-        except BaseException:
-            self.close()  # the parts opened before the guard (timers, checkpointer, directory)
-            raise
+        if not options.guard:
+            note_unguarded_open(self._disk)  # sets in this session will not reach the filter
+            return None
+        return Guard(self._disk, options.bloom_capacity, options.bloom_error_rate)
 
     def guard_keys(self, keys: Iterable[Key]) -> None:
         """Admit keys that exist in the source to the existence filter and save it before returning.
@@ -474,7 +512,7 @@ class TierStore:
 
     def _require_guard(self) -> Guard:
         if self._closed:
-            raise StoreClosed(f"store {self.path} is closed")
+            raise self._unusable()
         if self._guard is None:
             raise TierStoreError("this store was opened without guard=True: it keeps no existence filter")
         return self._guard
@@ -487,18 +525,26 @@ class TierStore:
         Counters have their own namespace (a counter and a cached value may share a
         name) and are signed 64-bit: ``OverflowError`` past it, nothing changed.
         """
+        if self._closed:
+            raise self._unusable()
         return self._counters.incr(key, delta)
 
     def decr(self, key: Key, delta: int = 1) -> int:
         """Subtract ``delta`` from the counter ``key`` and return the new count."""
+        if self._closed:
+            raise self._unusable()
         return self._counters.decr(key, delta)
 
     def counter(self, key: Key) -> int:
         """The count of ``key``; 0 for a counter never touched."""
+        if self._closed:
+            raise self._unusable()
         return self._counters.get(key)
 
     def index(self, name: Key) -> SortedIndex:
         """The sorted index ``name`` (the same object on every call), created empty on first use."""
+        if self._closed:
+            raise self._unusable()
         encode_key(name)  # validate before looking up
         with self._indexes_lock:
             index = self._indexes.get(name)
@@ -523,6 +569,8 @@ class TierStore:
         own refresher (one per index is the intended use); ``cancel()`` on the handle
         or ``close()`` stops it.
         """
+        if self._closed:
+            raise self._unusable()
         seconds = check_seconds(interval, "interval", allow_zero=False)
         assert seconds is not None  # not optional, so never None
         refresher = IndexRefresher(self.index(name), rebuild, stamp=stamp, on_error=self._count_refresh_error)
@@ -540,15 +588,10 @@ class TierStore:
         self._stats["restored_from_checkpoint"] = int(restored)
         self._checkpointer: Checkpointer | None = None
         self._capacity: Capacity | None = None
-        try:
-            if options.persist_path is not None:
-                assert isinstance(self._disk, TrackedDisk)
-                self._checkpointer = Checkpointer(self._disk, str(options.persist_path), rate=options.persist_rate)
-            self._capacity = open_capacity(self._disk, options.disk_capacity_bytes)
-        except BaseException:
-            self._disk.close()
-            self._remove_temp_dir()
-            raise
+        if options.persist_path is not None:
+            assert isinstance(self._disk, TrackedDisk)
+            self._checkpointer = Checkpointer(self._disk, str(options.persist_path), rate=options.persist_rate)
+        self._capacity = open_capacity(self._disk, options.disk_capacity_bytes)
         self._sweeper = Sweeper(
             self._disk,
             clock=self._clock,
@@ -585,7 +628,7 @@ class TierStore:
         Returns ``{"records", "deleted", "scanned", "bytes", "seconds", "full"}``.
         """
         if self._closed:
-            raise StoreClosed(f"store {self.path} is closed")
+            raise self._unusable()
         if self._checkpointer is None:
             raise TierStoreError("checkpoint() needs a persist_path; this store has none")
         if self._guard is not None:
@@ -604,7 +647,7 @@ class TierStore:
         ``corrupt_purged``, ``evictions_disk``.
         """
         if self._closed:
-            raise StoreClosed(f"store {self.path} is closed")
+            raise self._unusable()
         return self._count_sweep(self._sweeper.sweep())
 
     def _count_sweep(self, counts: dict[str, int]) -> dict[str, int]:
@@ -658,7 +701,7 @@ class TierStore:
 
     def _live_items(self, prefix: Key | None) -> Iterator[tuple[Key, Record]]:
         if self._closed:
-            raise StoreClosed(f"store {self.path} is closed")
+            raise self._unusable()
         scan_prefix = NS_ENTRY if prefix is None else NS_ENTRY + encode_key(prefix)
         for disk_key, data in self._disk.scan(scan_prefix):
             record = self._decode(disk_key, data)
@@ -669,6 +712,8 @@ class TierStore:
 
     def stats(self) -> dict[str, int]:
         """Counters of what the store did since it was opened."""
+        if self._forked:
+            raise self._unusable()
         stats = dict(self._stats)
         stats["evictions_memory"] = self._memory.evictions
         stats["memory_items"] = len(self._memory)
@@ -681,7 +726,12 @@ class TierStore:
         return self._closed
 
     def close(self) -> None:
-        """Stop background work, wait for calls in flight, flush and release the directory."""
+        """Stop background work, wait for calls in flight, flush and release the directory.
+
+        In a forked child it raises ``StoreForked`` and touches nothing: the parent owns the store.
+        """
+        if self._forked:
+            raise self._unusable()
         with self._close_lock:
             if self._closed:
                 return
