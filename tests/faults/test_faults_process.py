@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -425,11 +424,6 @@ def _calls_during_open(path: str, **settings: Any) -> int:
         sys.settrace(None)
     store.close()
     return count[0]
-
-
-@pytest.fixture
-def threads_before() -> Iterator[set[threading.Thread]]:
-    yield set(threading.enumerate())
 
 
 def test_an_open_failing_at_any_step_releases_everything(tmp_path: Path) -> None:
