@@ -451,7 +451,7 @@ def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
     tally = Tally()
     progress = Progress("verifying")
     problems: list[dict[str, Any]] = []
-    with open_store(args.path) as db:
+    with open_store(args.path, damaged_ok=True) as db:  # damage is a finding of the pass below
         for problem in reader.verify_records(db, tally, progress.update):
             if args.json:
                 problems.append(problem_document(problem))
@@ -806,7 +806,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Unreadable as exc:
         log.error("%s", exc)
         return EXIT_FINDING if exc.corrupt else EXIT_USAGE
-    except (plyvel.CorruptionError, CorruptRecord, CorruptStore) as exc:
+    except plyvel.Error as exc:  # damage met mid-pass: a bad block, a truncated or missing table
+        log.error("%s; run 'tierstore verify'", reader.damage_message(args.path, exc))
+        return EXIT_FINDING
+    except (CorruptRecord, CorruptStore) as exc:
         log.error("%s: the store is corrupt (%s); run 'tierstore verify'", args.path, exc)
         return EXIT_FINDING
     except BrokenPipeError:
