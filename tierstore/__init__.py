@@ -3,8 +3,8 @@
 from .bloom import BloomFilter
 from .codec import ABSENT, Entry, Versioned
 from .errors import (
-    CorruptStore,
     CorruptRecord,
+    CorruptStore,
     LoadTimeout,
     PermissionDenied,
     SchemaTooNew,

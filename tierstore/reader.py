@@ -183,7 +183,8 @@ def read_schema(db: Any, path: str) -> int:
     if raw is None and db.get(CHECKPOINT_RECORD) is not None:
         return SCHEMA_VERSION  # an interrupted first checkpoint may not have copied it yet (as persist.py reads it)
     if raw is None and any(True for _ in db.iterator(prefix=NS_META, include_value=False)):
-        raise Unreadable(f"{path}: a damaged store: its schema record is missing beside other meta records", corrupt=True)
+        missing = "its schema record is missing beside other meta records"
+        raise Unreadable(f"{path}: a damaged store: {missing}", corrupt=True)
     if raw is None:
         raise Unreadable(f"{path}: a LevelDB directory but not a tierstore (no schema record)")
     try:

@@ -28,7 +28,7 @@ def test_an_int_setting_too_large_for_c_is_refused_naming_the_bound(store_path: 
 
 
 def test_an_existence_filter_too_large_for_memory_is_refused(store_path: str) -> None:
-    with pytest.raises(ValueError, match="bloom_capacity .* needs a .*-byte filter; the bound is"):
+    with pytest.raises(ValueError, match=r"bloom_capacity .* needs a .*-byte filter; the bound is"):
         TierStore(store_path, guard=True, bloom_capacity=2**40)
     assert not Path(store_path).exists()
 
