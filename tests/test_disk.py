@@ -151,3 +151,22 @@ def test_meta_names_and_schema_decoder(tmp_path: Path) -> None:
         with pytest.raises(CorruptRecord):
             decode_schema(damaged)
     assert {NAMESPACES[ns] for ns in (NS_ENTRY, NS_META)} == {"entry", "meta"} and len(NAMESPACES) == 7
+
+
+@pytest.mark.parametrize("raw", [b"\xc1", b"", b"\x93\x01"])  # never msgpack, empty, an array cut short
+def test_a_damaged_meta_record_reads_as_the_callers_fallback(
+    tmp_path: Path, raw: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "store")
+    disk = DiskTier(path)
+    try:
+        disk.put(meta_key(b"thing"), raw)
+        with caplog.at_level("WARNING", logger="tierstore"):
+            assert disk.get_meta(b"thing") is None
+            assert disk.get_meta(b"thing", damaged="assumed") == "assumed"
+        assert disk.get_meta(b"missing", damaged="assumed") is None
+        assert "'thing' is damaged" in caplog.text and path in caplog.text
+        with pytest.raises(CorruptRecord, match="not msgpack"):
+            decode_meta(raw)
+    finally:
+        disk.close()

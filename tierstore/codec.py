@@ -202,10 +202,13 @@ def encode_key(key: object) -> bytes:
 
 
 def decode_key(tagged: bytes) -> Key:
-    """Invert ``encode_key``."""
+    """Invert ``encode_key``; ``CorruptRecord`` for a key no ``encode_key`` could have made."""
     tag, raw = tagged[:1], tagged[1:]
     if tag == _STR_TAG:
-        return raw.decode()
+        try:
+            return raw.decode()
+        except UnicodeDecodeError as exc:
+            raise CorruptRecord(f"str key {bytes(raw)[:64]!r} is not UTF-8 ({exc.reason})") from None
     if tag == _BYTES_TAG:
         return bytes(raw)
     raise CorruptRecord(f"unknown key tag {tag!r}")

@@ -47,6 +47,7 @@ __all__ = [
     "META_VERSIONED",
     "meta_key",
     "decode_meta",
+    "write_error",
     "decode_schema",
     "prefix_end",
     "open_leveldb",
@@ -106,8 +107,25 @@ _META_OPEN = meta_key(META_OPEN)
 
 
 def decode_meta(data: bytes) -> Any:
-    """A meta record's value (msgpack; maps may have non-str keys). Raises msgpack's errors."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    """A meta record's value (msgpack; maps may have non-str keys); ``CorruptRecord`` when it does not decode."""
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise CorruptRecord(f"not msgpack: {str(exc) or type(exc).__name__}") from None
+
+
+def write_error(path: str, exc: BaseException) -> TierStoreError:
+    """The typed error of a write LevelDB refused: a full disk, or a store damaged below."""
+    text = leveldb_message(exc)
+    if isinstance(exc, plyvel.CorruptionError):
+        return CorruptStore(
+            f"store {path} is damaged and LevelDB refuses every write ({text}); reads still work where they can. "
+            f"To recover: close it, run 'tierstore verify {path}', then move the directory aside "
+            "(a store with a persist_path restores its last checkpoint at the next open)"
+        )
+    if isinstance(exc, plyvel.IOError):
+        return StorageFull(f"write to {path} failed: {text}")
+    return TierStoreError(f"write to {path} failed: {text}")
 
 
 def decode_schema(data: bytes) -> int:
@@ -215,8 +233,8 @@ class DiskTier:
             if self._closed:
                 raise self.closed_error()
             self._db_put(key, value)
-        except plyvel.IOError as exc:
-            raise StorageFull(f"write to {self.path} failed: {leveldb_message(exc)}") from None
+        except plyvel.Error as exc:
+            raise write_error(self.path, exc) from None
         finally:
             active.pop()
 
@@ -233,14 +251,24 @@ class DiskTier:
                         batch.delete(key)
                     else:
                         batch.put(key, value)
-        except plyvel.IOError as exc:
-            raise StorageFull(f"write to {self.path} failed: {leveldb_message(exc)}") from None
+        except plyvel.Error as exc:
+            raise write_error(self.path, exc) from None
         finally:
             self.exit()
 
-    def get_meta(self, name: bytes) -> Any:
-        raw = self.get(meta_key(name))
-        return None if raw is None else decode_meta(raw)
+    def get_meta(self, name: bytes, *, damaged: Any = None) -> Any:
+        """The meta record ``name`` (None when missing); ``damaged`` in place of one that does not decode.
+
+        Meta records are derived state: a damaged one is logged and read as
+        ``damaged`` (its reader's safe assumption), so it never stops an open.
+        """
+        try:
+            raw = self.get(meta_key(name))  # a damaged block reads as CorruptRecord too
+            return None if raw is None else decode_meta(raw)
+        except CorruptRecord as exc:
+            shown = name.decode(errors="replace")
+            log.warning("%s: the meta record %r is damaged and is ignored (%s)", self.path, shown, exc)
+            return damaged
 
     def meta_op(self, name: bytes, value: Any) -> Op:
         return (meta_key(name), None if value is None else msgpack.packb(value))
@@ -382,6 +410,6 @@ class DiskTier:
             try:
                 self._db.delete(_META_OPEN, sync=True)
             except plyvel.Error as exc:
-                raise StorageFull(f"{self.path}: could not mark the session closed: {leveldb_message(exc)}") from None
+                raise write_error(self.path, exc) from None
             finally:
                 self._db.close()

@@ -42,13 +42,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from . import codec
 from .bloom import BloomFilter
 from .codec import Key
 from .disk import NS_ENTRY, DiskTier
-from .errors import TierStoreError
+from .errors import CorruptRecord, TierStoreError
 
 __all__ = ["Guard", "note_unguarded_open", "META_FILTER", "META_CLEAN"]
 
@@ -56,11 +56,13 @@ log = logging.getLogger("tierstore")
 
 META_FILTER = b"bloom"
 META_CLEAN = b"bloom_clean"
+_DAMAGED = object()  # the filter record is there but does not decode
+_LOST = object()  # the filter record a clean close saved is missing
 
 
 def note_unguarded_open(disk: DiskTier) -> None:
     """Mark a saved filter incomplete when a store opens without the guard (one small read)."""
-    if disk.get_meta(META_CLEAN) is not None:
+    if disk.get_meta(META_CLEAN, damaged=False) is not None:
         disk.put_meta(META_CLEAN, None)
 
 
@@ -87,10 +89,14 @@ class Guard:
     # -- opening ------------------------------------------------------------------------
 
     def _open(self) -> BloomFilter:
-        saved = self._disk.get_meta(META_FILTER)
-        clean_flag = self._disk.get_meta(META_CLEAN)
+        saved = self._disk.get_meta(META_FILTER, damaged=_DAMAGED)
+        clean_flag = self._disk.get_meta(META_CLEAN, damaged=False)  # damaged: the saved filter is incomplete
         complete = self._disk.was_clean and clean_flag is True
-        if clean_flag is not None:  # from here on the saved filter is incomplete until a clean close
+        if saved is None and clean_flag is True:
+            # A clean close saved a filter that is gone, with keys only it knew. The flag
+            # stays, so every open reports the loss until rebuild_guard() saves a filter.
+            saved = _LOST
+        elif clean_flag is not None:  # from here on the saved filter is incomplete until a clean close
             self._disk.put_meta(META_CLEAN, None)
         bloom = BloomFilter(self._capacity, self._error_rate) if saved is None else self._decode(saved)
         if bloom is None:
@@ -98,11 +104,21 @@ class Guard:
             return BloomFilter(self._capacity, self._error_rate)
         if saved is None or not complete:
             self._changes = 1  # differs from what is saved
-            bloom.update(codec.decode_key(disk_key[1:]) for disk_key, _ in self._disk.scan(NS_ENTRY))
+            bloom.update(self._stored_keys())
         return bloom
+
+    def _stored_keys(self) -> Iterator[Key]:
+        """Every key tier 2 holds; a key that does not decode is skipped (it reads as a miss anyway)."""
+        for disk_key, _ in self._disk.scan(NS_ENTRY):
+            try:
+                yield codec.decode_key(disk_key[1:])
+            except CorruptRecord:
+                continue
 
     def _decode(self, saved: object) -> BloomFilter | None:
         try:
+            if saved is _DAMAGED or saved is _LOST:
+                raise ValueError("the record does not decode" if saved is _DAMAGED else "the record is missing")
             if not isinstance(saved, bytes):
                 raise ValueError(f"the record is {type(saved).__name__}, not bytes")
             bloom = BloomFilter.from_bytes(saved)

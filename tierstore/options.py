@@ -7,12 +7,16 @@ fails at construction with ``TypeError``/``ValueError`` instead of later.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
+from .bloom import optimal_nbits
 from .clock import Clock, check_fraction, check_seconds, check_ttl
 
-__all__ = ["Options", "STAT_KEYS"]
+__all__ = ["Options", "STAT_KEYS", "MAX_FILTER_BYTES"]
+
+MAX_FILTER_BYTES = 8 * 1024**3  # decision: an in-process existence filter larger than this is a mistake
 
 STAT_KEYS = (
     "hits_memory",
@@ -52,14 +56,45 @@ def _check_persist_path(path: object, persist_path: object) -> None:
         )
 
 
+def _check_directory(value: object, name: str) -> str | None:
+    """A directory setting as a str path: ``str`` or ``os.PathLike``, not empty, not a file."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str, a path or None, not {type(value).__name__}")
+    path = os.fspath(value)
+    if not isinstance(path, str):
+        raise TypeError(f"{name} must be a str path, not {type(path).__name__}")
+    if not path:
+        raise ValueError(f"{name} must not be empty (None means a private temporary directory)")
+    if "\0" in path:
+        raise ValueError(f"{name} {path!r} contains a NUL character")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{name} {path!r} exists and is not a directory")
+    return path
+
+
 def _check_count(value: object, name: str, *, minimum: int, optional: bool = False) -> int | None:
+    """An int setting in ``[minimum, sys.maxsize]``: LevelDB, msgpack and bytearray take sizes in C."""
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > sys.maxsize:
+        raise ValueError(f"{name} must be at most {sys.maxsize} (sys.maxsize, a C size), got {value}")
     return value
+
+
+def _check_filter_size(capacity: int, error_rate: float) -> None:
+    """The existence filter these settings ask for must fit in memory (it is one bytearray)."""
+    nbytes = optimal_nbits(capacity, error_rate) // 8
+    if nbytes > MAX_FILTER_BYTES:
+        raise ValueError(
+            f"bloom_capacity {capacity} at bloom_error_rate {error_rate!r} needs a {nbytes}-byte filter; "
+            f"the bound is {MAX_FILTER_BYTES} bytes (8 GiB)"
+        )
 
 
 @dataclass(frozen=True)
@@ -91,10 +126,9 @@ class Options:
     disk_cache_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        if self.path is not None and not isinstance(self.path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str, a path or None, not {type(self.path).__name__}")
-        if self.persist_path is not None and not isinstance(self.persist_path, (str, os.PathLike)):
-            raise TypeError(f"persist_path must be a str, a path or None, not {type(self.persist_path).__name__}")
+        # Paths are kept as str: plyvel takes nothing else.
+        object.__setattr__(self, "path", _check_directory(self.path, "path"))
+        object.__setattr__(self, "persist_path", _check_directory(self.persist_path, "persist_path"))
         _check_persist_path(self.path, self.persist_path)
         _check_count(self.memory_items, "memory_items", minimum=0)
         _check_count(self.memory_bytes, "memory_bytes", minimum=1, optional=True)
@@ -120,5 +154,6 @@ class Options:
             raise TypeError(f"bloom_error_rate must be a number, not {type(self.bloom_error_rate).__name__}")
         if not 0.0 < self.bloom_error_rate < 1.0:
             raise ValueError(f"bloom_error_rate must be in (0, 1), got {self.bloom_error_rate!r}")
+        _check_filter_size(self.bloom_capacity, self.bloom_error_rate)
         if not callable(self.clock):
             raise TypeError("clock must be a callable returning wall-clock seconds")

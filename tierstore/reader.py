@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -46,6 +47,7 @@ from .disk import (
     SCHEMA_VERSION,
     decode_meta,
     decode_schema,
+    leveldb_message,
     meta_key,
     open_leveldb,
 )
@@ -58,6 +60,8 @@ from .sweep import decode_order_record
 
 __all__ = [
     "Unreadable",
+    "check_directory",
+    "damage_message",
     "open_store",
     "read_schema",
     "read_meta",
@@ -112,19 +116,46 @@ class Unreadable(Exception):
 # -- opening --------------------------------------------------------------------------
 
 
+# Files only LevelDB makes: tables, write-ahead logs and manifests (not LOCK/LOG, made at any open).
+_LEVELDB_FILE = re.compile(r"(\d+\.(ldb|sst|log)|MANIFEST-\d+)")
+
+
 def check_directory(path: str) -> None:
-    """Refuse, without creating anything, a path that cannot be a LevelDB directory."""
-    if not os.path.exists(path):
-        raise Unreadable(f"{path}: no such directory")
-    if not os.path.isdir(path):
-        raise Unreadable(f"{path}: not a directory")
-    if not os.path.isfile(os.path.join(path, "CURRENT")):
-        raise Unreadable(f"{path}: not a tierstore (no LevelDB files in it)")
+    """Refuse, without creating anything, a path that cannot be a LevelDB directory.
+
+    A directory with LevelDB's files but no ``CURRENT`` is a damaged store (a
+    finding), not a stranger: LevelDB cannot open it without that file.
+    """
+    try:
+        if not os.path.exists(path):
+            raise Unreadable(f"{path}: no such directory")
+        if not os.path.isdir(path):
+            raise Unreadable(f"{path}: not a directory")
+        if os.path.isfile(os.path.join(path, "CURRENT")):
+            return
+        damaged = any(_LEVELDB_FILE.fullmatch(name) for name in os.listdir(path))
+    except OSError as exc:
+        raise Unreadable(f"{path}: cannot read the directory: {exc.strerror or exc}") from None
+    if damaged:
+        raise Unreadable(
+            f"{path}: a damaged store: it holds LevelDB files but no CURRENT file (LevelDB cannot open it)",
+            corrupt=True,
+        )
+    raise Unreadable(f"{path}: not a tierstore (no LevelDB files in it)")
+
+
+def damage_message(path: str, exc: BaseException) -> str:
+    """What a LevelDB error met while reading says about the directory (a truncated table, a bad block)."""
+    return f"store {path} is damaged: {leveldb_message(exc)}"
 
 
 @contextlib.contextmanager
-def open_store(path: str) -> Iterator[Any]:
-    """The directory's LevelDB handle, opened without creating or writing a record."""
+def open_store(path: str, *, damaged_ok: bool = False) -> Iterator[Any]:
+    """The directory's LevelDB handle, opened without creating or writing a record.
+
+    Damage met while reading the schema is ``Unreadable(corrupt=True)``, unless
+    ``damaged_ok`` (``verify``, whose own pass reports it).
+    """
     check_directory(path)
     try:
         db = open_leveldb(path, create=False)
@@ -136,7 +167,11 @@ def open_store(path: str) -> Iterator[Any]:
     except TierStoreError as exc:
         raise Unreadable(str(exc)) from None
     try:
-        read_schema(db, path)
+        try:
+            read_schema(db, path)
+        except plyvel.Error as exc:
+            if not damaged_ok:
+                raise Unreadable(damage_message(path, exc), corrupt=True) from None
         yield db
     finally:
         db.close()
@@ -147,6 +182,9 @@ def read_schema(db: Any, path: str) -> int:
     raw = db.get(meta_key(META_SCHEMA))
     if raw is None and db.get(CHECKPOINT_RECORD) is not None:
         return SCHEMA_VERSION  # an interrupted first checkpoint may not have copied it yet (as persist.py reads it)
+    if raw is None and any(True for _ in db.iterator(prefix=NS_META, include_value=False)):
+        missing = "its schema record is missing beside other meta records"
+        raise Unreadable(f"{path}: a damaged store: {missing}", corrupt=True)
     if raw is None:
         raise Unreadable(f"{path}: a LevelDB directory but not a tierstore (no schema record)")
     try:
@@ -381,10 +419,10 @@ def verify_records(db: Any, tally: Tally, tick: Tick) -> Iterator[Problem]:
             problem = check_record(raw_key, data, tally)
             if problem is not None:
                 yield problem
-    except plyvel.CorruptionError as exc:
+    except plyvel.Error as exc:  # a bad block (CorruptionError) or a truncated table (IOError)
         where = "at the start" if last is None else f"after key {last!r}"
         tally.add("(files)", corrupt=True)
-        yield Problem(None, f"LevelDB corruption {where}: {exc}")
+        yield Problem(None, f"LevelDB damage {where}: {leveldb_message(exc)}")
 
 
 def check_record(raw_key: bytes, data: bytes, tally: Tally) -> Problem | None:

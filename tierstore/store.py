@@ -91,7 +91,7 @@ class TierStore:
         self._memory = MemoryTier(options.memory_items, options.memory_bytes)
         self._memory_get = self._memory.get
         self._seq = _next_sequence(self._disk)
-        self._versioned = bool(self._disk.get_meta(META_VERSIONED))
+        self._versioned = _holds_versions(self._disk)
         self._open_durability(restored)
         self._guard = self._open_guard()  # the existence filter when guard=True
         self._counters = Counters(self._disk)
@@ -706,7 +706,12 @@ class TierStore:
         for disk_key, data in self._disk.scan(scan_prefix):
             record = self._decode(disk_key, data)
             if record is not None and self._is_live(record, self._clock()):
-                yield codec.decode_key(disk_key[1:]), record
+                try:
+                    key = codec.decode_key(disk_key[1:])
+                except CorruptRecord as exc:  # a damaged key: skipped and counted, like a damaged envelope
+                    self._count_corrupt(disk_key, exc)
+                    continue
+                yield key, record
 
     # -- introspection and lifetime ---------------------------------------------------
 
@@ -778,6 +783,40 @@ def _next_sequence(disk: DiskTier) -> Iterator[int]:
     the last clean close, whichever is larger: no store writes a million records a
     second for long, so even after a crash new writes sort after old ones.
     """
+    now = time.time_ns() // 1000
     saved = disk.get_meta(META_SEQ)
-    start = max(saved if type(saved) is int else 0, time.time_ns() // 1000)
-    return itertools.count(start + 1)
+    if type(saved) is not int or not 0 <= saved <= _MAX_SAVED_SEQ:
+        if saved is not None:
+            log.warning("%s: the saved write sequence %r is impossible; restarting it from the clock", disk.path, saved)
+        saved = 0
+    return itertools.count(max(saved, now) + 1)
+
+
+# Sequences are packed in 64 bits; one saved past 2**62 (146,000 years of
+# microseconds) did not come from a clock: damaged, and it would overflow.
+_MAX_SAVED_SEQ = 2**62
+
+
+def _holds_versions(disk: DiskTier) -> bool:
+    """Whether an entry of the store may carry a version above 0 (unversioned writes then read it).
+
+    The ``versioned`` record says so. When it is damaged the answer is ``True``
+    (safe); when it is missing (a new store, or one that lost it) one scan of
+    the entries decides and records the answer.
+    """
+    saved = disk.get_meta(META_VERSIONED, damaged=True)
+    if type(saved) is bool:
+        return saved
+    if saved is not None:
+        log.warning("%s: the meta record 'versioned' holds %r; assuming the store holds versions", disk.path, saved)
+        return True
+    versioned = any(_entry_version(data) for _, data in disk.scan(NS_ENTRY))
+    disk.put_meta(META_VERSIONED, versioned)
+    return versioned
+
+
+def _entry_version(data: bytes) -> int:
+    try:
+        return codec.unpack_record(data).version
+    except CorruptRecord:
+        return 0  # a record that does not decode has no version to keep

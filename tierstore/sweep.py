@@ -77,7 +77,7 @@ class OrderRecord(NamedTuple):
 
 
 def decode_order_record(okey: bytes, data: bytes) -> OrderRecord:
-    """Decode a write-order record; ``CorruptRecord`` (or ``decode_key``'s ``ValueError``) when damaged."""
+    """Decode a write-order record; ``CorruptRecord`` when damaged."""
     seq, disk_key = parse_order_key(okey)
     if order_key(seq, disk_key) != okey or disk_key[:1] != NS_ENTRY:
         raise CorruptRecord("write-order key does not name an entry")
@@ -212,7 +212,7 @@ def open_capacity(disk: DiskTier, limit: int | None) -> Capacity | None:
     whose writes do not keep order records), so only ``Capacity.save`` at a clean
     close can vouch for the next session.
     """
-    saved = disk.get_meta(_CAPACITY_META)
+    saved = disk.get_meta(_CAPACITY_META, damaged={})  # damaged: consumed, and the total recounted
     if saved is not None:
         disk.put_meta(_CAPACITY_META, None, sync=True)
     if limit is None:
@@ -419,5 +419,5 @@ class Sweeper:
 def _user_key(disk_key: bytes) -> Key | None:
     try:
         return codec.decode_key(disk_key[1:])
-    except (CorruptRecord, UnicodeDecodeError):
+    except CorruptRecord:
         return None
