@@ -108,9 +108,9 @@ class Versioned(NamedTuple):
 class Record:
     """A decoded envelope, as tier 1 holds it and tier 2 stores it.
 
-    A record made by ``Record.deferred`` keeps its value encoded until first read:
-    a write of a container value then costs no decode, and a value evicted
-    unread never costs one.
+    A record made by ``Record.deferred`` keeps its value encoded until first read.
+    The store's writes no longer use it: ``set`` decodes every container value to
+    check that tier 2 can give it back (``plain_value``) and keeps what it decoded.
     """
 
     __slots__ = ("_value", "_data", "version", "expires_at", "flags", "written_at", "ttl", "seq", "size", "load_time")

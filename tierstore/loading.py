@@ -33,6 +33,12 @@ The algorithm of DESIGN.md §3 "get_or_load", over a store it knows only through
   failures, ``refreshes``/``refresh_errors`` background ones (refresh-ahead,
   XFetch, ``refresh_every``); ``load_waits`` counts callers that waited.
 - The value returned is the one the tiers would return (a tuple reads as a list).
+- A loader's value that tier 2 could not give back raises to the load's callers
+  (``TypeError``/``ValueError``/``OverflowError`` naming the key); nothing is stored.
+- A loader that asks for its own key in its own thread gets ``RuntimeError`` at
+  once (see ``flight``); loading other keys from a loader works.
+- ``cached`` keys start with ``name=`` or the function's module and qualified
+  name; lambdas and ``<locals>`` functions need ``name=`` or ``key=``.
 """
 
 from __future__ import annotations
