@@ -196,3 +196,16 @@ def test_check_policy_accepts_the_three_policies(policy: str) -> None:
 def test_check_policy_rejects_others(policy: object) -> None:
     with pytest.raises(ValueError, match="on_busy"):
         check_policy(policy)
+
+
+def test_a_leader_asking_for_its_own_key_is_refused_at_once() -> None:
+    flights = Flights(lease=3600.0)  # a wait would outlast the test
+
+    def reenter(flight: Flight) -> Any:
+        return flights.run("k", lambda f: "inner")
+
+    with pytest.raises(RuntimeError, match="its own key"):
+        flights.run("k", reenter)
+    assert "k" not in flights.in_flight
+    assert flights.run("k", lambda f: flights.run("j", lambda g: "j") + "k") == "jk"
+    assert flights.run("k", lambda f: flights.run("k", lambda g: 1, on_busy="default", busy=lambda: "d")) == "d"

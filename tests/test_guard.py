@@ -448,3 +448,25 @@ def test_a_guard_that_fails_to_open_releases_the_directory(store_path: str, monk
     monkeypatch.undo()
     with guarded(store_path) as store:  # not StoreLocked: the failed open let go
         assert admits(store, "a")
+
+
+@pytest.mark.parametrize("single", ["user:42", b"user:42", bytearray(b"user:42"), memoryview(b"user:42")])
+def test_guard_keys_and_rebuild_refuse_a_single_key_for_a_list(store_path: str, single: Any) -> None:
+    with guarded(store_path) as store:
+        store.guard_keys(["kept"])
+        for call in (store.guard_keys, store.rebuild_guard):
+            with pytest.raises(TypeError, match=r"\[key\]"):
+                call(single)
+        assert not admits(store, "u") and not admits(store, "user:42")
+        assert admits(store, "kept")
+        assert store.stats()["guard_keys"] == 1
+
+
+@pytest.mark.parametrize("keys", [42, None, 1.5], ids=["int", "none", "float"])
+def test_guard_keys_and_rebuild_refuse_a_non_iterable(store_path: str, keys: Any) -> None:
+    with guarded(store_path) as store:
+        store.guard_keys(["kept"])
+        for call in (store.guard_keys, store.rebuild_guard):
+            with pytest.raises(TypeError, match="iterable of keys"):
+                call(keys)
+        assert admits(store, "kept") and store.stats()["guard_keys"] == 1

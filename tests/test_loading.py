@@ -576,12 +576,12 @@ def test_close_stops_background_work(clock: FakeClock) -> None:
 def test_cached_memoizes_by_function_and_arguments(store: TierStore) -> None:
     calls: list[tuple[Any, ...]] = []
 
-    @store.cached(ttl=60)
+    @store.cached(ttl=60, name="add")
     def add(a: int, b: int = 0) -> int:
         calls.append((a, b))
         return a + b
 
-    @store.cached(ttl=60)
+    @store.cached(ttl=60, name="mul")
     def mul(a: int, b: int = 1) -> int:
         return a * b
 
@@ -595,7 +595,7 @@ def test_cached_memoizes_by_function_and_arguments(store: TierStore) -> None:
 def test_cached_sorts_keyword_arguments(store: TierStore) -> None:
     calls = []
 
-    @store.cached()
+    @store.cached(name="f")
     def f(**kwargs: int) -> int:
         calls.append(kwargs)
         return sum(kwargs.values())
@@ -607,7 +607,7 @@ def test_cached_sorts_keyword_arguments(store: TierStore) -> None:
 def test_cached_respects_its_ttl(store: TierStore, clock: FakeClock) -> None:
     calls = []
 
-    @store.cached(ttl=10)
+    @store.cached(ttl=10, name="f")
     def f(x: int) -> int:
         calls.append(x)
         return x
@@ -619,7 +619,7 @@ def test_cached_respects_its_ttl(store: TierStore, clock: FakeClock) -> None:
 
 
 def test_cached_refuses_unencodable_arguments(store: TierStore) -> None:
-    @store.cached()
+    @store.cached(name="f")
     def f(x: Any) -> Any:
         return 1
 
@@ -639,7 +639,7 @@ def test_cached_with_a_key_function_and_long_arguments(store: TierStore) -> None
     assert user(7) == {"id": 7}
     assert store.get("user:7") == {"id": 7}
 
-    @store.cached()
+    @store.cached(name="length")
     def length(text: str) -> int:
         return len(text)
 
@@ -658,3 +658,137 @@ def test_guard_ruling_a_key_out_skips_the_loader() -> None:
         assert store.get_or_load("known", lambda: pytest.fail("loader called")) == "v"  # a hit never asks
         assert store.get_or_load("in-source", lambda: "loaded") == "loaded"
         assert store.stats()["guard_rejections"] == 1
+
+
+# -- issue 11: unstorable fills, closures in cached, re-entrant loads ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad", [{(1, 2): 1}, object(), 2**64, "\ud800"], ids=["tuple-key", "object", "big", "surrogate"]
+)
+def test_a_loader_returning_an_unstorable_value_raises_a_clear_error(store: TierStore, bad: Any) -> None:
+    with pytest.raises((TypeError, ValueError, OverflowError), match="loader of 'k' returned"):
+        store.get_or_load("k", lambda: bad)
+    assert store.get_entry("k") is None
+    assert store.stats()["load_errors"] == 1
+    assert store.get_or_load("k", lambda: "fine") == "fine"  # the key is free again
+
+
+def test_a_cached_function_returning_an_unstorable_value_raises(store: TierStore) -> None:
+    @store.cached(name="tuple_keys")
+    def tuple_keys(n: int) -> dict[tuple[int, int], int]:
+        return {(n, n): n}
+
+    with pytest.raises(TypeError, match="dict key"):
+        tuple_keys(1)
+    assert list(store.keys()) == []
+
+
+def test_refresh_every_with_an_unstorable_value_counts_an_error_and_keeps_the_old(store: TierStore) -> None:
+    store.set("k", "old")
+    handle = store.refresh_every("k", lambda: {(1,): 1}, 3600)
+    assert store.drain(WAIT)
+    handle.cancel()
+    assert store.get("k") == "old"
+    assert store.stats()["refresh_errors"] == 1
+
+
+def _adder(n: int, store: TierStore, name: str | None) -> Any:
+    @store.cached(name=name)
+    def add(x: int) -> int:
+        return x + n
+
+    return add
+
+
+def test_cached_refuses_a_closure_or_lambda_without_name_or_key(store: TierStore) -> None:
+    with pytest.raises(TypeError, match="name="):
+        _adder(1, store, None)
+    with pytest.raises(TypeError, match="name="):
+        store.cached()(lambda x: x)
+    with pytest.raises(TypeError, match="name="):
+        store.cached(lambda x: x)
+
+
+def test_closures_from_one_factory_with_names_do_not_share_entries(store: TierStore) -> None:
+    add1, add10 = _adder(1, store, "add1"), _adder(10, store, "add10")
+    assert add1(5) == 6
+    assert add10(5) == 15
+    by_key = store.cached(key=lambda x: f"sq:{x}")(lambda x: x * x)
+    assert by_key(3) == 9 and store.get("sq:3") == 9
+
+
+def test_cached_bare_and_positional_only(store: TierStore) -> None:
+    calls: list[int] = []
+
+    def double(x: int) -> int:
+        calls.append(x)
+        return 2 * x
+
+    double.__qualname__ = "double"  # as if defined at module level
+    wrapped = store.cached(double)
+    assert wrapped(4) == 8 and wrapped(4) == 8
+    assert calls == [4]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [({"name": 42}, TypeError), ({"name": ""}, ValueError), ({"name": "\ud800"}, ValueError),
+     ({"name": "x" * 5000}, ValueError), ({"name": "n", "key": str}, TypeError)],
+    ids=["int", "empty", "surrogate", "too-long", "both"],
+)
+def test_cached_validates_name(store: TierStore, kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error, match="name"):
+        store.cached(**kwargs)
+
+
+def test_a_loader_loading_its_own_key_fails_at_once(clock: FakeClock) -> None:
+    with open_store(clock=clock, lock_timeout=3600) as store:  # a stall would outlast the test
+
+        def loader() -> str:
+            return str(store.get_or_load("k", lambda: "inner"))
+
+        with pytest.raises(RuntimeError, match="its own key"):
+            store.get_or_load("k", loader)
+        assert store.get_entry("k") is None
+        assert store.get_or_load("k", lambda: "v") == "v"
+        assert store.get_or_load("a", lambda: store.get_or_load("b", lambda: "b") + "a") == "ba"
+        assert store.get("b") == "b"
+
+
+def test_a_loader_reentering_with_on_busy_default_gets_the_default(store: TierStore) -> None:
+    assert store.get_or_load("k", lambda: store.get_or_load("k", lambda: 1, on_busy="default", default="d")) == "d"
+
+
+def test_cached_recursion_on_the_same_arguments_fails_at_once(clock: FakeClock) -> None:
+    with open_store(clock=clock, lock_timeout=3600) as store:
+
+        @store.cached(name="loop")
+        def loop(n: int) -> int:
+            return loop(n)
+
+        @store.cached(name="fact")
+        def fact(n: int) -> int:
+            return 1 if n <= 1 else n * fact(n - 1)
+
+        with pytest.raises(RuntimeError, match="its own key"):
+            loop(3)
+        assert fact(5) == 120
+
+
+def test_a_waiter_in_another_thread_still_waits_for_the_loader(store: TierStore) -> None:
+    release, started = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        started.set()
+        release.wait(WAIT)
+        return "v"
+
+    leader, out = start(lambda: store.get_or_load("k", slow))
+    assert started.wait(WAIT)
+    follower, follower_out = start(lambda: store.get_or_load("k", lambda: "other"))
+    wait_until(lambda: waiters(store, "k") == 1)
+    release.set()
+    leader.join(WAIT)
+    follower.join(WAIT)
+    assert out == ["v"] and follower_out == ["v"]

@@ -362,3 +362,61 @@ def test_first_versioned_write_makes_unversioned_writes_read_versions(store_path
         store.delete("d", version=9)
     with open_store(store_path) as store:
         assert not store.set("d", "older", version=9)
+
+
+# -- issue 11: values tier 2 could not give back; oversized records on disk ---------------------------
+
+
+def _nested(depth: int, leaf: Any) -> Any:
+    """``depth`` lists around ``leaf``."""
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "words"),
+    [
+        ({(1, 2): 1}, TypeError, "dict key"),
+        ({"a": [{(): "x"}]}, TypeError, "dict key"),
+        (_nested(1023, []), ValueError, "nest"),
+        (_nested(1100, 0), ValueError, "nest"),
+    ],
+    ids=["tuple-key", "nested-tuple-key", "1024-deep-empty", "1100-deep"],
+)
+def test_set_refuses_a_value_tier_2_could_not_give_back(
+    store_path: str, value: Any, error: type[Exception], words: str
+) -> None:
+    with open_store(store_path) as store:
+        store.set("k", "old")
+        with pytest.raises(error, match=words):
+            store.set("k", value)
+        assert store.get("k") == "old"
+        assert store.stats()["sets"] == 1
+    with open_store(store_path) as store:
+        assert store.get("k") == "old"
+        assert store.stats()["corrupt_records"] == 0
+
+
+def test_set_keeps_values_at_the_nesting_limit(store_path: str) -> None:
+    deepest = _nested(1022, [])  # 1023 containers: the envelope takes the 1024th level
+    with open_store(store_path) as store:
+        assert store.set("k", deepest) is True
+        assert msgpack.packb(store.get("k")) == msgpack.packb(deepest)  # == would hit Python's recursion limit
+        assert store.set("m", {1: "int", None: "none", 1.5: "float", b"b": "bytes"}) is True
+    with open_store(store_path) as store:
+        assert msgpack.packb(store.get("k")) == msgpack.packb(deepest)
+        assert store.get("m") == {1: "int", None: "none", 1.5: "float", b"b": "bytes"}
+
+
+def test_a_record_over_max_value_bytes_on_disk_reads_as_a_counted_miss(store_path: str) -> None:
+    with open_store(store_path) as store:
+        store.set("big", "x" * 5000)
+        store.set("small", "y")
+    with open_store(store_path, max_value_bytes=1000) as store:
+        assert store.get("big", "dflt") == "dflt"
+        assert store.get_entry("big") is None
+        assert store.stats()["corrupt_records"] == 2
+        assert dict(store.items()) == {"small": "y"}
+        assert store.get("small") == "y"

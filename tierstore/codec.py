@@ -32,6 +32,7 @@ __all__ = [
     "TOMBSTONE",
     "MAX_KEY_BYTES",
     "MAX_VERSION",
+    "MAX_DEPTH",
     "encode_key",
     "decode_key",
     "check_version",
@@ -49,6 +50,8 @@ NEGATIVE = 1
 TOMBSTONE = 2
 MAX_KEY_BYTES = 4096
 MAX_VERSION = 2**63 - 1
+# Lists/dicts a value may nest: msgpack's unpacker holds 1024 levels and the envelope takes one.
+MAX_DEPTH = 1023
 
 _STR_TAG = b"s"
 _BYTES_TAG = b"b"
@@ -105,9 +108,9 @@ class Versioned(NamedTuple):
 class Record:
     """A decoded envelope, as tier 1 holds it and tier 2 stores it.
 
-    A record made by ``Record.deferred`` keeps its value encoded until first read:
-    a write of a container value then costs no decode, and a value evicted
-    unread never costs one.
+    A record made by ``Record.deferred`` keeps its value encoded until first read.
+    The store's writes no longer use it: ``set`` decodes every container value to
+    check that tier 2 can give it back (``plain_value``) and keeps what it decoded.
     """
 
     __slots__ = ("_value", "_data", "version", "expires_at", "flags", "written_at", "ttl", "seq", "size", "load_time")
@@ -236,15 +239,18 @@ def pack_record(
     seq: int,
     load_time: float = 0.0,
 ) -> bytes:
-    """Encode an envelope; ``TypeError`` names a value msgpack cannot encode."""
+    """Encode an envelope; ``TypeError``/``ValueError``/``OverflowError`` name a value msgpack cannot encode."""
     try:
         data: bytes = packer.pack([FORMAT, version, expires_at, flags, value, written_at, ttl, seq, load_time])
     except TypeError as exc:
         packer.reset()
         raise TypeError(f"cannot store a value of type {_offending_type(value)}: {exc}") from None
-    except (OverflowError, ValueError) as exc:
+    except OverflowError as exc:
         packer.reset()
-        raise type(exc)(f"cannot store this value: {exc}") from None
+        raise OverflowError(f"cannot store this value: {exc}") from None
+    except ValueError as exc:  # UnicodeEncodeError (a lone surrogate) among them
+        packer.reset()
+        raise _unreadable(value) or ValueError(f"cannot store this value: {exc}") from None
     return data
 
 
@@ -266,14 +272,61 @@ def _offending_type(value: Any) -> str:
 
 
 def plain_value(value: Any, data: bytes) -> Any:
-    """The value exactly as tier 2 would decode it (a tuple becomes a list)."""
+    """The value exactly as tier 2 would decode it from the envelope ``data`` (a tuple becomes a list).
+
+    This is also the check that tier 2 can give the value back at all: the same
+    ``unpackb`` call as ``unpack_record``, so a value is refused exactly when its
+    record would read as corrupt (``TypeError``/``ValueError`` naming the problem).
+    Plain values (str, bytes, int, float, bool, None) always decode and cost nothing.
+    """
     if type(value) in PLAIN_TYPES:
         return value
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)[4]
+    try:
+        return _unpackb(data, strict_map_key=False)[4]
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise _unreadable(value) or ValueError(f"msgpack cannot read this value back: {exc!r}") from None
 
 
-def unpack_record(data: bytes) -> Record:
-    """Decode and validate an envelope; ``CorruptRecord`` on anything malformed."""
+def _unreadable(value: Any) -> Exception | None:
+    """Why msgpack could not read ``value`` back: an array or map as a dict key, or nesting too deep.
+
+    Walks iteratively (a value too deep for msgpack is too deep for recursion) and
+    stops at the first problem, so a cyclic value ends as too deep.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            for key in item:
+                if _is_container(key):
+                    return TypeError(
+                        f"cannot store a dict key of type {type(key).__name__}: msgpack reads it back as a "
+                        "list or dict, which cannot be a dict key"
+                    )
+            children: Any = item.values()
+        elif _is_container(item):
+            children = item
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return ValueError(f"cannot store a value that nests lists/dicts more than {MAX_DEPTH} deep")
+        stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _is_container(item: Any) -> bool:
+    """Whether msgpack encodes ``item`` as an array or a map (an ``ExtType`` is a tuple but not an array)."""
+    return isinstance(item, (list, tuple, dict)) and not isinstance(item, msgpack.ExtType)
+
+
+def unpack_record(data: bytes, max_bytes: int | None = None) -> Record:
+    """Decode and validate an envelope; ``CorruptRecord`` on anything malformed.
+
+    ``max_bytes`` refuses a longer record before decoding it (a record no ``set``
+    of this store could have written costs an error, not memory).
+    """
+    if max_bytes is not None and len(data) > max_bytes:
+        raise CorruptRecord(f"record is {len(data)} bytes, over max_value_bytes ({max_bytes}); not decoded")
     try:
         items = _unpackb(data, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types on bad input

@@ -19,6 +19,8 @@ This module knows nothing of tiers or LevelDB; the store hands it callables.
   with the leader's traceback); a ``BaseException`` that is not an
   ``Exception`` (such as ``KeyboardInterrupt``) reaches waiters as a
   ``TierStoreError`` whose ``__cause__`` is it. Nothing is kept: the key is free.
+- A caller that would wait for a load its own thread is running (a loader
+  asking for its own key) raises ``RuntimeError`` at once instead.
 - Renewals (loads of a key that still has a value to serve) are rate limited
   per key by ``claim_renewal``; only keys renewed in the last interval are kept.
 - A lease runs from ``begin``: a background load queued behind busy workers uses
@@ -67,11 +69,12 @@ def check_policy(on_busy: object) -> str:
 class Flight:
     """One load of one key: its lease, its result and the event its waiters wait on."""
 
-    __slots__ = ("key", "deadline", "waiters", "_done", "_value", "_error", "_traceback")
+    __slots__ = ("key", "deadline", "waiters", "owner", "_done", "_value", "_error", "_traceback")
 
     def __init__(self, key: Hashable, deadline: float) -> None:
         self.key = key
         self.deadline = deadline
+        self.owner: int | None = None  # the thread running the load, once it runs
         self.waiters = 0  # callers that waited on it (exact: counted under the table lock)
         self._done = threading.Event()
         self._value: Any = None
@@ -156,6 +159,7 @@ class Flights:
 
     def lead(self, flight: Flight, load: Callable[[Flight], Any]) -> Any:
         """Run ``load(flight)`` as the flight's leader and publish its outcome."""
+        flight.owner = threading.get_ident()
         try:
             value = load(flight)
         except BaseException as exc:
@@ -192,6 +196,7 @@ class Flights:
                 answer = busy()
                 if answer is not NOTHING:
                     return answer
+            _refuse_reentry(flight)
             self._note_wait(flight, count=not counted)
             counted = True
             if self._follow(flight, give_up):
@@ -233,3 +238,17 @@ class Flights:
                 break
             del self._renewed[key]
         self._prune_at = max(_PRUNE_FLOOR, 2 * len(self._renewed))
+
+
+def _refuse_reentry(flight: Flight) -> None:
+    """Refuse to wait for a load the calling thread is itself running (it would wait for itself).
+
+    ``RuntimeError``, as for ``Thread.join`` of the current thread: it is a bug in
+    the loader, not a condition of the store, so it is not a ``TierStoreError`` that
+    code falling back to the source on store errors would swallow.
+    """
+    if flight.owner == threading.get_ident() and not flight.done:
+        raise RuntimeError(
+            f"a loader of {flight.key!r} called get_or_load on its own key in the same thread; "
+            "it would wait for itself (load the value directly, or use another key)"
+        )

@@ -28,6 +28,9 @@ Decisions where the design is silent:
   called until the swap are carried over, keys set before are not (the caller's
   ``keys`` are the source's truth).
 * ``set`` of ``ABSENT`` (a negative entry) admits nothing: the source said no.
+* ``guard_keys``/``rebuild_guard`` of a single str or bytes is a ``TypeError``
+  (pass ``[key]``), not the iterable of its characters, nor silently one key:
+  the call takes many keys, and guessing would hide the caller's mistake.
 * Over capacity means the estimated error rate (from the bits actually set, so
   repeated sets of one key never count) is past twice the target: one warning
   per filter, and ``over_capacity`` for ``stats()``.
@@ -160,7 +163,7 @@ class Guard:
 
     def add_many(self, keys: Iterable[Key]) -> None:
         """Admit every key (all validated first: a bad key changes nothing)."""
-        encoded = [codec.encode_key(key) for key in keys]
+        encoded = _encode_keys(keys)
         with self._lock:
             for data in encoded:
                 self._changes += self._filter.add_encoded(data)
@@ -205,7 +208,7 @@ class Guard:
         with self._lock:
             self._carry = carry
         try:
-            encoded = [codec.encode_key(key) for key in keys]
+            encoded = _encode_keys(keys)
             bloom = BloomFilter(max(self._capacity, 2 * len(encoded)), self._error_rate)
             for data in encoded:
                 bloom.add_encoded(data)
@@ -261,3 +264,17 @@ class Guard:
     def pending(self) -> int:
         """Changes not yet saved (newly admitted keys, plus one for a filter never saved)."""
         return self._changes - self._saved_changes
+
+
+def _encode_keys(keys: object) -> list[bytes]:
+    """Encode every key of an iterable of keys; a single str/bytes key is refused, not iterated."""
+    if isinstance(keys, (str, bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"expected an iterable of keys such as [key], not a single {type(keys).__name__}: "
+            "a str or bytes is one key, not a sequence of keys"
+        )
+    try:
+        iterator = iter(keys)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"expected an iterable of keys, not {type(keys).__name__}") from None
+    return [codec.encode_key(key) for key in iterator]

@@ -33,6 +33,12 @@ The algorithm of DESIGN.md §3 "get_or_load", over a store it knows only through
   failures, ``refreshes``/``refresh_errors`` background ones (refresh-ahead,
   XFetch, ``refresh_every``); ``load_waits`` counts callers that waited.
 - The value returned is the one the tiers would return (a tuple reads as a list).
+- A loader's value that tier 2 could not give back raises to the load's callers
+  (``TypeError``/``ValueError``/``OverflowError`` naming the key); nothing is stored.
+- A loader that asks for its own key in its own thread gets ``RuntimeError`` at
+  once (see ``flight``); loading other keys from a loader works.
+- ``cached`` keys start with ``name=`` or the function's module and qualified
+  name; lambdas and ``<locals>`` functions need ``name=`` or ``key=``.
 """
 
 from __future__ import annotations
@@ -228,7 +234,7 @@ class Loading:
         version = None
         if isinstance(result, Versioned):
             result, version = result.value, codec.check_version(result.version)
-        value = ABSENT if result is None or result is ABSENT else _plain(result)
+        value = ABSENT if result is None or result is ABSENT else _plain(key, result)
         if not self._fill(key, value, version, ttl, flight, load_time):
             self._stats["fills_rejected"] += 1
         return value
@@ -322,21 +328,29 @@ class Loading:
     # -- memoizing ------------------------------------------------------------------------
 
     def cached(
-        self, ttl: Any = ..., key: Callable[..., Key] | None = None
+        self, ttl: Any = ..., key: Callable[..., Key] | None = None, name: str | None = None
     ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
-        """A decorator memoizing a function through ``get_or_load``, keyed by ``key(...)`` or ``_call_key``."""
+        """A decorator memoizing a function through ``get_or_load``, keyed by ``key(...)`` or ``_call_key``.
+
+        Keys start with ``name`` or, by default, the function's module and qualified
+        name; a lambda or a function defined in another (``<locals>``) needs ``name=``
+        or ``key=``, since two closures from one factory share a qualified name.
+        """
         if ttl is not ...:
             check_ttl(ttl)
         if key is not None and not callable(key):
             raise TypeError(f"key must be a callable building the key from the arguments, not {type(key).__name__}")
+        if key is not None and name is not None:
+            raise TypeError("cached takes name= or key=, not both: key= builds the whole key")
+        named = None if name is None else _name_prefix(name)
         check_open, get_or_load = self._check_open, self.get_or_load
 
         def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-            prefix = f"{fn.__module__}:{fn.__qualname__}:".encode()
+            prefix = named if named is not None or key is not None else _function_prefix(fn)
 
             @functools.wraps(fn)
             def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-                cache_key = key(*args, **kwargs) if key is not None else _call_key(prefix, args, kwargs)
+                cache_key = key(*args, **kwargs) if key is not None else _call_key(prefix or b"", args, kwargs)
                 check_open()
                 result: _R = get_or_load(cache_key, lambda: fn(*args, **kwargs), ttl)
                 return result
@@ -353,11 +367,63 @@ def _answers(record: Record, now: float) -> bool:
     return record.expires_at is None or record.expires_at > now
 
 
-def _plain(value: Any) -> Any:
-    """``value`` as the tiers would return it (a tuple becomes a list); ``TypeError`` if unencodable."""
-    if type(value) in codec.PLAIN_TYPES:
-        return value
-    return codec.plain_value(value, codec.pack_record(msgpack.Packer(), value, 0, None, 0, 0.0, None, 0))
+def _plain(key: Key, value: Any) -> Any:
+    """``value`` as the tiers would return it (a tuple becomes a list).
+
+    A value tier 2 could not give back raises to the load's callers (the error's
+    own type, naming the key) rather than being returned uncached: a loader that
+    never fills the cache is a bug to see at once, not a slowdown to find later.
+    A fill runs once per load, so packing here as well costs little.
+    """
+    try:  # packed even when plain: a lone surrogate or a 65-bit int is refused before the fill
+        return codec.plain_value(value, codec.pack_record(msgpack.Packer(), value, 0, None, 0, 0.0, None, 0))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _refusal(exc)(f"the loader of {key!r} returned a value that cannot be cached: {exc}") from None
+
+
+def _refusal(exc: Exception) -> type[Exception]:
+    """The plain exception type to re-raise ``exc`` as, with a message of our own."""
+    for kind in (TypeError, OverflowError, ValueError):
+        if isinstance(exc, kind):
+            return kind
+    return ValueError
+
+
+_HASHED_TAIL = len(b"sha256:") + hashlib.sha256().digest_size
+
+
+def _name_prefix(name: object) -> bytes:
+    """The key prefix of ``cached(name=...)``: ``TypeError``/``ValueError`` for a name no key could start with."""
+    if not isinstance(name, str):
+        raise TypeError(f"cached name= must be a str, not {type(name).__name__}")
+    if not name:
+        raise ValueError("cached name= must not be empty")
+    try:
+        prefix = f"{name}:".encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"cached name= is not valid Unicode: {exc}") from None
+    if len(prefix) + _HASHED_TAIL > codec.MAX_KEY_BYTES:
+        raise ValueError(f"cached name= is {len(prefix) - 1} bytes encoded; keys are limited to {codec.MAX_KEY_BYTES}")
+    return prefix
+
+
+def _function_prefix(fn: object) -> bytes:
+    """The default key prefix of a ``cached`` function: its module and qualified name.
+
+    A lambda or a function defined inside another is refused (``TypeError``): every
+    closure a factory makes has the same qualified name, so they would share entries.
+    """
+    if not callable(fn):
+        raise TypeError(f"cached decorates a function, not {type(fn).__name__}")
+    qualname = getattr(fn, "__qualname__", None)
+    if not isinstance(qualname, str):
+        raise TypeError(f"cached needs name= (or key=) for {fn!r}, which has no __qualname__")
+    if "<lambda>" in qualname or "<locals>" in qualname:
+        raise TypeError(
+            f"cached needs name= (or key=) for {qualname}: lambdas, and functions defined inside another, "
+            "share their qualified name with every other one made there"
+        )
+    return f"{getattr(fn, '__module__', None)}:{qualname}:".encode(errors="surrogatepass")
 
 
 def _call_key(prefix: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 import msgpack
 
@@ -187,7 +187,7 @@ class TierStore:
 
     def _decode(self, disk_key: bytes, data: bytes) -> Record | None:
         try:
-            return codec.unpack_record(data)
+            return codec.unpack_record(data, self._options.max_value_bytes)
         except CorruptRecord as exc:
             self._count_corrupt(disk_key, exc)
             return None
@@ -301,6 +301,9 @@ class TierStore:
         data = codec.pack_record(self._packers[stripe], value, version, expires_at, flags, now, ttl, seq, load_time)
         if len(data) > self._options.max_value_bytes:
             raise ValueError(f"value is {len(data)} bytes encoded; max_value_bytes is {self._options.max_value_bytes}")
+        if type(value) not in codec.PLAIN_TYPES:
+            # decoded as tier 2 would decode it: refuses what tier 2 could not give back, before any write
+            value = codec.plain_value(value, data)
         if version and not self._versioned:
             self._mark_versioned()
         self._memory.begin_write(key)  # until tier 1 is updated, no older record is promoted
@@ -312,8 +315,6 @@ class TierStore:
         except BaseException:
             self._memory.discard(key)  # what tier 2 holds is unknown: tier 1 forgets the key
             raise
-        if type(value) not in codec.PLAIN_TYPES:  # decoded on first read, as tier 2 would decode it
-            return Record.deferred(data, version, expires_at, flags, now, ttl, seq, load_time)
         return Record(value, version, expires_at, flags, now, ttl, seq, len(data), load_time)
 
     def _mark_versioned(self) -> None:
@@ -441,18 +442,41 @@ class TierStore:
             raise self._unusable()
         return self._scheduler.drain(timeout)
 
-    def cached(
-        self, ttl: Any = ..., key: Callable[..., Key] | None = None
-    ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
-        """A decorator memoizing a function through ``get_or_load``.
+    @overload
+    def cached(self, fn: Callable[_P, _R], /) -> Callable[_P, _R]: ...
 
-        The key is the function's module and ``__qualname__`` plus its arguments
-        encoded with msgpack (``TypeError`` when they cannot be); keyword arguments
-        are sorted by name, and ``f(1)`` and ``f(a=1)`` are different keys (as in
-        ``functools.lru_cache``). Keys longer than the key limit use a SHA-256 of the
+    @overload
+    def cached(
+        self,
+        fn: None = None,
+        /,
+        *,
+        ttl: Any = ...,
+        key: Callable[..., Key] | None = None,
+        name: str | None = None,
+    ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
+
+    def cached(
+        self,
+        fn: Callable[_P, _R] | None = None,
+        /,
+        *,
+        ttl: Any = ...,
+        key: Callable[..., Key] | None = None,
+        name: str | None = None,
+    ) -> Any:
+        """A decorator memoizing a function through ``get_or_load``; bare ``@store.cached`` works too.
+
+        The key is ``name`` (default: the function's module and ``__qualname__``) plus
+        its arguments encoded with msgpack (``TypeError`` when they cannot be); keyword
+        arguments are sorted by name, and ``f(1)`` and ``f(a=1)`` are different keys (as
+        in ``functools.lru_cache``). Keys longer than the key limit use a SHA-256 of the
         arguments. ``key=`` is a callable building the key from the arguments instead.
+        A lambda or a function defined inside another needs ``name=`` or ``key=``
+        (``TypeError`` at decoration): two closures must never share entries.
         """
-        return self._loading.cached(ttl, key)
+        decorate = self._loading.cached(ttl, key, name)
+        return decorate if fn is None else decorate(fn)
 
     def _open_loading(self) -> Loading:
         """The loading algorithm, wired to this store's primitives and shared parts."""
@@ -480,7 +504,8 @@ class TierStore:
     def guard_keys(self, keys: Iterable[Key]) -> None:
         """Admit keys that exist in the source to the existence filter and save it before returning.
 
-        A bad key raises (``TypeError``/``ValueError``) before any key is admitted.
+        A bad key raises (``TypeError``/``ValueError``) before any key is admitted; so
+        does a single str or bytes (``TypeError``: pass ``[key]``).
         Without ``guard=True`` there is no filter: ``TierStoreError``.
         """
         guard = self._require_guard()
