@@ -1,4 +1,4 @@
-"""Checkpoints into persist_path and restore on open (tierstore/persist.py)."""
+"""Checkpoints into persist_path and restore on open (tierstore/checkpoint.py, tierstore/restore.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import pytest
 
 from tests.conftest import FakeClock
 from tierstore import StoreLocked, TierStore, TierStoreError
+from tierstore.checkpoint import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, checkpoint_info, decode_checkpoint_info
 from tierstore.codec import encode_key
 from tierstore.disk import NS_ENTRY, NS_META
 from tierstore.errors import CorruptRecord
-from tierstore.persist import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, checkpoint_info, decode_checkpoint_info
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
 
