@@ -28,8 +28,10 @@ Decisions (DESIGN.md is silent on them):
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -37,9 +39,21 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgpack
+import plyvel
 
-from .disk import DEFAULT_CACHE_BYTES, META_OPEN, META_SCHEMA, DiskTier, Op, meta_key, open_leveldb
-from .errors import CorruptRecord, CorruptStore
+from .disk import (
+    DEFAULT_CACHE_BYTES,
+    META_OPEN,
+    META_SCHEMA,
+    NS_META,
+    DiskTier,
+    Op,
+    leveldb_message,
+    make_private_dirs,
+    meta_key,
+    open_leveldb,
+)
+from .errors import CorruptRecord, CorruptStore, PermissionDenied, StorageFull, TierStoreError
 
 __all__ = [
     "TrackedDisk",
@@ -52,6 +66,7 @@ __all__ = [
     "NOT_DATA",
     "decode_checkpoint_info",
     "checkpoint_info",
+    "os_failure",
 ]
 
 log = logging.getLogger("tierstore")
@@ -79,6 +94,9 @@ _BATCH_BYTES = 1 << 20
 _READ_CHUNK = 256
 #: Files LevelDB may leave in a directory it never finished creating.
 NOT_DATA = frozenset({"LOCK", "LOG", "LOG.old"})
+# Every file name LevelDB itself creates in a database directory.
+_LEVELDB_FILE = re.compile(r"CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb|sst|dbtmp)")
+_NO_SPACE = "No space left on device"
 
 
 def _at(point: str) -> None:
@@ -207,16 +225,20 @@ class Checkpointer:
         self.count = 0
 
     def checkpoint(self) -> dict[str, Any]:
-        """Copy what changed since the last checkpoint (everything, when that is unknown)."""
+        """Copy what changed since the last checkpoint (everything, when that is unknown).
+
+        A full disk raises ``StorageFull``; the next checkpoint is then a full
+        resync. A damaged checkpoint directory is set aside and written anew.
+        """
         with self._lock:
             started = time.monotonic()
             keys = self._disk.take_changes()
             expected, self._expected = self._expected, None  # stays None if this one fails
-            db = _open_persist(self.path)
             try:
-                result = self._run(db, keys, expected)
-            finally:
-                db.close()
+                result = self._attempt(keys, expected)
+            except _Damaged as damaged:
+                self._set_aside(str(damaged))
+                result = self._attempt(keys, None)
             _at("done")
             self._expected = result.pop("generation")
             self.count += 1
@@ -230,17 +252,65 @@ class Checkpointer:
         self._disk.put_meta(META_CHECKPOINT_GENERATION, self._expected, sync=True)
         return result
 
+    def _attempt(self, keys: set[bytes], expected: str | None) -> dict[str, Any]:
+        """One checkpoint into ``persist_path``, errors from below mapped; ``_Damaged`` if it is corrupt."""
+        where = f"checkpoint into {self.path}"
+        try:
+            db = _open_persist(self.path)
+            try:
+                return self._run(db, keys, expected)
+            finally:
+                db.close()
+        except plyvel.CorruptionError as exc:
+            raise _Damaged(leveldb_message(exc)) from None
+        except CorruptStore as exc:
+            raise _Damaged(str(exc)) from None
+        except plyvel.IOError as exc:
+            raise StorageFull(f"{where} failed: {leveldb_message(exc)}") from None
+        except OSError as exc:
+            raise os_failure(exc, where) from None
+        except TierStoreError as exc:
+            if _NO_SPACE in str(exc):  # open_leveldb reports LevelDB's IO errors at open generically
+                raise StorageFull(f"{where} failed: {exc}") from None
+            raise
+
+    def _set_aside(self, damage: str) -> None:
+        """Move a damaged checkpoint directory aside (never deleted) so a new one can be written."""
+        real = os.path.realpath(self.path)
+        try:
+            strangers = [name for name in os.listdir(real) if not _LEVELDB_FILE.fullmatch(name)]
+        except OSError as exc:
+            raise os_failure(exc, f"checkpoint into {self.path}") from None
+        if strangers:
+            raise CorruptStore(
+                f"checkpoint directory {self.path} is damaged ({damage}) and holds files that are not "
+                f"LevelDB's ({', '.join(sorted(strangers)[:3])}): left as it is"
+            )
+        aside = f"{real}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        try:
+            os.rename(real, aside)
+        except OSError as exc:
+            raise os_failure(exc, f"setting the damaged checkpoint {self.path} aside") from None
+        log.error("checkpoint %s was damaged (%s); moved to %s, writing a new one", self.path, damage, aside)
+
     def _run(self, db: Any, keys: set[bytes], expected: str | None) -> dict[str, Any]:
         previous = checkpoint_info(db.get(CHECKPOINT_RECORD))
         full = expected is None or previous.get("generation") != expected or not previous.get("complete")
         writer = _Writer(db, self._rate)
-        writer.put(CHECKPOINT_RECORD, _pack_info({**previous, "complete": False, "started": time.time()}))
         snapshot = self._disk.snapshot()
         try:
+            # First, in one batch: the record saying a checkpoint is under way, with the
+            # schema and the other meta records (such as "the store holds versions"), so a
+            # checkpoint killed at any later point opens with the rules its entries need.
+            writer.put(CHECKPOINT_RECORD, _pack_info({**previous, "complete": False, "started": time.time()}))
+            meta = self._copy_meta(keys, full, snapshot, writer)
+            writer.flush()
+            _at("record")
             if full:
                 scanned = self._copy_all(db, snapshot, writer)
             else:
-                scanned = self._copy_keys(sorted(keys - WORKING_ONLY), snapshot, writer)
+                rest = sorted(key for key in keys - WORKING_ONLY if key[:1] != NS_META)
+                scanned = meta + self._copy_keys(rest, snapshot, writer)
             writer.flush()
         finally:
             self._disk.release(snapshot)
@@ -268,6 +338,15 @@ class Checkpointer:
             "full": full,
             "generation": generation,
         }
+
+    def _copy_meta(self, keys: set[bytes], full: bool, snapshot: Any, writer: _Writer) -> int:
+        """The meta records (all of them, or those that changed), ahead of everything else."""
+        if not full:
+            return self._copy_keys(sorted(key for key in keys - WORKING_ONLY if key[:1] == NS_META), snapshot, writer)
+        for key, value in self._disk.scan(NS_META, snapshot=snapshot):
+            if key not in WORKING_ONLY:
+                writer.put(key, value)
+        return 0
 
     def _copy_keys(self, keys: list[bytes], snapshot: Any, writer: _Writer) -> int:
         """Incremental: each changed key's state in the snapshot (absent means deleted)."""
@@ -326,10 +405,24 @@ def _merge(source: Iterator[tuple[bytes, bytes]], target: Iterator[tuple[bytes, 
 
 
 def _open_persist(path: str) -> Any:
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    make_private_dirs(path)
     if not os.path.isfile(os.path.join(path, "CURRENT")) and set(os.listdir(path)) - NOT_DATA:
         raise CorruptStore(f"checkpoint directory {path} holds files but no LevelDB CURRENT file")
     return open_leveldb(path, create=True)
+
+
+class _Damaged(Exception):
+    """The checkpoint directory is corrupt (internal: it is set aside and written anew)."""
+
+
+def os_failure(exc: OSError, doing: str) -> TierStoreError:
+    """An OS error as the ``TierStoreError`` it means, naming what was being done."""
+    message = f"{doing}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(message)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDenied(message)
+    return TierStoreError(message)
 
 
 def _pack_info(info: dict[str, Any]) -> bytes:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import plyvel
 
 from .checkpoint import (
@@ -34,19 +35,32 @@ from .checkpoint import (
     WORKING_ONLY,
     TrackedDisk,
     checkpoint_info,
+    os_failure,
 )
 from .disk import (
     DEFAULT_CACHE_BYTES,
     META_OPEN,
     META_SCHEMA,
+    META_VERSIONED,
+    NS_ENTRY,
     SCHEMA_VERSION,
     DiskTier,
+    decode_meta,
     decode_schema,
     leveldb_message,
+    make_private_dirs,
     meta_key,
     open_leveldb,
 )
-from .errors import CorruptRecord, CorruptStore, SchemaTooNew, StorageFull, StoreLocked, TierStoreError
+from .errors import (
+    CorruptRecord,
+    CorruptStore,
+    SchemaTooNew,
+    StorageFull,
+    StoreLocked,
+    TierStoreError,
+)
+from .ranking import repair_indexes
 
 __all__ = ["open_disk"]
 
@@ -58,6 +72,7 @@ _hook: Callable[[str], None] | None = None
 
 _OPEN_MARK = meta_key(META_OPEN)
 _SCHEMA_RECORD = meta_key(META_SCHEMA)
+_VERSIONED_RECORD = meta_key(META_VERSIONED)
 _BATCH_OPS = 1000
 # LevelDB table footer magic (fixed64, little endian), the last 8 bytes of a table file.
 _TABLE_MAGIC = (0xDB4775248B80FB57).to_bytes(8, "little")
@@ -70,17 +85,20 @@ def _at(point: str) -> None:
         hook(point)
 
 
-def open_disk(path: str, persist_path: str | None, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> tuple[DiskTier, bool]:
+def open_disk(
+    path: str | os.PathLike[str], persist_path: str | os.PathLike[str] | None, *, cache_bytes: int = DEFAULT_CACHE_BYTES
+) -> tuple[DiskTier, bool]:
     """Open the working directory (restoring it from ``persist_path`` when needed).
 
     Returns the disk tier (a ``TrackedDisk`` when ``persist_path`` is set) and
     whether it was restored from the checkpoint.
     """
-    kind = _untracked if persist_path is None else TrackedDisk
+    path = os.fspath(path)
+    persist = None if persist_path is None else os.fspath(persist_path)
+    kind = _untracked if persist is None else TrackedDisk
     factory: Callable[[str], DiskTier] = functools.partial(kind, cache_bytes=cache_bytes)
     problem: TierStoreError | None = None
-    state = _directory_state(path)
-    if state == "data":
+    if _directory_state(path) == "data":
         try:
             return _open_checked(path, factory), False
         except (StoreLocked, SchemaTooNew, StorageFull):
@@ -89,19 +107,38 @@ def open_disk(path: str, persist_path: str | None, *, cache_bytes: int = DEFAULT
             problem = exc
         except plyvel.Error as exc:  # a damaged table read while checking the schema
             problem = CorruptStore(f"store {path} is corrupt: {leveldb_message(exc)}")
-    if persist_path is None:
+    if persist is None:
         if problem is not None:
             raise _without_checkpoint(problem, "no persist_path is set")
         return factory(path), False
-    source = _open_checkpoint(persist_path, must=problem is not None, working_problem=problem)
-    if source is None:
-        if problem is not None:
-            raise _without_checkpoint(problem, f"there is no checkpoint in {persist_path}")
-        return factory(path), False
+    restored = _restore_from(persist, path, problem)
+    return factory(path), restored
+
+
+def _restore_from(persist_path: str, path: str, problem: TierStoreError | None) -> bool:
+    """Restore ``path`` from the checkpoint; whether there was one to restore.
+
+    A damaged checkpoint is an error only when the working directory is damaged
+    too; in place of a missing one the store starts cold, and says so in the log.
+    """
     try:
-        restored = _restore(source, path, aside=problem is not None)
-    finally:
-        source.close()
+        source = _open_checkpoint(persist_path)
+        if source is None:
+            if problem is not None:
+                raise _without_checkpoint(problem, f"there is no checkpoint in {persist_path}")
+            return False
+        try:
+            restored = _restore(source, path, aside=problem is not None)
+        finally:
+            source.close()
+    except (CorruptStore, CorruptRecord, plyvel.CorruptionError) as exc:
+        damage = leveldb_message(exc) if isinstance(exc, plyvel.Error) else str(exc)
+        if problem is not None:
+            raise CorruptStore(f"{problem}; the checkpoint in {persist_path} is unusable too: {damage}") from None
+        log.error("%s: the checkpoint in %s is unusable, starting with an empty store: %s", path, persist_path, damage)
+        return False
+    except OSError as exc:
+        raise os_failure(exc, f"restoring {path} from {persist_path}") from None
     reason = "missing or empty" if problem is None else f"unusable ({problem})"
     log.warning(
         "%s: working directory was %s; restored %d records from the checkpoint in %s%s",
@@ -113,7 +150,7 @@ def open_disk(path: str, persist_path: str | None, *, cache_bytes: int = DEFAULT
     )
     if restored.moved_to:
         log.warning("%s: the unusable directory was moved to %s", path, restored.moved_to)
-    return factory(path), True
+    return True
 
 
 def _untracked(path: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> DiskTier:
@@ -184,19 +221,15 @@ def _table_damage(path: str, tables: list[str]) -> str | None:
     return None
 
 
-def _open_checkpoint(persist_path: str, *, must: bool, working_problem: TierStoreError | None) -> Any:
-    """The checkpoint LevelDB when ``persist_path`` holds one, else ``None``."""
+def _open_checkpoint(persist_path: str) -> Any:
+    """The checkpoint LevelDB when ``persist_path`` holds one, else ``None``.
+
+    A directory without ``CURRENT`` or without a checkpoint record is a
+    checkpoint whose creation was interrupted: ignored.
+    """
     if not os.path.isfile(os.path.join(persist_path, "CURRENT")):
         return None
-    try:
-        db = open_leveldb(persist_path, create=False)
-    except StoreLocked:
-        raise
-    except TierStoreError as exc:
-        if must:
-            raise CorruptStore(f"{working_problem}; the checkpoint in {persist_path} is unusable too: {exc}") from None
-        log.error("checkpoint %s is unusable, starting with an empty store: %s", persist_path, exc)
-        return None
+    db = open_leveldb(persist_path, create=False)
     try:
         if db.get(CHECKPOINT_RECORD) is None:
             db.close()
@@ -231,36 +264,80 @@ class _Restored:
 
 
 def _restore(source: Any, path: str, *, aside: bool) -> _Restored:
-    """Copy the checkpoint into ``<path>.restoring``, then put it in place of ``path``."""
-    staging = path.rstrip(os.sep) + ".restoring"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging, mode=0o700)
+    """Copy the checkpoint into a staging directory beside ``path``'s real directory, then rename it in.
+
+    A symlinked working directory is restored into the link's target; the link stays.
+    """
+    real = os.path.realpath(path)
+    staging = real + ".restoring"
+    shutil.rmtree(staging, ignore_errors=True)  # left by a restore that was killed
+    make_private_dirs(staging)
     target = open_leveldb(staging, create=True)
-    records = 0
     try:
-        batch = target.write_batch()
-        for key, value in source.iterator():
-            if key == CHECKPOINT_RECORD or key in WORKING_ONLY:
-                continue
-            batch.put(key, value)
-            records += 1
-            if records % _BATCH_OPS == 0:
-                batch.write()
-                _at("restore-batch")
-                batch = target.write_batch()
-        # Marked as an unclean session: parts with derived state rebuild it.
-        batch.put(_OPEN_MARK, b"\x01")
-        batch.write()
+        records = _copy(source, target)
+        repair_indexes(target)
         info = checkpoint_info(source.get(CHECKPOINT_RECORD))
     finally:
         target.close()
     _at("restore-built")
     moved_to = None
-    if os.path.lexists(path):
+    if os.path.lexists(real):
         if aside:
-            moved_to = f"{path.rstrip(os.sep)}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-            os.rename(path, moved_to)
+            moved_to = f"{real}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+            os.rename(real, moved_to)
         else:
-            shutil.rmtree(path)
-    os.rename(staging, path)
+            shutil.rmtree(real)  # empty, or what LevelDB leaves of a creation it never finished
+    os.rename(staging, real)
     return _Restored(records, bool(info.get("complete")), moved_to)
+
+
+def _copy(source: Any, target: Any) -> int:
+    """Copy the store's records; add what an interrupted checkpoint may lack. Returns the count.
+
+    The schema record and the "store holds versions" record may be missing from a
+    checkpoint killed early; the second is derived from the entries copied, so the
+    version rule holds after the restore. The copy is marked as an unclean
+    session: parts with derived state rebuild it.
+    """
+    versioned = _is_true(source.get(_VERSIONED_RECORD))
+    records = 0
+    batch = target.write_batch()
+    for key, value in source.iterator():
+        if key == CHECKPOINT_RECORD or key in WORKING_ONLY:
+            continue
+        if not versioned and key[:1] == NS_ENTRY and _entry_version(value) > 0:
+            versioned = True
+            batch.put(_VERSIONED_RECORD, msgpack.packb(True))
+        batch.put(key, value)
+        records += 1
+        if records % _BATCH_OPS == 0:
+            batch.write()
+            _at("restore-batch")
+            batch = target.write_batch()
+    if source.get(_SCHEMA_RECORD) is None:
+        batch.put(_SCHEMA_RECORD, msgpack.packb(SCHEMA_VERSION))
+    batch.put(_OPEN_MARK, b"\x01")
+    batch.write()
+    return records
+
+
+def _entry_version(data: bytes) -> int:
+    """The version field of an entry envelope (``[format, version, ...]``), read without the value; 0 if damaged."""
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(data)
+    try:
+        unpacker.read_array_header()
+        unpacker.skip()
+        version = unpacker.unpack()
+    except Exception:  # a damaged envelope is served as a miss; it carries no version here
+        return 0
+    return version if type(version) is int else 0
+
+
+def _is_true(raw: bytes | None) -> bool:
+    if raw is None:
+        return False
+    try:
+        return decode_meta(raw) is True
+    except Exception:  # a damaged flag: derive it from the entries instead
+        return False
