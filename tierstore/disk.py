@@ -181,6 +181,7 @@ class DiskTier:
             raise
         self._db_get = self._db.get
         self._db_put = self._db.put
+        self._refused: str | None = None  # set by a failed write: later writes would be lost
 
     def _check_schema(self) -> bool:
         """Refuse a newer schema; return whether the last session closed cleanly."""
@@ -242,7 +243,7 @@ class DiskTier:
                 raise StoreClosed(f"store {self.path} is closed")
             self._db_put(key, value)
         except plyvel.IOError as exc:
-            raise StorageFull(f"write to {self.path} failed: {leveldb_message(exc)}") from None
+            raise self._write_failed(exc) from None
         finally:
             active.pop()
 
@@ -253,6 +254,8 @@ class DiskTier:
         """Apply puts (value bytes) and deletes (value None) atomically."""
         self.enter()
         try:
+            if self._refused is not None:
+                raise StorageFull(self._refused)
             with self._db.write_batch(sync=sync) as batch:
                 for key, value in ops:
                     if value is None:
@@ -260,9 +263,23 @@ class DiskTier:
                     else:
                         batch.put(key, value)
         except plyvel.IOError as exc:
-            raise StorageFull(f"write to {self.path} failed: {leveldb_message(exc)}") from None
+            raise self._write_failed(exc) from None
         finally:
             self.exit()
+
+    def _write_failed(self, exc: plyvel.IOError) -> StorageFull:
+        """Refuse every later write until the store is reopened.
+
+        A failed write leaves LevelDB's log misaligned: records appended after it
+        read back as garbage at the next open, so acknowledging them would lose them.
+        """
+        self._refused = f"{self.path}: an earlier write failed ({leveldb_message(exc)}); reopen the store to write"
+
+        def refuse(key: bytes, value: bytes) -> None:
+            raise StorageFull(self._refused)
+
+        self._db_put = refuse
+        return StorageFull(f"write to {self.path} failed: {leveldb_message(exc)}")
 
     def get_meta(self, name: bytes) -> Any:
         raw = self.get(meta_key(name))
@@ -391,7 +408,8 @@ class DiskTier:
             while self._active:
                 time.sleep(0.0005)
             try:
-                self._db.delete(_META_OPEN, sync=True)
+                if self._refused is None:  # else the session stays marked unclean
+                    self._db.delete(_META_OPEN, sync=True)
             except plyvel.Error as exc:
                 raise StorageFull(f"{self.path}: could not mark the session closed: {leveldb_message(exc)}") from None
             finally:
