@@ -1,4 +1,4 @@
-"""Checkpoints into persist_path and restore on open (tierstore/persist.py)."""
+"""Checkpoints into persist_path and restore on open (tierstore/checkpoint.py, tierstore/restore.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import pytest
 
 from tests.conftest import FakeClock
 from tierstore import StoreLocked, TierStore, TierStoreError
+from tierstore.checkpoint import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, checkpoint_info, decode_checkpoint_info
 from tierstore.codec import encode_key
 from tierstore.disk import NS_ENTRY, NS_META
 from tierstore.errors import CorruptRecord
-from tierstore.persist import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, checkpoint_info, decode_checkpoint_info
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
 
@@ -318,3 +318,98 @@ def test_checkpoint_record_decoders(tmp_path: Path) -> None:
         decode_checkpoint_info(msgpack.packb([1]))
     with pytest.raises(CorruptRecord):
         decode_checkpoint_info(b"\xc1")
+
+
+# -- issue 11: paths, symlinks, private directories, damaged checkpoints ------------------------
+
+
+def test_pathlib_paths_checkpoint_and_restore(tmp_path: Path) -> None:
+    working, persist = tmp_path / "work", tmp_path / "persist"
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        store.set("k", "v", version=3)
+    shutil.rmtree(working)
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        assert store.stats()["restored_from_checkpoint"] == 1
+        assert store.get("k") == "v"
+        assert store.set("k", "old", version=2) is False
+
+
+def _damage_empty(target: Path) -> None:
+    for child in target.iterdir():
+        child.unlink()
+
+
+def _damage_corrupt(target: Path) -> None:
+    (target / "CURRENT").unlink()
+
+
+def _damage_missing(target: Path) -> None:
+    shutil.rmtree(target)
+
+
+LINK_DAMAGE = {"emptied": _damage_empty, "corrupt": _damage_corrupt, "missing": _damage_missing}
+
+
+@pytest.mark.parametrize("damage", sorted(LINK_DAMAGE))
+def test_symlinked_working_directory_is_restored_into_its_target(tmp_path: Path, damage: str) -> None:
+    target, link, persist = tmp_path / "disk" / "work", tmp_path / "work-link", str(tmp_path / "persist")
+    target.mkdir(parents=True)
+    link.symlink_to(target)
+    with open_store(str(link), persist) as store:
+        store.set("k", "v", version=2)
+    LINK_DAMAGE[damage](target)
+    with open_store(str(link), persist) as store:
+        assert store.stats()["restored_from_checkpoint"] == 1
+        assert store.get("k") == "v"
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert (target / "CURRENT").is_file()
+    assert not [name for name in os.listdir(tmp_path) if "restoring" in name]
+
+
+def test_directories_made_for_checkpoints_and_restores_are_private(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        persist = tmp_path / "p1" / "p2" / "persist"
+        working = tmp_path / "w1" / "w2" / "work"
+        with open_store(str(tmp_path / "work"), str(persist)) as store:
+            store.set("k", 1)
+        with open_store(str(working), str(persist)) as store:  # restored into new parents
+            assert store.get("k") == 1
+    finally:
+        os.umask(old)
+    for made in (tmp_path / "p1", tmp_path / "p1" / "p2", persist, tmp_path / "w1", tmp_path / "w1" / "w2", working):
+        assert made.stat().st_mode & 0o777 == 0o700, made
+
+
+def _garble_tables(directory: str) -> None:
+    """Overwrite the middle of every table file (the footer stays, so LevelDB opens it)."""
+    for name in os.listdir(directory):
+        if name.endswith(".ldb"):
+            path = os.path.join(directory, name)
+            size = os.path.getsize(path)
+            with open(path, "r+b") as table:
+                table.seek(size // 3)
+                table.write(os.urandom(max(64, size // 3)))
+
+
+def test_damaged_checkpoint_with_working_directory_lost_starts_cold(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    working, persist = paths(tmp_path)
+    with open_store(working, persist) as store:
+        for i in range(3000):
+            store.set(f"k{i}", os.urandom(40).hex())
+    plyvel.DB(persist).close()  # reopening turns the checkpoint's log into a table
+    assert any(name.endswith(".ldb") for name in os.listdir(persist))
+    _garble_tables(persist)
+    shutil.rmtree(working)
+    with caplog.at_level(logging.ERROR, logger="tierstore"), open_store(working, persist) as store:
+        assert store.stats()["restored_from_checkpoint"] == 0
+        store.set("after", "cold start")
+        result = store.checkpoint()  # the damaged checkpoint is set aside and written anew
+        assert result["full"] is True
+    assert persist in caplog.text
+    assert [name for name in os.listdir(tmp_path) if name.startswith("persist.corrupt-")]
+    shutil.rmtree(working)
+    with open_store(working, persist) as store:
+        assert store.get("after") == "cold start"

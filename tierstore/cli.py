@@ -313,7 +313,7 @@ def bloom_document(db: Any) -> dict[str, Any] | None:
 
 
 def checkpoint_document(db: Any) -> dict[str, Any] | None:
-    """The checkpoint record of a checkpoint directory (persist.py), or the generation a working
+    """The checkpoint record of a checkpoint directory (checkpoint.py), or the generation a working
     directory saved at its last clean close."""
     info = reader.read_checkpoint(db)
     if info is not None:

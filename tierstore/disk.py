@@ -156,6 +156,7 @@ class DiskTier:
             self._closed = False
             self.forked = False
             self._close_lock = threading.Lock()
+            self._refused: str | None = None  # set by a failed write: later writes would be lost
             self.was_clean = self._check_schema()
             self._db.put(_META_OPEN, b"\x01", sync=False)
             self._db_get = self._db.get
@@ -234,7 +235,7 @@ class DiskTier:
                 raise self.closed_error()
             self._db_put(key, value)
         except plyvel.Error as exc:
-            raise write_error(self.path, exc) from None
+            raise self._write_failed(exc) from None
         finally:
             active.pop()
 
@@ -245,6 +246,8 @@ class DiskTier:
         """Apply puts (value bytes) and deletes (value None) atomically."""
         self.enter()
         try:
+            if self._refused is not None:
+                raise StorageFull(self._refused)
             with self._db.write_batch(sync=sync) as batch:
                 for key, value in ops:
                     if value is None:
@@ -252,9 +255,23 @@ class DiskTier:
                     else:
                         batch.put(key, value)
         except plyvel.Error as exc:
-            raise write_error(self.path, exc) from None
+            raise self._write_failed(exc) from None
         finally:
             self.exit()
+
+    def _write_failed(self, exc: BaseException) -> TierStoreError:
+        """Refuse every later write until the store is reopened.
+
+        A failed write leaves LevelDB's log misaligned: records appended after it
+        read back as garbage at the next open, so acknowledging them would lose them.
+        """
+        self._refused = f"{self.path}: an earlier write failed ({leveldb_message(exc)}); reopen the store to write"
+
+        def refuse(key: bytes, value: bytes) -> None:
+            raise StorageFull(self._refused)
+
+        self._db_put = refuse
+        return write_error(self.path, exc)
 
     def get_meta(self, name: bytes, *, damaged: Any = None) -> Any:
         """The meta record ``name`` (None when missing); ``damaged`` in place of one that does not decode.
@@ -408,7 +425,8 @@ class DiskTier:
             while self._active:
                 time.sleep(0.0005)
             try:
-                self._db.delete(_META_OPEN, sync=True)
+                if self._refused is None:  # else the session stays marked unclean
+                    self._db.delete(_META_OPEN, sync=True)
             except plyvel.Error as exc:
                 raise write_error(self.path, exc) from None
             finally:

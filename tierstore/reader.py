@@ -30,6 +30,8 @@ from typing import Any, NamedTuple
 import plyvel
 
 from .bloom import BloomFilter
+from .checkpoint import CHECKPOINT_RECORD, META_CHECKPOINT, META_CHECKPOINT_GENERATION, checkpoint_info
+from .checkpoint import decode_checkpoint_info as check_checkpoint
 from .codec import NEGATIVE, TOMBSTONE, Key, Record, decode_key, encode_key, unpack_record
 from .counters import counter_name, decode_count
 from .disk import (
@@ -53,8 +55,6 @@ from .disk import (
 )
 from .errors import CorruptRecord, CorruptStore, StoreLocked, TierStoreError
 from .guard import META_CLEAN, META_FILTER
-from .persist import CHECKPOINT_RECORD, META_CHECKPOINT, META_CHECKPOINT_GENERATION, checkpoint_info
-from .persist import decode_checkpoint_info as check_checkpoint
 from .ranking import check_index_record, decode_index_meta, index_meta_key, parse_index_key, read_index
 from .sweep import decode_order_record
 
@@ -181,7 +181,7 @@ def read_schema(db: Any, path: str) -> int:
     """The schema version; refuse a directory without one or with a newer one."""
     raw = db.get(meta_key(META_SCHEMA))
     if raw is None and db.get(CHECKPOINT_RECORD) is not None:
-        return SCHEMA_VERSION  # an interrupted first checkpoint may not have copied it yet (as persist.py reads it)
+        return SCHEMA_VERSION  # an interrupted first checkpoint may not have copied it yet (as restore.py reads it)
     if raw is None and any(True for _ in db.iterator(prefix=NS_META, include_value=False)):
         missing = "its schema record is missing beside other meta records"
         raise Unreadable(f"{path}: a damaged store: {missing}", corrupt=True)
@@ -488,7 +488,7 @@ def take_census(db: Any, now: float, tick: Tick) -> Census:
 
 
 def is_checkpoint(db: Any) -> bool:
-    """Whether the directory is a checkpoint (persist.py's record) rather than a working directory."""
+    """Whether the directory is a checkpoint (checkpoint.py's record) rather than a working directory."""
     return db.get(CHECKPOINT_RECORD) is not None
 
 

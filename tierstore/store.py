@@ -21,6 +21,8 @@ from typing import Any, ParamSpec, TypeVar, overload
 import msgpack
 
 from . import codec
+from .checkpoint import STAT_KEYS as PERSIST_STAT_KEYS
+from .checkpoint import Checkpointer, TrackedDisk
 from .clock import Jitter, check_seconds, check_ttl
 from .codec import ABSENT, NEGATIVE, TOMBSTONE, UNDECODED, Entry, Key, Record, encode_key
 from .counters import Counters
@@ -32,10 +34,9 @@ from .leveldb import forked_error, on_fork
 from .loading import Loading, StoreCore
 from .memory import STRIPES, MemoryTier
 from .options import STAT_KEYS, Options
-from .persist import STAT_KEYS as PERSIST_STAT_KEYS
-from .persist import Checkpointer, TrackedDisk, open_disk
 from .ranking import DEFAULT_REFRESH_INTERVAL, IndexRefresher, Pairs, SortedIndex
 from .refresh import Handle, Scheduler
+from .restore import open_disk
 from .sweep import STAT_KEYS as SWEEP_STAT_KEYS
 from .sweep import Capacity, Sweeper, open_capacity
 
@@ -604,7 +605,7 @@ class TierStore:
     def _count_refresh_error(self, exc: BaseException) -> None:
         self._stats["index_refresh_errors"] += 1
 
-    # -- durability: checkpoints and sweeping (persist.py, sweep.py) ------------------
+    # -- durability: checkpoints and sweeping (checkpoint.py, restore.py, sweep.py) ------------------
 
     def _open_durability(self, restored: bool) -> None:
         """Wire the checkpointer, the capacity tracker, the sweeper and their timers."""

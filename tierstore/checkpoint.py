@@ -1,4 +1,4 @@
-"""Checkpoints of the working directory into a LevelDB at ``persist_path``, and restore on open.
+"""Checkpoints: copies of the working directory into a LevelDB at ``persist_path``.
 
 Decisions (DESIGN.md is silent on them):
 
@@ -22,28 +22,17 @@ Decisions (DESIGN.md is silent on them):
   the one this store wrote last (another store wrote there).
 - A checkpoint killed half way leaves a mix of the previous checkpoint and newer
   records in ``persist_path``; every record is one the store really held, and the
-  checkpoint record says the checkpoint is incomplete. Records that belong
-  together across namespaces (an index's member and order records) may disagree
-  in such a mix; a restore therefore marks the store as not cleanly closed so
-  parts that keep derived state rebuild it.
-- Restore: a working directory that is missing or empty is filled from the
-  checkpoint; one that cannot be opened because it is corrupt (including a
-  directory with LevelDB files but no ``CURRENT`` file, or a table file without
-  its footer) is moved aside to ``<path>.corrupt-<time>`` (never deleted) and
-  replaced by a copy of the checkpoint, built in ``<path>.restoring`` and renamed
-  into place. ``StoreLocked`` and ``SchemaTooNew`` never trigger a restore.
-  Without a checkpoint a corrupt directory raises ``CorruptStore``. When the
-  working directory is missing and the checkpoint itself is unreadable, the
-  store starts empty and logs an error: a cold cache beats no service.
+  checkpoint record says the checkpoint is incomplete. Restore (restore.py)
+  repairs what such a mix can break.
 """
 
 from __future__ import annotations
 
-import functools
+import errno
 import logging
 import os
+import re
 import secrets
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -56,37 +45,44 @@ from .disk import (
     DEFAULT_CACHE_BYTES,
     META_OPEN,
     META_SCHEMA,
-    SCHEMA_VERSION,
+    NS_META,
     DiskTier,
     Op,
-    decode_schema,
     leveldb_message,
+    make_private_dirs,
     meta_key,
     open_leveldb,
 )
-from .errors import CorruptRecord, CorruptStore, SchemaTooNew, StorageFull, StoreLocked, TierStoreError
+from .errors import CorruptRecord, CorruptStore, PermissionDenied, StorageFull, TierStoreError
 
 __all__ = [
     "TrackedDisk",
     "Checkpointer",
-    "open_disk",
     "STAT_KEYS",
     "CHECKPOINT_RECORD",
     "META_CHECKPOINT",
     "META_CHECKPOINT_GENERATION",
+    "WORKING_ONLY",
+    "NOT_DATA",
     "decode_checkpoint_info",
     "checkpoint_info",
+    "os_failure",
 ]
 
 log = logging.getLogger("tierstore")
 
 STAT_KEYS = ("checkpoint_ms", "restored_from_checkpoint")
 
+#: Test-only: when set, called with the name of each point a checkpoint passes
+#: ("record", "batch", "copied", "synced", "final", "done", "finish"), so a test
+#: can kill the process there. ``None`` in normal use (one global test per point).
+_hook: Callable[[str], None] | None = None
+
 # In the working directory only: the session marker (disk.py's) and the generation
 # of the checkpoint taken at the last clean close.
 META_CHECKPOINT_GENERATION = b"checkpoint_generation"
 _OPEN_MARK = meta_key(META_OPEN)
-_WORKING_ONLY = frozenset({_OPEN_MARK, meta_key(META_CHECKPOINT_GENERATION)})
+WORKING_ONLY = frozenset({_OPEN_MARK, meta_key(META_CHECKPOINT_GENERATION)})
 # In the checkpoint directory only: what the last checkpoint did (a msgpack map:
 # number, generation, time, complete, full, records, ...).
 META_CHECKPOINT = b"checkpoint"
@@ -96,11 +92,17 @@ _SCHEMA_RECORD = meta_key(META_SCHEMA)
 _BATCH_OPS = 1000
 _BATCH_BYTES = 1 << 20
 _READ_CHUNK = 256
-# LevelDB table footer magic (fixed64, little endian), the last 8 bytes of a table file.
-_TABLE_MAGIC = (0xDB4775248B80FB57).to_bytes(8, "little")
-_FOOTER_BYTES = 48
-# Files LevelDB may leave in a directory it never finished creating.
-_NOT_DATA = frozenset({"LOCK", "LOG", "LOG.old"})
+#: Files LevelDB may leave in a directory it never finished creating.
+NOT_DATA = frozenset({"LOCK", "LOG", "LOG.old"})
+# Every file name LevelDB itself creates in a database directory.
+_LEVELDB_FILE = re.compile(r"CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb|sst|dbtmp)")
+_NO_SPACE = "No space left on device"
+
+
+def _at(point: str) -> None:
+    hook = _hook
+    if hook is not None:
+        hook(point)
 
 
 class TrackedDisk(DiskTier):
@@ -134,207 +136,6 @@ class TrackedDisk(DiskTier):
         with self._changes_lock:
             changes, self._changes = self._changes, set()
         return changes
-
-
-# -- opening the working directory, restoring it when needed -----------------------------
-
-
-def open_disk(path: str, persist_path: str | None, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> tuple[DiskTier, bool]:
-    """Open the working directory (restoring it from ``persist_path`` when needed).
-
-    Returns the disk tier (a ``TrackedDisk`` when ``persist_path`` is set) and
-    whether it was restored from the checkpoint.
-    """
-    kind = _untracked if persist_path is None else TrackedDisk
-    factory: Callable[[str], DiskTier] = functools.partial(kind, cache_bytes=cache_bytes)
-    problem: TierStoreError | None = None
-    state = _directory_state(path)
-    if state == "data":
-        try:
-            return _open_checked(path, factory), False
-        except (StoreLocked, SchemaTooNew, StorageFull):
-            raise
-        except TierStoreError as exc:
-            problem = exc
-        except plyvel.Error as exc:  # a damaged table read while checking the schema
-            problem = CorruptStore(f"store {path} is corrupt: {leveldb_message(exc)}")
-    if persist_path is None:
-        if problem is not None:
-            raise _without_checkpoint(problem, "no persist_path is set")
-        return factory(path), False
-    source = _open_checkpoint(persist_path, must=problem is not None, working_problem=problem)
-    if source is None:
-        if problem is not None:
-            raise _without_checkpoint(problem, f"there is no checkpoint in {persist_path}")
-        return factory(path), False
-    try:
-        restored = _restore(source, path, aside=problem is not None)
-    finally:
-        source.close()
-    reason = "missing or empty" if problem is None else f"unusable ({problem})"
-    log.warning(
-        "%s: working directory was %s; restored %d records from the checkpoint in %s%s",
-        path,
-        reason,
-        restored.records,
-        persist_path,
-        "" if restored.complete else " (its last checkpoint was interrupted: newer records mixed in)",
-    )
-    if restored.moved_to:
-        log.warning("%s: the unusable directory was moved to %s", path, restored.moved_to)
-    return factory(path), True
-
-
-def _untracked(path: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> DiskTier:
-    """A plain ``DiskTier``; its writes are not tracked, so a checkpoint generation it holds is void."""
-    disk = DiskTier(path, cache_bytes=cache_bytes)
-    try:
-        if disk.get_meta(META_CHECKPOINT_GENERATION) is not None:
-            disk.put_meta(META_CHECKPOINT_GENERATION, None, sync=True)
-    except BaseException:
-        disk.close()
-        raise
-    return disk
-
-
-def _without_checkpoint(problem: TierStoreError, why: str) -> TierStoreError:
-    if isinstance(problem, CorruptStore):
-        return CorruptStore(f"{problem}; cannot restore it: {why}")
-    return problem
-
-
-def _directory_state(path: str) -> str:
-    """``"new"`` (missing, empty, or an unfinished LevelDB creation), ``"data"`` or ``"headless"``."""
-    try:
-        names = set(os.listdir(path))
-    except FileNotFoundError:
-        return "new"
-    except NotADirectoryError:
-        raise TierStoreError(f"store path {path} is not a directory") from None
-    if not names - _NOT_DATA:
-        return "new"
-    return "data"
-
-
-def _open_checked(path: str, factory: Callable[[str], DiskTier]) -> DiskTier:
-    """Open a directory that holds data, with checks LevelDB does not make at open.
-
-    Without ``CURRENT`` LevelDB would start a new, empty database over the old
-    files. Table footers are checked once the directory is locked, and only for
-    tables that were there before the open: LevelDB deleted the orphans by then,
-    and tables it is writing now are not complete yet.
-    """
-    names = os.listdir(path)
-    if "CURRENT" not in names:
-        raise CorruptStore(f"store {path} is corrupt: it holds LevelDB files but no CURRENT file")
-    disk = factory(path)
-    try:
-        damage = _table_damage(path, [name for name in names if name.endswith((".ldb", ".sst"))])
-    except BaseException:
-        disk.abandon()
-        raise
-    if damage is not None:
-        disk.abandon()
-        raise CorruptStore(f"store {path} is corrupt: {damage}")
-    return disk
-
-
-def _table_damage(path: str, tables: list[str]) -> str | None:
-    """The first table file (of those still present) that lacks its footer, described."""
-    for name in tables:
-        try:
-            with open(os.path.join(path, name), "rb") as table:
-                size = table.seek(0, os.SEEK_END)
-                if size < _FOOTER_BYTES:
-                    return f"table {name} is truncated ({size} bytes)"
-                table.seek(size - len(_TABLE_MAGIC))
-                if table.read(len(_TABLE_MAGIC)) != _TABLE_MAGIC:
-                    return f"table {name} has no valid footer (truncated or overwritten)"
-        except FileNotFoundError:
-            continue  # an orphan LevelDB removed at open
-        except OSError as exc:
-            return f"table {name} cannot be read: {exc}"
-    return None
-
-
-def _open_checkpoint(persist_path: str, *, must: bool, working_problem: TierStoreError | None) -> Any:
-    """The checkpoint LevelDB when ``persist_path`` holds one, else ``None``."""
-    if not os.path.isfile(os.path.join(persist_path, "CURRENT")):
-        return None
-    try:
-        db = open_leveldb(persist_path, create=False)
-    except StoreLocked:
-        raise
-    except TierStoreError as exc:
-        if must:
-            raise CorruptStore(f"{working_problem}; the checkpoint in {persist_path} is unusable too: {exc}") from None
-        log.error("checkpoint %s is unusable, starting with an empty store: %s", persist_path, exc)
-        return None
-    try:
-        if db.get(CHECKPOINT_RECORD) is None:
-            db.close()
-            return None
-        _check_checkpoint_schema(db, persist_path)
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def _check_checkpoint_schema(db: Any, persist_path: str) -> None:
-    raw = db.get(_SCHEMA_RECORD)
-    try:
-        schema = decode_schema(raw) if raw is not None else SCHEMA_VERSION
-    except CorruptRecord:
-        raise CorruptStore(f"checkpoint {persist_path}: the schema record is corrupt") from None
-    if schema > SCHEMA_VERSION:
-        raise SchemaTooNew(
-            f"checkpoint {persist_path} was written by a newer tierstore (schema {schema}; "
-            f"this version reads {SCHEMA_VERSION})"
-        )
-
-
-class _Restored:
-    __slots__ = ("records", "complete", "moved_to")
-
-    def __init__(self, records: int, complete: bool, moved_to: str | None) -> None:
-        self.records = records
-        self.complete = complete
-        self.moved_to = moved_to
-
-
-def _restore(source: Any, path: str, *, aside: bool) -> _Restored:
-    """Copy the checkpoint into ``<path>.restoring``, then put it in place of ``path``."""
-    staging = path.rstrip(os.sep) + ".restoring"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging, mode=0o700)
-    target = open_leveldb(staging, create=True)
-    records = 0
-    try:
-        batch = target.write_batch()
-        for key, value in source.iterator():
-            if key == CHECKPOINT_RECORD or key in _WORKING_ONLY:
-                continue
-            batch.put(key, value)
-            records += 1
-            if records % _BATCH_OPS == 0:
-                batch.write()
-                batch = target.write_batch()
-        # Marked as an unclean session: parts with derived state rebuild it.
-        batch.put(_OPEN_MARK, b"\x01")
-        batch.write()
-        info = checkpoint_info(source.get(CHECKPOINT_RECORD))
-    finally:
-        target.close()
-    moved_to = None
-    if os.path.lexists(path):
-        if aside:
-            moved_to = f"{path.rstrip(os.sep)}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-            os.rename(path, moved_to)
-        else:
-            shutil.rmtree(path)
-    os.rename(staging, path)
-    return _Restored(records, bool(info.get("complete")), moved_to)
 
 
 def decode_checkpoint_info(data: bytes) -> dict[str, Any]:
@@ -401,6 +202,7 @@ class _Writer:
                     batch.put(key, value)
         self._ops = []
         self._pending = 0
+        _at("batch")
         if self._rate is not None:
             ahead = self._started + self.bytes / self._rate - time.monotonic()
             if ahead > 0:
@@ -423,16 +225,21 @@ class Checkpointer:
         self.count = 0
 
     def checkpoint(self) -> dict[str, Any]:
-        """Copy what changed since the last checkpoint (everything, when that is unknown)."""
+        """Copy what changed since the last checkpoint (everything, when that is unknown).
+
+        A full disk raises ``StorageFull``; the next checkpoint is then a full
+        resync. A damaged checkpoint directory is set aside and written anew.
+        """
         with self._lock:
             started = time.monotonic()
             keys = self._disk.take_changes()
             expected, self._expected = self._expected, None  # stays None if this one fails
-            db = _open_persist(self.path)
             try:
-                result = self._run(db, keys, expected)
-            finally:
-                db.close()
+                result = self._attempt(keys, expected)
+            except _Damaged as damaged:
+                self._set_aside(str(damaged))
+                result = self._attempt(keys, None)
+            _at("done")
             self._expected = result.pop("generation")
             self.count += 1
             result["seconds"] = time.monotonic() - started
@@ -441,24 +248,75 @@ class Checkpointer:
     def finish(self) -> dict[str, Any]:
         """The final checkpoint of a clean close; lets the next session start incrementally."""
         result = self.checkpoint()
+        _at("finish")
         self._disk.put_meta(META_CHECKPOINT_GENERATION, self._expected, sync=True)
         return result
+
+    def _attempt(self, keys: set[bytes], expected: str | None) -> dict[str, Any]:
+        """One checkpoint into ``persist_path``, errors from below mapped; ``_Damaged`` if it is corrupt."""
+        where = f"checkpoint into {self.path}"
+        try:
+            db = _open_persist(self.path)
+            try:
+                return self._run(db, keys, expected)
+            finally:
+                db.close()
+        except plyvel.CorruptionError as exc:
+            raise _Damaged(leveldb_message(exc)) from None
+        except CorruptStore as exc:
+            raise _Damaged(str(exc)) from None
+        except plyvel.IOError as exc:
+            raise StorageFull(f"{where} failed: {leveldb_message(exc)}") from None
+        except OSError as exc:
+            raise os_failure(exc, where) from None
+        except TierStoreError as exc:
+            if _NO_SPACE in str(exc):  # open_leveldb reports LevelDB's IO errors at open generically
+                raise StorageFull(f"{where} failed: {exc}") from None
+            raise
+
+    def _set_aside(self, damage: str) -> None:
+        """Move a damaged checkpoint directory aside (never deleted) so a new one can be written."""
+        real = os.path.realpath(self.path)
+        try:
+            strangers = [name for name in os.listdir(real) if not _LEVELDB_FILE.fullmatch(name)]
+        except OSError as exc:
+            raise os_failure(exc, f"checkpoint into {self.path}") from None
+        if strangers:
+            raise CorruptStore(
+                f"checkpoint directory {self.path} is damaged ({damage}) and holds files that are not "
+                f"LevelDB's ({', '.join(sorted(strangers)[:3])}): left as it is"
+            )
+        aside = f"{real}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        try:
+            os.rename(real, aside)
+        except OSError as exc:
+            raise os_failure(exc, f"setting the damaged checkpoint {self.path} aside") from None
+        log.error("checkpoint %s was damaged (%s); moved to %s, writing a new one", self.path, damage, aside)
 
     def _run(self, db: Any, keys: set[bytes], expected: str | None) -> dict[str, Any]:
         previous = checkpoint_info(db.get(CHECKPOINT_RECORD))
         full = expected is None or previous.get("generation") != expected or not previous.get("complete")
         writer = _Writer(db, self._rate)
-        writer.put(CHECKPOINT_RECORD, _pack_info({**previous, "complete": False, "started": time.time()}))
         snapshot = self._disk.snapshot()
         try:
+            # First, in one batch: the record saying a checkpoint is under way, with the
+            # schema and the other meta records (such as "the store holds versions"), so a
+            # checkpoint killed at any later point opens with the rules its entries need.
+            writer.put(CHECKPOINT_RECORD, _pack_info({**previous, "complete": False, "started": time.time()}))
+            meta = self._copy_meta(keys, full, snapshot, writer)
+            writer.flush()
+            _at("record")
             if full:
                 scanned = self._copy_all(db, snapshot, writer)
             else:
-                scanned = self._copy_keys(sorted(keys - _WORKING_ONLY), snapshot, writer)
+                rest = sorted(key for key in keys - WORKING_ONLY if key[:1] != NS_META)
+                scanned = meta + self._copy_keys(rest, snapshot, writer)
             writer.flush()
         finally:
             self._disk.release(snapshot)
+        _at("copied")
         _fsync_logs(self.path)
+        _at("synced")
         generation = secrets.token_hex(8)
         info = {
             "generation": generation,
@@ -471,6 +329,7 @@ class Checkpointer:
             "number": int(previous.get("number", 0)) + 1,
         }
         db.put(CHECKPOINT_RECORD, _pack_info(info), sync=True)
+        _at("final")
         return {
             "records": writer.puts - 1,
             "deleted": writer.deletes,
@@ -479,6 +338,15 @@ class Checkpointer:
             "full": full,
             "generation": generation,
         }
+
+    def _copy_meta(self, keys: set[bytes], full: bool, snapshot: Any, writer: _Writer) -> int:
+        """The meta records (all of them, or those that changed), ahead of everything else."""
+        if not full:
+            return self._copy_keys(sorted(key for key in keys - WORKING_ONLY if key[:1] == NS_META), snapshot, writer)
+        for key, value in self._disk.scan(NS_META, snapshot=snapshot):
+            if key not in WORKING_ONLY:
+                writer.put(key, value)
+        return 0
 
     def _copy_keys(self, keys: list[bytes], snapshot: Any, writer: _Writer) -> int:
         """Incremental: each changed key's state in the snapshot (absent means deleted)."""
@@ -518,7 +386,7 @@ def _merge(source: Iterator[tuple[bytes, bytes]], target: Iterator[tuple[bytes, 
         if dst is None or (src is not None and src[0] < dst[0]):
             assert src is not None
             scanned += 1
-            if src[0] not in _WORKING_ONLY:
+            if src[0] not in WORKING_ONLY:
                 writer.put(src[0], src[1])
             src = next(source, None)
         elif src is None or dst[0] < src[0]:
@@ -527,7 +395,7 @@ def _merge(source: Iterator[tuple[bytes, bytes]], target: Iterator[tuple[bytes, 
             dst = next(target, None)
         else:
             scanned += 1
-            if src[0] in _WORKING_ONLY:
+            if src[0] in WORKING_ONLY:
                 writer.delete(src[0])
             elif src[1] != dst[1]:
                 writer.put(src[0], src[1])
@@ -537,10 +405,24 @@ def _merge(source: Iterator[tuple[bytes, bytes]], target: Iterator[tuple[bytes, 
 
 
 def _open_persist(path: str) -> Any:
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    if not os.path.isfile(os.path.join(path, "CURRENT")) and set(os.listdir(path)) - _NOT_DATA:
+    make_private_dirs(path)
+    if not os.path.isfile(os.path.join(path, "CURRENT")) and set(os.listdir(path)) - NOT_DATA:
         raise CorruptStore(f"checkpoint directory {path} holds files but no LevelDB CURRENT file")
     return open_leveldb(path, create=True)
+
+
+class _Damaged(Exception):
+    """The checkpoint directory is corrupt (internal: it is set aside and written anew)."""
+
+
+def os_failure(exc: OSError, doing: str) -> TierStoreError:
+    """An OS error as the ``TierStoreError`` it means, naming what was being done."""
+    message = f"{doing}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(message)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDenied(message)
+    return TierStoreError(message)
 
 
 def _pack_info(info: dict[str, Any]) -> bytes:

@@ -1,0 +1,347 @@
+"""Restore on open: fill a missing, empty or corrupt working directory from the checkpoint.
+
+Decisions (DESIGN.md is silent on them):
+
+- A working directory that is missing or empty is filled from the checkpoint;
+  one that cannot be opened because it is corrupt (including a directory with
+  LevelDB files but no ``CURRENT`` file, or a table file without its footer) is
+  moved aside to ``<path>.corrupt-<time>`` (never deleted) and replaced by a
+  copy of the checkpoint, built in ``<path>.restoring`` and renamed into place.
+  ``StoreLocked`` and ``SchemaTooNew`` never trigger a restore. Without a
+  checkpoint a corrupt directory raises ``CorruptStore``. When the working
+  directory is missing and the checkpoint itself is unreadable, the store starts
+  empty and logs an error: a cold cache beats no service.
+- A restored directory is marked as not cleanly closed, so parts that keep
+  derived state rebuild it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import plyvel
+
+from .checkpoint import (
+    CHECKPOINT_RECORD,
+    META_CHECKPOINT_GENERATION,
+    NOT_DATA,
+    WORKING_ONLY,
+    TrackedDisk,
+    checkpoint_info,
+    os_failure,
+)
+from .disk import (
+    DEFAULT_CACHE_BYTES,
+    META_OPEN,
+    META_SCHEMA,
+    META_VERSIONED,
+    NS_ENTRY,
+    SCHEMA_VERSION,
+    DiskTier,
+    decode_meta,
+    decode_schema,
+    leveldb_message,
+    make_private_dirs,
+    meta_key,
+    open_leveldb,
+)
+from .errors import (
+    CorruptRecord,
+    CorruptStore,
+    SchemaTooNew,
+    StorageFull,
+    StoreLocked,
+    TierStoreError,
+)
+from .ranking import repair_indexes
+
+__all__ = ["open_disk"]
+
+log = logging.getLogger("tierstore")
+
+#: Test-only: when set, called with the name of each point a restore passes
+#: ("restore-batch", "restore-built"), so a test can kill the process there.
+_hook: Callable[[str], None] | None = None
+
+_OPEN_MARK = meta_key(META_OPEN)
+_SCHEMA_RECORD = meta_key(META_SCHEMA)
+_VERSIONED_RECORD = meta_key(META_VERSIONED)
+_BATCH_OPS = 1000
+# LevelDB table footer magic (fixed64, little endian), the last 8 bytes of a table file.
+_TABLE_MAGIC = (0xDB4775248B80FB57).to_bytes(8, "little")
+_FOOTER_BYTES = 48
+
+
+def _at(point: str) -> None:
+    hook = _hook
+    if hook is not None:
+        hook(point)
+
+
+def open_disk(
+    path: str | os.PathLike[str], persist_path: str | os.PathLike[str] | None, *, cache_bytes: int = DEFAULT_CACHE_BYTES
+) -> tuple[DiskTier, bool]:
+    """Open the working directory (restoring it from ``persist_path`` when needed).
+
+    Returns the disk tier (a ``TrackedDisk`` when ``persist_path`` is set) and
+    whether it was restored from the checkpoint.
+    """
+    path = os.fspath(path)
+    persist = None if persist_path is None else os.fspath(persist_path)
+    kind = _untracked if persist is None else TrackedDisk
+    factory: Callable[[str], DiskTier] = functools.partial(kind, cache_bytes=cache_bytes)
+    problem: TierStoreError | None = None
+    if _directory_state(path) == "data":
+        try:
+            return _open_checked(path, factory), False
+        except (StoreLocked, SchemaTooNew, StorageFull):
+            raise
+        except TierStoreError as exc:
+            problem = exc
+        except plyvel.Error as exc:  # a damaged table read while checking the schema
+            problem = CorruptStore(f"store {path} is corrupt: {leveldb_message(exc)}")
+    if persist is None:
+        if problem is not None:
+            raise _without_checkpoint(problem, "no persist_path is set")
+        return factory(path), False
+    restored = _restore_from(persist, path, problem)
+    return factory(path), restored
+
+
+def _restore_from(persist_path: str, path: str, problem: TierStoreError | None) -> bool:
+    """Restore ``path`` from the checkpoint; whether there was one to restore.
+
+    A damaged checkpoint is an error only when the working directory is damaged
+    too; in place of a missing one the store starts cold, and says so in the log.
+    """
+    try:
+        source = _open_checkpoint(persist_path)
+        if source is None:
+            if problem is not None:
+                raise _without_checkpoint(problem, f"there is no checkpoint in {persist_path}")
+            return False
+        try:
+            restored = _restore(source, path, aside=problem is not None)
+        finally:
+            source.close()
+    except (CorruptStore, CorruptRecord, plyvel.CorruptionError) as exc:
+        damage = leveldb_message(exc) if isinstance(exc, plyvel.Error) else str(exc)
+        if problem is not None:
+            raise CorruptStore(f"{problem}; the checkpoint in {persist_path} is unusable too: {damage}") from None
+        log.error("%s: the checkpoint in %s is unusable, starting with an empty store: %s", path, persist_path, damage)
+        return False
+    except OSError as exc:
+        raise os_failure(exc, f"restoring {path} from {persist_path}") from None
+    reason = "missing or empty" if problem is None else f"unusable ({problem})"
+    log.warning(
+        "%s: working directory was %s; restored %d records from the checkpoint in %s%s",
+        path,
+        reason,
+        restored.records,
+        persist_path,
+        "" if restored.complete else " (its last checkpoint was interrupted: newer records mixed in)",
+    )
+    if restored.moved_to:
+        log.warning("%s: the unusable directory was moved to %s", path, restored.moved_to)
+    return True
+
+
+def _untracked(path: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> DiskTier:
+    """A plain ``DiskTier``; its writes are not tracked, so a checkpoint generation it holds is void."""
+    disk = DiskTier(path, cache_bytes=cache_bytes)
+    try:
+        if disk.get_meta(META_CHECKPOINT_GENERATION) is not None:
+            disk.put_meta(META_CHECKPOINT_GENERATION, None, sync=True)
+    except BaseException:
+        disk.abandon()
+        raise
+    return disk
+
+
+def _without_checkpoint(problem: TierStoreError, why: str) -> TierStoreError:
+    if isinstance(problem, CorruptStore):
+        return CorruptStore(f"{problem}; cannot restore it: {why}")
+    return problem
+
+
+def _directory_state(path: str) -> str:
+    """``"new"`` (missing, empty, or an unfinished LevelDB creation), ``"data"`` or ``"headless"``."""
+    try:
+        names = set(os.listdir(path))
+    except FileNotFoundError:
+        return "new"
+    except NotADirectoryError:
+        raise TierStoreError(f"store path {path} is not a directory") from None
+    if not names - NOT_DATA:
+        return "new"
+    return "data"
+
+
+def _open_checked(path: str, factory: Callable[[str], DiskTier]) -> DiskTier:
+    """Open a directory that holds data, with checks LevelDB does not make at open.
+
+    Without ``CURRENT`` LevelDB would start a new, empty database over the old
+    files. Table footers are checked once the directory is locked, and only for
+    tables that were there before the open: LevelDB deleted the orphans by then,
+    and tables it is writing now are not complete yet.
+    """
+    names = os.listdir(path)
+    if "CURRENT" not in names:
+        raise CorruptStore(f"store {path} is corrupt: it holds LevelDB files but no CURRENT file")
+    disk = factory(path)
+    try:
+        damage = _table_damage(path, [name for name in names if name.endswith((".ldb", ".sst"))])
+    except BaseException:
+        disk.abandon()
+        raise
+    if damage is not None:
+        disk.abandon()
+        raise CorruptStore(f"store {path} is corrupt: {damage}")
+    return disk
+
+
+def _table_damage(path: str, tables: list[str]) -> str | None:
+    """The first table file (of those still present) that lacks its footer, described."""
+    for name in tables:
+        try:
+            with open(os.path.join(path, name), "rb") as table:
+                size = table.seek(0, os.SEEK_END)
+                if size < _FOOTER_BYTES:
+                    return f"table {name} is truncated ({size} bytes)"
+                table.seek(size - len(_TABLE_MAGIC))
+                if table.read(len(_TABLE_MAGIC)) != _TABLE_MAGIC:
+                    return f"table {name} has no valid footer (truncated or overwritten)"
+        except FileNotFoundError:
+            continue  # an orphan LevelDB removed at open
+        except OSError as exc:
+            return f"table {name} cannot be read: {exc}"
+    return None
+
+
+def _open_checkpoint(persist_path: str) -> Any:
+    """The checkpoint LevelDB when ``persist_path`` holds one, else ``None``.
+
+    A directory without ``CURRENT`` or without a checkpoint record is a
+    checkpoint whose creation was interrupted: ignored.
+    """
+    if not os.path.isfile(os.path.join(persist_path, "CURRENT")):
+        return None
+    db = open_leveldb(persist_path, create=False)
+    try:
+        if db.get(CHECKPOINT_RECORD) is None:
+            db.close()
+            return None
+        _check_checkpoint_schema(db, persist_path)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _check_checkpoint_schema(db: Any, persist_path: str) -> None:
+    raw = db.get(_SCHEMA_RECORD)
+    try:
+        schema = decode_schema(raw) if raw is not None else SCHEMA_VERSION
+    except CorruptRecord:
+        raise CorruptStore(f"checkpoint {persist_path}: the schema record is corrupt") from None
+    if schema > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"checkpoint {persist_path} was written by a newer tierstore (schema {schema}; "
+            f"this version reads {SCHEMA_VERSION})"
+        )
+
+
+class _Restored:
+    __slots__ = ("records", "complete", "moved_to")
+
+    def __init__(self, records: int, complete: bool, moved_to: str | None) -> None:
+        self.records = records
+        self.complete = complete
+        self.moved_to = moved_to
+
+
+def _restore(source: Any, path: str, *, aside: bool) -> _Restored:
+    """Copy the checkpoint into a staging directory beside ``path``'s real directory, then rename it in.
+
+    A symlinked working directory is restored into the link's target; the link stays.
+    """
+    real = os.path.realpath(path)
+    staging = real + ".restoring"
+    shutil.rmtree(staging, ignore_errors=True)  # left by a restore that was killed
+    make_private_dirs(staging)
+    target = open_leveldb(staging, create=True)
+    try:
+        records = _copy(source, target)
+        repair_indexes(target)
+        info = checkpoint_info(source.get(CHECKPOINT_RECORD))
+    finally:
+        target.close()
+    _at("restore-built")
+    moved_to = None
+    if os.path.lexists(real):
+        if aside:
+            moved_to = f"{real}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+            os.rename(real, moved_to)
+        else:
+            shutil.rmtree(real)  # empty, or what LevelDB leaves of a creation it never finished
+    os.rename(staging, real)
+    return _Restored(records, bool(info.get("complete")), moved_to)
+
+
+def _copy(source: Any, target: Any) -> int:
+    """Copy the store's records; add what an interrupted checkpoint may lack. Returns the count.
+
+    The schema record and the "store holds versions" record may be missing from a
+    checkpoint killed early; the second is derived from the entries copied, so the
+    version rule holds after the restore. The copy is marked as an unclean
+    session: parts with derived state rebuild it.
+    """
+    versioned = _is_true(source.get(_VERSIONED_RECORD))
+    records = 0
+    batch = target.write_batch()
+    for key, value in source.iterator():
+        if key == CHECKPOINT_RECORD or key in WORKING_ONLY:
+            continue
+        if not versioned and key[:1] == NS_ENTRY and _entry_version(value) > 0:
+            versioned = True
+            batch.put(_VERSIONED_RECORD, msgpack.packb(True))
+        batch.put(key, value)
+        records += 1
+        if records % _BATCH_OPS == 0:
+            batch.write()
+            _at("restore-batch")
+            batch = target.write_batch()
+    if source.get(_SCHEMA_RECORD) is None:
+        batch.put(_SCHEMA_RECORD, msgpack.packb(SCHEMA_VERSION))
+    batch.put(_OPEN_MARK, b"\x01")
+    batch.write()
+    return records
+
+
+def _entry_version(data: bytes) -> int:
+    """The version field of an entry envelope (``[format, version, ...]``), read without the value; 0 if damaged."""
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(data)
+    try:
+        unpacker.read_array_header()
+        unpacker.skip()
+        version = unpacker.unpack()
+    except Exception:  # a damaged envelope is served as a miss; it carries no version here
+        return 0
+    return version if type(version) is int else 0
+
+
+def _is_true(raw: bytes | None) -> bool:
+    if raw is None:
+        return False
+    try:
+        return decode_meta(raw) is True
+    except Exception:  # a damaged flag: derive it from the entries instead
+        return False
