@@ -156,7 +156,7 @@ class DiskTier:
             self._closed = False
             self.forked = False
             self._close_lock = threading.Lock()
-            self._refused: str | None = None  # set by a failed write: later writes would be lost
+            self._refused: TierStoreError | None = None  # set by a failed write: later writes would be lost
             self.was_clean = self._check_schema()
             self._db.put(_META_OPEN, b"\x01", sync=False)
             self._db_get = self._db.get
@@ -247,7 +247,7 @@ class DiskTier:
         self.enter()
         try:
             if self._refused is not None:
-                raise StorageFull(self._refused)
+                raise self._refusal()
             with self._db.write_batch(sync=sync) as batch:
                 for key, value in ops:
                     if value is None:
@@ -265,13 +265,20 @@ class DiskTier:
         A failed write leaves LevelDB's log misaligned: records appended after it
         read back as garbage at the next open, so acknowledging them would lose them.
         """
-        self._refused = f"{self.path}: an earlier write failed ({leveldb_message(exc)}); reopen the store to write"
+        error = write_error(self.path, exc)
+        self._refused = error
 
         def refuse(key: bytes, value: bytes) -> None:
-            raise StorageFull(self._refused)
+            raise self._refusal()
 
         self._db_put = refuse
-        return write_error(self.path, exc)
+        return error
+
+    def _refusal(self) -> TierStoreError:
+        """The error of a write after a failed one: the same kind, and what to do."""
+        first = self._refused
+        assert first is not None
+        return type(first)(f"{first} (an earlier write failed: reopen the store to write again)")
 
     def get_meta(self, name: bytes, *, damaged: Any = None) -> Any:
         """The meta record ``name`` (None when missing); ``damaged`` in place of one that does not decode.
