@@ -21,15 +21,24 @@ monotonic = time.monotonic
 DEFAULT = ...
 
 
+def _as_float(value: int | float, name: str) -> float:
+    """``float(value)``; an int too large for a float is a ``ValueError`` naming the argument."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be a finite number, got an int too large for a float") from None
+
+
 def check_ttl(ttl: object, name: str = "ttl") -> float | None:
     """Validate a TTL: ``None`` (no expiry) or a finite number > 0."""
     if ttl is None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or None, not {type(ttl).__name__}")
-    if not math.isfinite(ttl) or ttl <= 0:
+    seconds = _as_float(ttl, name)
+    if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {ttl!r}")
-    return float(ttl)
+    return seconds
 
 
 def check_seconds(value: object, name: str, *, allow_zero: bool = True, optional: bool = False) -> float | None:
@@ -38,19 +47,21 @@ def check_seconds(value: object, name: str, *, allow_zero: bool = True, optional
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    seconds = _as_float(value, name)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
+    return seconds
 
 
 def check_fraction(value: object, name: str, *, upper: float = 1.0) -> float:
     """Validate a fraction in ``[0, upper]``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    if not math.isfinite(value) or not 0.0 <= value <= upper:
+    fraction = _as_float(value, name)
+    if not math.isfinite(fraction) or not 0.0 <= fraction <= upper:
         raise ValueError(f"{name} must be between 0 and {upper}, got {value!r}")
-    return float(value)
+    return fraction
 
 
 class Jitter:
