@@ -774,8 +774,10 @@ class TierStore:
                 if self._guard is not None:
                     self._guard.close()  # logs instead of raising: the next open rebuilds
                 try:
-                    self._disk.put_meta(META_SEQ, next(self._seq))
-                    self._close_durability()  # capacity total, then the final checkpoint
+                    try:
+                        self._disk.put_meta(META_SEQ, next(self._seq))
+                    finally:
+                        self._close_durability()  # capacity total, then the final checkpoint (its own disk)
                 finally:
                     self._disk.close()  # released even when a full disk refused the writes above
             finally:

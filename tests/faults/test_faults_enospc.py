@@ -125,3 +125,20 @@ def test_full_working_disk_raises_storage_full_and_recovers(small_fs: Path, tmp_
     with TierStore(str(working), persist_path=str(persist), **OPTS) as reopened:
         for key, value in acked.items():
             assert reopened.get(key) == value
+
+
+def test_close_on_a_full_working_disk_still_takes_the_final_checkpoint(small_fs: Path, tmp_path: Path) -> None:
+    """The checkpoint lives on its own disk: a working disk that refuses the close's own records
+    must not cost the final checkpoint, which then holds every acknowledged write."""
+    working, persist = small_fs / "work", tmp_path / "persist"
+    acked: dict[str, str] = {}
+    store = TierStore(str(working), persist_path=str(persist), **OPTS)
+    with pytest.raises(StorageFull):
+        for i in range(100_000):
+            store.set(f"k{i}", _value(i))
+            acked[f"k{i}"] = store.get(f"k{i}")
+    assert len(acked) > 100
+    with pytest.raises(StorageFull):
+        store.close()
+    assert store.closed
+    _restored_equals(persist, tmp_path, acked)
