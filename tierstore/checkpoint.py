@@ -54,6 +54,7 @@ from .disk import (
     open_leveldb,
 )
 from .errors import CorruptRecord, CorruptStore, PermissionDenied, StorageFull, TierStoreError
+from .leveldb import set_aside
 
 __all__ = [
     "TrackedDisk",
@@ -286,9 +287,8 @@ class Checkpointer:
                 f"checkpoint directory {self.path} is damaged ({damage}) and holds files that are not "
                 f"LevelDB's ({', '.join(sorted(strangers)[:3])}): left as it is"
             )
-        aside = f"{real}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         try:
-            os.rename(real, aside)
+            aside = set_aside(real)
         except OSError as exc:
             raise os_failure(exc, f"setting the damaged checkpoint {self.path} aside") from None
         log.error("checkpoint %s was damaged (%s); moved to %s, writing a new one", self.path, damage, aside)

@@ -22,6 +22,7 @@ import ctypes
 import errno
 import os
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "open_leveldb",
     "leveldb_message",
     "make_private_dirs",
+    "set_aside",
     "on_fork",
     "is_open_in_process",
     "os_error",
@@ -77,6 +79,18 @@ def make_private_dirs(path: str) -> None:
                 raise
             continue
         os.chmod(directory, 0o700)  # mkdir's mode is masked by the umask
+
+
+def set_aside(path: str) -> str:
+    """Rename a damaged directory to ``<path>.corrupt-<time>-<pid>[-n]`` (never over another) and
+    return the new name. Raises ``OSError`` as ``os.rename`` does."""
+    base = f"{path.rstrip(os.sep)}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    name, number = base, 0
+    while os.path.lexists(name):  # a second damage within the same second
+        number += 1
+        name = f"{base}-{number}"
+    os.rename(path, name)
+    return name
 
 
 def on_fork(obj: Any) -> None:

@@ -21,7 +21,6 @@ import functools
 import logging
 import os
 import shutil
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +59,7 @@ from .errors import (
     StoreLocked,
     TierStoreError,
 )
+from .leveldb import set_aside
 from .ranking import repair_indexes
 
 __all__ = ["open_disk"]
@@ -287,8 +287,7 @@ def _restore(source: Any, path: str, *, aside: bool) -> _Restored:
     moved_to = None
     if os.path.lexists(real):
         if aside:
-            moved_to = f"{real}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-            os.rename(real, moved_to)
+            moved_to = set_aside(real)
         else:
             shutil.rmtree(real)  # empty, or what LevelDB leaves of a creation it never finished
     os.rename(staging, real)

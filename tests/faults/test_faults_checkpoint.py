@@ -136,3 +136,16 @@ def test_kill_9_during_a_checkpoint_leaves_both_directories_usable(
             _check(kept, written, floor, exact=scenario != "restore")
     with TierStore(str(tmp_path / "fresh"), persist_path=str(lost), **OPTS) as restored:
         _check(restored, written, floor, exact=False)
+
+
+def test_a_directory_damaged_twice_in_one_second_is_set_aside_twice(tmp_path: Path) -> None:
+    """Each damaged working directory is kept under a name of its own (it once collided: raw OSError)."""
+    path, persist = tmp_path / "store", tmp_path / "persist"
+    with TierStore(path, persist_path=persist) as store:
+        store.set("k", "v")
+    for _ in range(3):
+        (path / "CURRENT").unlink()  # damaged: LevelDB files without CURRENT
+        with TierStore(path, persist_path=persist) as store:
+            assert store.stats()["restored_from_checkpoint"] == 1
+            assert store.get("k") == "v"
+    assert len(list(tmp_path.glob("store.corrupt-*"))) == 3
