@@ -28,7 +28,6 @@ Decisions (DESIGN.md is silent on them):
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -53,8 +52,8 @@ from .disk import (
     meta_key,
     open_leveldb,
 )
-from .errors import CorruptRecord, CorruptStore, PermissionDenied, StorageFull, TierStoreError
-from .leveldb import set_aside
+from .errors import CorruptRecord, CorruptStore, StorageFull, TierStoreError
+from .leveldb import os_failure, set_aside
 
 __all__ = [
     "TrackedDisk",
@@ -413,16 +412,6 @@ def _open_persist(path: str) -> Any:
 
 class _Damaged(Exception):
     """The checkpoint directory is corrupt (internal: it is set aside and written anew)."""
-
-
-def os_failure(exc: OSError, doing: str) -> TierStoreError:
-    """An OS error as the ``TierStoreError`` it means, naming what was being done."""
-    message = f"{doing}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFull(message)
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return PermissionDenied(message)
-    return TierStoreError(message)
 
 
 def _pack_info(info: dict[str, Any]) -> bytes:

@@ -27,7 +27,7 @@ from .leveldb import (
     make_private_dirs,
     on_fork,
     open_leveldb,
-    os_error,
+    os_failure,
 )
 
 __all__ = [
@@ -148,7 +148,7 @@ class DiskTier:
             try:
                 make_private_dirs(path)
             except OSError as exc:
-                raise os_error(path, exc, "create the store directory") from None
+                raise os_failure(exc, f"creating the store directory {path}") from None
         self.path = path
         self._db = open_leveldb(path, create=create, cache_bytes=cache_bytes)
         try:

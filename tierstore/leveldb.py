@@ -39,7 +39,7 @@ __all__ = [
     "set_aside",
     "on_fork",
     "is_open_in_process",
-    "os_error",
+    "os_failure",
     "forked_error",
 ]
 
@@ -222,13 +222,14 @@ def _after_fork_in_child() -> None:
         obj._forked_()
 
 
-def os_error(path: str, exc: OSError, doing: str) -> TierStoreError:
-    """An OS error met while ``doing`` something to ``path``, as a typed error."""
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return PermissionDenied(f"cannot {doing} {path}: permission denied ({exc.strerror})")
+def os_failure(exc: OSError, doing: str) -> TierStoreError:
+    """An OS error as the ``TierStoreError`` it means, naming what was being done."""
+    message = f"{doing}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFull(f"cannot {doing} {path}: the disk is full ({exc.strerror})")
-    return TierStoreError(f"cannot {doing} {path}: {exc.strerror or exc}")
+        return StorageFull(message)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDenied(message)
+    return TierStoreError(message)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -179,6 +179,8 @@ def _directory_state(path: str) -> str:
         return "new"
     except NotADirectoryError:
         raise TierStoreError(f"store path {path} is not a directory") from None
+    except OSError as exc:
+        raise os_failure(exc, f"opening the store {path}") from None
     if not names - NOT_DATA:
         return "new"
     return "data"
