@@ -1,0 +1,229 @@
+"""Adversarial findings (wip-adversary): each test fails on the code it was written against.
+
+Real LevelDB directories, real threads and processes; interleavings are forced
+with the package's own test hooks and ``sys.setprofile``, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import plyvel
+import pytest
+
+from tierstore import StoreForked, StoreLocked, TierStore, TierStoreError
+from tierstore import restore as restore_module
+
+ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def pause_thread_at(code: Any, reached: threading.Event, go: threading.Event) -> Any:
+    """A profile function for one thread: on entering ``code`` it signals ``reached`` and waits for ``go``."""
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code is code:
+            reached.set()
+            assert go.wait(20), "the test never released the paused thread"
+
+    return profile
+
+
+def make_checkpoint(work: Path, persist: Path, n: int = 10) -> None:
+    with TierStore(work, persist_path=persist, checkpoint_interval=None) as store:
+        for i in range(n):
+            store.set(f"k{i}", i)
+    shutil.rmtree(work)  # the working directory is lost: the next open restores
+
+
+# -- data loss -------------------------------------------------------------------------
+
+
+def test_a_second_open_restoring_the_same_directory_deletes_the_first_stores_live_directory(tmp_path: Path) -> None:
+    """Two opens of one lost working directory at once (two threads, say a lazily opened backend).
+
+    Thread B sees the directory missing and goes to restore; meanwhile A restores,
+    opens it and acknowledges a write. B then builds its own copy, ``rmtree``s the
+    directory A holds open (never asking the registry) and renames its copy in,
+    and only then meets ``StoreLocked``. A keeps writing into unlinked files:
+    everything A wrote is gone at the next open. DESIGN §3 Processes: a refused
+    second open never weakens the lock; the registry is checked before the
+    directory is touched.
+    """
+    work, persist = tmp_path / "w", tmp_path / "p"
+    make_checkpoint(work, persist)
+    reached, go = threading.Event(), threading.Event()
+    outcome: list[Any] = []
+
+    def second_open() -> None:
+        sys.setprofile(pause_thread_at(restore_module._open_checkpoint.__code__, reached, go))
+        try:
+            outcome.append(TierStore(work, persist_path=persist, checkpoint_interval=None))
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            sys.setprofile(None)
+
+    thread = threading.Thread(target=second_open, daemon=True)
+    thread.start()
+    assert reached.wait(20)  # B has decided the directory is missing and is about to restore
+    first = TierStore(work, persist_path=persist, checkpoint_interval=None)
+    try:
+        assert first.set("acknowledged", "before")
+        go.set()
+        thread.join(20)
+        assert isinstance(outcome[0], StoreLocked), outcome
+        assert first.set("acknowledged2", "after")
+    finally:
+        go.set()
+        first.close()
+    with TierStore(work, persist_path=persist, checkpoint_interval=None) as again:
+        assert again.get("k1") == 1
+        assert again.get("acknowledged") == "before", "an acknowledged write of the open store was lost"
+        assert again.get("acknowledged2") == "after", "an acknowledged write of the open store was lost"
+
+
+def test_a_checkpoint_into_another_stores_working_directory_deletes_its_entries(tmp_path: Path) -> None:
+    """Store B's persist_path is store A's working directory (a configuration slip).
+
+    While A is open B's checkpoint is refused (StoreLocked), but once A is closed
+    B's checkpoint runs a full resync into A's directory and deletes every record
+    of A. A directory that is a store's working directory (no checkpoint record,
+    a tierstore schema) is not a checkpoint: refuse it, never wipe it.
+    """
+    a_path, b_path = tmp_path / "A", tmp_path / "B"
+    b = TierStore(b_path, persist_path=a_path, checkpoint_interval=None)
+    try:
+        b.set("b-key", 1)
+        with TierStore(a_path, checkpoint_interval=None) as a:
+            a.set("a-key", "A's only copy")
+            a.incr("a-counter", 5)
+        try:
+            b.checkpoint()
+        except TierStoreError:
+            pass  # refusing is the right answer
+    finally:
+        b.close()  # (its final checkpoint may also be refused: logged)
+    with TierStore(a_path) as a:
+        assert a.get("a-key") == "A's only copy", "B's checkpoint wiped store A's working directory"
+        assert a.counter("a-counter") == 5
+
+
+def test_a_checkpoint_into_a_foreign_leveldb_deletes_its_records(tmp_path: Path) -> None:
+    """persist_path names an existing LevelDB of another program (no tierstore schema record).
+
+    The open path refuses such a directory ("not a tierstore (no schema record)"),
+    but a checkpoint opens it, finds no generation, runs a full resync and
+    deletes every record it holds. A checkpoint must refuse a directory that is
+    not a tierstore checkpoint.
+    """
+    foreign = tmp_path / "foreign"
+    db = plyvel.DB(str(foreign), create_if_missing=True)
+    db.put(b"app-row-1", b"precious")
+    db.put(b"zzz", b"precious too")
+    db.close()
+    with TierStore(tmp_path / "w", persist_path=foreign, checkpoint_interval=None) as store:
+        store.set("a", 1)
+        try:
+            store.checkpoint()
+        except TierStoreError:
+            pass  # refusing is the right answer
+    db = plyvel.DB(str(foreign))
+    try:
+        assert db.get(b"app-row-1") == b"precious", "a checkpoint deleted another program's LevelDB records"
+        assert db.get(b"zzz") == b"precious too"
+    finally:
+        db.close()
+
+
+def test_a_checkpoint_overwrites_a_checkpoint_of_a_newer_schema(tmp_path: Path) -> None:
+    """Restore refuses a checkpoint written by a newer tierstore (SchemaTooNew); the
+    checkpointer does not check the schema at all and resyncs over it, so an
+    older version silently destroys a newer one's checkpoint (and marks it schema 1)."""
+    persist = tmp_path / "p"
+    with TierStore(tmp_path / "w1", persist_path=persist, checkpoint_interval=None) as newer:
+        newer.set("from-newer", 1)
+    db = plyvel.DB(str(persist))
+    db.put(b"mschema", msgpack.packb(99))  # as a newer tierstore would have written it
+    db.close()
+    TierStore(tmp_path / "w2").close()  # a working directory of its own: no restore at open
+    with TierStore(tmp_path / "w2", persist_path=persist, checkpoint_interval=None) as older:
+        older.set("from-older", 1)
+        try:
+            older.checkpoint()
+        except TierStoreError:
+            pass  # refusing is the right answer
+    db = plyvel.DB(str(persist))
+    try:
+        assert msgpack.unpackb(db.get(b"mschema")) == 99, "an older tierstore rewrote a newer checkpoint"
+        assert db.get(b"es" + b"from-newer") is not None or any(
+            k.endswith(b"from-newer") for k, _ in db.iterator(prefix=b"e")
+        ), "an older tierstore deleted a newer checkpoint's entries"
+    finally:
+        db.close()
+
+
+# -- wrong values ----------------------------------------------------------------------
+
+
+def test_a_nan_clock_makes_set_store_a_record_tier2_calls_corrupt(tmp_path: Path) -> None:
+    """An injected clock returning NaN: ``set(k, v, ttl=10)`` returns True, tier 1 then
+    serves the value forever (``expires_at`` NaN compares false), while tier 2's decoder
+    calls the record corrupt ("record expiry is NaN"): after a reopen the value is gone,
+    and ``sweep()`` purges it as corrupt even while the store is open. DESIGN §3: tier 1
+    holds exactly what tier 2 would decode, and what tier 2 could not give back is refused
+    at ``set`` (a clock that is not a finite number: ``ValueError``/``TierStoreError``)."""
+    store = TierStore(tmp_path / "w", clock=lambda: math.nan)
+    try:
+        stored = store.set("a", "value", ttl=10)
+    except (ValueError, TypeError, TierStoreError):
+        store.close()
+        return  # refused: the contract holds
+    hot = store.get("a")
+    store.close()
+    with TierStore(tmp_path / "w", clock=lambda: math.nan) as again:
+        cold = again.get("a")
+        assert again.stats()["corrupt_records"] == 0, "set() wrote a record that reads back as corrupt"
+    assert stored and hot == cold, f"hot {hot!r} but cold {cold!r}"
+
+
+def _plant_entry(path: Path, name: str, fields: list[Any]) -> None:
+    TierStore(path).close()
+    db = plyvel.DB(str(path))
+    try:
+        db.put(b"e" + b"s" + name.encode(), msgpack.packb(fields))
+    finally:
+        db.close()
+
+
+def test_a_stored_version_beyond_the_version_range_blocks_every_versioned_write(tmp_path: Path) -> None:
+    """A damaged envelope whose version is 2**64-1 (``set`` refuses anything >= 2**63) is
+    accepted as a live entry: ``get_entry`` reports the impossible version and every
+    ``set(version=n)`` with a legal ``n`` returns False for ever. The codec checks
+    ``version < 0`` but not the upper bound: such a record is corrupt (counted, a miss)."""
+    work = tmp_path / "w"
+    assert b"s" + b"k" == b"sk"  # the entry key layout the planted record uses
+    _plant_entry(work, "k", [1, 2**64 - 1, None, 0, "v", 1.0, None, 1, 0.0])
+    with TierStore(work) as store:
+        entry = store.get_entry("k")
+        assert entry is None or entry.version < 2**63, f"an out-of-range version was served: {entry!r}"
+        assert store.set("k", "new", version=2**63 - 1), "a legal versioned write is refused for ever"
+
+
+def test_an_envelope_with_unknown_flag_bits_is_served_as_a_live_value(tmp_path: Path) -> None:
+    """flags = 8 (a bit this version does not know, e.g. a newer writer's "compressed"): the CLI's
+    reader classifies it as ``flagged`` (not live), yet ``get`` serves the value as live.
+    The store and its reader must agree: a record with unknown flags is not a live value."""
+    work = tmp_path / "w"
+    _plant_entry(work, "k", [1, 0, None, 8, "payload-in-some-newer-encoding", 1.0, None, 1, 0.0])
+    with TierStore(work) as store:
+        assert store.get("k") is None, "a record with unknown flag bits was served as a live value"
+        assert "k" not in store
