@@ -45,14 +45,16 @@ from .disk import (
     META_OPEN,
     META_SCHEMA,
     NS_META,
+    SCHEMA_VERSION,
     DiskTier,
     Op,
+    decode_schema,
     leveldb_message,
     make_private_dirs,
     meta_key,
     open_leveldb,
 )
-from .errors import CorruptRecord, CorruptStore, StorageFull, TierStoreError
+from .errors import CorruptRecord, CorruptStore, SchemaTooNew, StorageFull, TierStoreError
 from .leveldb import os_failure, set_aside
 
 __all__ = [
@@ -293,6 +295,7 @@ class Checkpointer:
         log.error("checkpoint %s was damaged (%s); moved to %s, writing a new one", self.path, damage, aside)
 
     def _run(self, db: Any, keys: set[bytes], expected: str | None) -> dict[str, Any]:
+        _check_target(db, self.path)
         previous = checkpoint_info(db.get(CHECKPOINT_RECORD))
         full = expected is None or previous.get("generation") != expected or not previous.get("complete")
         writer = _Writer(db, self._rate)
@@ -408,6 +411,39 @@ def _open_persist(path: str) -> Any:
     if not os.path.isfile(os.path.join(path, "CURRENT")) and set(os.listdir(path)) - NOT_DATA:
         raise CorruptStore(f"checkpoint directory {path} holds files but no LevelDB CURRENT file")
     return open_leveldb(path, create=True)
+
+
+def _check_target(db: Any, path: str) -> None:
+    """Refuse to write into a LevelDB that is not a tierstore checkpoint, or one of a newer schema.
+
+    Every checkpoint's first batch carries its checkpoint record, so a directory
+    holding records but no checkpoint record is someone else's: a store's working
+    directory, or another program's database. A full resync would delete its records.
+    """
+    if db.get(CHECKPOINT_RECORD) is None:
+        iterator = db.iterator(include_value=False)
+        try:
+            holds_records = next(iterator, None) is not None
+        finally:
+            iterator.close()
+        if holds_records:
+            raise TierStoreError(
+                f"persist_path {path} holds a LevelDB that is not a tierstore checkpoint (a store's working "
+                "directory, or another program's database): refusing to write into it"
+            )
+        return
+    raw = db.get(_SCHEMA_RECORD)
+    if raw is None:
+        return
+    try:
+        schema = decode_schema(raw)
+    except CorruptRecord:
+        raise CorruptStore(f"checkpoint {path}: the schema record is corrupt") from None
+    if schema > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"checkpoint {path} was written by a newer tierstore (schema {schema}; this version writes "
+            f"{SCHEMA_VERSION}): refusing to overwrite it"
+        )
 
 
 class _Damaged(Exception):

@@ -50,6 +50,7 @@ NEGATIVE = 1
 TOMBSTONE = 2
 MAX_KEY_BYTES = 4096
 MAX_VERSION = 2**63 - 1
+_KNOWN_FLAGS = NEGATIVE | TOMBSTONE  # a record with other bits set was written by something else
 # Lists/dicts a value may nest: msgpack's unpacker holds 1024 levels and the envelope takes one.
 MAX_DEPTH = 1023
 
@@ -337,8 +338,9 @@ def unpack_record(data: bytes, max_bytes: int | None = None) -> Record:
     if (
         fmt != FORMAT
         or type(version) is not int
-        or version < 0
+        or not 0 <= version <= MAX_VERSION
         or type(flags) is not int
+        or flags & ~_KNOWN_FLAGS
         or type(seq) is not int
         or (expires_at is not None and type(expires_at) not in _TIME)
         or (ttl is not None and type(ttl) not in _TIME)

@@ -19,7 +19,7 @@ from typing import Any
 import msgpack
 import plyvel
 
-from .errors import CorruptRecord, CorruptStore, SchemaTooNew, StorageFull, StoreClosed, TierStoreError
+from .errors import CorruptRecord, CorruptStore, SchemaTooNew, StorageFull, StoreClosed, StoreForked, TierStoreError
 from .leveldb import (
     DEFAULT_CACHE_BYTES,
     forked_error,
@@ -391,7 +391,7 @@ class DiskTier:
         """Run ``action`` under the gate, or not at all once closed (closing releases it anyway)."""
         try:
             self.enter()
-        except StoreClosed:
+        except (StoreClosed, StoreForked):  # closing releases it; a forked child must not touch it
             return
         try:
             action()

@@ -38,13 +38,14 @@ The algorithm of DESIGN.md §3 "get_or_load", over a store it knows only through
 - A loader that asks for its own key in its own thread gets ``RuntimeError`` at
   once (see ``flight``); loading other keys from a loader works.
 - ``cached`` keys start with ``name=`` or the function's module and qualified
-  name; lambdas and ``<locals>`` functions need ``name=`` or ``key=``.
+  name; lambdas, ``<locals>`` functions and bound methods need ``name=`` or ``key=``.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import logging
 import math
 import random
@@ -422,6 +423,12 @@ def _function_prefix(fn: object) -> bytes:
         raise TypeError(
             f"cached needs name= (or key=) for {qualname}: lambdas, and functions defined inside another, "
             "share their qualified name with every other one made there"
+        )
+    bound_to = getattr(fn, "__self__", None)
+    if bound_to is not None and not inspect.ismodule(bound_to):
+        raise TypeError(
+            f"cached needs name= (or key=) for the bound method {qualname}: the methods of every instance "
+            "share its qualified name, and the instance is not among the arguments"
         )
     return f"{getattr(fn, '__module__', None)}:{qualname}:".encode(errors="surrogatepass")
 

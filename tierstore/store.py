@@ -262,7 +262,7 @@ class TierStore:
             if (version is not None and version <= current_version) or (admit is not None and not admit()):
                 self._stats["sets_rejected"] += 1
                 return False
-            now = self._clock()
+            now = self._write_time()
             drawn = self._jitter.draw(ttl_seconds) if self._jitter.fraction else ttl_seconds
             record = self._encode(
                 stripe,
@@ -318,6 +318,16 @@ class TierStore:
             raise
         return Record(value, version, expires_at, flags, now, ttl, seq, len(data), load_time)
 
+    def _write_time(self) -> float:
+        """The injected clock's time for a write; a clock that is not a finite number is refused.
+
+        A NaN or infinite time would write a record tier 2 cannot give back.
+        """
+        now = self._clock()
+        if (type(now) is float or type(now) is int) and -_MAX_TIME < now < _MAX_TIME:
+            return now
+        raise ValueError(f"clock() returned {now!r}: it must return a finite number of seconds")
+
     def _mark_versioned(self) -> None:
         """Record, before the first versioned record lands, that unversioned writes must read versions.
 
@@ -367,7 +377,7 @@ class TierStore:
             if self._in_flight:
                 self._flights.invalidate(key)  # bump the fill generation
             current = self._current(key, disk_key)
-            now = self._clock()
+            now = self._write_time()
             was_live = self._is_live(current, now)
             keep_version = max(version or 0, current.version if current is not None else 0)
             if keep_version:
@@ -802,6 +812,7 @@ class TierStore:
 
 
 _MISSING = object()
+_MAX_TIME = 1e15  # seconds: far past any real clock, well inside a float's exact range
 
 
 def _next_sequence(disk: DiskTier) -> Iterator[int]:

@@ -8,6 +8,7 @@ opened.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -454,4 +455,24 @@ def test_an_open_failing_at_any_step_releases_everything(tmp_path: Path) -> None
     leftover = [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert not leftover, leftover
     with TierStore(path, **settings) as store:
+        check_whole(store)
+
+
+def test_an_iterator_made_before_the_fork_never_touches_the_handle_in_the_child(tmp_path: Path) -> None:
+    """Closing a scan's iterator releases its LevelDB snapshot; in a child that release is skipped."""
+    with TierStore(str(tmp_path / "store")) as store:
+        fill(store)
+        keys = store.keys()
+        assert next(keys) == "k0"  # the scan holds a snapshot of the parent's handle
+
+        def close_quietly() -> None:
+            unraisable: list[str] = []
+            sys.unraisablehook = lambda info: unraisable.append(repr(info.exc_value))
+            keys.close()
+            gc.collect()  # the inner scan generators are finalized here
+            assert not unraisable, unraisable
+
+        outcome = in_child([("close", close_quietly)])
+        assert outcome == {"close": "ok"}
+        assert len(list(keys)) == ENTRIES - 1  # the parent's iterator carries on
         check_whole(store)
