@@ -38,7 +38,6 @@ __all__ = [
     "make_private_dirs",
     "set_aside",
     "on_fork",
-    "is_open_in_process",
     "os_failure",
     "forked_error",
 ]
@@ -47,6 +46,11 @@ DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
 
 _registry_lock = threading.Lock()
 _open_dirs: dict[str, int] = {}  # real path -> pid of the process that opened it
+# Spellings of a directory that LevelDB's own in-process lock table (inherited through
+# fork) still lists: it would refuse them for ever, so a forked child spells the
+# directory another way ("real/.") and lets the OS lock decide.
+_inherited: dict[str, set[str]] = {}
+_spellings: dict[str, str] = {}  # real path -> the spelling LevelDB was given for it
 _forkables: weakref.WeakSet[Any] = weakref.WeakSet()
 _kept_in_child: list[Any] = []  # plyvel handles a child must never release
 
@@ -98,31 +102,28 @@ def on_fork(obj: Any) -> None:
     _forkables.add(obj)
 
 
-def is_open_in_process(path: str) -> bool:
-    """Whether this process (or the parent it was forked from) holds ``path`` open."""
-    return os.path.realpath(path) in _open_dirs
+def _claim(path: str) -> tuple[str, str]:
+    """Register ``path`` as open in this process, or raise ``StoreLocked`` when it already is.
 
-
-def _claim(path: str) -> str:
-    """Register ``path`` as open in this process, or raise ``StoreLocked`` when it already is."""
+    Returns its real path (the registry key) and the spelling to give LevelDB.
+    """
     real = os.path.realpath(path)
     with _registry_lock:
-        owner = _open_dirs.get(real)
-        if owner is not None:
-            if owner != os.getpid():
-                raise StoreLocked(
-                    f"store {path} is open in the parent process (pid {owner}) this process was forked from; "
-                    "a forked child opens a directory of its own"
-                )
+        if real in _open_dirs:
             raise StoreLocked(f"store {path} is already open in this process (one open store per directory)")
+        spelling = real
+        while spelling in _inherited.get(real, ()):
+            spelling += "/."
         _open_dirs[real] = os.getpid()
-    return real
+        _spellings[real] = spelling
+    return real, spelling
 
 
 def _release(real: str) -> None:
     with _registry_lock:
         if _open_dirs.get(real) == os.getpid():
             del _open_dirs[real]
+            _spellings.pop(real, None)
 
 
 class LevelDB:
@@ -175,14 +176,17 @@ def open_leveldb(path: str, *, create: bool, cache_bytes: int = DEFAULT_CACHE_BY
     than it go to the table files (about 10 µs instead of 2 µs here).
     """
     path = os.fspath(path)
-    real = _claim(path)
+    real, spelling = _claim(path)
     try:
-        db = plyvel.DB(path, create_if_missing=create, paranoid_checks=True, lru_cache_size=cache_bytes)
+        db = plyvel.DB(spelling, create_if_missing=create, paranoid_checks=True, lru_cache_size=cache_bytes)
     except BaseException as exc:
         _release(real)
-        if isinstance(exc, plyvel.Error):
-            raise _open_error(path, exc) from None
-        raise
+        if not isinstance(exc, plyvel.Error):
+            raise
+        error = _open_error(path, exc)
+        if isinstance(error, StoreLocked) and real in _inherited:
+            error = StoreLocked(f"{error}; this process was forked from one that had it open")
+        raise error from None
     try:
         return LevelDB(db, path, real)
     except BaseException:  # even an interrupt here must not leave the directory held
@@ -218,6 +222,10 @@ def forked_error(path: str) -> StoreForked:
 def _after_fork_in_child() -> None:
     global _registry_lock
     _registry_lock = threading.Lock()  # another thread of the parent may have held it at the fork
+    for real in _open_dirs:  # the parent's: its lock table entries stay in this process for ever
+        _inherited.setdefault(real, set()).add(_spellings[real])
+    _open_dirs.clear()
+    _spellings.clear()
     for obj in list(_forkables):
         obj._forked_()
 

@@ -201,7 +201,7 @@ def test_a_child_opens_stores_of_its_own_but_not_its_parents(tmp_path: Path) -> 
         fill(store)
         outcome = in_child([("own", open_own), ("parents", open_parents)])
         assert outcome["own"] == "ok"
-        assert outcome["parents"].startswith("StoreLocked") and "parent process" in outcome["parents"]
+        assert outcome["parents"].startswith("StoreLocked") and "forked from one that had it open" in outcome["parents"]
         check_whole(store)
     with TierStore(own) as child_store:
         assert child_store.get("mine") == 1
