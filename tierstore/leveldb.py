@@ -18,12 +18,15 @@ thread that does not exist there, or touch the parent's files).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import plyvel
@@ -37,6 +40,7 @@ __all__ = [
     "leveldb_message",
     "make_private_dirs",
     "set_aside",
+    "holding",
     "on_fork",
     "os_failure",
     "forked_error",
@@ -95,6 +99,62 @@ def set_aside(path: str) -> str:
         name = f"{base}-{number}"
     os.rename(path, name)
     return name
+
+
+@contextlib.contextmanager
+def holding(path: str) -> Iterator[str]:
+    """Hold ``path`` while it is replaced (a restore): in this process through the registry, across
+    processes through a lock file beside it; ``StoreLocked`` when a store has it open. Yields its real path.
+    """
+    real, _ = _claim(path)
+    try:
+        fd = _lock_beside(real)
+        try:
+            _refuse_if_open_elsewhere(path, real)
+            yield real
+        finally:
+            try:
+                os.unlink(real + _RESTORE_LOCK)
+            except OSError:
+                pass
+            os.close(fd)
+    finally:
+        _release(real)
+
+
+_RESTORE_LOCK = ".restoring.lock"
+
+
+def _lock_beside(real: str) -> int:
+    """An exclusive ``flock`` on ``<real>.restoring.lock``, waiting for another process's restore."""
+    lock_path = real + _RESTORE_LOCK
+    make_private_dirs(os.path.dirname(real))  # a restore may be the first to need them
+    while True:
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                return fd  # not unlinked by the holder before us
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _refuse_if_open_elsewhere(path: str, real: str) -> None:
+    """``StoreLocked`` when another process holds LevelDB's lock on ``real`` (no handle of ours does)."""
+    try:
+        fd = os.open(os.path.join(real, "LOCK"), os.O_RDWR)
+    except OSError:
+        return  # no LOCK file: no LevelDB has it open
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise StoreLocked(f"store {path} is in use by another process") from None
+    finally:
+        os.close(fd)  # also drops the probe's own lock
 
 
 def on_fork(obj: Any) -> None:

@@ -59,7 +59,7 @@ from .errors import (
     StoreLocked,
     TierStoreError,
 )
-from .leveldb import set_aside
+from .leveldb import holding, set_aside
 from .ranking import repair_indexes
 
 __all__ = ["open_disk"]
@@ -128,7 +128,10 @@ def _restore_from(persist_path: str, path: str, problem: TierStoreError | None) 
                 raise _without_checkpoint(problem, f"there is no checkpoint in {persist_path}")
             return False
         try:
-            restored = _restore(source, path, aside=problem is not None)
+            with holding(path):  # StoreLocked, before anything is touched, if a store opened it meanwhile
+                if problem is None and _directory_state(path) == "data":
+                    return False  # restored by another open meanwhile: opened as it is
+                restored = _restore(source, path, aside=problem is not None)
         finally:
             source.close()
     except (CorruptStore, CorruptRecord, plyvel.CorruptionError) as exc:
