@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets
 import threading
 import time
@@ -55,7 +54,7 @@ from .disk import (
     open_leveldb,
 )
 from .errors import CorruptRecord, CorruptStore, SchemaTooNew, StorageFull, TierStoreError
-from .leveldb import os_failure, set_aside
+from .leveldb import LEVELDB_FILE, os_failure, set_aside
 
 __all__ = [
     "TrackedDisk",
@@ -97,7 +96,6 @@ _READ_CHUNK = 256
 #: Files LevelDB may leave in a directory it never finished creating.
 NOT_DATA = frozenset({"LOCK", "LOG", "LOG.old"})
 # Every file name LevelDB itself creates in a database directory.
-_LEVELDB_FILE = re.compile(r"CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb|sst|dbtmp)")
 _NO_SPACE = "No space left on device"
 
 
@@ -280,7 +278,7 @@ class Checkpointer:
         """Move a damaged checkpoint directory aside (never deleted) so a new one can be written."""
         real = os.path.realpath(self.path)
         try:
-            strangers = [name for name in os.listdir(real) if not _LEVELDB_FILE.fullmatch(name)]
+            strangers = [name for name in os.listdir(real) if not LEVELDB_FILE.fullmatch(name)]
         except OSError as exc:
             raise os_failure(exc, f"checkpoint into {self.path}") from None
         if strangers:

@@ -23,6 +23,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
 import threading
 import time
 import weakref
@@ -35,6 +36,7 @@ from .errors import CorruptStore, PermissionDenied, StorageFull, StoreForked, St
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
+    "LEVELDB_FILE",
     "LevelDB",
     "open_leveldb",
     "leveldb_message",
@@ -47,6 +49,9 @@ __all__ = [
 ]
 
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
+
+#: The names LevelDB gives the files of a directory.
+LEVELDB_FILE = re.compile(r"CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb|sst|dbtmp)")
 
 _registry_lock = threading.Lock()
 _open_dirs: dict[str, int] = {}  # real path -> pid of the process that opened it

@@ -17,6 +17,7 @@ Decisions (DESIGN.md is silent on them):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -59,7 +60,7 @@ from .errors import (
     StoreLocked,
     TierStoreError,
 )
-from .leveldb import holding, set_aside
+from .leveldb import LEVELDB_FILE, holding, set_aside
 from .ranking import repair_indexes
 
 __all__ = ["open_disk"]
@@ -110,9 +111,38 @@ def open_disk(
     if persist is None:
         if problem is not None:
             raise _without_checkpoint(problem, "no persist_path is set")
-        return factory(path), False
+        return _create(path, factory), False
     restored = _restore_from(persist, path, problem)
-    return factory(path), restored
+    return (factory(path) if restored else _create(path, factory)), restored
+
+
+def _create(path: str, factory: Callable[[str], DiskTier]) -> DiskTier:
+    """Open a directory that holds no data; a creation that fails (a full disk, say) removes the
+    files LevelDB made, which would otherwise read as a damaged store (LevelDB files, no ``CURRENT``)."""
+    try:
+        before = set(os.listdir(path))
+    except FileNotFoundError:
+        before = set()
+    except OSError:
+        return factory(path)  # the open reports it
+    try:
+        return factory(path)
+    except BaseException:
+        _remove_unfinished_creation(path, before)
+        raise
+
+
+def _remove_unfinished_creation(path: str, before: set[str]) -> None:
+    try:
+        names = set(os.listdir(path))
+    except OSError:
+        return
+    if "CURRENT" in names and "CURRENT" not in before:
+        return  # the creation finished: what failed came later
+    for name in names - before:
+        if LEVELDB_FILE.fullmatch(name):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(path, name))
 
 
 def _restore_from(persist_path: str, path: str, problem: TierStoreError | None) -> bool:
