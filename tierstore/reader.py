@@ -8,7 +8,7 @@ directory's ``LOCK`` file while the handle is open, which is how a store in use
 by another process is detected.
 
 Every record is decoded by the module that owns it: entries by ``codec``,
-counters by ``counters``, indexes by ``ranking``, the checkpoint record by
+counters by ``counters``, indexes by ``index_codec``, the checkpoint record by
 ``persist``, write-order records by ``sweep``, the filter by ``bloom``, meta
 records and the schema by ``disk``. This module adds what a reader needs on top:
 the state of an entry as ``get`` would see it, and a pass that checks every record.
@@ -55,7 +55,7 @@ from .disk import (
 )
 from .errors import CorruptRecord, CorruptStore, StoreLocked, TierStoreError
 from .guard import META_CLEAN, META_FILTER
-from .ranking import check_index_record, decode_index_meta, index_meta_key, parse_index_key, read_index
+from .index_codec import check_index_record, decode_index_meta, index_meta_key, parse_index_key, read_index
 from .sweep import decode_order_record
 
 __all__ = [

@@ -59,8 +59,8 @@ from .errors import (
     StoreLocked,
     TierStoreError,
 )
+from .index_repair import repair_indexes
 from .leveldb import set_aside
-from .ranking import repair_indexes
 
 __all__ = ["open_disk"]
 
