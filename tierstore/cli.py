@@ -34,12 +34,13 @@ stale, but that setting is not on disk), ``negative`` (the source had nothing),
 ``--now SECONDS`` judges expiry at another Unix time (for stores on an injected clock).
 
 ``verify`` decodes each namespace with its module's decoders (codec, counters,
-ranking, guard/bloom, persist, sweep); a record in a namespace ``disk.py`` does
+index_codec, guard/bloom, checkpoint, sweep); a record in a namespace ``disk.py`` does
 not declare is reported as corrupt, and LevelDB checksum errors end the pass
 with a finding. Human tables stream: column widths come from the first rows.
 
 The command never writes: ``tierstore.reader`` opens the LevelDB directory
-itself with ``create=False`` and does all the reading; this module parses the
+itself with ``create=False`` and does all the reading (``verify`` and
+``summary`` make the two passes over every record); this module parses the
 command line and chooses the exit code; ``cli_format`` formats what it reads.
 """
 
@@ -56,7 +57,7 @@ from typing import IO, Any
 
 import plyvel
 
-from . import reader
+from . import reader, summary, verify
 from .cli_format import (
     Progress,
     Table,
@@ -81,7 +82,9 @@ from .cli_format import (
 from .codec import Key, encode_key
 from .disk import NS_COUNTER
 from .errors import CorruptRecord, CorruptStore
-from .reader import CORRUPT, LIVE, Census, Row, Tally, Unreadable, open_store
+from .reader import CORRUPT, LIVE, Row, Unreadable, open_store
+from .summary import Census
+from .verify import Tally
 
 __all__ = ["main", "build_parser", "to_json"]
 
@@ -227,7 +230,7 @@ def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
     progress = Progress("verifying")
     problems: list[dict[str, Any]] = []
     with open_store(args.path, damaged_ok=True) as db:  # damage is a finding of the pass below
-        for problem in reader.verify_records(db, tally, progress.update):
+        for problem in verify.verify_records(db, tally, progress.update):
             if args.json:
                 problems.append(problem_document(problem))
             else:
@@ -288,7 +291,7 @@ def take_census(db: Any, now: float) -> Census:
     """Count every record in one streamed pass (a progress line on a terminal)."""
     progress = Progress("inspecting")
     try:
-        return reader.take_census(db, now, progress.update)
+        return summary.take_census(db, now, progress.update)
     finally:
         progress.done()
 
@@ -296,7 +299,7 @@ def take_census(db: Any, now: float) -> Census:
 def bloom_document(db: Any) -> dict[str, Any] | None:
     """The saved existence filter (guard.py's meta record), decoded by ``BloomFilter.from_bytes``."""
     try:
-        bloom = reader.read_bloom(db)
+        bloom = summary.read_bloom(db)
     except ValueError as exc:
         return {"error": str(exc)}
     if bloom is None:
@@ -308,17 +311,17 @@ def bloom_document(db: Any) -> dict[str, Any] | None:
         "estimated_error_rate": bloom.estimated_error_rate(),
         "nbits": bloom.nbits,
         "nhashes": bloom.nhashes,
-        "complete": reader.bloom_complete(db),
+        "complete": summary.bloom_complete(db),
     }
 
 
 def checkpoint_document(db: Any) -> dict[str, Any] | None:
     """The checkpoint record of a checkpoint directory (checkpoint.py), or the generation a working
     directory saved at its last clean close."""
-    info = reader.read_checkpoint(db)
+    info = summary.read_checkpoint(db)
     if info is not None:
         return {"kind": "checkpoint", **{str(k): to_json(v) for k, v in info.items()}}
-    generation = reader.checkpoint_generation(db)
+    generation = summary.checkpoint_generation(db)
     if generation is None:
         return None
     return {"kind": "taken at last close", "generation": to_json(generation)}
@@ -326,13 +329,13 @@ def checkpoint_document(db: Any) -> dict[str, Any] | None:
 
 def inspect_document(db: Any, path: str, census: Census) -> dict[str, Any]:
     """The inspect summary, JSON-ready."""
-    is_checkpoint = reader.is_checkpoint(db)
+    is_checkpoint = summary.is_checkpoint(db)
     return {
         "path": os.path.abspath(path),
         "kind": "checkpoint" if is_checkpoint else "working directory",
         "schema": reader.read_schema(db, path),
-        "clean_shutdown": None if is_checkpoint else reader.clean_shutdown(db),
-        "last_seq": reader.last_seq(db),
+        "clean_shutdown": None if is_checkpoint else summary.clean_shutdown(db),
+        "last_seq": summary.last_seq(db),
         "entries": dict(census.states, bytes=census.entry_bytes),
         "counters": census.count(NS_COUNTER),
         "indexes": [index_summary(info) for info in census.indexes],
@@ -340,7 +343,7 @@ def inspect_document(db: Any, path: str, census: Census) -> dict[str, Any]:
         "bloom": bloom_document(db),
         "checkpoint": checkpoint_document(db),
         "records": {name: {"count": c[0], "bytes": c[1]} for name, c in sorted(census.namespaces.items())},
-        "disk": reader.disk_usage(path),
+        "disk": summary.disk_usage(path),
     }
 
 
