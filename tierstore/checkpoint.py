@@ -41,9 +41,9 @@ from typing import Any
 import msgpack
 import plyvel
 
+from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NOT_DATA, WORKING_ONLY, checkpoint_info
 from .disk import (
     DEFAULT_CACHE_BYTES,
-    META_OPEN,
     META_SCHEMA,
     NS_META,
     DiskTier,
@@ -53,20 +53,13 @@ from .disk import (
     meta_key,
     open_leveldb,
 )
-from .errors import CorruptRecord, CorruptStore, PermissionDenied, StorageFull, TierStoreError
+from .errors import CorruptStore, PermissionDenied, StorageFull, TierStoreError
 from .leveldb import set_aside
 
 __all__ = [
     "TrackedDisk",
     "Checkpointer",
     "STAT_KEYS",
-    "CHECKPOINT_RECORD",
-    "META_CHECKPOINT",
-    "META_CHECKPOINT_GENERATION",
-    "WORKING_ONLY",
-    "NOT_DATA",
-    "decode_checkpoint_info",
-    "checkpoint_info",
     "os_failure",
 ]
 
@@ -79,22 +72,11 @@ STAT_KEYS = ("checkpoint_ms", "restored_from_checkpoint")
 #: can kill the process there. ``None`` in normal use (one global test per point).
 _hook: Callable[[str], None] | None = None
 
-# In the working directory only: the session marker (disk.py's) and the generation
-# of the checkpoint taken at the last clean close.
-META_CHECKPOINT_GENERATION = b"checkpoint_generation"
-_OPEN_MARK = meta_key(META_OPEN)
-WORKING_ONLY = frozenset({_OPEN_MARK, meta_key(META_CHECKPOINT_GENERATION)})
-# In the checkpoint directory only: what the last checkpoint did (a msgpack map:
-# number, generation, time, complete, full, records, ...).
-META_CHECKPOINT = b"checkpoint"
-CHECKPOINT_RECORD = meta_key(META_CHECKPOINT)
 _SCHEMA_RECORD = meta_key(META_SCHEMA)
 
 _BATCH_OPS = 1000
 _BATCH_BYTES = 1 << 20
 _READ_CHUNK = 256
-#: Files LevelDB may leave in a directory it never finished creating.
-NOT_DATA = frozenset({"LOCK", "LOG", "LOG.old"})
 # Every file name LevelDB itself creates in a database directory.
 _LEVELDB_FILE = re.compile(r"CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb|sst|dbtmp)")
 _NO_SPACE = "No space left on device"
@@ -137,27 +119,6 @@ class TrackedDisk(DiskTier):
         with self._changes_lock:
             changes, self._changes = self._changes, set()
         return changes
-
-
-def decode_checkpoint_info(data: bytes) -> dict[str, Any]:
-    """The map a checkpoint record holds; ``CorruptRecord`` when it is not a msgpack map."""
-    try:
-        info = msgpack.unpackb(data, raw=False)
-    except Exception as exc:  # msgpack raises several unrelated types on bad input
-        raise CorruptRecord(str(exc) or type(exc).__name__) from None
-    if not isinstance(info, dict):
-        raise CorruptRecord("the checkpoint record is not a map")
-    return info
-
-
-def checkpoint_info(raw: bytes | None) -> dict[str, Any]:
-    """What a checkpoint record says; ``{}`` when it is missing or damaged."""
-    if raw is None:
-        return {}
-    try:
-        return decode_checkpoint_info(raw)
-    except CorruptRecord:
-        return {}
 
 
 # -- taking checkpoints ------------------------------------------------------------------

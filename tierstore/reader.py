@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import plyvel
 
 from .bloom import BloomFilter
-from .checkpoint import CHECKPOINT_RECORD
+from .checkpoint_record import CHECKPOINT_RECORD
 from .codec import NEGATIVE, TOMBSTONE, Key, Record, decode_key, encode_key, unpack_record
 from .counters import counter_name, decode_count
 from .disk import (

@@ -27,15 +27,8 @@ from typing import Any
 import msgpack
 import plyvel
 
-from .checkpoint import (
-    CHECKPOINT_RECORD,
-    META_CHECKPOINT_GENERATION,
-    NOT_DATA,
-    WORKING_ONLY,
-    TrackedDisk,
-    checkpoint_info,
-    os_failure,
-)
+from .checkpoint import TrackedDisk, os_failure
+from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NOT_DATA, WORKING_ONLY, checkpoint_info
 from .disk import (
     DEFAULT_CACHE_BYTES,
     META_OPEN,

@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from .bloom import BloomFilter
-from .checkpoint import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, checkpoint_info
+from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, checkpoint_info
 from .disk import META_OPEN, META_SEQ, NAMESPACES, NS_ENTRY, NS_INDEX_META, meta_key
 from .errors import CorruptRecord
 from .guard import META_CLEAN, META_FILTER

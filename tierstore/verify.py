@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 
 import plyvel
 
-from .checkpoint import META_CHECKPOINT
-from .checkpoint import decode_checkpoint_info as check_checkpoint
+from .checkpoint_record import META_CHECKPOINT
+from .checkpoint_record import decode_checkpoint_info as check_checkpoint
 from .codec import decode_key, unpack_record
 from .counters import counter_name, decode_count
 from .disk import (
