@@ -24,7 +24,7 @@ import plyvel
 import pytest
 
 from tierstore import ABSENT, TierStore
-from tierstore.cli import Progress
+from tierstore.cli_format import Progress
 from tierstore.disk import NS_COUNTER, NS_ENTRY, NS_INDEX_ORDER, NS_META
 
 ROOT = Path(__file__).resolve().parents[1]

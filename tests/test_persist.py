@@ -16,7 +16,12 @@ import pytest
 
 from tests.conftest import FakeClock
 from tierstore import StoreLocked, TierStore, TierStoreError
-from tierstore.checkpoint import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, checkpoint_info, decode_checkpoint_info
+from tierstore.checkpoint_record import (
+    CHECKPOINT_RECORD,
+    META_CHECKPOINT_GENERATION,
+    checkpoint_info,
+    decode_checkpoint_info,
+)
 from tierstore.codec import encode_key
 from tierstore.disk import NS_ENTRY, NS_META
 from tierstore.errors import CorruptRecord

@@ -14,11 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tierstore import SortedIndex, StoreClosed, TierStore, ranking
+from tierstore import SortedIndex, StoreClosed, TierStore, index_codec, ranking
 from tierstore.codec import encode_key
 from tierstore.disk import NS_INDEX_MEMBER, NS_INDEX_ORDER
 from tierstore.errors import CorruptRecord
-from tierstore.ranking import IndexRefresher, decode_score, encode_score
+from tierstore.index_codec import decode_score, encode_score
+from tierstore.index_refresher import IndexRefresher
 
 WAIT = 10.0  # generous bound for background work; tests normally finish far sooner
 
@@ -592,12 +593,12 @@ def test_public_decoders_read_an_index_without_a_store(store: TierStore, store_p
     store.close()
     db = plyvel.DB(store_path)
     try:
-        meta = ranking.decode_index_meta(db.get(ranking.index_meta_key("board")))
+        meta = index_codec.decode_index_meta(db.get(index_codec.index_meta_key("board")))
         assert (meta.count, meta.built, meta.stamp) == (3, True, "v1")
-        members = list(ranking.read_index(db, "board", meta.gen))
+        members = list(index_codec.read_index(db, "board", meta.gen))
         assert members == [(b"\x02", -2.5), ("bob", 1.0), ("ann", 3.0)]
-        assert list(ranking.read_index(db, "board", meta.gen, offset=1, limit=1)) == [("bob", 1.0)]
-        keys = [ranking.check_index_record(key, data) for key, data in db.iterator() if key[:1] in b"iox"]
+        assert list(index_codec.read_index(db, "board", meta.gen, offset=1, limit=1)) == [("bob", 1.0)]
+        keys = [index_codec.check_index_record(key, data) for key, data in db.iterator() if key[:1] in b"iox"]
     finally:
         db.close()
     assert {key.name for key in keys} == {"board"}
@@ -606,16 +607,16 @@ def test_public_decoders_read_an_index_without_a_store(store: TierStore, store_p
 
 
 def test_parse_index_key_refuses_damaged_keys() -> None:
-    name = ranking.index_meta_key("n")[1:]
+    name = index_codec.index_meta_key("n")[1:]
     with pytest.raises(CorruptRecord, match="too short for its name"):
-        ranking.parse_index_key(NS_INDEX_MEMBER + b"\x00\x09s")
+        index_codec.parse_index_key(NS_INDEX_MEMBER + b"\x00\x09s")
     with pytest.raises(CorruptRecord, match="trailing bytes"):
-        ranking.parse_index_key(ranking.index_meta_key("n") + b"x")
+        index_codec.parse_index_key(index_codec.index_meta_key("n") + b"x")
     with pytest.raises(CorruptRecord, match="malformed score"):
-        ranking.parse_index_key(NS_INDEX_ORDER + name + bytes(8) + struct.pack(">Q", (1 << 64) - 1) + b"sm")
+        index_codec.parse_index_key(NS_INDEX_ORDER + name + bytes(8) + struct.pack(">Q", (1 << 64) - 1) + b"sm")
     with pytest.raises(CorruptRecord, match="has a value"):
-        ranking.check_index_record(ranking.order_prefix("n", 0) + encode_score(1) + b"sm", b"x")
+        index_codec.check_index_record(index_codec.order_prefix("n", 0) + encode_score(1) + b"sm", b"x")
     with pytest.raises(CorruptRecord, match="malformed score"):
-        ranking.check_index_record(NS_INDEX_MEMBER + name + bytes(8) + b"sm", b"\x00" * 7)
+        index_codec.check_index_record(NS_INDEX_MEMBER + name + bytes(8) + b"sm", b"\x00" * 7)
     with pytest.raises(CorruptRecord, match="is corrupt"):
-        ranking.decode_index_meta(b"\xc1", b"where")
+        index_codec.decode_index_meta(b"\xc1", b"where")

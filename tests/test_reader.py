@@ -1,4 +1,4 @@
-"""reader.py pieces that the CLI tests reach only by chance."""
+"""reader.py and summary.py pieces that the CLI tests reach only by chance."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tierstore import reader
+from tierstore import summary
 
 
 def test_disk_usage_skips_a_file_deleted_between_listing_and_stat(
@@ -41,5 +41,5 @@ def test_disk_usage_skips_a_file_deleted_between_listing_and_stat(
         def __exit__(self, *exc: object) -> None:
             self._scan.close()
 
-    monkeypatch.setattr(reader.os, "scandir", Listing)
-    assert reader.disk_usage(str(tmp_path)) == {"bytes": 7, "files": 1}
+    monkeypatch.setattr(summary.os, "scandir", Listing)
+    assert summary.disk_usage(str(tmp_path)) == {"bytes": 7, "files": 1}

@@ -39,9 +39,9 @@ from typing import Any
 import msgpack
 import plyvel
 
+from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NOT_DATA, WORKING_ONLY, checkpoint_info
 from .disk import (
     DEFAULT_CACHE_BYTES,
-    META_OPEN,
     META_SCHEMA,
     NS_META,
     SCHEMA_VERSION,
@@ -60,14 +60,6 @@ __all__ = [
     "TrackedDisk",
     "Checkpointer",
     "STAT_KEYS",
-    "CHECKPOINT_RECORD",
-    "META_CHECKPOINT",
-    "META_CHECKPOINT_GENERATION",
-    "WORKING_ONLY",
-    "NOT_DATA",
-    "decode_checkpoint_info",
-    "checkpoint_info",
-    "os_failure",
 ]
 
 log = logging.getLogger("tierstore")
@@ -79,23 +71,11 @@ STAT_KEYS = ("checkpoint_ms", "restored_from_checkpoint")
 #: can kill the process there. ``None`` in normal use (one global test per point).
 _hook: Callable[[str], None] | None = None
 
-# In the working directory only: the session marker (disk.py's) and the generation
-# of the checkpoint taken at the last clean close.
-META_CHECKPOINT_GENERATION = b"checkpoint_generation"
-_OPEN_MARK = meta_key(META_OPEN)
-WORKING_ONLY = frozenset({_OPEN_MARK, meta_key(META_CHECKPOINT_GENERATION)})
-# In the checkpoint directory only: what the last checkpoint did (a msgpack map:
-# number, generation, time, complete, full, records, ...).
-META_CHECKPOINT = b"checkpoint"
-CHECKPOINT_RECORD = meta_key(META_CHECKPOINT)
 _SCHEMA_RECORD = meta_key(META_SCHEMA)
 
 _BATCH_OPS = 1000
 _BATCH_BYTES = 1 << 20
 _READ_CHUNK = 256
-#: Files LevelDB may leave in a directory it never finished creating.
-NOT_DATA = frozenset({"LOCK", "LOG", "LOG.old"})
-# Every file name LevelDB itself creates in a database directory.
 _NO_SPACE = "No space left on device"
 
 
@@ -136,27 +116,6 @@ class TrackedDisk(DiskTier):
         with self._changes_lock:
             changes, self._changes = self._changes, set()
         return changes
-
-
-def decode_checkpoint_info(data: bytes) -> dict[str, Any]:
-    """The map a checkpoint record holds; ``CorruptRecord`` when it is not a msgpack map."""
-    try:
-        info = msgpack.unpackb(data, raw=False)
-    except Exception as exc:  # msgpack raises several unrelated types on bad input
-        raise CorruptRecord(str(exc) or type(exc).__name__) from None
-    if not isinstance(info, dict):
-        raise CorruptRecord("the checkpoint record is not a map")
-    return info
-
-
-def checkpoint_info(raw: bytes | None) -> dict[str, Any]:
-    """What a checkpoint record says; ``{}`` when it is missing or damaged."""
-    if raw is None:
-        return {}
-    try:
-        return decode_checkpoint_info(raw)
-    except CorruptRecord:
-        return {}
 
 
 # -- taking checkpoints ------------------------------------------------------------------

@@ -34,13 +34,15 @@ stale, but that setting is not on disk), ``negative`` (the source had nothing),
 ``--now SECONDS`` judges expiry at another Unix time (for stores on an injected clock).
 
 ``verify`` decodes each namespace with its module's decoders (codec, counters,
-ranking, guard/bloom, persist, sweep); a record in a namespace ``disk.py`` does
+index_codec, guard/bloom, checkpoint, sweep); a record in a namespace ``disk.py`` does
 not declare is reported as corrupt, and LevelDB checksum errors end the pass
 with a finding. Human tables stream: column widths come from the first rows.
 
 The command never writes: ``tierstore.reader`` opens the LevelDB directory
-itself with ``create=False`` and does all the reading; this module parses the
-command line and chooses the exit code; ``cli_format`` formats what it reads.
+itself with ``create=False`` and does all the reading (``verify`` and
+``summary`` make the two passes over every record); ``cli_commands`` runs each
+command; this module parses the command line and turns errors into exit codes;
+``cli_format`` formats what the commands read.
 """
 
 from __future__ import annotations
@@ -51,45 +53,33 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 import plyvel
 
 from . import reader
-from .cli_format import (
-    Progress,
-    Table,
-    counter_document,
-    fmt_key,
-    get_fields,
-    index_summary,
-    inspect_fields,
-    json_text,
-    problem_document,
-    record_document,
-    row_document,
-    scan_cells,
-    to_json,
-    verify_document,
-    write_fields,
-    write_index_json,
-    write_index_text,
-    write_json_array,
-    write_tally,
+from .cli_commands import (
+    EXIT_FINDING,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    cmd_counters,
+    cmd_dump,
+    cmd_get,
+    cmd_index,
+    cmd_inspect,
+    cmd_scan,
+    cmd_verify,
 )
-from .codec import Key, encode_key
-from .disk import NS_COUNTER
+from .cli_format import to_json
 from .errors import CorruptRecord, CorruptStore
-from .reader import CORRUPT, LIVE, Census, Row, Tally, Unreadable, open_store
+from .reader import Unreadable
 
 __all__ = ["main", "build_parser", "to_json"]
 
 log = logging.getLogger("tierstore.cli")
 
-EXIT_OK = 0
-EXIT_FINDING = 1
-EXIT_USAGE = 2
 RECURSION_LIMIT = 10_000
 
 JSON_HELP = """\
@@ -100,260 +90,6 @@ object with one "$" marker key: {"$bytes": "<base64>"} for bytes, {"$float": "na
 
 exit codes: 0 fine, 1 a finding (no live entry, corruption), 2 usage error, missing
 directory, not a tierstore, or a store in use by a running process."""
-
-
-class CliError(Exception):
-    """Stop with a one-line message and an exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# -- command-line keys and documents ---------------------------------------------------
-
-
-def key_prefix(prefix: str | None, hex_bytes: bool) -> bytes:
-    """The tagged prefix of ``--prefix`` (hex of a bytes prefix with ``--bytes``)."""
-    if prefix is None:
-        return b""
-    try:
-        return encode_key(parse_key(prefix, hex_bytes))
-    except ValueError as exc:
-        raise CliError(f"--prefix: {exc}") from None
-
-
-def parse_key(text: str, hex_bytes: bool) -> Key:
-    """A command-line key: str, or bytes from hex with ``--bytes``."""
-    if not hex_bytes:
-        return text
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        raise CliError(f"--bytes takes the key in hex, got {text!r}") from None
-
-
-# -- commands ------------------------------------------------------------------------------
-
-
-def cmd_get(args: argparse.Namespace, out: IO[str]) -> int:
-    """Show one entry; exit 1 when the key has no live entry."""
-    key = parse_key(args.key, args.bytes)
-    try:
-        encode_key(key)  # a key the store would refuse is a usage error, found before opening
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    now = args.now
-    with open_store(args.path) as db:
-        row = reader.read_entry(db, key, now)
-    if row is None:
-        return report_missing(args, out, key, "absent", "no record")
-    if row.record is None:
-        return report_missing(args, out, key, CORRUPT, row.error or "corrupt")
-    document = record_document(key, row.record, row.state, now)
-    if args.json:
-        out.write(json_text(document) + "\n")
-    else:
-        write_fields(out, get_fields(key, row.record, row.state, now))
-    if row.state == LIVE:
-        return EXIT_OK
-    log.error("no live entry for %r: %s", key, row.state)
-    return EXIT_FINDING
-
-
-def report_missing(args: argparse.Namespace, out: IO[str], key: Key, state: str, detail: str) -> int:
-    """A key without a decodable record: say so, exit 1."""
-    if args.json:
-        out.write(json_text({"key": to_json(key), "state": state, "live": False, "error": detail}) + "\n")
-    log.error("no live entry for %r: %s (%s)", key, state, detail)
-    return EXIT_FINDING
-
-
-def selected_rows(db: Any, args: argparse.Namespace, *, live_only: bool) -> Iterator[Row]:
-    """The rows ``--prefix``/``--all``/``--limit`` select, streamed."""
-    prefix = key_prefix(args.prefix, args.bytes)
-    limit = args.limit
-    shown = 0
-    for row in reader.entry_rows(db, prefix, args.now):
-        if live_only and row.state != LIVE:
-            continue
-        if limit is not None and shown >= limit:
-            log.warning("stopped at --limit %d; more entries follow", limit)
-            return
-        shown += 1
-        yield row
-
-
-def cmd_scan(args: argparse.Namespace, out: IO[str]) -> int:
-    """A row per entry: state, version, TTL left, size, key."""
-    now = args.now
-    with open_store(args.path) as db:
-        rows = selected_rows(db, args, live_only=not args.all)
-        if args.json:
-            for row in rows:
-                out.write(json_text(row_document(row, now)) + "\n")
-            return EXIT_OK
-        table = Table(out, ("STATE", "VERSION", "TTL LEFT", "SIZE", "KEY"), (False, True, True, True, False))
-        for row in rows:
-            table.add(scan_cells(row, now))
-        table.close()
-    if not table.rows:
-        out.write("(no entries)\n")
-    return EXIT_OK
-
-
-def cmd_dump(args: argparse.Namespace, out: IO[str]) -> int:
-    """Every live entry as a JSON line: key, value, version, expires_at."""
-    with open_store(args.path) as db:
-        for row in selected_rows(db, args, live_only=True):
-            record = row.record
-            assert record is not None
-            line = {
-                "key": to_json(row.key),
-                "value": to_json(record.value),
-                "version": record.version,
-                "expires_at": record.expires_at,
-            }
-            out.write(json_text(line) + "\n")
-    return EXIT_OK
-
-
-# -- verify --------------------------------------------------------------------------------
-
-
-def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
-    """Decode every record in every namespace; exit 1 if any is corrupt."""
-    tally = Tally()
-    progress = Progress("verifying")
-    problems: list[dict[str, Any]] = []
-    with open_store(args.path, damaged_ok=True) as db:  # damage is a finding of the pass below
-        for problem in reader.verify_records(db, tally, progress.update):
-            if args.json:
-                problems.append(problem_document(problem))
-            else:
-                progress.done()
-                out.write(f"corrupt  {problem.raw_key!r}  {problem.reason}\n")
-    progress.done()
-    if args.json:
-        out.write(json_text(verify_document(tally, problems)) + "\n")
-    else:
-        write_tally(out, tally)
-    return EXIT_FINDING if tally.corrupt else EXIT_OK
-
-
-# -- counters ------------------------------------------------------------------------------
-
-
-def cmd_counters(args: argparse.Namespace, out: IO[str]) -> int:
-    """Every counter and its count."""
-    with open_store(args.path) as db:
-        if args.json:
-            write_json_array(out, "counters", (counter_document(row) for row in reader.counter_rows(db)))
-            return EXIT_OK
-        table = Table(out, ("COUNT", "NAME"), (True, False))
-        for name, raw_key, count, error in reader.counter_rows(db):
-            shown = fmt_key(name, raw_key)
-            table.add(("corrupt", f"{shown}  ({error})") if count is None else (f"{count:,}", shown))
-        table.close()
-    if not table.rows:
-        out.write("(no counters)\n")
-    return EXIT_OK
-
-
-# -- sorted indexes --------------------------------------------------------------------------
-
-
-def cmd_index(args: argparse.Namespace, out: IO[str]) -> int:
-    """One page of a sorted index, in ``(score, member)`` order."""
-    name = parse_key(args.name, args.bytes)
-    with open_store(args.path) as db:
-        try:
-            info = reader.find_index(db, name)
-        except CorruptRecord as exc:
-            raise CliError(f"index {name!r}: {exc}", EXIT_FINDING) from None
-        if info is None:
-            raise CliError(f"no index named {name!r}", EXIT_FINDING)
-        items = reader.index_page(db, info, args.offset, args.limit)
-        if args.json:
-            write_index_json(out, info, args.offset, items)
-        else:
-            write_index_text(out, info, args.offset, items)
-    return EXIT_OK
-
-
-# -- inspect -------------------------------------------------------------------------------
-
-
-def take_census(db: Any, now: float) -> Census:
-    """Count every record in one streamed pass (a progress line on a terminal)."""
-    progress = Progress("inspecting")
-    try:
-        return reader.take_census(db, now, progress.update)
-    finally:
-        progress.done()
-
-
-def bloom_document(db: Any) -> dict[str, Any] | None:
-    """The saved existence filter (guard.py's meta record), decoded by ``BloomFilter.from_bytes``."""
-    try:
-        bloom = reader.read_bloom(db)
-    except ValueError as exc:
-        return {"error": str(exc)}
-    if bloom is None:
-        return None
-    return {
-        "keys": len(bloom),
-        "capacity": bloom.capacity,
-        "error_rate": bloom.error_rate,
-        "estimated_error_rate": bloom.estimated_error_rate(),
-        "nbits": bloom.nbits,
-        "nhashes": bloom.nhashes,
-        "complete": reader.bloom_complete(db),
-    }
-
-
-def checkpoint_document(db: Any) -> dict[str, Any] | None:
-    """The checkpoint record of a checkpoint directory (checkpoint.py), or the generation a working
-    directory saved at its last clean close."""
-    info = reader.read_checkpoint(db)
-    if info is not None:
-        return {"kind": "checkpoint", **{str(k): to_json(v) for k, v in info.items()}}
-    generation = reader.checkpoint_generation(db)
-    if generation is None:
-        return None
-    return {"kind": "taken at last close", "generation": to_json(generation)}
-
-
-def inspect_document(db: Any, path: str, census: Census) -> dict[str, Any]:
-    """The inspect summary, JSON-ready."""
-    is_checkpoint = reader.is_checkpoint(db)
-    return {
-        "path": os.path.abspath(path),
-        "kind": "checkpoint" if is_checkpoint else "working directory",
-        "schema": reader.read_schema(db, path),
-        "clean_shutdown": None if is_checkpoint else reader.clean_shutdown(db),
-        "last_seq": reader.last_seq(db),
-        "entries": dict(census.states, bytes=census.entry_bytes),
-        "counters": census.count(NS_COUNTER),
-        "indexes": [index_summary(info) for info in census.indexes],
-        "corrupt_indexes": census.corrupt_indexes,
-        "bloom": bloom_document(db),
-        "checkpoint": checkpoint_document(db),
-        "records": {name: {"count": c[0], "bytes": c[1]} for name, c in sorted(census.namespaces.items())},
-        "disk": reader.disk_usage(path),
-    }
-
-
-def cmd_inspect(args: argparse.Namespace, out: IO[str]) -> int:
-    """A summary of the store."""
-    with open_store(args.path) as db:
-        census = take_census(db, args.now)
-        document = inspect_document(db, args.path, census)
-    if args.json:
-        out.write(json_text(document) + "\n")
-    else:
-        write_fields(out, inspect_fields(document, census.indexes))
-    return EXIT_OK
 
 
 # -- the parser ----------------------------------------------------------------------------

@@ -20,7 +20,8 @@ import msgpack
 
 from . import reader
 from .codec import NEGATIVE, TOMBSTONE, Key, Record
-from .reader import CORRUPT, LIVE, STATES, IndexInfo, Problem, Row, Tally
+from .reader import CORRUPT, LIVE, STATES, IndexInfo, Row
+from .verify import Problem, Tally
 
 __all__ = [
     "to_json",

@@ -44,8 +44,6 @@ The algorithm of DESIGN.md §3 "get_or_load", over a store it knows only through
 from __future__ import annotations
 
 import functools
-import hashlib
-import inspect
 import logging
 import math
 import random
@@ -57,6 +55,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 import msgpack
 
 from . import codec
+from .cached_keys import call_key, function_prefix, name_prefix
 from .clock import check_seconds, check_ttl
 from .codec import ABSENT, NEGATIVE, TOMBSTONE, Key, Record, Versioned, encode_key
 from .errors import StoreClosed
@@ -331,7 +330,7 @@ class Loading:
     def cached(
         self, ttl: Any = ..., key: Callable[..., Key] | None = None, name: str | None = None
     ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
-        """A decorator memoizing a function through ``get_or_load``, keyed by ``key(...)`` or ``_call_key``.
+        """A decorator memoizing a function through ``get_or_load``, keyed by ``key(...)`` or ``call_key``.
 
         Keys start with ``name`` or, by default, the function's module and qualified
         name; a lambda or a function defined in another (``<locals>``) needs ``name=``
@@ -343,15 +342,15 @@ class Loading:
             raise TypeError(f"key must be a callable building the key from the arguments, not {type(key).__name__}")
         if key is not None and name is not None:
             raise TypeError("cached takes name= or key=, not both: key= builds the whole key")
-        named = None if name is None else _name_prefix(name)
+        named = None if name is None else name_prefix(name)
         check_open, get_or_load = self._check_open, self.get_or_load
 
         def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-            prefix = named if named is not None or key is not None else _function_prefix(fn)
+            prefix = named if named is not None or key is not None else function_prefix(fn)
 
             @functools.wraps(fn)
             def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-                cache_key = key(*args, **kwargs) if key is not None else _call_key(prefix or b"", args, kwargs)
+                cache_key = key(*args, **kwargs) if key is not None else call_key(prefix or b"", args, kwargs)
                 check_open()
                 result: _R = get_or_load(cache_key, lambda: fn(*args, **kwargs), ttl)
                 return result
@@ -388,57 +387,3 @@ def _refusal(exc: Exception) -> type[Exception]:
         if isinstance(exc, kind):
             return kind
     return ValueError
-
-
-_HASHED_TAIL = len(b"sha256:") + hashlib.sha256().digest_size
-
-
-def _name_prefix(name: object) -> bytes:
-    """The key prefix of ``cached(name=...)``: ``TypeError``/``ValueError`` for a name no key could start with."""
-    if not isinstance(name, str):
-        raise TypeError(f"cached name= must be a str, not {type(name).__name__}")
-    if not name:
-        raise ValueError("cached name= must not be empty")
-    try:
-        prefix = f"{name}:".encode()
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"cached name= is not valid Unicode: {exc}") from None
-    if len(prefix) + _HASHED_TAIL > codec.MAX_KEY_BYTES:
-        raise ValueError(f"cached name= is {len(prefix) - 1} bytes encoded; keys are limited to {codec.MAX_KEY_BYTES}")
-    return prefix
-
-
-def _function_prefix(fn: object) -> bytes:
-    """The default key prefix of a ``cached`` function: its module and qualified name.
-
-    A lambda or a function defined inside another is refused (``TypeError``): every
-    closure a factory makes has the same qualified name, so they would share entries.
-    """
-    if not callable(fn):
-        raise TypeError(f"cached decorates a function, not {type(fn).__name__}")
-    qualname = getattr(fn, "__qualname__", None)
-    if not isinstance(qualname, str):
-        raise TypeError(f"cached needs name= (or key=) for {fn!r}, which has no __qualname__")
-    if "<lambda>" in qualname or "<locals>" in qualname:
-        raise TypeError(
-            f"cached needs name= (or key=) for {qualname}: lambdas, and functions defined inside another, "
-            "share their qualified name with every other one made there"
-        )
-    bound_to = getattr(fn, "__self__", None)
-    if bound_to is not None and not inspect.ismodule(bound_to):
-        raise TypeError(
-            f"cached needs name= (or key=) for the bound method {qualname}: the methods of every instance "
-            "share its qualified name, and the instance is not among the arguments"
-        )
-    return f"{getattr(fn, '__module__', None)}:{qualname}:".encode(errors="surrogatepass")
-
-
-def _call_key(prefix: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """The ``cached`` key of one call: the function's prefix and its msgpack-encoded arguments."""
-    try:
-        packed: bytes = msgpack.packb([args, sorted(kwargs.items())], use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise TypeError(f"cannot build a cache key from the arguments ({exc}); pass key= to build one") from None
-    if len(prefix) + len(packed) >= codec.MAX_KEY_BYTES:
-        return prefix + b"sha256:" + hashlib.sha256(packed).digest()
-    return prefix + packed

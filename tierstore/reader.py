@@ -8,10 +8,12 @@ directory's ``LOCK`` file while the handle is open, which is how a store in use
 by another process is detected.
 
 Every record is decoded by the module that owns it: entries by ``codec``,
-counters by ``counters``, indexes by ``ranking``, the checkpoint record by
-``persist``, write-order records by ``sweep``, the filter by ``bloom``, meta
+counters by ``counters``, indexes by ``index_codec``, the checkpoint record by
+``checkpoint``, write-order records by ``sweep``, the filter by ``bloom``, meta
 records and the schema by ``disk``. This module adds what a reader needs on top:
-the state of an entry as ``get`` would see it, and a pass that checks every record.
+opening a directory safely, and the state of an entry as ``get`` would see it.
+The pass that checks every record is ``verify``; the summary that ``inspect``
+shows is ``summary``.
 
 Entry states: ``tombstone`` (deleted), ``expired`` (``expires_at`` passed; a
 store with ``stale_ttl`` may still serve it stale, but that setting is not on
@@ -30,22 +32,15 @@ from typing import Any, NamedTuple
 import plyvel
 
 from .bloom import BloomFilter
-from .checkpoint import CHECKPOINT_RECORD, META_CHECKPOINT, META_CHECKPOINT_GENERATION, checkpoint_info
-from .checkpoint import decode_checkpoint_info as check_checkpoint
+from .checkpoint_record import CHECKPOINT_RECORD
 from .codec import NEGATIVE, TOMBSTONE, Key, Record, decode_key, encode_key, unpack_record
 from .counters import counter_name, decode_count
 from .disk import (
-    META_OPEN,
     META_SCHEMA,
-    META_SEQ,
     NAMESPACES,
     NS_COUNTER,
     NS_ENTRY,
-    NS_INDEX_MEMBER,
-    NS_INDEX_META,
-    NS_INDEX_ORDER,
     NS_META,
-    NS_WRITE_ORDER,
     SCHEMA_VERSION,
     decode_meta,
     decode_schema,
@@ -54,9 +49,7 @@ from .disk import (
     open_leveldb,
 )
 from .errors import CorruptRecord, CorruptStore, StoreLocked, TierStoreError
-from .guard import META_CLEAN, META_FILTER
-from .ranking import check_index_record, decode_index_meta, index_meta_key, parse_index_key, read_index
-from .sweep import decode_order_record
+from .index_codec import decode_index_meta, index_meta_key, parse_index_key, read_index
 
 __all__ = [
     "Unreadable",
@@ -82,19 +75,7 @@ __all__ = [
     "find_index",
     "index_page",
     "namespace_name",
-    "Problem",
-    "Tally",
-    "verify_records",
-    "Census",
-    "take_census",
-    "is_checkpoint",
-    "clean_shutdown",
-    "last_seq",
-    "read_bloom",
-    "bloom_complete",
-    "read_checkpoint",
-    "checkpoint_generation",
-    "disk_usage",
+    "decode_bloom",
 ]
 
 Tick = Callable[[int], None]
@@ -327,81 +308,7 @@ def index_page(db: Any, info: IndexInfo, offset: int, limit: int | None) -> Iter
     return read_index(db, info.name, info.generation, offset, limit)
 
 
-# -- verify --------------------------------------------------------------------------------
-
-Checker = Callable[[bytes, bytes], object]
-
-
-def check_entry(raw_key: bytes, data: bytes) -> None:
-    decode_key(raw_key[len(NS_ENTRY) :])
-    unpack_record(data)
-
-
-def check_counter(raw_key: bytes, data: bytes) -> None:
-    counter_name(raw_key)
-    decode_count(raw_key, data)
-
-
-def decode_bloom(saved: Any) -> BloomFilter:
-    """The filter from its meta record's value (``ValueError`` when damaged)."""
-    if not isinstance(saved, bytes):
-        raise ValueError(f"the filter record holds {type(saved).__name__}, not bytes")
-    return BloomFilter.from_bytes(saved)
-
-
-META_CHECKERS: dict[bytes, Checker] = {
-    META_SCHEMA: lambda _, data: decode_schema(data),
-    META_FILTER: lambda _, data: decode_bloom(decode_meta(data)),
-    META_CHECKPOINT: lambda _, data: check_checkpoint(data),
-}
-
-
-def check_meta(raw_key: bytes, data: bytes) -> None:
-    checker = META_CHECKERS.get(raw_key[len(NS_META) :])
-    if checker is None:
-        decode_meta(data)
-    else:
-        checker(raw_key, data)
-
-
-CHECKERS: dict[bytes, Checker] = {
-    NS_ENTRY: check_entry,
-    NS_META: check_meta,
-    NS_COUNTER: check_counter,
-    NS_INDEX_META: check_index_record,
-    NS_INDEX_MEMBER: check_index_record,
-    NS_INDEX_ORDER: check_index_record,
-    NS_WRITE_ORDER: decode_order_record,
-}
-"""The decoder of each namespace this version knows how to check."""
-
-
-class Problem(NamedTuple):
-    """A record that does not decode (``raw_key`` None: damage in LevelDB's own files)."""
-
-    raw_key: bytes | None
-    reason: str
-
-
-class Tally:
-    """Records, corrupt records and unchecked records per namespace."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, list[int]] = {}
-
-    def add(self, namespace: str, *, corrupt: bool = False, checked: bool = True) -> None:
-        counts = self.counts.setdefault(namespace, [0, 0, 0])
-        counts[0] += 1
-        counts[1] += corrupt
-        counts[2] += not checked
-
-    @property
-    def records(self) -> int:
-        return sum(counts[0] for counts in self.counts.values())
-
-    @property
-    def corrupt(self) -> int:
-        return sum(counts[1] for counts in self.counts.values())
+# -- shared by verify and summary------------------------------------------------------------
 
 
 def namespace_name(raw_key: bytes) -> str:
@@ -409,136 +316,8 @@ def namespace_name(raw_key: bytes) -> str:
     return NAMESPACES.get(raw_key[:1], f"unknown {raw_key[:1]!r}")
 
 
-def verify_records(db: Any, tally: Tally, tick: Tick) -> Iterator[Problem]:
-    """Decode every record; yield each one that fails, and file-level corruption."""
-    last: bytes | None = None
-    try:
-        for count, (raw_key, data) in enumerate(db.iterator(verify_checksums=True, fill_cache=False)):
-            tick(count)
-            last = raw_key
-            problem = check_record(raw_key, data, tally)
-            if problem is not None:
-                yield problem
-    except plyvel.Error as exc:  # a bad block (CorruptionError) or a truncated table (IOError)
-        where = "at the start" if last is None else f"after key {last!r}"
-        tally.add("(files)", corrupt=True)
-        yield Problem(None, f"LevelDB damage {where}: {leveldb_message(exc)}")
-
-
-def check_record(raw_key: bytes, data: bytes, tally: Tally) -> Problem | None:
-    """Decode one record with its namespace's checker, counting it in ``tally``."""
-    namespace = namespace_name(raw_key)
-    if raw_key[:1] not in NAMESPACES:
-        tally.add(namespace, corrupt=True)
-        return Problem(raw_key, "unknown namespace")
-    checker = CHECKERS.get(raw_key[:1])
-    if checker is None:
-        tally.add(namespace, checked=False)
-        return None
-    try:
-        checker(raw_key, data)
-    except Exception as exc:  # every decoder's failure is a finding, whatever its type
-        tally.add(namespace, corrupt=True)
-        return Problem(raw_key, str(exc) or type(exc).__name__)
-    tally.add(namespace)
-    return None
-
-
-# -- the summary -------------------------------------------------------------------------------
-
-
-class Census:
-    """What one pass over every record counts."""
-
-    def __init__(self) -> None:
-        self.states = dict.fromkeys(STATES, 0)
-        self.entry_bytes = 0
-        self.namespaces: dict[str, list[int]] = {}
-        self.indexes: list[IndexInfo] = []
-        self.corrupt_indexes = 0
-
-    def add(self, raw_key: bytes, data: bytes, now: float) -> None:
-        counts = self.namespaces.setdefault(namespace_name(raw_key), [0, 0])
-        counts[0] += 1
-        counts[1] += len(raw_key) + len(data)
-        namespace = raw_key[:1]
-        if namespace == NS_ENTRY:
-            self.states[classify(raw_key, data, now).state] += 1
-            self.entry_bytes += len(raw_key) + len(data)
-        elif namespace == NS_INDEX_META:
-            self.add_index(raw_key, data)
-
-    def add_index(self, raw_key: bytes, data: bytes) -> None:
-        try:
-            self.indexes.append(index_info(raw_key, data))
-        except (CorruptRecord, ValueError):
-            self.corrupt_indexes += 1
-
-    def count(self, namespace: bytes) -> int:
-        return self.namespaces.get(NAMESPACES[namespace], [0])[0]
-
-
-def take_census(db: Any, now: float, tick: Tick) -> Census:
-    """Count every record in one streamed pass."""
-    census = Census()
-    for count, (raw_key, data) in enumerate(db.iterator(fill_cache=False)):
-        tick(count)
-        census.add(raw_key, data, now)
-    return census
-
-
-def is_checkpoint(db: Any) -> bool:
-    """Whether the directory is a checkpoint (checkpoint.py's record) rather than a working directory."""
-    return db.get(CHECKPOINT_RECORD) is not None
-
-
-def clean_shutdown(db: Any) -> bool:
-    """Whether the last session closed cleanly (disk.py's session marker is gone)."""
-    return db.get(meta_key(META_OPEN)) is None
-
-
-def last_seq(db: Any) -> int | None:
-    """The write sequence saved at the last clean close."""
-    seq = read_meta(db, META_SEQ)
-    return seq if type(seq) is int else None
-
-
-def read_bloom(db: Any) -> BloomFilter | None:
-    """The saved existence filter (guard.py's meta record); ``ValueError`` when it is damaged."""
-    saved = read_meta(db, META_FILTER)
-    return None if saved is None else decode_bloom(saved)
-
-
-def bloom_complete(db: Any) -> bool:
-    """Whether the saved filter holds every key (as guard.py judges it at open)."""
-    return read_meta(db, META_CLEAN) is True and clean_shutdown(db)
-
-
-def read_checkpoint(db: Any) -> dict[str, Any] | None:
-    """What the checkpoint record of a checkpoint directory says (``{}`` if damaged); None elsewhere."""
-    raw = db.get(CHECKPOINT_RECORD)
-    return None if raw is None else checkpoint_info(raw)
-
-
-def checkpoint_generation(db: Any) -> Any:
-    """The generation of the checkpoint a working directory took at its last clean close, or None."""
-    return read_meta(db, META_CHECKPOINT_GENERATION)
-
-
-def disk_usage(path: str) -> dict[str, int]:
-    """Bytes and count of the files in the directory.
-
-    LevelDB's own compaction (in the process that holds the directory open, this
-    one included) may delete a table between listing and stat: such a file no
-    longer counts.
-    """
-    total = files = 0
-    with os.scandir(path) as entries:
-        for entry in entries:
-            try:
-                if entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-                    files += 1
-            except FileNotFoundError:
-                continue
-    return {"bytes": total, "files": files}
+def decode_bloom(saved: Any) -> BloomFilter:
+    """The filter from its meta record's value (``ValueError`` when damaged)."""
+    if not isinstance(saved, bytes):
+        raise ValueError(f"the filter record holds {type(saved).__name__}, not bytes")
+    return BloomFilter.from_bytes(saved)

@@ -28,15 +28,8 @@ from typing import Any
 import msgpack
 import plyvel
 
-from .checkpoint import (
-    CHECKPOINT_RECORD,
-    META_CHECKPOINT_GENERATION,
-    NOT_DATA,
-    WORKING_ONLY,
-    TrackedDisk,
-    checkpoint_info,
-    os_failure,
-)
+from .checkpoint import TrackedDisk
+from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NOT_DATA, WORKING_ONLY, checkpoint_info
 from .disk import (
     DEFAULT_CACHE_BYTES,
     META_OPEN,
@@ -60,8 +53,8 @@ from .errors import (
     StoreLocked,
     TierStoreError,
 )
-from .leveldb import LEVELDB_FILE, holding, set_aside
-from .ranking import repair_indexes
+from .index_repair import repair_indexes
+from .leveldb import LEVELDB_FILE, holding, os_failure, set_aside
 
 __all__ = ["open_disk"]
 

@@ -1,0 +1,72 @@
+"""The keys of ``cached``: a prefix per function (``name=`` or its module and qualified name) and one key per call.
+
+A call's key is the prefix followed by its msgpack-encoded arguments, or by
+their SHA-256 when that would pass the key size limit. This is how a call
+becomes a key, not how it is loaded, so it lives apart from ``loading``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from typing import Any
+
+import msgpack
+
+from . import codec
+
+__all__ = ["name_prefix", "function_prefix", "call_key"]
+
+_HASHED_TAIL = len(b"sha256:") + hashlib.sha256().digest_size
+
+
+def name_prefix(name: object) -> bytes:
+    """The key prefix of ``cached(name=...)``: ``TypeError``/``ValueError`` for a name no key could start with."""
+    if not isinstance(name, str):
+        raise TypeError(f"cached name= must be a str, not {type(name).__name__}")
+    if not name:
+        raise ValueError("cached name= must not be empty")
+    try:
+        prefix = f"{name}:".encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"cached name= is not valid Unicode: {exc}") from None
+    if len(prefix) + _HASHED_TAIL > codec.MAX_KEY_BYTES:
+        raise ValueError(f"cached name= is {len(prefix) - 1} bytes encoded; keys are limited to {codec.MAX_KEY_BYTES}")
+    return prefix
+
+
+def function_prefix(fn: object) -> bytes:
+    """The default key prefix of a ``cached`` function: its module and qualified name.
+
+    A lambda, a function defined inside another or a bound method is refused
+    (``TypeError``): every closure a factory makes, and every instance's method,
+    has the same qualified name, so they would share entries.
+    """
+    if not callable(fn):
+        raise TypeError(f"cached decorates a function, not {type(fn).__name__}")
+    qualname = getattr(fn, "__qualname__", None)
+    if not isinstance(qualname, str):
+        raise TypeError(f"cached needs name= (or key=) for {fn!r}, which has no __qualname__")
+    if "<lambda>" in qualname or "<locals>" in qualname:
+        raise TypeError(
+            f"cached needs name= (or key=) for {qualname}: lambdas, and functions defined inside another, "
+            "share their qualified name with every other one made there"
+        )
+    bound_to = getattr(fn, "__self__", None)
+    if bound_to is not None and not inspect.ismodule(bound_to):
+        raise TypeError(
+            f"cached needs name= (or key=) for the bound method {qualname}: the methods of every instance "
+            "share its qualified name, and the instance is not among the arguments"
+        )
+    return f"{getattr(fn, '__module__', None)}:{qualname}:".encode(errors="surrogatepass")
+
+
+def call_key(prefix: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """The ``cached`` key of one call: the function's prefix and its msgpack-encoded arguments."""
+    try:
+        packed: bytes = msgpack.packb([args, sorted(kwargs.items())], use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"cannot build a cache key from the arguments ({exc}); pass key= to build one") from None
+    if len(prefix) + len(packed) >= codec.MAX_KEY_BYTES:
+        return prefix + b"sha256:" + hashlib.sha256(packed).digest()
+    return prefix + packed

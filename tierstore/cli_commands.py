@@ -1,0 +1,319 @@
+"""The commands of ``tierstore``: what each one reads from a directory, writes, and exits with.
+
+One ``cmd_*`` function per command, each taking the parsed arguments and the
+output stream and returning the exit code (or raising ``CliError``). It is
+separate from ``cli``, which owns the command line itself (the parser, the
+help text, ``main`` and the errors it turns into exit codes), so that each
+module is one concept: what a command does, and how it is invoked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Iterator
+from typing import IO, Any
+
+from . import reader, summary, verify
+from .cli_format import (
+    Progress,
+    Table,
+    counter_document,
+    fmt_key,
+    get_fields,
+    index_summary,
+    inspect_fields,
+    json_text,
+    problem_document,
+    record_document,
+    row_document,
+    scan_cells,
+    to_json,
+    verify_document,
+    write_fields,
+    write_index_json,
+    write_index_text,
+    write_json_array,
+    write_tally,
+)
+from .codec import Key, encode_key
+from .disk import NS_COUNTER
+from .errors import CorruptRecord
+from .reader import CORRUPT, LIVE, Row, open_store
+from .summary import Census
+from .verify import Tally
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_FINDING",
+    "EXIT_USAGE",
+    "CliError",
+    "cmd_get",
+    "cmd_scan",
+    "cmd_dump",
+    "cmd_verify",
+    "cmd_counters",
+    "cmd_index",
+    "cmd_inspect",
+]
+
+log = logging.getLogger("tierstore.cli")
+
+EXIT_OK = 0
+EXIT_FINDING = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """Stop with a one-line message and an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- command-line keys and documents ---------------------------------------------------
+
+
+def key_prefix(prefix: str | None, hex_bytes: bool) -> bytes:
+    """The tagged prefix of ``--prefix`` (hex of a bytes prefix with ``--bytes``)."""
+    if prefix is None:
+        return b""
+    try:
+        return encode_key(parse_key(prefix, hex_bytes))
+    except ValueError as exc:
+        raise CliError(f"--prefix: {exc}") from None
+
+
+def parse_key(text: str, hex_bytes: bool) -> Key:
+    """A command-line key: str, or bytes from hex with ``--bytes``."""
+    if not hex_bytes:
+        return text
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise CliError(f"--bytes takes the key in hex, got {text!r}") from None
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_get(args: argparse.Namespace, out: IO[str]) -> int:
+    """Show one entry; exit 1 when the key has no live entry."""
+    key = parse_key(args.key, args.bytes)
+    try:
+        encode_key(key)  # a key the store would refuse is a usage error, found before opening
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    now = args.now
+    with open_store(args.path) as db:
+        row = reader.read_entry(db, key, now)
+    if row is None:
+        return report_missing(args, out, key, "absent", "no record")
+    if row.record is None:
+        return report_missing(args, out, key, CORRUPT, row.error or "corrupt")
+    document = record_document(key, row.record, row.state, now)
+    if args.json:
+        out.write(json_text(document) + "\n")
+    else:
+        write_fields(out, get_fields(key, row.record, row.state, now))
+    if row.state == LIVE:
+        return EXIT_OK
+    log.error("no live entry for %r: %s", key, row.state)
+    return EXIT_FINDING
+
+
+def report_missing(args: argparse.Namespace, out: IO[str], key: Key, state: str, detail: str) -> int:
+    """A key without a decodable record: say so, exit 1."""
+    if args.json:
+        out.write(json_text({"key": to_json(key), "state": state, "live": False, "error": detail}) + "\n")
+    log.error("no live entry for %r: %s (%s)", key, state, detail)
+    return EXIT_FINDING
+
+
+def selected_rows(db: Any, args: argparse.Namespace, *, live_only: bool) -> Iterator[Row]:
+    """The rows ``--prefix``/``--all``/``--limit`` select, streamed."""
+    prefix = key_prefix(args.prefix, args.bytes)
+    limit = args.limit
+    shown = 0
+    for row in reader.entry_rows(db, prefix, args.now):
+        if live_only and row.state != LIVE:
+            continue
+        if limit is not None and shown >= limit:
+            log.warning("stopped at --limit %d; more entries follow", limit)
+            return
+        shown += 1
+        yield row
+
+
+def cmd_scan(args: argparse.Namespace, out: IO[str]) -> int:
+    """A row per entry: state, version, TTL left, size, key."""
+    now = args.now
+    with open_store(args.path) as db:
+        rows = selected_rows(db, args, live_only=not args.all)
+        if args.json:
+            for row in rows:
+                out.write(json_text(row_document(row, now)) + "\n")
+            return EXIT_OK
+        table = Table(out, ("STATE", "VERSION", "TTL LEFT", "SIZE", "KEY"), (False, True, True, True, False))
+        for row in rows:
+            table.add(scan_cells(row, now))
+        table.close()
+    if not table.rows:
+        out.write("(no entries)\n")
+    return EXIT_OK
+
+
+def cmd_dump(args: argparse.Namespace, out: IO[str]) -> int:
+    """Every live entry as a JSON line: key, value, version, expires_at."""
+    with open_store(args.path) as db:
+        for row in selected_rows(db, args, live_only=True):
+            record = row.record
+            assert record is not None
+            line = {
+                "key": to_json(row.key),
+                "value": to_json(record.value),
+                "version": record.version,
+                "expires_at": record.expires_at,
+            }
+            out.write(json_text(line) + "\n")
+    return EXIT_OK
+
+
+# -- verify --------------------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
+    """Decode every record in every namespace; exit 1 if any is corrupt."""
+    tally = Tally()
+    progress = Progress("verifying")
+    problems: list[dict[str, Any]] = []
+    with open_store(args.path, damaged_ok=True) as db:  # damage is a finding of the pass below
+        for problem in verify.verify_records(db, tally, progress.update):
+            if args.json:
+                problems.append(problem_document(problem))
+            else:
+                progress.done()
+                out.write(f"corrupt  {problem.raw_key!r}  {problem.reason}\n")
+    progress.done()
+    if args.json:
+        out.write(json_text(verify_document(tally, problems)) + "\n")
+    else:
+        write_tally(out, tally)
+    return EXIT_FINDING if tally.corrupt else EXIT_OK
+
+
+# -- counters ------------------------------------------------------------------------------
+
+
+def cmd_counters(args: argparse.Namespace, out: IO[str]) -> int:
+    """Every counter and its count."""
+    with open_store(args.path) as db:
+        if args.json:
+            write_json_array(out, "counters", (counter_document(row) for row in reader.counter_rows(db)))
+            return EXIT_OK
+        table = Table(out, ("COUNT", "NAME"), (True, False))
+        for name, raw_key, count, error in reader.counter_rows(db):
+            shown = fmt_key(name, raw_key)
+            table.add(("corrupt", f"{shown}  ({error})") if count is None else (f"{count:,}", shown))
+        table.close()
+    if not table.rows:
+        out.write("(no counters)\n")
+    return EXIT_OK
+
+
+# -- sorted indexes --------------------------------------------------------------------------
+
+
+def cmd_index(args: argparse.Namespace, out: IO[str]) -> int:
+    """One page of a sorted index, in ``(score, member)`` order."""
+    name = parse_key(args.name, args.bytes)
+    with open_store(args.path) as db:
+        try:
+            info = reader.find_index(db, name)
+        except CorruptRecord as exc:
+            raise CliError(f"index {name!r}: {exc}", EXIT_FINDING) from None
+        if info is None:
+            raise CliError(f"no index named {name!r}", EXIT_FINDING)
+        items = reader.index_page(db, info, args.offset, args.limit)
+        if args.json:
+            write_index_json(out, info, args.offset, items)
+        else:
+            write_index_text(out, info, args.offset, items)
+    return EXIT_OK
+
+
+# -- inspect -------------------------------------------------------------------------------
+
+
+def take_census(db: Any, now: float) -> Census:
+    """Count every record in one streamed pass (a progress line on a terminal)."""
+    progress = Progress("inspecting")
+    try:
+        return summary.take_census(db, now, progress.update)
+    finally:
+        progress.done()
+
+
+def bloom_document(db: Any) -> dict[str, Any] | None:
+    """The saved existence filter (guard.py's meta record), decoded by ``BloomFilter.from_bytes``."""
+    try:
+        bloom = summary.read_bloom(db)
+    except ValueError as exc:
+        return {"error": str(exc)}
+    if bloom is None:
+        return None
+    return {
+        "keys": len(bloom),
+        "capacity": bloom.capacity,
+        "error_rate": bloom.error_rate,
+        "estimated_error_rate": bloom.estimated_error_rate(),
+        "nbits": bloom.nbits,
+        "nhashes": bloom.nhashes,
+        "complete": summary.bloom_complete(db),
+    }
+
+
+def checkpoint_document(db: Any) -> dict[str, Any] | None:
+    """The checkpoint record of a checkpoint directory (checkpoint.py), or the generation a working
+    directory saved at its last clean close."""
+    info = summary.read_checkpoint(db)
+    if info is not None:
+        return {"kind": "checkpoint", **{str(k): to_json(v) for k, v in info.items()}}
+    generation = summary.checkpoint_generation(db)
+    if generation is None:
+        return None
+    return {"kind": "taken at last close", "generation": to_json(generation)}
+
+
+def inspect_document(db: Any, path: str, census: Census) -> dict[str, Any]:
+    """The inspect summary, JSON-ready."""
+    is_checkpoint = summary.is_checkpoint(db)
+    return {
+        "path": os.path.abspath(path),
+        "kind": "checkpoint" if is_checkpoint else "working directory",
+        "schema": reader.read_schema(db, path),
+        "clean_shutdown": None if is_checkpoint else summary.clean_shutdown(db),
+        "last_seq": summary.last_seq(db),
+        "entries": dict(census.states, bytes=census.entry_bytes),
+        "counters": census.count(NS_COUNTER),
+        "indexes": [index_summary(info) for info in census.indexes],
+        "corrupt_indexes": census.corrupt_indexes,
+        "bloom": bloom_document(db),
+        "checkpoint": checkpoint_document(db),
+        "records": {name: {"count": c[0], "bytes": c[1]} for name, c in sorted(census.namespaces.items())},
+        "disk": summary.disk_usage(path),
+    }
+
+
+def cmd_inspect(args: argparse.Namespace, out: IO[str]) -> int:
+    """A summary of the store."""
+    with open_store(args.path) as db:
+        census = take_census(db, args.now)
+        document = inspect_document(db, args.path, census)
+    if args.json:
+        out.write(json_text(document) + "\n")
+    else:
+        write_fields(out, inspect_fields(document, census.indexes))
+    return EXIT_OK
