@@ -66,6 +66,7 @@ _SIGN = 1 << 63
 _ALL_BITS = (1 << 64) - 1
 _STAMP_TYPES = (type(None), bool, int, float, str, bytes)
 GEN_BYTES = 8  # a generation, and a score, are 8 bytes
+_MAX_INT = 2**63 - 1  # generations, counts and stamps stay far below it
 
 Pairs = Iterable[tuple[Key, float]] | Mapping[Key, float]
 
@@ -175,6 +176,11 @@ class IndexMeta:
         ints = (meta.gen, meta.next_gen, meta.count, meta.dirty, *meta.building, *meta.garbage)
         if any(type(value) is not int for value in ints) or type(meta.built) is not bool:
             raise CorruptRecord(f"index meta record {where!r} has wrong types")
+        if not all(0 <= value <= _MAX_INT for value in ints):
+            raise CorruptRecord(f"index meta record {where!r} holds a number out of range")
+        pending = (*meta.building, *meta.garbage)
+        if meta.next_gen <= meta.gen or meta.gen in pending or any(gen >= meta.next_gen for gen in pending):
+            raise CorruptRecord(f"index meta record {where!r} contradicts itself (generations)")
         return meta
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .disk import NS_INDEX_MEMBER, NS_INDEX_META, NS_INDEX_ORDER
+from .disk import NS_INDEX_MEMBER, NS_INDEX_META, NS_INDEX_ORDER, DiskTier, prefix_end
 from .errors import CorruptRecord
 from .index_codec import GEN_BYTES, IndexMeta, decode_index_meta
 
-__all__ = ["repair_indexes"]
+__all__ = ["repair_indexes", "recover_meta"]
 
 _READ_CHUNK = 1024  # records per write batch
 
@@ -117,3 +117,36 @@ class _RepairBatch:
     def finish(self) -> int:
         self._batch.write()
         return self.total
+
+
+def recover_meta(disk: DiskTier, member_base: bytes, order_base: bytes) -> IndexMeta:
+    """A meta record for an index whose own is damaged or contradicts its records.
+
+    The newest generation holding members is taken as the live one, its members
+    counted; every other generation found becomes garbage (purged at open). The
+    stamp is forgotten (``built`` is False), so a ``keep_fresh`` refresher
+    rebuilds the index from its source at its next round.
+    """
+    members = _generations(disk, member_base)
+    found = set(members) | set(_generations(disk, order_base))
+    live = max(members) if members else max(found, default=-1) + 1
+    return IndexMeta(
+        gen=live,
+        next_gen=max(found | {live}) + 1,
+        count=members.get(live, 0),
+        garbage=tuple(sorted(found - {live})),
+    )
+
+
+def _generations(disk: DiskTier, base: bytes) -> dict[int, int]:
+    """How many records each generation under ``base`` holds."""
+    counts: dict[int, int] = {}
+    snapshot = disk.snapshot()
+    try:
+        for keys in disk.chunks(snapshot, base, prefix_end(base), include_value=False):
+            for key in keys:
+                gen = int.from_bytes(key[len(base) : len(base) + GEN_BYTES], "big")
+                counts[gen] = counts.get(gen, 0) + 1
+    finally:
+        disk.release(snapshot)
+    return counts

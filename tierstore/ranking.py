@@ -27,6 +27,7 @@ from typing import Any
 
 from .codec import Key, encode_key
 from .disk import NS_INDEX_MEMBER, NS_INDEX_META, NS_INDEX_ORDER, DiskTier, Op, prefix_end
+from .errors import CorruptRecord
 from .index_codec import (
     IndexMeta,
     Pairs,
@@ -41,6 +42,7 @@ from .index_codec import (
     order_item,
 )
 from .index_refresher import DEFAULT_REFRESH_INTERVAL, IndexRefresher
+from .index_repair import recover_meta
 from .leveldb import on_fork
 
 # The store imports these three from here; they live in index_codec and index_refresher.
@@ -76,11 +78,33 @@ class SortedIndex:
         self._member_base = NS_INDEX_MEMBER + part
         self._order_base = NS_INDEX_ORDER + part
         self._lock = threading.Lock()
-        raw = disk.get(self._meta_key)
-        self._meta = IndexMeta() if raw is None else decode_index_meta(raw, self._meta_key)
+        self._meta = self._load_meta()
         if self._meta.building or self._meta.garbage:
             self._purge_leftovers()
         on_fork(self)
+
+    def _load_meta(self) -> IndexMeta:
+        """The meta record; a damaged one, or one its records contradict, is rebuilt from the records."""
+        raw = self._disk.get(self._meta_key)
+        try:
+            meta = IndexMeta() if raw is None else decode_index_meta(raw, self._meta_key)
+            if meta.count and not self._holds_records(meta.gen):
+                raise CorruptRecord(f"index meta record {self._meta_key!r} counts members its generation lacks")
+            return meta
+        except CorruptRecord as exc:
+            meta = recover_meta(self._disk, self._member_base, self._order_base)
+            log.warning("%s: %s; rebuilt from the index's records (%d members kept)", self._disk.path, exc, meta.count)
+            self._disk.write([(self._meta_key, meta.pack())])
+            return meta
+
+    def _holds_records(self, gen: int) -> bool:
+        prefix = self._order_base + generation_part(gen)
+        snapshot = self._disk.snapshot()
+        try:
+            chunks = self._disk.chunks(snapshot, prefix, prefix_end(prefix), include_value=False, size=1)
+            return next(chunks, None) is not None
+        finally:
+            self._disk.release(snapshot)
 
     def _forked_(self) -> None:
         """In a forked child: a lock a parent thread held at the fork must not hang a call that will

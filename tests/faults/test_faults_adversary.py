@@ -437,3 +437,31 @@ def test_an_index_meta_record_naming_its_live_generation_as_garbage_loses_the_me
             if counted != len(listed):
                 disagreements.append(f"{name}: len() = {counted} but page() = {listed!r}")
     assert not disagreements, "\n".join(disagreements)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"\xc1garbage", msgpack.packb({"gen": -1}), msgpack.packb({"gen": 1, "next_gen": 1, "count": 3})],
+    ids=["garbage", "out-of-range", "contradiction"],
+)
+def test_a_damaged_index_meta_record_is_rebuilt_from_the_members(tmp_path: Path, damage: bytes) -> None:
+    """The members are the truth: a meta record that cannot be trusted is rebuilt from them,
+    and the index then works again (reads, writes, replace, a refresher's rebuild)."""
+    work = tmp_path / "w"
+    _store_with_index(work)
+    db = plyvel.DB(str(work))
+    try:
+        (key, _), *_ = list(db.iterator(prefix=b"x"))
+        db.put(key, damage)
+    finally:
+        db.close()
+    with TierStore(work) as store:
+        index = store.index("ix")
+        assert index.page() == [("a", 1.0), ("b", 2.0), ("c", 3.0)]
+        assert len(index) == 3 and index.rank("c") == 2
+        assert index.stamp is None  # forgotten: a keep_fresh refresher rebuilds it
+        index.add("d", 4.0)
+        index.replace([("z", 9.0)], stamp="s2")
+        assert index.page() == [("z", 9.0)] and len(index) == 1
+    with TierStore(work) as store:
+        assert store.index("ix").page() == [("z", 9.0)] and store.index("ix").stamp == "s2"
