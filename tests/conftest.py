@@ -7,6 +7,8 @@ profile read ``ROUNDS_FACTOR``.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -75,3 +77,33 @@ def clock() -> FakeClock:
 @pytest.fixture
 def store_path(tmp_path: Path) -> Iterator[str]:
     yield str(tmp_path / "store")
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """``tmpfs("2m")`` mounts a small tmpfs (mode 0700) for a full-disk test and returns its path;
+    every one is unmounted at teardown. Skips, with the reason, where mounting is refused."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        point = tmp_path / f"tmpfs-{len(mounted)}"
+        point.mkdir()
+        if not shutil.which("mount"):
+            pytest.skip("no mount command to create a small tmpfs")
+        command = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(point)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip() or done.returncode}")
+        mounted.append(point)
+        return point
+
+    try:
+        yield mount
+    finally:
+        for point in mounted:
+            subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def resize_tmpfs(point: Path, size: str) -> None:
+    """Space returns (or goes): the tmpfs at ``point`` takes ``size``."""
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(point)], check=True)

@@ -19,12 +19,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROUNDS_FACTOR
+from tests.conftest import ROUNDS_FACTOR, resize_tmpfs
 from tests.crash_writer import KEYS, value_for
 from tierstore import CorruptStore, StorageFull, TierStore, TierStoreError
 from tierstore.codec import encode_key, unpack_record
@@ -191,20 +192,8 @@ def test_garbled_table_never_serves_a_wrong_value(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def small_fs(tmp_path: Path) -> Any:
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    if not shutil.which("mount"):
-        pytest.skip("no mount command to create a small tmpfs")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+def small_fs(tmpfs: Callable[[str], Path]) -> Path:
+    return tmpfs("2m")
 
 
 def test_full_filesystem_raises_storage_full_and_reopens(small_fs: Path) -> None:
@@ -227,7 +216,7 @@ def test_full_filesystem_raises_storage_full_and_reopens(small_fs: Path) -> None
         # plyvel.IOError out; reported in issue 6). It must release the directory anyway,
         # which the reopen below checks.
         pass
-    subprocess.run(["mount", "-o", "remount,size=16m", str(small_fs)], check=True)
+    resize_tmpfs(small_fs, "16m")
     with TierStore(working, **OPTS) as reopened:
         for key, value in written.items():
             assert reopened.get(key) == value

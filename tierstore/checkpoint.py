@@ -44,16 +44,15 @@ from .disk import (
     DEFAULT_CACHE_BYTES,
     META_SCHEMA,
     NS_META,
-    SCHEMA_VERSION,
     DiskTier,
     Op,
-    decode_schema,
+    check_schema,
     leveldb_message,
     make_private_dirs,
     meta_key,
     open_leveldb,
 )
-from .errors import CorruptRecord, CorruptStore, SchemaTooNew, StorageFull, TierStoreError
+from .errors import CorruptStore, StorageFull, TierStoreError
 from .leveldb import LEVELDB_FILE, os_failure, set_aside
 
 __all__ = [
@@ -390,17 +389,8 @@ def _check_target(db: Any, path: str) -> None:
             )
         return
     raw = db.get(_SCHEMA_RECORD)
-    if raw is None:
-        return
-    try:
-        schema = decode_schema(raw)
-    except CorruptRecord:
-        raise CorruptStore(f"checkpoint {path}: the schema record is corrupt") from None
-    if schema > SCHEMA_VERSION:
-        raise SchemaTooNew(
-            f"checkpoint {path} was written by a newer tierstore (schema {schema}; this version writes "
-            f"{SCHEMA_VERSION}): refusing to overwrite it"
-        )
+    if raw is not None:
+        check_schema(raw, f"checkpoint {path}")  # a newer tierstore's checkpoint is never overwritten
 
 
 class _Damaged(Exception):

@@ -49,6 +49,7 @@ __all__ = [
     "decode_meta",
     "write_error",
     "decode_schema",
+    "check_schema",
     "prefix_end",
     "open_leveldb",
     "leveldb_message",
@@ -128,6 +129,20 @@ def write_error(path: str, exc: BaseException) -> TierStoreError:
     return TierStoreError(f"write to {path} failed: {text}")
 
 
+def check_schema(raw: bytes, where: str) -> int:
+    """The schema version a directory's schema record holds, checked: ``CorruptStore`` when the
+    record is damaged, ``SchemaTooNew`` when a newer tierstore wrote it. ``where`` names the directory."""
+    try:
+        schema = decode_schema(raw)
+    except CorruptRecord:
+        raise CorruptStore(f"{where}: the schema record is corrupt") from None
+    if schema > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"{where} was written by a newer tierstore (schema {schema}; this version knows {SCHEMA_VERSION})"
+        )
+    return schema
+
+
 def decode_schema(data: bytes) -> int:
     """The schema version a schema record holds; ``CorruptRecord`` when it is not a msgpack int."""
     try:
@@ -174,14 +189,7 @@ class DiskTier:
                 raise TierStoreError(f"{self.path} is a LevelDB directory but not a tierstore (no schema record)")
             self._db.put(_META_SCHEMA, msgpack.packb(SCHEMA_VERSION), sync=True)
             return True
-        try:
-            schema = decode_schema(raw)
-        except CorruptRecord:
-            raise CorruptStore(f"{self.path}: the schema record is corrupt") from None
-        if schema > SCHEMA_VERSION:
-            raise SchemaTooNew(
-                f"{self.path} was written by a newer tierstore (schema {schema}; this version reads {SCHEMA_VERSION})"
-            )
+        check_schema(raw, self.path)
         return self._db.get(_META_OPEN) is None
 
     # -- the gate -------------------------------------------------------------

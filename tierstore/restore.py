@@ -38,8 +38,8 @@ from .disk import (
     NS_ENTRY,
     SCHEMA_VERSION,
     DiskTier,
+    check_schema,
     decode_meta,
-    decode_schema,
     leveldb_message,
     make_private_dirs,
     meta_key,
@@ -275,15 +275,8 @@ def _open_checkpoint(persist_path: str) -> Any:
 
 def _check_checkpoint_schema(db: Any, persist_path: str) -> None:
     raw = db.get(_SCHEMA_RECORD)
-    try:
-        schema = decode_schema(raw) if raw is not None else SCHEMA_VERSION
-    except CorruptRecord:
-        raise CorruptStore(f"checkpoint {persist_path}: the schema record is corrupt") from None
-    if schema > SCHEMA_VERSION:
-        raise SchemaTooNew(
-            f"checkpoint {persist_path} was written by a newer tierstore (schema {schema}; "
-            f"this version reads {SCHEMA_VERSION})"
-        )
+    if raw is not None:
+        check_schema(raw, f"checkpoint {persist_path}")
 
 
 class _Restored:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -232,21 +232,8 @@ def test_an_envelope_with_unknown_flag_bits_is_served_as_a_live_value(tmp_path: 
 
 
 @pytest.fixture
-def tiny_fs(tmp_path: Path) -> Any:
-    """A 1 MiB tmpfs, unmounted at teardown (skipped where mounting is refused)."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    if not shutil.which("mount"):
-        pytest.skip("no mount command")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+def tiny_fs(tmpfs: Callable[[str], Path]) -> Path:
+    return tmpfs("1m")
 
 
 def _fill_leaving(mount_point: Path, pages: int) -> Path:

@@ -11,39 +11,26 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import resize_tmpfs
 from tierstore import StorageFull, TierStore
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
 
 
 @pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs, unmounted at teardown."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    if not shutil.which("mount"):
-        pytest.skip("no mount command to create a small tmpfs")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+def small_fs(tmpfs: Callable[[str], Path]) -> Path:
+    return tmpfs("2m")
 
 
 def _grow(mount_point: Path) -> None:
     """Space returns: the tmpfs grows to 64 MiB."""
-    subprocess.run(["mount", "-o", "remount,size=64m", str(mount_point)], check=True)
+    resize_tmpfs(mount_point, "64m")
 
 
 def _value(i: int) -> str:
