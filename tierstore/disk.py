@@ -420,16 +420,11 @@ class DiskTier:
         """Release the directory after a failed open, leaving the session marked unclean.
 
         Whatever the open had begun is then rebuilt by the next open, as after a crash.
+        No call can be in flight: the store was never handed out.
         """
-        if self.forked:
-            raise self.closed_error()
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._db.close()  # no call can be in flight: the store was never handed out
+        self.close(clean=False)
 
-    def close(self) -> None:
+    def close(self, *, clean: bool = True) -> None:
         """Wait for calls in flight, mark the session clean and release the LevelDB lock."""
         if self.forked:
             raise self.closed_error()
@@ -437,10 +432,10 @@ class DiskTier:
             if self._closed:
                 return
             self._closed = True
-            while self._active:
+            while clean and self._active:
                 time.sleep(0.0005)
             try:
-                if self._refused is None:  # else the session stays marked unclean
+                if clean and self._refused is None:  # else the session stays marked unclean
                     self._db.delete(_META_OPEN, sync=True)
             except plyvel.Error as exc:
                 raise write_error(self.path, exc) from None
