@@ -108,44 +108,19 @@ def set_aside(path: str) -> str:
 
 @contextlib.contextmanager
 def holding(path: str) -> Iterator[str]:
-    """Hold ``path`` while it is replaced (a restore): in this process through the registry, across
-    processes through a lock file beside it; ``StoreLocked`` when a store has it open. Yields its real path.
+    """Hold ``path`` while it is replaced (a restore): ``StoreLocked`` when a store has it open, in this
+    process (the registry) or another (LevelDB's lock). Yields its real path.
+
+    Restores of one directory by two processes are serialised already: each holds
+    the checkpoint directory open while it restores, and re-checks the working
+    path under this hold.
     """
     real, _ = _claim(path)
     try:
-        fd = _lock_beside(real)
-        try:
-            _refuse_if_open_elsewhere(path, real)
-            yield real
-        finally:
-            try:
-                os.unlink(real + _RESTORE_LOCK)
-            except OSError:
-                pass
-            os.close(fd)
+        _refuse_if_open_elsewhere(path, real)
+        yield real
     finally:
         _release(real)
-
-
-_RESTORE_LOCK = ".restoring.lock"
-
-
-def _lock_beside(real: str) -> int:
-    """An exclusive ``flock`` on ``<real>.restoring.lock``, waiting for another process's restore."""
-    lock_path = real + _RESTORE_LOCK
-    make_private_dirs(os.path.dirname(real))  # a restore may be the first to need them
-    while True:
-        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
-                return fd  # not unlinked by the holder before us
-        except FileNotFoundError:
-            pass
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
 
 
 def _refuse_if_open_elsewhere(path: str, real: str) -> None:

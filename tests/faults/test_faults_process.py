@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -476,3 +477,54 @@ def test_an_iterator_made_before_the_fork_never_touches_the_handle_in_the_child(
         assert outcome == {"close": "ok"}
         assert len(list(keys)) == ENTRIES - 1  # the parent's iterator carries on
         check_whole(store)
+
+
+RESTORE_AND_HOLD = """
+import sys
+from tierstore import TierStore, restore
+
+def pause(point):
+    if point == "restore-built":  # the copy is built; the working path is about to be replaced
+        print("paused", flush=True)
+        sys.stdin.readline()
+
+restore._hook = pause
+store = TierStore(sys.argv[1], persist_path=sys.argv[2], checkpoint_interval=None)
+store.set("acknowledged", "by the restoring process")
+print("opened", flush=True)
+sys.stdin.readline()
+store.close()
+"""
+
+
+def test_two_processes_restoring_one_lost_directory_never_replace_each_others(tmp_path: Path) -> None:
+    """While one process restores a lost directory, another process's open is refused
+    (StoreLocked) and replaces nothing; once restored and open there, likewise."""
+    path, persist = str(tmp_path / "store"), str(tmp_path / "persist")
+    with TierStore(path, persist_path=persist) as store:
+        fill(store)
+    shutil.rmtree(path)  # lost: the next opens restore it
+    command = [sys.executable, "-c", RESTORE_AND_HOLD, path, persist]
+    other = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert other.stdin is not None and other.stdout is not None
+    try:
+        assert other.stdout.readline().strip() == "paused"
+        for _ in range(3):  # while the other process restores, this one is refused and touches nothing
+            with pytest.raises(StoreLocked):
+                TierStore(path, persist_path=persist)
+        other.stdin.write("\n")
+        other.stdin.flush()
+        assert other.stdout.readline().strip() == "opened"
+        with pytest.raises(StoreLocked):  # restored and open there now
+            TierStore(path, persist_path=persist)
+        other.stdin.write("\n")
+        other.stdin.flush()
+        assert other.wait(30) == 0
+    finally:
+        if other.poll() is None:
+            other.kill()
+    with TierStore(path, persist_path=persist) as store:
+        check_whole(store)
+        assert store.get("acknowledged") == "by the restoring process"
+    assert not list(tmp_path.glob("*.restoring*"))
+
