@@ -13,7 +13,10 @@ its LevelDB threads. Every handle (and every object registered with
 ``on_fork``) is marked in the child; the raw plyvel object is kept alive for
 good there, so neither a ``close()`` nor the garbage collector ever runs
 LevelDB's shutdown in the child (which could wait forever for a compaction
-thread that does not exist there, or touch the parent's files).
+thread that does not exist there, or touch the parent's files). The child may
+open a directory of its parent's once the parent has let it go: LevelDB's own
+lock table, inherited too, still lists the parent's spelling of the path, so
+the child gives LevelDB another spelling and the operating system's lock decides.
 """
 
 from __future__ import annotations
