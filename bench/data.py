@@ -1,4 +1,4 @@
-"""Issue 5's figures: counter increments per second, and offset against keyset pagination."""
+"""Counters and indexes: counter increments per second, and offset against keyset pagination."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 6's figures: checkpoint throughput (full, incremental), the hot path during one, restore time."""
+"""Durability: checkpoint throughput (full, incremental), the hot path during one, restore time."""
 
 from __future__ import annotations
 

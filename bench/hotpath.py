@@ -1,4 +1,4 @@
-"""Issue 2's hot-path ratios: tierstore's calls against the least work the raw libraries need.
+"""Hot-path ratios: tierstore's calls against the least work the raw libraries need.
 
 Each case is a pair of loops over the same keys, timed in interleaved rounds
 (ours, raw, ours, raw, ...); the figure is the median of the per-round ratios,

@@ -1,4 +1,4 @@
-"""Issue 3's stampede and issue 4's penetration scenarios against a simulated slow source.
+"""The stampede and penetration scenarios against a simulated slow source.
 
 Time flows on an injected clock in ticks: each tick every thread reads every hot
 key once, then the store's background work is drained, as if the rest of that

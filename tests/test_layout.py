@@ -1,4 +1,4 @@
-"""The module map of DESIGN.md §2: data flows one way, from the store to its parts."""
+"""The module map (README "Layout"): data flows one way, from the store to its parts."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Checkpoints: copies of the working directory into a LevelDB at ``persist_path``.
 
-Decisions (DESIGN.md is silent on them):
+Decisions (also in the README, "Decisions"):
 
 - ``persist_path`` is a tierstore-format LevelDB directory (the CLI reads it like a
   working directory). It is opened for each checkpoint and closed afterwards, so

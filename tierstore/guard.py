@@ -14,7 +14,7 @@ Keys only ever join the filter: a deleted key stays admitted (a Bloom filter
 never forgets), and the rebuild admits every key tier 2 holds, tombstones and
 negative entries included. ``rebuild(keys)`` is the only way to shrink it.
 
-Decisions where the design is silent:
+Decisions (also in the README, "Decisions"):
 
 * A saved filter whose capacity or error rate differ from the options is kept
   (it may hold keys from ``guard_keys`` that tier 2 cannot give back); an info

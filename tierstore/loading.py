@@ -1,6 +1,6 @@
 """Loading: ``get_or_load``, renewals ahead of expiry, periodic refresh, delayed deletes, ``cached``.
 
-The algorithm of DESIGN.md §3 "get_or_load", over a store it knows only through
+The single-flight loading of ``get_or_load`` (README, "Decisions"), over a store it knows only through
 ``StoreCore`` (a few bound primitives) and the parts it shares with the store
 (``Flights`` for single-flight, ``Scheduler`` for background work, the
 ``Guard``, the options and the stats dict). It never imports the store.

@@ -99,7 +99,7 @@ def _check_filter_size(capacity: int, error_rate: float) -> None:
 
 @dataclass(frozen=True)
 class Options:
-    """Validated store settings (see DESIGN.md §3 for each one's meaning)."""
+    """Validated store settings (the README's "Options" says what each one means)."""
 
     path: str | None = None
     memory_items: int = 10_000

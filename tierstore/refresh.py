@@ -6,7 +6,7 @@ than ``workers`` pool threads plus one timer thread, and ``close()`` stops all o
 it in one place. Threads start lazily: a store that never schedules anything
 starts no thread.
 
-Rules (the design was silent on them):
+Rules (also in the README, "Decisions"):
 
 - Times are real elapsed time (``time.monotonic``), never the injected clock.
 - A job's exception is logged on the ``"tierstore"`` logger, counted in

@@ -1,6 +1,6 @@
 """Restore on open: fill a missing, empty or corrupt working directory from the checkpoint.
 
-Decisions (DESIGN.md is silent on them):
+Decisions (also in the README, "Decisions"):
 
 - A working directory that is missing or empty is filled from the checkpoint;
   one that cannot be opened because it is corrupt (including a directory with

@@ -3,7 +3,7 @@
 The store owns no algorithm of its own beyond the version rule: a write takes
 its key's stripe lock, reads the current record (tier 1, else tier 2), decides,
 writes tier 2 and then tier 1. Everything else is delegated to the modules
-listed in DESIGN.md §2, none of which imports this one.
+listed in the README's "Layout", none of which imports this one.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Sweeping tier 2: purge expired entries and old tombstones, and keep it under its capacity.
 
-Decisions (DESIGN.md is silent on them):
+Decisions (also in the README, "Decisions"):
 
 - An entry past its stale window (or a negative entry past its TTL) that carries a
   version > 0 becomes a tombstone (``tombstone_ttl`` from now) instead of

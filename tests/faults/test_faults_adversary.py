@@ -53,7 +53,7 @@ def test_a_second_open_restoring_the_same_directory_deletes_the_first_stores_liv
     opens it and acknowledges a write. B then builds its own copy, ``rmtree``s the
     directory A holds open (never asking the registry) and renames its copy in,
     and only then meets ``StoreLocked``. A keeps writing into unlinked files:
-    everything A wrote is gone at the next open. DESIGN §3 Processes: a refused
+    everything A wrote is gone at the next open. The process rules (README "Decisions"): a refused
     second open never weakens the lock; the registry is checked before the
     directory is touched.
     """
@@ -177,7 +177,7 @@ def test_a_nan_clock_makes_set_store_a_record_tier2_calls_corrupt(tmp_path: Path
     """An injected clock returning NaN: ``set(k, v, ttl=10)`` returns True, tier 1 then
     serves the value forever (``expires_at`` NaN compares false), while tier 2's decoder
     calls the record corrupt ("record expiry is NaN"): after a reopen the value is gone,
-    and ``sweep()`` purges it as corrupt even while the store is open. DESIGN §3: tier 1
+    and ``sweep()`` purges it as corrupt even while the store is open. The rule: tier 1
     holds exactly what tier 2 would decode, and what tier 2 could not give back is refused
     at ``set`` (a clock that is not a finite number: ``ValueError``/``TierStoreError``)."""
     store = TierStore(tmp_path / "w", clock=lambda: math.nan)
@@ -257,7 +257,7 @@ def test_a_new_store_whose_creation_met_a_full_disk_opens_once_space_returns(tin
     space returns every open says "corrupt: it holds LevelDB files but no CURRENT
     file; cannot restore it" (with 1 free page here): a store that never held a record
     is dead until someone deletes it by hand. StorageFull must recover when space
-    returns (issue 11 point 7): an unfinished creation is a new directory.
+    returns: an unfinished creation is a new directory.
     Tried with 0 to 5 free pages, each on a fresh directory."""
     dead = []
     for free_pages in range(6):
@@ -321,7 +321,7 @@ def test_cached_bound_methods_of_two_instances_read_each_others_entries(tmp_path
     """``store.cached(repo_a.lookup)`` and ``store.cached(repo_b.lookup)``: both keys are
     ``module.Class.lookup`` plus the arguments (``self`` is bound, so it is not among
     them), so the second instance returns the first's results (here 15 instead of 6).
-    The closure case of issue 12 again, in the shape services use most (a repository
+    The closure case again, in the shape services use most (a repository
     object per tenant/database): a bound method needs ``name=``/``key=`` (TypeError at
     decoration) or a key that tells instances apart."""
     with TierStore(tmp_path / "w") as store:
@@ -357,7 +357,7 @@ def test_an_index_meta_record_with_out_of_range_ints_raises_raw_errors(tmp_path:
     ``rank``, ``add`` and ``replace`` raise a raw ``OverflowError`` (for ever: ``replace``
     cannot rebuild it); count=-5 makes ``len(index)`` a raw ``ValueError``; count=2**64-1
     a raw ``OverflowError`` on ``len`` and ``add``; garbage=[-1] makes ``store.index(name)``
-    itself raise ``OverflowError`` at every call. DESIGN §3 Errors from below: a typed
+    itself raise ``OverflowError`` at every call. Errors from below: a typed
     error (CorruptRecord) naming the record, or a repair; never a raw error."""
     raw: list[str] = []
     cases: dict[str, dict[str, Any]] = {
@@ -398,7 +398,7 @@ def test_an_index_meta_record_naming_its_live_generation_as_garbage_loses_the_me
     with no members, or ``next_gen`` equal to ``gen`` (the next ``replace`` writes into
     the live generation, then purges it). Each time ``len(index)`` says 3 (or 1) while
     ``page()`` lists nothing, and ``rank`` finds nothing: the reads disagree for ever
-    (a reopen does not repair it). Issue 11 point 4: members, order records and counts
+    (a reopen does not repair it). The rule: members, order records and counts
     agree; a contradiction is repaired (or the index reported corrupt), not served."""
     disagreements: list[str] = []
     cases: dict[str, dict[str, Any]] = {

@@ -1,4 +1,4 @@
-"""Adversarial suite: the ``tierstore`` command on damaged directories (issue 11, point 14).
+"""Adversarial suite: the ``tierstore`` command on damaged directories.
 
 Each command runs as a real ``python -m tierstore`` process. On a damaged store
 it reports a finding (exit 1) naming the directory and the damage, and never

@@ -1,4 +1,4 @@
-"""Adversarial suite: damaged meta records, damaged keys, damaged LevelDB files (issue 11, points 7 and 14).
+"""Adversarial suite: damaged meta records, damaged keys, damaged LevelDB files.
 
 A populated store (guard, capacity, versions, counters, an index, a checkpoint)
 is closed cleanly; then one thing is damaged at a time and the store reopened.

@@ -1,4 +1,4 @@
-"""Adversarial suite: settings that used to be accepted and fail later are refused at construction (issue 11, point 7).
+"""Adversarial suite: settings that used to be accepted and fail later are refused at construction.
 
 Every refusal is a ``TypeError``/``ValueError`` naming the setting, and leaves
 nothing behind: no directory created, no lock held.
