@@ -212,8 +212,8 @@ def test_full_filesystem_raises_storage_full_and_reopens(small_fs: Path) -> None
     try:
         store.close()
     except Exception:
-        # Closing cannot write its clean marker on a full disk (DiskTier.close lets
-        # plyvel.IOError out; reported in issue 6). It must release the directory anyway,
+        # Closing cannot write its clean marker on a full disk (StorageFull). It must
+        # release the directory anyway,
         # which the reopen below checks.
         pass
     resize_tmpfs(small_fs, "16m")

@@ -660,7 +660,7 @@ def test_guard_ruling_a_key_out_skips_the_loader() -> None:
         assert store.stats()["guard_rejections"] == 1
 
 
-# -- issue 11: unstorable fills, closures in cached, re-entrant loads ---------------------------------
+# -- unstorable fills, closures in cached, re-entrant loads ---------------------------------
 
 
 @pytest.mark.parametrize(

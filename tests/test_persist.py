@@ -325,7 +325,7 @@ def test_checkpoint_record_decoders(tmp_path: Path) -> None:
         decode_checkpoint_info(b"\xc1")
 
 
-# -- issue 11: paths, symlinks, private directories, damaged checkpoints ------------------------
+# -- paths, symlinks, private directories, damaged checkpoints ------------------------
 
 
 def test_pathlib_paths_checkpoint_and_restore(tmp_path: Path) -> None:

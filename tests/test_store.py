@@ -364,7 +364,7 @@ def test_first_versioned_write_makes_unversioned_writes_read_versions(store_path
         assert not store.set("d", "older", version=9)
 
 
-# -- issue 11: values tier 2 could not give back; oversized records on disk ---------------------------
+# -- values tier 2 could not give back; oversized records on disk ---------------------------
 
 
 def _nested(depth: int, leaf: Any) -> Any:
