@@ -40,7 +40,6 @@ __all__ = [
     "unpack_record",
     "plain_value",
     "PLAIN_TYPES",
-    "UNDECODED",
 ]
 
 Key = str | bytes
@@ -61,9 +60,6 @@ _SAFE_STR_LEN = MAX_KEY_BYTES // 4
 PLAIN_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
 _TIME = frozenset({int, float})
 _unpackb = msgpack.unpackb  # raw=False is msgpack's default: str stays str, bin stays bytes
-
-
-UNDECODED: Any = object()  # a deferred record's value before its first read
 
 
 class Absent:
@@ -107,14 +103,9 @@ class Versioned(NamedTuple):
 
 
 class Record:
-    """A decoded envelope, as tier 1 holds it and tier 2 stores it.
+    """A decoded envelope, as tier 1 holds it and tier 2 stores it."""
 
-    A record made by ``Record.deferred`` keeps its value encoded until first read.
-    The store's writes no longer use it: ``set`` decodes every container value to
-    check that tier 2 can give it back (``plain_value``) and keeps what it decoded.
-    """
-
-    __slots__ = ("_value", "_data", "version", "expires_at", "flags", "written_at", "ttl", "seq", "size", "load_time")
+    __slots__ = ("value", "version", "expires_at", "flags", "written_at", "ttl", "seq", "size", "load_time")
 
     def __init__(
         self,
@@ -128,8 +119,7 @@ class Record:
         size: int,
         load_time: float = 0.0,
     ) -> None:
-        self._value = value
-        self._data: bytes | None = None
+        self.value = value
         self.version = version
         self.expires_at = expires_at
         self.flags = flags
@@ -138,35 +128,6 @@ class Record:
         self.seq = seq
         self.size = size
         self.load_time = load_time
-
-    @classmethod
-    def deferred(
-        cls,
-        data: bytes,
-        version: int,
-        expires_at: float | None,
-        flags: int,
-        written_at: float,
-        ttl: float | None,
-        seq: int,
-        load_time: float = 0.0,
-    ) -> Record:
-        """A record whose value is decoded from the envelope ``data`` on first read."""
-        record = cls(UNDECODED, version, expires_at, flags, written_at, ttl, seq, len(data), load_time)
-        record._data = data
-        return record
-
-    @property
-    def value(self) -> Any:
-        # Read the bytes before the value: a concurrent first read stores the value
-        # before it drops the bytes, so one of the two is always there.
-        data = self._data
-        value = self._value
-        if value is UNDECODED:
-            value = msgpack.unpackb(data, raw=False, strict_map_key=False)[4]
-            self._value = value
-            self._data = None
-        return value
 
     @property
     def negative(self) -> bool:

@@ -24,7 +24,7 @@ from . import codec
 from .checkpoint import STAT_KEYS as PERSIST_STAT_KEYS
 from .checkpoint import Checkpointer, TrackedDisk
 from .clock import Jitter, check_seconds, check_ttl
-from .codec import ABSENT, NEGATIVE, TOMBSTONE, UNDECODED, Entry, Key, Record, encode_key
+from .codec import ABSENT, NEGATIVE, TOMBSTONE, Entry, Key, Record, encode_key
 from .counters import Counters
 from .disk import META_SEQ, META_VERSIONED, NS_ENTRY, DiskTier
 from .errors import CorruptRecord, StoreClosed, TierStoreError
@@ -136,8 +136,7 @@ class TierStore:
             expires_at = record.expires_at
             if expires_at is None or expires_at > self._clock():
                 self._stats["hits_memory"] += 1
-                value = record._value  # the slot, sparing the property's frame on the hottest path
-                return value if value is not UNDECODED else record.value
+                return record.value
         return self._get_slow(key, record, default)
 
     def _get_slow(self, key: Key, record: Record | None, default: Any) -> Any:
