@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import msgpack
 import pytest
 
@@ -11,7 +9,6 @@ from tierstore.codec import (
     ABSENT,
     MAX_KEY_BYTES,
     NEGATIVE,
-    Record,
     check_version,
     decode_key,
     encode_key,
@@ -124,31 +121,3 @@ def test_absent_is_a_falsy_singleton() -> None:
     assert not ABSENT
     assert repr(ABSENT) == "ABSENT"
     assert type(ABSENT)() is ABSENT
-
-
-def test_deferred_record_decodes_on_first_read_and_once() -> None:
-    data = pack_record(msgpack.Packer(), {"a": (1, 2)}, 3, None, 0, 1.0, None, 9)
-    record = Record.deferred(data, 3, None, 0, 1.0, None, 9)
-    assert record.size == len(data) and record.version == 3
-    first = record.value
-    assert first == {"a": [1, 2]}
-    assert record.value is first  # decoded once, then held
-
-
-def test_deferred_record_read_by_many_threads_at_once() -> None:
-    data = pack_record(msgpack.Packer(), [1, "x", {"k": b"v"}], 0, None, 0, 1.0, None, 1)
-    for _ in range(200):
-        record = Record.deferred(data, 0, None, 0, 1.0, None, 1)
-        start = threading.Barrier(4)
-        seen: list[object] = []
-
-        def read(record: Record = record, start: threading.Barrier = start, seen: list[object] = seen) -> None:
-            start.wait()
-            seen.append(record.value)
-
-        threads = [threading.Thread(target=read) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert seen == [[1, "x", {"k": b"v"}]] * 4
