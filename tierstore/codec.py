@@ -38,6 +38,7 @@ __all__ = [
     "check_version",
     "pack_record",
     "unpack_record",
+    "envelope_version",
     "plain_value",
     "PLAIN_TYPES",
 ]
@@ -279,6 +280,19 @@ def _unreadable(value: Any) -> Exception | None:
 def _is_container(item: Any) -> bool:
     """Whether msgpack encodes ``item`` as an array or a map (an ``ExtType`` is a tuple but not an array)."""
     return isinstance(item, (list, tuple, dict)) and not isinstance(item, msgpack.ExtType)
+
+
+def envelope_version(data: bytes) -> int:
+    """The version field of an entry envelope, read without decoding the value; 0 for a damaged one."""
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(data)
+    try:
+        unpacker.read_array_header()
+        unpacker.skip()  # the format
+        version = unpacker.unpack()
+    except Exception:  # msgpack raises several unrelated types; a damaged envelope keeps no version
+        return 0
+    return version if type(version) is int and 0 <= version <= MAX_VERSION else 0
 
 
 def unpack_record(data: bytes, max_bytes: int | None = None) -> Record:

@@ -34,12 +34,9 @@ from .disk import (
     DEFAULT_CACHE_BYTES,
     META_OPEN,
     META_SCHEMA,
-    META_VERSIONED,
-    NS_ENTRY,
     SCHEMA_VERSION,
     DiskTier,
     check_schema,
-    decode_meta,
     leveldb_message,
     make_private_dirs,
     meta_key,
@@ -66,7 +63,6 @@ _hook: Callable[[str], None] | None = None
 
 _OPEN_MARK = meta_key(META_OPEN)
 _SCHEMA_RECORD = meta_key(META_SCHEMA)
-_VERSIONED_RECORD = meta_key(META_VERSIONED)
 _BATCH_OPS = 1000
 # LevelDB table footer magic (fixed64, little endian), the last 8 bytes of a table file.
 _TABLE_MAGIC = (0xDB4775248B80FB57).to_bytes(8, "little")
@@ -318,20 +314,16 @@ def _restore(source: Any, path: str, *, aside: bool) -> _Restored:
 def _copy(source: Any, target: Any) -> int:
     """Copy the store's records; add what an interrupted checkpoint may lack. Returns the count.
 
-    The schema record and the "store holds versions" record may be missing from a
-    checkpoint killed early; the second is derived from the entries copied, so the
-    version rule holds after the restore. The copy is marked as an unclean
+    The schema record may be missing from a checkpoint killed early (an older
+    checkpoint may also lack the "store holds versions" record: the store's open
+    derives a missing one from the entries). The copy is marked as an unclean
     session: parts with derived state rebuild it.
     """
-    versioned = _is_true(source.get(_VERSIONED_RECORD))
     records = 0
     batch = target.write_batch()
     for key, value in source.iterator():
         if key == CHECKPOINT_RECORD or key in WORKING_ONLY:
             continue
-        if not versioned and key[:1] == NS_ENTRY and _entry_version(value) > 0:
-            versioned = True
-            batch.put(_VERSIONED_RECORD, msgpack.packb(True))
         batch.put(key, value)
         records += 1
         if records % _BATCH_OPS == 0:
@@ -343,25 +335,3 @@ def _copy(source: Any, target: Any) -> int:
     batch.put(_OPEN_MARK, b"\x01")
     batch.write()
     return records
-
-
-def _entry_version(data: bytes) -> int:
-    """The version field of an entry envelope (``[format, version, ...]``), read without the value; 0 if damaged."""
-    unpacker = msgpack.Unpacker()
-    unpacker.feed(data)
-    try:
-        unpacker.read_array_header()
-        unpacker.skip()
-        version = unpacker.unpack()
-    except Exception:  # a damaged envelope is served as a miss; it carries no version here
-        return 0
-    return version if type(version) is int else 0
-
-
-def _is_true(raw: bytes | None) -> bool:
-    if raw is None:
-        return False
-    try:
-        return decode_meta(raw) is True
-    except Exception:  # a damaged flag: derive it from the entries instead
-        return False

@@ -848,13 +848,6 @@ def _holds_versions(disk: DiskTier) -> bool:
     if saved is not None:
         log.warning("%s: the meta record 'versioned' holds %r; assuming the store holds versions", disk.path, saved)
         return True
-    versioned = any(_entry_version(data) for _, data in disk.scan(NS_ENTRY))
+    versioned = any(codec.envelope_version(data) for _, data in disk.scan(NS_ENTRY))
     disk.put_meta(META_VERSIONED, versioned)
     return versioned
-
-
-def _entry_version(data: bytes) -> int:
-    try:
-        return codec.unpack_record(data).version
-    except CorruptRecord:
-        return 0  # a record that does not decode has no version to keep
