@@ -75,7 +75,6 @@ _SCHEMA_RECORD = meta_key(META_SCHEMA)
 _BATCH_OPS = 1000
 _BATCH_BYTES = 1 << 20
 _READ_CHUNK = 256
-_NO_SPACE = "No space left on device"
 
 
 def _at(point: str) -> None:
@@ -227,10 +226,6 @@ class Checkpointer:
             raise StorageFull(f"{where} failed: {leveldb_message(exc)}") from None
         except OSError as exc:
             raise os_failure(exc, where) from None
-        except TierStoreError as exc:
-            if _NO_SPACE in str(exc):  # open_leveldb reports LevelDB's IO errors at open generically
-                raise StorageFull(f"{where} failed: {exc}") from None
-            raise
 
     def _set_aside(self, damage: str) -> None:
         """Move a damaged checkpoint directory aside (never deleted) so a new one can be written."""

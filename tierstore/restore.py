@@ -194,7 +194,7 @@ def _without_checkpoint(problem: TierStoreError, why: str) -> TierStoreError:
 
 
 def _directory_state(path: str) -> str:
-    """``"new"`` (missing, empty, or an unfinished LevelDB creation), ``"data"`` or ``"headless"``."""
+    """``"new"`` (missing, empty, or an unfinished LevelDB creation) or ``"data"``."""
     try:
         names = set(os.listdir(path))
     except FileNotFoundError:
