@@ -116,6 +116,16 @@ def test_a_checkpoint_into_another_stores_working_directory_deletes_its_entries(
         assert a.counter("a-counter") == 5
 
 
+def _try_checkpoint(work: Path, persist: Path, key: str) -> None:
+    """A store at ``work`` writes ``key`` and checkpoints into ``persist``; refusing is the right answer."""
+    with TierStore(work, persist_path=persist, checkpoint_interval=None) as store:
+        store.set(key, 1)
+        try:
+            store.checkpoint()
+        except TierStoreError:
+            pass
+
+
 def test_a_checkpoint_into_a_foreign_leveldb_deletes_its_records(tmp_path: Path) -> None:
     """persist_path names an existing LevelDB of another program (no tierstore schema record).
 
@@ -129,12 +139,7 @@ def test_a_checkpoint_into_a_foreign_leveldb_deletes_its_records(tmp_path: Path)
     db.put(b"app-row-1", b"precious")
     db.put(b"zzz", b"precious too")
     db.close()
-    with TierStore(tmp_path / "w", persist_path=foreign, checkpoint_interval=None) as store:
-        store.set("a", 1)
-        try:
-            store.checkpoint()
-        except TierStoreError:
-            pass  # refusing is the right answer
+    _try_checkpoint(tmp_path / "w", foreign, "a")
     db = plyvel.DB(str(foreign))
     try:
         assert db.get(b"app-row-1") == b"precious", "a checkpoint deleted another program's LevelDB records"
@@ -154,12 +159,7 @@ def test_a_checkpoint_overwrites_a_checkpoint_of_a_newer_schema(tmp_path: Path) 
     db.put(b"mschema", msgpack.packb(99))  # as a newer tierstore would have written it
     db.close()
     TierStore(tmp_path / "w2").close()  # a working directory of its own: no restore at open
-    with TierStore(tmp_path / "w2", persist_path=persist, checkpoint_interval=None) as older:
-        older.set("from-older", 1)
-        try:
-            older.checkpoint()
-        except TierStoreError:
-            pass  # refusing is the right answer
+    _try_checkpoint(tmp_path / "w2", persist, "from-older")
     db = plyvel.DB(str(persist))
     try:
         assert msgpack.unpackb(db.get(b"mschema")) == 99, "an older tierstore rewrote a newer checkpoint"
