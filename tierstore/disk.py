@@ -19,7 +19,16 @@ from typing import Any
 import msgpack
 import plyvel
 
-from .errors import CorruptRecord, CorruptStore, SchemaTooNew, StorageFull, StoreClosed, StoreForked, TierStoreError
+from .errors import (
+    CorruptRecord,
+    CorruptStore,
+    NotAStore,
+    SchemaTooNew,
+    StorageFull,
+    StoreClosed,
+    StoreForked,
+    TierStoreError,
+)
 from .leveldb import (
     DEFAULT_CACHE_BYTES,
     forked_error,
@@ -185,8 +194,10 @@ class DiskTier:
         """Refuse a newer schema; return whether the last session closed cleanly."""
         raw = self._db.get(_META_SCHEMA)
         if raw is None:
+            if any(True for _ in self._db.iterator(prefix=NS_META, include_value=False)):
+                raise CorruptStore(f"{self.path}: the schema record is missing beside other meta records")
             if any(True for _ in self._db.iterator(include_value=False)):
-                raise TierStoreError(f"{self.path} is a LevelDB directory but not a tierstore (no schema record)")
+                raise NotAStore(f"{self.path} is a LevelDB directory but not a tierstore (no schema record)")
             self._db.put(_META_SCHEMA, msgpack.packb(SCHEMA_VERSION), sync=True)
             return True
         check_schema(raw, self.path)

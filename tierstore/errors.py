@@ -13,6 +13,7 @@ __all__ = [
     "StorageFull",
     "StoreForked",
     "PermissionDenied",
+    "NotAStore",
 ]
 
 
@@ -54,3 +55,10 @@ class StoreForked(TierStoreError):
 
 class PermissionDenied(TierStoreError):
     """The operating system refused access to a store or checkpoint directory."""
+
+
+class NotAStore(TierStoreError):
+    """The directory holds someone else's data (files, or a LevelDB without tierstore's records).
+
+    It is never restored over, moved aside nor written: point ``path`` elsewhere.
+    """

@@ -45,6 +45,7 @@ from .disk import (
 from .errors import (
     CorruptRecord,
     CorruptStore,
+    NotAStore,
     SchemaTooNew,
     StorageFull,
     StoreLocked,
@@ -91,8 +92,8 @@ def open_disk(
     if _directory_state(path) == "data":
         try:
             return _open_checked(path, factory), False
-        except (StoreLocked, SchemaTooNew, StorageFull):
-            raise
+        except (StoreLocked, SchemaTooNew, StorageFull, NotAStore):
+            raise  # never a reason to restore over the directory
         except TierStoreError as exc:
             problem = exc
         except plyvel.Error as exc:  # a damaged table read while checking the schema
@@ -217,6 +218,8 @@ def _open_checked(path: str, factory: Callable[[str], DiskTier]) -> DiskTier:
     and tables it is writing now are not complete yet.
     """
     names = os.listdir(path)
+    if not any(map(LEVELDB_FILE.fullmatch, names)):
+        raise NotAStore(f"{path} is not a tierstore directory: it holds other files and no LevelDB files")
     if "CURRENT" not in names:
         raise CorruptStore(f"store {path} is corrupt: it holds LevelDB files but no CURRENT file")
     disk = factory(path)

@@ -19,7 +19,7 @@ import msgpack
 import plyvel
 import pytest
 
-from tierstore import StoreLocked, TierStore, TierStoreError
+from tierstore import NotAStore, StoreLocked, TierStore, TierStoreError
 from tierstore import restore as restore_module
 
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -452,3 +452,46 @@ def test_a_damaged_index_meta_record_is_rebuilt_from_the_members(tmp_path: Path,
         assert index.page() == [("z", 9.0)] and len(index) == 1
     with TierStore(work) as store:
         assert store.index("ix").page() == [("z", 9.0)] and store.index("ix").stamp == "s2"
+
+
+def test_a_path_holding_someone_elses_files_is_never_restored_over(tmp_path: Path) -> None:
+    """``path`` names a directory of other files (a home directory, say) while a checkpoint
+    exists: it must be refused, not moved aside and replaced by the checkpoint."""
+    persist = tmp_path / "p"
+    make_checkpoint(tmp_path / "w", persist)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    with pytest.raises(NotAStore, match="not a tierstore"):
+        TierStore(home, persist_path=persist)
+    assert sorted(p.name for p in home.iterdir()) == ["notes.txt"]
+    assert not list(tmp_path.glob("home.corrupt-*"))
+
+
+def test_a_foreign_leveldb_as_path_is_never_restored_over(tmp_path: Path) -> None:
+    persist = tmp_path / "p"
+    make_checkpoint(tmp_path / "w", persist)
+    foreign = tmp_path / "foreign"
+    db = plyvel.DB(str(foreign), create_if_missing=True)
+    db.put(b"app-row-1", b"precious")
+    db.close()
+    with pytest.raises(NotAStore, match="not a tierstore"):
+        TierStore(foreign, persist_path=persist)
+    db = plyvel.DB(str(foreign))
+    try:
+        assert list(db.iterator()) == [(b"app-row-1", b"precious")]
+    finally:
+        db.close()
+
+
+def test_a_store_that_lost_only_its_schema_record_is_restored(tmp_path: Path) -> None:
+    """Tierstore's own meta records beside a missing schema record: a damaged store, restored."""
+    work, persist = tmp_path / "w", tmp_path / "p"
+    with TierStore(work, persist_path=persist, checkpoint_interval=None) as store:
+        store.set("k", 1)
+    db = plyvel.DB(str(work))
+    db.delete(b"mschema")
+    db.close()
+    with TierStore(work, persist_path=persist) as store:
+        assert store.stats()["restored_from_checkpoint"] == 1
+        assert store.get("k") == 1
