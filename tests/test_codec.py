@@ -7,12 +7,14 @@ import pytest
 
 from tierstore.codec import (
     ABSENT,
+    MAX_DEPTH,
     MAX_KEY_BYTES,
     NEGATIVE,
     check_version,
     decode_key,
     encode_key,
-    pack_record,
+    encode_record,
+    new_packer,
     plain_value,
     unpack_record,
 )
@@ -61,9 +63,9 @@ def test_version_range_errors(bad: int) -> None:
 
 
 def test_envelope_round_trip() -> None:
-    packer = msgpack.Packer()
-    data = pack_record(packer, {"a": (1, 2)}, 7, 123.5, NEGATIVE, 100.0, 23.5, 42, 0.25)
+    data, value = encode_record(new_packer(), {"a": (1, 2)}, 7, 123.5, NEGATIVE, 100.0, 23.5, 42, 0.25)
     record = unpack_record(data)
+    assert value == {"a": [1, 2]}
     assert (record.value, record.version, record.expires_at, record.flags) == ({"a": [1, 2]}, 7, 123.5, NEGATIVE)
     assert (record.written_at, record.ttl, record.seq, record.size, record.load_time) == (
         100.0,
@@ -76,25 +78,61 @@ def test_envelope_round_trip() -> None:
 
 
 def test_unencodable_value_names_its_type_and_leaves_the_packer_usable() -> None:
-    packer = msgpack.Packer()
+    packer = new_packer()
     with pytest.raises(TypeError, match="set"):
-        pack_record(packer, {1, 2}, 0, None, 0, 0.0, None, 1)
+        encode_record(packer, {1, 2}, 0, None, 0, 0.0, None, 1)
     with pytest.raises(TypeError, match="object"):
-        pack_record(packer, [1, {"x": object()}], 0, None, 0, 0.0, None, 1)
-    data = pack_record(packer, "fine", 0, None, 0, 0.0, None, 1)
+        encode_record(packer, [1, {"x": object()}], 0, None, 0, 0.0, None, 1)
+    data, _ = encode_record(packer, "fine", 0, None, 0, 0.0, None, 1)
     assert unpack_record(data).value == "fine"
 
 
 def test_big_int_is_refused() -> None:
     with pytest.raises(OverflowError):
-        pack_record(msgpack.Packer(), 2**64, 0, None, 0, 0.0, None, 1)
+        encode_record(new_packer(), 2**64, 0, None, 0, 0.0, None, 1)
+    with pytest.raises(OverflowError):
+        encode_record(new_packer(), {"n": [2**64]}, 0, None, 0, 0.0, None, 1)
 
 
-def test_plain_value_matches_what_tier_2_decodes() -> None:
-    packer = msgpack.Packer()
-    for value in ["s", b"b", 1, 1.5, True, None, (1, "x"), [1, (2, 3)], {"k": (1,)}]:
-        data = pack_record(packer, value, 0, None, 0, 0.0, None, 1)
-        assert plain_value(value, data) == unpack_record(data).value
+class _Text(str):
+    pass
+
+
+class _Table(dict):  # type: ignore[type-arg]
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["s", b"b", 1, 1.5, True, None, (1, "x"), [1, (2, 3)], {"k": (1,)}, _Text("t"), {"t": _Text("u")}, _Table(a=1)],
+)
+def test_the_value_for_tier_1_is_what_tier_2_decodes(value: object) -> None:
+    data, plain = encode_record(new_packer(), value, 0, None, 0, 0.0, None, 1)
+    decoded = unpack_record(data).value
+    assert plain == decoded
+    assert msgpack.packb(plain) == msgpack.packb(decoded)  # the same types all the way down
+    assert plain_value(value, data) == decoded
+
+
+def test_a_value_of_exact_plain_types_is_kept_as_it_is() -> None:
+    value = {"id": 7, "tags": ["a", "b"], "nested": {"x": 1.5, "y": None, b"raw": True}}
+    _, plain = encode_record(new_packer(), value, 0, None, 0, 0.0, None, 1)
+    assert plain is value  # shared with the caller, as cachetools does: nothing decoded at set
+
+
+def test_a_tuple_dict_key_is_refused_at_encoding() -> None:
+    with pytest.raises(TypeError, match="dict key"):
+        encode_record(new_packer(), {"ok": {(1, 2): "tuple key"}}, 0, None, 0, 0.0, None, 1)
+
+
+def test_nesting_one_past_what_tier_2_reads_is_refused_at_encoding() -> None:
+    deepest: list[object] = []
+    for _ in range(MAX_DEPTH - 1):
+        deepest = [deepest]
+    data, plain = encode_record(new_packer(), deepest, 0, None, 0, 0.0, None, 1)
+    assert msgpack.packb(plain) == msgpack.packb(unpack_record(data).value) == msgpack.packb(deepest)
+    with pytest.raises(ValueError, match="deep"):
+        encode_record(new_packer(), [deepest], 0, None, 0, 0.0, None, 1)  # msgpack packs it but cannot read it
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import start, wait_until
 from tierstore import LoadTimeout, TierStoreError
 from tierstore.flight import NOTHING, Flight, Flights, check_policy
+from tierstore.stats import Stats
 
 WAIT = 5.0
 
@@ -38,7 +39,7 @@ def test_first_caller_leads_and_others_join() -> None:
 
 
 def test_waiters_get_the_leaders_value_and_are_counted() -> None:
-    stats = {"load_waits": 0}
+    stats = Stats(["load_waits"])
     flights = Flights(lease=30.0, stats=stats)
     release, started = threading.Event(), threading.Event()
     leader, leader_out = start(lambda: flights.run("k", blocking_load(release, started, "v")))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from tierstore.codec import Record
 from tierstore.memory import MemoryTier
+from tierstore.stripes import Stripes
+
+_S = Stripes()
 
 
 def record(value: object, size: int = 10, seq: int = 1) -> Record:
@@ -11,88 +14,88 @@ def record(value: object, size: int = 10, seq: int = 1) -> Record:
 
 
 def test_item_bound_evicts_least_recently_used() -> None:
-    tier = MemoryTier(2)
-    tier.put("a", record(1))
-    tier.put("b", record(2))
+    tier = MemoryTier(2, None, _S)
+    tier.put("a", record(1), _S.of("a"))
+    tier.put("b", record(2), _S.of("b"))
     assert tier.get("a") is not None  # a is now most recent
-    tier.put("c", record(3))
+    tier.put("c", record(3), _S.of("c"))
     assert tier.get("b") is None
     assert tier.get("a") is not None and tier.get("c") is not None
     assert tier.evictions == 1
 
 
 def test_byte_bound_evicts_until_under_and_tracks_bytes() -> None:
-    tier = MemoryTier(100, max_bytes=25)
-    tier.put("a", record(1, size=10))
-    tier.put("b", record(2, size=10))
+    tier = MemoryTier(100, 25, _S)
+    tier.put("a", record(1, size=10), _S.of("a"))
+    tier.put("b", record(2, size=10), _S.of("b"))
     assert tier.bytes == 20
-    tier.put("c", record(3, size=10))
+    tier.put("c", record(3, size=10), _S.of("c"))
     assert tier.get("a") is None
     assert tier.bytes == 20
-    tier.put("c", record(4, size=5))
+    tier.put("c", record(4, size=5), _S.of("c"))
     assert tier.bytes == 15
-    tier.discard("b")
+    tier.discard("b", _S.of("b"))
     assert tier.bytes == 5 and len(tier) == 1
 
 
 def test_record_larger_than_the_byte_bound_is_not_held() -> None:
-    tier = MemoryTier(100, max_bytes=25)
-    tier.put("a", record(1, size=10))
-    tier.put("a", record(2, size=30))
+    tier = MemoryTier(100, 25, _S)
+    tier.put("a", record(1, size=10), _S.of("a"))
+    tier.put("a", record(2, size=30), _S.of("a"))
     assert tier.get("a") is None
     assert tier.bytes == 0
 
 
 def test_zero_items_holds_nothing() -> None:
-    tier = MemoryTier(0)
-    tier.put("a", record(1))
+    tier = MemoryTier(0, None, _S)
+    tier.put("a", record(1), _S.of("a"))
     assert tier.get("a") is None and len(tier) == 0
 
 
 def test_promotion_loses_to_a_write_that_came_after_the_read() -> None:
-    tier = MemoryTier(10)
-    epoch = tier.epoch("k")
-    tier.put("k", record("new", seq=2))
-    tier.discard("k")  # evicted or deleted meanwhile: the slow reader must still not land
-    assert tier.promote("k", record("old", seq=1), epoch) is False
+    tier = MemoryTier(10, None, _S)
+    epoch = tier.epoch(_S.of("k"))
+    tier.put("k", record("new", seq=2), _S.of("k"))
+    tier.discard("k", _S.of("k"))  # evicted or deleted meanwhile: the slow reader must still not land
+    assert tier.promote("k", record("old", seq=1), _S.of("k"), epoch) is False
     assert tier.get("k") is None
-    fresh = tier.epoch("k")
-    assert tier.promote("k", record("current", seq=2), fresh) is True
+    fresh = tier.epoch(_S.of("k"))
+    assert tier.promote("k", record("current", seq=2), _S.of("k"), fresh) is True
     got = tier.get("k")
     assert got is not None and got.value == "current"
 
 
 def test_promotion_does_not_replace_a_held_record() -> None:
-    tier = MemoryTier(10)
-    tier.put("k", record("held"))
-    assert tier.promote("k", record("other"), tier.epoch("k")) is False
+    tier = MemoryTier(10, None, _S)
+    tier.put("k", record("held"), _S.of("k"))
+    assert tier.promote("k", record("other"), _S.of("k"), tier.epoch(_S.of("k"))) is False
     got = tier.get("k")
     assert got is not None and got.value == "held"
 
 
 def test_no_promotion_lands_while_a_write_is_in_progress() -> None:
     """A reader that saw the new value in tier 2 must never find the old one in tier 1 later."""
-    tier = MemoryTier(10)
-    before = tier.epoch("k")  # a slow reader fetched the old record before the write began
-    tier.begin_write("k")
-    during = tier.epoch("k")  # another reader fetched during the write (old or new: unknown)
-    assert not tier.promote("k", record("old"), before)
-    assert not tier.promote("k", record("old or new"), during)
+    tier = MemoryTier(10, None, _S)
+    before = tier.epoch(_S.of("k"))  # a slow reader fetched the old record before the write began
+    tier.begin_write(_S.of("k"))
+    during = tier.epoch(_S.of("k"))  # another reader fetched during the write (old or new: unknown)
+    assert not tier.promote("k", record("old"), _S.of("k"), before)
+    assert not tier.promote("k", record("old or new"), _S.of("k"), during)
     assert tier.get("k") is None
-    tier.put("k", record("new"))
-    assert not tier.promote("k", record("old"), before)
+    tier.put("k", record("new"), _S.of("k"))
+    assert not tier.promote("k", record("old"), _S.of("k"), before)
     got = tier.get("k")
     assert got is not None and got.value == "new"
-    after = tier.epoch("k")
-    tier.discard("k")
-    assert tier.promote("k", record("stale"), after) is False
-    fresh = tier.epoch("k")
-    assert tier.promote("k", record("current"), fresh) is True
+    after = tier.epoch(_S.of("k"))
+    tier.discard("k", _S.of("k"))
+    assert tier.promote("k", record("stale"), _S.of("k"), after) is False
+    fresh = tier.epoch(_S.of("k"))
+    assert tier.promote("k", record("current"), _S.of("k"), fresh) is True
 
 
 def test_a_write_without_begin_still_ends_on_an_even_epoch() -> None:
-    tier = MemoryTier(10)
-    tier.put("k", record(1))
-    tier.discard("k")
-    assert tier.epoch("k") % 2 == 0
-    assert tier.promote("k", record(2), tier.epoch("k"))
+    tier = MemoryTier(10, None, _S)
+    tier.put("k", record(1), _S.of("k"))
+    tier.discard("k", _S.of("k"))
+    assert tier.epoch(_S.of("k")) % 2 == 0
+    assert tier.promote("k", record(2), _S.of("k"), tier.epoch(_S.of("k")))

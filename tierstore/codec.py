@@ -36,11 +36,15 @@ __all__ = [
     "encode_key",
     "decode_key",
     "check_version",
-    "pack_record",
+    "encode_record",
+    "new_packer",
     "unpack_record",
     "envelope_version",
     "plain_value",
     "PLAIN_TYPES",
+    "STR_TAG",
+    "BYTES_TAG",
+    "SAFE_STR_LEN",
 ]
 
 Key = str | bytes
@@ -54,10 +58,10 @@ _KNOWN_FLAGS = NEGATIVE | TOMBSTONE  # a record with other bits set was written 
 # Lists/dicts a value may nest: msgpack's unpacker holds 1024 levels and the envelope takes one.
 MAX_DEPTH = 1023
 
-_STR_TAG = b"s"
-_BYTES_TAG = b"b"
+STR_TAG = b"s"
+BYTES_TAG = b"b"
 # A str of at most this many code points cannot exceed MAX_KEY_BYTES in UTF-8.
-_SAFE_STR_LEN = MAX_KEY_BYTES // 4
+SAFE_STR_LEN = MAX_KEY_BYTES // 4
 PLAIN_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
 _TIME = frozenset({int, float})
 _unpackb = msgpack.unpackb  # raw=False is msgpack's default: str stays str, bin stays bytes
@@ -148,9 +152,9 @@ class Record:
 def encode_key(key: object) -> bytes:
     """Encode a str/bytes key as tagged bytes; ``"a"`` and ``b"a"`` stay distinct."""
     if isinstance(key, str):
-        if len(key) <= _SAFE_STR_LEN:
+        if len(key) <= SAFE_STR_LEN:
             try:
-                return _STR_TAG + key.encode()
+                return STR_TAG + key.encode()
             except UnicodeEncodeError as exc:
                 raise ValueError(f"key is not valid Unicode: {exc}") from None
         try:
@@ -159,23 +163,23 @@ def encode_key(key: object) -> bytes:
             raise ValueError(f"key is not valid Unicode: {exc}") from None
         if len(raw) > MAX_KEY_BYTES:
             raise ValueError(f"key is {len(raw)} bytes encoded; the limit is {MAX_KEY_BYTES}")
-        return _STR_TAG + raw
+        return STR_TAG + raw
     if isinstance(key, bytes):
         if len(key) > MAX_KEY_BYTES:
             raise ValueError(f"key is {len(key)} bytes; the limit is {MAX_KEY_BYTES}")
-        return _BYTES_TAG + key
+        return BYTES_TAG + key
     raise TypeError(f"keys must be str or bytes, not {type(key).__name__}")
 
 
 def decode_key(tagged: bytes) -> Key:
     """Invert ``encode_key``; ``CorruptRecord`` for a key no ``encode_key`` could have made."""
     tag, raw = tagged[:1], tagged[1:]
-    if tag == _STR_TAG:
+    if tag == STR_TAG:
         try:
             return raw.decode()
         except UnicodeDecodeError as exc:
             raise CorruptRecord(f"str key {bytes(raw)[:64]!r} is not UTF-8 ({exc.reason})") from None
-    if tag == _BYTES_TAG:
+    if tag == BYTES_TAG:
         return bytes(raw)
     raise CorruptRecord(f"unknown key tag {tag!r}")
 
@@ -191,7 +195,31 @@ def check_version(version: object) -> int:
     return version
 
 
-def pack_record(
+class _NotPlain(Exception):
+    """Raised by the strict packer at the first object msgpack would not give back as it is."""
+
+
+def _not_plain(obj: Any) -> Any:
+    raise _NotPlain
+
+
+def new_packer() -> msgpack.Packer:
+    """A packer for ``encode_record``: one per writer thread or lock (packers are not thread-safe).
+
+    It packs exact plain types only; a tuple, a subclass of dict/list/str/int or
+    anything msgpack does not know stops it, and ``encode_record`` takes the slow
+    path for that value.
+    """
+    return msgpack.Packer(strict_types=True, default=_not_plain)
+
+
+_loose_packer = msgpack.Packer  # the slow path's packer class: tuples as lists, subclasses as their base
+# A value nesting deeper than msgpack's reader allows takes at least this many bytes
+# to encode; shorter envelopes cannot hold one, so they skip the read-back check.
+_DEEP_ENOUGH_BYTES = MAX_DEPTH
+
+
+def encode_record(
     packer: msgpack.Packer,
     value: Any,
     version: int,
@@ -201,18 +229,41 @@ def pack_record(
     ttl: float | None,
     seq: int,
     load_time: float = 0.0,
-) -> bytes:
-    """Encode an envelope; ``TypeError``/``ValueError``/``OverflowError`` name a value msgpack cannot encode."""
+) -> tuple[bytes, Any]:
+    """The envelope of a record and the value exactly as tier 2 will give it back.
+
+    A value made of exact plain types (dict, list, str, bytes, int, float, bool,
+    None) reads back equal and of the same types, so it is returned as it is
+    (tier 1 then shares it with the caller, as cachetools does). Anything else
+    (tuples, subclasses) is packed as msgpack packs it and read back once, which
+    is also the check that tier 2 can give it back at all. Raises
+    ``TypeError``/``ValueError``/``OverflowError`` naming a value that cannot be stored.
+    """
+    envelope = [FORMAT, version, expires_at, flags, value, written_at, ttl, seq, load_time]
     try:
-        data: bytes = packer.pack([FORMAT, version, expires_at, flags, value, written_at, ttl, seq, load_time])
-    except TypeError as exc:
+        data: bytes = packer.pack(envelope)
+    except _NotPlain:
         packer.reset()
+        data = _pack(_loose_packer(), envelope, value)
+        return data, plain_value(value, data)
+    except Exception:
+        packer.reset()
+        _pack(_loose_packer(), envelope, value)  # raises the error that names the value
+        raise
+    if len(data) > _DEEP_ENOUGH_BYTES and type(value) not in PLAIN_TYPES:
+        return data, plain_value(value, data)
+    return data, value
+
+
+def _pack(packer: msgpack.Packer, envelope: list[Any], value: Any) -> bytes:
+    """Pack with ``packer``, turning msgpack's errors into ones that name the value."""
+    try:
+        data: bytes = packer.pack(envelope)
+    except TypeError as exc:
         raise TypeError(f"cannot store a value of type {_offending_type(value)}: {exc}") from None
     except OverflowError as exc:
-        packer.reset()
         raise OverflowError(f"cannot store this value: {exc}") from None
     except ValueError as exc:  # UnicodeEncodeError (a lone surrogate) among them
-        packer.reset()
         raise _unreadable(value) or ValueError(f"cannot store this value: {exc}") from None
     return data
 
@@ -310,19 +361,25 @@ def unpack_record(data: bytes, max_bytes: int | None = None) -> Record:
     if type(items) is not list or len(items) < 9:
         raise CorruptRecord("record is not an envelope array")
     fmt, version, expires_at, flags, value, written_at, ttl, seq, load_time = items if len(items) == 9 else items[:9]
-    if (
-        fmt != FORMAT
-        or type(version) is not int
-        or not 0 <= version <= MAX_VERSION
-        or type(flags) is not int
-        or flags & ~_KNOWN_FLAGS
-        or type(seq) is not int
-        or (expires_at is not None and type(expires_at) not in _TIME)
-        or (ttl is not None and type(ttl) not in _TIME)
-        or type(written_at) not in _TIME
-        or type(load_time) not in _TIME
+    if not (
+        fmt == FORMAT
+        and type(version) is int
+        and 0 <= version <= MAX_VERSION
+        and type(flags) is int
+        and not flags & ~_KNOWN_FLAGS
+        and type(seq) is int
+        and (expires_at is None or (type(expires_at) in _TIME and expires_at == expires_at))
+        and (ttl is None or type(ttl) in _TIME)
+        and type(written_at) in _TIME
+        and type(load_time) in _TIME
     ):
-        raise CorruptRecord(f"record header is malformed: {items[:4]!r}")
-    if expires_at != expires_at:
-        raise CorruptRecord("record expiry is NaN")
+        raise CorruptRecord(_malformed(items))
     return Record(value, version, expires_at, flags, written_at, ttl, seq, len(data), load_time)
+
+
+def _malformed(items: list[Any]) -> str:
+    """Why a decoded envelope is refused (only built once a record is known to be bad)."""
+    expires_at = items[2]
+    if type(expires_at) is float and expires_at != expires_at:
+        return "record expiry is NaN"
+    return f"record header is malformed: {items[:4]!r}"

@@ -5,8 +5,8 @@ count as a msgpack int. Counters are signed 64-bit: an update that would leave
 ``[-2**63, 2**63 - 1]`` raises ``OverflowError`` and changes nothing. A counter
 never touched reads 0.
 
-Updates are a read-modify-write under one of a set of striped locks (the
-stripe is chosen by the encoded key), so concurrent ``incr`` calls in one
+Updates are a read-modify-write under one of the store's striped locks (the
+stripe is chosen by the encoded key; see ``stripes``), so concurrent ``incr`` calls in one
 process never lose an update; the LevelDB lock keeps other processes out. The
 write goes to LevelDB's log like every store write (survives a process crash;
 ``close()`` flushes).
@@ -14,19 +14,17 @@ write goes to LevelDB's log like every store write (survives a process crash;
 
 from __future__ import annotations
 
-import threading
-
 import msgpack
 
 from .codec import Key, decode_key, encode_key
 from .disk import NS_COUNTER, DiskTier
 from .errors import CorruptRecord
+from .stripes import Stripes
 
 __all__ = ["Counters", "COUNTER_MIN", "COUNTER_MAX", "counter_key", "counter_name", "decode_count"]
 
 COUNTER_MIN = -(2**63)
 COUNTER_MAX = 2**63 - 1
-_STRIPES = 64
 
 
 def counter_key(key: object) -> bytes:
@@ -59,9 +57,9 @@ def _check_delta(delta: object) -> int:
 class Counters:
     """The counters of one store: ``incr``, ``decr`` and ``get``."""
 
-    def __init__(self, disk: DiskTier) -> None:
+    def __init__(self, disk: DiskTier, stripes: Stripes | None = None) -> None:
         self._disk = disk
-        self._locks = [threading.Lock() for _ in range(_STRIPES)]
+        self._stripes = stripes if stripes is not None else Stripes()
 
     def incr(self, key: object, delta: int = 1) -> int:
         """Add ``delta`` to the counter ``key`` and return the new count."""
@@ -77,7 +75,7 @@ class Counters:
 
     def _add(self, key: object, delta: int) -> int:
         disk_key = counter_key(key)
-        with self._locks[hash(disk_key) % _STRIPES]:
+        with self._stripes.lock_for(disk_key):
             value = self._read(disk_key) + delta
             if not COUNTER_MIN <= value <= COUNTER_MAX:
                 raise OverflowError(f"counter {key!r} would become {value}, outside the signed 64-bit range")

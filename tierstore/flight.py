@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Hashable, MutableMapping
+from collections.abc import Callable, Hashable
 from types import TracebackType
 from typing import Any, Final
 
 from .errors import LoadTimeout, TierStoreError
+from .stats import Stats
 
 __all__ = ["Flight", "Flights", "POLICIES", "WAIT", "STALE", "DEFAULT", "NOTHING", "check_policy"]
 
@@ -115,7 +116,7 @@ class Flights:
     ``stats``, when given, gets ``load_waits`` incremented once per caller that waits.
     """
 
-    def __init__(self, lease: float, stats: MutableMapping[str, int] | None = None) -> None:
+    def __init__(self, lease: float, stats: Stats | None = None) -> None:
         self.lease = lease
         self.in_flight: dict[Hashable, Flight] = {}
         self._lock = threading.Lock()
@@ -208,7 +209,7 @@ class Flights:
         with self._lock:
             flight.waiters += 1
             if count and self._stats is not None:
-                self._stats["load_waits"] += 1
+                self._stats.counts["load_waits"]()
 
     def _follow(self, flight: Flight, give_up: float | None) -> bool:
         """Wait for ``flight`` until its lease ends or ``give_up``; ``True`` when it ended."""

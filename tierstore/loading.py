@@ -52,8 +52,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-import msgpack
-
 from . import codec
 from .cached_keys import call_key, function_prefix, name_prefix
 from .clock import check_seconds, check_ttl
@@ -63,6 +61,7 @@ from .flight import DEFAULT, NOTHING, STALE, WAIT, Flight, Flights, check_policy
 from .guard import Guard
 from .options import Options
 from .refresh import Handle, Scheduler
+from .stats import Stats
 
 __all__ = ["Loading", "StoreCore", "Write"]
 
@@ -116,7 +115,7 @@ class Loading:
         self,
         core: StoreCore,
         options: Options,
-        stats: dict[str, int],
+        stats: Stats,
         flights: Flights,
         scheduler: Scheduler,
         guard: Guard | None,
@@ -152,19 +151,19 @@ class Loading:
             expires_at = record.expires_at
             if expires_at is None or expires_at > now:
                 if record.flags & NEGATIVE:
-                    self._stats["negative_hits"] += 1
+                    self._stats.counts["negative_hits"]()
                     return default
-                self._stats[hit_stat] += 1
+                self._stats.counts[hit_stat]()
                 if expires_at is not None and self._renewal_due(record, expires_at, now):
                     self._renew(key, loader, ttl)
                 return record.value
-        self._stats["misses"] += 1
+        self._stats.counts["misses"]()
         if self._guard is not None and not self._guard.might_contain(key):
-            self._stats["guard_rejections"] += 1
+            self._stats.counts["guard_rejections"]()
             return default
         stale = self._stale_value(record, now)
         if stale is not NOTHING and on_busy == STALE and not self._may_renew_now(key):
-            self._stats["stale_served"] += 1
+            self._stats.counts["stale_served"]()
             return stale
         value = self._flights.run(
             key,
@@ -205,10 +204,10 @@ class Loading:
     def _busy_answer(self, on_busy: str, stale: Any, default: Any) -> Any:
         """What a caller gets at once while another loads the key; ``NOTHING`` means wait."""
         if on_busy == DEFAULT:
-            self._stats["busy_defaults"] += 1
+            self._stats.counts["busy_defaults"]()
             return default
         if stale is not NOTHING:
-            self._stats["stale_served"] += 1
+            self._stats.counts["stale_served"]()
             return stale
         return NOTHING
 
@@ -219,11 +218,11 @@ class Loading:
         if record is not None and _answers(record, now):
             # another flight filled it between our miss and our lead
             return ABSENT if record.flags & NEGATIVE else record.value
-        self._stats["loads"] += 1
+        self._stats.counts["loads"]()
         try:
             return self._call_and_fill(key, loader, ttl, flight)
         except BaseException:
-            self._stats["load_errors"] += 1
+            self._stats.counts["load_errors"]()
             raise
 
     def _call_and_fill(self, key: Key, loader: Callable[[], Any], ttl: Any, flight: Flight) -> Any:
@@ -236,7 +235,7 @@ class Loading:
             result, version = result.value, codec.check_version(result.version)
         value = ABSENT if result is None or result is ABSENT else _plain(key, result)
         if not self._fill(key, value, version, ttl, flight, load_time):
-            self._stats["fills_rejected"] += 1
+            self._stats.counts["fills_rejected"]()
         return value
 
     def _fill(self, key: Key, value: Any, version: int | None, ttl: Any, flight: Flight, load_time: float) -> bool:
@@ -294,10 +293,10 @@ class Loading:
         try:
             self._flights.lead(flight, lambda f: self._call_and_fill(key, loader, ttl, f))
         except Exception:
-            self._stats["refresh_errors"] += 1
+            self._stats.counts["refresh_errors"]()
             log.warning("%s: background refresh of %r failed; the old value stays", self._core.path, key, exc_info=True)
             return
-        self._stats["refreshes"] += 1
+        self._stats.counts["refreshes"]()
 
     def refresh_every(self, key: Key, loader: Callable[[], Any], interval: float, ttl: Any = ...) -> Handle:
         """Recompute ``key`` every ``interval`` seconds in the background, the first round at once."""
@@ -376,7 +375,8 @@ def _plain(key: Key, value: Any) -> Any:
     A fill runs once per load, so packing here as well costs little.
     """
     try:  # packed even when plain: a lone surrogate or a 65-bit int is refused before the fill
-        return codec.plain_value(value, codec.pack_record(msgpack.Packer(), value, 0, None, 0, 0.0, None, 0))
+        _, plain = codec.encode_record(codec.new_packer(), value, 0, None, 0, 0.0, None, 0)
+        return plain
     except (TypeError, ValueError, OverflowError) as exc:
         raise _refusal(exc)(f"the loader of {key!r} returned a value that cannot be cached: {exc}") from None
 

@@ -15,8 +15,8 @@ A per-stripe write epoch keeps promotions from going back in time. A write is
 tier 2 promotes it only if the epoch it read before the fetch was even and is
 unchanged: so no record read before or during a write lands in tier 1, and a
 reader that saw the new value in tier 2 never finds the old one in tier 1
-afterwards. Writers of one stripe hold the store's lock of that stripe, so
-epoch updates of a stripe never race each other.
+afterwards. Writers of one stripe hold the store's lock of that stripe (see
+``stripes``), so epoch updates of a stripe never race each other.
 """
 
 from __future__ import annotations
@@ -26,27 +26,30 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from .codec import Key, Record
+from .stripes import Stripes
 
-__all__ = ["MemoryTier", "STRIPES"]
-
-STRIPES = 64
+__all__ = ["MemoryTier"]
 
 
 class MemoryTier:
     """Decoded records of recently used keys; tier 2 stays authoritative.
 
-    Thread-safety: ``get`` takes no lock (see the module doc); every other call
-    takes the tier's lock.
+    Write calls take the key's stripe index (``stripes.of(key)``, computed once
+    by the caller). Thread-safety: ``get`` takes no lock (see the module doc);
+    every other call takes the tier's lock, except ``begin_write`` and
+    ``epoch``, whose stripe's writers are serialized by the caller's stripe lock.
     """
 
-    def __init__(self, max_items: int, max_bytes: int | None = None) -> None:
+    def __init__(self, max_items: int, max_bytes: int | None, stripes: Stripes, *, second_read: bool = False) -> None:
         self._data: OrderedDict[Key, Record] = OrderedDict()
+        # Admission: keys read from tier 2 once lately; None promotes on every read.
+        self._seen: set[Key] | None = set() if second_read else None
         self._max_items = max_items
         self._max_bytes = max_bytes
         self._bytes = 0
         self.evictions = 0
         self._lock = threading.Lock()
-        self._epochs = [0] * STRIPES
+        self.epochs = [0] * stripes.count
         self.get: Callable[[Key], Record | None] = self._reader()
 
     def _reader(self) -> Callable[[Key], Record | None]:
@@ -65,52 +68,74 @@ class MemoryTier:
 
         return get
 
-    def epoch(self, key: Key) -> int:
-        """The write epoch of ``key``'s stripe, read before a tier-2 fetch."""
-        return self._epochs[hash(key) % STRIPES]
+    def epoch(self, stripe: int) -> int:
+        """The write epoch of a stripe, read before a tier-2 fetch."""
+        return self.epochs[stripe]
 
-    def begin_write(self, key: Key) -> None:
-        """A write of ``key`` to tier 2 starts: no promotion of its stripe lands until it ends."""
-        stripe = hash(key) % STRIPES
-        self._epochs[stripe] |= 1
+    def begin_write(self, stripe: int) -> None:
+        """A tier-2 write in ``stripe`` starts: no promotion of its stripe lands until it ends."""
+        self.epochs[stripe] |= 1
 
-    def put(self, key: Key, record: Record) -> None:
+    def put(self, key: Key, record: Record, stripe: int) -> None:
         """Hold ``record`` for ``key``: the write ends (promotions read before it fail)."""
         with self._lock:
-            self._end_write(key)
+            epochs = self.epochs
+            epochs[stripe] = (epochs[stripe] | 1) + 1  # the next even epoch
             self._store(key, record)
 
-    def discard(self, key: Key) -> None:
+    def discard(self, key: Key, stripe: int) -> None:
         """Forget ``key``: the write that removed it ends (promotions read before it fail)."""
         with self._lock:
-            self._end_write(key)
+            epochs = self.epochs
+            epochs[stripe] = (epochs[stripe] | 1) + 1
             self._remove(key)
 
-    def _end_write(self, key: Key) -> None:
-        stripe = hash(key) % STRIPES
-        self._epochs[stripe] = (self._epochs[stripe] | 1) + 1  # the next even epoch
-
-    def promote(self, key: Key, record: Record, epoch: int) -> bool:
+    def promote(self, key: Key, record: Record, stripe: int, epoch: int) -> bool:
         """Hold a record read from tier 2 if no write of its stripe ran since ``epoch`` was read."""
-        if not self._max_items or epoch & 1:
+        if epoch & 1 or not self._max_items:
             return False
-        with self._lock:
-            if self._epochs[hash(key) % STRIPES] != epoch or key in self._data:
+        seen = self._seen
+        if seen is not None and key not in seen:  # a first read: remember it, promote the next one
+            if len(seen) >= self._max_items:
+                seen.clear()  # forget old first reads rather than track their age
+            seen.add(key)
+            return False
+        data = self._data
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self.epochs[stripe] != epoch or key in data:
                 return False
-            self._store(key, record)
+            if self._max_bytes is not None:
+                self._store(key, record)
+                return True
+            data[key] = record  # a new key: it lands at the most recent end
+            if len(data) > self._max_items:
+                data.popitem(last=False)
+                self.evictions += 1
             return True
+        finally:
+            lock.release()
 
     def _store(self, key: Key, record: Record) -> None:
         max_bytes = self._max_bytes
-        if not self._max_items or (max_bytes is not None and record.size > max_bytes):
-            self._remove(key)
-            return
         data = self._data
         if max_bytes is not None:
+            if not self._max_items or record.size > max_bytes:
+                self._remove(key)
+                return
             old = data.get(key)
             self._bytes += record.size - (old.size if old is not None else 0)
+        elif not self._max_items:
+            return
         data[key] = record
         data.move_to_end(key)
+        if len(data) > self._max_items or (max_bytes is not None and self._bytes > max_bytes):
+            self._evict()
+
+    def _evict(self) -> None:
+        data = self._data
+        max_bytes = self._max_bytes
         while len(data) > self._max_items or (max_bytes is not None and self._bytes > max_bytes):
             _, evicted = data.popitem(last=False)
             self.evictions += 1
@@ -124,8 +149,9 @@ class MemoryTier:
 
     def clear(self) -> None:
         with self._lock:
-            for stripe in range(STRIPES):
-                self._epochs[stripe] = (self._epochs[stripe] | 1) + 1
+            epochs = self.epochs
+            for stripe in range(len(epochs)):
+                epochs[stripe] = (epochs[stripe] | 1) + 1
             self._data.clear()
             self._bytes = 0
 

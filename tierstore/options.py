@@ -104,6 +104,7 @@ class Options:
     path: str | None = None
     memory_items: int = 10_000
     memory_bytes: int | None = None
+    memory_admission: str = "always"
     default_ttl: float | None = None
     ttl_jitter: float = 0.0
     negative_ttl: float = 60.0
@@ -132,6 +133,8 @@ class Options:
         _check_persist_path(self.path, self.persist_path)
         _check_count(self.memory_items, "memory_items", minimum=0)
         _check_count(self.memory_bytes, "memory_bytes", minimum=1, optional=True)
+        if self.memory_admission not in ("always", "second_read"):
+            raise ValueError(f"memory_admission must be 'always' or 'second_read', got {self.memory_admission!r}")
         _check_count(self.bloom_capacity, "bloom_capacity", minimum=1)
         _check_count(self.disk_capacity_bytes, "disk_capacity_bytes", minimum=1, optional=True)
         _check_count(self.max_value_bytes, "max_value_bytes", minimum=1)

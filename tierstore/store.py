@@ -18,13 +18,11 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-import msgpack
-
 from . import codec
 from .checkpoint import STAT_KEYS as PERSIST_STAT_KEYS
 from .checkpoint import Checkpointer, TrackedDisk
-from .clock import Jitter, check_seconds, check_ttl
-from .codec import ABSENT, NEGATIVE, TOMBSTONE, Entry, Key, Record, encode_key
+from .clock import check_seconds
+from .codec import ABSENT, NEGATIVE, TOMBSTONE, Entry, Key, Record, encode_key, unpack_record
 from .counters import Counters
 from .disk import META_SEQ, META_VERSIONED, NS_ENTRY, DiskTier
 from .errors import CorruptRecord, StoreClosed, TierStoreError
@@ -32,19 +30,22 @@ from .flight import Flights
 from .guard import Guard, note_unguarded_open
 from .leveldb import forked_error, on_fork
 from .loading import Loading, StoreCore
-from .memory import STRIPES, MemoryTier
+from .memory import MemoryTier
 from .options import STAT_KEYS, Options
 from .ranking import DEFAULT_REFRESH_INTERVAL, IndexRefresher, Pairs, SortedIndex
 from .refresh import Handle, Scheduler
 from .restore import open_disk
+from .stats import Stats
+from .stripes import STRIPES, Stripes
 from .sweep import STAT_KEYS as SWEEP_STAT_KEYS
 from .sweep import Capacity, Sweeper, open_capacity
+from .writer import Writer, fast_entry_key, is_live
+from .writes import CapacityWrites, DiskWrites, EntryWrites
 
 __all__ = ["TierStore"]
 
 log = logging.getLogger("tierstore")
 
-_STRIPES = STRIPES  # the store's key locks and tier 1's write epochs share their stripes
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -61,13 +62,13 @@ class TierStore:
         self._temp_dir = tempfile.mkdtemp(prefix="tierstore-") if path is None else None
         self.path = str(path) if path is not None else str(self._temp_dir)
         self._clock = options.clock
-        self._jitter = Jitter(options.ttl_jitter)
+        self._max_value_bytes = options.max_value_bytes
         self._scheduler = Scheduler(workers=2, name="tierstore")  # background work; threads start lazily
-        self._stats = dict.fromkeys(STAT_KEYS, 0)
+        self._stats = Stats(STAT_KEYS)
+        counts = self._stats.counts
+        self._hit_memory, self._hit_disk, self._miss = counts["hits_memory"], counts["hits_disk"], counts["misses"]
         self._flights = Flights(options.lock_timeout, self._stats)
-        self._in_flight = self._flights.in_flight  # tested without a lock by writers: nearly free when empty
-        self._stripe_locks = [threading.Lock() for _ in range(_STRIPES)]
-        self._packers = [msgpack.Packer() for _ in range(_STRIPES)]
+        self._stripes = Stripes()
         self._corrupt_logged = False
         self._closed = False
         self._forked = False
@@ -89,17 +90,44 @@ class TierStore:
         """Everything built over the open directory; a failure here is undone by ``_abandon_open``."""
         options = self._options
         self._guard: Guard | None = None
-        self._memory = MemoryTier(options.memory_items, options.memory_bytes)
+        self._memory = MemoryTier(
+            options.memory_items,
+            options.memory_bytes,
+            self._stripes,
+            second_read=options.memory_admission == "second_read",
+        )
         self._memory_get = self._memory.get
+        self._epochs = self._memory.epochs
+        self._disk_get = self._disk.get
         self._seq = _next_sequence(self._disk)
-        self._versioned = _holds_versions(self._disk)
         self._open_durability(restored)
         self._guard = self._open_guard()  # the existence filter when guard=True
-        self._counters = Counters(self._disk)
+        self._writer = Writer(
+            disk=self._disk,
+            writes=self._entry_writes(),
+            memory=self._memory,
+            stripes=self._stripes,
+            flights=self._flights,
+            stats=self._stats,
+            options=options,
+            seq=self._seq,
+            versioned=_holds_versions(self._disk),
+            on_corrupt=self._count_corrupt,
+            admit_key=None if self._guard is None else self._guard.add,
+        )
+        self._write = self._writer.write
+        self._counters = Counters(self._disk, self._stripes)
         self._indexes: dict[Key, SortedIndex] = {}
         self._indexes_lock = threading.Lock()
-        self._stats["index_refresh_errors"] = 0
+        self._stats.declare(["index_refresh_errors"])
         self._loading = self._open_loading()
+
+    def _entry_writes(self) -> EntryWrites:
+        """The layers an entry write goes through, as this store's settings need them."""
+        writes: EntryWrites = DiskWrites(self._disk)
+        if self._capacity is not None:
+            writes = CapacityWrites(writes, self._capacity)
+        return writes
 
     def _abandon_open(self) -> None:
         """Undo a failed open: stop the timers and release the directory (left marked unclean)."""
@@ -132,28 +160,30 @@ class TierStore:
         except TypeError:
             encode_key(key)  # raises the key error callers expect
             raise
-        if record is not None and not record.flags:
-            expires_at = record.expires_at
-            if expires_at is None or expires_at > self._clock():
-                self._stats["hits_memory"] += 1
-                return record.value
-        return self._get_slow(key, record, default)
+        if record is not None:
+            if not record.flags:
+                expires_at = record.expires_at
+                if expires_at is None or expires_at > self._clock():
+                    self._hit_memory()
+                    return record.value
+            return self._answer(record, default, self._hit_memory)
+        record = self._fetch(key)
+        if record is None:
+            self._miss()
+            return default
+        return self._answer(record, default, self._hit_disk)
 
-    def _get_slow(self, key: Key, record: Record | None, default: Any) -> Any:
-        from_disk = record is None
-        if from_disk:
-            record = self._read_disk(key)
-        if record is None or record.flags & TOMBSTONE:
-            self._stats["misses"] += 1
-            return default
+    def _answer(self, record: Record, default: Any, count_hit: Callable[[], int]) -> Any:
+        """What ``get`` returns for a stored record that is not a plain live hit in tier 1."""
+        flags = record.flags
         expires_at = record.expires_at
-        if expires_at is not None and expires_at <= self._clock():
-            self._stats["misses"] += 1
+        if flags & TOMBSTONE or (expires_at is not None and expires_at <= self._clock()):
+            self._miss()
             return default
-        if record.flags & NEGATIVE:
-            self._stats["negative_hits"] += 1
+        if flags & NEGATIVE:
+            self._stats.counts["negative_hits"]()
             return default
-        self._stats["hits_disk" if from_disk else "hits_memory"] += 1
+        count_hit()
         return record.value
 
     def _read(self, key: Key) -> Record | None:
@@ -161,7 +191,7 @@ class TierStore:
         if self._closed:
             raise self._unusable()
         record = self._memory_get(key)
-        return record if record is not None else self._read_disk(key)
+        return record if record is not None else self._fetch(key)
 
     def _lookup(self, key: Key) -> tuple[Record | None, str]:
         """The stored record of ``key`` and the stat a hit on it counts in (for ``get_or_load``)."""
@@ -172,28 +202,26 @@ class TierStore:
             raise
         if record is not None:
             return record, "hits_memory"
-        return self._read_disk(key), "hits_disk"
+        return self._fetch(key), "hits_disk"
 
-    def _read_disk(self, key: Key) -> Record | None:
-        disk_key = NS_ENTRY + encode_key(key)
-        epoch = self._memory.epoch(key)
-        data = self._disk_get(disk_key)
-        if data is None:
-            return None
-        record = self._decode(disk_key, data)
-        if record is not None:
-            self._memory.promote(key, record, epoch)
-        return record
-
-    def _decode(self, disk_key: bytes, data: bytes) -> Record | None:
+    def _fetch(self, key: Key) -> Record | None:
+        """The record of ``key`` in tier 2, promoted into tier 1 unless a write of its stripe ran meanwhile."""
+        disk_key = fast_entry_key(key)
+        stripe = hash(key) % _STRIPE_COUNT
+        epoch = self._epochs[stripe]
         try:
-            return codec.unpack_record(data, self._options.max_value_bytes)
-        except CorruptRecord as exc:
+            data = self._disk_get(disk_key)
+            if data is None:
+                return None
+            record = unpack_record(data, self._max_value_bytes)
+        except CorruptRecord as exc:  # a damaged block or record reads as a miss, counted and logged
             self._count_corrupt(disk_key, exc)
             return None
+        self._memory.promote(key, record, stripe, epoch)
+        return record
 
     def _count_corrupt(self, disk_key: bytes, exc: CorruptRecord) -> None:
-        self._stats["corrupt_records"] += 1
+        self._stats.counts["corrupt_records"]()
         level = logging.DEBUG if self._corrupt_logged else logging.WARNING
         self._corrupt_logged = True
         log.log(level, "%s: record %r is corrupt and reads as a miss: %s", self.path, disk_key, exc)
@@ -214,189 +242,23 @@ class TierStore:
             return Entry(record.value, record.version, expires_at, False, True)
         return Entry(ABSENT if negative else record.value, record.version, expires_at, negative, False)
 
-    def _is_live(self, record: Record | None, now: float) -> bool:
-        if record is None or record.flags:
-            return False
-        return record.expires_at is None or record.expires_at > now
-
-    # -- writing ------------------------------------------------------------------
+    # -- writing (writer.py) ---------------------------------------------------------
 
     def set(self, key: Key, value: Any, *, ttl: Any = ..., version: int | None = None) -> bool:
         """Store ``value``; with ``version``, only if it is newer than what is stored."""
         if self._closed:
             raise self._unusable()
-        return self._write(key, value, ttl=ttl, version=version)
-
-    def _write(
-        self,
-        key: Key,
-        value: Any,
-        *,
-        ttl: Any = ...,
-        version: int | None = None,
-        load_time: float = 0.0,
-        admit: Callable[[], bool] | None = None,
-    ) -> bool:
-        """The version-checked write behind ``set`` and loader fills.
-
-        ``admit``, when given, is called under the key's lock and may veto the write
-        (a fill whose generation is no longer current).
-        """
-        disk_key = NS_ENTRY + encode_key(key)
-        if version is not None:
-            codec.check_version(version)
-        negative = value is ABSENT
-        ttl_seconds = self._resolve_ttl(ttl, negative)
-        stripe = hash(key) % _STRIPES
-        lock = self._stripe_locks[stripe]
-        lock.acquire()
-        try:
-            if self._in_flight and admit is None:
-                self._flights.invalidate(key)  # bump the fill generation
-            if version is None and not self._versioned:
-                current_version = 0  # no record of this store carries a version: nothing to read
-            else:
-                current = self._current(key, disk_key)
-                current_version = current.version if current is not None else 0
-            if (version is not None and version <= current_version) or (admit is not None and not admit()):
-                self._stats["sets_rejected"] += 1
-                return False
-            now = self._write_time()
-            drawn = self._jitter.draw(ttl_seconds) if self._jitter.fraction else ttl_seconds
-            record = self._encode(
-                stripe,
-                key,
-                disk_key,
-                None if negative else value,
-                current_version if version is None else version,
-                None if drawn is None else now + drawn,
-                NEGATIVE if negative else 0,
-                now,
-                drawn,
-                load_time,
-            )
-            self._memory.put(key, record)
-            self._stats["sets"] += 1
-            if self._guard is not None and not negative:
-                self._guard.add(key)
-            return True
-        finally:
-            lock.release()
-
-    def _encode(
-        self,
-        stripe: int,
-        key: Key,
-        disk_key: bytes,
-        value: Any,
-        version: int,
-        expires_at: float | None,
-        flags: int,
-        now: float,
-        ttl: float | None,
-        load_time: float = 0.0,
-    ) -> Record:
-        """Pack an envelope, write it to tier 2 and return the record tier 1 will hold."""
-        seq = next(self._seq)
-        data = codec.pack_record(self._packers[stripe], value, version, expires_at, flags, now, ttl, seq, load_time)
-        if len(data) > self._options.max_value_bytes:
-            raise ValueError(f"value is {len(data)} bytes encoded; max_value_bytes is {self._options.max_value_bytes}")
-        if type(value) not in codec.PLAIN_TYPES:
-            # decoded as tier 2 would decode it: refuses what tier 2 could not give back, before any write
-            value = codec.plain_value(value, data)
-        if version and not self._versioned:
-            self._mark_versioned()
-        self._memory.begin_write(key)  # until tier 1 is updated, no older record is promoted
-        try:
-            if self._capacity is None:
-                self._disk.put(disk_key, data)
-            else:
-                self._capacity.put(disk_key, data, seq)  # with its write-order record
-        except BaseException:
-            self._memory.discard(key)  # what tier 2 holds is unknown: tier 1 forgets the key
-            raise
-        return Record(value, version, expires_at, flags, now, ttl, seq, len(data), load_time)
-
-    def _write_time(self) -> float:
-        """The injected clock's time for a write; a clock that is not a finite number is refused.
-
-        A NaN or infinite time would write a record tier 2 cannot give back.
-        """
-        now = self._clock()
-        if (type(now) is float or type(now) is int) and -_MAX_TIME < now < _MAX_TIME:
-            return now
-        raise ValueError(f"clock() returned {now!r}: it must return a finite number of seconds")
-
-    def _mark_versioned(self) -> None:
-        """Record, before the first versioned record lands, that unversioned writes must read versions.
-
-        Until a store holds a version above 0, an unversioned write knows the key's
-        version is 0 without reading tier 2. The meta record is written ahead of the
-        entry, so LevelDB's ordered log never keeps the entry without it.
-        """
-        self._disk.put_meta(META_VERSIONED, True)
-        self._versioned = True
-
-    def _resolve_ttl(self, ttl: Any, negative: bool) -> float | None:
-        if ttl is ...:
-            return self._options.negative_ttl if negative else self._options.default_ttl
-        return check_ttl(ttl)
-
-    def _current(self, key: Key, disk_key: bytes) -> Record | None:
-        """The stored record, read under the key's stripe lock."""
-        record = self._memory_get(key)
-        if record is not None:
-            return record
-        data = self._disk_get(disk_key)
-        return None if data is None else self._decode(disk_key, data)
-
-    def _current_record(self, key: Key) -> Record | None:
-        """``_current`` from the key alone, for a fill's ``admit`` check under the lock."""
-        return self._current(key, NS_ENTRY + encode_key(key))
-
-    def _disk_get(self, disk_key: bytes) -> bytes | None:
-        """A tier-2 read; a damaged block reads as a miss, counted and logged like a bad record."""
-        try:
-            return self._disk.get(disk_key)
-        except CorruptRecord as exc:
-            self._count_corrupt(disk_key, exc)
-            return None
+        return self._write(key, value, ttl, version)
 
     def delete(self, key: Key, *, version: int | None = None) -> bool:
         """Remove ``key`` from both tiers, leaving a tombstone at its version; ``True`` if it was live."""
         if self._closed:
             raise self._unusable()
-        disk_key = NS_ENTRY + encode_key(key)
-        if version is not None:
-            codec.check_version(version)
-        stripe = hash(key) % _STRIPES
-        lock = self._stripe_locks[stripe]
-        lock.acquire()
-        try:
-            if self._in_flight:
-                self._flights.invalidate(key)  # bump the fill generation
-            current = self._current(key, disk_key)
-            now = self._write_time()
-            was_live = self._is_live(current, now)
-            keep_version = max(version or 0, current.version if current is not None else 0)
-            if keep_version:
-                tombstone_ttl = self._options.tombstone_ttl
-                record = self._encode(
-                    stripe, key, disk_key, None, keep_version, now + tombstone_ttl, TOMBSTONE, now, tombstone_ttl
-                )
-                self._memory.put(key, record)
-            else:
-                if current is not None:
-                    self._memory.begin_write(key)
-                    if self._capacity is None:
-                        self._disk.delete(disk_key)
-                    else:
-                        self._capacity.delete(disk_key)
-                self._memory.discard(key)
-            self._stats["deletes"] += 1
-            return was_live
-        finally:
-            lock.release()
+        return self._writer.delete(key, version)
+
+    def _current_record(self, key: Key) -> Record | None:
+        """The stored record from the key alone, for a fill's ``admit`` check under the key's lock."""
+        return self._writer.current(key, fast_entry_key(key))
 
     # -- loading: get_or_load, recomputation, background work (loading.py) ------------
 
@@ -496,7 +358,7 @@ class TierStore:
             lookup=self._lookup,
             read=self._read,
             current=self._current_record,
-            write=self._write,
+            write=self._writer.write,
             delete=self.delete,
         )
         return Loading(core, self._options, self._stats, self._flights, self._scheduler, self._guard)
@@ -612,15 +474,15 @@ class TierStore:
         return self._scheduler.every(seconds, refresher, first_delay=0.0)
 
     def _count_refresh_error(self, exc: BaseException) -> None:
-        self._stats["index_refresh_errors"] += 1
+        self._stats.counts["index_refresh_errors"]()
 
     # -- durability: checkpoints and sweeping (checkpoint.py, restore.py, sweep.py) ------------------
 
     def _open_durability(self, restored: bool) -> None:
         """Wire the checkpointer, the capacity tracker, the sweeper and their timers."""
         options = self._options
-        self._stats.update(dict.fromkeys(PERSIST_STAT_KEYS + SWEEP_STAT_KEYS, 0))
-        self._stats["restored_from_checkpoint"] = int(restored)
+        self._stats.declare(PERSIST_STAT_KEYS + SWEEP_STAT_KEYS + ("restored_from_checkpoint",))
+        self._stats.add("restored_from_checkpoint", int(restored))
         self._checkpointer: Checkpointer | None = None
         self._capacity: Capacity | None = None
         if options.persist_path is not None:
@@ -632,9 +494,9 @@ class TierStore:
             clock=self._clock,
             stale_ttl=options.stale_ttl,
             tombstone_ttl=options.tombstone_ttl,
-            lock_for=self._stripe_lock_for,
-            begin=self._memory.begin_write,
-            forget=self._memory.discard,
+            lock_for=self._stripes.lock_for,
+            begin=self._begin_write_of,
+            forget=self._forget,
             capacity=self._capacity,
         )
         if self._capacity is not None:
@@ -644,8 +506,11 @@ class TierStore:
         if options.sweep_interval is not None:
             self._scheduler.every(options.sweep_interval, self.sweep)
 
-    def _stripe_lock_for(self, key: Key) -> threading.Lock:
-        return self._stripe_locks[hash(key) % _STRIPES]
+    def _begin_write_of(self, key: Key) -> None:
+        self._memory.begin_write(self._stripes.of(key))
+
+    def _forget(self, key: Key) -> None:
+        self._memory.discard(key, self._stripes.of(key))
 
     def _evict_soon(self) -> None:
         """Past the capacity: evict in the background rather than on the writer's thread."""
@@ -671,8 +536,8 @@ class TierStore:
         return self._record_checkpoint(self._checkpointer.checkpoint())
 
     def _record_checkpoint(self, result: dict[str, Any]) -> dict[str, Any]:
-        self._stats["checkpoints"] += 1
-        self._stats["checkpoint_ms"] += int(result["seconds"] * 1000)
+        self._stats.counts["checkpoints"]()
+        self._stats.add("checkpoint_ms", int(result["seconds"] * 1000))
         return result
 
     def sweep(self) -> dict[str, int]:
@@ -687,7 +552,7 @@ class TierStore:
 
     def _count_sweep(self, counts: dict[str, int]) -> dict[str, int]:
         for name in ("expired_purged", "swept_tombstones", "evictions_disk"):
-            self._stats[name] += counts[name]
+            self._stats.add(name, counts[name])
         return counts
 
     def _close_durability(self) -> None:
@@ -706,7 +571,7 @@ class TierStore:
     # -- mapping protocol -----------------------------------------------------------
 
     def __contains__(self, key: object) -> bool:
-        return self._is_live(self._read(key), self._clock())  # type: ignore[arg-type]
+        return is_live(self._read(key), self._clock())  # type: ignore[arg-type]
 
     def __getitem__(self, key: Key) -> Any:
         value = self.get(key, _MISSING)
@@ -739,8 +604,12 @@ class TierStore:
             raise self._unusable()
         scan_prefix = NS_ENTRY if prefix is None else NS_ENTRY + encode_key(prefix)
         for disk_key, data in self._disk.scan(scan_prefix):
-            record = self._decode(disk_key, data)
-            if record is not None and self._is_live(record, self._clock()):
+            try:
+                record = unpack_record(data, self._max_value_bytes)
+            except CorruptRecord as exc:
+                self._count_corrupt(disk_key, exc)
+                continue
+            if is_live(record, self._clock()):
                 try:
                     key = codec.decode_key(disk_key[1:])
                 except CorruptRecord as exc:  # a damaged key: skipped and counted, like a damaged envelope
@@ -754,7 +623,7 @@ class TierStore:
         """Counters of what the store did since it was opened."""
         if self._forked:
             raise self._unusable()
-        stats = dict(self._stats)
+        stats = self._stats.snapshot()
         stats["evictions_memory"] = self._memory.evictions
         stats["memory_items"] = len(self._memory)
         stats["memory_bytes"] = self._memory.bytes
@@ -811,7 +680,7 @@ class TierStore:
 
 
 _MISSING = object()
-_MAX_TIME = 1e15  # seconds: far past any real clock, well inside a float's exact range
+_STRIPE_COUNT = STRIPES  # the store's Stripes() has the default count
 
 
 def _next_sequence(disk: DiskTier) -> Iterator[int]:

@@ -46,6 +46,8 @@ __all__ = [
     "parse_order_key",
     "decode_order_record",
     "open_capacity",
+    "entry_size",
+    "order_value",
 ]
 
 STAT_KEYS = ("swept_tombstones",)
@@ -87,7 +89,7 @@ def decode_order_record(okey: bytes, data: bytes) -> OrderRecord:
     return OrderRecord(seq, disk_key, _size_of(data))
 
 
-def _size_bytes(size: int) -> bytes:
+def order_value(size: int) -> bytes:
     return size.to_bytes(8, "big")
 
 
@@ -113,7 +115,7 @@ def header_seq(data: bytes) -> int | None:
     return seq if type(seq) is int and 0 <= seq < 2**64 else None
 
 
-def _entry_size(disk_key: bytes, data: bytes) -> int:
+def entry_size(disk_key: bytes, data: bytes) -> int:
     return len(disk_key) + len(data)
 
 
@@ -131,7 +133,7 @@ class Capacity:
         self._signalled = False
         self._lock = threading.Lock()
 
-    def _add(self, delta: int) -> None:
+    def grow(self, delta: int) -> None:
         with self._lock:
             self.total += delta
             signal = self.total > self.limit and not self._signalled and self.on_over is not None
@@ -151,32 +153,18 @@ class Capacity:
         """Let the next growth past the limit call ``on_over`` again (an eviction is starting)."""
         self._signalled = False
 
-    def put(self, disk_key: bytes, data: bytes, seq: int) -> None:
-        """Write an entry with its order record (caller holds the key's lock)."""
-        ops, delta = self._replacing(disk_key)
-        ops.append((disk_key, data))
-        ops.append((order_key(seq, disk_key), _size_bytes(_entry_size(disk_key, data))))
-        self._disk.write(ops)
-        self._add(delta + _entry_size(disk_key, data))
-
-    def delete(self, disk_key: bytes) -> None:
-        """Delete an entry and its order record (caller holds the key's lock)."""
-        ops, delta = self._replacing(disk_key)
-        ops.append((disk_key, None))
-        self._disk.write(ops)
-        self._add(delta)
-
-    def _replacing(self, disk_key: bytes) -> tuple[list[Op], int]:
+    def replacing(self, disk_key: bytes) -> tuple[list[Op], int]:
+        """The batch ops and the byte change of replacing or deleting the entry (caller holds its lock)."""
         old = self._disk.get(disk_key)
         if old is None:
             return [], 0
         seq = header_seq(old)
         ops: list[Op] = [] if seq is None else [(order_key(seq, disk_key), None)]
-        return ops, -_entry_size(disk_key, old)
+        return ops, -entry_size(disk_key, old)
 
     def removed(self, size: int) -> None:
         """Account for an entry the sweeper removed or shrank by ``size`` bytes."""
-        self._add(-size)
+        self.grow(-size)
 
     def save(self) -> None:
         """Record the total at a clean close so the next open need not rebuild."""
@@ -195,9 +183,9 @@ class Capacity:
         ops = []
         total = 0
         for disk_key, data in disk.scan(NS_ENTRY):
-            size = _entry_size(disk_key, data)
+            size = entry_size(disk_key, data)
             total += size
-            ops.append((order_key(header_seq(data) or 0, disk_key), _size_bytes(size)))
+            ops.append((order_key(header_seq(data) or 0, disk_key), order_value(size)))
             if len(ops) >= 1000:
                 disk.write(ops)
                 ops = []
@@ -330,12 +318,12 @@ class Sweeper:
                 capacity.removed(len(data) - len(tombstone))
                 return [
                     (disk_key, tombstone),
-                    (order_key(record.seq, disk_key), _size_bytes(len(disk_key) + len(tombstone))),
+                    (order_key(record.seq, disk_key), order_value(len(disk_key) + len(tombstone))),
                 ]
             return [(disk_key, tombstone)]
         ops: list[Op] = [(disk_key, None)]
         if capacity is not None:
-            capacity.removed(_entry_size(disk_key, data))
+            capacity.removed(entry_size(disk_key, data))
             if seq is not None:
                 ops.append((order_key(seq, disk_key), None))
         return ops
@@ -343,8 +331,9 @@ class Sweeper:
     def _tombstone(self, record: Record) -> bytes:
         now = self._clock()
         ttl = self._tombstone_ttl
-        packer = msgpack.Packer()
-        return codec.pack_record(packer, None, record.version, now + ttl, TOMBSTONE, now, ttl, record.seq)
+        packer = codec.new_packer()
+        data, _ = codec.encode_record(packer, None, record.version, now + ttl, TOMBSTONE, now, ttl, record.seq)
+        return data
 
     def _commit(self, ops: list[Op], done: list[tuple[bytes, str]], counts: dict[str, int]) -> None:
         if not ops:

@@ -24,6 +24,7 @@ import pytest
 
 from tierstore import StoreForked, StoreLocked, TierStore
 from tierstore.cli import main as cli_main
+from tierstore.counters import counter_key
 
 ENTRIES = 300
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -166,7 +167,10 @@ def test_a_lock_held_by_a_parent_thread_at_the_fork_does_not_hang_the_child(tmp_
     with TierStore(str(tmp_path / "store")) as store:
         fill(store)
         index = store.index("board")
-        held = [index._lock, store._stripe_locks[hash("k1") % len(store._stripe_locks)], store._counters._locks[0]]
+        stripes = store._stripes  # the store's writers and its counters share them
+        stripe_locks = [stripes.lock_for("k1"), stripes.lock_for(counter_key("hits"))]
+        held = list({id(lock): lock for lock in stripe_locks}.values())
+        held.append(index._lock)
         for lock in held:
             lock.acquire()
         try:

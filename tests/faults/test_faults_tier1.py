@@ -78,7 +78,7 @@ def test_a_writer_at_every_step_of_a_read_never_lets_an_older_value_back(store_p
             seen.append(store.get("k"))  # a reader after the write returned sees it, or newer
 
         for _ in range(5):
-            store._memory.discard("k")  # force the next read through tier 2 (and its promotion)
+            store._memory.discard("k", store._stripes.of("k"))  # force the next read through tier 2 (and its promotion)
             with at_every_step(write_next):
                 value = store.get("k")
             assert value is not None
@@ -103,9 +103,9 @@ def test_a_writer_paused_between_its_tiers_never_shows_new_then_old(store_path: 
         writer_paused, writer_go = threading.Event(), threading.Event()
         calls: list[str] = []
 
-        def promote_in_order(key: Any, record: Any, epoch: int) -> bool:
+        def promote_in_order(key: Any, record: Any, stripe: int, epoch: int) -> bool:
             if key != "k":
-                return real_promote(key, record, epoch)
+                return real_promote(key, record, stripe, epoch)
             calls.append(record.value)
             if len(calls) == 1:  # the slow reader, holding "old": wait for the fast one
                 slow_fetched.set()
@@ -113,13 +113,13 @@ def test_a_writer_paused_between_its_tiers_never_shows_new_then_old(store_path: 
             elif len(calls) == 2:  # the fast reader, holding "new": let the slow one promote first
                 slow_go.set()
                 slow_reader.join(10)
-            return real_promote(key, record, epoch)
+            return real_promote(key, record, stripe, epoch)
 
-        def put_late(key: Any, record: Any) -> None:
+        def put_late(key: Any, record: Any, stripe: int) -> None:
             if key == "k":
                 writer_paused.set()
                 assert writer_go.wait(10)
-            real_put(key, record)
+            real_put(key, record, stripe)
 
         memory.promote = promote_in_order  # type: ignore[method-assign]
         memory.put = put_late  # type: ignore[method-assign]

@@ -15,9 +15,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from tierstore.codec import Record
 from tierstore.memory import MemoryTier
+from tierstore.stripes import Stripes
 
 KEYS = st.sampled_from([f"k{i}" for i in range(12)] + [b"k1", b"k2"])
 SIZES = st.integers(min_value=1, max_value=40)
+
+_S = Stripes()
 
 
 def record(value: int, size: int) -> Record:
@@ -75,7 +78,7 @@ class MemoryMachine(RuleBasedStateMachine):
         max_items=st.integers(min_value=0, max_value=6), max_bytes=st.one_of(st.none(), st.integers(10, 120))
     )
     def start(self, max_items: int, max_bytes: int | None) -> None:
-        self.tier = MemoryTier(max_items, max_bytes)
+        self.tier = MemoryTier(max_items, max_bytes, _S)
         self.model = PlainLRU(max_items, max_bytes)
         self.reference = LRUCache(max_items) if max_bytes is None and max_items else None
         self.counter = 0
@@ -87,8 +90,8 @@ class MemoryMachine(RuleBasedStateMachine):
     @rule(key=KEYS, size=SIZES)
     def put(self, key: Any, size: int) -> None:
         value = self._next()
-        self.tier.begin_write(key)
-        self.tier.put(key, record(value, size))
+        self.tier.begin_write(_S.of(key))
+        self.tier.put(key, record(value, size), _S.of(key))
         self.model.put(key, value, size)
         if self.reference is not None:
             self.reference[key] = value
@@ -103,24 +106,24 @@ class MemoryMachine(RuleBasedStateMachine):
 
     @rule(key=KEYS)
     def discard(self, key: Any) -> None:
-        self.tier.discard(key)
+        self.tier.discard(key, _S.of(key))
         self.model.remove(key)
         if self.reference is not None:
             self.reference.pop(key, None)
 
     @rule(key=KEYS, size=SIZES, stale=st.booleans())
     def promote(self, key: Any, size: int, stale: bool) -> None:
-        epoch = self.tier.epoch(key)
+        epoch = self.tier.epoch(_S.of(key))
         if stale:  # a write of the key's stripe ran since the read: the promotion must fail
-            self.tier.begin_write(key)
-            assert not self.tier.promote(key, record(-1, size), epoch)
-            self.tier.discard(key)  # the write ends by removing the key
+            self.tier.begin_write(_S.of(key))
+            assert not self.tier.promote(key, record(-1, size), _S.of(key), epoch)
+            self.tier.discard(key, _S.of(key))  # the write ends by removing the key
             self.model.remove(key)
             if self.reference is not None:
                 self.reference.pop(key, None)
             return
         value = self._next()
-        landed = self.tier.promote(key, record(value, size), epoch)
+        landed = self.tier.promote(key, record(value, size), _S.of(key), epoch)
         assert landed == (bool(self.model.max_items) and not self.model.holds(key))
         if landed:
             self.model.put(key, value, size)

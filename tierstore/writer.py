@@ -1,0 +1,255 @@
+"""The write path: the version rule and the order of writes over both tiers.
+
+A write takes its key's stripe lock, reads the key's current version (only
+when the store holds versions or the write carries one), decides, packs the
+envelope, writes tier 2 (through the composed ``writes`` layers) and then tier
+1. Between the tier-2 write and the tier-1 update the stripe's epoch is odd, so
+no reader promotes an older record meanwhile (see ``memory``).
+
+Decisions:
+
+- Unversioned writes keep the key's current version; a versioned write lands
+  only above it (tombstones included). Until the store holds a version above 0
+  (the ``versioned`` meta record), unversioned writes know the version is 0
+  without reading tier 2; the meta record is written before the first versioned
+  entry, so LevelDB's ordered log never keeps the entry without it.
+- Every write bumps the key's fill generation (when a load is in flight), so a
+  load that began before it never stores its result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import codec
+from .clock import Jitter, check_ttl
+from .codec import ABSENT, NEGATIVE, TOMBSTONE, Key, Record, encode_key
+from .disk import META_VERSIONED, NS_ENTRY, DiskTier
+from .errors import CorruptRecord
+from .flight import Flights
+from .memory import MemoryTier
+from .options import Options
+from .stats import Stats
+from .stripes import Stripes
+from .writes import EntryWrites
+
+__all__ = ["Writer", "entry_key", "fast_entry_key", "is_live", "MAX_TIME"]
+
+log = logging.getLogger("tierstore")
+
+MAX_TIME = 1e15  # seconds: far past any real clock, well inside a float's exact range
+_MAX_KEY = codec.MAX_KEY_BYTES
+_BYTES_ENTRY = NS_ENTRY + codec.BYTES_TAG  # the hot path's inlined ``entry_key`` of a bytes key
+_STR_ENTRY = NS_ENTRY + codec.STR_TAG
+_SAFE_STR = codec.SAFE_STR_LEN
+
+
+def entry_key(key: object) -> bytes:
+    """The LevelDB key of the entry ``key`` (``TypeError``/``ValueError`` for a bad key)."""
+    return NS_ENTRY + encode_key(key)
+
+
+def fast_entry_key(key: object) -> bytes:
+    """``entry_key`` with the common cases inline (a test ties the two together)."""
+    if type(key) is bytes:
+        if len(key) <= _MAX_KEY:
+            return _BYTES_ENTRY + key
+    elif type(key) is str and len(key) <= _SAFE_STR:
+        try:
+            return _STR_ENTRY + key.encode()
+        except UnicodeEncodeError:
+            pass
+    return entry_key(key)
+
+
+class Writer:
+    """Version-checked writes and deletes of entries. Thread-safety: per-key stripe locks."""
+
+    def __init__(
+        self,
+        *,
+        disk: DiskTier,
+        writes: EntryWrites,
+        memory: MemoryTier,
+        stripes: Stripes,
+        flights: Flights,
+        stats: Stats,
+        options: Options,
+        seq: Iterator[int],
+        versioned: bool,
+        on_corrupt: Callable[[bytes, CorruptRecord], None],
+        admit_key: Callable[[Key], None] | None = None,
+    ) -> None:
+        self._disk = disk
+        self._disk_get = disk.get
+        self._writes = writes
+        self._memory = memory
+        self._memory_get = memory.get
+        self._stripes = stripes
+        self._locks = stripes.locks
+        self._stripe_count = stripes.count
+        self._packers = [codec.new_packer() for _ in range(stripes.count)]
+        self._flights = flights
+        self._in_flight = flights.in_flight  # tested without a lock: nearly free when empty
+        self._options = options
+        self._clock = options.clock
+        self._jitter = Jitter(options.ttl_jitter)
+        self._max_bytes = options.max_value_bytes
+        self._seq = seq
+        self.versioned = versioned
+        self._on_corrupt = on_corrupt
+        self._admit_key = admit_key
+        self._count_sets = stats.counts["sets"]
+        self._count_rejected = stats.counts["sets_rejected"]
+        self._count_deletes = stats.counts["deletes"]
+
+    def write(
+        self,
+        key: Key,
+        value: Any,
+        ttl: Any = ...,
+        version: int | None = None,
+        load_time: float = 0.0,
+        admit: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Store ``value`` under the version rule; ``admit`` (called under the key's lock) may veto a fill."""
+        disk_key = fast_entry_key(key)
+        if version is not None:
+            codec.check_version(version)
+        negative = value is ABSENT
+        if ttl is ...:
+            ttl = self._options.negative_ttl if negative else self._options.default_ttl
+        elif ttl is not None:
+            ttl = check_ttl(ttl)
+        stripe = hash(key) % self._stripe_count
+        lock = self._locks[stripe]
+        lock.acquire()
+        try:
+            if self._in_flight and admit is None:
+                self._flights.invalidate(key)  # bump the fill generation
+            if version is None and not self.versioned:
+                current_version = 0  # no record of this store carries a version: nothing to read
+            else:
+                current = self.current(key, disk_key)
+                current_version = current.version if current is not None else 0
+            if (version is not None and version <= current_version) or (admit is not None and not admit()):
+                self._count_rejected()
+                return False
+            now = self.write_time()
+            if ttl is not None and self._jitter.fraction:
+                ttl = self._jitter.draw(ttl)
+            self._commit(
+                stripe,
+                key,
+                disk_key,
+                None if negative else value,
+                current_version if version is None else version,
+                None if ttl is None else now + ttl,
+                NEGATIVE if negative else 0,
+                now,
+                ttl,
+                load_time,
+            )
+            self._count_sets()
+            if self._admit_key is not None and not negative:
+                self._admit_key(key)
+            return True
+        finally:
+            lock.release()
+
+    def delete(self, key: Key, version: int | None = None) -> bool:
+        """Remove ``key`` from both tiers, leaving a tombstone at its version; ``True`` if it was live."""
+        disk_key = entry_key(key)
+        if version is not None:
+            codec.check_version(version)
+        stripe = hash(key) % self._stripe_count
+        lock = self._locks[stripe]
+        lock.acquire()
+        try:
+            if self._in_flight:
+                self._flights.invalidate(key)  # bump the fill generation
+            current = self.current(key, disk_key)
+            now = self.write_time()
+            was_live = is_live(current, now)
+            keep_version = max(version or 0, current.version if current is not None else 0)
+            if keep_version:
+                ttl = self._options.tombstone_ttl
+                self._commit(stripe, key, disk_key, None, keep_version, now + ttl, TOMBSTONE, now, ttl)
+            elif current is not None:
+                self._memory.begin_write(stripe)
+                try:
+                    self._writes.delete(disk_key)
+                finally:
+                    self._memory.discard(key, stripe)
+            else:
+                self._memory.discard(key, stripe)
+            self._count_deletes()
+            return was_live
+        finally:
+            lock.release()
+
+    def _commit(
+        self,
+        stripe: int,
+        key: Key,
+        disk_key: bytes,
+        value: Any,
+        version: int,
+        expires_at: float | None,
+        flags: int,
+        now: float,
+        ttl: float | None,
+        load_time: float = 0.0,
+    ) -> None:
+        """Pack the envelope, write tier 2, then tier 1 (the caller holds the stripe lock)."""
+        seq = next(self._seq)
+        data, value = codec.encode_record(
+            self._packers[stripe], value, version, expires_at, flags, now, ttl, seq, load_time
+        )
+        if len(data) > self._max_bytes:
+            raise ValueError(f"value is {len(data)} bytes encoded; max_value_bytes is {self._max_bytes}")
+        if version and not self.versioned:
+            self._mark_versioned()
+        memory = self._memory
+        memory.begin_write(stripe)  # until tier 1 is updated, no older record is promoted
+        try:
+            self._writes.put(disk_key, data, seq)
+        except BaseException:
+            memory.discard(key, stripe)  # what tier 2 holds is unknown: tier 1 forgets the key
+            raise
+        memory.put(key, Record(value, version, expires_at, flags, now, ttl, seq, len(data), load_time), stripe)
+
+    def write_time(self) -> float:
+        """The injected clock's time for a write; a clock that is not a finite number is refused.
+
+        A NaN or infinite time would write a record tier 2 cannot give back.
+        """
+        now = self._clock()
+        if (type(now) is float or type(now) is int) and -MAX_TIME < now < MAX_TIME:
+            return now
+        raise ValueError(f"clock() returned {now!r}: it must return a finite number of seconds")
+
+    def _mark_versioned(self) -> None:
+        self._disk.put_meta(META_VERSIONED, True)
+        self.versioned = True
+
+    def current(self, key: Key, disk_key: bytes) -> Record | None:
+        """The stored record (tombstones and expired ones included), read under the key's stripe lock."""
+        record = self._memory_get(key)
+        if record is not None:
+            return record
+        try:
+            data = self._disk_get(disk_key)
+            return None if data is None else codec.unpack_record(data, self._max_bytes)
+        except CorruptRecord as exc:
+            self._on_corrupt(disk_key, exc)
+            return None
+
+
+def is_live(record: Record | None, now: float) -> bool:
+    """Whether ``record`` holds a value to serve at ``now`` (not a tombstone, negative or expired)."""
+    if record is None or record.flags:
+        return False
+    return record.expires_at is None or record.expires_at > now

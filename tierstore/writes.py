@@ -1,0 +1,77 @@
+"""How an entry reaches tier 2: composed layers with one ``put``/``delete`` interface.
+
+A layer adds the records that must land in the same LevelDB batch as the entry
+(its write-order record for the capacity, ...) to ``extra`` and hands the write
+on; the innermost layer, ``DiskWrites``, commits once: a plain ``DB.put`` when
+nothing rides along (the common case, and the cheapest LevelDB write), else one
+atomic batch. So the store composes what its settings need, as zict composes
+``Buffer(fast, slow)``, instead of branching on them per write::
+
+    writes = DiskWrites(disk)
+    writes = CapacityWrites(writes, capacity)   # only with disk_capacity_bytes
+
+Callers hold the key's stripe lock (layers may read the record they replace).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .disk import DiskTier, Op
+from .sweep import Capacity, entry_size, order_key, order_value
+
+__all__ = ["EntryWrites", "DiskWrites", "CapacityWrites"]
+
+
+class EntryWrites(Protocol):
+    """Writes of entry records (``disk_key`` is the entry's LevelDB key)."""
+
+    def put(self, disk_key: bytes, data: bytes, seq: int, extra: list[Op] | None = None) -> None: ...
+
+    def delete(self, disk_key: bytes, extra: list[Op] | None = None) -> None: ...
+
+
+class DiskWrites:
+    """The innermost layer: one ``put`` alone, or one batch with what rides along."""
+
+    def __init__(self, disk: DiskTier) -> None:
+        self._disk = disk
+        self._put = disk.put
+
+    def put(self, disk_key: bytes, data: bytes, seq: int, extra: list[Op] | None = None) -> None:
+        if extra:
+            extra.append((disk_key, data))
+            self._disk.write(extra)
+        else:
+            self._put(disk_key, data)
+
+    def delete(self, disk_key: bytes, extra: list[Op] | None = None) -> None:
+        ops = extra if extra is not None else []
+        ops.append((disk_key, None))
+        self._disk.write(ops)
+
+
+class CapacityWrites:
+    """Keeps each entry's write-order record and the byte total for ``disk_capacity_bytes``."""
+
+    def __init__(self, inner: EntryWrites, capacity: Capacity) -> None:
+        self._inner = inner
+        self._capacity = capacity
+
+    def put(self, disk_key: bytes, data: bytes, seq: int, extra: list[Op] | None = None) -> None:
+        ops, delta = self._capacity.replacing(disk_key)
+        size = entry_size(disk_key, data)
+        ops.append((order_key(seq, disk_key), order_value(size)))
+        self._inner.put(disk_key, data, seq, _joined(ops, extra))
+        self._capacity.grow(delta + size)
+
+    def delete(self, disk_key: bytes, extra: list[Op] | None = None) -> None:
+        ops, delta = self._capacity.replacing(disk_key)
+        self._inner.delete(disk_key, _joined(ops, extra))
+        self._capacity.grow(delta)
+
+
+def _joined(ops: list[Op], extra: list[Op] | None) -> list[Op]:
+    if extra:
+        ops.extend(extra)
+    return ops
