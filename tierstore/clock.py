@@ -11,14 +11,17 @@ import math
 import random
 import time
 from collections.abc import Callable
+from types import EllipsisType
 
-__all__ = ["Clock", "DEFAULT", "monotonic", "check_ttl", "check_seconds", "check_fraction", "Jitter"]
+__all__ = ["Clock", "DEFAULT", "TTL", "monotonic", "check_ttl", "check_seconds", "check_fraction", "Jitter"]
 
 Clock = Callable[[], float]
 monotonic = time.monotonic
 
 
 DEFAULT = ...
+# A ``ttl`` argument: seconds, ``None`` for no expiry, or ``...`` (the default) for the store's ``default_ttl``.
+TTL = float | None | EllipsisType
 
 
 def _as_float(value: int | float, name: str) -> float:

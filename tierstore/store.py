@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from . import codec
 from .checkpoint import STAT_KEYS as PERSIST_STAT_KEYS
 from .checkpoint import Checkpointer, TrackedDisk
-from .clock import check_seconds
+from .clock import TTL, check_seconds
 from .codec import ABSENT, NEGATIVE, TOMBSTONE, Entry, Key, Record, encode_key, unpack_record
 from .counters import Counters
 from .disk import META_SEQ, META_VERSIONED, NS_ENTRY, DiskTier
@@ -46,6 +47,8 @@ __all__ = ["TierStore"]
 
 log = logging.getLogger("tierstore")
 
+Admission = Literal["always", "second_read"]
+OnBusy = Literal["wait", "stale", "default"]
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -57,8 +60,64 @@ class TierStore:
     callers must not mutate them.
     """
 
-    def __init__(self, path: str | None = None, **settings: Any) -> None:
-        self._options = options = Options(path=path, **settings)
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        memory_items: int = 10_000,
+        memory_bytes: int | None = None,
+        memory_admission: Admission = "always",
+        default_ttl: float | None = None,
+        ttl_jitter: float = 0.0,
+        negative_ttl: float = 60.0,
+        stale_ttl: float = 0.0,
+        refresh_ahead: float = 0.0,
+        early_beta: float = 0.0,
+        min_refresh_interval: float = 1.0,
+        lock_timeout: float = 30.0,
+        guard: bool = False,
+        bloom_capacity: int = 1_000_000,
+        bloom_error_rate: float = 0.01,
+        persist_path: str | os.PathLike[str] | None = None,
+        checkpoint_interval: float | None = 60.0,
+        persist_rate: float | None = None,
+        disk_capacity_bytes: int | None = None,
+        tombstone_ttl: float = 86_400.0,
+        sweep_interval: float | None = 60.0,
+        max_value_bytes: int = 64 * 1024 * 1024,
+        disk_cache_bytes: int = 32 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Open (or create) the store at ``path``; every setting is described in the README's "Options".
+
+        ``path=None`` uses a private temporary directory removed on ``close()``.
+        """
+        self._options = options = Options(
+            path=path,  # type: ignore[arg-type]  # validated and turned into a str by Options
+            memory_items=memory_items,
+            memory_bytes=memory_bytes,
+            memory_admission=memory_admission,
+            default_ttl=default_ttl,
+            ttl_jitter=ttl_jitter,
+            negative_ttl=negative_ttl,
+            stale_ttl=stale_ttl,
+            refresh_ahead=refresh_ahead,
+            early_beta=early_beta,
+            min_refresh_interval=min_refresh_interval,
+            lock_timeout=lock_timeout,
+            guard=guard,
+            bloom_capacity=bloom_capacity,
+            bloom_error_rate=bloom_error_rate,
+            persist_path=persist_path,  # type: ignore[arg-type]
+            checkpoint_interval=checkpoint_interval,
+            persist_rate=persist_rate,
+            disk_capacity_bytes=disk_capacity_bytes,
+            tombstone_ttl=tombstone_ttl,
+            sweep_interval=sweep_interval,
+            max_value_bytes=max_value_bytes,
+            disk_cache_bytes=disk_cache_bytes,
+            clock=clock,
+        )
         self._temp_dir = tempfile.mkdtemp(prefix="tierstore-") if path is None else None
         self.path = str(path) if path is not None else str(self._temp_dir)
         self._clock = options.clock
@@ -244,7 +303,7 @@ class TierStore:
 
     # -- writing (writer.py) ---------------------------------------------------------
 
-    def set(self, key: Key, value: Any, *, ttl: Any = ..., version: int | None = None) -> bool:
+    def set(self, key: Key, value: Any, *, ttl: TTL = ..., version: int | None = None) -> bool:
         """Store ``value``; with ``version``, only if it is newer than what is stored."""
         if self._closed:
             raise self._unusable()
@@ -267,8 +326,8 @@ class TierStore:
         key: Key,
         loader: Callable[[], Any],
         *,
-        ttl: Any = ...,
-        on_busy: str = "wait",
+        ttl: TTL = ...,
+        on_busy: OnBusy = "wait",
         wait_timeout: float | None = None,
         default: Any = None,
     ) -> Any:
@@ -285,7 +344,7 @@ class TierStore:
             raise self._unusable()
         return self._loading.get_or_load(key, loader, ttl, on_busy, wait_timeout, default)
 
-    def refresh_every(self, key: Key, loader: Callable[[], Any], interval: float, *, ttl: Any = ...) -> Handle:
+    def refresh_every(self, key: Key, loader: Callable[[], Any], interval: float, *, ttl: TTL = ...) -> Handle:
         """Recompute ``key`` with ``loader()`` every ``interval`` seconds in the background.
 
         The first load is queued at once (``drain()`` waits for it). A round finding a
@@ -323,7 +382,7 @@ class TierStore:
         fn: None = None,
         /,
         *,
-        ttl: Any = ...,
+        ttl: TTL = ...,
         key: Callable[..., Key] | None = None,
         name: str | None = None,
     ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
@@ -333,7 +392,7 @@ class TierStore:
         fn: Callable[_P, _R] | None = None,
         /,
         *,
-        ttl: Any = ...,
+        ttl: TTL = ...,
         key: Callable[..., Key] | None = None,
         name: str | None = None,
     ) -> Any:
