@@ -280,7 +280,7 @@ def test_stats_has_every_documented_key_from_the_start(store_path: str) -> None:
 
 
 def test_hit_and_miss_counters(store_path: str) -> None:
-    with open_store(store_path, memory_items=1) as store:
+    with open_store(store_path, memory_items=1, memory_admission="always") as store:
         store.set("a", 1)
         store.set("b", 2)  # a leaves tier 1
         store.get("b")
@@ -397,6 +397,17 @@ def test_set_refuses_a_value_tier_2_could_not_give_back(
     with open_store(store_path) as store:
         assert store.get("k") == "old"
         assert store.stats()["corrupt_records"] == 0
+
+
+def test_second_read_admission_promotes_a_key_on_its_second_read_from_tier_2(store_path: str) -> None:
+    with open_store(store_path, memory_items=2) as store:  # memory_admission="second_read" is the default
+        for key in ("a", "b", "c", "d"):
+            store.set(key, key)  # a and b leave tier 1
+        assert [store.get("a"), store.get("a"), store.get("a")] == ["a", "a", "a"]
+        stats = store.stats()
+        assert (stats["hits_disk"], stats["hits_memory"]) == (2, 1)  # read twice from tier 2, then held
+        store.get("b")  # one read of b: it does not push a or d out
+        assert store._memory.get("a") is not None and store._memory.get("b") is None
 
 
 def test_set_keeps_values_at_the_nesting_limit(store_path: str) -> None:

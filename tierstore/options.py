@@ -104,7 +104,7 @@ class Options:
     path: str | None = None
     memory_items: int = 10_000
     memory_bytes: int | None = None
-    memory_admission: str = "always"
+    memory_admission: str = "second_read"
     default_ttl: float | None = None
     ttl_jitter: float = 0.0
     negative_ttl: float = 60.0

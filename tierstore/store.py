@@ -66,7 +66,7 @@ class TierStore:
         *,
         memory_items: int = 10_000,
         memory_bytes: int | None = None,
-        memory_admission: Admission = "always",
+        memory_admission: Admission = "second_read",
         default_ttl: float | None = None,
         ttl_jitter: float = 0.0,
         negative_ttl: float = 60.0,
