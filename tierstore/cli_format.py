@@ -385,4 +385,3 @@ def checkpoint_line(info: dict[str, Any] | None) -> str:
     state = "complete" if info.get("complete") else "INCOMPLETE (interrupted)"
     kind = "full" if info.get("full") else "incremental"
     return f"number {info.get('number', '?')}, {state}, {kind}, at {when}, {info.get('records', '?')} records copied"
-
