@@ -1,8 +1,9 @@
 """SortedIndex: ordered pagination on LevelDB's sorted keys.
 
 The records an index writes (member, order and meta) and their encoding are
-described in ``index_codec``; repair after a restore is in ``index_repair``
-and the stamp-driven rebuild in ``index_refresher``.
+described in ``index_codec``; the chunked passes over their key ranges are in
+``index_scan``, repair after a restore in ``index_repair`` and the
+stamp-driven rebuild in ``index_refresher``.
 
 Every mutation of an index holds that index's lock and writes its member,
 order and meta records in one LevelDB batch, so they never disagree. Reads
@@ -43,6 +44,7 @@ from .index_codec import (
 )
 from .index_refresher import DEFAULT_REFRESH_INTERVAL, IndexRefresher
 from .index_repair import recover_meta
+from .index_scan import any_key, count_keys, purge_prefix, take_keys
 from .leveldb import on_fork
 
 # The store imports these three from here; they live in index_codec and index_refresher.
@@ -50,7 +52,6 @@ __all__ = ["SortedIndex", "Pairs", "IndexRefresher", "DEFAULT_REFRESH_INTERVAL"]
 
 log = logging.getLogger("tierstore")
 
-_READ_CHUNK = 1024
 _BUILD_CHUNK = 10_000
 
 
@@ -96,13 +97,7 @@ class SortedIndex:
             return meta
 
     def _holds_records(self, gen: int) -> bool:
-        prefix = self._keys.order_prefix(gen)
-        snapshot = self._disk.snapshot()
-        try:
-            chunks = self._disk.chunks(snapshot, prefix, prefix_end(prefix), include_value=False, size=1)
-            return next(chunks, None) is not None
-        finally:
-            self._disk.release(snapshot)
+        return any_key(self._disk, self._keys.order_prefix(gen))
 
     def _forked_(self) -> None:
         """In a forked child: a lock a parent thread held at the fork must not hang a call that will
@@ -284,15 +279,7 @@ class SortedIndex:
     def _purge(self, gen: int) -> None:
         """Delete every record of one generation, in batches."""
         for prefix in (self._keys.member_prefix(gen), self._keys.order_prefix(gen)):
-            snapshot = self._disk.snapshot()
-            try:
-                chunks = self._disk.chunks(
-                    snapshot, prefix, prefix_end(prefix), include_value=False, size=_READ_CHUNK * 4
-                )
-                for keys in chunks:
-                    self._disk.write([(key, None) for key in keys])
-            finally:
-                self._disk.release(snapshot)
+            purge_prefix(self._disk, prefix)
 
     # -- reading ------------------------------------------------------------------
 
@@ -316,9 +303,7 @@ class SortedIndex:
                 self._disk.exit()
             if raw is None:
                 return None
-            upper = self._keys.order(gen, raw, tag)
-            chunks = self._disk.chunks(snapshot, prefix, upper, include_value=False, size=_READ_CHUNK)
-            before = sum(len(keys) for keys in chunks)
+            before = count_keys(self._disk, snapshot, prefix, self._keys.order(gen, raw, tag))
         finally:
             self._disk.release(snapshot)
         return count - 1 - before if reverse else before
@@ -332,7 +317,9 @@ class SortedIndex:
         snapshot, gen, _ = self._view()
         try:
             prefix = self._keys.order_prefix(gen)
-            keys = _take(self._disk, snapshot, prefix, prefix_end(prefix), reverse=reverse, skip=offset, limit=limit)
+            keys = take_keys(
+                self._disk, snapshot, prefix, prefix_end(prefix), reverse=reverse, skip=offset, limit=limit
+            )
         finally:
             self._disk.release(snapshot)
         return [order_item(key, len(prefix)) for key in keys]
@@ -363,7 +350,7 @@ class SortedIndex:
                     upper = prefix + position
                 else:
                     lower, after = prefix + position, True
-            keys = _take(
+            keys = take_keys(
                 self._disk, snapshot, lower, upper, reverse=reverse, skip=0, limit=limit + 1, exclude_lower=after
             )
         finally:
@@ -383,7 +370,7 @@ class SortedIndex:
         try:
             prefix = self._keys.order_prefix(gen)
             upper = prefix_end(prefix + high)
-            keys = _take(self._disk, snapshot, prefix + low, upper, reverse=False, skip=0, limit=limit)
+            keys = take_keys(self._disk, snapshot, prefix + low, upper, reverse=False, skip=0, limit=limit)
         finally:
             self._disk.release(snapshot)
         return [order_item(key, len(prefix)) for key in keys]
@@ -392,31 +379,3 @@ class SortedIndex:
         """A snapshot with the generation and count it holds (taken together under the lock)."""
         with self._lock:
             return self._disk.snapshot(), self._meta.gen, self._meta.count
-
-
-def _take(
-    disk: DiskTier,
-    snapshot: Any,
-    lower: bytes,
-    upper: bytes | None,
-    *,
-    reverse: bool,
-    skip: int,
-    limit: int | None,
-    exclude_lower: bool = False,
-) -> list[bytes]:
-    """Skip ``skip`` keys of the range, then return up to ``limit`` (None: all)."""
-    first = _READ_CHUNK if limit is None else max(1, min(skip + limit, _READ_CHUNK))
-    out: list[bytes] = []
-    for chunk in disk.chunks(
-        snapshot, lower, upper, reverse=reverse, exclude_lower=exclude_lower, include_value=False, size=first
-    ):
-        if skip >= len(chunk):
-            skip -= len(chunk)
-            continue
-        end = None if limit is None else skip + limit - len(out)
-        out.extend(chunk[skip:end])
-        skip = 0
-        if limit is not None and len(out) >= limit:
-            break
-    return out
