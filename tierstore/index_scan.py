@@ -1,8 +1,9 @@
 """Key-range passes for sorted indexes: a page with skip and limit, a count, a probe, a purge.
 
 Each pass reads through ``DiskTier.chunks``, a chunk per pass through the disk
-gate, so a long read never holds ``close()`` up. These are the index's reads
-and deletes below its lock and meta record; separate from ``ranking`` so that
+gate, so a long read never holds ``close()`` up; ``snapshot_get`` is the
+single-key read, through the gate too. These are the index's reads and
+deletes below its lock and meta record; separate from ``ranking`` so that
 module holds only ``SortedIndex`` and its rules, and shared with
 ``index_repair``, which probes a generation when it checks a meta record.
 """
@@ -13,9 +14,19 @@ from typing import Any
 
 from .disk import DiskTier, prefix_end
 
-__all__ = ["READ_CHUNK", "take_keys", "count_keys", "any_key", "purge_prefix"]
+__all__ = ["READ_CHUNK", "snapshot_get", "take_keys", "count_keys", "any_key", "purge_prefix"]
 
 READ_CHUNK = 1024  # keys per read pass
+
+
+def snapshot_get(disk: DiskTier, snapshot: Any, key: bytes) -> bytes | None:
+    """One key's value in ``snapshot``, read through the disk gate (``None`` when absent)."""
+    disk.enter()
+    try:
+        value: bytes | None = snapshot.get(key)
+        return value
+    finally:
+        disk.exit()
 
 
 def take_keys(

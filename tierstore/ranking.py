@@ -2,8 +2,9 @@
 
 The records an index writes (member, order and meta) and their encoding are
 described in ``index_codec``; the chunked passes over their key ranges are in
-``index_scan``, repair after a restore in ``index_repair`` and the
-stamp-driven rebuild in ``index_refresher``.
+``index_scan``, repair after a restore or of a damaged meta record
+(``load_meta``) in ``index_repair`` and the stamp-driven rebuild in
+``index_refresher``.
 
 Every mutation of an index holds that index's lock and writes its member,
 order and meta records in one LevelDB batch, so they never disagree. Reads
@@ -28,14 +29,12 @@ from typing import Any
 
 from .codec import Key, encode_key
 from .disk import DiskTier, Op, prefix_end
-from .errors import CorruptRecord
 from .index_codec import (
     IndexKeys,
     IndexMeta,
     Pairs,
     check_stamp,
     decode_cursor,
-    decode_index_meta,
     decode_score,
     encode_cursor,
     encode_score,
@@ -43,8 +42,8 @@ from .index_codec import (
     order_item,
 )
 from .index_refresher import DEFAULT_REFRESH_INTERVAL, IndexRefresher
-from .index_repair import recover_meta
-from .index_scan import any_key, count_keys, purge_prefix, take_keys
+from .index_repair import load_meta
+from .index_scan import count_keys, purge_prefix, snapshot_get, take_keys
 from .leveldb import on_fork
 
 # The store imports these three from here; they live in index_codec and index_refresher.
@@ -76,28 +75,10 @@ class SortedIndex:
         self._disk = disk
         self._keys = IndexKeys(name)
         self._lock = threading.Lock()
-        self._meta = self._load_meta()
+        self._meta = load_meta(disk, self._keys)
         if self._meta.building or self._meta.garbage:
             self._purge_leftovers()
         on_fork(self)
-
-    def _load_meta(self) -> IndexMeta:
-        """The meta record; a damaged one, or one its records contradict, is rebuilt from the records."""
-        meta_key = self._keys.meta
-        raw = self._disk.get(meta_key)
-        try:
-            meta = IndexMeta() if raw is None else decode_index_meta(raw, meta_key)
-            if meta.count and not self._holds_records(meta.gen):
-                raise CorruptRecord(f"index meta record {meta_key!r} counts members its generation lacks")
-            return meta
-        except CorruptRecord as exc:
-            meta = recover_meta(self._disk, self._keys.member_base, self._keys.order_base)
-            log.warning("%s: %s; rebuilt from the index's records (%d members kept)", self._disk.path, exc, meta.count)
-            self._disk.write([(meta_key, meta.pack())])
-            return meta
-
-    def _holds_records(self, gen: int) -> bool:
-        return any_key(self._disk, self._keys.order_prefix(gen))
 
     def _forked_(self) -> None:
         """In a forked child: a lock a parent thread held at the fork must not hang a call that will
@@ -296,11 +277,7 @@ class SortedIndex:
         snapshot, gen, count = self._view()
         try:
             prefix = self._keys.order_prefix(gen)
-            self._disk.enter()
-            try:
-                raw = snapshot.get(self._keys.member(gen, tag))
-            finally:
-                self._disk.exit()
+            raw = snapshot_get(self._disk, snapshot, self._keys.member(gen, tag))
             if raw is None:
                 return None
             before = count_keys(self._disk, snapshot, prefix, self._keys.order(gen, raw, tag))
