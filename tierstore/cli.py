@@ -72,7 +72,7 @@ from .cli_commands import (
     cmd_scan,
     cmd_verify,
 )
-from .cli_format import to_json
+from .cli_json import to_json
 from .errors import CorruptRecord, CorruptStore
 from .reader import Unreadable
 

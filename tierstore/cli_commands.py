@@ -19,23 +19,25 @@ from . import reader, summary, verify
 from .cli_format import (
     Progress,
     Table,
-    counter_document,
     fmt_key,
     get_fields,
-    index_summary,
     inspect_fields,
+    scan_cells,
+    write_fields,
+    write_index_text,
+    write_tally,
+)
+from .cli_json import (
+    counter_document,
+    index_summary,
     json_text,
     problem_document,
     record_document,
     row_document,
-    scan_cells,
     to_json,
     verify_document,
-    write_fields,
     write_index_json,
-    write_index_text,
     write_json_array,
-    write_tally,
 )
 from .codec import Key, encode_key
 from .disk import NS_COUNTER
