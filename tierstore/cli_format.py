@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any
 
 from .codec import NEGATIVE, TOMBSTONE, Key, Record
-from .reader import CORRUPT, LIVE, STATES, IndexInfo, Row
-from .verify import Tally
+from .reader import CORRUPT, LIVE, STATES, CounterRow, IndexInfo, Row
+from .verify import Problem, Tally
 
 __all__ = [
     "Table",
@@ -191,6 +191,21 @@ def scan_cells(row: Row, now: float) -> tuple[str, ...]:
     return (row.state, str(record.version), fmt_ttl_left(record.expires_at, now), fmt_size(record.size), key)
 
 
+def write_scan_table(out: IO[str], rows: Iterable[Row], now: float) -> None:
+    """``scan``: a row per entry (state, version, TTL left, size, key), or a line saying there is none."""
+    table = Table(out, ("STATE", "VERSION", "TTL LEFT", "SIZE", "KEY"), (False, True, True, True, False))
+    for row in rows:
+        table.add(scan_cells(row, now))
+    table.close()
+    if not table.rows:
+        out.write("(no entries)\n")
+
+
+def problem_line(problem: Problem) -> str:
+    """``verify``: one corrupt record, as it is found."""
+    return f"corrupt  {problem.raw_key!r}  {problem.reason}\n"
+
+
 def write_tally(out: IO[str], tally: Tally) -> None:
     if tally.corrupt:
         out.write("\n")
@@ -200,6 +215,17 @@ def write_tally(out: IO[str], tally: Tally) -> None:
     table.close()
     verdict = f"{tally.corrupt:,} corrupt" if tally.corrupt else "all sound"
     out.write(f"{tally.records:,} records checked: {verdict}\n")
+
+
+def write_counter_table(out: IO[str], rows: Iterable[CounterRow]) -> None:
+    """``counters``: a row per counter (count, name), or a line saying there is none."""
+    table = Table(out, ("COUNT", "NAME"), (True, False))
+    for name, raw_key, count, error in rows:
+        shown = fmt_key(name, raw_key)
+        table.add(("corrupt", f"{shown}  ({error})") if count is None else (f"{count:,}", shown))
+    table.close()
+    if not table.rows:
+        out.write("(no counters)\n")
 
 
 def write_index_text(out: IO[str], info: IndexInfo, offset: int, items: Iterator[tuple[Key, float]]) -> None:

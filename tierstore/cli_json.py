@@ -17,6 +17,7 @@ from typing import IO, Any
 import msgpack
 
 from . import reader
+from .bloom import BloomFilter
 from .cli_format import flag_names
 from .codec import Key, Record
 from .reader import CORRUPT, LIVE, IndexInfo, Row
@@ -27,11 +28,14 @@ __all__ = [
     "json_text",
     "row_document",
     "record_document",
+    "missing_document",
+    "dump_document",
     "verify_document",
     "problem_document",
     "counter_document",
     "write_json_array",
     "index_summary",
+    "bloom_summary",
     "write_index_json",
 ]
 
@@ -107,6 +111,23 @@ def record_document(key: Key, record: Record, state: str, now: float) -> dict[st
     }
 
 
+def missing_document(key: Key, state: str, detail: str) -> dict[str, Any]:
+    """What ``get`` prints for a key without a decodable record."""
+    return {"key": to_json(key), "state": state, "live": False, "error": detail}
+
+
+def dump_document(row: Row) -> dict[str, Any]:
+    """A ``dump`` line: a live entry's key, value, version and expiry."""
+    record = row.record
+    assert record is not None
+    return {
+        "key": to_json(row.key),
+        "value": to_json(record.value),
+        "version": record.version,
+        "expires_at": record.expires_at,
+    }
+
+
 def verify_document(tally: Tally, problems: list[dict[str, Any]]) -> dict[str, Any]:
     namespaces = {name: {"records": c[0], "corrupt": c[1], "unchecked": c[2]} for name, c in tally.counts.items()}
     return {"records": tally.records, "corrupt": problems, "namespaces": namespaces}
@@ -138,6 +159,19 @@ def write_json_array(out: IO[str], field: str, items: Iterator[Any]) -> None:
 
 def index_summary(info: IndexInfo) -> dict[str, Any]:
     return {"name": to_json(info.name), "size": info.size, "stamp": to_json(info.stamp), "built": info.built}
+
+
+def bloom_summary(bloom: BloomFilter, complete: bool) -> dict[str, Any]:
+    """The saved existence filter as ``inspect`` shows it (``complete``: it holds every key)."""
+    return {
+        "keys": len(bloom),
+        "capacity": bloom.capacity,
+        "error_rate": bloom.error_rate,
+        "estimated_error_rate": bloom.estimated_error_rate(),
+        "nbits": bloom.nbits,
+        "nhashes": bloom.nhashes,
+        "complete": complete,
+    }
 
 
 def write_index_json(out: IO[str], info: IndexInfo, offset: int, items: Iterator[tuple[Key, float]]) -> None:
