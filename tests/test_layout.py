@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "tierstore"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "tierstore"
 FACADE = {"store", "__init__", "__main__"}
 LEAVES = {"codec", "clock", "errors", "bloom"}
 
@@ -45,3 +47,30 @@ def test_no_pickle_anywhere() -> None:
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert not {"pickle", "cPickle", "dill", "shelve", "marshal"} & names, path.name
+
+
+def test_readme_layout_names_every_module() -> None:
+    """The README's module map lists each module of the package, and no module that is gone."""
+    section = (ROOT / "README.md").read_text().partition("## Layout")[2].partition("\n## ")[0]
+    named = set(re.findall(r"`(\w+)\.py`", section))
+    assert named == set(modules()) - {"__init__", "__main__"}
+
+
+# A format module is shared by readers that must not pull in the machinery that writes it.
+FORMATS = {
+    "index_codec": {"ranking", "index_scan", "index_repair", "index_refresher"},
+    "checkpoint_record": {"checkpoint", "checkpoint_copy", "restore"},
+    "cli_format": {"cli", "cli_commands", "cli_json"},
+    "cli_json": {"cli", "cli_commands"},
+}
+
+
+def test_format_modules_do_not_import_their_machinery() -> None:
+    for module, machinery in FORMATS.items():
+        assert not package_imports(module) & machinery, module
+
+
+def test_ranking_still_exports_what_the_store_imports_from_it() -> None:
+    from tierstore import ranking
+
+    assert {"SortedIndex", "IndexRefresher", "DEFAULT_REFRESH_INTERVAL", "Pairs"} <= set(vars(ranking))

@@ -733,8 +733,13 @@ def test_cached_bare_and_positional_only(store: TierStore) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "error"),
-    [({"name": 42}, TypeError), ({"name": ""}, ValueError), ({"name": "\ud800"}, ValueError),
-     ({"name": "x" * 5000}, ValueError), ({"name": "n", "key": str}, TypeError)],
+    [
+        ({"name": 42}, TypeError),
+        ({"name": ""}, ValueError),
+        ({"name": "\ud800"}, ValueError),
+        ({"name": "x" * 5000}, ValueError),
+        ({"name": "n", "key": str}, TypeError),
+    ],
     ids=["int", "empty", "surrogate", "too-long", "both"],
 )
 def test_cached_validates_name(store: TierStore, kwargs: dict[str, Any], error: type[Exception]) -> None:

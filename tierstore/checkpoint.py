@@ -10,7 +10,8 @@ Decisions (also in the README, "Decisions"):
 - Change tracking: ``TrackedDisk`` (a ``DiskTier``) records every key written or
   deleted, after the write committed, so no write can slip between the set and
   the snapshot.
-- A checkpoint copies the changed keys as read from one snapshot, in batches,
+- A checkpoint copies the changed keys as read from one snapshot, in batches
+  (``checkpoint_copy`` writes them, throttled, and does the merge below),
   then fsyncs the log files of ``persist_path`` and writes a checkpoint record
   (generation, time, counts) with ``sync=True``. The cost follows the changes.
 - A full resynchronisation (merge of both key orders: write what differs, delete
@@ -33,12 +34,13 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgpack
 import plyvel
 
+from .checkpoint_copy import CopyWriter, merge
 from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NOT_DATA, WORKING_ONLY, checkpoint_info
 from .disk import (
     DEFAULT_CACHE_BYTES,
@@ -72,8 +74,6 @@ _hook: Callable[[str], None] | None = None
 
 _SCHEMA_RECORD = meta_key(META_SCHEMA)
 
-_BATCH_OPS = 1000
-_BATCH_BYTES = 1 << 20
 _READ_CHUNK = 256
 
 
@@ -117,53 +117,6 @@ class TrackedDisk(DiskTier):
 
 
 # -- taking checkpoints ------------------------------------------------------------------
-
-
-class _Writer:
-    """Batches of puts and deletes into the checkpoint LevelDB, throttled to ``rate`` bytes/s."""
-
-    def __init__(self, db: Any, rate: float | None) -> None:
-        self._db = db
-        self._rate = rate
-        self._ops: list[Op] = []
-        self._pending = 0
-        self._started = time.monotonic()
-        self.puts = 0
-        self.deletes = 0
-        self.bytes = 0
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self._ops.append((key, value))
-        self.puts += 1
-        self._grow(len(key) + len(value))
-
-    def delete(self, key: bytes) -> None:
-        self._ops.append((key, None))
-        self.deletes += 1
-        self._grow(len(key))
-
-    def _grow(self, size: int) -> None:
-        self._pending += size
-        self.bytes += size
-        if len(self._ops) >= _BATCH_OPS or self._pending >= _BATCH_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._ops:
-            return
-        with self._db.write_batch() as batch:
-            for key, value in self._ops:
-                if value is None:
-                    batch.delete(key)
-                else:
-                    batch.put(key, value)
-        self._ops = []
-        self._pending = 0
-        _at("batch")
-        if self._rate is not None:
-            ahead = self._started + self.bytes / self._rate - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
 
 
 class Checkpointer:
@@ -249,7 +202,7 @@ class Checkpointer:
         _check_target(db, self.path)
         previous = checkpoint_info(db.get(CHECKPOINT_RECORD))
         full = expected is None or previous.get("generation") != expected or not previous.get("complete")
-        writer = _Writer(db, self._rate)
+        writer = CopyWriter(db, self._rate, on_flush=lambda: _at("batch"))
         snapshot = self._disk.snapshot()
         try:
             # First, in one batch: the record saying a checkpoint is under way, with the
@@ -292,7 +245,7 @@ class Checkpointer:
             "generation": generation,
         }
 
-    def _copy_meta(self, keys: set[bytes], full: bool, snapshot: Any, writer: _Writer) -> int:
+    def _copy_meta(self, keys: set[bytes], full: bool, snapshot: Any, writer: CopyWriter) -> int:
         """The meta records (all of them, or those that changed), ahead of everything else."""
         if not full:
             return self._copy_keys(sorted(key for key in keys - WORKING_ONLY if key[:1] == NS_META), snapshot, writer)
@@ -301,7 +254,7 @@ class Checkpointer:
                 writer.put(key, value)
         return 0
 
-    def _copy_keys(self, keys: list[bytes], snapshot: Any, writer: _Writer) -> int:
+    def _copy_keys(self, keys: list[bytes], snapshot: Any, writer: CopyWriter) -> int:
         """Incremental: each changed key's state in the snapshot (absent means deleted)."""
         disk = self._disk
         for start in range(0, len(keys), _READ_CHUNK):
@@ -318,43 +271,17 @@ class Checkpointer:
                     writer.put(key, value)
         return len(keys)
 
-    def _copy_all(self, db: Any, snapshot: Any, writer: _Writer) -> int:
+    def _copy_all(self, db: Any, snapshot: Any, writer: CopyWriter) -> int:
         """Full resync: merge both key orders, write what differs, delete what is gone."""
         ours = db.snapshot()
         try:
             theirs = ours.iterator()
             try:
-                return _merge(self._disk.scan(b"", snapshot=snapshot), theirs, writer)
+                return merge(self._disk.scan(b"", snapshot=snapshot), theirs, writer)
             finally:
                 theirs.close()
         finally:
             ours.close()
-
-
-def _merge(source: Iterator[tuple[bytes, bytes]], target: Iterator[tuple[bytes, bytes]], writer: _Writer) -> int:
-    scanned = 0
-    src = next(source, None)
-    dst = next(target, None)
-    while src is not None or dst is not None:
-        if dst is None or (src is not None and src[0] < dst[0]):
-            assert src is not None
-            scanned += 1
-            if src[0] not in WORKING_ONLY:
-                writer.put(src[0], src[1])
-            src = next(source, None)
-        elif src is None or dst[0] < src[0]:
-            if dst[0] != CHECKPOINT_RECORD:
-                writer.delete(dst[0])
-            dst = next(target, None)
-        else:
-            scanned += 1
-            if src[0] in WORKING_ONLY:
-                writer.delete(src[0])
-            elif src[1] != dst[1]:
-                writer.put(src[0], src[1])
-            src = next(source, None)
-            dst = next(target, None)
-    return scanned
 
 
 def _open_persist(path: str) -> Any:

@@ -42,7 +42,8 @@ The command never writes: ``tierstore.reader`` opens the LevelDB directory
 itself with ``create=False`` and does all the reading (``verify`` and
 ``summary`` make the two passes over every record); ``cli_commands`` runs each
 command; this module parses the command line and turns errors into exit codes;
-``cli_format`` formats what the commands read.
+``cli_format`` (human-readable) and ``cli_json`` (``--json``) format what the
+commands read.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ from .cli_commands import (
     cmd_scan,
     cmd_verify,
 )
-from .cli_format import to_json
+from .cli_json import to_json
 from .errors import CorruptRecord, CorruptStore
 from .reader import Unreadable
 

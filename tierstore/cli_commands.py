@@ -4,7 +4,9 @@ One ``cmd_*`` function per command, each taking the parsed arguments and the
 output stream and returning the exit code (or raising ``CliError``). It is
 separate from ``cli``, which owns the command line itself (the parser, the
 help text, ``main`` and the errors it turns into exit codes), so that each
-module is one concept: what a command does, and how it is invoked.
+module is one concept: what a command does, and how it is invoked. How the
+output looks is ``cli_format``'s (tables, fields) and ``cli_json``'s
+(``--json`` documents).
 """
 
 from __future__ import annotations
@@ -18,24 +20,29 @@ from typing import IO, Any
 from . import reader, summary, verify
 from .cli_format import (
     Progress,
-    Table,
-    counter_document,
-    fmt_key,
     get_fields,
-    index_summary,
     inspect_fields,
+    problem_line,
+    write_counter_table,
+    write_fields,
+    write_index_text,
+    write_scan_table,
+    write_tally,
+)
+from .cli_json import (
+    bloom_summary,
+    counter_document,
+    dump_document,
+    index_summary,
     json_text,
+    missing_document,
     problem_document,
     record_document,
     row_document,
-    scan_cells,
     to_json,
     verify_document,
-    write_fields,
     write_index_json,
-    write_index_text,
     write_json_array,
-    write_tally,
 )
 from .codec import Key, encode_key
 from .disk import NS_COUNTER
@@ -73,7 +80,7 @@ class CliError(Exception):
         self.code = code
 
 
-# -- command-line keys and documents ---------------------------------------------------
+# -- command-line keys -----------------------------------------------------------------
 
 
 def key_prefix(prefix: str | None, hex_bytes: bool) -> bytes:
@@ -127,7 +134,7 @@ def cmd_get(args: argparse.Namespace, out: IO[str]) -> int:
 def report_missing(args: argparse.Namespace, out: IO[str], key: Key, state: str, detail: str) -> int:
     """A key without a decodable record: say so, exit 1."""
     if args.json:
-        out.write(json_text({"key": to_json(key), "state": state, "live": False, "error": detail}) + "\n")
+        out.write(json_text(missing_document(key, state, detail)) + "\n")
     log.error("no live entry for %r: %s (%s)", key, state, detail)
     return EXIT_FINDING
 
@@ -156,12 +163,7 @@ def cmd_scan(args: argparse.Namespace, out: IO[str]) -> int:
             for row in rows:
                 out.write(json_text(row_document(row, now)) + "\n")
             return EXIT_OK
-        table = Table(out, ("STATE", "VERSION", "TTL LEFT", "SIZE", "KEY"), (False, True, True, True, False))
-        for row in rows:
-            table.add(scan_cells(row, now))
-        table.close()
-    if not table.rows:
-        out.write("(no entries)\n")
+        write_scan_table(out, rows, now)
     return EXIT_OK
 
 
@@ -169,15 +171,7 @@ def cmd_dump(args: argparse.Namespace, out: IO[str]) -> int:
     """Every live entry as a JSON line: key, value, version, expires_at."""
     with open_store(args.path) as db:
         for row in selected_rows(db, args, live_only=True):
-            record = row.record
-            assert record is not None
-            line = {
-                "key": to_json(row.key),
-                "value": to_json(record.value),
-                "version": record.version,
-                "expires_at": record.expires_at,
-            }
-            out.write(json_text(line) + "\n")
+            out.write(json_text(dump_document(row)) + "\n")
     return EXIT_OK
 
 
@@ -195,7 +189,7 @@ def cmd_verify(args: argparse.Namespace, out: IO[str]) -> int:
                 problems.append(problem_document(problem))
             else:
                 progress.done()
-                out.write(f"corrupt  {problem.raw_key!r}  {problem.reason}\n")
+                out.write(problem_line(problem))
     progress.done()
     if args.json:
         out.write(json_text(verify_document(tally, problems)) + "\n")
@@ -213,13 +207,7 @@ def cmd_counters(args: argparse.Namespace, out: IO[str]) -> int:
         if args.json:
             write_json_array(out, "counters", (counter_document(row) for row in reader.counter_rows(db)))
             return EXIT_OK
-        table = Table(out, ("COUNT", "NAME"), (True, False))
-        for name, raw_key, count, error in reader.counter_rows(db):
-            shown = fmt_key(name, raw_key)
-            table.add(("corrupt", f"{shown}  ({error})") if count is None else (f"{count:,}", shown))
-        table.close()
-    if not table.rows:
-        out.write("(no counters)\n")
+        write_counter_table(out, reader.counter_rows(db))
     return EXIT_OK
 
 
@@ -262,17 +250,7 @@ def bloom_document(db: Any) -> dict[str, Any] | None:
         bloom = summary.read_bloom(db)
     except ValueError as exc:
         return {"error": str(exc)}
-    if bloom is None:
-        return None
-    return {
-        "keys": len(bloom),
-        "capacity": bloom.capacity,
-        "error_rate": bloom.error_rate,
-        "estimated_error_rate": bloom.estimated_error_rate(),
-        "nbits": bloom.nbits,
-        "nhashes": bloom.nhashes,
-        "complete": summary.bloom_complete(db),
-    }
+    return None if bloom is None else bloom_summary(bloom, summary.bloom_complete(db))
 
 
 def checkpoint_document(db: Any) -> dict[str, Any] | None:

@@ -1,113 +1,37 @@
-"""How the ``tierstore`` command shows what it reads: JSON documents, aligned tables, field lists.
+"""The human-readable output of the ``tierstore`` command: aligned tables, field lists, times and sizes.
 
-The JSON encoding of keys and values (plain JSON where exact, else one ``$``
-marker key) is described in ``cli.py``'s docstring; this module implements it
-and the human formatting, so ``cli.py`` keeps only parsing, reading and exit codes.
+What each command prints without ``--json``, and the progress line of a long
+pass. The ``--json`` output is ``cli_json``'s; both only format what
+``cli_commands`` read.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime
-import json
-import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any
 
-import msgpack
-
-from . import reader
 from .codec import NEGATIVE, TOMBSTONE, Key, Record
-from .reader import CORRUPT, LIVE, STATES, IndexInfo, Row
+from .reader import CORRUPT, LIVE, STATES, CounterRow, IndexInfo, Row
 from .verify import Problem, Tally
 
 __all__ = [
-    "to_json",
-    "json_text",
     "Table",
     "Progress",
+    "flag_names",
+    "write_fields",
 ]
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def to_json(value: Any) -> Any:
-    """A decoded msgpack value as JSON-ready data, with the ``$`` markers of the module docstring."""
-    if value is None or isinstance(value, (bool, str, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else {"$float": repr(value)}
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"$bytes": _b64(bytes(value))}
-    if isinstance(value, (list, tuple)):
-        return [to_json(item) for item in value]
-    if isinstance(value, dict):
-        if all(isinstance(k, str) and not k.startswith("$") for k in value):
-            return {k: to_json(v) for k, v in value.items()}
-        return {"$map": [[to_json(k), to_json(v)] for k, v in value.items()]}
-    if isinstance(value, msgpack.ExtType):
-        return {"$ext": [value.code, _b64(value.data)]}
-    if isinstance(value, msgpack.Timestamp):
-        return {"$ext": [-1, _b64(value.to_bytes())]}
-    raise TypeError(f"cannot show a value of type {type(value).__name__}")
-
-
-def json_text(document: Any) -> str:
-    """One line of strict JSON (ASCII, no NaN)."""
-    return json.dumps(document, allow_nan=False, separators=(",", ":"))
-
-
 def flag_names(flags: int) -> list[str]:
+    """A record's flag bits by name (unknown bits in hex)."""
     names = [name for bit, name in ((NEGATIVE, "negative"), (TOMBSTONE, "tombstone")) if flags & bit]
     unknown = flags & ~(NEGATIVE | TOMBSTONE)
     if unknown:
         names.append(f"0x{unknown:x}")
     return names
-
-
-def row_document(row: Row, now: float) -> dict[str, Any]:
-    """A scan row as JSON-ready data."""
-    if row.record is None:
-        return {
-            "key": None if row.key is None else to_json(row.key),
-            "raw_key": to_json(row.raw_key),
-            "state": CORRUPT,
-            "error": row.error,
-        }
-    record = row.record
-    return {
-        "key": to_json(row.key),
-        "state": row.state,
-        "version": record.version,
-        "expires_at": record.expires_at,
-        "ttl_left": None if record.expires_at is None else round(record.expires_at - now, 3),
-        "size": record.size,
-        "flags": flag_names(record.flags),
-        "written_at": record.written_at,
-    }
-
-
-def record_document(key: Key, record: Record, state: str, now: float) -> dict[str, Any]:
-    """Everything ``get`` shows about one record, JSON-ready."""
-    return {
-        "key": to_json(key),
-        "state": state,
-        "live": state == LIVE,
-        "value": to_json(record.value),
-        "version": record.version,
-        "expires_at": record.expires_at,
-        "remaining": None if record.expires_at is None else round(record.expires_at - now, 3),
-        "flags": flag_names(record.flags),
-        "written_at": record.written_at,
-        "ttl": record.ttl,
-        "seq": record.seq,
-        "load_time": record.load_time,
-        "size": record.size,
-    }
 
 
 def fmt_key(key: Key | None, raw_key: bytes) -> str:
@@ -267,18 +191,19 @@ def scan_cells(row: Row, now: float) -> tuple[str, ...]:
     return (row.state, str(record.version), fmt_ttl_left(record.expires_at, now), fmt_size(record.size), key)
 
 
-def verify_document(tally: Tally, problems: list[dict[str, Any]]) -> dict[str, Any]:
-    namespaces = {name: {"records": c[0], "corrupt": c[1], "unchecked": c[2]} for name, c in tally.counts.items()}
-    return {"records": tally.records, "corrupt": problems, "namespaces": namespaces}
+def write_scan_table(out: IO[str], rows: Iterable[Row], now: float) -> None:
+    """``scan``: a row per entry (state, version, TTL left, size, key), or a line saying there is none."""
+    table = Table(out, ("STATE", "VERSION", "TTL LEFT", "SIZE", "KEY"), (False, True, True, True, False))
+    for row in rows:
+        table.add(scan_cells(row, now))
+    table.close()
+    if not table.rows:
+        out.write("(no entries)\n")
 
 
-def problem_document(problem: Problem) -> dict[str, Any]:
-    raw_key = None if problem.raw_key is None else to_json(problem.raw_key)
-    return {
-        "raw_key": raw_key,
-        "namespace": None if problem.raw_key is None else reader.namespace_name(problem.raw_key),
-        "reason": problem.reason,
-    }
+def problem_line(problem: Problem) -> str:
+    """``verify``: one corrupt record, as it is found."""
+    return f"corrupt  {problem.raw_key!r}  {problem.reason}\n"
 
 
 def write_tally(out: IO[str], tally: Tally) -> None:
@@ -292,32 +217,15 @@ def write_tally(out: IO[str], tally: Tally) -> None:
     out.write(f"{tally.records:,} records checked: {verdict}\n")
 
 
-def counter_document(row: reader.CounterRow) -> dict[str, Any]:
-    document = {"name": None if row.name is None else to_json(row.name), "count": row.value}
-    if row.error is not None:
-        document.update(raw_key=to_json(row.raw_key), error=row.error)
-    return document
-
-
-def write_json_array(out: IO[str], field: str, items: Iterator[Any]) -> None:
-    """``{"field": [item, ...]}`` written item by item, so a long list costs no memory."""
-    out.write(f"{{{json.dumps(field)}:[")
-    for i, item in enumerate(items):
-        out.write(("," if i else "") + json_text(item))
-    out.write("]}\n")
-
-
-def index_summary(info: IndexInfo) -> dict[str, Any]:
-    return {"name": to_json(info.name), "size": info.size, "stamp": to_json(info.stamp), "built": info.built}
-
-
-def write_index_json(out: IO[str], info: IndexInfo, offset: int, items: Iterator[tuple[Key, float]]) -> None:
-    head = index_summary(info) | {"offset": offset}
-    out.write(json_text(head)[:-1] + ',"items":[')
-    for i, (member, score) in enumerate(items):
-        item = {"rank": offset + i, "member": to_json(member), "score": to_json(score)}
-        out.write(("," if i else "") + json_text(item))
-    out.write("]}\n")
+def write_counter_table(out: IO[str], rows: Iterable[CounterRow]) -> None:
+    """``counters``: a row per counter (count, name), or a line saying there is none."""
+    table = Table(out, ("COUNT", "NAME"), (True, False))
+    for name, raw_key, count, error in rows:
+        shown = fmt_key(name, raw_key)
+        table.add(("corrupt", f"{shown}  ({error})") if count is None else (f"{count:,}", shown))
+    table.close()
+    if not table.rows:
+        out.write("(no counters)\n")
 
 
 def write_index_text(out: IO[str], info: IndexInfo, offset: int, items: Iterator[tuple[Key, float]]) -> None:
@@ -385,4 +293,3 @@ def checkpoint_line(info: dict[str, Any] | None) -> str:
     state = "complete" if info.get("complete") else "INCOMPLETE (interrupted)"
     kind = "full" if info.get("full") else "incremental"
     return f"number {info.get('number', '?')}, {state}, {kind}, at {when}, {info.get('records', '?')} records copied"
-

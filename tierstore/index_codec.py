@@ -17,7 +17,8 @@ precision), ``-0.0`` is stored as ``0.0``, infinities are allowed and NaN is a
 
 This module is separate from ``ranking`` (the live ``SortedIndex``) because
 three readers share the format without sharing the index: ``SortedIndex``
-itself, the restore-time repair (``index_repair``), and tools that read a
+itself (its record keys come from ``IndexKeys``, its cursors from
+``encode_cursor``), the restore-time repair (``index_repair``), and tools that read a
 store directory without opening a store (``reader``, the inspect CLI), which
 use ``index_meta_key`` and ``decode_index_meta`` for the meta record,
 ``read_index`` for the members of a generation, and ``parse_index_key`` and
@@ -45,11 +46,13 @@ __all__ = [
     "GEN_BYTES",
     "IndexMeta",
     "IndexKey",
+    "IndexKeys",
     "encode_score",
     "decode_score",
     "decode_stored_score",
     "check_stamp",
     "iter_pairs",
+    "encode_cursor",
     "decode_cursor",
     "name_part",
     "generation_part",
@@ -226,6 +229,38 @@ def order_prefix(name: Key, generation: int) -> bytes:
     return NS_INDEX_ORDER + name_part(name) + generation_part(generation)
 
 
+class IndexKeys:
+    """The record keys of one index, built as the layout above says (``SortedIndex`` keeps one).
+
+    ``tag`` arguments are members as ``encode_key`` tags them, ``score`` ones
+    scores as ``encode_score`` encodes them.
+    """
+
+    __slots__ = ("meta", "member_base", "order_base")
+
+    def __init__(self, name: Key) -> None:
+        part = name_part(name)
+        self.meta = NS_INDEX_META + part
+        self.member_base = NS_INDEX_MEMBER + part
+        self.order_base = NS_INDEX_ORDER + part
+
+    def member(self, gen: int, tag: bytes) -> bytes:
+        """``NS_INDEX_MEMBER + N + G + M``: the key of a member record."""
+        return self.member_base + generation_part(gen) + tag
+
+    def order(self, gen: int, score: bytes, tag: bytes) -> bytes:
+        """``NS_INDEX_ORDER + N + G + S + M``: the key of an order record."""
+        return self.order_base + generation_part(gen) + score + tag
+
+    def member_prefix(self, gen: int) -> bytes:
+        """The prefix of the member records of generation ``gen``."""
+        return self.member_base + generation_part(gen)
+
+    def order_prefix(self, gen: int) -> bytes:
+        """The prefix of the order records of generation ``gen``."""
+        return self.order_base + generation_part(gen)
+
+
 def _split_name(raw_key: bytes) -> tuple[Key, bytes]:
     """The index name after the namespace byte, and what follows it."""
     size = int.from_bytes(raw_key[1:3], "big")
@@ -287,7 +322,13 @@ def read_index(
         yield order_item(raw_key, len(prefix))
 
 
+def encode_cursor(raw_key: bytes, start: int) -> str:
+    """The ``page_after`` cursor naming an order record's position: its ``S + M`` part (from ``start``), in hex."""
+    return raw_key[start:].hex()
+
+
 def decode_cursor(cursor: object) -> bytes:
+    """The ``S + M`` position an ``encode_cursor`` cursor names; ``TypeError``/``ValueError`` for a bad one."""
     if not isinstance(cursor, str):
         raise TypeError(f"cursor must be a str from page_after or None, not {type(cursor).__name__}")
     try:

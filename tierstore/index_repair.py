@@ -1,22 +1,31 @@
-"""Index repair for a restore: make every index's member, order and meta records agree again.
+"""Index repair: make an index's member, order and meta records agree again.
 
-A checkpoint killed half way may hold an index's records from different
-moments. This runs once, on a plain plyvel handle, before a restored
-directory is opened as a store, so it shares the record format
-(``index_codec``) but none of ``SortedIndex``'s locking or generations; it
-is separate so that ``restore`` does not depend on the live index.
+After a restore: a checkpoint killed half way may hold an index's records
+from different moments. ``repair_indexes`` runs once, on a plain plyvel
+handle, before a restored directory is opened as a store, so it shares the
+record format (``index_codec``) but none of ``SortedIndex``'s locking or
+generations; it is separate so that ``restore`` does not depend on the live
+index.
+
+When an index is opened: ``load_meta`` reads its meta record and, when that
+is damaged or contradicts the records, rebuilds it from them
+(``recover_meta``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 from .disk import NS_INDEX_MEMBER, NS_INDEX_META, NS_INDEX_ORDER, DiskTier, prefix_end
 from .errors import CorruptRecord
-from .index_codec import GEN_BYTES, IndexMeta, decode_index_meta
+from .index_codec import GEN_BYTES, IndexKeys, IndexMeta, decode_index_meta
+from .index_scan import any_key
 
-__all__ = ["repair_indexes", "recover_meta"]
+__all__ = ["repair_indexes", "load_meta", "recover_meta"]
+
+log = logging.getLogger("tierstore")
 
 _READ_CHUNK = 1024  # records per write batch
 
@@ -117,6 +126,21 @@ class _RepairBatch:
     def finish(self) -> int:
         self._batch.write()
         return self.total
+
+
+def load_meta(disk: DiskTier, keys: IndexKeys) -> IndexMeta:
+    """An index's meta record; a damaged one, or one its records contradict, is rebuilt from the records."""
+    raw = disk.get(keys.meta)
+    try:
+        meta = IndexMeta() if raw is None else decode_index_meta(raw, keys.meta)
+        if meta.count and not any_key(disk, keys.order_prefix(meta.gen)):
+            raise CorruptRecord(f"index meta record {keys.meta!r} counts members its generation lacks")
+        return meta
+    except CorruptRecord as exc:
+        meta = recover_meta(disk, keys.member_base, keys.order_base)
+        log.warning("%s: %s; rebuilt from the index's records (%d members kept)", disk.path, exc, meta.count)
+        disk.write([(keys.meta, meta.pack())])
+        return meta
 
 
 def recover_meta(disk: DiskTier, member_base: bytes, order_base: bytes) -> IndexMeta:

@@ -60,7 +60,7 @@ from .errors import StoreClosed
 from .flight import DEFAULT, NOTHING, STALE, WAIT, Flight, Flights, check_policy
 from .guard import Guard
 from .options import Options
-from .refresh import Handle, Scheduler
+from .scheduler import Handle, Scheduler
 from .stats import Stats
 
 __all__ = ["Loading", "StoreCore", "Write"]

@@ -1,8 +1,10 @@
 """SortedIndex: ordered pagination on LevelDB's sorted keys.
 
 The records an index writes (member, order and meta) and their encoding are
-described in ``index_codec``; repair after a restore is in ``index_repair``
-and the stamp-driven rebuild in ``index_refresher``.
+described in ``index_codec``; the chunked passes over their key ranges are in
+``index_scan``, repair after a restore or of a damaged meta record
+(``load_meta``) in ``index_repair`` and the stamp-driven rebuild in
+``index_refresher``.
 
 Every mutation of an index holds that index's lock and writes its member,
 order and meta records in one LevelDB batch, so they never disagree. Reads
@@ -26,23 +28,22 @@ import threading
 from typing import Any
 
 from .codec import Key, encode_key
-from .disk import NS_INDEX_MEMBER, NS_INDEX_META, NS_INDEX_ORDER, DiskTier, Op, prefix_end
-from .errors import CorruptRecord
+from .disk import DiskTier, Op, prefix_end
 from .index_codec import (
+    IndexKeys,
     IndexMeta,
     Pairs,
     check_stamp,
     decode_cursor,
-    decode_index_meta,
     decode_score,
+    encode_cursor,
     encode_score,
-    generation_part,
     iter_pairs,
-    name_part,
     order_item,
 )
 from .index_refresher import DEFAULT_REFRESH_INTERVAL, IndexRefresher
-from .index_repair import recover_meta
+from .index_repair import load_meta
+from .index_scan import count_keys, purge_prefix, snapshot_get, take_keys
 from .leveldb import on_fork
 
 # The store imports these three from here; they live in index_codec and index_refresher.
@@ -50,7 +51,6 @@ __all__ = ["SortedIndex", "Pairs", "IndexRefresher", "DEFAULT_REFRESH_INTERVAL"]
 
 log = logging.getLogger("tierstore")
 
-_READ_CHUNK = 1024
 _BUILD_CHUNK = 10_000
 
 
@@ -71,40 +71,14 @@ class SortedIndex:
     """
 
     def __init__(self, disk: DiskTier, name: Key) -> None:
-        part = name_part(name)
         self._name = name
         self._disk = disk
-        self._meta_key = NS_INDEX_META + part
-        self._member_base = NS_INDEX_MEMBER + part
-        self._order_base = NS_INDEX_ORDER + part
+        self._keys = IndexKeys(name)
         self._lock = threading.Lock()
-        self._meta = self._load_meta()
+        self._meta = load_meta(disk, self._keys)
         if self._meta.building or self._meta.garbage:
             self._purge_leftovers()
         on_fork(self)
-
-    def _load_meta(self) -> IndexMeta:
-        """The meta record; a damaged one, or one its records contradict, is rebuilt from the records."""
-        raw = self._disk.get(self._meta_key)
-        try:
-            meta = IndexMeta() if raw is None else decode_index_meta(raw, self._meta_key)
-            if meta.count and not self._holds_records(meta.gen):
-                raise CorruptRecord(f"index meta record {self._meta_key!r} counts members its generation lacks")
-            return meta
-        except CorruptRecord as exc:
-            meta = recover_meta(self._disk, self._member_base, self._order_base)
-            log.warning("%s: %s; rebuilt from the index's records (%d members kept)", self._disk.path, exc, meta.count)
-            self._disk.write([(self._meta_key, meta.pack())])
-            return meta
-
-    def _holds_records(self, gen: int) -> bool:
-        prefix = self._order_base + generation_part(gen)
-        snapshot = self._disk.snapshot()
-        try:
-            chunks = self._disk.chunks(snapshot, prefix, prefix_end(prefix), include_value=False, size=1)
-            return next(chunks, None) is not None
-        finally:
-            self._disk.release(snapshot)
 
     def _forked_(self) -> None:
         """In a forked child: a lock a parent thread held at the fork must not hang a call that will
@@ -162,13 +136,13 @@ class SortedIndex:
         """Remove ``member``; ``True`` if it was in the index."""
         tag = encode_key(member)
         with self._lock:
-            gen = generation_part(self._meta.gen)
-            member_key = self._member_base + gen + tag
+            gen = self._meta.gen
+            member_key = self._keys.member(gen, tag)
             old = self._disk.get(member_key)
             if old is None:
                 return False
             meta = dataclasses.replace(self._meta, count=self._meta.count - 1)
-            self._commit(meta, [(member_key, None), (self._order_base + gen + old + tag, None)])
+            self._commit(meta, [(member_key, None), (self._keys.order(gen, old, tag), None)])
             return True
 
     def mark_dirty(self) -> None:
@@ -209,7 +183,7 @@ class SortedIndex:
     def _apply(self, staged: dict[bytes, bytes]) -> None:
         """Write ``member tag -> score`` changes to the live generation in one batch."""
         with self._lock:
-            gen = generation_part(self._meta.gen)
+            gen = self._meta.gen
             ops: list[Op] = []
             added = sum(self._stage(ops, gen, tag, score) for tag, score in staged.items())
             if not ops:
@@ -217,30 +191,29 @@ class SortedIndex:
             meta = dataclasses.replace(self._meta, count=self._meta.count + added) if added else None
             self._commit(meta, ops)
 
-    def _stage(self, ops: list[Op], gen: bytes, tag: bytes, score: bytes) -> int:
-        """Append the ops that give ``tag`` this score; return 1 if it is a new member."""
-        member_key = self._member_base + gen + tag
+    def _stage(self, ops: list[Op], gen: int, tag: bytes, score: bytes) -> int:
+        """Append the ops that give ``tag`` this score in generation ``gen``; return 1 if it is a new member."""
+        member_key = self._keys.member(gen, tag)
         old = self._disk.get(member_key)
         if old == score:
             return 0
         if old is not None:
-            ops.append((self._order_base + gen + old + tag, None))
+            ops.append((self._keys.order(gen, old, tag), None))
         ops.append((member_key, score))
-        ops.append((self._order_base + gen + score + tag, b""))
+        ops.append((self._keys.order(gen, score, tag), b""))
         return 0 if old is not None else 1
 
     def _commit(self, meta: IndexMeta | None, ops: list[Op] | None = None) -> None:
         """Write ``ops`` and the meta record in one batch, then adopt the meta (lock held)."""
         batch = list(ops or ())
         if meta is not None:
-            batch.append((self._meta_key, meta.pack()))
+            batch.append((self._keys.meta, meta.pack()))
         self._disk.write(batch)
         if meta is not None:
             self._meta = meta
 
     def _build(self, gen: int, pairs: Pairs) -> int:
         """Write ``pairs`` into generation ``gen`` in chunks; return the member count."""
-        g = generation_part(gen)
         count = 0
         flushed = False
         source = iter_pairs(pairs)
@@ -248,10 +221,10 @@ class SortedIndex:
             ops: list[Op] = []
             for tag, score in chunk.items():
                 if flushed:  # a member may repeat one from an earlier chunk
-                    count += self._stage(ops, g, tag, score)
+                    count += self._stage(ops, gen, tag, score)
                 else:
-                    ops.append((self._member_base + g + tag, score))
-                    ops.append((self._order_base + g + score + tag, b""))
+                    ops.append((self._keys.member(gen, tag), score))
+                    ops.append((self._keys.order(gen, score, tag), b""))
                     count += 1
             self._disk.write(ops)
             flushed = True
@@ -286,17 +259,8 @@ class SortedIndex:
 
     def _purge(self, gen: int) -> None:
         """Delete every record of one generation, in batches."""
-        for base in (self._member_base, self._order_base):
-            prefix = base + generation_part(gen)
-            snapshot = self._disk.snapshot()
-            try:
-                chunks = self._disk.chunks(
-                    snapshot, prefix, prefix_end(prefix), include_value=False, size=_READ_CHUNK * 4
-                )
-                for keys in chunks:
-                    self._disk.write([(key, None) for key in keys])
-            finally:
-                self._disk.release(snapshot)
+        for prefix in (self._keys.member_prefix(gen), self._keys.order_prefix(gen)):
+            purge_prefix(self._disk, prefix)
 
     # -- reading ------------------------------------------------------------------
 
@@ -304,7 +268,7 @@ class SortedIndex:
         """``member``'s score, or ``None`` when it is not in the index."""
         tag = encode_key(member)
         with self._lock:
-            raw = self._disk.get(self._member_base + generation_part(self._meta.gen) + tag)
+            raw = self._disk.get(self._keys.member(self._meta.gen, tag))
         return None if raw is None else decode_score(raw)
 
     def rank(self, member: Key, reverse: bool = False) -> int | None:
@@ -312,16 +276,11 @@ class SortedIndex:
         tag = encode_key(member)
         snapshot, gen, count = self._view()
         try:
-            prefix = self._order_base + generation_part(gen)
-            self._disk.enter()
-            try:
-                raw = snapshot.get(self._member_base + generation_part(gen) + tag)
-            finally:
-                self._disk.exit()
+            prefix = self._keys.order_prefix(gen)
+            raw = snapshot_get(self._disk, snapshot, self._keys.member(gen, tag))
             if raw is None:
                 return None
-            chunks = self._disk.chunks(snapshot, prefix, prefix + raw + tag, include_value=False, size=_READ_CHUNK)
-            before = sum(len(keys) for keys in chunks)
+            before = count_keys(self._disk, snapshot, prefix, self._keys.order(gen, raw, tag))
         finally:
             self._disk.release(snapshot)
         return count - 1 - before if reverse else before
@@ -334,8 +293,10 @@ class SortedIndex:
             return []
         snapshot, gen, _ = self._view()
         try:
-            prefix = self._order_base + generation_part(gen)
-            keys = _take(self._disk, snapshot, prefix, prefix_end(prefix), reverse=reverse, skip=offset, limit=limit)
+            prefix = self._keys.order_prefix(gen)
+            keys = take_keys(
+                self._disk, snapshot, prefix, prefix_end(prefix), reverse=reverse, skip=offset, limit=limit
+            )
         finally:
             self._disk.release(snapshot)
         return [order_item(key, len(prefix)) for key in keys]
@@ -357,7 +318,7 @@ class SortedIndex:
         position = None if cursor is None else decode_cursor(cursor)
         snapshot, gen, _ = self._view()
         try:
-            prefix = self._order_base + generation_part(gen)
+            prefix = self._keys.order_prefix(gen)
             lower: bytes = prefix
             upper = prefix_end(prefix)
             after = False
@@ -366,13 +327,13 @@ class SortedIndex:
                     upper = prefix + position
                 else:
                     lower, after = prefix + position, True
-            keys = _take(
+            keys = take_keys(
                 self._disk, snapshot, lower, upper, reverse=reverse, skip=0, limit=limit + 1, exclude_lower=after
             )
         finally:
             self._disk.release(snapshot)
         items = [order_item(key, len(prefix)) for key in keys[:limit]]
-        next_cursor = keys[limit - 1][len(prefix) :].hex() if len(keys) > limit else None
+        next_cursor = encode_cursor(keys[limit - 1], len(prefix)) if len(keys) > limit else None
         return items, next_cursor
 
     def range_by_score(self, lo: float, hi: float, limit: int | None = None) -> list[tuple[Key, float]]:
@@ -384,9 +345,9 @@ class SortedIndex:
             return []
         snapshot, gen, _ = self._view()
         try:
-            prefix = self._order_base + generation_part(gen)
+            prefix = self._keys.order_prefix(gen)
             upper = prefix_end(prefix + high)
-            keys = _take(self._disk, snapshot, prefix + low, upper, reverse=False, skip=0, limit=limit)
+            keys = take_keys(self._disk, snapshot, prefix + low, upper, reverse=False, skip=0, limit=limit)
         finally:
             self._disk.release(snapshot)
         return [order_item(key, len(prefix)) for key in keys]
@@ -395,31 +356,3 @@ class SortedIndex:
         """A snapshot with the generation and count it holds (taken together under the lock)."""
         with self._lock:
             return self._disk.snapshot(), self._meta.gen, self._meta.count
-
-
-def _take(
-    disk: DiskTier,
-    snapshot: Any,
-    lower: bytes,
-    upper: bytes | None,
-    *,
-    reverse: bool,
-    skip: int,
-    limit: int | None,
-    exclude_lower: bool = False,
-) -> list[bytes]:
-    """Skip ``skip`` keys of the range, then return up to ``limit`` (None: all)."""
-    first = _READ_CHUNK if limit is None else max(1, min(skip + limit, _READ_CHUNK))
-    out: list[bytes] = []
-    for chunk in disk.chunks(
-        snapshot, lower, upper, reverse=reverse, exclude_lower=exclude_lower, include_value=False, size=first
-    ):
-        if skip >= len(chunk):
-            skip -= len(chunk)
-            continue
-        end = None if limit is None else skip + limit - len(out)
-        out.extend(chunk[skip:end])
-        skip = 0
-        if limit is not None and len(out) >= limit:
-            break
-    return out

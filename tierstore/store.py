@@ -34,8 +34,8 @@ from .loading import Loading, StoreCore
 from .memory import MemoryTier
 from .options import STAT_KEYS, Options
 from .ranking import DEFAULT_REFRESH_INTERVAL, IndexRefresher, Pairs, SortedIndex
-from .refresh import Handle, Scheduler
 from .restore import open_disk
+from .scheduler import Handle, Scheduler
 from .stats import Stats
 from .stripes import STRIPES, Stripes
 from .sweep import STAT_KEYS as SWEEP_STAT_KEYS

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tierstore import StoreClosed
-from tierstore.refresh import Scheduler
+from tierstore.scheduler import Scheduler
 
 WAIT = 5.0  # generous bound on waits that should end at once; never reached when correct
 
