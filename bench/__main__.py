@@ -87,16 +87,13 @@ def _run_one(runner: Runner, names: tuple[str, ...], config: Config, parent: str
     """Run one runner; a crash becomes a failed section rather than ending the bench."""
     started = time.perf_counter()
     try:
-        sections = runner(config, parent, wanted)
+        return runner(config, parent, wanted)  # each section carries its own measured time
     except Exception as exc:
         log.exception("section(s) %s failed", ", ".join(names))
         failed = Section("+".join(n for n in names if n in wanted), f"{', '.join(names)}: failed")
         failed.skipped.append(f"failed: {type(exc).__name__}: {exc}")
-        sections = [failed]
-    elapsed = time.perf_counter() - started
-    for section in sections:
-        section.seconds = section.seconds or elapsed / len(sections)
-    return sections
+        failed.seconds = time.perf_counter() - started
+        return [failed]
 
 
 def main(argv: list[str] | None = None) -> int:

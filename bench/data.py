@@ -14,7 +14,7 @@ from tierstore import TierStore
 from .config import Config
 from .features import has, method
 from .measure import median, percentile
-from .report import Section, progress
+from .report import Section, progress, timed
 
 __all__ = ["run_data", "SECTIONS"]
 
@@ -140,7 +140,7 @@ def run_data(config: Config, parent: str, wanted: set[str]) -> list[Section]:
     os.makedirs(root, exist_ok=True)
     sections = []
     if "counters" in wanted:
-        sections.append(_counters(config, root))
+        sections.append(timed(lambda: _counters(config, root)))
     if "pagination" in wanted:
-        sections.append(_pagination(config, root))
+        sections.append(timed(lambda: _pagination(config, root)))
     return sections

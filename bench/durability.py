@@ -13,7 +13,7 @@ from tierstore import TierStore
 from .config import Config
 from .features import has, method
 from .measure import median
-from .report import Goal, Section, progress
+from .report import Goal, Section, progress, timed
 from .workloads import sample_value
 
 __all__ = ["run_durability", "SECTIONS"]
@@ -132,6 +132,10 @@ def _measure(config: Config, root: str) -> dict[str, Any]:
 
 def run_durability(config: Config, parent: str, wanted: set[str]) -> list[Section]:
     """The checkpoint section."""
+    return [timed(lambda: _checkpoint_section(config, parent))]
+
+
+def _checkpoint_section(config: Config, parent: str) -> Section:
     section = Section(
         "checkpoint",
         f"checkpoint: a store of {config.checkpoint_entries:,} entries, persist_path on the same disk",
@@ -139,7 +143,7 @@ def run_durability(config: Config, parent: str, wanted: set[str]) -> list[Sectio
     )
     if not has("checkpoint"):
         section.skip("checkpoint/persist_path")
-        return [section]
+        return section
     root = os.path.join(parent, "durability")
     os.makedirs(root)
     figures = _measure(config, root)
@@ -170,4 +174,4 @@ def run_durability(config: Config, parent: str, wanted: set[str]) -> list[Sectio
         f"hot path = {_CHUNK_GETS} tier-1 gets + {_CHUNK_SETS} sets per chunk; slowdown = median ns/op during "
         "the checkpoint over the same before it"
     )
-    return [section]
+    return section

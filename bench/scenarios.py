@@ -6,7 +6,7 @@ import os
 
 from .config import Config
 from .penetration import penetration_section
-from .report import Section
+from .report import Section, timed
 from .stampede import stampede_section
 
 __all__ = ["run_scenarios", "SECTIONS"]
@@ -20,7 +20,7 @@ def run_scenarios(config: Config, parent: str, wanted: set[str]) -> list[Section
     os.makedirs(root, exist_ok=True)
     sections = []
     if "stampede" in wanted:
-        sections.append(stampede_section(config, root))
+        sections.append(timed(lambda: stampede_section(config, root)))
     if "penetration" in wanted:
-        sections.append(penetration_section(config, root))
+        sections.append(timed(lambda: penetration_section(config, root)))
     return sections

@@ -10,6 +10,7 @@ no system is always first or last after the others touched the page cache.
 from __future__ import annotations
 
 import gc
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,8 +190,10 @@ def run_throughput(config: Config, parent: str, wanted: set[str]) -> list[Sectio
         for workload, thread_counts in plan:
             if workload.name not in wanted:
                 continue
+            started = time.perf_counter()
             figures = {f"threads_{t}": runner.measure(workload, t) for t in thread_counts}
             section = _section(workload, figures, config)
+            section.seconds = time.perf_counter() - started
             if not diskcache_available():
                 section.skip("diskcache", "pip install diskcache")
             sections.append(section)

@@ -6,6 +6,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from bench.__main__ import SECTION_NAMES
 from bench.measure import percentile
+from bench.report import Section, timed
 from bench.workloads import READ_HEAVY, KeySpace, make_sequence
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +45,23 @@ def test_json_has_machine_and_every_section(smoke: tuple[dict[str, Any], str]) -
         assert f"== {section['title']}" in stdout
     for goal in document["goals"]:
         assert isinstance(goal["met"], bool) and goal["value"] == goal["value"]  # not NaN
+
+
+def test_section_times_are_measured(smoke: tuple[dict[str, Any], str]) -> None:
+    document, _ = smoke
+    seconds = {name: section["seconds"] for name, section in document["sections"].items()}
+    assert all(value > 0 for value in seconds.values()), seconds
+    # read-heavy and write-heavy come from one runner: a total split evenly would give equal times
+    assert seconds["read-heavy"] != seconds["write-heavy"]
+
+
+def test_timed_records_the_wall_time_of_the_build() -> None:
+    def build() -> Section:
+        time.sleep(0.05)
+        return Section("x", "x")
+
+    section = timed(build)
+    assert 0.05 <= section.seconds < 1.0
 
 
 def test_throughput_figures_are_sane(smoke: tuple[dict[str, Any], str]) -> None:
