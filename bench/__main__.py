@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sections: list[Section] = []
     with tempfile.TemporaryDirectory(prefix="tierstore-bench-") as parent:
+        print(f"every store and peer keeps its data in a fresh directory under {parent}", flush=True)
         for names, runner in _runners():
             if not wanted.intersection(names):
                 continue

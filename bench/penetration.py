@@ -16,11 +16,23 @@ from .config import Config
 from .features import bloom_class, has, method
 from .measure import median, percentile
 from .report import Goal, Section, progress
+from .settings import settings_note
 from .source import Source
 
 __all__ = ["penetration_section"]
 
 ns = time.perf_counter_ns
+_COMMON: dict[str, Any] = {"checkpoint_interval": None, "sweep_interval": None}
+
+
+def _settings(capacity: int | None) -> dict[str, Any]:
+    """A variant's own settings: ``capacity`` None for no guard, 0 for the default filter size."""
+    settings: dict[str, Any] = {}
+    if capacity is not None:
+        settings["guard"] = True
+    if capacity:
+        settings.update(bloom_capacity=capacity, bloom_error_rate=0.01)
+    return settings
 
 
 def _lookups(config: Config, present: list[str]) -> list[tuple[str, bool]]:
@@ -40,13 +52,8 @@ def _penetration_run(
 ) -> dict[str, Any]:
     """Run the lookups; ``capacity``: the filter's (``guard=True``), 0 for the store's default, None for no guard."""
     source = Source(config.penetration_delay, set(present))
-    settings: dict[str, Any] = {"checkpoint_interval": None, "sweep_interval": None}
     guard = capacity is not None
-    if guard:
-        settings["guard"] = True
-    if capacity:
-        settings.update(bloom_capacity=capacity, bloom_error_rate=0.01)
-    store = TierStore(path, **settings)
+    store = TierStore(path, **_COMMON, **_settings(capacity))
     try:
         if guard:
             method(store, "guard_keys")(present)
@@ -183,6 +190,10 @@ def penetration_section(config: Config, root: str) -> Section:
                     f"is the expected count itself (one sigma = {sigma:.1f}), so that goal is met about half the time"
                 )
     _bloom_section(config, present, section)
+    section.notes.append(settings_note(_COMMON, "every variant"))
+    for name, _, capacity in variants:
+        if _settings(capacity):
+            section.notes.append(settings_note(_settings(capacity), name, "and those of every variant"))
     return section
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Goal", "Section", "render", "machine_info", "write_json", "progress", "log", "timed"]
+__all__ = ["Goal", "Section", "render", "machine_info", "write_json", "progress", "log", "timed", "fmt"]
 
 log = logging.getLogger("bench")
 
@@ -42,7 +42,7 @@ class Goal:
 
     def describe(self) -> str:
         status = "met" if self.met else f"MISSED ({_miss(self)})"
-        return f"{self.name}: {_num(self.value)}{self.unit} (goal {self.op} {_num(self.target)}{self.unit}) {status}"
+        return f"{self.name}: {fmt(self.value)}{self.unit} (goal {self.op} {fmt(self.target)}{self.unit}) {status}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,7 +58,7 @@ class Goal:
 def _miss(goal: Goal) -> str:
     if goal.target and goal.op != "==":
         return f"by {abs(goal.value / goal.target - 1) * 100:.0f}%"
-    return f"off by {_num(goal.value - goal.target)}"
+    return f"off by {fmt(goal.value - goal.target)}"
 
 
 @dataclass
@@ -100,7 +100,7 @@ def timed(build: Callable[[], Section]) -> Section:
     return section
 
 
-def _num(value: Any) -> str:
+def fmt(value: Any) -> str:
     """A readable number: thousands separators, about three significant digits."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
@@ -119,7 +119,7 @@ def _num(value: Any) -> str:
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> list[str]:
-    cells = [columns] + [[_num(cell) for cell in row] for row in rows]
+    cells = [columns] + [[fmt(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = []
     for index, row in enumerate(cells):

@@ -23,12 +23,14 @@ from .config import Config
 from .features import has, method
 from .measure import percentile
 from .report import Goal, Section, progress
+from .settings import settings_note
 from .source import FakeClock, Source
 from .workloads import sample_value
 
 __all__ = ["stampede_section"]
 
 _TTL = 10.0
+_COMMON: dict[str, Any] = {"checkpoint_interval": None, "sweep_interval": None}  # and clock=FakeClock
 ns = time.perf_counter_ns
 
 
@@ -123,7 +125,7 @@ def _stampede_run(config: Config, path: str, variant: Variant) -> dict[str, Any]
     source = Source(config.source_delay)
     for key in keys:
         source.calls[key] = 0
-    store = TierStore(path, clock=clock, checkpoint_interval=None, sweep_interval=None, **variant.settings)
+    store = TierStore(path, clock=clock, **_COMMON, **variant.settings)
     drain = method(store, "drain")
     crowd = _Crowd(config.stampede_threads, keys, _reader(store, source, variant.mode), config.seed)
     per_tick: list[int] = []
@@ -224,4 +226,14 @@ def stampede_section(config: Config, root: str) -> Section:
         "waited: reads slower than half a source call; p99 load: p99 over the ticks in which the source was called"
     )
     section.notes.append("ttl_jitter draws TTLs in [ttl, 1.1 ttl], so keys expire less often than once a wave")
+    section.notes.extend(_settings_notes())
     return section
+
+
+def _settings_notes() -> list[str]:
+    """The settings of every variant, then each variant's own."""
+    notes = [settings_note({"clock": FakeClock(), **_COMMON}, "every variant")]
+    for variant in _stampede_variants():
+        if variant.settings:
+            notes.append(settings_note(variant.settings, variant.name, "and those of every variant"))
+    return notes

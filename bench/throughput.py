@@ -148,7 +148,9 @@ class _Runner:
         return result
 
 
-def _section(workload: Workload, figures: dict[str, dict[str, dict[str, Any]]], config: Config) -> Section:
+def _section(
+    workload: Workload, figures: dict[str, dict[str, dict[str, Any]]], config: Config, opened_with: list[str]
+) -> Section:
     ops = config.ops if workload is READ_HEAVY else config.write_ops
     section = Section(
         workload.name,
@@ -176,6 +178,7 @@ def _section(workload: Workload, figures: dict[str, dict[str, dict[str, Any]]], 
             section.notes.append(f"{threads} thread(s): {share:.1%} of tierstore's hits came from tier 1")
     if any(key != "threads_1" for key in figures):
         section.notes.append("cachetools is not thread-safe: from several threads it runs behind a lock")
+    section.notes.extend(opened_with)
     section.figures = {"workload": workload.__dict__, "by_threads": figures}
     return section
 
@@ -192,7 +195,7 @@ def run_throughput(config: Config, parent: str, wanted: set[str]) -> list[Sectio
                 continue
             started = time.perf_counter()
             figures = {f"threads_{t}": runner.measure(workload, t) for t in thread_counts}
-            section = _section(workload, figures, config)
+            section = _section(workload, figures, config, [system.opened_with for system in runner.systems])
             section.seconds = time.perf_counter() - started
             if not diskcache_available():
                 section.skip("diskcache", "pip install diskcache")

@@ -15,6 +15,7 @@ import pytest
 from bench.__main__ import SECTION_NAMES
 from bench.measure import percentile
 from bench.report import Section, timed
+from bench.settings import settings_note
 from bench.workloads import READ_HEAVY, KeySpace, make_sequence
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,3 +139,22 @@ def test_unknown_section_is_a_usage_error() -> None:
     )
     assert done.returncode != 0
     assert "unknown section" in done.stderr
+
+
+def test_settings_note_names_only_what_differs_from_the_defaults() -> None:
+    note = settings_note({"memory_items": 10_000, "sweep_interval": None, "bloom_error_rate": 0.01, "guard": True})
+    assert "sweep_interval=None" in note and "guard=True" in note
+    assert "memory_items" not in note and "bloom_error_rate" not in note  # the defaults
+    assert settings_note({"checkpoint_interval": 60.0}) == "tierstore: tierstore's default settings"
+    assert "memory_items=2,000" in settings_note({"memory_items": 2_000})
+
+
+def test_every_section_prints_the_settings_it_changed(smoke: tuple[dict[str, Any], str]) -> None:
+    document, _ = smoke
+    sections = document["sections"]
+    for name in ("read-heavy", "write-heavy", "counters", "pagination", "checkpoint"):
+        assert any("sweep_interval=None" in note for note in sections[name]["notes"]), name
+    assert any("memory_items=400" in note for note in sections["read-heavy"]["notes"])  # 10% of the smoke keys
+    stampede = sections["stampede"]["notes"]
+    assert any("min_refresh_interval=0" in note for note in stampede)  # not in any variant's name
+    assert any("clock=FakeClock" in note for note in stampede)
