@@ -17,6 +17,7 @@ __all__ = ["main", "SECTION_NAMES"]
 
 SECTION_NAMES = (
     "read-heavy",
+    "read-heavy-5pct",
     "write-heavy",
     "hotpath",
     "stampede",

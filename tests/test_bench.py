@@ -18,6 +18,7 @@ from bench.hotpath import get_floor, set_floor, set_loop
 from bench.measure import percentile
 from bench.report import Section, timed
 from bench.settings import settings_note
+from bench.throughput import tier1_hit_ratio
 from bench.workloads import READ_HEAVY, KeySpace, make_sequence
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +70,7 @@ def test_timed_records_the_wall_time_of_the_build() -> None:
 
 def test_throughput_figures_are_sane(smoke: tuple[dict[str, Any], str]) -> None:
     document, _ = smoke
-    for name in ("read-heavy", "write-heavy"):
+    for name in ("read-heavy", "read-heavy-5pct", "write-heavy"):
         by_threads = document["sections"][name]["figures"]["by_threads"]
         assert "threads_1" in by_threads
         for systems in by_threads.values():
@@ -81,6 +82,31 @@ def test_throughput_figures_are_sane(smoke: tuple[dict[str, Any], str]) -> None:
                 assert figures["tierstore_speedup"] > 0
             assert systems["tierstore"]["hit_ratio"] == pytest.approx(1.0)  # every key is prefilled
             assert systems["cachetools"]["hit_ratio"] < 1.0  # memory only, 10% of the keys
+            assert 0.0 < systems["tierstore"]["tier1_hit_ratio"] < 1.0
+            assert "tier1_hit_ratio" not in systems["plyvel+msgpack"]
+
+
+def test_small_tier1_scenario(smoke: tuple[dict[str, Any], str]) -> None:
+    document, stdout = smoke
+    sections = document["sections"]
+    small, large = sections["read-heavy-5pct"], sections["read-heavy"]
+    assert small["figures"]["memory_fraction"] == 0.05 and large["figures"]["memory_fraction"] == 0.10
+    assert "tier 1 = 5% of keys" in small["title"] and "t1 hit ratio" in small["columns"]
+    assert any("memory_items=200" in note for note in small["notes"])  # 5% of the smoke run's 4,000 keys
+    one_small, one_large = small["figures"]["by_threads"]["threads_1"], large["figures"]["by_threads"]["threads_1"]
+    # the same seeded gets through an LRU half the size: fewer tier-1 hits
+    assert one_small["tierstore"]["tier1_hit_ratio"] < one_large["tierstore"]["tier1_hit_ratio"]
+    goals = [goal for goal in document["goals"] if goal["section"] == "read-heavy-5pct"]
+    assert {(goal["op"], goal["target"]) for goal in goals} == {(">=", 1.2)}
+    assert len(goals) == len(small["figures"]["by_threads"])  # one per thread count
+    assert stdout.index("== read-heavy:") < stdout.index("== read-heavy-5pct:") < stdout.index("== write-heavy:")
+
+
+def test_tier1_hit_ratio_counts_every_get() -> None:
+    before = {"hits_memory": 10, "hits_disk": 5, "misses": 1, "negative_hits": 0, "sets": 9}
+    after = {"hits_memory": 40, "hits_disk": 15, "misses": 6, "negative_hits": 5, "sets": 99}
+    assert tier1_hit_ratio(before, after) == pytest.approx(30 / (30 + 10 + 5 + 5))
+    assert tier1_hit_ratio(before, before) == 0.0
 
 
 def test_hotpath_ratios_are_positive(smoke: tuple[dict[str, Any], str]) -> None:
@@ -220,7 +246,7 @@ def test_settings_note_names_only_what_differs_from_the_defaults() -> None:
 def test_every_section_prints_the_settings_it_changed(smoke: tuple[dict[str, Any], str]) -> None:
     document, _ = smoke
     sections = document["sections"]
-    for name in ("read-heavy", "write-heavy", "counters", "pagination", "checkpoint"):
+    for name in ("read-heavy", "read-heavy-5pct", "write-heavy", "counters", "pagination", "checkpoint"):
         assert any("sweep_interval=None" in note for note in sections[name]["notes"]), name
     assert any("memory_items=400" in note for note in sections["read-heavy"]["notes"])  # 10% of the smoke keys
     stampede = sections["stampede"]["notes"]
