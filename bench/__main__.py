@@ -25,6 +25,7 @@ SECTION_NAMES = (
     "counters",
     "pagination",
     "checkpoint",
+    "sweep",
 )
 
 Runner = Callable[[Config, str, set[str]], list[Section]]
@@ -32,7 +33,7 @@ Runner = Callable[[Config, str, set[str]], list[Section]]
 
 def _runners() -> list[tuple[tuple[str, ...], Runner]]:
     """Each runner with the section names it produces, in run order."""
-    from . import data, durability, hotpath, scenarios, throughput
+    from . import data, durability, hotpath, scenarios, sweeptime, throughput
 
     return [
         (throughput.SECTIONS, throughput.run_throughput),
@@ -40,6 +41,7 @@ def _runners() -> list[tuple[tuple[str, ...], Runner]]:
         (scenarios.SECTIONS, scenarios.run_scenarios),
         (data.SECTIONS, data.run_data),
         (durability.SECTIONS, durability.run_durability),
+        (sweeptime.SECTIONS, sweeptime.run_sweep),
     ]
 
 

@@ -252,3 +252,19 @@ def test_every_section_prints_the_settings_it_changed(smoke: tuple[dict[str, Any
     stampede = sections["stampede"]["notes"]
     assert any("min_refresh_interval=0" in note for note in stampede)  # not in any variant's name
     assert any("clock=FakeClock" in note for note in stampede)
+
+
+def test_sweep_section_times_sweeps_that_remove_nothing(smoke: tuple[dict[str, Any], str]) -> None:
+    document, _ = smoke
+    section = document["sections"]["sweep"]
+    sizes = section["figures"]
+    assert [size["entries"] for size in sizes.values()] == [1_000, 5_000]  # the smoke profile
+    for size in sizes.values():
+        assert size["removed"] == 0  # every entry is live
+        assert len(size["times_ms"]) == 3 and size["min_ms"] <= size["median_ms"] <= size["max_ms"]
+        assert size["median_ms"] > 0 and size["fill_s"] > 0
+    goals = [goal for goal in document["goals"] if goal["section"] == "sweep"]
+    assert [(goal["name"], goal["op"], goal["target"]) for goal in goals] == [
+        ("sweep() of 5,000 live entries", "<=", 50.0)
+    ]
+    assert goals[0]["value"] == sizes["5000"]["median_ms"]
