@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 
 from .config import PROFILES, Config
-from .report import Section, log, machine_info, progress, render, write_json
+from .report import Section, goals_summary, log, machine_info, missed_goals, progress, render, write_json
 from .systems import library_versions
 
-__all__ = ["main", "SECTION_NAMES"]
+__all__ = ["main", "finish", "SECTION_NAMES"]
 
 SECTION_NAMES = (
     "read-heavy",
@@ -61,6 +61,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"run only this section (repeatable or comma-separated): {', '.join(SECTION_NAMES)}",
     )
     parser.add_argument("--threads", metavar="N,N", help="thread counts of the throughput workloads (e.g. 1,4)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when any goal is missed (by default a report: 0)")
     return parser.parse_args(argv)
 
 
@@ -123,8 +124,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         write_json(args.json, machine, config.as_dict(), sections)
         progress(f"wrote {args.json}")
-    failed = [s for s in sections if any(skip.startswith("failed:") for skip in s.skipped)]
-    return 1 if failed else 0
+    return finish(sections, args.check)
+
+
+def finish(sections: list[Section], check: bool) -> int:
+    """Print the goals summary; 1 when a section crashed, or with ``check`` when a goal was missed, else 0."""
+    print(goals_summary(sections), end="", flush=True)
+    failed = [s.name for s in sections if any(skip.startswith("failed:") for skip in s.skipped)]
+    if failed:
+        log.error("section(s) failed: %s", ", ".join(failed))
+        return 1
+    missed = missed_goals(sections)
+    if check and missed:
+        log.error("--check: %d goal(s) missed", len(missed))
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

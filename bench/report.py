@@ -12,7 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Goal", "Section", "render", "machine_info", "write_json", "progress", "log", "timed", "fmt"]
+__all__ = [
+    "Goal",
+    "Section",
+    "render",
+    "missed_goals",
+    "goals_summary",
+    "machine_info",
+    "write_json",
+    "progress",
+    "log",
+    "timed",
+    "fmt",
+]
 
 log = logging.getLogger("bench")
 
@@ -40,9 +52,13 @@ class Goal:
             return self.value <= self.target
         return abs(self.value - self.target) < 1e-9
 
+    def figure(self) -> str:
+        """``name: figure (goal op target)``."""
+        return f"{self.name}: {fmt(self.value)}{self.unit} (goal {self.op} {fmt(self.target)}{self.unit})"
+
     def describe(self) -> str:
         status = "met" if self.met else f"MISSED ({_miss(self)})"
-        return f"{self.name}: {fmt(self.value)}{self.unit} (goal {self.op} {fmt(self.target)}{self.unit}) {status}"
+        return f"{self.figure()} {status}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +154,22 @@ def render(section: Section) -> str:
     lines.extend(f"  goal  {goal.describe()}" for goal in section.goals)
     lines.extend(f"  note  {note}" for note in section.notes)
     lines.extend(f"  {skip}" for skip in section.skipped)
+    return "\n".join(lines) + "\n"
+
+
+def missed_goals(sections: list[Section]) -> list[tuple[str, Goal]]:
+    """Every goal not met, with the name of its section, in report order."""
+    return [(section.name, goal) for section in sections for goal in section.goals if not goal.met]
+
+
+def goals_summary(sections: list[Section]) -> str:
+    """The closing lines of a run: how many goals were met, then each missed one with its figure and goal."""
+    total = sum(len(section.goals) for section in sections)
+    missed = missed_goals(sections)
+    if not missed:
+        return f"== goals: all {total} met\n"
+    lines = [f"== goals: {total - len(missed)} of {total} met, {len(missed)} missed"]
+    lines.extend(f"  missed  {name}: {goal.figure()}" for name, goal in missed)
     return "\n".join(lines) + "\n"
 
 

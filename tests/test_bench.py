@@ -13,10 +13,11 @@ from typing import Any
 import msgpack
 import pytest
 
+import bench.__main__ as bench_main
 from bench.__main__ import SECTION_NAMES
 from bench.hotpath import get_floor, set_floor, set_loop
 from bench.measure import percentile
-from bench.report import Section, timed
+from bench.report import Goal, Section, timed
 from bench.settings import settings_note
 from bench.throughput import tier1_hit_ratio
 from bench.workloads import READ_HEAVY, KeySpace, make_sequence
@@ -268,3 +269,55 @@ def test_sweep_section_times_sweeps_that_remove_nothing(smoke: tuple[dict[str, A
         ("sweep() of 5,000 live entries", "<=", 50.0)
     ]
     assert goals[0]["value"] == sizes["5000"]["median_ms"]
+
+
+def _forced(goal: Goal) -> Any:
+    """A runner standing in for every section: one section whose one goal is ``goal``."""
+
+    def runner(config: Any, parent: str, wanted: set[str]) -> list[Section]:
+        section = Section("counters", "forced", goals=[goal])
+        section.seconds = 0.001
+        return [section]
+
+    return lambda: [(("counters",), runner)]
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_a_missed_goal_is_summed_up_and_fails_only_check(
+    check: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(bench_main, "_runners", _forced(Goal("forced figure", 3.0, "<=", 1.5)))
+    code = bench_main.main(["--smoke", "--only", "counters"] + (["--check"] if check else []))
+    assert code == (1 if check else 0)
+    out = capsys.readouterr().out
+    assert "== goals: 0 of 1 met, 1 missed" in out
+    assert "  missed  counters: forced figure: 3.00x (goal <= 1.50x)" in out
+
+
+def test_check_passes_when_every_goal_is_met(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(bench_main, "_runners", _forced(Goal("forced figure", 1.0, "<=", 1.5)))
+    assert bench_main.main(["--smoke", "--only", "counters", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "== goals: all 1 met" in out and "missed" not in out
+
+
+def test_summary_lists_exactly_the_missed_goals(smoke: tuple[dict[str, Any], str]) -> None:
+    document, stdout = smoke
+    summary = stdout[stdout.index("== goals:") :]
+    missed = [goal for goal in document["goals"] if not goal["met"]]
+    assert summary.count("  missed  ") == len(missed)
+    for goal in missed:
+        assert f"  missed  {goal['section']}: {goal['name']}: " in summary
+
+
+def test_a_crashed_section_fails_the_run_without_check(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def crash(config: Any, parent: str, wanted: set[str]) -> list[Section]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(bench_main, "_runners", lambda: [(("counters",), crash)])
+    assert bench_main.main(["--smoke", "--only", "counters"]) == 1
+    assert "failed: RuntimeError: boom" in capsys.readouterr().out
