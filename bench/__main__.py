@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -45,7 +46,8 @@ def _runners() -> list[tuple[tuple[str, ...], Runner]]:
     ]
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
+    """The options and the sections to run; usage errors exit 2 before anything runs."""
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="tierstore against raw plyvel+msgpack, cachetools and diskcache, plus its scenario figures.",
@@ -62,7 +64,30 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", metavar="N,N", help="thread counts of the throughput workloads (e.g. 1,4)")
     parser.add_argument("--check", action="store_true", help="exit 1 when any goal is missed (by default a report: 0)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="draw ops/s and p99 of every system per throughput scenario into FILE.png (needs matplotlib)",
+    )
+    args = parser.parse_args(argv)
+    wanted = _wanted(args.only)
+    if args.plot:
+        _check_plot(parser, args.plot, wanted)
+    return args, wanted
+
+
+def _check_plot(parser: argparse.ArgumentParser, path: str, wanted: set[str]) -> None:
+    """``--plot`` needs matplotlib, a throughput section to draw and a directory to write into."""
+    from .plot import PLOTTED, matplotlib_missing
+
+    missing = matplotlib_missing()
+    if missing is not None:
+        parser.error(f"--plot needs matplotlib ({missing}): pip install matplotlib, or install '.[bench]'")
+    if not wanted.intersection(PLOTTED):
+        parser.error(f"--plot draws the throughput sections ({', '.join(PLOTTED)}); --only leaves none of them")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        parser.error(f"--plot: no directory {folder} to write {os.path.basename(path)} into")
 
 
 def _wanted(only: list[str] | None) -> set[str]:
@@ -102,8 +127,7 @@ def _run_one(runner: Runner, names: tuple[str, ...], config: Config, parent: str
 
 def main(argv: list[str] | None = None) -> int:
     """Run the bench; 0 when every section ran (goals missed or not), 1 when one crashed."""
-    args = _parse(argv)
-    wanted = _wanted(args.only)
+    args, wanted = _parse(argv)
     config = _config(args)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
     machine = machine_info(library_versions())
@@ -124,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         write_json(args.json, machine, config.as_dict(), sections)
         progress(f"wrote {args.json}")
+    if args.plot:
+        from .plot import write_plot
+
+        write_plot(args.plot, sections, f"tierstore bench ({config.name}), {machine['started']}")
+        progress(f"wrote {args.plot}")
     return finish(sections, args.check)
 
 

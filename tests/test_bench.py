@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
+import struct
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ import bench.__main__ as bench_main
 from bench.__main__ import SECTION_NAMES
 from bench.hotpath import get_floor, set_floor, set_loop
 from bench.measure import percentile
+from bench.plot import plot_series
 from bench.report import Goal, Section, timed
 from bench.settings import settings_note
 from bench.throughput import tier1_hit_ratio
@@ -26,11 +29,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+def smoke_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the smoke run writes its JSON and, with matplotlib, its plot."""
+    return tmp_path_factory.mktemp("bench")
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_dir: Path) -> tuple[dict[str, Any], str]:
     """One smoke run for every test of this module: (the JSON document, stdout)."""
-    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    folder = smoke_dir
+    out = folder / "bench.json"
+    plot = ["--plot", str(folder / "bench.png")] if importlib.util.find_spec("matplotlib") else []
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(out), *plot],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -321,3 +332,49 @@ def test_a_crashed_section_fails_the_run_without_check(
     monkeypatch.setattr(bench_main, "_runners", lambda: [(("counters",), crash)])
     assert bench_main.main(["--smoke", "--only", "counters"]) == 1
     assert "failed: RuntimeError: boom" in capsys.readouterr().out
+
+
+def test_plot_is_a_png_of_the_throughput_sections(smoke: tuple[dict[str, Any], str], smoke_dir: Path) -> None:
+    pytest.importorskip("matplotlib")
+    data = (smoke_dir / "bench.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= 800 and height >= 800  # two panels, at least five groups of bars
+
+
+def test_plot_without_matplotlib_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    target = tmp_path / "bench.png"
+    with pytest.raises(SystemExit) as raised:
+        bench_main.main(["--smoke", "--only", "read-heavy", "--plot", str(target)])
+    assert raised.value.code == 2
+    assert "--plot needs matplotlib" in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_plot_needs_a_throughput_section(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    with pytest.raises(SystemExit) as raised:
+        bench_main.main(["--smoke", "--only", "counters", "--plot", str(tmp_path / "bench.png")])
+    assert raised.value.code == 2
+    assert "--only leaves none" in capsys.readouterr().err
+
+
+def test_plot_series_has_a_bar_per_system_and_group() -> None:
+    def throughput(name: str, threads: dict[str, dict[str, dict[str, float]]]) -> Section:
+        return Section(name, name, figures={"by_threads": threads})
+
+    one = {"tierstore": {"ops_per_s": 10.0, "p99_us": 2.0}, "plyvel+msgpack": {"ops_per_s": 20.0, "p99_us": 1.0}}
+    sections = [
+        throughput("read-heavy", {"threads_1": one, "threads_4": one}),
+        Section("counters", "counters", figures={"threads_1": {"incr_per_s": 5.0}}),  # not drawn
+        throughput("write-heavy", {"threads_1": {"tierstore": {"ops_per_s": 3.0, "p99_us": 9.0}}}),
+    ]
+    series = plot_series(sections)
+    assert series.groups == ["read-heavy\n1 thread", "read-heavy\n4 threads", "write-heavy\n1 thread"]
+    assert series.ops_per_s["tierstore"] == [10.0, 10.0, 3.0]
+    assert series.p99_us["plyvel+msgpack"][:2] == [1.0, 1.0]
+    assert series.p99_us["plyvel+msgpack"][2] != series.p99_us["plyvel+msgpack"][2]  # NaN: did not run there
+    assert "diskcache" not in series.ops_per_s  # ran nowhere: no bars, no legend entry
