@@ -63,11 +63,21 @@ def _show(name: str, value: Any) -> str:
 
 
 def settings_note(
-    settings: Mapping[str, Any], what: str = "tierstore", rest: str = "every other setting is tierstore's default"
+    settings: Mapping[str, Any],
+    what: str = "tierstore",
+    rest: str = "every other setting is tierstore's default",
+    keep: tuple[str, ...] = (),
 ) -> str:
-    """One note line: the settings of ``what`` that differ from the defaults (``rest``: what the others are)."""
+    """One note line: the settings of ``what`` that differ from the defaults (``rest``: what the others are).
+
+    The settings named in ``keep`` are shown even at their default (marked so): the figure a section varies.
+    """
     changed = changed_settings(settings)
-    if not changed:
+    shown = [
+        _show(name, value) if name in changed else f"{_show(name, value)} (the default)"
+        for name, value in settings.items()
+        if name in changed or name in keep
+    ]
+    if not shown:
         return f"{what}: tierstore's default settings"
-    shown = ", ".join(_show(name, value) for name, value in changed.items())
-    return f"{what}: {shown} ({rest})"
+    return f"{what}: {', '.join(shown)} ({rest})"

@@ -58,7 +58,7 @@ def _tierstore(path: str, capacity: int) -> System:
             store.set(key, value)
 
     system = System("tierstore", store.get, store.set, store.close, False, bulk, store)
-    system.opened_with = settings_note(settings)
+    system.opened_with = settings_note(settings, keep=("memory_items",))
     return system
 
 

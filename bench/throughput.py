@@ -205,7 +205,7 @@ def _section(scenario: Scenario, figures: dict[str, dict[str, dict[str, Any]]], 
             section.rows.append(row)
             goal = GOALS.get((scenario.name, name))
             if goal is not None:
-                label = f"{scenario.name}, {threads} thread(s): tierstore / {name} ops/s"
+                label = f"{threads} thread(s): tierstore / {name} ops/s"
                 section.goals.append(Goal(label, speedup, goal[0], goal[1]))
     section.notes.append(
         "hit ratio: gets that found their key; t1 hit ratio: tierstore's tier-1 hits over all its gets "

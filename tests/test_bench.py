@@ -253,6 +253,8 @@ def test_settings_note_names_only_what_differs_from_the_defaults() -> None:
     assert "memory_items" not in note and "bloom_error_rate" not in note  # the defaults
     assert settings_note({"checkpoint_interval": 60.0}) == "tierstore: tierstore's default settings"
     assert "memory_items=2,000" in settings_note({"memory_items": 2_000})
+    kept = settings_note({"memory_items": 10_000, "sweep_interval": None}, keep=("memory_items",))
+    assert kept.startswith("tierstore: memory_items=10,000 (the default), sweep_interval=None")
 
 
 def test_every_section_prints_the_settings_it_changed(smoke: tuple[dict[str, Any], str]) -> None:
