@@ -1,4 +1,4 @@
-"""``python -m bench``: run the sections, print the table, optionally write the JSON."""
+"""``python -m bench``: run the sections, print their tables and the missed goals, optionally write JSON and a plot."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def _run_one(runner: Runner, names: tuple[str, ...], config: Config, parent: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the bench; 0 when every section ran (goals missed or not), 1 when one crashed."""
+    """Run the bench; 0 when every section ran (goals missed or not, unless ``--check``), 1 when one crashed."""
     args, wanted = _parse(argv)
     config = _config(args)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
