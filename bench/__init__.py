@@ -2,6 +2,8 @@
 
 Run ``python -m bench --help``. Every section is a module: ``throughput``
 (read- and write-heavy workloads across systems), ``hotpath`` (per-call ratios
-against the raw libraries), ``scenarios`` (stampede, penetration), ``data``
-(counters, pagination) and ``durability`` (checkpoints).
+against the raw libraries and diskcache), ``scenarios`` (``stampede``,
+``penetration``), ``data`` (counters, pagination), ``durability``
+(checkpoints) and ``sweeptime`` (sweeps of a large store). ``plot`` draws the
+throughput sections for ``--plot``; ``settings`` words the settings notes.
 """

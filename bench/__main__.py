@@ -1,22 +1,24 @@
-"""``python -m bench``: run the sections, print the table, optionally write the JSON."""
+"""``python -m bench``: run the sections, print their tables and the missed goals, optionally write JSON and a plot."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 
 from .config import PROFILES, Config
-from .report import Section, log, machine_info, progress, render, write_json
+from .report import Section, goals_summary, log, machine_info, missed_goals, progress, render, write_json
 from .systems import library_versions
 
-__all__ = ["main", "SECTION_NAMES"]
+__all__ = ["main", "finish", "SECTION_NAMES"]
 
 SECTION_NAMES = (
     "read-heavy",
+    "read-heavy-5pct",
     "write-heavy",
     "hotpath",
     "stampede",
@@ -24,6 +26,7 @@ SECTION_NAMES = (
     "counters",
     "pagination",
     "checkpoint",
+    "sweep",
 )
 
 Runner = Callable[[Config, str, set[str]], list[Section]]
@@ -31,7 +34,7 @@ Runner = Callable[[Config, str, set[str]], list[Section]]
 
 def _runners() -> list[tuple[tuple[str, ...], Runner]]:
     """Each runner with the section names it produces, in run order."""
-    from . import data, durability, hotpath, scenarios, throughput
+    from . import data, durability, hotpath, scenarios, sweeptime, throughput
 
     return [
         (throughput.SECTIONS, throughput.run_throughput),
@@ -39,10 +42,12 @@ def _runners() -> list[tuple[tuple[str, ...], Runner]]:
         (scenarios.SECTIONS, scenarios.run_scenarios),
         (data.SECTIONS, data.run_data),
         (durability.SECTIONS, durability.run_durability),
+        (sweeptime.SECTIONS, sweeptime.run_sweep),
     ]
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
+    """The options and the sections to run; usage errors exit 2 before anything runs."""
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="tierstore against raw plyvel+msgpack, cachetools and diskcache, plus its scenario figures.",
@@ -58,7 +63,31 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"run only this section (repeatable or comma-separated): {', '.join(SECTION_NAMES)}",
     )
     parser.add_argument("--threads", metavar="N,N", help="thread counts of the throughput workloads (e.g. 1,4)")
-    return parser.parse_args(argv)
+    parser.add_argument("--check", action="store_true", help="exit 1 when any goal is missed (by default a report: 0)")
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="draw ops/s and p99 of every system per throughput scenario into FILE.png (needs matplotlib)",
+    )
+    args = parser.parse_args(argv)
+    wanted = _wanted(args.only)
+    if args.plot:
+        _check_plot(parser, args.plot, wanted)
+    return args, wanted
+
+
+def _check_plot(parser: argparse.ArgumentParser, path: str, wanted: set[str]) -> None:
+    """``--plot`` needs matplotlib, a throughput section to draw and a directory to write into."""
+    from .plot import PLOTTED, matplotlib_missing
+
+    missing = matplotlib_missing()
+    if missing is not None:
+        parser.error(f"--plot needs matplotlib ({missing}): pip install matplotlib, or install '.[bench]'")
+    if not wanted.intersection(PLOTTED):
+        parser.error(f"--plot draws the throughput sections ({', '.join(PLOTTED)}); --only leaves none of them")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        parser.error(f"--plot: no directory {folder} to write {os.path.basename(path)} into")
 
 
 def _wanted(only: list[str] | None) -> set[str]:
@@ -87,22 +116,18 @@ def _run_one(runner: Runner, names: tuple[str, ...], config: Config, parent: str
     """Run one runner; a crash becomes a failed section rather than ending the bench."""
     started = time.perf_counter()
     try:
-        sections = runner(config, parent, wanted)
+        return runner(config, parent, wanted)  # each section carries its own measured time
     except Exception as exc:
         log.exception("section(s) %s failed", ", ".join(names))
         failed = Section("+".join(n for n in names if n in wanted), f"{', '.join(names)}: failed")
         failed.skipped.append(f"failed: {type(exc).__name__}: {exc}")
-        sections = [failed]
-    elapsed = time.perf_counter() - started
-    for section in sections:
-        section.seconds = section.seconds or elapsed / len(sections)
-    return sections
+        failed.seconds = time.perf_counter() - started
+        return [failed]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the bench; 0 when every section ran (goals missed or not), 1 when one crashed."""
-    args = _parse(argv)
-    wanted = _wanted(args.only)
+    """Run the bench; 0 when every section ran (goals missed or not, unless ``--check``), 1 when one crashed."""
+    args, wanted = _parse(argv)
     config = _config(args)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
     machine = machine_info(library_versions())
@@ -113,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sections: list[Section] = []
     with tempfile.TemporaryDirectory(prefix="tierstore-bench-") as parent:
+        print(f"every store and peer keeps its data in a fresh directory under {parent}", flush=True)
         for names, runner in _runners():
             if not wanted.intersection(names):
                 continue
@@ -122,8 +148,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         write_json(args.json, machine, config.as_dict(), sections)
         progress(f"wrote {args.json}")
-    failed = [s for s in sections if any(skip.startswith("failed:") for skip in s.skipped)]
-    return 1 if failed else 0
+    if args.plot:
+        from .plot import write_plot
+
+        write_plot(args.plot, sections, f"tierstore bench ({config.name}), {machine['started']}")
+        progress(f"wrote {args.plot}")
+    return finish(sections, args.check)
+
+
+def finish(sections: list[Section], check: bool) -> int:
+    """Print the goals summary; 1 when a section crashed, or with ``check`` when a goal was missed, else 0."""
+    print(goals_summary(sections), end="", flush=True)
+    failed = [s.name for s in sections if any(skip.startswith("failed:") for skip in s.skipped)]
+    if failed:
+        log.error("section(s) failed: %s", ", ".join(failed))
+        return 1
+    missed = missed_goals(sections)
+    if check and missed:
+        log.error("--check: %d goal(s) missed", len(missed))
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

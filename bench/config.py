@@ -40,6 +40,8 @@ class Config:
     page_repeats: int = 200
     checkpoint_entries: int = 100_000
     slowdown_ops: int = 200_000
+    sweep_sizes: tuple[int, ...] = (100_000, 1_000_000)  # a store grown through these sizes, swept at each
+    sweep_calls: int = 3
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +77,7 @@ QUICK = Config(
     page_repeats=50,
     checkpoint_entries=20_000,
     slowdown_ops=50_000,
+    sweep_sizes=(10_000, 100_000),
 )
 
 SMOKE = Config(
@@ -101,6 +104,7 @@ SMOKE = Config(
     page_repeats=10,
     checkpoint_entries=3_000,
     slowdown_ops=5_000,
+    sweep_sizes=(1_000, 5_000),
 )
 
 PROFILES = {config.name: config for config in (FULL, QUICK, SMOKE)}

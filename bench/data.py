@@ -14,12 +14,14 @@ from tierstore import TierStore
 from .config import Config
 from .features import has, method
 from .measure import median, percentile
-from .report import Section, progress
+from .report import Section, progress, timed
+from .settings import settings_note
 
 __all__ = ["run_data", "SECTIONS"]
 
 SECTIONS = ("counters", "pagination")
 _COUNTER_KEYS = 64
+_SETTINGS: dict[str, Any] = {"checkpoint_interval": None, "sweep_interval": None}
 ns = time.perf_counter_ns
 
 
@@ -59,7 +61,7 @@ def _counters(config: Config, root: str) -> Section:
     for threads in (1, 4):
         progress(f"counters: {threads} thread(s)")
         path = os.path.join(root, f"counters-{threads}")
-        with TierStore(path, checkpoint_interval=None, sweep_interval=None) as store:
+        with TierStore(path, **_SETTINGS) as store:
             figures = _incr_rate(store, config.counter_ops, threads)
             total = sum(method(store, "counter")(f"counter:{i}") for i in range(_COUNTER_KEYS))
         figures["lost_updates"] = figures["increments"] - total
@@ -67,6 +69,7 @@ def _counters(config: Config, root: str) -> Section:
         section.rows.append([threads, figures["incr_per_s"], 1e6 / figures["incr_per_s"]])
         if figures["lost_updates"]:
             section.notes.append(f"{threads} threads: {figures['lost_updates']} increments were lost")
+    section.notes.append(settings_note(_SETTINGS))
     return section
 
 
@@ -113,7 +116,7 @@ def _pagination(config: Config, root: str) -> Section:
         return section
     rng = random.Random(config.seed)
     pairs = [(f"member:{i:07d}", rng.random() * 1e6) for i in range(members)]
-    with TierStore(os.path.join(root, "pagination"), checkpoint_interval=None, sweep_interval=None) as store:
+    with TierStore(os.path.join(root, "pagination"), **_SETTINGS) as store:
         index = method(store, "index")("bench")
         progress(f"pagination: add_many of {members:,} members")
         t0 = time.perf_counter()
@@ -131,6 +134,7 @@ def _pagination(config: Config, root: str) -> Section:
     section.figures["calls"] = calls
     section.rows.extend([name, figures["median_us"], figures["p99_us"]] for name, figures in calls.items())
     section.notes.append(f"add_many of {members:,} members took {section.figures['add_many_s']:.2f} s")
+    section.notes.append(settings_note(_SETTINGS))
     return section
 
 
@@ -140,7 +144,7 @@ def run_data(config: Config, parent: str, wanted: set[str]) -> list[Section]:
     os.makedirs(root, exist_ok=True)
     sections = []
     if "counters" in wanted:
-        sections.append(_counters(config, root))
+        sections.append(timed(lambda: _counters(config, root)))
     if "pagination" in wanted:
-        sections.append(_pagination(config, root))
+        sections.append(timed(lambda: _pagination(config, root)))
     return sections

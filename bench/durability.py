@@ -13,7 +13,8 @@ from tierstore import TierStore
 from .config import Config
 from .features import has, method
 from .measure import median
-from .report import Goal, Section, progress
+from .report import Goal, Section, progress, timed
+from .settings import settings_note
 from .workloads import sample_value
 
 __all__ = ["run_durability", "SECTIONS"]
@@ -23,6 +24,11 @@ _HOT_KEYS = 1_000
 _CHUNK_GETS = 200
 _CHUNK_SETS = 20
 ns = time.perf_counter_ns
+
+
+def _settings(persist: str) -> dict[str, Any]:
+    """The settings of the store and of its restore."""
+    return {"persist_path": persist, "checkpoint_interval": None, "sweep_interval": None}
 
 
 def _dir_bytes(path: str) -> int:
@@ -102,7 +108,7 @@ def _measure(config: Config, root: str) -> dict[str, Any]:
     keys = [f"entry:{i:07d}" for i in range(_HOT_KEYS)]
     chunks = max(5, config.slowdown_ops // (_CHUNK_GETS + _CHUNK_SETS))
     figures: dict[str, Any] = {"entries": entries}
-    store = TierStore(work, persist_path=persist, checkpoint_interval=None, sweep_interval=None)
+    store = TierStore(work, **_settings(persist))
     try:
         progress(f"checkpoint: filling {entries:,} entries")
         _fill(store, entries, 0)
@@ -121,7 +127,7 @@ def _measure(config: Config, root: str) -> dict[str, Any]:
     shutil.rmtree(work)
     progress("checkpoint: restore from persist_path")
     t0 = time.perf_counter()
-    restored = TierStore(work, persist_path=persist, checkpoint_interval=None, sweep_interval=None)
+    restored = TierStore(work, **_settings(persist))
     try:
         figures["restore_s"] = time.perf_counter() - t0
         figures["restored_ok"] = restored.get(f"entry:{entries - 1:07d}") is not None
@@ -132,6 +138,10 @@ def _measure(config: Config, root: str) -> dict[str, Any]:
 
 def run_durability(config: Config, parent: str, wanted: set[str]) -> list[Section]:
     """The checkpoint section."""
+    return [timed(lambda: _checkpoint_section(config, parent))]
+
+
+def _checkpoint_section(config: Config, parent: str) -> Section:
     section = Section(
         "checkpoint",
         f"checkpoint: a store of {config.checkpoint_entries:,} entries, persist_path on the same disk",
@@ -139,7 +149,7 @@ def run_durability(config: Config, parent: str, wanted: set[str]) -> list[Sectio
     )
     if not has("checkpoint"):
         section.skip("checkpoint/persist_path")
-        return [section]
+        return section
     root = os.path.join(parent, "durability")
     os.makedirs(root)
     figures = _measure(config, root)
@@ -170,4 +180,5 @@ def run_durability(config: Config, parent: str, wanted: set[str]) -> list[Sectio
         f"hot path = {_CHUNK_GETS} tier-1 gets + {_CHUNK_SETS} sets per chunk; slowdown = median ns/op during "
         "the checkpoint over the same before it"
     )
-    return [section]
+    section.notes.append(settings_note(_settings(os.path.join(root, "persist")), "tierstore (and its restore)"))
+    return section

@@ -1,9 +1,13 @@
-"""Hot-path ratios: tierstore's calls against the least work the raw libraries need.
+"""Hot-path ratios: tierstore's calls against the least work the raw libraries need, and against diskcache.
 
 Each case is a pair of loops over the same keys, timed in interleaved rounds
-(ours, raw, ours, raw, ...); the figure is the median of the per-round ratios,
-so the machine's drift cancels out. The raw side is written inline in its loop
-(no function frame), the strictest floor there is.
+(ours, theirs, ours, theirs, ...); the figure is the median of the per-round
+ratios, so the machine's drift cancels out. A raw floor does exactly the work
+of the call it is compared with, written inline in its loop (no function
+frame): an unversioned ``set`` against ``DB.put`` + ``packb``, a versioned one
+against ``DB.get`` + ``DB.put`` + ``packb``. diskcache is timed the same way on
+its own directory holding the same keys and values; its figure is the other
+way round (diskcache's time over ours), since there we should be the faster.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import gc
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import cachetools
@@ -23,19 +28,45 @@ from tierstore.disk import DEFAULT_CACHE_BYTES
 
 from .config import Config
 from .measure import median
-from .report import Goal, Section, progress
+from .report import Goal, Section, progress, timed
+from .settings import settings_note
+from .systems import diskcache_available
 from .workloads import sample_value
 
-__all__ = ["run_hotpath", "SECTIONS"]
+__all__ = ["run_hotpath", "SECTIONS", "Case", "get_floor", "set_floor", "set_loop"]
 
 SECTIONS = ("hotpath",)
-GOAL = 1.5
 _KEYS_HOT = 1_000
 _KEYS_COLD = 5_000
 _COLD_TIER1 = 16
+_WARM: dict[str, Any] = {"memory_items": _KEYS_HOT * 2, "checkpoint_interval": None}
+_COLD: dict[str, Any] = {"memory_items": _COLD_TIER1, "checkpoint_interval": None}
 
 Loop = Callable[[], int]  # runs its loop once, returns elapsed ns
 ns = time.perf_counter_ns
+
+
+@dataclass
+class Case:
+    """One call of ours against another way of doing the same work, and the goal of their ratio."""
+
+    call: str  # our call
+    other: str  # what it is compared with
+    ours: Loop
+    theirs: Loop
+    ops: int  # calls per loop
+    op: str  # the goal's comparison
+    target: float
+    peer: bool = False  # True: the figure is theirs / ours (a peer we should beat), else ours / theirs
+
+    @property
+    def key(self) -> str:
+        """The case's name in the JSON."""
+        return f"{self.call} vs {self.other}" if self.peer else self.call
+
+    @property
+    def goal_name(self) -> str:
+        return f"{self.other} / tierstore {self.call}" if self.peer else f"{self.call} / {self.other}"
 
 
 def _repeat(keys: list[bytes], count: int) -> list[bytes]:
@@ -54,11 +85,8 @@ def _calls(fn: Callable[[bytes], Any], keys: list[bytes]) -> Loop:
     return loop
 
 
-def _tier1_get(store: TierStore, lru: cachetools.LRUCache[bytes, Any], keys: list[bytes]) -> tuple[Loop, Loop]:
-    return _calls(store.get, keys), _calls(lru.get, keys)
-
-
-def _tier2_get(store: TierStore, db: Any, keys: list[bytes]) -> tuple[Loop, Loop]:
+def get_floor(db: Any, keys: list[bytes]) -> Loop:
+    """The floor of a tier-2 hit: ``DB.get`` and ``unpackb``."""
     db_get, unpackb = db.get, msgpack.unpackb
 
     def raw() -> int:
@@ -67,97 +95,182 @@ def _tier2_get(store: TierStore, db: Any, keys: list[bytes]) -> tuple[Loop, Loop
             unpackb(db_get(key))
         return ns() - t0
 
-    return _calls(store.get, keys), raw
+    return raw
 
 
-def _set(store: TierStore, db: Any, keys: list[bytes], versioned: bool) -> tuple[Loop, Loop]:
-    put, db_get, db_put, packb = store.set, db.get, db.put, msgpack.packb
-    value = sample_value(7)
-    base = [1]
+def set_floor(db: Any, keys: list[bytes], value: Any, versioned: bool) -> Loop:
+    """The floor of a ``set``: ``DB.put`` + ``packb``; a versioned one also reads the key (``DB.get``)."""
+    db_get, db_put, packb = db.get, db.put, msgpack.packb
+    pairs = list(zip(keys, range(len(keys)), strict=True))  # the shape our versioned loop walks
 
-    def ours() -> int:
-        versions = range(base[0], base[0] + len(keys))
-        base[0] += len(keys)
-        pairs = list(zip(keys, versions, strict=True))
+    def put_only() -> int:
         t0 = ns()
-        if versioned:
-            for key, version in pairs:
-                put(key, value, version=version)
-        else:
-            for key, _ in pairs:
-                put(key, value)
+        for key in keys:
+            db_put(key, packb(value))
         return ns() - t0
 
-    def raw() -> int:
-        pairs = list(zip(keys, range(len(keys)), strict=True))
+    def get_put() -> int:
         t0 = ns()
         for key, _ in pairs:
             db_get(key)
             db_put(key, packb(value))
         return ns() - t0
 
-    return ours, raw
+    return get_put if versioned else put_only
 
 
-def _rounds(ours: Loop, raw: Loop, rounds: int) -> dict[str, Any]:
-    ours(), raw()  # warm-up
-    ratios, ours_ns, raw_ns = [], [], []
+def set_loop(put: Callable[..., Any], keys: list[bytes], value: Any, versioned: bool) -> Loop:
+    """Our ``set`` over ``keys``; versioned, each round stamps versions above the last round's."""
+    base = [1]
+
+    def plain() -> int:
+        t0 = ns()
+        for key in keys:
+            put(key, value)
+        return ns() - t0
+
+    def stamped() -> int:
+        pairs = list(zip(keys, range(base[0], base[0] + len(keys)), strict=True))
+        base[0] += len(keys)
+        t0 = ns()
+        for key, version in pairs:
+            put(key, value, version=version)
+        return ns() - t0
+
+    return stamped if versioned else plain
+
+
+def _rounds(case: Case, rounds: int) -> dict[str, Any]:
+    """Interleaved rounds after one warm-up of each; the figure is the median per-round ratio."""
+    case.ours(), case.theirs()
+    ratios, ours_ns, theirs_ns = [], [], []
     for _ in range(rounds):
         gc.collect()
-        a = ours()
-        b = raw()
+        a = case.ours()
+        b = case.theirs()
         ours_ns.append(a)
-        raw_ns.append(b)
-        ratios.append(a / b)
-    return {"ratio": median(ratios), "ratios": [round(r, 3) for r in ratios], "ours_ns": ours_ns, "raw_ns": raw_ns}
+        theirs_ns.append(b)
+        ratios.append(b / a if case.peer else a / b)
+    return {
+        "compared_with": case.other,
+        "ratio": median(ratios),
+        "ratio_of": "theirs / ours" if case.peer else "ours / theirs",
+        "ratios": [round(r, 3) for r in ratios],
+        "ours_ns_per_op": median(ours_ns) / case.ops,
+        "theirs_ns_per_op": median(theirs_ns) / case.ops,
+        "ops_per_loop": case.ops,
+    }
 
 
-def _fill(store: TierStore, db: Any, keys: list[bytes]) -> None:
+def _fill(store: TierStore, keys: list[bytes]) -> None:
     value = sample_value(7)
     for key in keys:
         store.set(key, value)
-        db.put(key, msgpack.packb(value))
+
+
+class _Bench:
+    """The stores, the raw LevelDB, the LRU and diskcache the cases run on, all holding the same data."""
+
+    def __init__(self, root: str) -> None:
+        self.hot = [b"hot:%06d" % i for i in range(_KEYS_HOT)]
+        self.cold = [b"cold:%06d" % i for i in range(_KEYS_COLD)]
+        self.warm = TierStore(os.path.join(root, "warm"), **_WARM)
+        self.cold_store = TierStore(os.path.join(root, "cold"), **_COLD)
+        self.versioned = TierStore(os.path.join(root, "versioned"), **_WARM)  # versions never reach self.warm
+        self.db = plyvel.DB(os.path.join(root, "raw"), create_if_missing=True, lru_cache_size=DEFAULT_CACHE_BYTES)
+        self.lru: cachetools.LRUCache[bytes, Any] = cachetools.LRUCache(maxsize=_KEYS_HOT * 2)
+        self.peer: Any = None
+        if diskcache_available():
+            import diskcache
+
+            self.peer = diskcache.Cache(os.path.join(root, "diskcache"))
+        self._fill()
+
+    def _fill(self) -> None:
+        value = sample_value(7)
+        _fill(self.warm, self.hot)
+        _fill(self.versioned, self.hot)
+        _fill(self.cold_store, self.cold)
+        for key in self.hot + self.cold:
+            self.db.put(key, msgpack.packb(value))
+        for key in self.hot:
+            self.lru[key] = self.warm.get(key)
+        if self.peer is not None:
+            with self.peer.transact():
+                for key in self.hot + self.cold:
+                    self.peer.set(key, value)
+
+    def cases(self, count: int) -> list[Case]:
+        """Every case, gets over ``count`` keys and sets over half as many."""
+        value = sample_value(7)
+        hot, cold, half = _repeat(self.hot, count), _repeat(self.cold, count), _repeat(self.hot, count // 2)
+        sets = len(half)
+        tier1_get, tier2_get = _calls(self.warm.get, hot), _calls(self.cold_store.get, cold)
+        plain_set = set_loop(self.warm.set, half, value, versioned=False)
+        stamped_set = set_loop(self.versioned.set, half, value, versioned=True)
+        cases = [
+            Case("tier-1 hit get", "LRUCache.get", tier1_get, _calls(self.lru.get, hot), count, "<=", 1.0),
+            Case("tier-2 hit get", "DB.get + unpackb", tier2_get, get_floor(self.db, cold), count, "<=", 2.0),
+            Case("set", "DB.put + packb", plain_set, set_floor(self.db, half, value, False), sets, "<=", 1.5),
+            Case(
+                "set(version=)",
+                "DB.get + put + packb",
+                stamped_set,
+                set_floor(self.db, half, value, True),
+                sets,
+                "<=",
+                1.5,
+            ),
+        ]
+        if self.peer is not None:
+            peer_get, peer_set = _calls(self.peer.get, cold), set_loop(self.peer.set, half, value, versioned=False)
+            cases.append(Case("tier-2 hit get", "diskcache get", tier2_get, peer_get, count, ">=", 4.0, peer=True))
+            cases.append(Case("set", "diskcache set", plain_set, peer_set, sets, ">=", 10.0, peer=True))
+        return cases
+
+    def close(self) -> None:
+        for store in (self.warm, self.cold_store, self.versioned):
+            store.close()
+        self.db.close()
+        if self.peer is not None:
+            self.peer.close()
 
 
 def run_hotpath(config: Config, parent: str, wanted: set[str]) -> list[Section]:
-    """Tier-1 get, tier-2 get and set (plain and versioned) against the raw floors."""
+    """Tier-1 get, tier-2 get and set (plain and versioned) against the raw floors and diskcache."""
+    return [timed(lambda: _hotpath_section(config, parent))]
+
+
+def _hotpath_section(config: Config, parent: str) -> Section:
     root = os.path.join(parent, "hotpath")
     os.makedirs(root)
-    hot = [b"hot:%06d" % i for i in range(_KEYS_HOT)]
-    cold = [b"cold:%06d" % i for i in range(_KEYS_COLD)]
-    warm_store = TierStore(os.path.join(root, "warm"), memory_items=_KEYS_HOT * 2, checkpoint_interval=None)
-    cold_store = TierStore(os.path.join(root, "cold"), memory_items=_COLD_TIER1, checkpoint_interval=None)
-    db = plyvel.DB(os.path.join(root, "raw"), create_if_missing=True, lru_cache_size=DEFAULT_CACHE_BYTES)
-    lru: cachetools.LRUCache[bytes, Any] = cachetools.LRUCache(maxsize=_KEYS_HOT * 2)
+    section = Section(
+        "hotpath",
+        f"hot path: median of {config.hot_rounds} interleaved rounds of per-round ratios",
+        columns=["call", "compared with", "ours ns/op", "theirs ns/op", "ratio", "ratio of"],
+    )
+    bench = _Bench(root)
     try:
-        _fill(warm_store, db, hot)
-        _fill(cold_store, db, cold)
-        for key in hot:
-            lru[key] = warm_store.get(key)
-        count = config.hot_ops
-        cases: list[tuple[str, str, tuple[Loop, Loop]]] = [
-            ("tier-1 hit get", "LRUCache.get", _tier1_get(warm_store, lru, _repeat(hot, count))),
-            ("tier-2 hit get", "DB.get + unpackb", _tier2_get(cold_store, db, _repeat(cold, count))),
-            ("set", "DB.get + put + packb", _set(warm_store, db, _repeat(hot, count // 2), False)),
-            ("set(version=)", "DB.get + put + packb", _set(warm_store, db, _repeat(hot, count // 2), True)),
-        ]
-        section = Section(
-            "hotpath",
-            f"hot path: median of {config.hot_rounds} interleaved rounds of per-round ratios",
-            columns=["call", "raw floor", "ours ns/op", "raw ns/op", "ratio"],
-        )
-        for name, floor, (ours, raw) in cases:
-            progress(f"hotpath: {name}")
-            figures = _rounds(ours, raw, config.hot_rounds)
-            ops = count if "get" in name else count // 2
-            figures["ours_ns_per_op"] = median(figures.pop("ours_ns")) / ops
-            figures["raw_ns_per_op"] = median(figures.pop("raw_ns")) / ops
-            section.figures[name] = figures
-            section.rows.append([name, floor, figures["ours_ns_per_op"], figures["raw_ns_per_op"], figures["ratio"]])
-            section.goals.append(Goal(f"{name} / {floor}", figures["ratio"], "<=", GOAL))
-        section.notes.append(f"tier-2 case: tier 1 holds {_COLD_TIER1} items, the loop cycles {_KEYS_COLD:,} keys")
-        return [section]
+        for case in bench.cases(config.hot_ops):
+            progress(f"hotpath: {case.key}")
+            figures = _rounds(case, config.hot_rounds)
+            section.figures[case.key] = figures
+            measured = [figures[name] for name in ("ours_ns_per_op", "theirs_ns_per_op", "ratio", "ratio_of")]
+            section.rows.append([case.call, case.other, *measured])
+            section.goals.append(Goal(case.goal_name, figures["ratio"], case.op, case.target))
+        if bench.peer is None:
+            section.skip("diskcache", "pip install diskcache")
     finally:
-        warm_store.close()
-        cold_store.close()
-        db.close()
+        bench.close()
+    _notes(section)
+    return section
+
+
+def _notes(section: Section) -> None:
+    section.notes.append(f"tier-2 get: tier 1 holds {_COLD_TIER1} items, the loop cycles {_KEYS_COLD:,} keys")
+    section.notes.append(
+        f"raw floors: plyvel.DB(lru_cache_size={DEFAULT_CACHE_BYTES >> 20} MiB) and msgpack, inline in the loop; "
+        "diskcache: Cache(directory) with its default settings, holding the same keys and values"
+    )
+    section.notes.append(settings_note(_WARM, "tier-1 get and set (set(version=): a store of its own, the same)"))
+    section.notes.append(settings_note(_COLD, "tier-2 get"))

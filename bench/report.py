@@ -8,10 +8,23 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Goal", "Section", "render", "machine_info", "write_json", "progress", "log"]
+__all__ = [
+    "Goal",
+    "Section",
+    "render",
+    "missed_goals",
+    "goals_summary",
+    "machine_info",
+    "write_json",
+    "progress",
+    "log",
+    "timed",
+    "fmt",
+]
 
 log = logging.getLogger("bench")
 
@@ -39,9 +52,13 @@ class Goal:
             return self.value <= self.target
         return abs(self.value - self.target) < 1e-9
 
+    def figure(self) -> str:
+        """``name: figure (goal op target)``."""
+        return f"{self.name}: {fmt(self.value)}{self.unit} (goal {self.op} {fmt(self.target)}{self.unit})"
+
     def describe(self) -> str:
         status = "met" if self.met else f"MISSED ({_miss(self)})"
-        return f"{self.name}: {_num(self.value)}{self.unit} (goal {self.op} {_num(self.target)}{self.unit}) {status}"
+        return f"{self.figure()} {status}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,7 +74,7 @@ class Goal:
 def _miss(goal: Goal) -> str:
     if goal.target and goal.op != "==":
         return f"by {abs(goal.value / goal.target - 1) * 100:.0f}%"
-    return f"off by {_num(goal.value - goal.target)}"
+    return f"off by {fmt(goal.value - goal.target)}"
 
 
 @dataclass
@@ -91,7 +108,15 @@ class Section:
         }
 
 
-def _num(value: Any) -> str:
+def timed(build: Callable[[], Section]) -> Section:
+    """Build one section and record the wall time that took: each section's own time, measured."""
+    started = time.perf_counter()
+    section = build()
+    section.seconds = time.perf_counter() - started
+    return section
+
+
+def fmt(value: Any) -> str:
     """A readable number: thousands separators, about three significant digits."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
@@ -110,7 +135,7 @@ def _num(value: Any) -> str:
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> list[str]:
-    cells = [columns] + [[_num(cell) for cell in row] for row in rows]
+    cells = [columns] + [[fmt(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = []
     for index, row in enumerate(cells):
@@ -129,6 +154,22 @@ def render(section: Section) -> str:
     lines.extend(f"  goal  {goal.describe()}" for goal in section.goals)
     lines.extend(f"  note  {note}" for note in section.notes)
     lines.extend(f"  {skip}" for skip in section.skipped)
+    return "\n".join(lines) + "\n"
+
+
+def missed_goals(sections: list[Section]) -> list[tuple[str, Goal]]:
+    """Every goal not met, with the name of its section, in report order."""
+    return [(section.name, goal) for section in sections for goal in section.goals if not goal.met]
+
+
+def goals_summary(sections: list[Section]) -> str:
+    """The closing lines of a run: how many goals were met, then each missed one with its figure and goal."""
+    total = sum(len(section.goals) for section in sections)
+    missed = missed_goals(sections)
+    if not missed:
+        return f"== goals: all {total} met\n"
+    lines = [f"== goals: {total - len(missed)} of {total} met, {len(missed)} missed"]
+    lines.extend(f"  missed  {name}: {goal.figure()}" for name, goal in missed)
     return "\n".join(lines) + "\n"
 
 

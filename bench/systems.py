@@ -20,6 +20,8 @@ import plyvel
 from tierstore import TierStore
 from tierstore.disk import DEFAULT_CACHE_BYTES
 
+from .settings import settings_note
+
 __all__ = ["System", "SYSTEM_NAMES", "open_system", "library_versions"]
 
 SYSTEM_NAMES = ("tierstore", "plyvel+msgpack", "cachetools", "diskcache")
@@ -38,6 +40,7 @@ class System:
     handle: Any = None  # the library object, for stats
     shared_get: Callable[[Any, Any], Any] | None = None  # used by several threads, when get is not thread-safe
     shared_set: Callable[[Any, Any], Any] | None = None
+    opened_with: str = ""  # how it was opened, printed with the tables
 
     def calls(self, threads: int) -> tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]]:
         """The (get, set) to use from ``threads`` threads at once."""
@@ -47,13 +50,16 @@ class System:
 
 
 def _tierstore(path: str, capacity: int) -> System:
-    store = TierStore(path, memory_items=capacity, checkpoint_interval=None, sweep_interval=None)
+    settings: dict[str, Any] = {"memory_items": capacity, "checkpoint_interval": None, "sweep_interval": None}
+    store = TierStore(path, **settings)
 
     def bulk(pairs: Iterable[tuple[str, Any]]) -> None:
         for key, value in pairs:
             store.set(key, value)
 
-    return System("tierstore", store.get, store.set, store.close, False, bulk, store)
+    system = System("tierstore", store.get, store.set, store.close, False, bulk, store)
+    system.opened_with = settings_note(settings, keep=("memory_items",))
+    return system
 
 
 def _raw(path: str) -> System:
@@ -75,7 +81,11 @@ def _raw(path: str) -> System:
         for key, value in pairs:
             put(key, value)
 
-    return System("plyvel+msgpack", get, put, db.close, True, bulk, db)
+    system = System("plyvel+msgpack", get, put, db.close, True, bulk, db)
+    system.opened_with = (
+        f"plyvel+msgpack: plyvel.DB(lru_cache_size={DEFAULT_CACHE_BYTES >> 20} MiB), tierstore's block cache"
+    )
+    return system
 
 
 def _lru(capacity: int) -> System:
@@ -104,6 +114,7 @@ def _lru(capacity: int) -> System:
 
     system = System("cachetools", cache.get, cache.__setitem__, cache.clear, True, bulk, cache)
     system.shared_get, system.shared_set = shared_get, shared_set
+    system.opened_with = f"cachetools: LRUCache(maxsize={capacity:,}), tier 1's capacity"
     return system
 
 
@@ -117,7 +128,9 @@ def _diskcache(path: str) -> System:
             for key, value in pairs:
                 cache.set(key, value)
 
-    return System("diskcache", cache.get, cache.set, cache.close, False, bulk, cache)
+    system = System("diskcache", cache.get, cache.set, cache.close, False, bulk, cache)
+    system.opened_with = "diskcache: Cache(directory) with its default settings"
+    return system
 
 
 def open_system(name: str, parent: str, capacity: int) -> System:

@@ -2,28 +2,46 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
+import bench.__main__ as bench_main
 from bench.__main__ import SECTION_NAMES
+from bench.hotpath import get_floor, set_floor, set_loop
 from bench.measure import percentile
+from bench.plot import plot_series
+from bench.report import Goal, Section, timed
+from bench.settings import settings_note
+from bench.throughput import tier1_hit_ratio
 from bench.workloads import READ_HEAVY, KeySpace, make_sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+def smoke_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the smoke run writes its JSON and, with matplotlib, its plot."""
+    return tmp_path_factory.mktemp("bench")
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_dir: Path) -> tuple[dict[str, Any], str]:
     """One smoke run for every test of this module: (the JSON document, stdout)."""
-    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    folder = smoke_dir
+    out = folder / "bench.json"
+    plot = ["--plot", str(folder / "bench.png")] if importlib.util.find_spec("matplotlib") else []
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(out), *plot],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -45,9 +63,26 @@ def test_json_has_machine_and_every_section(smoke: tuple[dict[str, Any], str]) -
         assert isinstance(goal["met"], bool) and goal["value"] == goal["value"]  # not NaN
 
 
+def test_section_times_are_measured(smoke: tuple[dict[str, Any], str]) -> None:
+    document, _ = smoke
+    seconds = {name: section["seconds"] for name, section in document["sections"].items()}
+    assert all(value > 0 for value in seconds.values()), seconds
+    # read-heavy and write-heavy come from one runner: a total split evenly would give equal times
+    assert seconds["read-heavy"] != seconds["write-heavy"]
+
+
+def test_timed_records_the_wall_time_of_the_build() -> None:
+    def build() -> Section:
+        time.sleep(0.05)
+        return Section("x", "x")
+
+    section = timed(build)
+    assert 0.05 <= section.seconds < 1.0
+
+
 def test_throughput_figures_are_sane(smoke: tuple[dict[str, Any], str]) -> None:
     document, _ = smoke
-    for name in ("read-heavy", "write-heavy"):
+    for name in ("read-heavy", "read-heavy-5pct", "write-heavy"):
         by_threads = document["sections"][name]["figures"]["by_threads"]
         assert "threads_1" in by_threads
         for systems in by_threads.values():
@@ -59,14 +94,105 @@ def test_throughput_figures_are_sane(smoke: tuple[dict[str, Any], str]) -> None:
                 assert figures["tierstore_speedup"] > 0
             assert systems["tierstore"]["hit_ratio"] == pytest.approx(1.0)  # every key is prefilled
             assert systems["cachetools"]["hit_ratio"] < 1.0  # memory only, 10% of the keys
+            assert 0.0 < systems["tierstore"]["tier1_hit_ratio"] < 1.0
+            assert "tier1_hit_ratio" not in systems["plyvel+msgpack"]
+
+
+def test_small_tier1_scenario(smoke: tuple[dict[str, Any], str]) -> None:
+    document, stdout = smoke
+    sections = document["sections"]
+    small, large = sections["read-heavy-5pct"], sections["read-heavy"]
+    assert small["figures"]["memory_fraction"] == 0.05 and large["figures"]["memory_fraction"] == 0.10
+    assert "tier 1 = 5% of keys" in small["title"] and "t1 hit ratio" in small["columns"]
+    assert any("memory_items=200" in note for note in small["notes"])  # 5% of the smoke run's 4,000 keys
+    one_small, one_large = small["figures"]["by_threads"]["threads_1"], large["figures"]["by_threads"]["threads_1"]
+    # the same seeded gets through an LRU half the size: fewer tier-1 hits
+    assert one_small["tierstore"]["tier1_hit_ratio"] < one_large["tierstore"]["tier1_hit_ratio"]
+    goals = [goal for goal in document["goals"] if goal["section"] == "read-heavy-5pct"]
+    assert {(goal["op"], goal["target"]) for goal in goals} == {(">=", 1.2)}
+    assert len(goals) == len(small["figures"]["by_threads"])  # one per thread count
+    assert stdout.index("== read-heavy:") < stdout.index("== read-heavy-5pct:") < stdout.index("== write-heavy:")
+
+
+def test_tier1_hit_ratio_counts_every_get() -> None:
+    before = {"hits_memory": 10, "hits_disk": 5, "misses": 1, "negative_hits": 0, "sets": 9}
+    after = {"hits_memory": 40, "hits_disk": 15, "misses": 6, "negative_hits": 5, "sets": 99}
+    assert tier1_hit_ratio(before, after) == pytest.approx(30 / (30 + 10 + 5 + 5))
+    assert tier1_hit_ratio(before, before) == 0.0
 
 
 def test_hotpath_ratios_are_positive(smoke: tuple[dict[str, Any], str]) -> None:
     document, _ = smoke
-    figures = document["sections"]["hotpath"]["figures"]
-    assert set(figures) == {"tier-1 hit get", "tier-2 hit get", "set", "set(version=)"}
-    for case in figures.values():
-        assert case["ratio"] > 0 and case["ours_ns_per_op"] > 0 and case["raw_ns_per_op"] > 0
+    section = document["sections"]["hotpath"]
+    figures = section["figures"]
+    floors = {"tier-1 hit get", "tier-2 hit get", "set", "set(version=)"}
+    assert set(figures) == floors | {"tier-2 hit get vs diskcache get", "set vs diskcache set"}
+    assert figures["set"]["compared_with"] == "DB.put + packb"
+    assert figures["set(version=)"]["compared_with"] == "DB.get + put + packb"
+    for name, case in figures.items():
+        assert case["ratio"] > 0 and case["ours_ns_per_op"] > 0 and case["theirs_ns_per_op"] > 0
+        per_op = case["theirs_ns_per_op"] / case["ours_ns_per_op"]
+        if name in floors:
+            assert case["ratio_of"] == "ours / theirs"
+            per_op = 1 / per_op
+        else:
+            assert case["ratio_of"] == "theirs / ours"
+        assert 0.5 < case["ratio"] / per_op < 2  # the median of ratios points the way the label says
+    goals = {goal["name"]: (goal["op"], goal["target"]) for goal in document["goals"] if goal["section"] == "hotpath"}
+    assert goals == {
+        "tier-1 hit get / LRUCache.get": ("<=", 1.0),
+        "tier-2 hit get / DB.get + unpackb": ("<=", 2.0),
+        "set / DB.put + packb": ("<=", 1.5),
+        "set(version=) / DB.get + put + packb": ("<=", 1.5),
+        "diskcache get / tierstore tier-2 hit get": (">=", 4.0),
+        "diskcache set / tierstore set": (">=", 10.0),
+    }
+
+
+class _CountingDB:
+    """A stand-in for plyvel.DB that counts what a floor asks of it."""
+
+    def __init__(self) -> None:
+        self.gets: list[bytes] = []
+        self.puts: list[tuple[bytes, bytes]] = []
+
+    def get(self, key: bytes) -> bytes:
+        self.gets.append(key)
+        return msgpack.packb({"stored": True})
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.puts.append((key, value))
+
+
+def test_set_floors_do_exactly_the_work_of_their_call() -> None:
+    keys = [b"a", b"b", b"c"]
+    value = {"id": 1}
+    plain = _CountingDB()
+    assert set_floor(plain, keys, value, versioned=False)() > 0
+    assert plain.gets == []  # an unversioned set reads nothing
+    assert plain.puts == [(key, msgpack.packb(value)) for key in keys]
+    stamped = _CountingDB()
+    set_floor(stamped, keys, value, versioned=True)()
+    assert stamped.gets == keys  # a versioned set reads the stored version first
+    assert stamped.puts == [(key, msgpack.packb(value)) for key in keys]
+    reads = _CountingDB()
+    get_floor(reads, keys)()
+    assert reads.gets == keys and reads.puts == []
+
+
+def test_versioned_set_loop_stamps_rising_versions() -> None:
+    calls: list[tuple[bytes, Any, Any]] = []
+
+    def put(key: bytes, value: Any, version: Any = None) -> None:
+        calls.append((key, value, version))
+
+    loop = set_loop(put, [b"a", b"b"], 1, versioned=True)
+    loop()
+    loop()
+    assert [version for _, _, version in calls] == [1, 2, 3, 4]
+    calls.clear()
+    set_loop(put, [b"a", b"b"], 1, versioned=False)()
+    assert calls == [(b"a", 1, None), (b"b", 1, None)]
 
 
 def test_scenarios_count_source_calls(smoke: tuple[dict[str, Any], str]) -> None:
@@ -119,3 +245,138 @@ def test_unknown_section_is_a_usage_error() -> None:
     )
     assert done.returncode != 0
     assert "unknown section" in done.stderr
+
+
+def test_settings_note_names_only_what_differs_from_the_defaults() -> None:
+    note = settings_note({"memory_items": 10_000, "sweep_interval": None, "bloom_error_rate": 0.01, "guard": True})
+    assert "sweep_interval=None" in note and "guard=True" in note
+    assert "memory_items" not in note and "bloom_error_rate" not in note  # the defaults
+    assert settings_note({"checkpoint_interval": 60.0}) == "tierstore: tierstore's default settings"
+    assert "memory_items=2,000" in settings_note({"memory_items": 2_000})
+    kept = settings_note({"memory_items": 10_000, "sweep_interval": None}, keep=("memory_items",))
+    assert kept.startswith("tierstore: memory_items=10,000 (the default), sweep_interval=None")
+
+
+def test_every_section_prints_the_settings_it_changed(smoke: tuple[dict[str, Any], str]) -> None:
+    document, _ = smoke
+    sections = document["sections"]
+    for name in ("read-heavy", "read-heavy-5pct", "write-heavy", "counters", "pagination", "checkpoint"):
+        assert any("sweep_interval=None" in note for note in sections[name]["notes"]), name
+    assert any("memory_items=400" in note for note in sections["read-heavy"]["notes"])  # 10% of the smoke keys
+    stampede = sections["stampede"]["notes"]
+    assert any("min_refresh_interval=0" in note for note in stampede)  # not in any variant's name
+    assert any("clock=FakeClock" in note for note in stampede)
+
+
+def test_sweep_section_times_sweeps_that_remove_nothing(smoke: tuple[dict[str, Any], str]) -> None:
+    document, _ = smoke
+    section = document["sections"]["sweep"]
+    sizes = section["figures"]
+    assert [size["entries"] for size in sizes.values()] == [1_000, 5_000]  # the smoke profile
+    for size in sizes.values():
+        assert size["removed"] == 0  # every entry is live
+        assert len(size["times_ms"]) == 3 and size["min_ms"] <= size["median_ms"] <= size["max_ms"]
+        assert size["median_ms"] > 0 and size["fill_s"] > 0
+    goals = [goal for goal in document["goals"] if goal["section"] == "sweep"]
+    assert [(goal["name"], goal["op"], goal["target"]) for goal in goals] == [
+        ("sweep() of 5,000 live entries", "<=", 50.0)
+    ]
+    assert goals[0]["value"] == sizes["5000"]["median_ms"]
+
+
+def _forced(goal: Goal) -> Any:
+    """A runner standing in for every section: one section whose one goal is ``goal``."""
+
+    def runner(config: Any, parent: str, wanted: set[str]) -> list[Section]:
+        section = Section("counters", "forced", goals=[goal])
+        section.seconds = 0.001
+        return [section]
+
+    return lambda: [(("counters",), runner)]
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_a_missed_goal_is_summed_up_and_fails_only_check(
+    check: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(bench_main, "_runners", _forced(Goal("forced figure", 3.0, "<=", 1.5)))
+    code = bench_main.main(["--smoke", "--only", "counters"] + (["--check"] if check else []))
+    assert code == (1 if check else 0)
+    out = capsys.readouterr().out
+    assert "== goals: 0 of 1 met, 1 missed" in out
+    assert "  missed  counters: forced figure: 3.00x (goal <= 1.50x)" in out
+
+
+def test_check_passes_when_every_goal_is_met(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(bench_main, "_runners", _forced(Goal("forced figure", 1.0, "<=", 1.5)))
+    assert bench_main.main(["--smoke", "--only", "counters", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "== goals: all 1 met" in out and "missed" not in out
+
+
+def test_summary_lists_exactly_the_missed_goals(smoke: tuple[dict[str, Any], str]) -> None:
+    document, stdout = smoke
+    summary = stdout[stdout.index("== goals:") :]
+    missed = [goal for goal in document["goals"] if not goal["met"]]
+    assert summary.count("  missed  ") == len(missed)
+    for goal in missed:
+        assert f"  missed  {goal['section']}: {goal['name']}: " in summary
+
+
+def test_a_crashed_section_fails_the_run_without_check(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def crash(config: Any, parent: str, wanted: set[str]) -> list[Section]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(bench_main, "_runners", lambda: [(("counters",), crash)])
+    assert bench_main.main(["--smoke", "--only", "counters"]) == 1
+    assert "failed: RuntimeError: boom" in capsys.readouterr().out
+
+
+def test_plot_is_a_png_of_the_throughput_sections(smoke: tuple[dict[str, Any], str], smoke_dir: Path) -> None:
+    pytest.importorskip("matplotlib")
+    data = (smoke_dir / "bench.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= 800 and height >= 800  # two panels, at least five groups of bars
+
+
+def test_plot_without_matplotlib_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    target = tmp_path / "bench.png"
+    with pytest.raises(SystemExit) as raised:
+        bench_main.main(["--smoke", "--only", "read-heavy", "--plot", str(target)])
+    assert raised.value.code == 2
+    assert "--plot needs matplotlib" in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_plot_needs_a_throughput_section(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    with pytest.raises(SystemExit) as raised:
+        bench_main.main(["--smoke", "--only", "counters", "--plot", str(tmp_path / "bench.png")])
+    assert raised.value.code == 2
+    assert "--only leaves none" in capsys.readouterr().err
+
+
+def test_plot_series_has_a_bar_per_system_and_group() -> None:
+    def throughput(name: str, threads: dict[str, dict[str, dict[str, float]]]) -> Section:
+        return Section(name, name, figures={"by_threads": threads})
+
+    one = {"tierstore": {"ops_per_s": 10.0, "p99_us": 2.0}, "plyvel+msgpack": {"ops_per_s": 20.0, "p99_us": 1.0}}
+    sections = [
+        throughput("read-heavy", {"threads_1": one, "threads_4": one}),
+        Section("counters", "counters", figures={"threads_1": {"incr_per_s": 5.0}}),  # not drawn
+        throughput("write-heavy", {"threads_1": {"tierstore": {"ops_per_s": 3.0, "p99_us": 9.0}}}),
+    ]
+    series = plot_series(sections)
+    assert series.groups == ["read-heavy\n1 thread", "read-heavy\n4 threads", "write-heavy\n1 thread"]
+    assert series.ops_per_s["tierstore"] == [10.0, 10.0, 3.0]
+    assert series.p99_us["plyvel+msgpack"][:2] == [1.0, 1.0]
+    assert series.p99_us["plyvel+msgpack"][2] != series.p99_us["plyvel+msgpack"][2]  # NaN: did not run there
+    assert "diskcache" not in series.ops_per_s  # ran nowhere: no bars, no legend entry
