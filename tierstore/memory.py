@@ -78,10 +78,22 @@ class MemoryTier:
 
     def put(self, key: Key, record: Record, stripe: int) -> None:
         """Hold ``record`` for ``key``: the write ends (promotions read before it fail)."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             epochs = self.epochs
             epochs[stripe] = (epochs[stripe] | 1) + 1  # the next even epoch
-            self._store(key, record)
+            if self._max_bytes is not None or not self._max_items:
+                self._store(key, record)
+                return
+            data = self._data
+            data[key] = record
+            data.move_to_end(key)
+            if len(data) > self._max_items:
+                data.popitem(last=False)
+                self.evictions += 1
+        finally:
+            lock.release()
 
     def discard(self, key: Key, stripe: int) -> None:
         """Forget ``key``: the write that removed it ends (promotions read before it fail)."""
