@@ -21,6 +21,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 import msgpack
 
 from . import codec
+from .capacity import Capacity, open_capacity
 from .checkpoint import STAT_KEYS as PERSIST_STAT_KEYS
 from .checkpoint import Checkpointer, TrackedDisk
 from .clock import Jitter, check_seconds, check_ttl
@@ -38,7 +39,7 @@ from .ranking import DEFAULT_REFRESH_INTERVAL, IndexRefresher, Pairs, SortedInde
 from .refresh import Handle, Scheduler
 from .restore import open_disk
 from .sweep import STAT_KEYS as SWEEP_STAT_KEYS
-from .sweep import Capacity, Sweeper, open_capacity
+from .sweep import Sweeper
 
 __all__ = ["TierStore"]
 

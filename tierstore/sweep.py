@@ -7,17 +7,12 @@ Decisions (also in the README, "Decisions"):
   vanishing, so an older versioned ``set`` is still rejected; with version 0 it is
   deleted. Tombstones go when ``tombstone_ttl`` has passed. Undecodable entry
   records are deleted (they read as misses anyway).
-- Capacity counts ``len(key) + len(envelope)`` of every record in the entry
-  namespace, tombstones included. Eviction walks the write order (oldest
-  sequence first): version-0 entries are deleted, versioned ones become
-  tombstones (same sequence, so they keep their place), and tombstones are never
-  evicted for capacity (they are the memory of versions; ``tombstone_ttl`` ends
-  them). If only tombstones are left the store may stay above its capacity.
-- Write-order records (``NS_WRITE_ORDER + seq(8, big endian) + entry key`` ->
-  size) are kept only when ``disk_capacity_bytes`` is set. The running byte total
-  is saved at close; a session that did not close cleanly (or ran without a
-  capacity) leaves no saved total, and the next open with a capacity rebuilds the
-  order records and the total with one scan.
+- Eviction (the byte total and the write order are ``capacity.py``'s) walks the
+  write order (oldest sequence first): version-0 entries are deleted, versioned
+  ones become tombstones (same sequence, so they keep their place), and
+  tombstones are never evicted for capacity (they are the memory of versions;
+  ``tombstone_ttl`` ends them). If only tombstones are left the store may stay
+  above its capacity.
 - Every change re-reads the record under its key's lock (given by the store as a
   callable) and applies only when the record is still the one that was scanned,
   so a concurrent write is never lost; no lock is held across batches.
@@ -28,202 +23,25 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgpack
 
 from . import codec
+from .capacity import Capacity, entry_size, header_seq, order_key, order_op, order_size, parse_order_key
 from .codec import TOMBSTONE, Key, Record
 from .disk import NS_ENTRY, NS_WRITE_ORDER, DiskTier, Op
 from .errors import CorruptRecord
 
-__all__ = [
-    "Capacity",
-    "Sweeper",
-    "STAT_KEYS",
-    "OrderRecord",
-    "order_key",
-    "parse_order_key",
-    "decode_order_record",
-    "open_capacity",
-]
+__all__ = ["Sweeper", "STAT_KEYS"]
 
 STAT_KEYS = ("swept_tombstones",)
 
 LockFor = Callable[[Key], AbstractContextManager[Any]]
 KeyHook = Callable[[Key], None]  # begin a write of a key in tier 1, or forget the key
 
-_CAPACITY_META = b"capacity"
 _BATCH = 256
 _NO_KEY: Any = nullcontext()
-
-
-def order_key(seq: int, disk_key: bytes) -> bytes:
-    """The write-order record of an entry written with sequence ``seq``."""
-    return NS_WRITE_ORDER + seq.to_bytes(8, "big") + disk_key
-
-
-def parse_order_key(okey: bytes) -> tuple[int, bytes]:
-    """``(seq, entry key)`` of a write-order record's key (inverts ``order_key``; checks nothing)."""
-    return int.from_bytes(okey[1:9], "big"), okey[9:]
-
-
-class OrderRecord(NamedTuple):
-    """A write-order record: the entry's write sequence, its LevelDB key and its size in bytes."""
-
-    seq: int
-    disk_key: bytes
-    size: int
-
-
-def decode_order_record(okey: bytes, data: bytes) -> OrderRecord:
-    """Decode a write-order record; ``CorruptRecord`` when damaged."""
-    seq, disk_key = parse_order_key(okey)
-    if order_key(seq, disk_key) != okey or disk_key[:1] != NS_ENTRY:
-        raise CorruptRecord("write-order key does not name an entry")
-    codec.decode_key(disk_key[1:])
-    if len(data) != 8:
-        raise CorruptRecord("write-order size is not 8 bytes")
-    return OrderRecord(seq, disk_key, _size_of(data))
-
-
-def _size_bytes(size: int) -> bytes:
-    return size.to_bytes(8, "big")
-
-
-def _size_of(data: bytes) -> int:
-    return int.from_bytes(data[:8], "big")
-
-
-def header_seq(data: bytes) -> int | None:
-    """The write sequence of an envelope without decoding its value; ``None`` if malformed."""
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1))
-    unpacker.feed(data)
-    try:
-        if unpacker.read_array_header() < 8:
-            return None
-        for _ in range(4):
-            unpacker.skip()  # format, version, expires_at, flags
-        unpacker.skip()  # value
-        unpacker.skip()  # written_at
-        unpacker.skip()  # ttl
-        seq = unpacker.unpack()
-    except Exception:  # msgpack raises several unrelated types on bad input
-        return None
-    return seq if type(seq) is int and 0 <= seq < 2**64 else None
-
-
-def _entry_size(disk_key: bytes, data: bytes) -> int:
-    return len(disk_key) + len(data)
-
-
-class Capacity:
-    """The running byte total of tier-2 entries and their write-order records."""
-
-    def __init__(self, disk: DiskTier, limit: int, total: int = 0) -> None:
-        self._disk = disk
-        self.limit = limit
-        # Eviction goes a tenth below the limit, so a store at capacity does not
-        # evict once per write.
-        self.target = limit - limit // 10
-        self.total = total
-        self.on_over: Callable[[], None] | None = None
-        self._signalled = False
-        self._lock = threading.Lock()
-
-    def _add(self, delta: int) -> None:
-        with self._lock:
-            self.total += delta
-            signal = self.total > self.limit and not self._signalled and self.on_over is not None
-            if signal:
-                self._signalled = True
-        if signal and self.on_over is not None:
-            self.on_over()
-
-    @property
-    def over(self) -> bool:
-        return self.total > self.limit
-
-    def above_target(self) -> bool:
-        return self.total > self.target
-
-    def rearm(self) -> None:
-        """Let the next growth past the limit call ``on_over`` again (an eviction is starting)."""
-        self._signalled = False
-
-    def put(self, disk_key: bytes, data: bytes, seq: int) -> None:
-        """Write an entry with its order record (caller holds the key's lock)."""
-        ops, delta = self._replacing(disk_key)
-        ops.append((disk_key, data))
-        ops.append((order_key(seq, disk_key), _size_bytes(_entry_size(disk_key, data))))
-        self._disk.write(ops)
-        self._add(delta + _entry_size(disk_key, data))
-
-    def delete(self, disk_key: bytes) -> None:
-        """Delete an entry and its order record (caller holds the key's lock)."""
-        ops, delta = self._replacing(disk_key)
-        ops.append((disk_key, None))
-        self._disk.write(ops)
-        self._add(delta)
-
-    def _replacing(self, disk_key: bytes) -> tuple[list[Op], int]:
-        old = self._disk.get(disk_key)
-        if old is None:
-            return [], 0
-        seq = header_seq(old)
-        ops: list[Op] = [] if seq is None else [(order_key(seq, disk_key), None)]
-        return ops, -_entry_size(disk_key, old)
-
-    def removed(self, size: int) -> None:
-        """Account for an entry the sweeper removed or shrank by ``size`` bytes."""
-        self._add(-size)
-
-    def save(self) -> None:
-        """Record the total at a clean close so the next open need not rebuild."""
-        self._disk.put_meta(_CAPACITY_META, {"total": self.total})
-
-    def rebuild(self) -> None:
-        """Rewrite every order record and recount the total from the entries (one scan)."""
-        disk = self._disk
-        ops: list[Op] = []
-        for key, _ in disk.scan(NS_WRITE_ORDER):
-            ops.append((key, None))
-            if len(ops) >= 1000:
-                disk.write(ops)
-                ops = []
-        disk.write(ops)
-        ops = []
-        total = 0
-        for disk_key, data in disk.scan(NS_ENTRY):
-            size = _entry_size(disk_key, data)
-            total += size
-            ops.append((order_key(header_seq(data) or 0, disk_key), _size_bytes(size)))
-            if len(ops) >= 1000:
-                disk.write(ops)
-                ops = []
-        disk.write(ops)
-        self.total = total
-
-
-def open_capacity(disk: DiskTier, limit: int | None) -> Capacity | None:
-    """The capacity tracker at open: the saved total after a clean close, else a rebuild.
-
-    The saved total is consumed here (and by a store opened without a capacity,
-    whose writes do not keep order records), so only ``Capacity.save`` at a clean
-    close can vouch for the next session.
-    """
-    saved = disk.get_meta(_CAPACITY_META, damaged={})  # damaged: consumed, and the total recounted
-    if saved is not None:
-        disk.put_meta(_CAPACITY_META, None, sync=True)
-    if limit is None:
-        return None
-    capacity = Capacity(disk, limit)
-    total = saved.get("total") if isinstance(saved, dict) else None
-    if disk.was_clean and type(total) is int and total >= 0:
-        capacity.total = total
-    else:
-        capacity.rebuild()
-    return capacity
 
 
 class Sweeper:
@@ -328,14 +146,11 @@ class Sweeper:
             tombstone = self._tombstone(record)
             if capacity is not None:
                 capacity.removed(len(data) - len(tombstone))
-                return [
-                    (disk_key, tombstone),
-                    (order_key(record.seq, disk_key), _size_bytes(len(disk_key) + len(tombstone))),
-                ]
+                return [(disk_key, tombstone), order_op(record.seq, disk_key, tombstone)]
             return [(disk_key, tombstone)]
         ops: list[Op] = [(disk_key, None)]
         if capacity is not None:
-            capacity.removed(_entry_size(disk_key, data))
+            capacity.removed(entry_size(disk_key, data))
             if seq is not None:
                 ops.append((order_key(seq, disk_key), None))
         return ops
@@ -383,7 +198,7 @@ class Sweeper:
         planned = 0
         for okey, size in self._disk.scan(NS_WRITE_ORDER):
             batch.append(okey)
-            planned += _size_of(size)
+            planned += order_size(size)
             if len(batch) >= _BATCH or capacity.total - planned <= capacity.target:
                 self._evict_batch(batch, counts)
                 batch, planned = [], 0

@@ -1,7 +1,7 @@
 """Verifying a store directory: decode every record of every namespace, and report what fails.
 
 Each namespace is checked with the decoders of the module that owns it
-(``codec``, ``counters``, ``index_codec``, ``checkpoint``, ``sweep``, ``guard``
+(``codec``, ``counters``, ``index_codec``, ``checkpoint``, ``capacity``, ``guard``
 and ``bloom`` through their meta records, ``disk`` for the schema); a record
 in a namespace ``disk`` does not declare is a finding, and LevelDB's own
 checksum errors end the pass with one. It is separate from ``reader`` (which
@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import plyvel
 
+from .capacity import decode_order_record
 from .checkpoint_record import META_CHECKPOINT
 from .checkpoint_record import decode_checkpoint_info as check_checkpoint
 from .codec import decode_key, unpack_record
@@ -38,7 +39,6 @@ from .disk import (
 from .guard import META_FILTER
 from .index_codec import check_index_record
 from .reader import Tick, decode_bloom, namespace_name
-from .sweep import decode_order_record
 
 __all__ = ["Problem", "Tally", "verify_records"]
 
