@@ -29,6 +29,7 @@ from .codec import ABSENT, NEGATIVE, TOMBSTONE, Entry, Key, Record, encode_key
 from .counters import Counters
 from .disk import META_SEQ, META_VERSIONED, NS_ENTRY, DiskTier
 from .errors import CorruptRecord, StoreClosed, TierStoreError
+from .expiry import ensure_index, index_op
 from .flight import Flights
 from .guard import Guard, note_unguarded_open
 from .leveldb import forked_error, on_fork
@@ -309,10 +310,14 @@ class TierStore:
             self._mark_versioned()
         self._memory.begin_write(key)  # until tier 1 is updated, no older record is promoted
         try:
-            if self._capacity is None:
-                self._disk.put(disk_key, data)
+            # An entry with an expiry is written in one batch after its expiry index record.
+            extra_ops = () if expires_at is None else (index_op(disk_key, expires_at),)
+            if self._capacity is not None:
+                self._capacity.put(disk_key, data, seq, extra_ops)  # with its write-order record
+            elif extra_ops:
+                self._disk.write((*extra_ops, (disk_key, data)))
             else:
-                self._capacity.put(disk_key, data, seq)  # with its write-order record
+                self._disk.put(disk_key, data)
         except BaseException:
             self._memory.discard(key)  # what tier 2 holds is unknown: tier 1 forgets the key
             raise
@@ -628,6 +633,7 @@ class TierStore:
             assert isinstance(self._disk, TrackedDisk)
             self._checkpointer = Checkpointer(self._disk, str(options.persist_path), rate=options.persist_rate)
         self._capacity = open_capacity(self._disk, options.disk_capacity_bytes)
+        ensure_index(self._disk)  # a store from before the expiry index, or restored: one scan builds it
         self._sweeper = Sweeper(
             self._disk,
             clock=self._clock,

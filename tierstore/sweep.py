@@ -2,20 +2,34 @@
 
 Decisions (also in the README, "Decisions"):
 
+- The sweep reads the expiry index (``expiry.py``) from its start up to now, and
+  nothing else: its cost follows the index records that fell due (what it
+  removes, and the records rewrites left behind), not the size of the store. A
+  sweep that removes nothing reads nothing. ``scanned`` counts the index records
+  read.
+- For each due index record the entry is re-read under its key's lock: gone, or
+  with another ``expires_at`` (a rewrite), and only the index record is deleted;
+  not purgeable yet (inside its ``stale_ttl`` window) and the record moves to the
+  moment it becomes purgeable, so it is read once more, not by every sweep;
+  purgeable and it goes, with its index record, in one batch.
 - An entry past its stale window (or a negative entry past its TTL) that carries a
-  version > 0 becomes a tombstone (``tombstone_ttl`` from now) instead of
-  vanishing, so an older versioned ``set`` is still rejected; with version 0 it is
-  deleted. Tombstones go when ``tombstone_ttl`` has passed. Undecodable entry
-  records are deleted (they read as misses anyway).
+  version > 0 becomes a tombstone (``tombstone_ttl`` from now, with its own index
+  record in the same batch) instead of vanishing, so an older versioned ``set``
+  is still rejected; with version 0 it is deleted. Tombstones go when
+  ``tombstone_ttl`` has passed.
+- Undecodable entry records are no longer found by the sweep (it does not scan
+  the entries): they read as counted misses and ``tierstore verify`` reports
+  them. One an index record leads to (a due entry) is purged (``corrupt_purged``).
 - Eviction (the byte total and the write order are ``capacity.py``'s) walks the
   write order (oldest sequence first): version-0 entries are deleted, versioned
   ones become tombstones (same sequence, so they keep their place), and
   tombstones are never evicted for capacity (they are the memory of versions;
   ``tombstone_ttl`` ends them). If only tombstones are left the store may stay
-  above its capacity.
+  above its capacity. An evicted entry's index record at its ``expires_at`` is
+  deleted with it (one moved into the stale window is dropped by a later sweep).
 - Every change re-reads the record under its key's lock (given by the store as a
-  callable) and applies only when the record is still the one that was scanned,
-  so a concurrent write is never lost; no lock is held across batches.
+  callable) and decides on what it reads, so a concurrent write is never lost;
+  no lock is held across batches.
 """
 
 from __future__ import annotations
@@ -29,9 +43,10 @@ import msgpack
 
 from . import codec
 from .capacity import Capacity, entry_size, header_seq, order_key, order_op, order_size, parse_order_key
-from .codec import TOMBSTONE, Key, Record
-from .disk import NS_ENTRY, NS_WRITE_ORDER, DiskTier, Op
+from .codec import NEGATIVE, TOMBSTONE, Key, Record
+from .disk import NS_WRITE_ORDER, DiskTier, Op
 from .errors import CorruptRecord
+from .expiry import due_records, encode_time, index_disk_key, index_key, index_op
 
 __all__ = ["Sweeper", "STAT_KEYS"]
 
@@ -39,6 +54,7 @@ STAT_KEYS = ("swept_tombstones",)
 
 LockFor = Callable[[Key], AbstractContextManager[Any]]
 KeyHook = Callable[[Key], None]  # begin a write of a key in tier 1, or forget the key
+Done = list[tuple[bytes, str]]  # the entries a batch removes, with the count each goes to
 
 _BATCH = 256
 _NO_KEY: Any = nullcontext()
@@ -94,74 +110,87 @@ class Sweeper:
     # -- expiry -------------------------------------------------------------------------
 
     def _purge(self, counts: dict[str, int]) -> None:
-        batch: list[tuple[bytes, bytes, str]] = []
-        now = self._clock()
-        for disk_key, data in self._disk.scan(NS_ENTRY):
+        """Settle every index record due by now, a batch at a time."""
+        batch: list[tuple[bytes, bytes]] = []
+        for item in due_records(self._disk, self._clock()):
             counts["scanned"] += 1
-            verdict = self._verdict(data, now)
-            if verdict is not None:
-                batch.append((disk_key, data, verdict))
+            batch.append(item)
             if len(batch) >= _BATCH:
-                self._apply(batch, counts)
+                self._settle_batch(batch, counts)
                 batch = []
-                now = self._clock()
-        self._apply(batch, counts)
+        self._settle_batch(batch, counts)
 
-    def _verdict(self, data: bytes, now: float) -> str | None:
-        """Which count a record goes to when it should go, else ``None``."""
+    def _settle_batch(self, batch: list[tuple[bytes, bytes]], counts: dict[str, int]) -> None:
+        now = self._clock()
+        for lock, items in self._by_lock((index_disk_key(ikey), (ikey, expires)) for ikey, expires in batch):
+            with lock:
+                drops: list[Op] = []  # the index records read, deleted ahead of any put of the batch
+                ops: list[Op] = []
+                done: Done = []
+                settled: set[bytes] = set()  # entries already purged or moved by an earlier record
+                for disk_key, (ikey, expires) in items:
+                    drops.append((ikey, None))
+                    if disk_key not in settled and self._settle(disk_key, expires, now, ops, done):
+                        settled.add(disk_key)
+                self._commit(drops + ops, done, counts)
+
+    def _settle(self, disk_key: bytes, expires: bytes, now: float, ops: list[Op], done: Done) -> bool:
+        """Ops for the entry a due index record names; whether the entry was purged or its record moved."""
+        data = self._disk.get(disk_key)
+        if data is None:
+            return False  # deleted or evicted since it was indexed
         try:
             record = codec.unpack_record(data)
         except CorruptRecord:
-            return "corrupt_purged"
+            ops.extend(self._removal(disk_key, data, None))
+            done.append((disk_key, "corrupt_purged"))
+            return True
         expires_at = record.expires_at
-        if expires_at is None:
-            return None
-        if record.flags & TOMBSTONE:
-            return "swept_tombstones" if expires_at <= now else None
-        if record.negative:
-            return "expired_purged" if expires_at <= now else None
-        return "expired_purged" if expires_at + self._stale_ttl <= now else None
+        if expires_at is None or encode_time(expires_at) != expires:
+            return False  # rewritten since: its own index record (if any) covers it
+        purge_at = self._purge_at(record)
+        if purge_at > now:
+            ops.append(index_op(disk_key, expires_at, due=purge_at))  # inside its stale window
+            return True
+        ops.extend(self._removal(disk_key, data, record))
+        done.append((disk_key, "swept_tombstones" if record.flags & TOMBSTONE else "expired_purged"))
+        return True
 
-    def _apply(self, batch: list[tuple[bytes, bytes, str]], counts: dict[str, int]) -> None:
-        for lock, items in self._by_lock((disk_key, (data, verdict)) for disk_key, data, verdict in batch):
-            with lock:
-                ops: list[Op] = []
-                done: list[tuple[bytes, str]] = []
-                for disk_key, (data, verdict) in items:
-                    if self._disk.get(disk_key) != data:
-                        continue  # written since the scan
-                    ops.extend(self._removal(disk_key, data, keep_version=verdict != "swept_tombstones"))
-                    done.append((disk_key, verdict))
-                self._commit(ops, done, counts)
+    def _purge_at(self, record: Record) -> float:
+        """When a record with an expiry may go: its stale window (``stale_ttl``) after expiry, unless
+        it is negative or a tombstone, which are never served stale."""
+        assert record.expires_at is not None
+        if record.flags & (NEGATIVE | TOMBSTONE):
+            return record.expires_at
+        return record.expires_at + self._stale_ttl
 
-    def _removal(self, disk_key: bytes, data: bytes, *, keep_version: bool) -> list[Op]:
+    def _removal(self, disk_key: bytes, data: bytes, record: Record | None) -> list[Op]:
         """Ops that remove an entry, leaving a tombstone when it has a version to keep."""
-        try:
-            record: Record | None = codec.unpack_record(data)
-        except CorruptRecord:
-            record = None
-        seq = record.seq if record is not None else header_seq(data)
         capacity = self.capacity
-        if record is not None and keep_version and record.version > 0:
-            tombstone = self._tombstone(record)
+        if record is not None and not record.flags & TOMBSTONE and record.version > 0:
+            tombstone, expires_at = self._tombstone(record)
+            ops = [index_op(disk_key, expires_at), (disk_key, tombstone)]
             if capacity is not None:
                 capacity.removed(len(data) - len(tombstone))
-                return [(disk_key, tombstone), order_op(record.seq, disk_key, tombstone)]
-            return [(disk_key, tombstone)]
-        ops: list[Op] = [(disk_key, None)]
+                ops.append(order_op(record.seq, disk_key, tombstone))
+            return ops
+        ops = [(disk_key, None)]
         if capacity is not None:
             capacity.removed(entry_size(disk_key, data))
+            seq = record.seq if record is not None else header_seq(data)
             if seq is not None:
                 ops.append((order_key(seq, disk_key), None))
         return ops
 
-    def _tombstone(self, record: Record) -> bytes:
+    def _tombstone(self, record: Record) -> tuple[bytes, float]:
+        """A tombstone keeping ``record``'s version and sequence, and when it expires."""
         now = self._clock()
         ttl = self._tombstone_ttl
-        packer = msgpack.Packer()
-        return codec.pack_record(packer, None, record.version, now + ttl, TOMBSTONE, now, ttl, record.seq)
+        expires_at = now + ttl
+        data = codec.pack_record(msgpack.Packer(), None, record.version, expires_at, TOMBSTONE, now, ttl, record.seq)
+        return data, expires_at
 
-    def _commit(self, ops: list[Op], done: list[tuple[bytes, str]], counts: dict[str, int]) -> None:
+    def _commit(self, ops: list[Op], done: Done, counts: dict[str, int]) -> None:
         if not ops:
             return
         keys = [key for key in (_user_key(disk_key) for disk_key, _ in done) if key is not None]
@@ -210,24 +239,26 @@ class Sweeper:
         for lock, items in self._by_lock((parse_order_key(okey)[1], okey) for okey in batch):
             with lock:
                 ops: list[Op] = []
-                done: list[tuple[bytes, str]] = []
+                done: Done = []
                 for disk_key, okey in items:
                     self._evict_one(disk_key, okey, ops, done)
                 self._commit(ops, done, counts)
 
-    def _evict_one(self, disk_key: bytes, okey: bytes, ops: list[Op], done: list[tuple[bytes, str]]) -> None:
+    def _evict_one(self, disk_key: bytes, okey: bytes, ops: list[Op], done: Done) -> None:
         data = self._disk.get(disk_key)
         seq, _ = parse_order_key(okey)
         if data is None or header_seq(data) != seq:
             ops.append((okey, None))  # left behind by a crash: the entry moved on
             return
         try:
-            record = codec.unpack_record(data)
+            record: Record | None = codec.unpack_record(data)
         except CorruptRecord:
             record = None
         if record is not None and record.flags & TOMBSTONE:
             return
-        ops.extend(self._removal(disk_key, data, keep_version=True))
+        if record is not None and record.expires_at is not None:
+            ops.append((index_key(encode_time(record.expires_at), disk_key), None))
+        ops.extend(self._removal(disk_key, data, record))
         done.append((disk_key, "evictions_disk"))
 
 

@@ -1,7 +1,7 @@
 """Verifying a store directory: decode every record of every namespace, and report what fails.
 
 Each namespace is checked with the decoders of the module that owns it
-(``codec``, ``counters``, ``index_codec``, ``checkpoint``, ``capacity``, ``guard``
+(``codec``, ``counters``, ``index_codec``, ``checkpoint``, ``capacity``, ``expiry``, ``guard``
 and ``bloom`` through their meta records, ``disk`` for the schema); a record
 in a namespace ``disk`` does not declare is a finding, and LevelDB's own
 checksum errors end the pass with one. It is separate from ``reader`` (which
@@ -27,6 +27,7 @@ from .disk import (
     NAMESPACES,
     NS_COUNTER,
     NS_ENTRY,
+    NS_EXPIRY,
     NS_INDEX_MEMBER,
     NS_INDEX_META,
     NS_INDEX_ORDER,
@@ -36,6 +37,7 @@ from .disk import (
     decode_schema,
     leveldb_message,
 )
+from .expiry import decode_index_record
 from .guard import META_FILTER
 from .index_codec import check_index_record
 from .reader import Tick, decode_bloom, namespace_name
@@ -79,6 +81,7 @@ CHECKERS: dict[bytes, Checker] = {
     NS_INDEX_MEMBER: check_index_record,
     NS_INDEX_ORDER: check_index_record,
     NS_WRITE_ORDER: decode_order_record,
+    NS_EXPIRY: decode_index_record,
 }
 """The decoder of each namespace this version knows how to check."""
 
