@@ -67,6 +67,7 @@ __all__ = [
 log = logging.getLogger("tierstore")
 
 _DOUBLE = struct.Struct(">d")
+_BITS = struct.Struct(">Q")
 _TIME_BYTES = 8
 _SIGN = 1 << 63
 _ALL = (1 << 64) - 1
@@ -75,15 +76,14 @@ _BATCH = 1000
 
 def encode_time(seconds: float) -> bytes:
     """8 bytes that sort as the times do (NaN aside); ``-0.0`` encodes as ``0.0``."""
-    bits = int.from_bytes(_DOUBLE.pack(seconds + 0.0), "big")
-    return (bits ^ _ALL if bits & _SIGN else bits | _SIGN).to_bytes(_TIME_BYTES, "big")
+    (bits,) = _BITS.unpack(_DOUBLE.pack(seconds + 0.0))
+    return _BITS.pack(bits ^ _ALL if bits & _SIGN else bits | _SIGN)
 
 
 def decode_time(data: bytes) -> float:
     """Invert ``encode_time``."""
-    bits = int.from_bytes(data, "big")
-    bits = bits ^ _SIGN if bits & _SIGN else bits ^ _ALL
-    value: float = _DOUBLE.unpack(bits.to_bytes(_TIME_BYTES, "big"))[0]
+    (bits,) = _BITS.unpack(data)
+    value: float = _DOUBLE.unpack(_BITS.pack(bits ^ _SIGN if bits & _SIGN else bits ^ _ALL))[0]
     return value
 
 
@@ -114,7 +114,7 @@ class IndexRecord(NamedTuple):
 def decode_index_record(ikey: bytes, value: bytes) -> IndexRecord:
     """Decode and check an index record; ``CorruptRecord`` when no store could have written it."""
     disk_key = index_disk_key(ikey)
-    if ikey[:1] != NS_EXPIRY or disk_key[:1] != NS_ENTRY:
+    if ikey[:1] != NS_EXPIRY or len(ikey) < 1 + _TIME_BYTES or disk_key[:1] != NS_ENTRY:
         raise CorruptRecord("expiry index key does not name an entry")
     decode_key(disk_key[1:])
     if len(value) != _TIME_BYTES:
