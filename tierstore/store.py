@@ -685,8 +685,8 @@ class TierStore:
     def sweep(self) -> dict[str, int]:
         """Purge expired entries, expired negative entries and old tombstones; enforce the capacity.
 
-        Returns counts: ``scanned``, ``expired_purged``, ``swept_tombstones``,
-        ``corrupt_purged``, ``evictions_disk``.
+        Returns counts: ``scanned`` (expiry index records read: only what fell due), ``expired_purged``,
+        ``swept_tombstones``, ``corrupt_purged``, ``evictions_disk``.
         """
         if self._closed:
             raise self._unusable()
