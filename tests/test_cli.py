@@ -145,6 +145,7 @@ def test_inspect_human(cli: Run, store: Path) -> None:
     assert "'built': 1 members, stamp 'v7'" in proc.stdout
     assert " keys of 1,000, " in shown["bloom filter"] and "incomplete" not in shown["bloom filter"]
     assert shown["checkpoint"] == "none"
+    assert shown["expiry index"] == "complete"
 
 
 def test_inspect_json(cli: Run, store: Path) -> None:
@@ -166,6 +167,7 @@ def test_inspect_json(cli: Run, store: Path) -> None:
     assert document["records"]["entry"]["count"] == 10
     assert document["records"]["write_order"]["count"] >= 1
     assert document["records"]["expiry"]["count"] == 4  # versioned, neg, gone (a tombstone), old
+    assert document["expiry_index_complete"] is True
     assert document["disk"]["bytes"] > 0
 
 
@@ -464,3 +466,15 @@ def test_verify_finds_a_damaged_expiry_index_record_and_scan_shows_only_entries(
         NS_EXPIRY + b"\x00" * 8 + NS_ENTRY + b"sbroken"
     ]
     assert document["namespaces"]["expiry"] == {"records": 5, "corrupt": 1, "unchecked": 0}
+
+
+def test_inspect_says_whether_the_expiry_index_is_built(cli: Run, own_store: Path, tmp_path: Path) -> None:
+    db = plyvel.DB(str(own_store))
+    db.delete(NS_META + b"expiry_index")
+    db.close()
+    assert fields(cli("inspect", own_store).stdout)["expiry index"].startswith("not built: the next open builds it")
+    persist = tmp_path / "persist"
+    with TierStore(str(tmp_path / "work"), persist_path=str(persist), sweep_interval=None) as store:
+        store.set("k", 1, ttl=60)
+    assert json.loads(cli("inspect", persist, "--json").stdout)["expiry_index_complete"] is None
+    assert fields(cli("inspect", persist).stdout)["expiry index"] == "not kept in a checkpoint (a restore builds it)"
