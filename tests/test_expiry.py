@@ -331,3 +331,13 @@ def test_a_checkpoint_holding_entries_without_index_records_restores_swept(tmp_p
     with open_store(working, clock, persist_path=persist) as store:
         clock.advance(10)
         assert checked_sweep(store, clock.now, 0.0, 86_400.0)["expired_purged"] == 20
+
+
+def test_a_clock_returning_nan_sweeps_nothing(store_path: str, clock: FakeClock) -> None:
+    with open_store(store_path, clock) as store:
+        store.set("k", 1, ttl=10)
+        clock.now = math.nan
+        with pytest.raises(ValueError, match="NaN"):
+            store.sweep()
+        clock.now = 0.0
+        assert store.sweep()["scanned"] == 0 and len(entries(store)) == 1

@@ -112,7 +112,7 @@ class Sweeper:
     def _purge(self, counts: dict[str, int]) -> None:
         """Settle every index record due by now, a batch at a time."""
         batch: list[tuple[bytes, bytes]] = []
-        for item in due_records(self._disk, self._clock()):
+        for item in due_records(self._disk, self._now()):
             counts["scanned"] += 1
             batch.append(item)
             if len(batch) >= _BATCH:
@@ -120,8 +120,15 @@ class Sweeper:
                 batch = []
         self._settle_batch(batch, counts)
 
-    def _settle_batch(self, batch: list[tuple[bytes, bytes]], counts: dict[str, int]) -> None:
+    def _now(self) -> float:
+        """The clock's time; NaN (a broken injected clock) would make every record due, so it raises."""
         now = self._clock()
+        if now != now:
+            raise ValueError("clock() returned NaN: the sweep cannot tell what is due")
+        return now
+
+    def _settle_batch(self, batch: list[tuple[bytes, bytes]], counts: dict[str, int]) -> None:
+        now = self._now()
         for lock, items in self._by_lock((index_disk_key(ikey), (ikey, expires)) for ikey, expires in batch):
             with lock:
                 drops: list[Op] = []  # the index records read, deleted ahead of any put of the batch
