@@ -341,3 +341,20 @@ def test_a_clock_returning_nan_sweeps_nothing(store_path: str, clock: FakeClock)
             store.sweep()
         clock.now = 0.0
         assert store.sweep()["scanned"] == 0 and len(entries(store)) == 1
+
+
+def test_a_migration_cut_short_runs_again_without_duplicates(store_path: str, clock: FakeClock) -> None:
+    with open_store(store_path, clock) as store:
+        for i in range(30):
+            store.set(f"k{i}", i, ttl=10 + i)
+    db = plyvel.DB(store_path)
+    try:
+        db.delete(INDEX_META)  # as if the open building the index died before its last write
+        for key in list(db.iterator(prefix=NS_EXPIRY, include_value=False))[::2]:
+            db.delete(key)
+    finally:
+        db.close()
+    with open_store(store_path, clock) as store:
+        assert len(index_records(store)) == 30
+        clock.advance(25)
+        assert checked_sweep(store, clock.now, 0.0, 86_400.0)["expired_purged"] == 16
