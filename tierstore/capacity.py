@@ -16,7 +16,7 @@ Decisions (also in the README, "Decisions"):
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import NamedTuple
 
 import msgpack
@@ -137,10 +137,12 @@ class Capacity:
         """Let the next growth past the limit call ``on_over`` again (an eviction is starting)."""
         self._signalled = False
 
-    def put(self, disk_key: bytes, data: bytes, seq: int, extra_ops: Sequence[Op] = ()) -> None:
-        """Write an entry with its order record, after ``extra_ops``, in one batch (caller holds the key's lock)."""
+    def put(self, disk_key: bytes, data: bytes, seq: int, first: Op | None = None) -> None:
+        """Write an entry with its order record, after ``first`` (its expiry index record), in one batch
+        (caller holds the key's lock)."""
         ops, delta = self._replacing(disk_key)
-        ops[:0] = extra_ops
+        if first is not None:
+            ops.insert(0, first)
         ops.append((disk_key, data))
         ops.append(order_op(seq, disk_key, data))
         self._disk.write(ops)

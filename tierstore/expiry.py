@@ -16,9 +16,13 @@ window) to the moment the entry becomes purgeable.
 
 Decisions (also in the README, "Decisions"):
 
-- The record is written in the same LevelDB batch as its entry, ahead of it (a
-  batch is atomic, so a crash never keeps an entry without its record). Entries
-  without an expiry keep their single ``put``: they cost nothing more.
+- The record is written strictly before its entry: a ``put`` of its own just
+  ahead of the entry's (cheaper here than a two-record batch), or first in the
+  batch that writes the entry with its write-order record when there is a
+  capacity. LevelDB applies writes in order, so a crash never keeps an entry
+  without its record; one between the two puts keeps a record without its entry
+  (or naming the entry's previous ``expires_at``), which the sweep drops.
+  Entries without an expiry keep their single ``put``: they cost nothing more.
 - Records are never deleted at write time: that would need a read of the old
   entry on every unversioned ``set``. A rewrite, a delete or an eviction leaves
   the old record behind; the sweep that reaches it finds the entry gone or its
@@ -92,7 +96,7 @@ def index_key(due: bytes, disk_key: bytes) -> bytes:
     return NS_EXPIRY + due + disk_key
 
 
-def index_op(disk_key: bytes, expires_at: float, due: float | None = None) -> Op:
+def index_op(disk_key: bytes, expires_at: float, due: float | None = None) -> tuple[bytes, bytes]:
     """The put of the index record of entry ``disk_key`` expiring at ``expires_at`` (due then, or at ``due``)."""
     expires = encode_time(expires_at)
     return index_key(expires if due is None else encode_time(due), disk_key), expires

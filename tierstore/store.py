@@ -310,13 +310,12 @@ class TierStore:
             self._mark_versioned()
         self._memory.begin_write(key)  # until tier 1 is updated, no older record is promoted
         try:
-            # An entry with an expiry is written in one batch after its expiry index record.
-            extra_ops = () if expires_at is None else (index_op(disk_key, expires_at),)
+            index = None if expires_at is None else index_op(disk_key, expires_at)  # expiry.py: what sweeps read
             if self._capacity is not None:
-                self._capacity.put(disk_key, data, seq, extra_ops)  # with its write-order record
-            elif extra_ops:
-                self._disk.write((*extra_ops, (disk_key, data)))
+                self._capacity.put(disk_key, data, seq, index)  # one batch: index, entry, write-order record
             else:
+                if index is not None:
+                    self._disk.put(*index)  # strictly before its entry: LevelDB applies writes in order
                 self._disk.put(disk_key, data)
         except BaseException:
             self._memory.discard(key)  # what tier 2 holds is unknown: tier 1 forgets the key

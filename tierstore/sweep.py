@@ -176,7 +176,7 @@ class Sweeper:
         capacity = self.capacity
         if record is not None and not record.flags & TOMBSTONE and record.version > 0:
             tombstone, expires_at = self._tombstone(record)
-            ops = [index_op(disk_key, expires_at), (disk_key, tombstone)]
+            ops: list[Op] = [index_op(disk_key, expires_at), (disk_key, tombstone)]
             if capacity is not None:
                 capacity.removed(len(data) - len(tombstone))
                 ops.append(order_op(record.seq, disk_key, tombstone))

@@ -1,9 +1,10 @@
 """kill -9 of a process writing entries with and without expiry while it sweeps: no entry loses its index record.
 
-LevelDB applies a batch whole or not at all, and an entry is written in one batch
-with its index record; a sweep's purge, tombstone and index moves are one batch
-each too. So after any kill every entry with an expiry is indexed, and one sweep
-far enough in the future removes every entry that expired.
+LevelDB applies writes in order and a batch whole or not at all: an entry's index
+record is written before it (a put of its own, or first in the entry's batch with
+a capacity), and a sweep's purge, tombstone and index moves are one batch each.
+So after any kill every entry with an expiry is indexed, and one sweep far enough
+in the future removes every entry that expired.
 """
 
 from __future__ import annotations
