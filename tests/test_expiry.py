@@ -358,3 +358,14 @@ def test_a_migration_cut_short_runs_again_without_duplicates(store_path: str, cl
         assert len(index_records(store)) == 30
         clock.advance(25)
         assert checked_sweep(store, clock.now, 0.0, 86_400.0)["expired_purged"] == 16
+
+
+def test_an_index_record_left_by_a_crash_between_the_two_puts_is_dropped(store_path: str, clock: FakeClock) -> None:
+    with open_store(store_path, clock) as store:
+        store.set("rewritten", 1, ttl=100)
+        store._disk.put(*index_op(disk_key("rewritten"), clock.now + 5))  # its rewrite never landed
+        store._disk.put(*index_op(disk_key("never"), clock.now + 5))  # nor did this first write
+        clock.advance(5)
+        counts = checked_sweep(store, clock.now, 0.0, 86_400.0)
+        assert (counts["scanned"], counts["expired_purged"]) == (2, 0)
+        assert store.get("rewritten") == 1 and len(index_records(store)) == 1
