@@ -24,11 +24,11 @@ Decisions (also in the README, "Decisions"):
   (or naming the entry's previous ``expires_at``), which the sweep drops.
   Entries without an expiry keep their single ``put``: they cost nothing more.
 - Records are never deleted at write time: that would need a read of the old
-  entry on every unversioned ``set``. A rewrite, a delete or an eviction leaves
-  the old record behind; the sweep that reaches it finds the entry gone or its
-  ``expires_at`` different and deletes the record only. Such garbage is bounded
-  by the writes of entries with an expiry, each dropped by the first sweep after
-  its time.
+  entry on every unversioned ``set``. A rewrite or a delete leaves the old
+  record behind (an eviction deletes it: it has the entry in hand); the sweep
+  that reaches it finds the entry gone or its ``expires_at`` different and
+  deletes the record only. Such garbage is bounded by the writes of entries with
+  an expiry, each dropped by the first sweep after its time.
 - The namespace byte sorts before the entries', so a checkpoint, which copies
   changed keys in key order, writes a record no later than its entry.
 - A store whose index is complete says so with a meta record. At open, when it is
