@@ -25,7 +25,7 @@ import pytest
 
 from tierstore import ABSENT, TierStore
 from tierstore.cli_format import Progress
-from tierstore.disk import NS_COUNTER, NS_ENTRY, NS_INDEX_ORDER, NS_META
+from tierstore.disk import NS_COUNTER, NS_ENTRY, NS_EXPIRY, NS_INDEX_ORDER, NS_META
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = shutil.which("tierstore", path=str(Path(sys.executable).parent))
@@ -145,6 +145,7 @@ def test_inspect_human(cli: Run, store: Path) -> None:
     assert "'built': 1 members, stamp 'v7'" in proc.stdout
     assert " keys of 1,000, " in shown["bloom filter"] and "incomplete" not in shown["bloom filter"]
     assert shown["checkpoint"] == "none"
+    assert shown["expiry index"] == "complete"
 
 
 def test_inspect_json(cli: Run, store: Path) -> None:
@@ -165,6 +166,8 @@ def test_inspect_json(cli: Run, store: Path) -> None:
     assert 0 < bloom["estimated_error_rate"] < 0.01 and bloom["nbits"] > 0
     assert document["records"]["entry"]["count"] == 10
     assert document["records"]["write_order"]["count"] >= 1
+    assert document["records"]["expiry"]["count"] == 4  # versioned, neg, gone (a tombstone), old
+    assert document["expiry_index_complete"] is True
     assert document["disk"]["bytes"] > 0
 
 
@@ -263,7 +266,9 @@ def test_verify_finds_a_record_corrupted_on_disk(cli: Run, own_store: Path) -> N
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "all sound" in clean.stdout
     namespaces = json.loads(cli("verify", own_store, "--json").stdout)["namespaces"]
-    assert {"entry", "counter", "index_meta", "index_member", "index_order", "meta", "write_order"} <= set(namespaces)
+    assert {"entry", "counter", "index_meta", "index_member", "index_order", "meta", "write_order", "expiry"} <= set(
+        namespaces
+    )
     assert all(counts["unchecked"] == 0 for counts in namespaces.values())
     db = plyvel.DB(str(own_store))
     db.put(NS_ENTRY + b"sbroken", b"\xc1 garbage")
@@ -444,3 +449,32 @@ def test_progress_line_only_on_a_terminal_after_the_delay() -> None:
     piped = io.StringIO()
     Progress("inspecting", stream=piped, delay=0.0).update(4096)
     assert piped.getvalue() == ""
+
+
+def test_verify_finds_a_damaged_expiry_index_record_and_scan_shows_only_entries(cli: Run, own_store: Path) -> None:
+    def scanned_keys() -> list[Any]:
+        lines = cli("scan", own_store, "--all", "--json").stdout.splitlines()
+        return [json.loads(line)["key"] for line in lines]
+
+    before = scanned_keys()
+    db = plyvel.DB(str(own_store))
+    db.put(NS_EXPIRY + b"\x00" * 8 + NS_ENTRY + b"sbroken", b"short")
+    db.close()
+    assert scanned_keys() == before and len(before) == 10
+    document = json.loads(cli("verify", own_store, "--json").stdout)
+    assert [from_json(problem["raw_key"]) for problem in document["corrupt"]] == [
+        NS_EXPIRY + b"\x00" * 8 + NS_ENTRY + b"sbroken"
+    ]
+    assert document["namespaces"]["expiry"] == {"records": 5, "corrupt": 1, "unchecked": 0}
+
+
+def test_inspect_says_whether_the_expiry_index_is_built(cli: Run, own_store: Path, tmp_path: Path) -> None:
+    db = plyvel.DB(str(own_store))
+    db.delete(NS_META + b"expiry_index")
+    db.close()
+    assert fields(cli("inspect", own_store).stdout)["expiry index"].startswith("not built: the next open builds it")
+    persist = tmp_path / "persist"
+    with TierStore(str(tmp_path / "work"), persist_path=str(persist), sweep_interval=None) as store:
+        store.set("k", 1, ttl=60)
+    assert json.loads(cli("inspect", persist, "--json").stdout)["expiry_index_complete"] is None
+    assert fields(cli("inspect", persist).stdout)["expiry index"] == "not kept in a checkpoint (a restore builds it)"

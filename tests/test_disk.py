@@ -150,7 +150,7 @@ def test_meta_names_and_schema_decoder(tmp_path: Path) -> None:
     for damaged in (b"\xc1", msgpack.packb("1"), msgpack.packb(1.0)):
         with pytest.raises(CorruptRecord):
             decode_schema(damaged)
-    assert {NAMESPACES[ns] for ns in (NS_ENTRY, NS_META)} == {"entry", "meta"} and len(NAMESPACES) == 7
+    assert {NAMESPACES[ns] for ns in (NS_ENTRY, NS_META)} == {"entry", "meta"} and len(NAMESPACES) == 8
 
 
 @pytest.mark.parametrize("raw", [b"\xc1", b"", b"\x93\x01"])  # never msgpack, empty, an array cut short

@@ -13,10 +13,12 @@ import pytest
 
 from tests.conftest import FakeClock
 from tierstore import ABSENT, TierStore
+from tierstore.capacity import OrderRecord, decode_order_record, header_seq, order_key, parse_order_key
 from tierstore.codec import Key, encode_key, unpack_record
-from tierstore.disk import NS_ENTRY, NS_WRITE_ORDER, DiskTier
+from tierstore.disk import NS_ENTRY, NS_EXPIRY, NS_WRITE_ORDER, DiskTier
 from tierstore.errors import CorruptRecord
-from tierstore.sweep import OrderRecord, Sweeper, decode_order_record, header_seq, order_key, parse_order_key
+from tierstore.expiry import index_op
+from tierstore.sweep import Sweeper
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
 
@@ -78,14 +80,16 @@ def test_sweep_never_loses_a_concurrent_write(tmp_path: Path, clock: FakeClock) 
         with open_store(str(tmp_path / "s"), clock) as store:
             store.set("k", "old", ttl=1)
             old = raw(store, "k")
-        assert old is not None
-        disk.put(NS_ENTRY + encode_key("k"), old)
+            store.set("k", "newer", ttl=None)
+            newer = raw(store, "k")
+        assert old is not None and newer is not None
+        disk_key = NS_ENTRY + encode_key("k")
+        disk.write([index_op(disk_key, unpack_record(old).expires_at or 0.0), (disk_key, old)])
         clock.advance(5)
-        newer = b"\x99placeholder"
 
         @contextmanager
         def racing_lock(key: Key) -> Any:
-            # A writer got in between the scan and the lock.
+            # A writer got in between the index scan and the lock.
             disk.put(NS_ENTRY + encode_key(key), newer)
             yield
 
@@ -98,8 +102,10 @@ def test_sweep_never_loses_a_concurrent_write(tmp_path: Path, clock: FakeClock) 
             begin=lambda k: None,
             forget=lambda k: None,
         )
-        assert sweeper.sweep()["expired_purged"] == 0
-        assert disk.get(NS_ENTRY + encode_key("k")) == newer
+        counts = sweeper.sweep()
+        assert (counts["scanned"], counts["expired_purged"]) == (1, 0)
+        assert disk.get(disk_key) == newer
+        assert list(disk.scan(NS_EXPIRY)) == []  # the index record of the old entry is gone
     finally:
         disk.close()
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from .disk import META_OPEN, meta_key
+from .disk import META_EXPIRY_INDEX, META_OPEN, meta_key
 from .errors import CorruptRecord
 
 __all__ = [
@@ -28,11 +28,13 @@ __all__ = [
     "checkpoint_info",
 ]
 
-# In the working directory only: the session marker (disk.py's) and the generation
-# of the checkpoint taken at the last clean close.
+# In the working directory only: the session marker (disk.py's), the generation
+# of the checkpoint taken at the last clean close, and the mark of a complete
+# expiry index (expiry.py's: a checkpoint killed half way may hold entries
+# without their index records, so a restored store rebuilds its index).
 META_CHECKPOINT_GENERATION = b"checkpoint_generation"
 _OPEN_MARK = meta_key(META_OPEN)
-WORKING_ONLY = frozenset({_OPEN_MARK, meta_key(META_CHECKPOINT_GENERATION)})
+WORKING_ONLY = frozenset({_OPEN_MARK, meta_key(META_CHECKPOINT_GENERATION), meta_key(META_EXPIRY_INDEX)})
 # In the checkpoint directory only: what the last checkpoint did (a msgpack map:
 # number, generation, time, complete, full, records, ...).
 META_CHECKPOINT = b"checkpoint"

@@ -280,6 +280,7 @@ def inspect_document(db: Any, path: str, census: Census) -> dict[str, Any]:
         "corrupt_indexes": census.corrupt_indexes,
         "bloom": bloom_document(db),
         "checkpoint": checkpoint_document(db),
+        "expiry_index_complete": None if is_checkpoint else summary.expiry_index_complete(db),
         "records": {name: {"count": c[0], "bytes": c[1]} for name, c in sorted(census.namespaces.items())},
         "disk": summary.disk_usage(path),
     }

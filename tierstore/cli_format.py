@@ -257,6 +257,7 @@ def inspect_fields(document: dict[str, Any], indexes: list[IndexInfo]) -> list[t
         ("indexes", index_lines(indexes, document["corrupt_indexes"])),
         ("bloom filter", bloom_line(document["bloom"])),
         ("checkpoint", checkpoint_line(document["checkpoint"])),
+        ("expiry index", expiry_index_line(document["expiry_index_complete"])),
         ("records", records or "none"),
         ("on disk", f"{fmt_size(document['disk']['bytes'])} in {document['disk']['files']} files"),
     ]
@@ -282,6 +283,12 @@ def bloom_line(bloom: dict[str, Any] | None) -> str:
         f"estimated error rate {bloom['estimated_error_rate']:.4g} (target {bloom['error_rate']:g})"
         + ("" if bloom["complete"] else "; incomplete: rebuilt at next guarded open")
     )
+
+
+def expiry_index_line(complete: bool | None) -> str:
+    if complete is None:
+        return "not kept in a checkpoint (a restore builds it)"
+    return "complete" if complete else "not built: the next open builds it (one scan of the entries)"
 
 
 def checkpoint_line(info: dict[str, Any] | None) -> str:

@@ -48,12 +48,14 @@ __all__ = [
     "NS_INDEX_META",
     "NS_META",
     "NS_WRITE_ORDER",
+    "NS_EXPIRY",
     "NAMESPACES",
     "SCHEMA_VERSION",
     "META_SCHEMA",
     "META_OPEN",
     "META_SEQ",
     "META_VERSIONED",
+    "META_EXPIRY_INDEX",
     "meta_key",
     "decode_meta",
     "write_error",
@@ -75,6 +77,7 @@ NS_INDEX_ORDER = b"o"
 NS_INDEX_META = b"x"
 NS_META = b"m"
 NS_WRITE_ORDER = b"w"
+NS_EXPIRY = b"d"  # sorts before NS_ENTRY: a key-order copy writes an entry's index record first
 
 #: Each namespace byte and the name tools show it under.
 NAMESPACES: dict[bytes, str] = {
@@ -85,6 +88,7 @@ NAMESPACES: dict[bytes, str] = {
     NS_INDEX_META: "index_meta",
     NS_META: "meta",
     NS_WRITE_ORDER: "write_order",
+    NS_EXPIRY: "expiry",
 }
 
 # Names of meta records (``NS_META + name``); each module that owns one says what it holds.
@@ -92,6 +96,7 @@ META_SCHEMA = b"schema"  # the schema version, a msgpack int
 META_OPEN = b"open"  # present while a session is open: missing after a clean close
 META_SEQ = b"seq"  # store.py: the write sequence's high-water mark, saved at close
 META_VERSIONED = b"versioned"  # store.py: true once the store has held a versioned entry
+META_EXPIRY_INDEX = b"expiry_index"  # expiry.py: true once every entry with an expiry has its index record
 
 SCHEMA_VERSION = 1
 _CHUNK = 1024

@@ -9,7 +9,8 @@ by another process is detected.
 
 Every record is decoded by the module that owns it: entries by ``codec``,
 counters by ``counters``, indexes by ``index_codec``, the checkpoint record by
-``checkpoint``, write-order records by ``sweep``, the filter by ``bloom``, meta
+``checkpoint``, write-order records by ``capacity``, expiry index records by
+``expiry`` (through ``verify``), the filter by ``bloom``, meta
 records and the schema by ``disk``. This module adds what a reader needs on top:
 opening a directory safely, and the state of an entry as ``get`` would see it.
 The pass that checks every record is ``verify``; the summary that ``inspect``

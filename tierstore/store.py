@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from . import codec
+from .capacity import Capacity, open_capacity
 from .checkpoint import STAT_KEYS as PERSIST_STAT_KEYS
 from .checkpoint import Checkpointer, TrackedDisk
 from .clock import TTL, check_seconds
@@ -27,6 +28,7 @@ from .codec import ABSENT, NEGATIVE, TOMBSTONE, Entry, Key, Record, encode_key, 
 from .counters import Counters
 from .disk import META_SEQ, META_VERSIONED, NS_ENTRY, DiskTier
 from .errors import CorruptRecord, StoreClosed, TierStoreError
+from .expiry import ensure_index
 from .flight import Flights
 from .guard import Guard, note_unguarded_open
 from .leveldb import forked_error, on_fork
@@ -39,7 +41,7 @@ from .scheduler import Handle, Scheduler
 from .stats import Stats
 from .stripes import STRIPES, Stripes
 from .sweep import STAT_KEYS as SWEEP_STAT_KEYS
-from .sweep import Capacity, Sweeper, open_capacity
+from .sweep import Sweeper
 from .writer import Writer, fast_entry_key, is_live
 from .writes import CapacityWrites, DiskWrites, EntryWrites
 
@@ -548,6 +550,7 @@ class TierStore:
             assert isinstance(self._disk, TrackedDisk)
             self._checkpointer = Checkpointer(self._disk, str(options.persist_path), rate=options.persist_rate)
         self._capacity = open_capacity(self._disk, options.disk_capacity_bytes)
+        ensure_index(self._disk)  # a store from before the expiry index, or restored: one scan builds it
         self._sweeper = Sweeper(
             self._disk,
             clock=self._clock,
@@ -602,8 +605,8 @@ class TierStore:
     def sweep(self) -> dict[str, int]:
         """Purge expired entries, expired negative entries and old tombstones; enforce the capacity.
 
-        Returns counts: ``scanned``, ``expired_purged``, ``swept_tombstones``,
-        ``corrupt_purged``, ``evictions_disk``.
+        Returns counts: ``scanned`` (expiry index records read: only what fell due), ``expired_purged``,
+        ``swept_tombstones``, ``corrupt_purged``, ``evictions_disk``.
         """
         if self._closed:
             raise self._unusable()

@@ -2,10 +2,11 @@
 
 The census is one streamed pass that counts records by namespace and entries
 by state, and lists the indexes; the facts (checkpoint or working directory,
-clean shutdown, last sequence, the saved filter, the checkpoint record, file
-sizes) each read one meta record or the file listing. It is separate from
-``reader``, which opens a directory and decodes the records the other
-commands show: this module only summarizes, on top of those decoders.
+clean shutdown, last sequence, the saved filter, the checkpoint record, the
+expiry index's completeness, file sizes) each read one meta record or the file
+listing. It is separate from ``reader``, which opens a directory and decodes
+the records the other commands show: this module only summarizes, on top of
+those decoders.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from .bloom import BloomFilter
 from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, checkpoint_info
-from .disk import META_OPEN, META_SEQ, NAMESPACES, NS_ENTRY, NS_INDEX_META, meta_key
+from .disk import META_EXPIRY_INDEX, META_OPEN, META_SEQ, NAMESPACES, NS_ENTRY, NS_INDEX_META, meta_key
 from .errors import CorruptRecord
 from .guard import META_CLEAN, META_FILTER
 from .reader import STATES, IndexInfo, Tick, classify, decode_bloom, index_info, namespace_name, read_meta
@@ -30,6 +31,7 @@ __all__ = [
     "bloom_complete",
     "read_checkpoint",
     "checkpoint_generation",
+    "expiry_index_complete",
     "disk_usage",
 ]
 
@@ -110,6 +112,12 @@ def read_checkpoint(db: Any) -> dict[str, Any] | None:
 def checkpoint_generation(db: Any) -> Any:
     """The generation of the checkpoint a working directory took at its last clean close, or None."""
     return read_meta(db, META_CHECKPOINT_GENERATION)
+
+
+def expiry_index_complete(db: Any) -> bool:
+    """Whether the expiry index holds every entry with an expiry (expiry.py's meta record); if not,
+    the store's next open builds it with one scan. A checkpoint never says so: a restore rebuilds it."""
+    return read_meta(db, META_EXPIRY_INDEX) is True
 
 
 def disk_usage(path: str) -> dict[str, int]:

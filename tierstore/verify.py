@@ -1,7 +1,7 @@
 """Verifying a store directory: decode every record of every namespace, and report what fails.
 
 Each namespace is checked with the decoders of the module that owns it
-(``codec``, ``counters``, ``index_codec``, ``checkpoint``, ``sweep``, ``guard``
+(``codec``, ``counters``, ``index_codec``, ``checkpoint``, ``capacity``, ``expiry``, ``guard``
 and ``bloom`` through their meta records, ``disk`` for the schema); a record
 in a namespace ``disk`` does not declare is a finding, and LevelDB's own
 checksum errors end the pass with one. It is separate from ``reader`` (which
@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import plyvel
 
+from .capacity import decode_order_record
 from .checkpoint_record import META_CHECKPOINT
 from .checkpoint_record import decode_checkpoint_info as check_checkpoint
 from .codec import decode_key, unpack_record
@@ -26,6 +27,7 @@ from .disk import (
     NAMESPACES,
     NS_COUNTER,
     NS_ENTRY,
+    NS_EXPIRY,
     NS_INDEX_MEMBER,
     NS_INDEX_META,
     NS_INDEX_ORDER,
@@ -35,10 +37,10 @@ from .disk import (
     decode_schema,
     leveldb_message,
 )
+from .expiry import decode_index_record
 from .guard import META_FILTER
 from .index_codec import check_index_record
 from .reader import Tick, decode_bloom, namespace_name
-from .sweep import decode_order_record
 
 __all__ = ["Problem", "Tally", "verify_records"]
 
@@ -79,6 +81,7 @@ CHECKERS: dict[bytes, Checker] = {
     NS_INDEX_MEMBER: check_index_record,
     NS_INDEX_ORDER: check_index_record,
     NS_WRITE_ORDER: decode_order_record,
+    NS_EXPIRY: decode_index_record,
 }
 """The decoder of each namespace this version knows how to check."""
 

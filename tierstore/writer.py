@@ -28,6 +28,7 @@ from .clock import Jitter, check_ttl
 from .codec import ABSENT, NEGATIVE, TOMBSTONE, Key, Record, encode_key
 from .disk import META_VERSIONED, NS_ENTRY, DiskTier
 from .errors import CorruptRecord
+from .expiry import index_op
 from .flight import Flights
 from .memory import MemoryTier
 from .options import Options
@@ -215,7 +216,8 @@ class Writer:
         memory = self._memory
         memory.begin_write(stripe)  # until tier 1 is updated, no older record is promoted
         try:
-            self._writes.put(disk_key, data, seq)
+            # An entry with an expiry lands in one batch with its expiry index record (what sweeps read).
+            self._writes.put(disk_key, data, seq, None if expires_at is None else [index_op(disk_key, expires_at)])
         except BaseException:
             memory.discard(key, stripe)  # what tier 2 holds is unknown: tier 1 forgets the key
             raise

@@ -1,11 +1,15 @@
 """How an entry reaches tier 2: composed layers with one ``put``/``delete`` interface.
 
-A layer adds the records that must land in the same LevelDB batch as the entry
-(its write-order record for the capacity, ...) to ``extra`` and hands the write
-on; the innermost layer, ``DiskWrites``, commits once: a plain ``DB.put`` when
-nothing rides along (the common case, and the cheapest LevelDB write), else one
-atomic batch. So the store composes what its settings need, as zict composes
-``Buffer(fast, slow)``, instead of branching on them per write::
+A layer adds the records that must land no later than the entry (its expiry
+index record, its write-order record for the capacity, ...) to ``extra`` and
+hands the write on; the innermost layer, ``DiskWrites``, writes them in order
+and the entry last, each as a plain ``DB.put`` (cheaper here than a batch: a
+set with a TTL costs 1 put more, not a batch). LevelDB applies writes in order,
+so a crash keeps a prefix: a record that rode along without its entry (the
+sweep drops an index record naming no entry; an unclean close rebuilds the
+capacity's order records), never an entry without them. The store composes
+what its settings need, as zict composes ``Buffer(fast, slow)``, instead of
+branching on them per write::
 
     writes = DiskWrites(disk)
     writes = CapacityWrites(writes, capacity)   # only with disk_capacity_bytes
@@ -17,8 +21,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .capacity import Capacity, entry_size, order_op
 from .disk import DiskTier, Op
-from .sweep import Capacity, entry_size, order_key, order_value
 
 __all__ = ["EntryWrites", "DiskWrites", "CapacityWrites"]
 
@@ -32,7 +36,7 @@ class EntryWrites(Protocol):
 
 
 class DiskWrites:
-    """The innermost layer: one ``put`` alone, or one batch with what rides along."""
+    """The innermost layer: what rides along, in order, then the entry's own ``put``."""
 
     def __init__(self, disk: DiskTier) -> None:
         self._disk = disk
@@ -40,10 +44,12 @@ class DiskWrites:
 
     def put(self, disk_key: bytes, data: bytes, seq: int, extra: list[Op] | None = None) -> None:
         if extra:
-            extra.append((disk_key, data))
-            self._disk.write(extra)
-        else:
-            self._put(disk_key, data)
+            for key, value in extra:
+                if value is None:
+                    self._disk.delete(key)
+                else:
+                    self._put(key, value)
+        self._put(disk_key, data)
 
     def delete(self, disk_key: bytes, extra: list[Op] | None = None) -> None:
         ops = extra if extra is not None else []
@@ -60,10 +66,9 @@ class CapacityWrites:
 
     def put(self, disk_key: bytes, data: bytes, seq: int, extra: list[Op] | None = None) -> None:
         ops, delta = self._capacity.replacing(disk_key)
-        size = entry_size(disk_key, data)
-        ops.append((order_key(seq, disk_key), order_value(size)))
+        ops.append(order_op(seq, disk_key, data))
         self._inner.put(disk_key, data, seq, _joined(ops, extra))
-        self._capacity.grow(delta + size)
+        self._capacity.grow(delta + entry_size(disk_key, data))
 
     def delete(self, disk_key: bytes, extra: list[Op] | None = None) -> None:
         ops, delta = self._capacity.replacing(disk_key)
