@@ -46,6 +46,8 @@ class MemoryTier:
         self._seen: set[Key] | None = set() if second_read else None
         self._max_items = max_items
         self._max_bytes = max_bytes
+        # The item-bounded LRU: put and promote inline their insert; anything else goes through _store.
+        self._simple = max_bytes is None and max_items > 0
         self._bytes = 0
         self.evictions = 0
         self._lock = threading.Lock()
@@ -83,7 +85,7 @@ class MemoryTier:
         try:
             epochs = self.epochs
             epochs[stripe] = (epochs[stripe] | 1) + 1  # the next even epoch
-            if self._max_bytes is not None or not self._max_items:
+            if not self._simple:
                 self._store(key, record)
                 return
             data = self._data
@@ -118,7 +120,7 @@ class MemoryTier:
         try:
             if self.epochs[stripe] != epoch or key in data:
                 return False
-            if self._max_bytes is not None:
+            if not self._simple:
                 self._store(key, record)
                 return True
             data[key] = record  # a new key: it lands at the most recent end

@@ -105,6 +105,7 @@ class Options:
     memory_items: int = 10_000
     memory_bytes: int | None = None
     memory_admission: str = "second_read"
+    memory_policy: str = "lru"
     default_ttl: float | None = None
     ttl_jitter: float = 0.0
     negative_ttl: float = 60.0
@@ -133,6 +134,8 @@ class Options:
         _check_persist_path(self.path, self.persist_path)
         _check_count(self.memory_items, "memory_items", minimum=0)
         _check_count(self.memory_bytes, "memory_bytes", minimum=1, optional=True)
+        if self.memory_policy not in ("lru", "lfu", "fifo"):
+            raise ValueError(f"memory_policy must be 'lru', 'lfu' or 'fifo', got {self.memory_policy!r}")
         if self.memory_admission not in ("always", "second_read"):
             raise ValueError(f"memory_admission must be 'always' or 'second_read', got {self.memory_admission!r}")
         _check_count(self.bloom_capacity, "bloom_capacity", minimum=1)

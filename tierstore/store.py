@@ -33,7 +33,7 @@ from .flight import Flights
 from .guard import Guard, note_unguarded_open
 from .leveldb import forked_error, on_fork
 from .loading import Loading, StoreCore
-from .memory import MemoryTier
+from .memory_policy import Policy, memory_tier
 from .options import STAT_KEYS, Options
 from .ranking import DEFAULT_REFRESH_INTERVAL, IndexRefresher, Pairs, SortedIndex
 from .restore import open_disk
@@ -69,6 +69,7 @@ class TierStore:
         memory_items: int = 10_000,
         memory_bytes: int | None = None,
         memory_admission: Admission = "second_read",
+        memory_policy: Policy = "lru",
         default_ttl: float | None = None,
         ttl_jitter: float = 0.0,
         negative_ttl: float = 60.0,
@@ -99,6 +100,7 @@ class TierStore:
             memory_items=memory_items,
             memory_bytes=memory_bytes,
             memory_admission=memory_admission,
+            memory_policy=memory_policy,
             default_ttl=default_ttl,
             ttl_jitter=ttl_jitter,
             negative_ttl=negative_ttl,
@@ -151,7 +153,8 @@ class TierStore:
         """Everything built over the open directory; a failure here is undone by ``_abandon_open``."""
         options = self._options
         self._guard: Guard | None = None
-        self._memory = MemoryTier(
+        self._memory = memory_tier(
+            options.memory_policy,  # type: ignore[arg-type]  # validated by Options
             options.memory_items,
             options.memory_bytes,
             self._stripes,
