@@ -15,7 +15,7 @@ import plyvel
 import pytest
 
 from tests.conftest import FakeClock
-from tierstore import StoreLocked, TierStore, TierStoreError
+from tierstore import StoreLocked, TierStore, TierStoreError, restore
 from tierstore.checkpoint_record import (
     CHECKPOINT_RECORD,
     META_CHECKPOINT_GENERATION,
@@ -23,8 +23,8 @@ from tierstore.checkpoint_record import (
     decode_checkpoint_info,
 )
 from tierstore.codec import encode_key
-from tierstore.disk import NS_ENTRY, NS_META
-from tierstore.errors import CorruptRecord
+from tierstore.disk import NS_ENTRY, NS_META, DiskTier
+from tierstore.errors import CorruptRecord, CorruptStore
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
 
@@ -418,3 +418,57 @@ def test_damaged_checkpoint_with_working_directory_lost_starts_cold(
     shutil.rmtree(working)
     with open_store(working, persist) as store:
         assert store.get("after") == "cold start"
+
+
+def test_a_table_number_reused_while_the_open_runs_is_no_damage(tmp_path: Path) -> None:
+    """LevelDB deletes orphan tables at open and may reuse a number for a table it is still writing.
+
+    The interleaving is forced: an orphan with no footer is in the directory before the open;
+    right after LevelDB opened (and deleted it), a half-written file of the same number appears,
+    as when a compaction reuses the number. Only LevelDB's live tables are checked, so the open
+    succeeds and nothing is restored over the working directory.
+    """
+    path = str(tmp_path / "store")
+    with TierStore(path) as store:
+        for i in range(2_000):
+            store.set(f"k{i}", i)
+    orphan = os.path.join(path, "000900.ldb")
+    with open(orphan, "wb") as half_written:
+        half_written.write(b"\0" * 100)
+
+    def open_then_reuse(p: str) -> DiskTier:
+        disk = DiskTier(p)
+        assert not os.path.exists(orphan)  # LevelDB removed the orphan at open
+        with open(orphan, "wb") as reused:
+            reused.write(b"\0" * 100)  # a table LevelDB would be writing now
+        return disk
+
+    disk = restore._open_checked(path, open_then_reuse)
+    try:
+        assert disk.live_tables()
+        assert 900 not in (disk.live_tables() or {})
+    finally:
+        disk.close()
+    os.remove(orphan)
+    with TierStore(path) as store:
+        assert [store.get(f"k{i}") for i in (0, 1_999)] == [0, 1_999]
+        assert store.stats()["restored_from_checkpoint"] == 0
+
+
+def test_a_live_table_shorter_than_leveldb_recorded_is_damage(tmp_path: Path) -> None:
+    path = str(tmp_path / "store")
+    with TierStore(path) as store:
+        for i in range(2_000):
+            store.set(f"k{i}", "v" * 100)
+    db = plyvel.DB(path)
+    db.compact_range()  # every entry into tables
+    db.close()
+    table = max(name for name in os.listdir(path) if name.endswith(".ldb"))
+    full = os.path.getsize(os.path.join(path, table))
+    with open(os.path.join(path, table), "r+b") as damaged:
+        data = damaged.read()
+        damaged.seek(0)
+        damaged.truncate()
+        damaged.write(data[: full // 2] + data[-48:])  # the footer is intact, the middle is gone
+    with pytest.raises(CorruptStore, match="is corrupt"):  # by LevelDB's own read or by the size check
+        TierStore(path)

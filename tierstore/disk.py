@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -99,6 +100,7 @@ META_VERSIONED = b"versioned"  # store.py: true once the store has held a versio
 META_EXPIRY_INDEX = b"expiry_index"  # expiry.py: true once every entry with an expiry has its index record
 
 SCHEMA_VERSION = 1
+_LIVE_TABLE = re.compile(rb"^ (\d+):(\d+)\[", re.M)  # a table line of the "leveldb.sstables" property
 _CHUNK = 1024
 
 Op = tuple[bytes, "bytes | None"]
@@ -429,6 +431,21 @@ class DiskTier:
             return int(self._db.approximate_size(prefix, upper))
         finally:
             self.exit()
+
+    def live_tables(self) -> dict[int, int] | None:
+        """LevelDB's live table files, number -> size in bytes (``None`` if LevelDB does not say).
+
+        Only these are complete and immutable: an orphan's number may be reused
+        by a table LevelDB is still writing.
+        """
+        self.enter()
+        try:
+            listing = self._db.get_property(b"leveldb.sstables")
+        finally:
+            self.exit()
+        if listing is None:
+            return None
+        return {int(number): int(size) for number, size in _LIVE_TABLE.findall(listing)}
 
     # -- closing ----------------------------------------------------------------
 

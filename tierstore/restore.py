@@ -213,9 +213,10 @@ def _open_checked(path: str, factory: Callable[[str], DiskTier]) -> DiskTier:
     """Open a directory that holds data, with checks LevelDB does not make at open.
 
     Without ``CURRENT`` LevelDB would start a new, empty database over the old
-    files. Table footers are checked once the directory is locked, and only for
-    tables that were there before the open: LevelDB deleted the orphans by then,
-    and tables it is writing now are not complete yet.
+    files. Once the directory is locked, the tables LevelDB lists as live are
+    checked for their size and footer: orphans are left out, because LevelDB
+    deletes them at open and may reuse their numbers for tables it is still
+    writing (a half-written table is no damage).
     """
     names = os.listdir(path)
     if not any(map(LEVELDB_FILE.fullmatch, names)):
@@ -224,7 +225,7 @@ def _open_checked(path: str, factory: Callable[[str], DiskTier]) -> DiskTier:
         raise CorruptStore(f"store {path} is corrupt: it holds LevelDB files but no CURRENT file")
     disk = factory(path)
     try:
-        damage = _table_damage(path, [name for name in names if name.endswith((".ldb", ".sst"))])
+        damage = _table_damage(path, disk.live_tables())
     except BaseException:
         disk.abandon()
         raise
@@ -234,22 +235,36 @@ def _open_checked(path: str, factory: Callable[[str], DiskTier]) -> DiskTier:
     return disk
 
 
-def _table_damage(path: str, tables: list[str]) -> str | None:
-    """The first table file (of those still present) that lacks its footer, described."""
-    for name in tables:
-        try:
-            with open(os.path.join(path, name), "rb") as table:
+def _table_damage(path: str, live: dict[int, int] | None) -> str | None:
+    """The first live table file that is shorter than LevelDB recorded or lacks its footer, described."""
+    for number, recorded in sorted((live or {}).items()):
+        name, table = _open_table(path, number)
+        if table is None:
+            continue  # compacted away since the listing (or missing: reads of it fail as corrupt)
+        with table:
+            try:
                 size = table.seek(0, os.SEEK_END)
-                if size < _FOOTER_BYTES:
-                    return f"table {name} is truncated ({size} bytes)"
+                if size < max(recorded, _FOOTER_BYTES):
+                    return f"table {name} is truncated ({size} of {recorded} bytes)"
                 table.seek(size - len(_TABLE_MAGIC))
                 if table.read(len(_TABLE_MAGIC)) != _TABLE_MAGIC:
                     return f"table {name} has no valid footer (truncated or overwritten)"
-        except FileNotFoundError:
-            continue  # an orphan LevelDB removed at open
-        except OSError as exc:
-            return f"table {name} cannot be read: {exc}"
+            except OSError as exc:
+                return f"table {name} cannot be read: {exc}"
     return None
+
+
+def _open_table(path: str, number: int) -> tuple[str, Any]:
+    """The file of table ``number`` (``.ldb``, or ``.sst`` from older LevelDBs), opened; ``None`` if absent."""
+    for suffix in (".ldb", ".sst"):
+        name = f"{number:06d}{suffix}"
+        try:
+            return name, open(os.path.join(path, name), "rb")  # closed by the caller
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise CorruptStore(f"store {path} is corrupt: table {name} cannot be opened: {exc}") from None
+    return f"{number:06d}.ldb", None
 
 
 def _open_checkpoint(persist_path: str) -> Any:
