@@ -14,6 +14,7 @@ not memory. No pickle, ever.
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any, NamedTuple
 
 import msgpack
@@ -45,6 +46,10 @@ __all__ = [
     "STR_TAG",
     "BYTES_TAG",
     "SAFE_STR_LEN",
+    "RecordState",
+    "record_state",
+    "purge_time",
+    "entry_of",
 ]
 
 Key = str | bytes
@@ -147,6 +152,64 @@ class Record:
             f"Record(value={self.value!r}, version={self.version}, expires_at={self.expires_at}, "
             f"flags={self.flags}, seq={self.seq})"
         )
+
+
+class RecordState(IntEnum):
+    """What a stored record is at a given moment (see ``record_state``)."""
+
+    LIVE = 0  # a value to serve
+    NEGATIVE = 1  # a negative entry: the source has nothing, and a lookup says so
+    STALE = 2  # an expired value inside its ``stale_ttl`` window: served only where staleness is asked for
+    EXPIRED = 3  # nothing to serve: a value past its stale window, or an expired negative entry
+    TOMBSTONE = 4  # a deleted key keeping its version: nothing to serve, whatever its expiry
+
+
+_LIVE, _NEGATIVE, _STALE, _EXPIRED, _TOMBSTONE = RecordState
+
+
+def record_state(record: Record, now: float, stale_ttl: float = 0.0) -> RecordState:
+    """The state of ``record`` at ``now``: the one rule every read, load and sweep decides by.
+
+    A tombstone is a tombstone whatever its expiry. A record expires when
+    ``expires_at <= now``; an expired value is ``STALE`` until ``expires_at +
+    stale_ttl`` and ``EXPIRED`` from then on, while an expired negative entry is
+    ``EXPIRED`` at once (negative entries are never stale). ``unpack_record``
+    refuses unknown flag bits, so any flag but ``TOMBSTONE`` means negative here.
+    ``TierStore.get`` inlines the ``LIVE`` test of a tier-1 hit (a test ties it to this).
+    """
+    flags = record.flags
+    if flags & TOMBSTONE:
+        return _TOMBSTONE
+    expires_at = record.expires_at
+    if expires_at is not None and expires_at <= now:
+        if flags or now >= expires_at + stale_ttl:
+            return _EXPIRED
+        return _STALE
+    return _NEGATIVE if flags else _LIVE
+
+
+def purge_time(record: Record, stale_ttl: float = 0.0) -> float | None:
+    """When a sweep may remove ``record`` (``None``: never by expiry).
+
+    That is when ``record_state`` turns ``EXPIRED`` (the end of a value's stale
+    window, a negative entry's expiry), or a tombstone's expiry.
+    """
+    expires_at = record.expires_at
+    if expires_at is None:
+        return None
+    if record.flags:
+        return expires_at
+    return expires_at + stale_ttl
+
+
+def entry_of(record: Record, now: float, stale_ttl: float = 0.0) -> Entry | None:
+    """What ``get_entry`` returns for ``record`` at ``now``: live, negative or stale, else ``None``."""
+    state = record_state(record, now, stale_ttl)
+    if state is _LIVE or state is _STALE:
+        return Entry(record.value, record.version, record.expires_at, False, state is _STALE)
+    if state is _NEGATIVE:
+        return Entry(ABSENT, record.version, record.expires_at, True, False)
+    return None
 
 
 def encode_key(key: object) -> bytes:

@@ -34,7 +34,7 @@ import plyvel
 
 from .bloom import BloomFilter
 from .checkpoint_record import CHECKPOINT_RECORD
-from .codec import NEGATIVE, TOMBSTONE, Key, Record, decode_key, encode_key, unpack_record
+from .codec import NEGATIVE, Key, Record, RecordState, decode_key, encode_key, record_state, unpack_record
 from .counters import counter_name, decode_count
 from .disk import (
     META_SCHEMA,
@@ -202,6 +202,13 @@ LIVE, EXPIRED, NEGATIVE_STATE, TOMBSTONE_STATE, FLAGGED, CORRUPT = (
     "corrupt",
 )
 STATES = (LIVE, EXPIRED, NEGATIVE_STATE, TOMBSTONE_STATE, FLAGGED, CORRUPT)
+_STATE_NAMES = {
+    RecordState.LIVE: LIVE,
+    RecordState.NEGATIVE: NEGATIVE_STATE,
+    RecordState.STALE: EXPIRED,  # not reached without a stale window
+    RecordState.EXPIRED: EXPIRED,
+    RecordState.TOMBSTONE: TOMBSTONE_STATE,
+}
 
 
 class Row(NamedTuple):
@@ -215,14 +222,14 @@ class Row(NamedTuple):
 
 
 def entry_state(record: Record, now: float) -> str:
-    """Why ``get`` would or would not return this record: live, tombstone, expired, negative, flagged."""
-    if record.flags & TOMBSTONE:
-        return TOMBSTONE_STATE
-    if record.expires_at is not None and record.expires_at <= now:
-        return EXPIRED
-    if record.flags & NEGATIVE:
-        return NEGATIVE_STATE
-    return FLAGGED if record.flags else LIVE
+    """Why ``get`` would or would not return this record: live, tombstone, expired, negative, flagged.
+
+    The rule is ``codec.record_state`` without a stale window (``stale_ttl`` is not on disk).
+    """
+    state = record_state(record, now)
+    if state is RecordState.NEGATIVE and not record.flags & NEGATIVE:
+        return FLAGGED
+    return _STATE_NAMES[state]
 
 
 def classify(raw_key: bytes, data: bytes, now: float) -> Row:

@@ -24,7 +24,7 @@ from .capacity import Capacity, open_capacity
 from .checkpoint import STAT_KEYS as PERSIST_STAT_KEYS
 from .checkpoint import Checkpointer, TrackedDisk
 from .clock import TTL, check_seconds
-from .codec import ABSENT, NEGATIVE, TOMBSTONE, Entry, Key, Record, encode_key, unpack_record
+from .codec import Entry, Key, Record, RecordState, encode_key, entry_of, record_state, unpack_record
 from .counters import Counters
 from .disk import META_SEQ, META_VERSIONED, NS_ENTRY, DiskTier
 from .errors import CorruptRecord, StoreClosed, TierStoreError
@@ -42,7 +42,7 @@ from .stats import Stats
 from .stripes import STRIPES, Stripes
 from .sweep import STAT_KEYS as SWEEP_STAT_KEYS
 from .sweep import Sweeper
-from .writer import Writer, fast_entry_key, is_live
+from .writer import Writer, fast_entry_key
 from .writes import CapacityWrites, DiskWrites, EntryWrites
 
 __all__ = ["TierStore"]
@@ -222,7 +222,7 @@ class TierStore:
             encode_key(key)  # raises the key error callers expect
             raise
         if record is not None:
-            if not record.flags:
+            if not record.flags:  # codec.record_state's LIVE test, inlined (tests/property/test_record_rule.py)
                 expires_at = record.expires_at
                 if expires_at is None or expires_at > self._clock():
                     self._hit_memory()
@@ -232,20 +232,24 @@ class TierStore:
         if record is None:
             self._miss()
             return default
+        if not record.flags:  # the same inlined LIVE test as above, for a tier-2 hit
+            expires_at = record.expires_at
+            if expires_at is None or expires_at > self._clock():
+                self._hit_disk()
+                return record.value
         return self._answer(record, default, self._hit_disk)
 
     def _answer(self, record: Record, default: Any, count_hit: Callable[[], int]) -> Any:
-        """What ``get`` returns for a stored record that is not a plain live hit in tier 1."""
-        flags = record.flags
-        expires_at = record.expires_at
-        if flags & TOMBSTONE or (expires_at is not None and expires_at <= self._clock()):
-            self._miss()
-            return default
-        if flags & NEGATIVE:
+        """What ``get`` returns for a stored record that is not a plain live hit."""
+        state = record_state(record, self._clock())
+        if state is _LIVE:
+            count_hit()
+            return record.value
+        if state is _NEGATIVE:
             self._stats.counts["negative_hits"]()
             return default
-        count_hit()
-        return record.value
+        self._miss()
+        return default
 
     def _read(self, key: Key) -> Record | None:
         """The stored record of ``key`` (tombstones and expired ones included)."""
@@ -290,18 +294,7 @@ class TierStore:
     def get_entry(self, key: Key) -> Entry | None:
         """The entry of ``key`` with its metadata; ``stale=True`` within ``stale_ttl`` after expiry."""
         record = self._read(key)
-        if record is None or record.flags & TOMBSTONE:
-            return None
-        return self._entry_of(record, self._clock())
-
-    def _entry_of(self, record: Record, now: float) -> Entry | None:
-        negative = bool(record.flags & NEGATIVE)
-        expires_at = record.expires_at
-        if expires_at is not None and expires_at <= now:
-            if negative or now >= expires_at + self._options.stale_ttl:
-                return None
-            return Entry(record.value, record.version, expires_at, False, True)
-        return Entry(ABSENT if negative else record.value, record.version, expires_at, negative, False)
+        return None if record is None else entry_of(record, self._clock(), self._options.stale_ttl)
 
     # -- writing (writer.py) ---------------------------------------------------------
 
@@ -633,7 +626,8 @@ class TierStore:
     # -- mapping protocol -----------------------------------------------------------
 
     def __contains__(self, key: object) -> bool:
-        return is_live(self._read(key), self._clock())  # type: ignore[arg-type]
+        record = self._read(key)  # type: ignore[arg-type]
+        return record is not None and record_state(record, self._clock()) is _LIVE
 
     def __getitem__(self, key: Key) -> Any:
         value = self.get(key, _MISSING)
@@ -671,7 +665,7 @@ class TierStore:
             except CorruptRecord as exc:
                 self._count_corrupt(disk_key, exc)
                 continue
-            if is_live(record, self._clock()):
+            if record_state(record, self._clock()) is _LIVE:
                 try:
                     key = codec.decode_key(disk_key[1:])
                 except CorruptRecord as exc:  # a damaged key: skipped and counted, like a damaged envelope
@@ -742,6 +736,7 @@ class TierStore:
 
 
 _MISSING = object()
+_LIVE, _NEGATIVE = RecordState.LIVE, RecordState.NEGATIVE
 _STRIPE_COUNT = STRIPES  # the store's Stripes() has the default count
 
 
