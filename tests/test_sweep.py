@@ -15,9 +15,10 @@ from tests.conftest import FakeClock
 from tierstore import ABSENT, TierStore
 from tierstore.capacity import OrderRecord, decode_order_record, header_seq, order_key, parse_order_key
 from tierstore.codec import Key, encode_key, unpack_record
-from tierstore.disk import NS_ENTRY, NS_EXPIRY, NS_WRITE_ORDER, DiskTier
+from tierstore.disk import DiskTier
 from tierstore.errors import CorruptRecord
 from tierstore.expiry import index_op
+from tierstore.keyspace import NS_ENTRY, NS_EXPIRY, NS_WRITE_ORDER
 from tierstore.sweep import Sweeper
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}

@@ -50,8 +50,9 @@ from collections.abc import Iterable, Iterator
 from . import codec
 from .bloom import BloomFilter
 from .codec import Key
-from .disk import NS_ENTRY, DiskTier
+from .disk import DiskTier
 from .errors import CorruptRecord, TierStoreError
+from .keyspace import NS_ENTRY
 
 __all__ = ["Guard", "note_unguarded_open", "META_FILTER", "META_CLEAN"]
 

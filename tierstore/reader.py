@@ -11,7 +11,7 @@ Every record is decoded by the module that owns it: entries by ``codec``,
 counters by ``counters``, indexes by ``index_codec``, the checkpoint record by
 ``checkpoint``, write-order records by ``capacity``, expiry index records by
 ``expiry`` (through ``verify``), the filter by ``bloom``, meta
-records and the schema by ``disk``. This module adds what a reader needs on top:
+records and the schema by ``keyspace``. This module adds what a reader needs on top:
 opening a directory safely, and the state of an entry as ``get`` would see it.
 The pass that checks every record is ``verify``; the summary that ``inspect``
 shows is ``summary``.
@@ -36,7 +36,10 @@ from .bloom import BloomFilter
 from .checkpoint_record import CHECKPOINT_RECORD
 from .codec import NEGATIVE, Key, Record, RecordState, decode_key, encode_key, record_state, unpack_record
 from .counters import counter_name, decode_count
-from .disk import (
+from .disk import leveldb_message, open_leveldb
+from .errors import CorruptRecord, CorruptStore, StoreLocked, TierStoreError
+from .index_codec import decode_index_meta, index_meta_key, parse_index_key, read_index
+from .keyspace import (
     META_SCHEMA,
     NAMESPACES,
     NS_COUNTER,
@@ -45,12 +48,8 @@ from .disk import (
     SCHEMA_VERSION,
     decode_meta,
     decode_schema,
-    leveldb_message,
     meta_key,
-    open_leveldb,
 )
-from .errors import CorruptRecord, CorruptStore, StoreLocked, TierStoreError
-from .index_codec import decode_index_meta, index_meta_key, parse_index_key, read_index
 
 __all__ = [
     "Unreadable",
@@ -320,7 +319,7 @@ def index_page(db: Any, info: IndexInfo, offset: int, limit: int | None) -> Iter
 
 
 def namespace_name(raw_key: bytes) -> str:
-    """The name of a record's namespace, as ``disk.NAMESPACES`` gives it."""
+    """The name of a record's namespace, as ``keyspace.NAMESPACES`` gives it."""
     return NAMESPACES.get(raw_key[:1], f"unknown {raw_key[:1]!r}")
 
 

@@ -26,11 +26,12 @@ from .checkpoint import Checkpointer, TrackedDisk
 from .clock import TTL, check_seconds
 from .codec import Entry, Key, Record, RecordState, encode_key, entry_of, record_state, unpack_record
 from .counters import Counters
-from .disk import META_SEQ, META_VERSIONED, NS_ENTRY, DiskTier
+from .disk import DiskTier
 from .errors import CorruptRecord, StoreClosed, TierStoreError
 from .expiry import ensure_index
 from .flight import Flights
 from .guard import Guard, note_unguarded_open
+from .keyspace import META_SEQ, META_VERSIONED, NS_ENTRY
 from .leveldb import forked_error, on_fork
 from .loading import Loading, StoreCore
 from .memory import MemoryTier

@@ -42,9 +42,10 @@ from typing import Any
 from . import codec
 from .capacity import Capacity, entry_size, header_seq, order_key, order_op, order_size, parse_order_key
 from .codec import TOMBSTONE, Key, Record
-from .disk import NS_WRITE_ORDER, DiskTier, Op
+from .disk import DiskTier
 from .errors import CorruptRecord
 from .expiry import due_records, encode_time, index_disk_key, index_key, index_op
+from .keyspace import NS_WRITE_ORDER, Op
 
 __all__ = ["Sweeper", "STAT_KEYS"]
 

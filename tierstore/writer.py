@@ -26,10 +26,11 @@ from typing import Any
 from . import codec
 from .clock import Jitter, check_ttl
 from .codec import ABSENT, NEGATIVE, TOMBSTONE, Key, Record, RecordState, encode_key, record_state
-from .disk import META_VERSIONED, NS_ENTRY, DiskTier
+from .disk import DiskTier
 from .errors import CorruptRecord
 from .expiry import index_op
 from .flight import Flights
+from .keyspace import META_VERSIONED, NS_ENTRY
 from .memory import MemoryTier
 from .options import Options
 from .stats import Stats

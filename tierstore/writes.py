@@ -22,7 +22,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from .capacity import Capacity, entry_size, order_op
-from .disk import DiskTier, Op
+from .disk import DiskTier
+from .keyspace import Op
 
 __all__ = ["EntryWrites", "DiskWrites", "CapacityWrites"]
 

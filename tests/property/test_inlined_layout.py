@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from tierstore import codec
 from tierstore.capacity import header_seq
 from tierstore.codec import MAX_KEY_BYTES, NEGATIVE, SAFE_STR_LEN, TOMBSTONE
-from tierstore.disk import NS_ENTRY
 from tierstore.expiry import envelope_expiry
+from tierstore.keyspace import NS_ENTRY
 from tierstore.writer import entry_key, fast_entry_key
 
 
