@@ -63,8 +63,8 @@ NAMESPACES: dict[bytes, str] = {
 # Names of meta records (``NS_META + name``); each module that owns one says what it holds.
 META_SCHEMA = b"schema"  # the schema version, a msgpack int
 META_OPEN = b"open"  # present while a session is open: missing after a clean close
-META_SEQ = b"seq"  # store.py: the write sequence's high-water mark, saved at close
-META_VERSIONED = b"versioned"  # store.py: true once the store has held a versioned entry
+META_SEQ = b"seq"  # session.py: the write sequence's high-water mark, saved at close
+META_VERSIONED = b"versioned"  # session.py, writer.py: true once the store has held a versioned entry
 META_EXPIRY_INDEX = b"expiry_index"  # expiry.py: true once every entry with an expiry has its index record
 
 SCHEMA_VERSION = 1

@@ -8,7 +8,6 @@ listed in the README's "Layout", none of which imports this one.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import shutil
@@ -26,12 +25,11 @@ from .checkpoint import Checkpointer, TrackedDisk
 from .clock import TTL, check_seconds
 from .codec import Entry, Key, Record, RecordState, encode_key, entry_of, record_state, unpack_record
 from .counters import Counters
-from .disk import DiskTier
 from .errors import CorruptRecord, StoreClosed, TierStoreError
 from .expiry import ensure_index
 from .flight import Flights
 from .guard import Guard, note_unguarded_open
-from .keyspace import META_SEQ, META_VERSIONED, NS_ENTRY
+from .keyspace import NS_ENTRY
 from .leveldb import forked_error, on_fork
 from .loading import Loading, StoreCore
 from .memory import MemoryTier
@@ -39,6 +37,7 @@ from .options import STAT_KEYS, Options
 from .ranking import DEFAULT_REFRESH_INTERVAL, IndexRefresher, Pairs, SortedIndex
 from .restore import open_disk
 from .scheduler import Handle, Scheduler
+from .session import holds_versions, next_sequence, save_sequence
 from .stats import Stats
 from .stripes import STRIPES, Stripes
 from .sweep import STAT_KEYS as SWEEP_STAT_KEYS
@@ -161,7 +160,7 @@ class TierStore:
         self._memory_get = self._memory.get
         self._epochs = self._memory.epochs
         self._disk_get = self._disk.get
-        self._seq = _next_sequence(self._disk)
+        self._seq = next_sequence(self._disk)
         self._open_durability(restored)
         self._guard = self._open_guard()  # the existence filter when guard=True
         self._writer = Writer(
@@ -173,7 +172,7 @@ class TierStore:
             stats=self._stats,
             options=options,
             seq=self._seq,
-            versioned=_holds_versions(self._disk),
+            versioned=holds_versions(self._disk),
             on_corrupt=self._count_corrupt,
             admit_key=None if self._guard is None else self._guard.add,
         )
@@ -710,7 +709,7 @@ class TierStore:
                     self._guard.close()  # logs instead of raising: the next open rebuilds
                 try:
                     try:
-                        self._disk.put_meta(META_SEQ, next(self._seq))
+                        save_sequence(self._disk, self._seq)
                     finally:
                         self._close_durability()  # capacity total, then the final checkpoint (its own disk)
                 finally:
@@ -739,42 +738,3 @@ class TierStore:
 _MISSING = object()
 _LIVE, _NEGATIVE = RecordState.LIVE, RecordState.NEGATIVE
 _STRIPE_COUNT = STRIPES  # the store's Stripes() has the default count
-
-
-def _next_sequence(disk: DiskTier) -> Iterator[int]:
-    """A store-wide write counter that stays ahead of every sequence written before.
-
-    It starts at the wall clock in microseconds or past the high-water mark saved at
-    the last clean close, whichever is larger: no store writes a million records a
-    second for long, so even after a crash new writes sort after old ones.
-    """
-    now = time.time_ns() // 1000
-    saved = disk.get_meta(META_SEQ)
-    if type(saved) is not int or not 0 <= saved <= _MAX_SAVED_SEQ:
-        if saved is not None:
-            log.warning("%s: the saved write sequence %r is impossible; restarting it from the clock", disk.path, saved)
-        saved = 0
-    return itertools.count(max(saved, now) + 1)
-
-
-# Sequences are packed in 64 bits; one saved past 2**62 (146,000 years of
-# microseconds) did not come from a clock: damaged, and it would overflow.
-_MAX_SAVED_SEQ = 2**62
-
-
-def _holds_versions(disk: DiskTier) -> bool:
-    """Whether an entry of the store may carry a version above 0 (unversioned writes then read it).
-
-    The ``versioned`` record says so. When it is damaged the answer is ``True``
-    (safe); when it is missing (a new store, or one that lost it) one scan of
-    the entries decides and records the answer.
-    """
-    saved = disk.get_meta(META_VERSIONED, damaged=True)
-    if type(saved) is bool:
-        return saved
-    if saved is not None:
-        log.warning("%s: the meta record 'versioned' holds %r; assuming the store holds versions", disk.path, saved)
-        return True
-    versioned = any(codec.envelope_version(data) for _, data in disk.scan(NS_ENTRY))
-    disk.put_meta(META_VERSIONED, versioned)
-    return versioned
