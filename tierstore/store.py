@@ -19,14 +19,11 @@ from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from . import codec
-from .capacity import Capacity, open_capacity
-from .checkpoint import STAT_KEYS as PERSIST_STAT_KEYS
-from .checkpoint import Checkpointer, TrackedDisk
 from .clock import TTL, check_seconds
 from .codec import Entry, Key, Record, RecordState, encode_key, entry_of, record_state, unpack_record
 from .counters import Counters
+from .durability import Durability
 from .errors import CorruptRecord, StoreClosed, TierStoreError
-from .expiry import ensure_index
 from .flight import Flights
 from .guard import Guard, note_unguarded_open
 from .keyspace import NS_ENTRY
@@ -40,10 +37,8 @@ from .scheduler import Handle, Scheduler
 from .session import holds_versions, next_sequence, save_sequence
 from .stats import Stats
 from .stripes import STRIPES, Stripes
-from .sweep import STAT_KEYS as SWEEP_STAT_KEYS
-from .sweep import Sweeper
 from .writer import Writer, fast_entry_key
-from .writes import CapacityWrites, DiskWrites, EntryWrites
+from .writes import entry_writes
 
 __all__ = ["TierStore"]
 
@@ -161,11 +156,21 @@ class TierStore:
         self._epochs = self._memory.epochs
         self._disk_get = self._disk.get
         self._seq = next_sequence(self._disk)
-        self._open_durability(restored)
+        self._durability = Durability(
+            self._disk,
+            options,
+            path=self.path,
+            restored=restored,
+            stats=self._stats,
+            scheduler=self._scheduler,
+            memory=self._memory,
+            stripes=self._stripes,
+        )
+        self._durability.schedule(self.checkpoint, self.sweep)
         self._guard = self._open_guard()  # the existence filter when guard=True
         self._writer = Writer(
             disk=self._disk,
-            writes=self._entry_writes(),
+            writes=entry_writes(self._disk, self._durability.capacity),
             memory=self._memory,
             stripes=self._stripes,
             flights=self._flights,
@@ -182,13 +187,6 @@ class TierStore:
         self._indexes_lock = threading.Lock()
         self._stats.declare(["index_refresh_errors"])
         self._loading = self._open_loading()
-
-    def _entry_writes(self) -> EntryWrites:
-        """The layers an entry write goes through, as this store's settings need them."""
-        writes: EntryWrites = DiskWrites(self._disk)
-        if self._capacity is not None:
-            writes = CapacityWrites(writes, self._capacity)
-        return writes
 
     def _abandon_open(self) -> None:
         """Undo a failed open: stop the timers and release the directory (left marked unclean)."""
@@ -530,52 +528,7 @@ class TierStore:
     def _count_refresh_error(self, exc: BaseException) -> None:
         self._stats.counts["index_refresh_errors"]()
 
-    # -- durability: checkpoints and sweeping (checkpoint.py, restore.py, sweep.py) ------------------
-
-    def _open_durability(self, restored: bool) -> None:
-        """Wire the checkpointer, the capacity tracker, the sweeper and their timers."""
-        options = self._options
-        self._stats.declare(PERSIST_STAT_KEYS + SWEEP_STAT_KEYS + ("restored_from_checkpoint",))
-        self._stats.add("restored_from_checkpoint", int(restored))
-        self._checkpointer: Checkpointer | None = None
-        self._capacity: Capacity | None = None
-        if options.persist_path is not None:
-            assert isinstance(self._disk, TrackedDisk)
-            self._checkpointer = Checkpointer(self._disk, str(options.persist_path), rate=options.persist_rate)
-        self._capacity = open_capacity(self._disk, options.disk_capacity_bytes)
-        ensure_index(self._disk)  # a store from before the expiry index, or restored: one scan builds it
-        self._sweeper = Sweeper(
-            self._disk,
-            clock=self._clock,
-            stale_ttl=options.stale_ttl,
-            tombstone_ttl=options.tombstone_ttl,
-            lock_for=self._stripes.lock_for,
-            begin=self._begin_write_of,
-            forget=self._forget,
-            capacity=self._capacity,
-        )
-        if self._capacity is not None:
-            self._capacity.on_over = self._evict_soon
-        if self._checkpointer is not None and options.checkpoint_interval is not None:
-            self._scheduler.every(options.checkpoint_interval, self.checkpoint)
-        if options.sweep_interval is not None:
-            self._scheduler.every(options.sweep_interval, self.sweep)
-
-    def _begin_write_of(self, key: Key) -> None:
-        self._memory.begin_write(self._stripes.of(key))
-
-    def _forget(self, key: Key) -> None:
-        self._memory.discard(key, self._stripes.of(key))
-
-    def _evict_soon(self) -> None:
-        """Past the capacity: evict in the background rather than on the writer's thread."""
-        try:
-            self._scheduler.submit(self._evict)
-        except StoreClosed:
-            pass
-
-    def _evict(self) -> None:
-        self._count_sweep(self._sweeper.evict())
+    # -- durability: checkpoints and sweeping (durability.py) ----------------------------
 
     def checkpoint(self) -> dict[str, Any]:
         """Copy what changed since the last checkpoint into ``persist_path`` and sync it.
@@ -584,16 +537,7 @@ class TierStore:
         """
         if self._closed:
             raise self._unusable()
-        if self._checkpointer is None:
-            raise TierStoreError("checkpoint() needs a persist_path; this store has none")
-        if self._guard is not None:
-            self._guard.save()  # the checkpoint carries a filter as new as its entries
-        return self._record_checkpoint(self._checkpointer.checkpoint())
-
-    def _record_checkpoint(self, result: dict[str, Any]) -> dict[str, Any]:
-        self._stats.counts["checkpoints"]()
-        self._stats.add("checkpoint_ms", int(result["seconds"] * 1000))
-        return result
+        return self._durability.checkpoint(self._guard)
 
     def sweep(self) -> dict[str, int]:
         """Purge expired entries, expired negative entries and old tombstones; enforce the capacity.
@@ -603,25 +547,7 @@ class TierStore:
         """
         if self._closed:
             raise self._unusable()
-        return self._count_sweep(self._sweeper.sweep())
-
-    def _count_sweep(self, counts: dict[str, int]) -> dict[str, int]:
-        for name in ("expired_purged", "swept_tombstones", "evictions_disk"):
-            self._stats.add(name, counts[name])
-        return counts
-
-    def _close_durability(self) -> None:
-        """At close: save the capacity total, then take the final checkpoint (logged if it fails)."""
-        if self._capacity is not None:
-            try:
-                self._capacity.save()
-            except TierStoreError:
-                log.exception("%s: could not save the capacity total; the next open recounts it", self.path)
-        if self._checkpointer is not None:
-            try:
-                self._record_checkpoint(self._checkpointer.finish())
-            except Exception:
-                log.exception("%s: the final checkpoint into %s failed", self.path, self._checkpointer.path)
+        return self._durability.sweep()
 
     # -- mapping protocol -----------------------------------------------------------
 
@@ -711,7 +637,7 @@ class TierStore:
                     try:
                         save_sequence(self._disk, self._seq)
                     finally:
-                        self._close_durability()  # capacity total, then the final checkpoint (its own disk)
+                        self._durability.close()  # capacity total, then the final checkpoint (its own disk)
                 finally:
                     self._disk.close()  # released even when a full disk refused the writes above
             finally:
