@@ -25,7 +25,7 @@ from .counters import Counters
 from .durability import Durability
 from .errors import CorruptRecord, StoreClosed, TierStoreError
 from .flight import Flights
-from .guard import Guard, note_unguarded_open
+from .guard import Guard, guard_stats, open_guard
 from .keyspace import NS_ENTRY
 from .leveldb import forked_error, on_fork
 from .loading import Loading, StoreCore
@@ -167,7 +167,7 @@ class TierStore:
             stripes=self._stripes,
         )
         self._durability.schedule(self.checkpoint, self.sweep)
-        self._guard = self._open_guard()  # the existence filter when guard=True
+        self._guard = open_guard(self._disk, options.guard, options.bloom_capacity, options.bloom_error_rate)
         self._writer = Writer(
             disk=self._disk,
             writes=entry_writes(self._disk, self._durability.capacity),
@@ -417,14 +417,6 @@ class TierStore:
 
     # -- existence guard (bloom.py) -------------------------------------------------
 
-    def _open_guard(self) -> Guard | None:
-        """Load or rebuild the existence filter (guard=True); else mark a saved one incomplete."""
-        options = self._options
-        if not options.guard:
-            note_unguarded_open(self._disk)  # sets in this session will not reach the filter
-            return None
-        return Guard(self._disk, options.bloom_capacity, options.bloom_error_rate)
-
     def guard_keys(self, keys: Iterable[Key]) -> None:
         """Admit keys that exist in the source to the existence filter and save it before returning.
 
@@ -444,20 +436,6 @@ class TierStore:
         It also ends the admit-everything mode of a store whose saved filter was damaged.
         """
         self._require_guard().rebuild(keys)
-
-    def _guard_stats(self) -> dict[str, int]:
-        """``guard_keys`` (keys admitted), ``guard_over_capacity`` and ``guard_degraded`` (0/1),
-        ``guard_error_ppm`` (estimated false-positive rate, parts per million); zeros without a guard."""
-        guard = self._guard
-        if guard is None:
-            return {"guard_keys": 0, "guard_over_capacity": 0, "guard_degraded": 0, "guard_error_ppm": 0}
-        bloom = guard.filter
-        return {
-            "guard_keys": len(bloom),
-            "guard_over_capacity": int(guard.over_capacity),
-            "guard_degraded": int(guard.degraded),
-            "guard_error_ppm": round(bloom.estimated_error_rate() * 1_000_000),
-        }
 
     def _require_guard(self) -> Guard:
         if self._closed:
@@ -609,7 +587,7 @@ class TierStore:
         stats["evictions_memory"] = self._memory.evictions
         stats["memory_items"] = len(self._memory)
         stats["memory_bytes"] = self._memory.bytes
-        stats.update(self._guard_stats())
+        stats.update(guard_stats(self._guard))
         return stats
 
     @property
