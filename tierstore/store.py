@@ -1,9 +1,11 @@
 """TierStore: the facade that composes tier 1, tier 2 and the parts around them.
 
-The store owns no algorithm of its own beyond the version rule: a write takes
-its key's stripe lock, reads the current record (tier 1, else tier 2), decides,
-writes tier 2 and then tier 1. Everything else is delegated to the modules
-listed in the README's "Layout", none of which imports this one.
+The store owns no algorithm of its own: it opens the directory and wires the
+parts, reads (the hot ``get`` and the tier-2 fetch), hands writes to the writer
+(its key's stripe lock, the version rule, tier 2 and then tier 1) and closes in
+order. The calls that only hand on to a part it inherits from ``calls`` and
+the dict-like protocol from ``mapping``. Everything else is delegated to the
+modules listed in the README's "Layout", none of which imports this one.
 """
 
 from __future__ import annotations
@@ -14,26 +16,25 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Literal
 
-from . import codec
-from .clock import TTL, check_seconds
+from .calls import PartCalls
+from .clock import TTL
 from .codec import Entry, Key, Record, RecordState, encode_key, entry_of, record_state, unpack_record
 from .counters import Counters
 from .durability import Durability
-from .errors import CorruptRecord, StoreClosed, TierStoreError
+from .errors import CorruptRecord
 from .flight import Flights
 from .guard import Guard, guard_stats, open_guard
-from .keyspace import NS_ENTRY
-from .leveldb import forked_error, on_fork
+from .leveldb import on_fork
 from .loading import Loading, StoreCore
+from .mapping import MappingCalls
 from .memory import MemoryTier
 from .options import STAT_KEYS, Options
-from .ranking import DEFAULT_REFRESH_INTERVAL, IndexRefresher, Pairs, SortedIndex
 from .restore import open_disk
-from .scheduler import Handle, Scheduler
+from .scheduler import Scheduler
 from .session import holds_versions, next_sequence, save_sequence
 from .stats import Stats
 from .stripes import STRIPES, Stripes
@@ -45,12 +46,9 @@ __all__ = ["TierStore"]
 log = logging.getLogger("tierstore")
 
 Admission = Literal["always", "second_read"]
-OnBusy = Literal["wait", "stale", "default"]
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 
-class TierStore:
+class TierStore(MappingCalls, PartCalls):
     """An embedded two-tier cache: an LRU of decoded values over a LevelDB directory.
 
     Values returned are shared with tier 1 (as in cachetools and functools):
@@ -183,7 +181,7 @@ class TierStore:
         )
         self._write = self._writer.write
         self._counters = Counters(self._disk, self._stripes)
-        self._indexes: dict[Key, SortedIndex] = {}
+        self._indexes = {}
         self._indexes_lock = threading.Lock()
         self._stats.declare(["index_refresh_errors"])
         self._loading = self._open_loading()
@@ -196,12 +194,6 @@ class TierStore:
             self._disk.abandon()
         finally:
             self._remove_temp_dir()
-
-    def _unusable(self) -> TierStoreError:
-        """The error of a call on a closed store, or on one inherited by a forked child."""
-        if self._forked:
-            return forked_error(self.path)
-        return StoreClosed(f"store {self.path} is closed")
 
     def _forked_(self) -> None:
         """In a forked child (see leveldb.py): every call raises ``StoreForked``, nothing is touched."""
@@ -312,95 +304,7 @@ class TierStore:
         """The stored record from the key alone, for a fill's ``admit`` check under the key's lock."""
         return self._writer.current(key, fast_entry_key(key))
 
-    # -- loading: get_or_load, recomputation, background work (loading.py) ------------
-
-    def get_or_load(
-        self,
-        key: Key,
-        loader: Callable[[], Any],
-        *,
-        ttl: TTL = ...,
-        on_busy: OnBusy = "wait",
-        wait_timeout: float | None = None,
-        default: Any = None,
-    ) -> Any:
-        """The value of ``key``; on a miss ``loader()`` runs once across callers and fills both tiers.
-
-        While another caller loads the key, ``on_busy`` decides: ``"wait"`` for its
-        result (``LoadTimeout`` past ``wait_timeout`` seconds), ``"stale"`` returns a
-        stale value at once when there is one, ``"default"`` returns ``default``.
-        ``None`` or ``ABSENT`` from the loader stores a negative entry and returns
-        ``default``; ``Versioned(value, version)`` stamps the version. The full rules
-        (fills dropped after a write, refresh-ahead, XFetch, stats) are in ``tierstore.loading``.
-        """
-        if self._closed:
-            raise self._unusable()
-        return self._loading.get_or_load(key, loader, ttl, on_busy, wait_timeout, default)
-
-    def refresh_every(self, key: Key, loader: Callable[[], Any], interval: float, *, ttl: TTL = ...) -> Handle:
-        """Recompute ``key`` with ``loader()`` every ``interval`` seconds in the background.
-
-        The first load is queued at once (``drain()`` waits for it). A round finding a
-        load of the key already running skips. ``min_refresh_interval`` does not apply.
-        Failures are logged and counted in ``refresh_errors``; the old value stays.
-        Returns a handle whose ``cancel()`` stops later rounds.
-        """
-        if self._closed:
-            raise self._unusable()
-        return self._loading.refresh_every(key, loader, interval, ttl)
-
-    def invalidate(self, key: Key, *, again_after: float | None = None) -> None:
-        """``delete(key)`` now and, with ``again_after``, again that many seconds later in the background.
-
-        The second delete (the "delayed double delete") catches a stale value that a
-        reader who read the source before the write put back in the meantime; the
-        caller never waits for it.
-        """
-        if self._closed:
-            raise self._unusable()
-        self._loading.invalidate(key, again_after)
-
-    def drain(self, timeout: float | None = None) -> bool:
-        """Wait for background work queued or running now (and timers already due); ``False`` on timeout."""
-        if self._forked:
-            raise self._unusable()
-        return self._scheduler.drain(timeout)
-
-    @overload
-    def cached(self, fn: Callable[_P, _R], /) -> Callable[_P, _R]: ...
-
-    @overload
-    def cached(
-        self,
-        fn: None = None,
-        /,
-        *,
-        ttl: TTL = ...,
-        key: Callable[..., Key] | None = None,
-        name: str | None = None,
-    ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
-
-    def cached(
-        self,
-        fn: Callable[_P, _R] | None = None,
-        /,
-        *,
-        ttl: TTL = ...,
-        key: Callable[..., Key] | None = None,
-        name: str | None = None,
-    ) -> Any:
-        """A decorator memoizing a function through ``get_or_load``; bare ``@store.cached`` works too.
-
-        The key is ``name`` (default: the function's module and ``__qualname__``) plus
-        its arguments encoded with msgpack (``TypeError`` when they cannot be); keyword
-        arguments are sorted by name, and ``f(1)`` and ``f(a=1)`` are different keys (as
-        in ``functools.lru_cache``). Keys longer than the key limit use a SHA-256 of the
-        arguments. ``key=`` is a callable building the key from the arguments instead.
-        A lambda or a function defined inside another needs ``name=`` or ``key=``
-        (``TypeError`` at decoration): two closures must never share entries.
-        """
-        decorate = self._loading.cached(ttl, key, name)
-        return decorate if fn is None else decorate(fn)
+    # -- loading: get_or_load, recomputation, background work (loading.py, calls.py) ------------
 
     def _open_loading(self) -> Loading:
         """The loading algorithm, wired to this store's primitives and shared parts."""
@@ -414,168 +318,6 @@ class TierStore:
             delete=self.delete,
         )
         return Loading(core, self._options, self._stats, self._flights, self._scheduler, self._guard)
-
-    # -- existence guard (bloom.py) -------------------------------------------------
-
-    def guard_keys(self, keys: Iterable[Key]) -> None:
-        """Admit keys that exist in the source to the existence filter and save it before returning.
-
-        A bad key raises (``TypeError``/``ValueError``) before any key is admitted; so
-        does a single str or bytes (``TypeError``: pass ``[key]``).
-        Without ``guard=True`` there is no filter: ``TierStoreError``.
-        """
-        guard = self._require_guard()
-        guard.add_many(keys)
-        guard.save()
-
-    def rebuild_guard(self, keys: Iterable[Key]) -> None:
-        """Replace the existence filter with one holding ``keys`` (and keys set meanwhile), and save it.
-
-        The way to shrink a filter (a Bloom filter never forgets deleted keys) or to
-        grow one past its capacity: it is sized for ``max(bloom_capacity, 2 * len(keys))``.
-        It also ends the admit-everything mode of a store whose saved filter was damaged.
-        """
-        self._require_guard().rebuild(keys)
-
-    def _require_guard(self) -> Guard:
-        if self._closed:
-            raise self._unusable()
-        if self._guard is None:
-            raise TierStoreError("this store was opened without guard=True: it keeps no existence filter")
-        return self._guard
-
-    # -- counters and sorted indexes (counters.py, ranking.py) ------------------------
-
-    def incr(self, key: Key, delta: int = 1) -> int:
-        """Add ``delta`` to the durable counter ``key`` and return the new count.
-
-        Counters have their own namespace (a counter and a cached value may share a
-        name) and are signed 64-bit: ``OverflowError`` past it, nothing changed.
-        """
-        if self._closed:
-            raise self._unusable()
-        return self._counters.incr(key, delta)
-
-    def decr(self, key: Key, delta: int = 1) -> int:
-        """Subtract ``delta`` from the counter ``key`` and return the new count."""
-        if self._closed:
-            raise self._unusable()
-        return self._counters.decr(key, delta)
-
-    def counter(self, key: Key) -> int:
-        """The count of ``key``; 0 for a counter never touched."""
-        if self._closed:
-            raise self._unusable()
-        return self._counters.get(key)
-
-    def index(self, name: Key) -> SortedIndex:
-        """The sorted index ``name`` (the same object on every call), created empty on first use."""
-        if self._closed:
-            raise self._unusable()
-        encode_key(name)  # validate before looking up
-        with self._indexes_lock:
-            index = self._indexes.get(name)
-            if index is None:
-                index = self._indexes[name] = SortedIndex(self._disk, name)
-            return index
-
-    def keep_fresh(
-        self,
-        name: Key,
-        rebuild: Callable[[], Pairs],
-        *,
-        stamp: Callable[[], Any] | None = None,
-        interval: float = DEFAULT_REFRESH_INTERVAL,
-    ) -> Handle:
-        """Rebuild index ``name`` in the background whenever its source stamp moves.
-
-        The first round runs at once, then one every ``interval`` seconds (default
-        5). The source stamp is ``stamp()`` when given, else the index's dirty stamp
-        (see ``SortedIndex.mark_dirty``). Failures are logged and counted in
-        ``stats()["index_refresh_errors"]``; the old index stays. Each call starts its
-        own refresher (one per index is the intended use); ``cancel()`` on the handle
-        or ``close()`` stops it.
-        """
-        if self._closed:
-            raise self._unusable()
-        seconds = check_seconds(interval, "interval", allow_zero=False)
-        assert seconds is not None  # not optional, so never None
-        refresher = IndexRefresher(self.index(name), rebuild, stamp=stamp, on_error=self._count_refresh_error)
-        return self._scheduler.every(seconds, refresher, first_delay=0.0)
-
-    def _count_refresh_error(self, exc: BaseException) -> None:
-        self._stats.counts["index_refresh_errors"]()
-
-    # -- durability: checkpoints and sweeping (durability.py) ----------------------------
-
-    def checkpoint(self) -> dict[str, Any]:
-        """Copy what changed since the last checkpoint into ``persist_path`` and sync it.
-
-        Returns ``{"records", "deleted", "scanned", "bytes", "seconds", "full"}``.
-        """
-        if self._closed:
-            raise self._unusable()
-        return self._durability.checkpoint(self._guard)
-
-    def sweep(self) -> dict[str, int]:
-        """Purge expired entries, expired negative entries and old tombstones; enforce the capacity.
-
-        Returns counts: ``scanned`` (expiry index records read: only what fell due), ``expired_purged``,
-        ``swept_tombstones``, ``corrupt_purged``, ``evictions_disk``.
-        """
-        if self._closed:
-            raise self._unusable()
-        return self._durability.sweep()
-
-    # -- mapping protocol -----------------------------------------------------------
-
-    def __contains__(self, key: object) -> bool:
-        record = self._read(key)  # type: ignore[arg-type]
-        return record is not None and record_state(record, self._clock()) is _LIVE
-
-    def __getitem__(self, key: Key) -> Any:
-        value = self.get(key, _MISSING)
-        if value is _MISSING:
-            raise KeyError(key)
-        return value
-
-    def __setitem__(self, key: Key, value: Any) -> None:
-        self.set(key, value)
-
-    def __delitem__(self, key: Key) -> None:
-        if not self.delete(key):
-            raise KeyError(key)
-
-    def __iter__(self) -> Iterator[Key]:
-        return self.keys()
-
-    def keys(self, prefix: Key | None = None) -> Iterator[Key]:
-        """Live keys in key order (bytes keys before str keys); ``prefix`` narrows by type and start."""
-        for key, _ in self._live_items(prefix):
-            yield key
-
-    def items(self, prefix: Key | None = None) -> Iterator[tuple[Key, Any]]:
-        """Live ``(key, value)`` pairs in key order."""
-        for key, record in self._live_items(prefix):
-            yield key, record.value
-
-    def _live_items(self, prefix: Key | None) -> Iterator[tuple[Key, Record]]:
-        if self._closed:
-            raise self._unusable()
-        scan_prefix = NS_ENTRY if prefix is None else NS_ENTRY + encode_key(prefix)
-        for disk_key, data in self._disk.scan(scan_prefix):
-            try:
-                record = unpack_record(data, self._max_value_bytes)
-            except CorruptRecord as exc:
-                self._count_corrupt(disk_key, exc)
-                continue
-            if record_state(record, self._clock()) is _LIVE:
-                try:
-                    key = codec.decode_key(disk_key[1:])
-                except CorruptRecord as exc:  # a damaged key: skipped and counted, like a damaged envelope
-                    self._count_corrupt(disk_key, exc)
-                    continue
-                yield key, record
 
     # -- introspection and lifetime ---------------------------------------------------
 
@@ -639,6 +381,5 @@ class TierStore:
         return f"TierStore({self.path!r}, {state})"
 
 
-_MISSING = object()
 _LIVE, _NEGATIVE = RecordState.LIVE, RecordState.NEGATIVE
 _STRIPE_COUNT = STRIPES  # the store's Stripes() has the default count
