@@ -6,8 +6,8 @@ from typing import Any
 
 from tierstore import TierStore
 from tierstore.codec import unpack_record
-from tierstore.disk import META_EXPIRY_INDEX, NS_ENTRY, NS_EXPIRY, meta_key
 from tierstore.expiry import decode_index_record, encode_time
+from tierstore.keyspace import META_EXPIRY_INDEX, NS_ENTRY, NS_EXPIRY, meta_key
 
 INDEX_META = meta_key(META_EXPIRY_INDEX)
 

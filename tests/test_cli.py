@@ -25,7 +25,7 @@ import pytest
 
 from tierstore import ABSENT, TierStore
 from tierstore.cli_format import Progress
-from tierstore.disk import NS_COUNTER, NS_ENTRY, NS_EXPIRY, NS_INDEX_ORDER, NS_META
+from tierstore.keyspace import NS_COUNTER, NS_ENTRY, NS_EXPIRY, NS_INDEX_ORDER, NS_META
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = shutil.which("tierstore", path=str(Path(sys.executable).parent))

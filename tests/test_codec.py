@@ -1,21 +1,29 @@
-"""Keys, versions and the envelope: round trips and rejections."""
+"""Keys, versions and the envelope: round trips and rejections; the rule of what a record is."""
 
 from __future__ import annotations
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tierstore.codec import (
     ABSENT,
     MAX_DEPTH,
     MAX_KEY_BYTES,
     NEGATIVE,
+    TOMBSTONE,
+    Record,
+    RecordState,
     check_version,
     decode_key,
     encode_key,
     encode_record,
+    entry_of,
     new_packer,
     plain_value,
+    purge_time,
+    record_state,
     unpack_record,
 )
 from tierstore.errors import CorruptRecord
@@ -159,3 +167,68 @@ def test_absent_is_a_falsy_singleton() -> None:
     assert not ABSENT
     assert repr(ABSENT) == "ABSENT"
     assert type(ABSENT)() is ABSENT
+
+
+# -- what a record is: live, negative, stale, expired, tombstone --------------------------
+
+
+def _record(flags: int, expires_at: float | None) -> Record:
+    return Record("v", 3, expires_at, flags, 0.0, None, 1, 10)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expires_at", "now", "stale_ttl", "state"),
+    [
+        (0, None, 100.0, 0.0, RecordState.LIVE),
+        (0, 101.0, 100.0, 0.0, RecordState.LIVE),
+        (0, 100.0, 100.0, 0.0, RecordState.EXPIRED),  # expiry is inclusive
+        (0, 100.0, 100.0, 5.0, RecordState.STALE),
+        (0, 100.0, 104.9, 5.0, RecordState.STALE),
+        (0, 100.0, 105.0, 5.0, RecordState.EXPIRED),  # the end of the window too
+        (NEGATIVE, None, 100.0, 5.0, RecordState.NEGATIVE),
+        (NEGATIVE, 101.0, 100.0, 5.0, RecordState.NEGATIVE),
+        (NEGATIVE, 100.0, 100.0, 5.0, RecordState.EXPIRED),  # never stale
+        (TOMBSTONE, 101.0, 100.0, 0.0, RecordState.TOMBSTONE),
+        (TOMBSTONE, 100.0, 200.0, 500.0, RecordState.TOMBSTONE),  # whatever its expiry
+        (TOMBSTONE, None, 100.0, 0.0, RecordState.TOMBSTONE),
+        (TOMBSTONE | NEGATIVE, 101.0, 100.0, 0.0, RecordState.TOMBSTONE),
+    ],
+)
+def test_record_state(flags: int, expires_at: float | None, now: float, stale_ttl: float, state: RecordState) -> None:
+    assert record_state(_record(flags, expires_at), now, stale_ttl) is state
+
+
+times = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False)
+records = st.builds(
+    _record,
+    flags=st.sampled_from([0, NEGATIVE, TOMBSTONE, TOMBSTONE | NEGATIVE]),
+    expires_at=st.one_of(st.none(), times),
+)
+stale_ttls = st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=1e6, allow_nan=False))
+
+
+@given(record=records, now=times, stale_ttl=stale_ttls)
+def test_purge_time_is_when_nothing_is_left_to_serve(record: Record, now: float, stale_ttl: float) -> None:
+    """The sweep removes a record exactly when ``record_state`` says it is expired (or an expired tombstone)."""
+    state = record_state(record, now, stale_ttl)
+    expired = record.expires_at is not None and record.expires_at <= now
+    due = purge_time(record, stale_ttl)
+    assert (due is not None and due <= now) == (
+        state is RecordState.EXPIRED or (state is RecordState.TOMBSTONE and expired)
+    )
+    # the moment itself is purgeable: the sweep reads the record once more, not on every pass
+    if due is not None:
+        assert record_state(record, due, stale_ttl) in (RecordState.EXPIRED, RecordState.TOMBSTONE)
+
+
+@given(record=records, now=times, stale_ttl=stale_ttls)
+def test_entry_of_follows_the_state(record: Record, now: float, stale_ttl: float) -> None:
+    state = record_state(record, now, stale_ttl)
+    entry = entry_of(record, now, stale_ttl)
+    if state in (RecordState.EXPIRED, RecordState.TOMBSTONE):
+        assert entry is None
+        return
+    assert entry is not None
+    assert (entry.version, entry.expires_at) == (record.version, record.expires_at)
+    assert (entry.negative, entry.stale) == (state is RecordState.NEGATIVE, state is RecordState.STALE)
+    assert entry.value is (ABSENT if state is RecordState.NEGATIVE else record.value)

@@ -11,8 +11,8 @@ import pytest
 
 from tierstore import StoreClosed, TierStore
 from tierstore.counters import COUNTER_MAX, COUNTER_MIN, counter_key, counter_name, decode_count
-from tierstore.disk import NS_COUNTER
 from tierstore.errors import CorruptRecord
+from tierstore.keyspace import NS_COUNTER
 
 
 @pytest.fixture

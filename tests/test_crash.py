@@ -29,7 +29,7 @@ from tests.conftest import ROUNDS_FACTOR, resize_tmpfs
 from tests.crash_writer import KEYS, value_for
 from tierstore import CorruptStore, StorageFull, TierStore, TierStoreError
 from tierstore.codec import encode_key, unpack_record
-from tierstore.disk import NS_ENTRY
+from tierstore.keyspace import NS_ENTRY
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
 WRITER = str(Path(__file__).with_name("crash_writer.py"))

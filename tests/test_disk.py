@@ -11,20 +11,20 @@ import msgpack
 import plyvel
 import pytest
 
-from tierstore.disk import (
+from tierstore.disk import DiskTier
+from tierstore.errors import CorruptRecord, SchemaTooNew, StoreClosed, StoreLocked, TierStoreError
+from tierstore.keyspace import (
     META_OPEN,
     META_SCHEMA,
     NAMESPACES,
     NS_ENTRY,
     NS_META,
     SCHEMA_VERSION,
-    DiskTier,
     decode_meta,
     decode_schema,
     meta_key,
     prefix_end,
 )
-from tierstore.errors import CorruptRecord, SchemaTooNew, StoreClosed, StoreLocked, TierStoreError
 
 
 def test_directory_is_created_private(tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ from tests.conftest import FakeClock
 from tests.expiry_checks import INDEX_META, assert_indexed, assert_tombstone, checked_sweep, entries, index_records
 from tierstore import ABSENT, TierStore
 from tierstore.codec import encode_key
-from tierstore.disk import NS_ENTRY, NS_EXPIRY
 from tierstore.errors import CorruptRecord
 from tierstore.expiry import (
     IndexRecord,
@@ -30,6 +29,7 @@ from tierstore.expiry import (
     envelope_expiry,
     index_op,
 )
+from tierstore.keyspace import NS_ENTRY, NS_EXPIRY
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
 TIMES = st.floats(allow_nan=False)

@@ -19,8 +19,9 @@ import pytest
 
 from tierstore import ABSENT, BloomFilter, StorageFull, StoreClosed, TierStore, TierStoreError
 from tierstore.codec import encode_key
-from tierstore.disk import NS_ENTRY, NS_META, DiskTier
+from tierstore.disk import DiskTier
 from tierstore.guard import META_FILTER
+from tierstore.keyspace import NS_ENTRY, NS_META
 
 ROOT = Path(__file__).resolve().parent.parent
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "tierstore"
 FACADE = {"store", "__init__", "__main__"}
-LEAVES = {"codec", "clock", "errors", "bloom"}
+LEAVES = {"codec", "values", "clock", "errors", "bloom"}
 
 
 def package_imports(module: str) -> set[str]:

@@ -23,8 +23,9 @@ from tierstore.checkpoint_record import (
     decode_checkpoint_info,
 )
 from tierstore.codec import encode_key
-from tierstore.disk import NS_ENTRY, NS_META, DiskTier
+from tierstore.disk import DiskTier
 from tierstore.errors import CorruptRecord, CorruptStore
+from tierstore.keyspace import NS_ENTRY, NS_META
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
 

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from tierstore import SortedIndex, StoreClosed, TierStore, index_codec, ranking
 from tierstore.codec import encode_key
-from tierstore.disk import NS_INDEX_MEMBER, NS_INDEX_ORDER
 from tierstore.errors import CorruptRecord
 from tierstore.index_codec import decode_score, encode_score
 from tierstore.index_refresher import IndexRefresher
+from tierstore.keyspace import NS_INDEX_MEMBER, NS_INDEX_ORDER
 
 WAIT = 10.0  # generous bound for background work; tests normally finish far sooner
 

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import FakeClock
 from tierstore import ABSENT, Entry, StoreClosed, TierStore
 from tierstore.codec import encode_key
-from tierstore.disk import NS_ENTRY
+from tierstore.keyspace import NS_ENTRY
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
 

@@ -15,9 +15,10 @@ from tests.conftest import FakeClock
 from tierstore import ABSENT, TierStore
 from tierstore.capacity import OrderRecord, decode_order_record, header_seq, order_key, parse_order_key
 from tierstore.codec import Key, encode_key, unpack_record
-from tierstore.disk import NS_ENTRY, NS_EXPIRY, NS_WRITE_ORDER, DiskTier
+from tierstore.disk import DiskTier
 from tierstore.errors import CorruptRecord
 from tierstore.expiry import index_op
+from tierstore.keyspace import NS_ENTRY, NS_EXPIRY, NS_WRITE_ORDER
 from tierstore.sweep import Sweeper
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
@@ -120,7 +121,7 @@ def test_capacity_evicts_least_recently_written_first(store_path: str) -> None:
         store.drain(10)  # writes past the limit also started an eviction in the background
         assert store.stats()["evictions_disk"] > 0
         assert entry_bytes(store) <= limit
-        assert store._capacity is not None and store._capacity.total == entry_bytes(store)
+        assert store._durability.capacity is not None and store._durability.capacity.total == entry_bytes(store)
         assert store.get("k0000") is None  # oldest gone, from tier 1 as well
         assert store.get("k0999") == "x" * 100  # the newest survive
         survivors = [i for i in range(1000) if store.get(f"k{i:04}") is not None]
@@ -154,15 +155,15 @@ def test_capacity_total_survives_reopen_and_is_rebuilt_after_a_session_without_i
     with open_store(store_path, disk_capacity_bytes=10**9) as store:
         for i in range(100):
             store.set(f"k{i}", i)
-        total = store._capacity.total if store._capacity else -1
+        total = store._durability.capacity.total if store._durability.capacity else -1
     with open_store(store_path, disk_capacity_bytes=10**9) as store:
-        assert store._capacity is not None and store._capacity.total == total
+        assert store._durability.capacity is not None and store._durability.capacity.total == total
     with open_store(store_path) as store:  # no order records kept here
         for i in range(100, 200):
             store.set(f"k{i}", i)
         store.delete("k0")
     with open_store(store_path, disk_capacity_bytes=2_000) as store:
-        assert store._capacity is not None and store._capacity.total == entry_bytes(store)
+        assert store._durability.capacity is not None and store._durability.capacity.total == entry_bytes(store)
         store.sweep()
         assert entry_bytes(store) <= 2_000
         assert store.get("k199") == 199
@@ -209,7 +210,7 @@ def test_sweep_with_concurrent_writers_keeps_every_write(store_path: str, clock:
         store.sweep()
         for i in range(2000):
             assert store.get(f"k{i}") == ("new" if i % 3 == 0 else None)
-        assert store._capacity is not None and store._capacity.total == entry_bytes(store)
+        assert store._durability.capacity is not None and store._durability.capacity.total == entry_bytes(store)
 
 
 def test_header_seq_reads_the_sequence_without_the_value(store_path: str) -> None:

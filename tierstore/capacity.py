@@ -22,8 +22,9 @@ from typing import NamedTuple
 import msgpack
 
 from . import codec
-from .disk import NS_ENTRY, NS_WRITE_ORDER, DiskTier, Op
+from .disk import DiskTier
 from .errors import CorruptRecord
+from .keyspace import NS_ENTRY, NS_WRITE_ORDER, Op
 
 __all__ = [
     "Capacity",

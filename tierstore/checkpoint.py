@@ -42,19 +42,9 @@ import plyvel
 
 from .checkpoint_copy import CopyWriter, merge
 from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NOT_DATA, WORKING_ONLY, checkpoint_info
-from .disk import (
-    DEFAULT_CACHE_BYTES,
-    META_SCHEMA,
-    NS_META,
-    DiskTier,
-    Op,
-    check_schema,
-    leveldb_message,
-    make_private_dirs,
-    meta_key,
-    open_leveldb,
-)
+from .disk import DEFAULT_CACHE_BYTES, DiskTier, leveldb_message, make_private_dirs, open_leveldb
 from .errors import CorruptStore, StorageFull, TierStoreError
+from .keyspace import META_SCHEMA, NS_META, Op, check_schema, meta_key
 from .leveldb import LEVELDB_FILE, os_failure, set_aside
 
 __all__ = [

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .checkpoint_record import CHECKPOINT_RECORD, WORKING_ONLY
-from .disk import Op
+from .keyspace import Op
 
 __all__ = ["CopyWriter", "merge"]
 

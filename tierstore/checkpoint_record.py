@@ -15,8 +15,8 @@ from typing import Any
 
 import msgpack
 
-from .disk import META_EXPIRY_INDEX, META_OPEN, meta_key
 from .errors import CorruptRecord
+from .keyspace import META_EXPIRY_INDEX, META_OPEN, meta_key
 
 __all__ = [
     "CHECKPOINT_RECORD",

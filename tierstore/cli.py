@@ -34,7 +34,7 @@ stale, but that setting is not on disk), ``negative`` (the source had nothing),
 ``--now SECONDS`` judges expiry at another Unix time (for stores on an injected clock).
 
 ``verify`` decodes each namespace with its module's decoders (codec, counters,
-index_codec, guard/bloom, checkpoint, capacity); a record in a namespace ``disk.py`` does
+index_codec, guard/bloom, checkpoint, capacity); a record in a namespace ``keyspace.py`` does
 not declare is reported as corrupt, and LevelDB checksum errors end the pass
 with a finding. Human tables stream: column widths come from the first rows.
 

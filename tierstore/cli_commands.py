@@ -45,8 +45,8 @@ from .cli_json import (
     write_json_array,
 )
 from .codec import Key, encode_key
-from .disk import NS_COUNTER
 from .errors import CorruptRecord
+from .keyspace import NS_COUNTER
 from .reader import CORRUPT, LIVE, Row, open_store
 from .summary import Census
 from .verify import Tally

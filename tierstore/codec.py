@@ -1,4 +1,4 @@
-"""Keys, the Entry types and the msgpack envelope every cache record is stored in.
+"""Keys, the Entry types, the msgpack envelope every cache record is stored in, and what a record is.
 
 An envelope is a msgpack array::
 
@@ -9,16 +9,23 @@ restart), ``ttl`` is the TTL that was drawn (``None`` for no expiry), ``seq`` th
 store-wide write sequence (eviction order, promotion checks) and ``load_time``
 how long the loader took (XFetch). Records are decoded with ``msgpack.unpackb``,
 whose limits follow the record's own length, so a hostile record costs an error,
-not memory. No pickle, ever.
+not memory. No pickle, ever. The errors naming a value msgpack cannot store are
+``values``'.
+
+What a stored record is at a moment (live, negative, stale, expired, tombstone)
+is decided here only, by ``record_state``; every read, load, sweep and the CLI
+ask it (``TierStore.get`` inlines its ``LIVE`` test, tied to it by a test).
 """
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any, NamedTuple
 
 import msgpack
 
 from .errors import CorruptRecord
+from .values import MAX_DEPTH, PLAIN_TYPES, pack_naming, unreadable
 
 __all__ = [
     "ABSENT",
@@ -45,6 +52,10 @@ __all__ = [
     "STR_TAG",
     "BYTES_TAG",
     "SAFE_STR_LEN",
+    "RecordState",
+    "record_state",
+    "purge_time",
+    "entry_of",
 ]
 
 Key = str | bytes
@@ -55,14 +66,11 @@ TOMBSTONE = 2
 MAX_KEY_BYTES = 4096
 MAX_VERSION = 2**63 - 1
 _KNOWN_FLAGS = NEGATIVE | TOMBSTONE  # a record with other bits set was written by something else
-# Lists/dicts a value may nest: msgpack's unpacker holds 1024 levels and the envelope takes one.
-MAX_DEPTH = 1023
 
 STR_TAG = b"s"
 BYTES_TAG = b"b"
 # A str of at most this many code points cannot exceed MAX_KEY_BYTES in UTF-8.
 SAFE_STR_LEN = MAX_KEY_BYTES // 4
-PLAIN_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
 _TIME = frozenset({int, float})
 _unpackb = msgpack.unpackb  # raw=False is msgpack's default: str stays str, bin stays bytes
 
@@ -147,6 +155,64 @@ class Record:
             f"Record(value={self.value!r}, version={self.version}, expires_at={self.expires_at}, "
             f"flags={self.flags}, seq={self.seq})"
         )
+
+
+class RecordState(IntEnum):
+    """What a stored record is at a given moment (see ``record_state``)."""
+
+    LIVE = 0  # a value to serve
+    NEGATIVE = 1  # a negative entry: the source has nothing, and a lookup says so
+    STALE = 2  # an expired value inside its ``stale_ttl`` window: served only where staleness is asked for
+    EXPIRED = 3  # nothing to serve: a value past its stale window, or an expired negative entry
+    TOMBSTONE = 4  # a deleted key keeping its version: nothing to serve, whatever its expiry
+
+
+_LIVE, _NEGATIVE, _STALE, _EXPIRED, _TOMBSTONE = RecordState
+
+
+def record_state(record: Record, now: float, stale_ttl: float = 0.0) -> RecordState:
+    """The state of ``record`` at ``now``: the one rule every read, load and sweep decides by.
+
+    A tombstone is a tombstone whatever its expiry. A record expires when
+    ``expires_at <= now``; an expired value is ``STALE`` until ``expires_at +
+    stale_ttl`` and ``EXPIRED`` from then on, while an expired negative entry is
+    ``EXPIRED`` at once (negative entries are never stale). ``unpack_record``
+    refuses unknown flag bits, so any flag but ``TOMBSTONE`` means negative here.
+    ``TierStore.get`` inlines the ``LIVE`` test of a tier-1 hit (a test ties it to this).
+    """
+    flags = record.flags
+    if flags & TOMBSTONE:
+        return _TOMBSTONE
+    expires_at = record.expires_at
+    if expires_at is not None and expires_at <= now:
+        if flags or now >= expires_at + stale_ttl:
+            return _EXPIRED
+        return _STALE
+    return _NEGATIVE if flags else _LIVE
+
+
+def purge_time(record: Record, stale_ttl: float = 0.0) -> float | None:
+    """When a sweep may remove ``record`` (``None``: never by expiry).
+
+    That is when ``record_state`` turns ``EXPIRED`` (the end of a value's stale
+    window, a negative entry's expiry), or a tombstone's expiry.
+    """
+    expires_at = record.expires_at
+    if expires_at is None:
+        return None
+    if record.flags:
+        return expires_at
+    return expires_at + stale_ttl
+
+
+def entry_of(record: Record, now: float, stale_ttl: float = 0.0) -> Entry | None:
+    """What ``get_entry`` returns for ``record`` at ``now``: live, negative or stale, else ``None``."""
+    state = record_state(record, now, stale_ttl)
+    if state is _LIVE or state is _STALE:
+        return Entry(record.value, record.version, record.expires_at, False, state is _STALE)
+    if state is _NEGATIVE:
+        return Entry(ABSENT, record.version, record.expires_at, True, False)
+    return None
 
 
 def encode_key(key: object) -> bytes:
@@ -244,45 +310,15 @@ def encode_record(
         data: bytes = packer.pack(envelope)
     except _NotPlain:
         packer.reset()
-        data = _pack(_loose_packer(), envelope, value)
+        data = pack_naming(_loose_packer(), envelope, value)
         return data, plain_value(value, data)
     except Exception:
         packer.reset()
-        _pack(_loose_packer(), envelope, value)  # raises the error that names the value
+        pack_naming(_loose_packer(), envelope, value)  # raises the error that names the value
         raise
     if len(data) > _DEEP_ENOUGH_BYTES and type(value) not in PLAIN_TYPES:
         return data, plain_value(value, data)
     return data, value
-
-
-def _pack(packer: msgpack.Packer, envelope: list[Any], value: Any) -> bytes:
-    """Pack with ``packer``, turning msgpack's errors into ones that name the value."""
-    try:
-        data: bytes = packer.pack(envelope)
-    except TypeError as exc:
-        raise TypeError(f"cannot store a value of type {_offending_type(value)}: {exc}") from None
-    except OverflowError as exc:
-        raise OverflowError(f"cannot store this value: {exc}") from None
-    except ValueError as exc:  # UnicodeEncodeError (a lone surrogate) among them
-        raise _unreadable(value) or ValueError(f"cannot store this value: {exc}") from None
-    return data
-
-
-def _offending_type(value: Any) -> str:
-    """Name the first type inside ``value`` that msgpack cannot encode."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if type(item) in PLAIN_TYPES or isinstance(item, (str, bytes, int, float)):
-            continue
-        if isinstance(item, (list, tuple)):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif not isinstance(item, (bytearray, memoryview, msgpack.ExtType, msgpack.Timestamp)):
-            return type(item).__name__
-    return type(value).__name__
 
 
 def plain_value(value: Any, data: bytes) -> Any:
@@ -298,39 +334,7 @@ def plain_value(value: Any, data: bytes) -> Any:
     try:
         return _unpackb(data, strict_map_key=False)[4]
     except Exception as exc:  # msgpack raises several unrelated types
-        raise _unreadable(value) or ValueError(f"msgpack cannot read this value back: {exc!r}") from None
-
-
-def _unreadable(value: Any) -> Exception | None:
-    """Why msgpack could not read ``value`` back: an array or map as a dict key, or nesting too deep.
-
-    Walks iteratively (a value too deep for msgpack is too deep for recursion) and
-    stops at the first problem, so a cyclic value ends as too deep.
-    """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            for key in item:
-                if _is_container(key):
-                    return TypeError(
-                        f"cannot store a dict key of type {type(key).__name__}: msgpack reads it back as a "
-                        "list or dict, which cannot be a dict key"
-                    )
-            children: Any = item.values()
-        elif _is_container(item):
-            children = item
-        else:
-            continue
-        if depth > MAX_DEPTH:
-            return ValueError(f"cannot store a value that nests lists/dicts more than {MAX_DEPTH} deep")
-        stack.extend((child, depth + 1) for child in children)
-    return None
-
-
-def _is_container(item: Any) -> bool:
-    """Whether msgpack encodes ``item`` as an array or a map (an ``ExtType`` is a tuple but not an array)."""
-    return isinstance(item, (list, tuple, dict)) and not isinstance(item, msgpack.ExtType)
+        raise unreadable(value) or ValueError(f"msgpack cannot read this value back: {exc!r}") from None
 
 
 def envelope_version(data: bytes) -> int:

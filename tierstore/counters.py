@@ -17,8 +17,9 @@ from __future__ import annotations
 import msgpack
 
 from .codec import Key, decode_key, encode_key
-from .disk import NS_COUNTER, DiskTier
+from .disk import DiskTier
 from .errors import CorruptRecord
+from .keyspace import NS_COUNTER
 from .stripes import Stripes
 
 __all__ = ["Counters", "COUNTER_MIN", "COUNTER_MAX", "counter_key", "counter_name", "decode_count"]

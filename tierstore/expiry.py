@@ -50,8 +50,9 @@ from typing import NamedTuple
 import msgpack
 
 from .codec import decode_key
-from .disk import META_EXPIRY_INDEX, NS_ENTRY, NS_EXPIRY, DiskTier, Op, prefix_end
+from .disk import DiskTier
 from .errors import CorruptRecord
+from .keyspace import META_EXPIRY_INDEX, NS_ENTRY, NS_EXPIRY, Op, prefix_end
 
 __all__ = [
     "IndexRecord",

@@ -50,10 +50,11 @@ from collections.abc import Iterable, Iterator
 from . import codec
 from .bloom import BloomFilter
 from .codec import Key
-from .disk import NS_ENTRY, DiskTier
+from .disk import DiskTier
 from .errors import CorruptRecord, TierStoreError
+from .keyspace import NS_ENTRY
 
-__all__ = ["Guard", "note_unguarded_open", "META_FILTER", "META_CLEAN"]
+__all__ = ["Guard", "open_guard", "guard_stats", "note_unguarded_open", "META_FILTER", "META_CLEAN"]
 
 log = logging.getLogger("tierstore")
 
@@ -61,6 +62,28 @@ META_FILTER = b"bloom"
 META_CLEAN = b"bloom_clean"
 _DAMAGED = object()  # the filter record is there but does not decode
 _LOST = object()  # the filter record a clean close saved is missing
+
+
+def open_guard(disk: DiskTier, enabled: bool, capacity: int, error_rate: float) -> Guard | None:
+    """The store's guard when ``enabled`` (``guard=True``: loaded or rebuilt), else ``None``."""
+    if not enabled:
+        note_unguarded_open(disk)  # sets in this session will not reach the filter
+        return None
+    return Guard(disk, capacity, error_rate)
+
+
+def guard_stats(guard: Guard | None) -> dict[str, int]:
+    """``guard_keys`` (keys admitted), ``guard_over_capacity`` and ``guard_degraded`` (0/1),
+    ``guard_error_ppm`` (estimated false-positive rate, parts per million); zeros without a guard."""
+    if guard is None:
+        return {"guard_keys": 0, "guard_over_capacity": 0, "guard_degraded": 0, "guard_error_ppm": 0}
+    bloom = guard.filter
+    return {
+        "guard_keys": len(bloom),
+        "guard_over_capacity": int(guard.over_capacity),
+        "guard_degraded": int(guard.degraded),
+        "guard_error_ppm": round(bloom.estimated_error_rate() * 1_000_000),
+    }
 
 
 def note_unguarded_open(disk: DiskTier) -> None:

@@ -38,8 +38,8 @@ from typing import Any, NamedTuple
 import msgpack
 
 from .codec import Key, decode_key, encode_key
-from .disk import NS_INDEX_MEMBER, NS_INDEX_META, NS_INDEX_ORDER
 from .errors import CorruptRecord
+from .keyspace import NS_INDEX_MEMBER, NS_INDEX_META, NS_INDEX_ORDER
 
 __all__ = [
     "Pairs",

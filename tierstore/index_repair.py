@@ -18,10 +18,11 @@ import dataclasses
 import logging
 from typing import Any
 
-from .disk import NS_INDEX_MEMBER, NS_INDEX_META, NS_INDEX_ORDER, DiskTier, prefix_end
+from .disk import DiskTier
 from .errors import CorruptRecord
 from .index_codec import GEN_BYTES, IndexKeys, IndexMeta, decode_index_meta
 from .index_scan import any_key
+from .keyspace import NS_INDEX_MEMBER, NS_INDEX_META, NS_INDEX_ORDER, prefix_end
 
 __all__ = ["repair_indexes", "load_meta", "recover_meta"]
 

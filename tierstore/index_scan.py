@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .disk import DiskTier, prefix_end
+from .disk import DiskTier
+from .keyspace import prefix_end
 
 __all__ = ["READ_CHUNK", "snapshot_get", "take_keys", "count_keys", "any_key", "purge_prefix"]
 

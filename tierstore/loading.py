@@ -55,7 +55,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 from . import codec
 from .cached_keys import call_key, function_prefix, name_prefix
 from .clock import check_seconds, check_ttl
-from .codec import ABSENT, NEGATIVE, TOMBSTONE, Key, Record, Versioned, encode_key
+from .codec import ABSENT, TOMBSTONE, Key, Record, RecordState, Versioned, encode_key, record_state
 from .errors import StoreClosed
 from .flight import DEFAULT, NOTHING, STALE, WAIT, Flight, Flights, check_policy
 from .guard import Guard
@@ -69,7 +69,7 @@ log = logging.getLogger("tierstore")
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-_ANSWERING_FLAGS = (0, NEGATIVE)  # a value or a negative entry; a tombstone answers nothing
+_LIVE, _NEGATIVE, _STALE = RecordState.LIVE, RecordState.NEGATIVE, RecordState.STALE
 
 
 class Write(Protocol):
@@ -147,21 +147,24 @@ class Loading:
         self._check_load_args(loader, ttl, on_busy, wait_timeout)
         record, hit_stat = self._core.lookup(key)
         now = self._clock()
-        if record is not None and not record.flags & TOMBSTONE:
-            expires_at = record.expires_at
-            if expires_at is None or expires_at > now:
-                if record.flags & NEGATIVE:
-                    self._stats.counts["negative_hits"]()
-                    return default
+        stale = NOTHING  # the value of an expired entry still within stale_ttl
+        if record is not None:
+            state = record_state(record, now, self._options.stale_ttl)
+            if state is _LIVE:
                 self._stats.counts[hit_stat]()
+                expires_at = record.expires_at
                 if expires_at is not None and self._renewal_due(record, expires_at, now):
                     self._renew(key, loader, ttl)
                 return record.value
+            if state is _NEGATIVE:
+                self._stats.counts["negative_hits"]()
+                return default
+            if state is _STALE:
+                stale = record.value
         self._stats.counts["misses"]()
         if self._guard is not None and not self._guard.might_contain(key):
             self._stats.counts["guard_rejections"]()
             return default
-        stale = self._stale_value(record, now)
         if stale is not NOTHING and on_busy == STALE and not self._may_renew_now(key):
             self._stats.counts["stale_served"]()
             return stale
@@ -187,14 +190,6 @@ class Loading:
         if wait_timeout is not None:  # None is valid: skip the call on the hit path
             check_seconds(wait_timeout, "wait_timeout", optional=True)
 
-    def _stale_value(self, record: Record | None, now: float) -> Any:
-        """The value of an expired entry still within ``stale_ttl``, else ``NOTHING``."""
-        if record is None or record.flags or record.expires_at is None:
-            return NOTHING
-        if record.expires_at <= now < record.expires_at + self._options.stale_ttl:
-            return record.value
-        return NOTHING
-
     def _may_renew_now(self, key: Key) -> bool:
         """Whether a renewal of ``key`` may start now (and claim it): none running, none too recent."""
         if self._flights.running(key):
@@ -215,9 +210,10 @@ class Loading:
         """A foreground load as leader: check again, call the loader, fill. ``ABSENT`` for nothing."""
         record = self._core.read(key)
         now = self._clock()
-        if record is not None and _answers(record, now):
+        state = None if record is None else record_state(record, now)
+        if record is not None and (state is _LIVE or state is _NEGATIVE):
             # another flight filled it between our miss and our lead
-            return ABSENT if record.flags & NEGATIVE else record.value
+            return record.value if state is _LIVE else ABSENT
         self._stats.counts["loads"]()
         try:
             return self._call_and_fill(key, loader, ttl, flight)
@@ -357,13 +353,6 @@ class Loading:
             return wrapper
 
         return decorate
-
-
-def _answers(record: Record, now: float) -> bool:
-    """Whether ``record`` answers a lookup by itself: a value or a negative entry, not expired."""
-    if record.flags not in _ANSWERING_FLAGS:
-        return False
-    return record.expires_at is None or record.expires_at > now
 
 
 def _plain(key: Key, value: Any) -> Any:

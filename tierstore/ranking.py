@@ -28,7 +28,7 @@ import threading
 from typing import Any
 
 from .codec import Key, encode_key
-from .disk import DiskTier, Op, prefix_end
+from .disk import DiskTier
 from .index_codec import (
     IndexKeys,
     IndexMeta,
@@ -44,6 +44,7 @@ from .index_codec import (
 from .index_refresher import DEFAULT_REFRESH_INTERVAL, IndexRefresher
 from .index_repair import load_meta
 from .index_scan import count_keys, purge_prefix, snapshot_get, take_keys
+from .keyspace import Op, prefix_end
 from .leveldb import on_fork
 
 # The store imports these three from here; they live in index_codec and index_refresher.

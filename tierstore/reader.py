@@ -11,7 +11,7 @@ Every record is decoded by the module that owns it: entries by ``codec``,
 counters by ``counters``, indexes by ``index_codec``, the checkpoint record by
 ``checkpoint``, write-order records by ``capacity``, expiry index records by
 ``expiry`` (through ``verify``), the filter by ``bloom``, meta
-records and the schema by ``disk``. This module adds what a reader needs on top:
+records and the schema by ``keyspace``. This module adds what a reader needs on top:
 opening a directory safely, and the state of an entry as ``get`` would see it.
 The pass that checks every record is ``verify``; the summary that ``inspect``
 shows is ``summary``.
@@ -34,9 +34,12 @@ import plyvel
 
 from .bloom import BloomFilter
 from .checkpoint_record import CHECKPOINT_RECORD
-from .codec import NEGATIVE, TOMBSTONE, Key, Record, decode_key, encode_key, unpack_record
+from .codec import NEGATIVE, Key, Record, RecordState, decode_key, encode_key, record_state, unpack_record
 from .counters import counter_name, decode_count
-from .disk import (
+from .disk import leveldb_message, open_leveldb
+from .errors import CorruptRecord, CorruptStore, StoreLocked, TierStoreError
+from .index_codec import decode_index_meta, index_meta_key, parse_index_key, read_index
+from .keyspace import (
     META_SCHEMA,
     NAMESPACES,
     NS_COUNTER,
@@ -45,12 +48,8 @@ from .disk import (
     SCHEMA_VERSION,
     decode_meta,
     decode_schema,
-    leveldb_message,
     meta_key,
-    open_leveldb,
 )
-from .errors import CorruptRecord, CorruptStore, StoreLocked, TierStoreError
-from .index_codec import decode_index_meta, index_meta_key, parse_index_key, read_index
 
 __all__ = [
     "Unreadable",
@@ -202,6 +201,13 @@ LIVE, EXPIRED, NEGATIVE_STATE, TOMBSTONE_STATE, FLAGGED, CORRUPT = (
     "corrupt",
 )
 STATES = (LIVE, EXPIRED, NEGATIVE_STATE, TOMBSTONE_STATE, FLAGGED, CORRUPT)
+_STATE_NAMES = {
+    RecordState.LIVE: LIVE,
+    RecordState.NEGATIVE: NEGATIVE_STATE,
+    RecordState.STALE: EXPIRED,  # not reached without a stale window
+    RecordState.EXPIRED: EXPIRED,
+    RecordState.TOMBSTONE: TOMBSTONE_STATE,
+}
 
 
 class Row(NamedTuple):
@@ -215,14 +221,14 @@ class Row(NamedTuple):
 
 
 def entry_state(record: Record, now: float) -> str:
-    """Why ``get`` would or would not return this record: live, tombstone, expired, negative, flagged."""
-    if record.flags & TOMBSTONE:
-        return TOMBSTONE_STATE
-    if record.expires_at is not None and record.expires_at <= now:
-        return EXPIRED
-    if record.flags & NEGATIVE:
-        return NEGATIVE_STATE
-    return FLAGGED if record.flags else LIVE
+    """Why ``get`` would or would not return this record: live, tombstone, expired, negative, flagged.
+
+    The rule is ``codec.record_state`` without a stale window (``stale_ttl`` is not on disk).
+    """
+    state = record_state(record, now)
+    if state is RecordState.NEGATIVE and not record.flags & NEGATIVE:
+        return FLAGGED
+    return _STATE_NAMES[state]
 
 
 def classify(raw_key: bytes, data: bytes, now: float) -> Row:
@@ -313,7 +319,7 @@ def index_page(db: Any, info: IndexInfo, offset: int, limit: int | None) -> Iter
 
 
 def namespace_name(raw_key: bytes) -> str:
-    """The name of a record's namespace, as ``disk.NAMESPACES`` gives it."""
+    """The name of a record's namespace, as ``keyspace.NAMESPACES`` gives it."""
     return NAMESPACES.get(raw_key[:1], f"unknown {raw_key[:1]!r}")
 
 

@@ -30,18 +30,7 @@ import plyvel
 
 from .checkpoint import TrackedDisk
 from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NOT_DATA, WORKING_ONLY, checkpoint_info
-from .disk import (
-    DEFAULT_CACHE_BYTES,
-    META_OPEN,
-    META_SCHEMA,
-    SCHEMA_VERSION,
-    DiskTier,
-    check_schema,
-    leveldb_message,
-    make_private_dirs,
-    meta_key,
-    open_leveldb,
-)
+from .disk import DEFAULT_CACHE_BYTES, DiskTier, leveldb_message, make_private_dirs, open_leveldb
 from .errors import (
     CorruptRecord,
     CorruptStore,
@@ -52,6 +41,7 @@ from .errors import (
     TierStoreError,
 )
 from .index_repair import repair_indexes
+from .keyspace import META_OPEN, META_SCHEMA, SCHEMA_VERSION, check_schema, meta_key
 from .leveldb import LEVELDB_FILE, holding, os_failure, set_aside
 
 __all__ = ["open_disk"]

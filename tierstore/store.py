@@ -1,61 +1,54 @@
 """TierStore: the facade that composes tier 1, tier 2 and the parts around them.
 
-The store owns no algorithm of its own beyond the version rule: a write takes
-its key's stripe lock, reads the current record (tier 1, else tier 2), decides,
-writes tier 2 and then tier 1. Everything else is delegated to the modules
-listed in the README's "Layout", none of which imports this one.
+The store owns no algorithm of its own: it opens the directory and wires the
+parts, reads (the hot ``get`` and the tier-2 fetch), hands writes to the writer
+(its key's stripe lock, the version rule, tier 2 and then tier 1) and closes in
+order. The calls that only hand on to a part it inherits from ``calls`` and
+the dict-like protocol from ``mapping``. Everything else is delegated to the
+modules listed in the README's "Layout", none of which imports this one.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Literal
 
-from . import codec
-from .capacity import Capacity, open_capacity
-from .checkpoint import STAT_KEYS as PERSIST_STAT_KEYS
-from .checkpoint import Checkpointer, TrackedDisk
-from .clock import TTL, check_seconds
-from .codec import ABSENT, NEGATIVE, TOMBSTONE, Entry, Key, Record, encode_key, unpack_record
+from .calls import PartCalls
+from .clock import TTL
+from .codec import Entry, Key, Record, RecordState, encode_key, entry_of, record_state, unpack_record
 from .counters import Counters
-from .disk import META_SEQ, META_VERSIONED, NS_ENTRY, DiskTier
-from .errors import CorruptRecord, StoreClosed, TierStoreError
-from .expiry import ensure_index
+from .durability import Durability
+from .errors import CorruptRecord
 from .flight import Flights
-from .guard import Guard, note_unguarded_open
-from .leveldb import forked_error, on_fork
+from .guard import Guard, guard_stats, open_guard
+from .leveldb import on_fork
 from .loading import Loading, StoreCore
+from .mapping import MappingCalls
 from .memory_policy import Policy, memory_tier
 from .options import STAT_KEYS, Options
-from .ranking import DEFAULT_REFRESH_INTERVAL, IndexRefresher, Pairs, SortedIndex
 from .restore import open_disk
-from .scheduler import Handle, Scheduler
+from .scheduler import Scheduler
+from .session import holds_versions, next_sequence, save_sequence
 from .stats import Stats
 from .stripes import STRIPES, Stripes
-from .sweep import STAT_KEYS as SWEEP_STAT_KEYS
-from .sweep import Sweeper
-from .writer import Writer, fast_entry_key, is_live
-from .writes import CapacityWrites, DiskWrites, EntryWrites
+from .writer import Writer, fast_entry_key
+from .writes import entry_writes
 
 __all__ = ["TierStore"]
 
 log = logging.getLogger("tierstore")
 
 Admission = Literal["always", "second_read"]
-OnBusy = Literal["wait", "stale", "default"]
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 
-class TierStore:
+class TierStore(MappingCalls, PartCalls):
     """An embedded two-tier cache: an LRU of decoded values over a LevelDB directory.
 
     Values returned are shared with tier 1 (as in cachetools and functools):
@@ -163,35 +156,38 @@ class TierStore:
         self._memory_get = self._memory.get
         self._epochs = self._memory.epochs
         self._disk_get = self._disk.get
-        self._seq = _next_sequence(self._disk)
-        self._open_durability(restored)
-        self._guard = self._open_guard()  # the existence filter when guard=True
+        self._seq = next_sequence(self._disk)
+        self._durability = Durability(
+            self._disk,
+            options,
+            path=self.path,
+            restored=restored,
+            stats=self._stats,
+            scheduler=self._scheduler,
+            memory=self._memory,
+            stripes=self._stripes,
+        )
+        self._durability.schedule(self.checkpoint, self.sweep)
+        self._guard = open_guard(self._disk, options.guard, options.bloom_capacity, options.bloom_error_rate)
         self._writer = Writer(
             disk=self._disk,
-            writes=self._entry_writes(),
+            writes=entry_writes(self._disk, self._durability.capacity),
             memory=self._memory,
             stripes=self._stripes,
             flights=self._flights,
             stats=self._stats,
             options=options,
             seq=self._seq,
-            versioned=_holds_versions(self._disk),
+            versioned=holds_versions(self._disk),
             on_corrupt=self._count_corrupt,
             admit_key=None if self._guard is None else self._guard.add,
         )
         self._write = self._writer.write
         self._counters = Counters(self._disk, self._stripes)
-        self._indexes: dict[Key, SortedIndex] = {}
+        self._indexes = {}
         self._indexes_lock = threading.Lock()
         self._stats.declare(["index_refresh_errors"])
         self._loading = self._open_loading()
-
-    def _entry_writes(self) -> EntryWrites:
-        """The layers an entry write goes through, as this store's settings need them."""
-        writes: EntryWrites = DiskWrites(self._disk)
-        if self._capacity is not None:
-            writes = CapacityWrites(writes, self._capacity)
-        return writes
 
     def _abandon_open(self) -> None:
         """Undo a failed open: stop the timers and release the directory (left marked unclean)."""
@@ -201,12 +197,6 @@ class TierStore:
             self._disk.abandon()
         finally:
             self._remove_temp_dir()
-
-    def _unusable(self) -> TierStoreError:
-        """The error of a call on a closed store, or on one inherited by a forked child."""
-        if self._forked:
-            return forked_error(self.path)
-        return StoreClosed(f"store {self.path} is closed")
 
     def _forked_(self) -> None:
         """In a forked child (see leveldb.py): every call raises ``StoreForked``, nothing is touched."""
@@ -225,7 +215,7 @@ class TierStore:
             encode_key(key)  # raises the key error callers expect
             raise
         if record is not None:
-            if not record.flags:
+            if not record.flags:  # codec.record_state's LIVE test, inlined (tests/property/test_record_rule.py)
                 expires_at = record.expires_at
                 if expires_at is None or expires_at > self._clock():
                     self._hit_memory()
@@ -235,20 +225,24 @@ class TierStore:
         if record is None:
             self._miss()
             return default
+        if not record.flags:  # the same inlined LIVE test as above, for a tier-2 hit
+            expires_at = record.expires_at
+            if expires_at is None or expires_at > self._clock():
+                self._hit_disk()
+                return record.value
         return self._answer(record, default, self._hit_disk)
 
     def _answer(self, record: Record, default: Any, count_hit: Callable[[], int]) -> Any:
-        """What ``get`` returns for a stored record that is not a plain live hit in tier 1."""
-        flags = record.flags
-        expires_at = record.expires_at
-        if flags & TOMBSTONE or (expires_at is not None and expires_at <= self._clock()):
-            self._miss()
-            return default
-        if flags & NEGATIVE:
+        """What ``get`` returns for a stored record that is not a plain live hit."""
+        state = record_state(record, self._clock())
+        if state is _LIVE:
+            count_hit()
+            return record.value
+        if state is _NEGATIVE:
             self._stats.counts["negative_hits"]()
             return default
-        count_hit()
-        return record.value
+        self._miss()
+        return default
 
     def _read(self, key: Key) -> Record | None:
         """The stored record of ``key`` (tombstones and expired ones included)."""
@@ -293,18 +287,7 @@ class TierStore:
     def get_entry(self, key: Key) -> Entry | None:
         """The entry of ``key`` with its metadata; ``stale=True`` within ``stale_ttl`` after expiry."""
         record = self._read(key)
-        if record is None or record.flags & TOMBSTONE:
-            return None
-        return self._entry_of(record, self._clock())
-
-    def _entry_of(self, record: Record, now: float) -> Entry | None:
-        negative = bool(record.flags & NEGATIVE)
-        expires_at = record.expires_at
-        if expires_at is not None and expires_at <= now:
-            if negative or now >= expires_at + self._options.stale_ttl:
-                return None
-            return Entry(record.value, record.version, expires_at, False, True)
-        return Entry(ABSENT if negative else record.value, record.version, expires_at, negative, False)
+        return None if record is None else entry_of(record, self._clock(), self._options.stale_ttl)
 
     # -- writing (writer.py) ---------------------------------------------------------
 
@@ -324,95 +307,7 @@ class TierStore:
         """The stored record from the key alone, for a fill's ``admit`` check under the key's lock."""
         return self._writer.current(key, fast_entry_key(key))
 
-    # -- loading: get_or_load, recomputation, background work (loading.py) ------------
-
-    def get_or_load(
-        self,
-        key: Key,
-        loader: Callable[[], Any],
-        *,
-        ttl: TTL = ...,
-        on_busy: OnBusy = "wait",
-        wait_timeout: float | None = None,
-        default: Any = None,
-    ) -> Any:
-        """The value of ``key``; on a miss ``loader()`` runs once across callers and fills both tiers.
-
-        While another caller loads the key, ``on_busy`` decides: ``"wait"`` for its
-        result (``LoadTimeout`` past ``wait_timeout`` seconds), ``"stale"`` returns a
-        stale value at once when there is one, ``"default"`` returns ``default``.
-        ``None`` or ``ABSENT`` from the loader stores a negative entry and returns
-        ``default``; ``Versioned(value, version)`` stamps the version. The full rules
-        (fills dropped after a write, refresh-ahead, XFetch, stats) are in ``tierstore.loading``.
-        """
-        if self._closed:
-            raise self._unusable()
-        return self._loading.get_or_load(key, loader, ttl, on_busy, wait_timeout, default)
-
-    def refresh_every(self, key: Key, loader: Callable[[], Any], interval: float, *, ttl: TTL = ...) -> Handle:
-        """Recompute ``key`` with ``loader()`` every ``interval`` seconds in the background.
-
-        The first load is queued at once (``drain()`` waits for it). A round finding a
-        load of the key already running skips. ``min_refresh_interval`` does not apply.
-        Failures are logged and counted in ``refresh_errors``; the old value stays.
-        Returns a handle whose ``cancel()`` stops later rounds.
-        """
-        if self._closed:
-            raise self._unusable()
-        return self._loading.refresh_every(key, loader, interval, ttl)
-
-    def invalidate(self, key: Key, *, again_after: float | None = None) -> None:
-        """``delete(key)`` now and, with ``again_after``, again that many seconds later in the background.
-
-        The second delete (the "delayed double delete") catches a stale value that a
-        reader who read the source before the write put back in the meantime; the
-        caller never waits for it.
-        """
-        if self._closed:
-            raise self._unusable()
-        self._loading.invalidate(key, again_after)
-
-    def drain(self, timeout: float | None = None) -> bool:
-        """Wait for background work queued or running now (and timers already due); ``False`` on timeout."""
-        if self._forked:
-            raise self._unusable()
-        return self._scheduler.drain(timeout)
-
-    @overload
-    def cached(self, fn: Callable[_P, _R], /) -> Callable[_P, _R]: ...
-
-    @overload
-    def cached(
-        self,
-        fn: None = None,
-        /,
-        *,
-        ttl: TTL = ...,
-        key: Callable[..., Key] | None = None,
-        name: str | None = None,
-    ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
-
-    def cached(
-        self,
-        fn: Callable[_P, _R] | None = None,
-        /,
-        *,
-        ttl: TTL = ...,
-        key: Callable[..., Key] | None = None,
-        name: str | None = None,
-    ) -> Any:
-        """A decorator memoizing a function through ``get_or_load``; bare ``@store.cached`` works too.
-
-        The key is ``name`` (default: the function's module and ``__qualname__``) plus
-        its arguments encoded with msgpack (``TypeError`` when they cannot be); keyword
-        arguments are sorted by name, and ``f(1)`` and ``f(a=1)`` are different keys (as
-        in ``functools.lru_cache``). Keys longer than the key limit use a SHA-256 of the
-        arguments. ``key=`` is a callable building the key from the arguments instead.
-        A lambda or a function defined inside another needs ``name=`` or ``key=``
-        (``TypeError`` at decoration): two closures must never share entries.
-        """
-        decorate = self._loading.cached(ttl, key, name)
-        return decorate if fn is None else decorate(fn)
+    # -- loading: get_or_load, recomputation, background work (loading.py, calls.py) ------------
 
     def _open_loading(self) -> Loading:
         """The loading algorithm, wired to this store's primitives and shared parts."""
@@ -427,261 +322,6 @@ class TierStore:
         )
         return Loading(core, self._options, self._stats, self._flights, self._scheduler, self._guard)
 
-    # -- existence guard (bloom.py) -------------------------------------------------
-
-    def _open_guard(self) -> Guard | None:
-        """Load or rebuild the existence filter (guard=True); else mark a saved one incomplete."""
-        options = self._options
-        if not options.guard:
-            note_unguarded_open(self._disk)  # sets in this session will not reach the filter
-            return None
-        return Guard(self._disk, options.bloom_capacity, options.bloom_error_rate)
-
-    def guard_keys(self, keys: Iterable[Key]) -> None:
-        """Admit keys that exist in the source to the existence filter and save it before returning.
-
-        A bad key raises (``TypeError``/``ValueError``) before any key is admitted; so
-        does a single str or bytes (``TypeError``: pass ``[key]``).
-        Without ``guard=True`` there is no filter: ``TierStoreError``.
-        """
-        guard = self._require_guard()
-        guard.add_many(keys)
-        guard.save()
-
-    def rebuild_guard(self, keys: Iterable[Key]) -> None:
-        """Replace the existence filter with one holding ``keys`` (and keys set meanwhile), and save it.
-
-        The way to shrink a filter (a Bloom filter never forgets deleted keys) or to
-        grow one past its capacity: it is sized for ``max(bloom_capacity, 2 * len(keys))``.
-        It also ends the admit-everything mode of a store whose saved filter was damaged.
-        """
-        self._require_guard().rebuild(keys)
-
-    def _guard_stats(self) -> dict[str, int]:
-        """``guard_keys`` (keys admitted), ``guard_over_capacity`` and ``guard_degraded`` (0/1),
-        ``guard_error_ppm`` (estimated false-positive rate, parts per million); zeros without a guard."""
-        guard = self._guard
-        if guard is None:
-            return {"guard_keys": 0, "guard_over_capacity": 0, "guard_degraded": 0, "guard_error_ppm": 0}
-        bloom = guard.filter
-        return {
-            "guard_keys": len(bloom),
-            "guard_over_capacity": int(guard.over_capacity),
-            "guard_degraded": int(guard.degraded),
-            "guard_error_ppm": round(bloom.estimated_error_rate() * 1_000_000),
-        }
-
-    def _require_guard(self) -> Guard:
-        if self._closed:
-            raise self._unusable()
-        if self._guard is None:
-            raise TierStoreError("this store was opened without guard=True: it keeps no existence filter")
-        return self._guard
-
-    # -- counters and sorted indexes (counters.py, ranking.py) ------------------------
-
-    def incr(self, key: Key, delta: int = 1) -> int:
-        """Add ``delta`` to the durable counter ``key`` and return the new count.
-
-        Counters have their own namespace (a counter and a cached value may share a
-        name) and are signed 64-bit: ``OverflowError`` past it, nothing changed.
-        """
-        if self._closed:
-            raise self._unusable()
-        return self._counters.incr(key, delta)
-
-    def decr(self, key: Key, delta: int = 1) -> int:
-        """Subtract ``delta`` from the counter ``key`` and return the new count."""
-        if self._closed:
-            raise self._unusable()
-        return self._counters.decr(key, delta)
-
-    def counter(self, key: Key) -> int:
-        """The count of ``key``; 0 for a counter never touched."""
-        if self._closed:
-            raise self._unusable()
-        return self._counters.get(key)
-
-    def index(self, name: Key) -> SortedIndex:
-        """The sorted index ``name`` (the same object on every call), created empty on first use."""
-        if self._closed:
-            raise self._unusable()
-        encode_key(name)  # validate before looking up
-        with self._indexes_lock:
-            index = self._indexes.get(name)
-            if index is None:
-                index = self._indexes[name] = SortedIndex(self._disk, name)
-            return index
-
-    def keep_fresh(
-        self,
-        name: Key,
-        rebuild: Callable[[], Pairs],
-        *,
-        stamp: Callable[[], Any] | None = None,
-        interval: float = DEFAULT_REFRESH_INTERVAL,
-    ) -> Handle:
-        """Rebuild index ``name`` in the background whenever its source stamp moves.
-
-        The first round runs at once, then one every ``interval`` seconds (default
-        5). The source stamp is ``stamp()`` when given, else the index's dirty stamp
-        (see ``SortedIndex.mark_dirty``). Failures are logged and counted in
-        ``stats()["index_refresh_errors"]``; the old index stays. Each call starts its
-        own refresher (one per index is the intended use); ``cancel()`` on the handle
-        or ``close()`` stops it.
-        """
-        if self._closed:
-            raise self._unusable()
-        seconds = check_seconds(interval, "interval", allow_zero=False)
-        assert seconds is not None  # not optional, so never None
-        refresher = IndexRefresher(self.index(name), rebuild, stamp=stamp, on_error=self._count_refresh_error)
-        return self._scheduler.every(seconds, refresher, first_delay=0.0)
-
-    def _count_refresh_error(self, exc: BaseException) -> None:
-        self._stats.counts["index_refresh_errors"]()
-
-    # -- durability: checkpoints and sweeping (checkpoint.py, restore.py, sweep.py) ------------------
-
-    def _open_durability(self, restored: bool) -> None:
-        """Wire the checkpointer, the capacity tracker, the sweeper and their timers."""
-        options = self._options
-        self._stats.declare(PERSIST_STAT_KEYS + SWEEP_STAT_KEYS + ("restored_from_checkpoint",))
-        self._stats.add("restored_from_checkpoint", int(restored))
-        self._checkpointer: Checkpointer | None = None
-        self._capacity: Capacity | None = None
-        if options.persist_path is not None:
-            assert isinstance(self._disk, TrackedDisk)
-            self._checkpointer = Checkpointer(self._disk, str(options.persist_path), rate=options.persist_rate)
-        self._capacity = open_capacity(self._disk, options.disk_capacity_bytes)
-        ensure_index(self._disk)  # a store from before the expiry index, or restored: one scan builds it
-        self._sweeper = Sweeper(
-            self._disk,
-            clock=self._clock,
-            stale_ttl=options.stale_ttl,
-            tombstone_ttl=options.tombstone_ttl,
-            lock_for=self._stripes.lock_for,
-            begin=self._begin_write_of,
-            forget=self._forget,
-            capacity=self._capacity,
-        )
-        if self._capacity is not None:
-            self._capacity.on_over = self._evict_soon
-        if self._checkpointer is not None and options.checkpoint_interval is not None:
-            self._scheduler.every(options.checkpoint_interval, self.checkpoint)
-        if options.sweep_interval is not None:
-            self._scheduler.every(options.sweep_interval, self.sweep)
-
-    def _begin_write_of(self, key: Key) -> None:
-        self._memory.begin_write(self._stripes.of(key))
-
-    def _forget(self, key: Key) -> None:
-        self._memory.discard(key, self._stripes.of(key))
-
-    def _evict_soon(self) -> None:
-        """Past the capacity: evict in the background rather than on the writer's thread."""
-        try:
-            self._scheduler.submit(self._evict)
-        except StoreClosed:
-            pass
-
-    def _evict(self) -> None:
-        self._count_sweep(self._sweeper.evict())
-
-    def checkpoint(self) -> dict[str, Any]:
-        """Copy what changed since the last checkpoint into ``persist_path`` and sync it.
-
-        Returns ``{"records", "deleted", "scanned", "bytes", "seconds", "full"}``.
-        """
-        if self._closed:
-            raise self._unusable()
-        if self._checkpointer is None:
-            raise TierStoreError("checkpoint() needs a persist_path; this store has none")
-        if self._guard is not None:
-            self._guard.save()  # the checkpoint carries a filter as new as its entries
-        return self._record_checkpoint(self._checkpointer.checkpoint())
-
-    def _record_checkpoint(self, result: dict[str, Any]) -> dict[str, Any]:
-        self._stats.counts["checkpoints"]()
-        self._stats.add("checkpoint_ms", int(result["seconds"] * 1000))
-        return result
-
-    def sweep(self) -> dict[str, int]:
-        """Purge expired entries, expired negative entries and old tombstones; enforce the capacity.
-
-        Returns counts: ``scanned`` (expiry index records read: only what fell due), ``expired_purged``,
-        ``swept_tombstones``, ``corrupt_purged``, ``evictions_disk``.
-        """
-        if self._closed:
-            raise self._unusable()
-        return self._count_sweep(self._sweeper.sweep())
-
-    def _count_sweep(self, counts: dict[str, int]) -> dict[str, int]:
-        for name in ("expired_purged", "swept_tombstones", "evictions_disk"):
-            self._stats.add(name, counts[name])
-        return counts
-
-    def _close_durability(self) -> None:
-        """At close: save the capacity total, then take the final checkpoint (logged if it fails)."""
-        if self._capacity is not None:
-            try:
-                self._capacity.save()
-            except TierStoreError:
-                log.exception("%s: could not save the capacity total; the next open recounts it", self.path)
-        if self._checkpointer is not None:
-            try:
-                self._record_checkpoint(self._checkpointer.finish())
-            except Exception:
-                log.exception("%s: the final checkpoint into %s failed", self.path, self._checkpointer.path)
-
-    # -- mapping protocol -----------------------------------------------------------
-
-    def __contains__(self, key: object) -> bool:
-        return is_live(self._read(key), self._clock())  # type: ignore[arg-type]
-
-    def __getitem__(self, key: Key) -> Any:
-        value = self.get(key, _MISSING)
-        if value is _MISSING:
-            raise KeyError(key)
-        return value
-
-    def __setitem__(self, key: Key, value: Any) -> None:
-        self.set(key, value)
-
-    def __delitem__(self, key: Key) -> None:
-        if not self.delete(key):
-            raise KeyError(key)
-
-    def __iter__(self) -> Iterator[Key]:
-        return self.keys()
-
-    def keys(self, prefix: Key | None = None) -> Iterator[Key]:
-        """Live keys in key order (bytes keys before str keys); ``prefix`` narrows by type and start."""
-        for key, _ in self._live_items(prefix):
-            yield key
-
-    def items(self, prefix: Key | None = None) -> Iterator[tuple[Key, Any]]:
-        """Live ``(key, value)`` pairs in key order."""
-        for key, record in self._live_items(prefix):
-            yield key, record.value
-
-    def _live_items(self, prefix: Key | None) -> Iterator[tuple[Key, Record]]:
-        if self._closed:
-            raise self._unusable()
-        scan_prefix = NS_ENTRY if prefix is None else NS_ENTRY + encode_key(prefix)
-        for disk_key, data in self._disk.scan(scan_prefix):
-            try:
-                record = unpack_record(data, self._max_value_bytes)
-            except CorruptRecord as exc:
-                self._count_corrupt(disk_key, exc)
-                continue
-            if is_live(record, self._clock()):
-                try:
-                    key = codec.decode_key(disk_key[1:])
-                except CorruptRecord as exc:  # a damaged key: skipped and counted, like a damaged envelope
-                    self._count_corrupt(disk_key, exc)
-                    continue
-                yield key, record
-
     # -- introspection and lifetime ---------------------------------------------------
 
     def stats(self) -> dict[str, int]:
@@ -692,7 +332,7 @@ class TierStore:
         stats["evictions_memory"] = self._memory.evictions
         stats["memory_items"] = len(self._memory)
         stats["memory_bytes"] = self._memory.bytes
-        stats.update(self._guard_stats())
+        stats.update(guard_stats(self._guard))
         return stats
 
     @property
@@ -718,9 +358,9 @@ class TierStore:
                     self._guard.close()  # logs instead of raising: the next open rebuilds
                 try:
                     try:
-                        self._disk.put_meta(META_SEQ, next(self._seq))
+                        save_sequence(self._disk, self._seq)
                     finally:
-                        self._close_durability()  # capacity total, then the final checkpoint (its own disk)
+                        self._durability.close()  # capacity total, then the final checkpoint (its own disk)
                 finally:
                     self._disk.close()  # released even when a full disk refused the writes above
             finally:
@@ -744,44 +384,5 @@ class TierStore:
         return f"TierStore({self.path!r}, {state})"
 
 
-_MISSING = object()
+_LIVE, _NEGATIVE = RecordState.LIVE, RecordState.NEGATIVE
 _STRIPE_COUNT = STRIPES  # the store's Stripes() has the default count
-
-
-def _next_sequence(disk: DiskTier) -> Iterator[int]:
-    """A store-wide write counter that stays ahead of every sequence written before.
-
-    It starts at the wall clock in microseconds or past the high-water mark saved at
-    the last clean close, whichever is larger: no store writes a million records a
-    second for long, so even after a crash new writes sort after old ones.
-    """
-    now = time.time_ns() // 1000
-    saved = disk.get_meta(META_SEQ)
-    if type(saved) is not int or not 0 <= saved <= _MAX_SAVED_SEQ:
-        if saved is not None:
-            log.warning("%s: the saved write sequence %r is impossible; restarting it from the clock", disk.path, saved)
-        saved = 0
-    return itertools.count(max(saved, now) + 1)
-
-
-# Sequences are packed in 64 bits; one saved past 2**62 (146,000 years of
-# microseconds) did not come from a clock: damaged, and it would overflow.
-_MAX_SAVED_SEQ = 2**62
-
-
-def _holds_versions(disk: DiskTier) -> bool:
-    """Whether an entry of the store may carry a version above 0 (unversioned writes then read it).
-
-    The ``versioned`` record says so. When it is damaged the answer is ``True``
-    (safe); when it is missing (a new store, or one that lost it) one scan of
-    the entries decides and records the answer.
-    """
-    saved = disk.get_meta(META_VERSIONED, damaged=True)
-    if type(saved) is bool:
-        return saved
-    if saved is not None:
-        log.warning("%s: the meta record 'versioned' holds %r; assuming the store holds versions", disk.path, saved)
-        return True
-    versioned = any(codec.envelope_version(data) for _, data in disk.scan(NS_ENTRY))
-    disk.put_meta(META_VERSIONED, versioned)
-    return versioned

@@ -16,9 +16,9 @@ from typing import Any
 
 from .bloom import BloomFilter
 from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, checkpoint_info
-from .disk import META_EXPIRY_INDEX, META_OPEN, META_SEQ, NAMESPACES, NS_ENTRY, NS_INDEX_META, meta_key
 from .errors import CorruptRecord
 from .guard import META_CLEAN, META_FILTER
+from .keyspace import META_EXPIRY_INDEX, META_OPEN, META_SEQ, NAMESPACES, NS_ENTRY, NS_INDEX_META, meta_key
 from .reader import STATES, IndexInfo, Tick, classify, decode_bloom, index_info, namespace_name, read_meta
 
 __all__ = [

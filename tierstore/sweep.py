@@ -41,10 +41,11 @@ from typing import Any
 
 from . import codec
 from .capacity import Capacity, entry_size, header_seq, order_key, order_op, order_size, parse_order_key
-from .codec import NEGATIVE, TOMBSTONE, Key, Record
-from .disk import NS_WRITE_ORDER, DiskTier, Op
+from .codec import TOMBSTONE, Key, Record
+from .disk import DiskTier
 from .errors import CorruptRecord
 from .expiry import due_records, encode_time, index_disk_key, index_key, index_op
+from .keyspace import NS_WRITE_ORDER, Op
 
 __all__ = ["Sweeper", "STAT_KEYS"]
 
@@ -153,21 +154,14 @@ class Sweeper:
         expires_at = record.expires_at
         if expires_at is None or encode_time(expires_at) != expires:
             return False  # rewritten since: its own index record (if any) covers it
-        purge_at = self._purge_at(record)
+        purge_at = codec.purge_time(record, self._stale_ttl)
+        assert purge_at is not None  # the record has an expiry
         if purge_at > now:
             ops.append(index_op(disk_key, expires_at, due=purge_at))  # inside its stale window
             return True
         ops.extend(self._removal(disk_key, data, record))
         done.append((disk_key, "swept_tombstones" if record.flags & TOMBSTONE else "expired_purged"))
         return True
-
-    def _purge_at(self, record: Record) -> float:
-        """When a record with an expiry may go: its stale window (``stale_ttl``) after expiry, unless
-        it is negative or a tombstone, which are never served stale."""
-        assert record.expires_at is not None
-        if record.flags & (NEGATIVE | TOMBSTONE):
-            return record.expires_at
-        return record.expires_at + self._stale_ttl
 
     def _removal(self, disk_key: bytes, data: bytes, record: Record | None) -> list[Op]:
         """Ops that remove an entry, leaving a tombstone when it has a version to keep."""

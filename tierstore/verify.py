@@ -2,8 +2,8 @@
 
 Each namespace is checked with the decoders of the module that owns it
 (``codec``, ``counters``, ``index_codec``, ``checkpoint``, ``capacity``, ``expiry``, ``guard``
-and ``bloom`` through their meta records, ``disk`` for the schema); a record
-in a namespace ``disk`` does not declare is a finding, and LevelDB's own
+and ``bloom`` through their meta records, ``keyspace`` for the schema); a record
+in a namespace ``keyspace`` does not declare is a finding, and LevelDB's own
 checksum errors end the pass with one. It is separate from ``reader`` (which
 opens a directory and reads what the other commands show) because it is the
 only pass that needs every namespace's decoder, and it reads through
@@ -22,7 +22,11 @@ from .checkpoint_record import META_CHECKPOINT
 from .checkpoint_record import decode_checkpoint_info as check_checkpoint
 from .codec import decode_key, unpack_record
 from .counters import counter_name, decode_count
-from .disk import (
+from .disk import leveldb_message
+from .expiry import decode_index_record
+from .guard import META_FILTER
+from .index_codec import check_index_record
+from .keyspace import (
     META_SCHEMA,
     NAMESPACES,
     NS_COUNTER,
@@ -35,11 +39,7 @@ from .disk import (
     NS_WRITE_ORDER,
     decode_meta,
     decode_schema,
-    leveldb_message,
 )
-from .expiry import decode_index_record
-from .guard import META_FILTER
-from .index_codec import check_index_record
 from .reader import Tick, decode_bloom, namespace_name
 
 __all__ = ["Problem", "Tally", "verify_records"]

@@ -25,18 +25,19 @@ from typing import Any
 
 from . import codec
 from .clock import Jitter, check_ttl
-from .codec import ABSENT, NEGATIVE, TOMBSTONE, Key, Record, encode_key
-from .disk import META_VERSIONED, NS_ENTRY, DiskTier
+from .codec import ABSENT, NEGATIVE, TOMBSTONE, Key, Record, RecordState, encode_key, record_state
+from .disk import DiskTier
 from .errors import CorruptRecord
 from .expiry import index_op
 from .flight import Flights
+from .keyspace import META_VERSIONED, NS_ENTRY
 from .memory import MemoryTier
 from .options import Options
 from .stats import Stats
 from .stripes import Stripes
 from .writes import EntryWrites
 
-__all__ = ["Writer", "entry_key", "fast_entry_key", "is_live", "MAX_TIME"]
+__all__ = ["Writer", "entry_key", "fast_entry_key", "MAX_TIME"]
 
 log = logging.getLogger("tierstore")
 
@@ -45,6 +46,7 @@ _MAX_KEY = codec.MAX_KEY_BYTES
 _BYTES_ENTRY = NS_ENTRY + codec.BYTES_TAG  # the hot path's inlined ``entry_key`` of a bytes key
 _STR_ENTRY = NS_ENTRY + codec.STR_TAG
 _SAFE_STR = codec.SAFE_STR_LEN
+_LIVE = RecordState.LIVE
 
 
 def entry_key(key: object) -> bytes:
@@ -173,7 +175,7 @@ class Writer:
                 self._flights.invalidate(key)  # bump the fill generation
             current = self.current(key, disk_key)
             now = self.write_time()
-            was_live = is_live(current, now)
+            was_live = current is not None and record_state(current, now) is _LIVE
             keep_version = max(version or 0, current.version if current is not None else 0)
             if keep_version:
                 ttl = self._options.tombstone_ttl
@@ -248,10 +250,3 @@ class Writer:
         except CorruptRecord as exc:
             self._on_corrupt(disk_key, exc)
             return None
-
-
-def is_live(record: Record | None, now: float) -> bool:
-    """Whether ``record`` holds a value to serve at ``now`` (not a tombstone, negative or expired)."""
-    if record is None or record.flags:
-        return False
-    return record.expires_at is None or record.expires_at > now

@@ -22,9 +22,10 @@ from __future__ import annotations
 from typing import Protocol
 
 from .capacity import Capacity, entry_size, order_op
-from .disk import DiskTier, Op
+from .disk import DiskTier
+from .keyspace import Op
 
-__all__ = ["EntryWrites", "DiskWrites", "CapacityWrites"]
+__all__ = ["EntryWrites", "DiskWrites", "CapacityWrites", "entry_writes"]
 
 
 class EntryWrites(Protocol):
@@ -33,6 +34,14 @@ class EntryWrites(Protocol):
     def put(self, disk_key: bytes, data: bytes, seq: int, extra: list[Op] | None = None) -> None: ...
 
     def delete(self, disk_key: bytes, extra: list[Op] | None = None) -> None: ...
+
+
+def entry_writes(disk: DiskTier, capacity: Capacity | None) -> EntryWrites:
+    """The layers an entry write goes through, as the store's settings need them."""
+    writes: EntryWrites = DiskWrites(disk)
+    if capacity is not None:
+        writes = CapacityWrites(writes, capacity)
+    return writes
 
 
 class DiskWrites:

@@ -23,7 +23,7 @@ import pytest
 from tests.crash_writer import BOARD, DIE_KEYS, value_for
 from tierstore import TierStore
 from tierstore.codec import encode_key, unpack_record
-from tierstore.disk import NS_ENTRY
+from tierstore.keyspace import NS_ENTRY
 
 WRITER = str(Path(__file__).parent.parent / "crash_writer.py")
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}

@@ -18,7 +18,7 @@ import plyvel
 import pytest
 
 from tierstore import TierStore
-from tierstore.disk import NS_META, meta_key
+from tierstore.keyspace import NS_META, meta_key
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = [["inspect"], ["verify"], ["scan", "--all"], ["dump"], ["counters"], ["get", "k1"], ["index", "board"]]

@@ -23,7 +23,7 @@ import pytest
 
 from tierstore import TierStore, TierStoreError, cli
 from tierstore.codec import encode_key
-from tierstore.disk import META_SEQ, NS_ENTRY, NS_META, meta_key
+from tierstore.keyspace import META_SEQ, NS_ENTRY, NS_META, meta_key
 
 N = 40
 SETTINGS: dict[str, Any] = dict(

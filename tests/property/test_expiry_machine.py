@@ -21,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from tests.conftest import ROUNDS_FACTOR, FakeClock
 from tests.expiry_checks import INDEX_META, assert_indexed, checked_sweep
 from tierstore import ABSENT, TierStore
-from tierstore.disk import NS_EXPIRY
+from tierstore.keyspace import NS_EXPIRY
 
 KEYS = st.sampled_from(["a", "b", "c", b"a", "\u00e9"])
 TTLS = st.one_of(st.none(), st.sampled_from([0.5, 1.0, 5.0, 30.0]))

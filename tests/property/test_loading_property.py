@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tierstore import TierStore, codec
-from tierstore.disk import NS_ENTRY
+from tierstore.keyspace import NS_ENTRY
 
 KEYS = ("a", "b", "c")
 WAIT = 5.0
