@@ -184,5 +184,6 @@ def ensure_index(disk: DiskTier) -> int | None:
         return None
     count = build_index(disk)
     disk.put_meta(META_EXPIRY_INDEX, True, sync=True)
-    log.info("%s: built the expiry index: %d entries with an expiry (once, or after a restore)", disk.path, count)
+    if count:  # a new store has nothing to index: nothing to say
+        log.info("%s: built the expiry index: %d entries with an expiry (once, or after a restore)", disk.path, count)
     return count
