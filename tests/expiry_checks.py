@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tierstore import TierStore
-from tierstore.codec import unpack_record
+from tierstore.codec import EXPIRES_AT, FLAGS, VERSION, is_tombstone, unpack_record
 from tierstore.expiry import decode_index_record, encode_time
 from tierstore.keyspace import META_EXPIRY_INDEX, NS_ENTRY, NS_EXPIRY, meta_key
 
@@ -24,7 +24,7 @@ def assert_indexed(store: TierStore) -> None:
     """Every entry with an expiry has an index record naming it with its ``expires_at``."""
     index = {(disk_key, expires) for ikey, expires in index_records(store) for disk_key in [ikey[9:]]}
     for disk_key, data in entries(store).items():
-        expires_at = unpack_record(data).expires_at
+        expires_at = unpack_record(data)[EXPIRES_AT]
         if expires_at is not None:
             assert (disk_key, encode_time(expires_at)) in index, f"{disk_key!r} has no index record"
 
@@ -38,9 +38,9 @@ def assert_nothing_due(store: TierStore, now: float) -> None:
 def purge_at(data: bytes, stale_ttl: float) -> float | None:
     """When the full-scan sweep (before the index) purged a record."""
     record = unpack_record(data)
-    if record.expires_at is None:
+    if record[EXPIRES_AT] is None:
         return None
-    return record.expires_at if record.flags else record.expires_at + stale_ttl
+    return record[EXPIRES_AT] if record[FLAGS] else record[EXPIRES_AT] + stale_ttl
 
 
 def checked_sweep(store: TierStore, now: float, stale_ttl: float, tombstone_ttl: float) -> dict[str, int]:
@@ -56,11 +56,11 @@ def checked_sweep(store: TierStore, now: float, stale_ttl: float, tombstone_ttl:
             assert after.get(disk_key) == data, f"{disk_key!r} changed though not due"
             continue
         record = unpack_record(data)
-        expected["swept_tombstones" if record.tombstone else "expired_purged"] += 1
-        if record.tombstone or record.version == 0:
+        expected["swept_tombstones" if is_tombstone(record) else "expired_purged"] += 1
+        if is_tombstone(record) or record[VERSION] == 0:
             assert disk_key not in after, f"{disk_key!r} is due and still there"
         else:
-            assert_tombstone(after.get(disk_key), record.version, now + tombstone_ttl)
+            assert_tombstone(after.get(disk_key), record[VERSION], now + tombstone_ttl)
     assert {name: counts[name] for name in expected} == expected
     assert counts["corrupt_purged"] == 0
     assert_indexed(store)
@@ -71,4 +71,4 @@ def checked_sweep(store: TierStore, now: float, stale_ttl: float, tombstone_ttl:
 def assert_tombstone(data: Any, version: int, expires_at: float) -> None:
     assert data is not None, "a versioned entry vanished instead of becoming a tombstone"
     tombstone = unpack_record(data)
-    assert tombstone.tombstone and tombstone.version == version and tombstone.expires_at == expires_at
+    assert is_tombstone(tombstone) and tombstone[VERSION] == version and tombstone[EXPIRES_AT] == expires_at

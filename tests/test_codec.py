@@ -9,10 +9,19 @@ from hypothesis import strategies as st
 
 from tierstore.codec import (
     ABSENT,
+    EXPIRES_AT,
+    FLAGS,
+    LOAD_TIME,
     MAX_DEPTH,
     MAX_KEY_BYTES,
     NEGATIVE,
+    SEQ,
+    SIZE,
     TOMBSTONE,
+    TTL,
+    VALUE,
+    VERSION,
+    WRITTEN_AT,
     Record,
     RecordState,
     check_version,
@@ -20,6 +29,9 @@ from tierstore.codec import (
     encode_key,
     encode_record,
     entry_of,
+    is_negative,
+    is_tombstone,
+    make_record,
     new_packer,
     plain_value,
     purge_time,
@@ -74,15 +86,15 @@ def test_envelope_round_trip() -> None:
     data, value = encode_record(new_packer(), {"a": (1, 2)}, 7, 123.5, NEGATIVE, 100.0, 23.5, 42, 0.25)
     record = unpack_record(data)
     assert value == {"a": [1, 2]}
-    assert (record.value, record.version, record.expires_at, record.flags) == ({"a": [1, 2]}, 7, 123.5, NEGATIVE)
-    assert (record.written_at, record.ttl, record.seq, record.size, record.load_time) == (
+    assert (record[VALUE], record[VERSION], record[EXPIRES_AT], record[FLAGS]) == ({"a": [1, 2]}, 7, 123.5, NEGATIVE)
+    assert (record[WRITTEN_AT], record[TTL], record[SEQ], record[SIZE], record[LOAD_TIME]) == (
         100.0,
         23.5,
         42,
         len(data),
         0.25,
     )
-    assert record.negative and not record.tombstone
+    assert is_negative(record) and not is_tombstone(record)
 
 
 def test_unencodable_value_names_its_type_and_leaves_the_packer_usable() -> None:
@@ -92,7 +104,7 @@ def test_unencodable_value_names_its_type_and_leaves_the_packer_usable() -> None
     with pytest.raises(TypeError, match="object"):
         encode_record(packer, [1, {"x": object()}], 0, None, 0, 0.0, None, 1)
     data, _ = encode_record(packer, "fine", 0, None, 0, 0.0, None, 1)
-    assert unpack_record(data).value == "fine"
+    assert unpack_record(data)[VALUE] == "fine"
 
 
 def test_big_int_is_refused() -> None:
@@ -116,7 +128,7 @@ class _Table(dict):  # type: ignore[type-arg]
 )
 def test_the_value_for_tier_1_is_what_tier_2_decodes(value: object) -> None:
     data, plain = encode_record(new_packer(), value, 0, None, 0, 0.0, None, 1)
-    decoded = unpack_record(data).value
+    decoded = unpack_record(data)[VALUE]
     assert plain == decoded
     assert msgpack.packb(plain) == msgpack.packb(decoded)  # the same types all the way down
     assert plain_value(value, data) == decoded
@@ -138,7 +150,7 @@ def test_nesting_one_past_what_tier_2_reads_is_refused_at_encoding() -> None:
     for _ in range(MAX_DEPTH - 1):
         deepest = [deepest]
     data, plain = encode_record(new_packer(), deepest, 0, None, 0, 0.0, None, 1)
-    assert msgpack.packb(plain) == msgpack.packb(unpack_record(data).value) == msgpack.packb(deepest)
+    assert msgpack.packb(plain) == msgpack.packb(unpack_record(data)[VALUE]) == msgpack.packb(deepest)
     with pytest.raises(ValueError, match="deep"):
         encode_record(new_packer(), [deepest], 0, None, 0, 0.0, None, 1)  # msgpack packs it but cannot read it
 
@@ -173,7 +185,7 @@ def test_absent_is_a_falsy_singleton() -> None:
 
 
 def _record(flags: int, expires_at: float | None) -> Record:
-    return Record("v", 3, expires_at, flags, 0.0, None, 1, 10)
+    return make_record("v", 3, expires_at, flags, 0.0, None, 1, 10)
 
 
 @pytest.mark.parametrize(
@@ -211,7 +223,7 @@ stale_ttls = st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=1e6, all
 def test_purge_time_is_when_nothing_is_left_to_serve(record: Record, now: float, stale_ttl: float) -> None:
     """The sweep removes a record exactly when ``record_state`` says it is expired (or an expired tombstone)."""
     state = record_state(record, now, stale_ttl)
-    expired = record.expires_at is not None and record.expires_at <= now
+    expired = record[EXPIRES_AT] is not None and record[EXPIRES_AT] <= now
     due = purge_time(record, stale_ttl)
     assert (due is not None and due <= now) == (
         state is RecordState.EXPIRED or (state is RecordState.TOMBSTONE and expired)
@@ -229,6 +241,6 @@ def test_entry_of_follows_the_state(record: Record, now: float, stale_ttl: float
         assert entry is None
         return
     assert entry is not None
-    assert (entry.version, entry.expires_at) == (record.version, record.expires_at)
+    assert (entry.version, entry.expires_at) == (record[VERSION], record[EXPIRES_AT])
     assert (entry.negative, entry.stale) == (state is RecordState.NEGATIVE, state is RecordState.STALE)
-    assert entry.value is (ABSENT if state is RecordState.NEGATIVE else record.value)
+    assert entry.value is (ABSENT if state is RecordState.NEGATIVE else record[VALUE])

@@ -28,7 +28,7 @@ import pytest
 from tests.conftest import ROUNDS_FACTOR, resize_tmpfs
 from tests.crash_writer import KEYS, value_for
 from tierstore import CorruptStore, StorageFull, TierStore, TierStoreError
-from tierstore.codec import encode_key, unpack_record
+from tierstore.codec import VALUE, VERSION, encode_key, is_tombstone, unpack_record
 from tierstore.keyspace import NS_ENTRY
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
@@ -52,12 +52,12 @@ def _check(store: TierStore, floor: dict[str, int]) -> None:
             assert floor.get(key, 0) == 0, f"{key}: lost (checkpointed at version {floor[key]})"
             continue
         record = unpack_record(data)
-        assert record.version >= floor.get(key, 0), f"{key}: version {record.version} < {floor[key]}"
-        if record.tombstone:
+        assert record[VERSION] >= floor.get(key, 0), f"{key}: version {record[VERSION]} < {floor[key]}"
+        if is_tombstone(record):
             assert store.get(key) is None
         else:
-            assert record.value == value_for(key, record.version)
-            assert store.get(key) == value_for(key, record.version)
+            assert record[VALUE] == value_for(key, record[VERSION])
+            assert store.get(key) == value_for(key, record[VERSION])
 
 
 def test_kill_9_at_random_moments_never_loses_a_checkpoint(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tierstore.codec import Record
+from tierstore.codec import VALUE, Record, make_record
 from tierstore.memory import MemoryTier
 from tierstore.stripes import Stripes
 
@@ -10,7 +10,7 @@ _S = Stripes()
 
 
 def record(value: object, size: int = 10, seq: int = 1) -> Record:
-    return Record(value, 0, None, 0, 0.0, None, seq, size)
+    return make_record(value, 0, None, 0, 0.0, None, seq, size)
 
 
 def test_item_bound_evicts_least_recently_used() -> None:
@@ -62,7 +62,7 @@ def test_promotion_loses_to_a_write_that_came_after_the_read() -> None:
     fresh = tier.epoch(_S.of("k"))
     assert tier.promote("k", record("current", seq=2), _S.of("k"), fresh) is True
     got = tier.get("k")
-    assert got is not None and got.value == "current"
+    assert got is not None and got[VALUE] == "current"
 
 
 def test_promotion_does_not_replace_a_held_record() -> None:
@@ -70,7 +70,7 @@ def test_promotion_does_not_replace_a_held_record() -> None:
     tier.put("k", record("held"), _S.of("k"))
     assert tier.promote("k", record("other"), _S.of("k"), tier.epoch(_S.of("k"))) is False
     got = tier.get("k")
-    assert got is not None and got.value == "held"
+    assert got is not None and got[VALUE] == "held"
 
 
 def test_no_promotion_lands_while_a_write_is_in_progress() -> None:
@@ -85,7 +85,7 @@ def test_no_promotion_lands_while_a_write_is_in_progress() -> None:
     tier.put("k", record("new"), _S.of("k"))
     assert not tier.promote("k", record("old"), _S.of("k"), before)
     got = tier.get("k")
-    assert got is not None and got.value == "new"
+    assert got is not None and got[VALUE] == "new"
     after = tier.epoch(_S.of("k"))
     tier.discard("k", _S.of("k"))
     assert tier.promote("k", record("stale"), _S.of("k"), after) is False

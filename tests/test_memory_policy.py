@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import start
 from tierstore import TierStore
+from tierstore.codec import SIZE
 
 
 def _tier1_keys(store: TierStore) -> set[object]:
@@ -46,7 +47,7 @@ def test_a_byte_bound_holds_with_a_policy(tmp_path: Path) -> None:
             store.set(f"k{i}", "x" * 40)
         stats = store.stats()
         assert 0 < stats["memory_bytes"] <= 200
-        assert stats["memory_bytes"] == sum(r.size for r in store._memory._data.values())
+        assert stats["memory_bytes"] == sum(r[SIZE] for r in store._memory._data.values())
         assert [store.get(f"k{i}") for i in range(20)] == ["x" * 40] * 20
 
 

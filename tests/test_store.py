@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import FakeClock
 from tierstore import ABSENT, Entry, StoreClosed, TierStore
-from tierstore.codec import encode_key
+from tierstore.codec import SEQ, encode_key
 from tierstore.keyspace import NS_ENTRY
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
@@ -343,7 +343,7 @@ def test_sequence_keeps_increasing_across_reopen(store_path: str) -> None:
     with open_store(store_path) as store:
         store.set("b", 1)
         second = store._read("b")
-    assert first is not None and second is not None and second.seq > first.seq
+    assert first is not None and second is not None and second[SEQ] > first[SEQ]
 
 
 def test_first_versioned_write_makes_unversioned_writes_read_versions(store_path: str) -> None:

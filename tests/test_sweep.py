@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import FakeClock
 from tierstore import ABSENT, TierStore
 from tierstore.capacity import OrderRecord, decode_order_record, header_seq, order_key, parse_order_key
-from tierstore.codec import Key, encode_key, unpack_record
+from tierstore.codec import EXPIRES_AT, SEQ, Key, encode_key, is_tombstone, unpack_record
 from tierstore.disk import DiskTier
 from tierstore.errors import CorruptRecord
 from tierstore.expiry import index_op
@@ -68,7 +68,7 @@ def test_expired_versioned_entry_becomes_a_tombstone(store_path: str, clock: Fak
         clock.advance(11)
         assert store.sweep()["expired_purged"] == 1
         data = raw(store, "k")
-        assert data is not None and unpack_record(data).tombstone
+        assert data is not None and is_tombstone(unpack_record(data))
         assert store.set("k", "old", version=6) is False
         assert store.set("k", "new", version=8) is True
     with open_store(store_path, clock, tombstone_ttl=50) as store:
@@ -85,7 +85,7 @@ def test_sweep_never_loses_a_concurrent_write(tmp_path: Path, clock: FakeClock) 
             newer = raw(store, "k")
         assert old is not None and newer is not None
         disk_key = NS_ENTRY + encode_key("k")
-        disk.write([index_op(disk_key, unpack_record(old).expires_at or 0.0), (disk_key, old)])
+        disk.write([index_op(disk_key, unpack_record(old)[EXPIRES_AT] or 0.0), (disk_key, old)])
         clock.advance(5)
 
         @contextmanager
@@ -217,7 +217,7 @@ def test_header_seq_reads_the_sequence_without_the_value(store_path: str) -> Non
     with open_store(store_path) as store:
         store.set("k", {"big": "y" * 1000})
         data = raw(store, "k")
-        assert data is not None and header_seq(data) == unpack_record(data).seq
+        assert data is not None and header_seq(data) == unpack_record(data)[SEQ]
     assert header_seq(b"\x93\x01\x02\x03") is None
     assert header_seq(b"garbage") is None
 

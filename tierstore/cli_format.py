@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any
 
-from .codec import NEGATIVE, TOMBSTONE, Key, Record
+from .codec import EXPIRES_AT, FLAGS, NEGATIVE, SIZE, TOMBSTONE, TTL, VALUE, VERSION, WRITTEN_AT, Key, Record
 from .reader import CORRUPT, LIVE, STATES, CounterRow, IndexInfo, Row
 from .verify import Problem, Tally
 
@@ -167,19 +167,19 @@ class Progress:
 
 
 def get_fields(key: Key, record: Record, state: str, now: float) -> list[tuple[str, str]]:
-    value = "ABSENT (negative entry)" if record.flags & NEGATIVE else repr(record.value)
-    if record.flags & TOMBSTONE:
+    value = "ABSENT (negative entry)" if record[FLAGS] & NEGATIVE else repr(record[VALUE])
+    if record[FLAGS] & TOMBSTONE:
         value = "(tombstone)"
     return [
         ("key", repr(key)),
         ("state", state),
         ("value", value),
-        ("version", str(record.version)),
-        ("expires", fmt_expiry(record.expires_at, now)),
-        ("ttl", "none" if record.ttl is None else f"{record.ttl:g}s"),
-        ("written", fmt_time(record.written_at)),
-        ("flags", ", ".join(flag_names(record.flags)) or "-"),
-        ("size", f"{record.size:,} bytes"),
+        ("version", str(record[VERSION])),
+        ("expires", fmt_expiry(record[EXPIRES_AT], now)),
+        ("ttl", "none" if record[TTL] is None else f"{record[TTL]:g}s"),
+        ("written", fmt_time(record[WRITTEN_AT])),
+        ("flags", ", ".join(flag_names(record[FLAGS])) or "-"),
+        ("size", f"{record[SIZE]:,} bytes"),
     ]
 
 
@@ -188,7 +188,7 @@ def scan_cells(row: Row, now: float) -> tuple[str, ...]:
     key = fmt_key(row.key, row.raw_key)
     if record is None:
         return (CORRUPT, "-", "-", "-", f"{key}  ({row.error})")
-    return (row.state, str(record.version), fmt_ttl_left(record.expires_at, now), fmt_size(record.size), key)
+    return (row.state, str(record[VERSION]), fmt_ttl_left(record[EXPIRES_AT], now), fmt_size(record[SIZE]), key)
 
 
 def write_scan_table(out: IO[str], rows: Iterable[Row], now: float) -> None:

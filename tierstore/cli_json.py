@@ -19,7 +19,7 @@ import msgpack
 from . import reader
 from .bloom import BloomFilter
 from .cli_format import flag_names
-from .codec import Key, Record
+from .codec import EXPIRES_AT, FLAGS, LOAD_TIME, SEQ, SIZE, TTL, VALUE, VERSION, WRITTEN_AT, Key, Record
 from .reader import CORRUPT, LIVE, IndexInfo, Row
 from .verify import Problem, Tally
 
@@ -83,12 +83,12 @@ def row_document(row: Row, now: float) -> dict[str, Any]:
     return {
         "key": to_json(row.key),
         "state": row.state,
-        "version": record.version,
-        "expires_at": record.expires_at,
-        "ttl_left": None if record.expires_at is None else round(record.expires_at - now, 3),
-        "size": record.size,
-        "flags": flag_names(record.flags),
-        "written_at": record.written_at,
+        "version": record[VERSION],
+        "expires_at": record[EXPIRES_AT],
+        "ttl_left": None if record[EXPIRES_AT] is None else round(record[EXPIRES_AT] - now, 3),
+        "size": record[SIZE],
+        "flags": flag_names(record[FLAGS]),
+        "written_at": record[WRITTEN_AT],
     }
 
 
@@ -98,16 +98,16 @@ def record_document(key: Key, record: Record, state: str, now: float) -> dict[st
         "key": to_json(key),
         "state": state,
         "live": state == LIVE,
-        "value": to_json(record.value),
-        "version": record.version,
-        "expires_at": record.expires_at,
-        "remaining": None if record.expires_at is None else round(record.expires_at - now, 3),
-        "flags": flag_names(record.flags),
-        "written_at": record.written_at,
-        "ttl": record.ttl,
-        "seq": record.seq,
-        "load_time": record.load_time,
-        "size": record.size,
+        "value": to_json(record[VALUE]),
+        "version": record[VERSION],
+        "expires_at": record[EXPIRES_AT],
+        "remaining": None if record[EXPIRES_AT] is None else round(record[EXPIRES_AT] - now, 3),
+        "flags": flag_names(record[FLAGS]),
+        "written_at": record[WRITTEN_AT],
+        "ttl": record[TTL],
+        "seq": record[SEQ],
+        "load_time": record[LOAD_TIME],
+        "size": record[SIZE],
     }
 
 
@@ -122,9 +122,9 @@ def dump_document(row: Row) -> dict[str, Any]:
     assert record is not None
     return {
         "key": to_json(row.key),
-        "value": to_json(record.value),
-        "version": record.version,
-        "expires_at": record.expires_at,
+        "value": to_json(record[VALUE]),
+        "version": record[VERSION],
+        "expires_at": record[EXPIRES_AT],
     }
 
 

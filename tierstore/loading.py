@@ -55,7 +55,22 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 from . import codec
 from .cached_keys import call_key, function_prefix, name_prefix
 from .clock import check_seconds, check_ttl
-from .codec import ABSENT, TOMBSTONE, Key, Record, RecordState, Versioned, encode_key, record_state
+from .codec import (
+    ABSENT,
+    EXPIRES_AT,
+    FLAGS,
+    LOAD_TIME,
+    TOMBSTONE,
+    TTL,
+    VALUE,
+    VERSION,
+    Key,
+    Record,
+    RecordState,
+    Versioned,
+    encode_key,
+    record_state,
+)
 from .errors import StoreClosed
 from .flight import DEFAULT, NOTHING, STALE, WAIT, Flight, Flights, check_policy
 from .guard import Guard
@@ -152,15 +167,15 @@ class Loading:
             state = record_state(record, now, self._options.stale_ttl)
             if state is _LIVE:
                 self._stats.counts[hit_stat]()
-                expires_at = record.expires_at
+                expires_at = record[EXPIRES_AT]
                 if expires_at is not None and self._renewal_due(record, expires_at, now):
                     self._renew(key, loader, ttl)
-                return record.value
+                return record[VALUE]
             if state is _NEGATIVE:
                 self._stats.counts["negative_hits"]()
                 return default
             if state is _STALE:
-                stale = record.value
+                stale = record[VALUE]
         self._stats.counts["misses"]()
         if self._guard is not None and not self._guard.might_contain(key):
             self._stats.counts["guard_rejections"]()
@@ -213,7 +228,7 @@ class Loading:
         state = None if record is None else record_state(record, now)
         if record is not None and (state is _LIVE or state is _NEGATIVE):
             # another flight filled it between our miss and our lead
-            return record.value if state is _LIVE else ABSENT
+            return record[VALUE] if state is _LIVE else ABSENT
         self._stats.counts["loads"]()
         try:
             return self._call_and_fill(key, loader, ttl, flight)
@@ -244,10 +259,10 @@ class Loading:
         if version is None:
             return write(key, value, ttl=fill_ttl, load_time=load_time, admit=lambda: admits(flight))
         current = self._core.read(key)
-        current_version = 0 if current is None else current.version
+        current_version = 0 if current is None else current[VERSION]
         if version > current_version:
             return write(key, value, ttl=fill_ttl, version=version, load_time=load_time, admit=lambda: admits(flight))
-        if version < current_version or (current is not None and current.flags & TOMBSTONE):
+        if version < current_version or (current is not None and current[FLAGS] & TOMBSTONE):
             return False
         # Same version as stored: an unversioned write keeps it, if it is still the same under the lock.
         current_now = self._core.current
@@ -256,7 +271,7 @@ class Loading:
             now_current = current_now(key)
             if now_current is None:
                 return version == 0 and admits(flight)
-            return now_current.version == version and not now_current.flags & TOMBSTONE and admits(flight)
+            return now_current[VERSION] == version and not now_current[FLAGS] & TOMBSTONE and admits(flight)
 
         return write(key, value, ttl=fill_ttl, load_time=load_time, admit=same_version)
 
@@ -265,10 +280,11 @@ class Loading:
     def _renewal_due(self, record: Record, expires_at: float, now: float) -> bool:
         """Refresh-ahead or XFetch says a live entry should be renewed now."""
         options = self._options
-        if options.refresh_ahead and record.ttl is not None and expires_at - now <= options.refresh_ahead * record.ttl:
+        ttl, load_time = record[TTL], record[LOAD_TIME]
+        if options.refresh_ahead and ttl is not None and expires_at - now <= options.refresh_ahead * ttl:
             return True
-        if options.early_beta and record.load_time > 0:
-            return now - record.load_time * options.early_beta * math.log(1.0 - random.random()) >= expires_at
+        if options.early_beta and load_time > 0:
+            return now - load_time * options.early_beta * math.log(1.0 - random.random()) >= expires_at
         return False
 
     def _renew(self, key: Key, loader: Callable[[], Any], ttl: Any) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import codec
 from .clock import TTL, Clock
-from .codec import Key, Record, RecordState, encode_key, record_state, unpack_record
+from .codec import VALUE, Key, Record, RecordState, encode_key, record_state, unpack_record
 from .disk import DiskTier
 from .errors import CorruptRecord, TierStoreError
 from .keyspace import NS_ENTRY
@@ -81,7 +81,7 @@ class MappingCalls:
     def items(self, prefix: Key | None = None) -> Iterator[tuple[Key, Any]]:
         """Live ``(key, value)`` pairs in key order."""
         for key, record in self._live_items(prefix):
-            yield key, record.value
+            yield key, record[VALUE]
 
     def _live_items(self, prefix: Key | None) -> Iterator[tuple[Key, Record]]:
         if self._closed:

@@ -25,7 +25,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from .codec import Key, Record
+from .codec import SIZE, Key, Record
 from .stripes import Stripes
 
 __all__ = ["MemoryTier"]
@@ -135,11 +135,11 @@ class MemoryTier:
         max_bytes = self._max_bytes
         data = self._data
         if max_bytes is not None:
-            if not self._max_items or record.size > max_bytes:
+            if not self._max_items or record[SIZE] > max_bytes:
                 self._remove(key)
                 return
             old = data.get(key)
-            self._bytes += record.size - (old.size if old is not None else 0)
+            self._bytes += record[SIZE] - (old[SIZE] if old is not None else 0)
         elif not self._max_items:
             return
         data[key] = record
@@ -154,12 +154,12 @@ class MemoryTier:
             _, evicted = data.popitem(last=False)
             self.evictions += 1
             if max_bytes is not None:
-                self._bytes -= evicted.size
+                self._bytes -= evicted[SIZE]
 
     def _remove(self, key: Key) -> None:
         record = self._data.pop(key, None)
         if record is not None and self._max_bytes is not None:
-            self._bytes -= record.size
+            self._bytes -= record[SIZE]
 
     def clear(self) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import cachetools
 
-from .codec import Key, Record
+from .codec import SIZE, Key, Record
 from .memory import MemoryTier
 from .stripes import Stripes
 
@@ -73,17 +73,17 @@ class PolicyTier(MemoryTier):
         """Called by the cache when its policy evicts (the caller holds the tier's lock)."""
         self.evictions += 1
         if self._max_bytes is not None:
-            self._bytes -= record.size
+            self._bytes -= record[SIZE]
 
     def _store(self, key: Key, record: Record) -> None:
         max_bytes = self._max_bytes
-        if not self._max_items or (max_bytes is not None and record.size > max_bytes):
+        if not self._max_items or (max_bytes is not None and record[SIZE] > max_bytes):
             self._remove(key)
             return
         cache = self._cache
         if max_bytes is not None:
             old = _peek(cache, key) if key in cache else None
-            self._bytes += record.size - (old.size if old is not None else 0)
+            self._bytes += record[SIZE] - (old[SIZE] if old is not None else 0)
         cache[key] = record  # past max_items the cache evicts by its policy (and calls _evicted)
         while max_bytes is not None and self._bytes > max_bytes:
             cache.popitem()

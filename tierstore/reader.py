@@ -34,7 +34,7 @@ import plyvel
 
 from .bloom import BloomFilter
 from .checkpoint_record import CHECKPOINT_RECORD
-from .codec import NEGATIVE, Key, Record, RecordState, decode_key, encode_key, record_state, unpack_record
+from .codec import FLAGS, NEGATIVE, Key, Record, RecordState, decode_key, encode_key, record_state, unpack_record
 from .counters import counter_name, decode_count
 from .disk import leveldb_message, open_leveldb
 from .errors import CorruptRecord, CorruptStore, StoreLocked, TierStoreError
@@ -226,7 +226,7 @@ def entry_state(record: Record, now: float) -> str:
     The rule is ``codec.record_state`` without a stale window (``stale_ttl`` is not on disk).
     """
     state = record_state(record, now)
-    if state is RecordState.NEGATIVE and not record.flags & NEGATIVE:
+    if state is RecordState.NEGATIVE and not record[FLAGS] & NEGATIVE:
         return FLAGGED
     return _STATE_NAMES[state]
 

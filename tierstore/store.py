@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from .calls import PartCalls
 from .clock import TTL
-from .codec import Entry, Key, Record, RecordState, encode_key, entry_of, record_state, unpack_record
+from .codec import VALUE, Entry, Key, Record, RecordState, encode_key, entry_of, record_state, unpack_record
 from .counters import Counters
 from .durability import Durability
 from .errors import CorruptRecord
@@ -215,21 +215,21 @@ class TierStore(MappingCalls, PartCalls):
             encode_key(key)  # raises the key error callers expect
             raise
         if record is not None:
-            if not record.flags:  # codec.record_state's LIVE test, inlined (tests/property/test_record_rule.py)
-                expires_at = record.expires_at
+            if not record[3]:  # FLAGS: codec.record_state's LIVE test, inlined (tests/property/test_record_rule.py)
+                expires_at = record[2]  # EXPIRES_AT (literal indices: a constant beats a global lookup)
                 if expires_at is None or expires_at > self._clock():
                     self._hit_memory()
-                    return record.value
+                    return record[4]  # VALUE
             return self._answer(record, default, self._hit_memory)
         record = self._fetch(key)
         if record is None:
             self._miss()
             return default
-        if not record.flags:  # the same inlined LIVE test as above, for a tier-2 hit
-            expires_at = record.expires_at
+        if not record[3]:  # FLAGS; the same inlined LIVE test as above, for a tier-2 hit
+            expires_at = record[2]  # EXPIRES_AT
             if expires_at is None or expires_at > self._clock():
                 self._hit_disk()
-                return record.value
+                return record[4]  # VALUE
         return self._answer(record, default, self._hit_disk)
 
     def _answer(self, record: Record, default: Any, count_hit: Callable[[], int]) -> Any:
@@ -237,7 +237,7 @@ class TierStore(MappingCalls, PartCalls):
         state = record_state(record, self._clock())
         if state is _LIVE:
             count_hit()
-            return record.value
+            return record[VALUE]
         if state is _NEGATIVE:
             self._stats.counts["negative_hits"]()
             return default

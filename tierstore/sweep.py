@@ -41,7 +41,7 @@ from typing import Any
 
 from . import codec
 from .capacity import Capacity, entry_size, header_seq, order_key, order_op, order_size, parse_order_key
-from .codec import TOMBSTONE, Key, Record
+from .codec import EXPIRES_AT, FLAGS, SEQ, TOMBSTONE, VERSION, Key, Record
 from .disk import DiskTier
 from .errors import CorruptRecord
 from .expiry import due_records, encode_time, index_disk_key, index_key, index_op
@@ -151,7 +151,7 @@ class Sweeper:
             ops.extend(self._removal(disk_key, data, None))
             done.append((disk_key, "corrupt_purged"))
             return True
-        expires_at = record.expires_at
+        expires_at = record[EXPIRES_AT]
         if expires_at is None or encode_time(expires_at) != expires:
             return False  # rewritten since: its own index record (if any) covers it
         purge_at = codec.purge_time(record, self._stale_ttl)
@@ -160,23 +160,23 @@ class Sweeper:
             ops.append(index_op(disk_key, expires_at, due=purge_at))  # inside its stale window
             return True
         ops.extend(self._removal(disk_key, data, record))
-        done.append((disk_key, "swept_tombstones" if record.flags & TOMBSTONE else "expired_purged"))
+        done.append((disk_key, "swept_tombstones" if record[FLAGS] & TOMBSTONE else "expired_purged"))
         return True
 
     def _removal(self, disk_key: bytes, data: bytes, record: Record | None) -> list[Op]:
         """Ops that remove an entry, leaving a tombstone when it has a version to keep."""
         capacity = self.capacity
-        if record is not None and not record.flags & TOMBSTONE and record.version > 0:
+        if record is not None and not record[FLAGS] & TOMBSTONE and record[VERSION] > 0:
             tombstone, expires_at = self._tombstone(record)
             ops: list[Op] = [index_op(disk_key, expires_at), (disk_key, tombstone)]
             if capacity is not None:
                 capacity.removed(len(data) - len(tombstone))
-                ops.append(order_op(record.seq, disk_key, tombstone))
+                ops.append(order_op(record[SEQ], disk_key, tombstone))
             return ops
         ops = [(disk_key, None)]
         if capacity is not None:
             capacity.removed(entry_size(disk_key, data))
-            seq = record.seq if record is not None else header_seq(data)
+            seq = record[SEQ] if record is not None else header_seq(data)
             if seq is not None:
                 ops.append((order_key(seq, disk_key), None))
         return ops
@@ -187,7 +187,7 @@ class Sweeper:
         ttl = self._tombstone_ttl
         expires_at = now + ttl
         packer = codec.new_packer()
-        data, _ = codec.encode_record(packer, None, record.version, expires_at, TOMBSTONE, now, ttl, record.seq)
+        data, _ = codec.encode_record(packer, None, record[VERSION], expires_at, TOMBSTONE, now, ttl, record[SEQ])
         return data, expires_at
 
     def _commit(self, ops: list[Op], done: Done, counts: dict[str, int]) -> None:
@@ -254,10 +254,10 @@ class Sweeper:
             record: Record | None = codec.unpack_record(data)
         except CorruptRecord:
             record = None
-        if record is not None and record.flags & TOMBSTONE:
+        if record is not None and record[FLAGS] & TOMBSTONE:
             return
-        if record is not None and record.expires_at is not None:
-            ops.append((index_key(encode_time(record.expires_at), disk_key), None))
+        if record is not None and record[EXPIRES_AT] is not None:
+            ops.append((index_key(encode_time(record[EXPIRES_AT]), disk_key), None))
         ops.extend(self._removal(disk_key, data, record))
         done.append((disk_key, "evictions_disk"))
 

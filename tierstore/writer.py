@@ -25,7 +25,7 @@ from typing import Any
 
 from . import codec
 from .clock import Jitter, check_ttl
-from .codec import ABSENT, NEGATIVE, TOMBSTONE, Key, Record, RecordState, encode_key, record_state
+from .codec import ABSENT, NEGATIVE, TOMBSTONE, VERSION, Key, Record, RecordState, encode_key, record_state
 from .disk import DiskTier
 from .errors import CorruptRecord
 from .expiry import index_op
@@ -136,7 +136,7 @@ class Writer:
                 current_version = 0  # no record of this store carries a version: nothing to read
             else:
                 current = self.current(key, disk_key)
-                current_version = current.version if current is not None else 0
+                current_version = current[VERSION] if current is not None else 0
             if (version is not None and version <= current_version) or (admit is not None and not admit()):
                 self._count_rejected()
                 return False
@@ -176,7 +176,7 @@ class Writer:
             current = self.current(key, disk_key)
             now = self.write_time()
             was_live = current is not None and record_state(current, now) is _LIVE
-            keep_version = max(version or 0, current.version if current is not None else 0)
+            keep_version = max(version or 0, current[VERSION] if current is not None else 0)
             if keep_version:
                 ttl = self._options.tombstone_ttl
                 self._commit(stripe, key, disk_key, None, keep_version, now + ttl, TOMBSTONE, now, ttl)
@@ -223,7 +223,8 @@ class Writer:
         except BaseException:
             memory.discard(key, stripe)  # what tier 2 holds is unknown: tier 1 forgets the key
             raise
-        memory.put(key, Record(value, version, expires_at, flags, now, ttl, seq, len(data), load_time), stripe)
+        # A record is a tuple in codec.Record's field order (make_record, inlined: the size comes first).
+        memory.put(key, (len(data), version, expires_at, flags, value, now, ttl, seq, load_time), stripe)
 
     def write_time(self) -> float:
         """The injected clock's time for a write; a clock that is not a finite number is refused.

@@ -22,7 +22,7 @@ import pytest
 
 from tests.crash_writer import BOARD, DIE_KEYS, value_for
 from tierstore import TierStore
-from tierstore.codec import encode_key, unpack_record
+from tierstore.codec import VERSION, encode_key, is_tombstone, unpack_record
 from tierstore.keyspace import NS_ENTRY
 
 WRITER = str(Path(__file__).parent.parent / "crash_writer.py")
@@ -76,16 +76,16 @@ def _check_entries(store: TierStore, written: dict[str, list[int]], floor: dict[
             assert key not in floor, f"{key}: lost, though checkpointed at version {floor.get(key)}"
             continue
         record = unpack_record(data)
-        state = -record.version if record.tombstone else record.version
+        state = -record[VERSION] if is_tombstone(record) else record[VERSION]
         assert state in states, f"{key}: state {state} was never written (written: {states})"
         if exact:
             assert state == states[-1], f"{key}: {state}, last written {states[-1]}"
-        assert record.version >= floor.get(key, 0), f"{key}: version {record.version} < checkpointed {floor[key]}"
+        assert record[VERSION] >= floor.get(key, 0), f"{key}: version {record[VERSION]} < checkpointed {floor[key]}"
         entry = store.get_entry(key)
-        if record.tombstone:
+        if is_tombstone(record):
             assert entry is None
         else:
-            assert entry is not None and entry.value == value_for(key, record.version)
+            assert entry is not None and entry.value == value_for(key, record[VERSION])
 
 
 def _check_version_rule(store: TierStore) -> None:

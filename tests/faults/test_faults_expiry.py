@@ -19,7 +19,7 @@ from pathlib import Path
 from tests.conftest import ROUNDS_FACTOR, FakeClock
 from tests.expiry_checks import assert_indexed, checked_sweep, entries
 from tierstore import TierStore
-from tierstore.codec import unpack_record
+from tierstore.codec import EXPIRES_AT, unpack_record
 
 ROOT = str(Path(__file__).resolve().parents[2])
 ROUNDS = 4 * ROUNDS_FACTOR
@@ -73,5 +73,5 @@ def test_kill_9_mid_writes_and_sweeps_leaves_every_entry_indexed(tmp_path: Path)
             counts = checked_sweep(store, clock.now, 0.0, TOMBSTONE_TTL)
             assert counts["expired_purged"] > 0
             for data in entries(store).values():
-                expires_at = unpack_record(data).expires_at
+                expires_at = unpack_record(data)[EXPIRES_AT]
                 assert expires_at is None or expires_at > clock.now

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tierstore import TierStore
+from tierstore.codec import VALUE, Record
 
 
 @contextmanager
@@ -103,10 +104,10 @@ def test_a_writer_paused_between_its_tiers_never_shows_new_then_old(store_path: 
         writer_paused, writer_go = threading.Event(), threading.Event()
         calls: list[str] = []
 
-        def promote_in_order(key: Any, record: Any, stripe: int, epoch: int) -> bool:
+        def promote_in_order(key: Any, record: Record, stripe: int, epoch: int) -> bool:
             if key != "k":
                 return real_promote(key, record, stripe, epoch)
-            calls.append(record.value)
+            calls.append(record[VALUE])
             if len(calls) == 1:  # the slow reader, holding "old": wait for the fast one
                 slow_fetched.set()
                 assert slow_go.wait(10)

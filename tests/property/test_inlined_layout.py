@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tierstore import codec
 from tierstore.capacity import header_seq
-from tierstore.codec import MAX_KEY_BYTES, NEGATIVE, SAFE_STR_LEN, TOMBSTONE
+from tierstore.codec import EXPIRES_AT, MAX_KEY_BYTES, NEGATIVE, SAFE_STR_LEN, SEQ, TOMBSTONE, VERSION
 from tierstore.expiry import envelope_expiry
 from tierstore.keyspace import NS_ENTRY
 from tierstore.writer import entry_key, fast_entry_key
@@ -127,6 +127,6 @@ def test_header_readers_read_the_fields_unpack_record_reads(
 ) -> None:
     data, _ = codec.encode_record(codec.new_packer(), value, version, expires_at, flags, written_at, ttl, seq)
     record = codec.unpack_record(data)
-    assert codec.envelope_version(data) == record.version == version
-    assert envelope_expiry(data) == record.expires_at == expires_at
-    assert header_seq(data) == record.seq == seq
+    assert codec.envelope_version(data) == record[VERSION] == version
+    assert envelope_expiry(data) == record[EXPIRES_AT] == expires_at
+    assert header_seq(data) == record[SEQ] == seq

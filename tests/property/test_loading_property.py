@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tierstore import TierStore, codec
+from tierstore.codec import FLAGS, VALUE
 from tierstore.keyspace import NS_ENTRY
 
 KEYS = ("a", "b", "c")
@@ -74,7 +75,7 @@ def check(store: TierStore, source: dict[str, list[Any]]) -> None:
         data = store._disk.get(NS_ENTRY + codec.encode_key(key))
         if data is not None:
             record = codec.unpack_record(data)
-            assert record.flags or record.value == source[key], key
+            assert record[FLAGS] or record[VALUE] == source[key], key
 
 
 @given(operations)

@@ -13,7 +13,7 @@ from cachetools import Cache, FIFOCache, LFUCache
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from tierstore.codec import Record
+from tierstore.codec import SIZE, VALUE, Record, make_record
 from tierstore.memory_policy import PolicyTier
 from tierstore.stripes import Stripes
 
@@ -25,7 +25,7 @@ _peek = Cache.__getitem__
 
 
 def record(value: int, size: int) -> Record:
-    return Record(value, 0, None, 0, 0.0, None, value, size)
+    return make_record(value, 0, None, 0, 0.0, None, value, size)
 
 
 class PolicyMachine(RuleBasedStateMachine):
@@ -64,7 +64,7 @@ class PolicyMachine(RuleBasedStateMachine):
     def get(self, key: Any) -> None:
         got = self.tier.get(key)
         if self.reference is not None:
-            assert (got.value if got is not None else None) == self.reference.get(key)
+            assert (got[VALUE] if got is not None else None) == self.reference.get(key)
 
     @rule(key=KEYS)
     def discard(self, key: Any) -> None:
@@ -88,10 +88,10 @@ class PolicyMachine(RuleBasedStateMachine):
         held = {key: _peek(self.tier._cache, key) for key in list(self.tier._cache)}  # peeks count no use
         if self.reference is not None:
             expected = {repr(key): _peek(self.reference, key) for key in list(self.reference)}
-            assert {repr(key): r.value for key, r in held.items()} == expected
+            assert {repr(key): r[VALUE] for key, r in held.items()} == expected
             assert self.tier.evictions == self.evictions
         if self.max_bytes is not None:
-            assert self.tier.bytes == sum(r.size for r in held.values()) <= self.max_bytes
+            assert self.tier.bytes == sum(r[SIZE] for r in held.values()) <= self.max_bytes
 
 
 TestPolicyMachine = PolicyMachine.TestCase

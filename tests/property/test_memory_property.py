@@ -13,7 +13,7 @@ from cachetools import LRUCache
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from tierstore.codec import Record
+from tierstore.codec import VALUE, Record, make_record
 from tierstore.memory import MemoryTier
 from tierstore.stripes import Stripes
 
@@ -24,7 +24,7 @@ _S = Stripes()
 
 
 def record(value: int, size: int) -> Record:
-    return Record(value, 0, None, 0, 0.0, None, value, size)
+    return make_record(value, 0, None, 0, 0.0, None, value, size)
 
 
 class PlainLRU:
@@ -74,9 +74,7 @@ class PlainLRU:
 
 
 class MemoryMachine(RuleBasedStateMachine):
-    @initialize(
-        max_items=st.integers(min_value=0, max_value=6), max_bytes=st.one_of(st.none(), st.integers(10, 120))
-    )
+    @initialize(max_items=st.integers(min_value=0, max_value=6), max_bytes=st.one_of(st.none(), st.integers(10, 120)))
     def start(self, max_items: int, max_bytes: int | None) -> None:
         self.tier = MemoryTier(max_items, max_bytes, _S)
         self.model = PlainLRU(max_items, max_bytes)
@@ -100,7 +98,7 @@ class MemoryMachine(RuleBasedStateMachine):
     def get(self, key: Any) -> None:
         got = self.tier.get(key)
         expected = self.model.get(key)
-        assert (got.value if got is not None else None) == expected
+        assert (got[VALUE] if got is not None else None) == expected
         if self.reference is not None:
             assert self.reference.get(key) == expected
 
@@ -133,7 +131,7 @@ class MemoryMachine(RuleBasedStateMachine):
     @invariant()
     def same_contents_order_and_totals(self) -> None:
         assert list(self.tier._data.keys()) == [key for key, _, _ in self.model.items]
-        assert [r.value for r in self.tier._data.values()] == [value for _, value, _ in self.model.items]
+        assert [r[VALUE] for r in self.tier._data.values()] == [value for _, value, _ in self.model.items]
         assert self.tier.bytes == self.model.bytes
         assert self.tier.evictions == self.model.evictions
         assert len(self.tier) <= self.model.max_items

@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tierstore import ABSENT, TierStore
+from tierstore import ABSENT, TierStore, codec
 from tierstore.codec import NEGATIVE, TOMBSTONE, Entry, Record, RecordState, record_state
 
 T0 = 1_000_000.0
@@ -57,7 +57,7 @@ class Written:
             flags = NEGATIVE if self.kind == "negative" else 0
             version, value = self.version or 0, None if self.kind == "negative" else VALUE
         expires_at = None if ttl is None else T0 + ttl
-        return Record(value, version, expires_at, flags, T0, ttl, 0, 0)
+        return codec.make_record(value, version, expires_at, flags, T0, ttl, 0, 0)
 
     def write(self, store: TierStore) -> None:
         if self.kind == "tombstone":
@@ -82,19 +82,20 @@ deltas = st.one_of(st.just(0.0), st.sampled_from([-1e-6, 1e-6]), st.floats(min_v
 def moments(record: Record, stale_ttl: float) -> st.SearchStrategy[float]:
     """Times around the write, the expiry and the end of the stale window (exactly on them, too)."""
     anchors = [T0]
-    if record.expires_at is not None:
-        anchors += [record.expires_at, record.expires_at + stale_ttl]
+    expires_at = record[codec.EXPIRES_AT]
+    if expires_at is not None:
+        anchors += [expires_at, expires_at + stale_ttl]
     return st.tuples(st.sampled_from(anchors), deltas).map(lambda pair: pair[0] + pair[1])
 
 
 def expected_entry(record: Record, state: RecordState) -> Entry | None:
     """``get_entry``'s answer for each state, written out."""
     if state is RecordState.LIVE:
-        return Entry(record.value, record.version, record.expires_at, False, False)
+        return Entry(record[codec.VALUE], record[codec.VERSION], record[codec.EXPIRES_AT], False, False)
     if state is RecordState.NEGATIVE:
-        return Entry(ABSENT, record.version, record.expires_at, True, False)
+        return Entry(ABSENT, record[codec.VERSION], record[codec.EXPIRES_AT], True, False)
     if state is RecordState.STALE:
-        return Entry(record.value, record.version, record.expires_at, False, True)
+        return Entry(record[codec.VALUE], record[codec.VERSION], record[codec.EXPIRES_AT], False, True)
     return None
 
 
@@ -137,7 +138,7 @@ def test_every_read_agrees_with_record_state(what: Written, stale_ttl: float, ti
         assert list(store.keys()) == ([KEY] if live else [])
 
         swept = store.sweep()
-        expires_at = record.expires_at
+        expires_at = record[codec.EXPIRES_AT]
         purgeable = state is RecordState.EXPIRED or (
             state is RecordState.TOMBSTONE and expires_at is not None and expires_at <= clock.now
         )
