@@ -1,0 +1,278 @@
+"""Attacks on this session's core changes: plain values held as given, tier-1 admission and
+policies, exact stats, the composed entry writes under kill -9, and the checked open.
+
+Real stores, threads and processes; interleavings are forced with ``sys.setprofile``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.expiry_checks import assert_indexed, entries
+from tierstore import TierStore
+from tierstore.capacity import entry_size
+from tierstore.codec import unpack_record
+from tierstore.disk import DiskTier
+
+T0 = 1_000_000.0
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- 4. kill -9 between the puts of a TTL'd set ------------------------------------------------
+
+_WRITES = (DiskTier.put.__code__, DiskTier.delete.__code__, DiskTier.write.__code__)
+
+
+def _targets(store: TierStore) -> None:
+    store.set("new", "N1", ttl=50)  # a new key with a TTL
+    store.set("plain", "P2", ttl=60)  # a key without a TTL gets one
+    store.set("ttl", "T2", ttl=70)  # a TTL'd key gets a new TTL
+    store.set("ttl2", "U2")  # a TTL'd key loses its TTL
+    store.set("ver", "V2", ttl=80, version=7)  # versioned
+
+
+def _setup(store: TierStore) -> None:
+    store.set("plain", "P1")
+    store.set("ttl", "T1", ttl=40)
+    store.set("ttl2", "U1", ttl=45)
+    store.set("ver", "V1", ttl=30, version=3)
+    for i in range(5):
+        store.set(f"pad{i}", "x" * 50, ttl=20 + i)
+
+
+OLD = {"new": None, "plain": "P1", "ttl": "T1", "ttl2": "U1", "ver": "V1"}
+NEW = {"new": "N1", "plain": "P2", "ttl": "T2", "ttl2": "U2", "ver": "V2"}
+
+
+def _run_child(path: str, capacity: int | None, kill_at: int | None) -> int:
+    """Fork a child that sets up a store, then runs the targets, SIGKILLed at its ``kill_at``-th disk write
+    (``None``: after all of them, without a close). Returns how many disk writes the targets made."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        try:
+            os.close(read)
+            store = TierStore(
+                path, clock=Clock(T0), disk_capacity_bytes=capacity, sweep_interval=None, checkpoint_interval=None
+            )
+            _setup(store)
+            count = [0]
+
+            def profile(frame: Any, event: str, arg: Any) -> None:
+                if event == "call" and frame.f_code in _WRITES:
+                    count[0] += 1
+                    if count[0] == kill_at:
+                        os.kill(os.getpid(), signal.SIGKILL)
+
+            sys.setprofile(profile)
+            _targets(store)
+            sys.setprofile(None)
+            os.write(write, str(count[0]).encode())
+            os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(3)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        report = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    return int(report) if report else -1
+
+
+@pytest.mark.parametrize("capacity", [None, 1_000_000])
+def test_kill_9_at_every_disk_write_of_ttl_sets_keeps_entries_indexed_and_the_capacity_exact(
+    tmp_path: Path, capacity: int | None
+) -> None:
+    total = _run_child(str(tmp_path / "count"), capacity, None)
+    assert total >= len(NEW)
+    for kill_at in range(1, total + 2):
+        path = str(tmp_path / f"s{kill_at}")
+        _run_child(path, capacity, kill_at)
+        clock = Clock(T0)
+        with TierStore(
+            path, clock=clock, disk_capacity_bytes=capacity, sweep_interval=None, checkpoint_interval=None
+        ) as store:
+            for key, old in OLD.items():
+                assert store.get(key) in (old, NEW[key]), (kill_at, key)
+            assert_indexed(store)
+            if capacity is not None:
+                capacity_total = store._durability.capacity.total  # type: ignore[union-attr]
+                assert capacity_total == sum(entry_size(k, d) for k, d in entries(store).items()), kill_at
+            clock.now = T0 + 1000  # past every TTL
+            store.sweep()
+            for disk_key, data in entries(store).items():
+                record = unpack_record(data)
+                assert record.tombstone or record.expires_at is None, (kill_at, disk_key, record)
+            assert store.get("ttl2") in ("U2", None)
+            if capacity is not None:
+                capacity_total = store._durability.capacity.total  # type: ignore[union-attr]
+                assert capacity_total == sum(entry_size(k, d) for k, d in entries(store).items()), kill_at
+
+
+# -- 1. values that are not what they seem ---------------------------------------------------
+
+
+def _shape(value: Any) -> Any:
+    """Types and contents, NaN made comparable, ``-0.0`` told from ``0.0``."""
+    if isinstance(value, dict):
+        return (type(value), [(_shape(k), _shape(v)) for k, v in value.items()])
+    if isinstance(value, list | tuple):
+        return (type(value), [_shape(item) for item in value])
+    if isinstance(value, float):
+        return (type(value), repr(value))
+    return (type(value), value)
+
+
+def _deep(levels: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+class _Dict(dict):  # type: ignore[type-arg]
+    pass
+
+
+class _List(list):  # type: ignore[type-arg]
+    pass
+
+
+class _Str(str):
+    pass
+
+
+class _Int(int):
+    pass
+
+
+class _Float(float):
+    pass
+
+
+class _Bytes(bytes):
+    pass
+
+
+def _values() -> dict[str, Any]:
+    import enum
+
+    class Color(enum.IntEnum):
+        RED = 1
+
+    class Name(str, enum.Enum):  # noqa: UP042  (a str that is also an Enum, on purpose)
+        A = "a"
+
+    return {
+        "subclasses": [_Dict(a=_List([_Str("s"), _Int(2), _Float(1.5), _Bytes(b"b")]))],
+        "subclass_top": _Dict(k=1),
+        "str_subclass_top": _Str("x"),
+        "enums": {"c": Color.RED, "n": Name.A, Color.RED: Name.A},
+        "bool_vs_int": [True, 1, False, 0, {True: 1, 0: False}],
+        "floats": [float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 5e-324],
+        "int_edges": [2**64 - 1, -(2**63), 2**63, -1, 0],
+        "mixed_keys": {1: "i", "s": 2, b"b": 3, None: 4, 1.5: 5, False: 6, -0.0 + 7: 7},
+        "tuples": (1, (2, [3, (4,)]), {"t": ()}),
+        "deep_1023": _deep(1023),
+        "deep_dicts": {"a": {"b": {"c": [{"d": (1, 2)}]}}},
+    }
+
+
+def _sized(target: int) -> list[Any]:
+    """A list of exact plain types whose envelope is about ``target`` bytes."""
+    return ["x" * max(target - 60, 0), [1, [2, {"k": 3}]]]
+
+
+@pytest.mark.parametrize("name", sorted(_values()))
+@pytest.mark.parametrize("policy", ["lru", "lfu"])
+def test_a_value_reads_back_hot_and_cold_with_the_same_types(tmp_path: Path, name: str, policy: str) -> None:
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10_000))  # _shape recurses through 1,023 levels
+    try:
+        _check_round_trip(tmp_path, _values()[name], policy)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _check_round_trip(tmp_path: Path, value: Any, policy: str) -> None:
+    path = str(tmp_path / "s")
+    with TierStore(path, memory_policy=policy, memory_admission="always") as store:  # type: ignore[arg-type]
+        assert store.set("k", value) is True
+        hot = store.get("k")
+        store._memory.clear()  # tier 1 forgets: the next read decodes tier 2
+        cold = store.get("k")
+        assert _shape(hot) == _shape(cold)
+    with TierStore(path) as store:
+        assert _shape(store.get("k")) == _shape(cold)
+
+
+@pytest.mark.parametrize("size", [1000, 1018, 1020, 1023, 1024, 1026, 1030, 1100])
+def test_values_around_the_read_back_threshold_read_back_the_same(tmp_path: Path, size: int) -> None:
+    with TierStore(str(tmp_path / "s"), memory_admission="always") as store:
+        for shape in (_sized(size), [_sized(size), (1, 2)], {"t": (_Int(1),), "pad": "y" * (size - 40)}):
+            store.set("k", shape)
+            hot = store.get("k")
+            store._memory.clear()
+            assert _shape(store.get("k")) == _shape(hot)
+
+
+def _cyclic() -> list[Any]:
+    value: list[Any] = []
+    value.append(value)
+    return value
+
+
+def _refused() -> dict[str, Any]:
+    return {
+        "int_over": [2**64],
+        "int_under": {"k": -(2**63) - 1},
+        "int_subclass_over": [_Int(2**64)],
+        "tuple_key": {"a": [{(1, 2): 3}]},
+        "deep_tuple_key": [[{"x": {((1,),): 1}}]],
+        "cycle": _cyclic(),
+        "deep_1024": _deep(1024),
+        "deep_tuples_1024": [(_deep(1023),)],
+        "set": [{1}],
+        "surrogate": ["\ud800"],
+        "surrogate_key": {"\udfff": 1},
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_refused()))
+def test_a_value_tier_2_cannot_give_back_is_refused_and_nothing_stored(tmp_path: Path, name: str) -> None:
+    value = _refused()[name]
+    with TierStore(str(tmp_path / "s")) as store:
+        store.set("k", "before")
+        with pytest.raises((TypeError, ValueError, OverflowError)) as info:
+            store.set("k", value)
+        assert type(info.value).__module__ == "builtins", info.value  # never msgpack's own error
+        assert store.get("k") == "before"
+        store._memory.clear()
+        assert store.get("k") == "before"
+        with pytest.raises((TypeError, ValueError, OverflowError)):
+            store.get_or_load("other", lambda: value)
+        assert store.get("other") is None
+        assert store.stats()["corrupt_records"] == 0
+
+
+def test_bytearray_and_memoryview_are_held_as_given_and_read_back_as_bytes(tmp_path: Path) -> None:
+    """Documented: tier 1 holds them as given; tier 2 gives bytes."""
+    with TierStore(str(tmp_path / "s"), memory_admission="always") as store:
+        store.set("k", [bytearray(b"ab"), memoryview(b"cd")])
+        hot = store.get("k")
+        assert type(hot[0]) is bytearray and type(hot[1]) is memoryview
+        store._memory.clear()
+        assert store.get("k") == [b"ab", b"cd"]
