@@ -248,6 +248,9 @@ def _refused() -> dict[str, Any]:
         "set": [{1}],
         "surrogate": ["\ud800"],
         "surrogate_key": {"\udfff": 1},
+        "strided_memoryview": [memoryview(b"abcdef")[::2]],
+        "strided_memoryview_top": memoryview(b"abcdef")[::2],
+        "strided_memoryview_in_tuple": (memoryview(b"abcdef")[::2],),
     }
 
 
