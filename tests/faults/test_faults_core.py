@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +281,182 @@ def test_bytearray_and_memoryview_are_held_as_given_and_read_back_as_bytes(tmp_p
         assert type(hot[0]) is bytearray and type(hot[1]) is memoryview
         store._memory.clear()
         assert store.get("k") == [b"ab", b"cd"]
+
+
+# -- 2. tier-1 admission and policies: the write epoch rule ------------------------------------
+
+_TIER1 = [
+    pytest.param({"memory_policy": "lfu"}, id="lfu"),
+    pytest.param({"memory_policy": "fifo"}, id="fifo"),
+    pytest.param({"memory_policy": "lfu", "memory_bytes": 300}, id="lfu-bytes"),
+    pytest.param({"memory_policy": "fifo", "memory_bytes": 300}, id="fifo-bytes"),
+    pytest.param({"memory_policy": "lru", "memory_admission": "always"}, id="lru-always"),
+    pytest.param({"memory_policy": "lru", "memory_items": 1}, id="lru-1"),
+    pytest.param({"memory_policy": "lfu", "memory_items": 1}, id="lfu-1"),
+    pytest.param({"memory_policy": "fifo", "memory_items": 1, "memory_admission": "always"}, id="fifo-1"),
+    pytest.param({"memory_policy": "lfu", "memory_items": 0}, id="lfu-0"),
+    pytest.param({"memory_policy": "lru", "memory_items": 0, "memory_bytes": 100}, id="lru-0-bytes"),
+]
+
+
+def _at_every_step(action: Callable[[], None], lock: Any) -> Callable[[Callable[[], Any]], Any]:
+    """Run ``action`` at every profile event of ``call``, except while this thread holds tier 1's lock
+    (another thread's write would wait for it: it runs at the first step after the release)."""
+
+    def run(call: Callable[[], Any]) -> Any:
+        def profile(frame: Any, event: str, arg: Any) -> None:
+            if not lock.locked():
+                action()
+
+        sys.setprofile(profile)
+        try:
+            return call()
+        finally:
+            sys.setprofile(None)
+
+    return run
+
+
+@pytest.mark.parametrize("settings", _TIER1)
+def test_a_writer_at_every_step_of_a_read_never_lets_an_older_value_back(
+    tmp_path: Path, settings: dict[str, Any]
+) -> None:
+    settings = {"memory_items": 4, **settings}
+    with TierStore(str(tmp_path / "s"), **settings) as store:
+        store.set("k", 0)
+        for i in range(6):
+            store.set(f"pad{i}", i)
+        counter = [0]
+        seen: list[int] = []
+
+        def write_next() -> None:
+            counter[0] += 1
+            if counter[0] % 7 == 0:
+                store.delete("k")
+            else:
+                store.set("k", counter[0])
+                seen.append(store.get("k"))  # a read after the write returned sees it, or newer
+
+        for _ in range(6):
+            store._memory.discard("k", store._stripes.of("k"))  # the next read goes through tier 2
+            store.get("k")  # a first read (the doorkeeper), unhooked
+            store._memory.discard("k", store._stripes.of("k"))
+            _at_every_step(write_next, store._memory._lock)(lambda: store.get("k"))
+            final = store.get("k")
+            expected = None if counter[0] % 7 == 0 else counter[0]
+            assert final == expected, f"tier 1 serves {final} after {counter[0]} was written"
+        assert seen == sorted(seen) and len(set(seen)) == len(seen)
+        stats = store.stats()
+        assert stats["memory_items"] <= settings["memory_items"]
+        if settings.get("memory_bytes") is not None:
+            assert stats["memory_bytes"] <= settings["memory_bytes"]
+
+
+@pytest.mark.parametrize("settings", _TIER1)
+def test_threads_hammering_get_set_delete_never_see_a_value_go_back(tmp_path: Path, settings: dict[str, Any]) -> None:
+    settings = {"memory_items": 8, **settings}
+    keys = [f"k{i}" for i in range(12)]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    with TierStore(str(tmp_path / "s"), **settings) as store:
+
+        def writer(mine: list[str]) -> None:
+            try:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    for key in mine:
+                        if n % 5 == 0:
+                            store.delete(key)
+                        else:
+                            store.set(key, n)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        def reader() -> None:
+            try:
+                last = dict.fromkeys(keys, 0)
+                while not stop.is_set():
+                    for key in keys:
+                        value = store.get(key)
+                        if value is not None:
+                            assert value >= last[key], (key, value, last[key])
+                            last[key] = value
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(keys[i::3],)) for i in range(3)]
+        threads += [threading.Thread(target=reader) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        stop.wait(0.25)
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        assert not errors, errors[0]
+        stats = store.stats()
+        assert stats["memory_items"] <= settings["memory_items"]
+        if settings.get("memory_bytes") is not None:
+            assert 0 <= stats["memory_bytes"] <= settings["memory_bytes"]
+            held = store._memory
+            assert held.bytes == sum(record.size for record in held._data.values())
+        for key in keys:  # what tier 1 holds is what tier 2 holds
+            hot = store.get(key)
+            store._memory.clear()
+            assert store.get(key) == hot
+
+
+def _pause_at(code: Any, arrived: threading.Event, go: threading.Event) -> Callable[[Any, str, Any], None]:
+    """A profile function pausing this thread once, when it calls ``code``."""
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code is code and not arrived.is_set():
+            arrived.set()
+            assert go.wait(10)
+
+    return profile
+
+
+@pytest.mark.parametrize("policy", ["lru", "lfu", "fifo"])
+def test_a_reader_that_saw_the_new_value_in_tier_2_never_finds_the_previous_write_in_tier_1(
+    tmp_path: Path, policy: str
+) -> None:
+    """A reader missed tier 1 and paused before its tier-2 fetch; meanwhile "v2" was written (tier 1
+    holds it) and a writer of "v3" paused between its tiers. The reader fetches "v3" from tier 2;
+    a read after it returned must not find "v2" in tier 1."""
+    with TierStore(str(tmp_path / "s"), memory_policy=policy, memory_admission="always") as store:  # type: ignore[arg-type]
+        store.set("k", "v1")
+        store._memory.discard("k", store._stripes.of("k"))  # evicted: the next read goes to tier 2
+        fetching, fetch_go = threading.Event(), threading.Event()
+        writing, write_go = threading.Event(), threading.Event()
+        got: list[Any] = []
+
+        def read() -> None:
+            sys.setprofile(_pause_at(DiskTier.get.__code__, fetching, fetch_go))
+            try:
+                got.append(store.get("k"))
+            finally:
+                sys.setprofile(None)
+
+        def write() -> None:
+            sys.setprofile(_pause_at(type(store._memory).put.__code__, writing, write_go))
+            try:
+                store.set("k", "v3")
+            finally:
+                sys.setprofile(None)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert fetching.wait(10)  # the reader missed tier 1 and is about to read tier 2
+        store.set("k", "v2")  # a whole write: tier 1 holds "v2"
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert writing.wait(10)  # "v3" is in tier 2; tier 1 is not updated yet
+        fetch_go.set()
+        reader.join(10)
+        assert got == ["v3"]
+        after = store.get("k")  # read after a read that returned "v3"
+        write_go.set()
+        writer.join(10)
+        assert after == "v3", f"a read after one that returned 'v3' returned {after!r}"
+        assert store.get("k") == "v3"
