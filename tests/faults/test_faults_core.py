@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 
 from tests.expiry_checks import assert_indexed, entries
+from tests.test_crash import OPTS, _filled
 from tierstore import TierStore
 from tierstore.capacity import entry_size
 from tierstore.codec import unpack_record
 from tierstore.disk import DiskTier
+from tierstore.errors import CorruptStore
 
 T0 = 1_000_000.0
 
@@ -460,3 +462,197 @@ def test_a_reader_that_saw_the_new_value_in_tier_2_never_finds_the_previous_writ
         writer.join(10)
         assert after == "v3", f"a read after one that returned 'v3' returned {after!r}"
         assert store.get("k") == "v3"
+
+
+# -- 5. the checked open looks at live tables only -----------------------------------------------
+
+
+def _live_tables(working: str) -> list[str]:
+    with TierStore(working, **OPTS) as store:
+        live = store._disk.live_tables()
+    assert live
+    return [os.path.join(working, f"{number:06d}.ldb") for number in sorted(live)]
+
+
+def _zero_footer(table: str) -> None:
+    with open(table, "r+b") as handle:
+        handle.seek(-48, os.SEEK_END)
+        handle.write(b"\0" * 48)
+
+
+def _remove(table: str) -> None:
+    os.remove(table)
+
+
+def _truncate(table: str) -> None:
+    os.truncate(table, os.path.getsize(table) - 1)
+
+
+LIVE_DAMAGE = {"zeroed footer": _zero_footer, "removed": _remove, "one byte short": _truncate}
+
+
+@pytest.mark.parametrize("damage", sorted(LIVE_DAMAGE))
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_a_damaged_live_table_is_refused_or_restored(tmp_path: Path, damage: str, checkpoint: bool) -> None:
+    working, persist = str(tmp_path / "work"), str(tmp_path / "persist")
+    values = _filled(working, persist if checkpoint else None)
+    LIVE_DAMAGE[damage](_live_tables(working)[0])
+    if not checkpoint:
+        with pytest.raises(CorruptStore, match="corrupt"):
+            TierStore(working, **OPTS)
+        return
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        assert store.stats()["restored_from_checkpoint"] == 1
+        for key, value in values.items():
+            assert store.get(key) == value
+
+
+def _orphan_garbage(working: str) -> None:
+    with open(os.path.join(working, "009999.ldb"), "wb") as handle:
+        handle.write(b"\xde\xad" * 10)
+
+
+def _orphan_half_copy(working: str) -> None:
+    live = _live_tables(working)[0]
+    with open(live, "rb") as source, open(os.path.join(working, "009998.ldb"), "wb") as target:
+        target.write(source.read()[: os.path.getsize(live) // 2])
+
+
+def _orphan_empty(working: str) -> None:
+    open(os.path.join(working, "009997.ldb"), "wb").close()
+
+
+ORPHANS = {"garbage": _orphan_garbage, "half a copy": _orphan_half_copy, "empty": _orphan_empty}
+
+
+@pytest.mark.parametrize("orphan", sorted(ORPHANS))
+def test_an_orphan_table_does_not_make_a_healthy_store_corrupt(tmp_path: Path, orphan: str) -> None:
+    working, persist = str(tmp_path / "work"), str(tmp_path / "persist")
+    values = _filled(working, persist)
+    ORPHANS[orphan](working)
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        assert store.stats()["restored_from_checkpoint"] == 0
+        for key, value in values.items():
+            assert store.get(key) == value
+    assert sorted(os.listdir(tmp_path)) == ["persist", "work"]  # nothing moved aside
+
+
+# -- 3. exact stats ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["lru", "lfu"])
+def test_n_threads_m_gets_count_exactly(tmp_path: Path, policy: str) -> None:
+    threads_n, gets_m = 8, 3000
+    errors: list[BaseException] = []
+    with (
+        TierStore(str(tmp_path / "s"), memory_policy=policy) as store,  # type: ignore[arg-type]
+        TierStore(str(tmp_path / "d"), memory_items=0) as disk_only,
+    ):
+        store.set("hot", 1)
+        disk_only.set("cold", 2)
+        before, disk_before = store.stats(), disk_only.stats()
+        barrier = threading.Barrier(threads_n)
+
+        def work() -> None:
+            try:
+                barrier.wait()
+                for i in range(gets_m):
+                    assert store.get("hot") == 1
+                    assert store.get("none") is None
+                    assert disk_only.get("cold") == 2
+                    store.set(f"w{i % 4}", i)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work) for _ in range(threads_n)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors[0]
+        after, disk_after = store.stats(), disk_only.stats()
+        total = threads_n * gets_m
+        assert after["hits_memory"] - before["hits_memory"] == total
+        assert after["misses"] - before["misses"] == total
+        assert after["sets"] - before["sets"] == total
+        assert disk_after["hits_disk"] - disk_before["hits_disk"] == total
+        assert after["hits_disk"] == before["hits_disk"]
+
+
+def test_stats_read_while_threads_count_never_go_back(tmp_path: Path) -> None:
+    with TierStore(str(tmp_path / "s")) as store:
+        store.set("hot", 1)
+        stop = threading.Event()
+
+        def work() -> None:
+            while not stop.is_set():
+                store.get("hot")
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        last = 0
+        for _ in range(300):
+            hits = store.stats()["hits_memory"]
+            assert hits >= last
+            last = hits
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+
+
+# -- 6. settings: keyword-only, each refused with its name, nothing on disk ----------------------
+
+BAD_SETTINGS = [
+    ("memory_items", -1, ValueError),
+    ("memory_items", 1.5, TypeError),
+    ("memory_items", True, TypeError),
+    ("memory_items", 2**70, ValueError),
+    ("memory_bytes", 0, ValueError),
+    ("memory_bytes", "1", TypeError),
+    ("memory_policy", "LRU", ValueError),
+    ("memory_policy", None, (TypeError, ValueError)),
+    ("memory_admission", "never", ValueError),
+    ("memory_admission", 1, (TypeError, ValueError)),
+    ("default_ttl", -1, ValueError),
+    ("default_ttl", float("nan"), ValueError),
+    ("default_ttl", "10", TypeError),
+    ("ttl_jitter", float("inf"), ValueError),
+    ("negative_ttl", -0.5, ValueError),
+    ("stale_ttl", None, TypeError),
+    ("refresh_ahead", 1.5, ValueError),
+    ("early_beta", -1, ValueError),
+    ("lock_timeout", 0, ValueError),
+    ("guard", 1, TypeError),
+    ("bloom_capacity", 0, ValueError),
+    ("bloom_error_rate", 1.0, ValueError),
+    ("checkpoint_interval", 0, ValueError),
+    ("persist_rate", -1, ValueError),
+    ("disk_capacity_bytes", -5, ValueError),
+    ("disk_capacity_bytes", 1.0, TypeError),
+    ("tombstone_ttl", float("nan"), ValueError),
+    ("sweep_interval", -1, ValueError),
+    ("max_value_bytes", 0, ValueError),
+    ("max_value_bytes", 2**80, ValueError),
+    ("disk_cache_bytes", -1, ValueError),
+    ("clock", 5, TypeError),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "error"), BAD_SETTINGS, ids=[f"{n}={v!r}" for n, v, _ in BAD_SETTINGS])
+def test_a_bad_setting_is_refused_by_name_and_creates_nothing(
+    tmp_path: Path, name: str, value: Any, error: type[Exception]
+) -> None:
+    path, persist = tmp_path / "a" / "store", tmp_path / "p"
+    with pytest.raises(error) as info:
+        TierStore(str(path), persist_path=str(persist), **{name: value})
+    assert name in str(info.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_settings_are_keyword_only(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        TierStore(str(tmp_path / "s"), 10)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="memory_itmes"):
+        TierStore(str(tmp_path / "s"), memory_itmes=10)  # type: ignore[call-arg]
+    assert os.listdir(tmp_path) == []
