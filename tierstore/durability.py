@@ -94,7 +94,7 @@ class Durability:
             self._scheduler.every(options.sweep_interval, sweep)
 
     def _begin_write_of(self, key: Key) -> None:
-        self._memory.begin_write(self._stripes.of(key))
+        self._memory.begin_write(self._stripes.of(key), key)
 
     def _forget(self, key: Key) -> None:
         self._memory.discard(key, self._stripes.of(key))

@@ -36,8 +36,9 @@ class MemoryTier:
 
     Write calls take the key's stripe index (``stripes.of(key)``, computed once
     by the caller). Thread-safety: ``get`` takes no lock (see the module doc);
-    every other call takes the tier's lock, except ``begin_write`` and
-    ``epoch``, whose stripe's writers are serialized by the caller's stripe lock.
+    every other call takes the tier's lock, except ``epoch`` and ``begin_write``
+    (whose stripe's writers are serialized by the caller's stripe lock; it takes
+    the tier's lock only to drop a record from a byte-bounded or policy tier).
     """
 
     def __init__(self, max_items: int, max_bytes: int | None, stripes: Stripes, *, second_read: bool = False) -> None:
@@ -74,9 +75,19 @@ class MemoryTier:
         """The write epoch of a stripe, read before a tier-2 fetch."""
         return self.epochs[stripe]
 
-    def begin_write(self, stripe: int) -> None:
-        """A tier-2 write in ``stripe`` starts: no promotion of its stripe lands until it ends."""
+    def begin_write(self, stripe: int, key: Key | None = None) -> None:
+        """A tier-2 write in ``stripe`` starts: no promotion of its stripe lands until it ends.
+
+        The record held for ``key`` goes first: until ``put``, reads of it go to tier 2, so a
+        reader that fetched the new record there never finds the one it replaces here afterwards.
+        """
         self.epochs[stripe] |= 1
+        if key is not None and key in self._data:  # no promotion lands now: the epoch is odd
+            if self._simple:
+                self._data.pop(key, None)  # one C call, like a read's: no byte total to keep
+            else:
+                with self._lock:
+                    self._remove(key)
 
     def put(self, key: Key, record: Record, stripe: int) -> None:
         """Hold ``record`` for ``key``: the write ends (promotions read before it fail)."""

@@ -29,6 +29,8 @@ def pack_naming(packer: msgpack.Packer, obj: Any, value: Any) -> bytes:
         raise OverflowError(f"cannot store this value: {exc}") from None
     except ValueError as exc:  # UnicodeEncodeError (a lone surrogate) among them
         raise unreadable(value) or ValueError(f"cannot store this value: {exc}") from None
+    except BufferError as exc:  # a memoryview that is not C-contiguous (a strided slice)
+        raise ValueError(f"cannot store this value: {exc}") from None
     return data
 
 

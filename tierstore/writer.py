@@ -181,7 +181,7 @@ class Writer:
                 ttl = self._options.tombstone_ttl
                 self._commit(stripe, key, disk_key, None, keep_version, now + ttl, TOMBSTONE, now, ttl)
             elif current is not None:
-                self._memory.begin_write(stripe)
+                self._memory.begin_write(stripe, key)
                 try:
                     self._writes.delete(disk_key)
                 finally:
@@ -216,7 +216,7 @@ class Writer:
         if version and not self.versioned:
             self._mark_versioned()
         memory = self._memory
-        memory.begin_write(stripe)  # until tier 1 is updated, no older record is promoted
+        memory.begin_write(stripe, key)  # until tier 1 is updated, it holds no record of key
         try:
             # An entry with an expiry lands in one batch with its expiry index record (what sweeps read).
             self._writes.put(disk_key, data, seq, None if expires_at is None else [index_op(disk_key, expires_at)])
