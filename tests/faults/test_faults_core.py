@@ -20,7 +20,7 @@ from tests.expiry_checks import assert_indexed, entries
 from tests.test_crash import OPTS, _filled
 from tierstore import TierStore
 from tierstore.capacity import entry_size
-from tierstore.codec import unpack_record
+from tierstore.codec import EXPIRES_AT, SIZE, is_tombstone, unpack_record
 from tierstore.disk import DiskTier
 from tierstore.errors import CorruptStore
 
@@ -119,7 +119,7 @@ def test_kill_9_at_every_disk_write_of_ttl_sets_keeps_entries_indexed_and_the_ca
             store.sweep()
             for disk_key, data in entries(store).items():
                 record = unpack_record(data)
-                assert record.tombstone or record.expires_at is None, (kill_at, disk_key, record)
+                assert is_tombstone(record) or record[EXPIRES_AT] is None, (kill_at, disk_key, record)
             assert store.get("ttl2") in ("U2", None)
             if capacity is not None:
                 capacity_total = store._durability.capacity.total  # type: ignore[union-attr]
@@ -401,7 +401,7 @@ def test_threads_hammering_get_set_delete_never_see_a_value_go_back(tmp_path: Pa
         if settings.get("memory_bytes") is not None:
             assert 0 <= stats["memory_bytes"] <= settings["memory_bytes"]
             held = store._memory
-            assert held.bytes == sum(record.size for record in held._data.values())
+            assert held.bytes == sum(record[SIZE] for record in held._data.values())
         for key in keys:  # what tier 1 holds is what tier 2 holds
             hot = store.get(key)
             store._memory.clear()
