@@ -129,3 +129,33 @@ def test_close_on_a_full_working_disk_still_takes_the_final_checkpoint(small_fs:
         store.close()
     assert store.closed
     _restored_equals(persist, tmp_path, acked)
+
+
+@pytest.mark.parametrize("capacity", [None, 1 << 30])
+def test_a_full_disk_under_ttl_sets_loses_nothing_and_leaves_every_entry_indexed(
+    small_fs: Path, capacity: int | None
+) -> None:
+    """A set with a TTL is two puts (its expiry index record, then the entry), with a capacity more:
+    whichever one the full disk refuses, nothing acknowledged is lost and the sweep still finds
+    every expired entry after the reopen."""
+    now = [1_000.0]
+    working = small_fs / "work"
+    settings: dict[str, Any] = {**OPTS, "clock": lambda: now[0], "disk_capacity_bytes": capacity}
+    acked: dict[str, str] = {}
+    store = TierStore(str(working), **settings)
+    try:
+        with pytest.raises(StorageFull):
+            for i in range(100_000):
+                value = _value(i)
+                store.set(f"k{i}", value, ttl=60)
+                acked[f"k{i}"] = value
+    finally:
+        with pytest.raises(StorageFull):
+            store.close()
+    _grow(small_fs)
+    with TierStore(str(working), **settings) as store:
+        for key, value in acked.items():
+            assert store.get(key) == value
+        now[0] += 120  # past every TTL
+        assert store.sweep()["expired_purged"] >= len(acked)
+        assert list(store.keys()) == []
