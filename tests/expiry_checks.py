@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import plyvel
+
 from tierstore import TierStore
 from tierstore.codec import EXPIRES_AT, FLAGS, VERSION, is_tombstone, unpack_record
 from tierstore.expiry import decode_index_record, encode_time
@@ -72,3 +74,14 @@ def assert_tombstone(data: Any, version: int, expires_at: float) -> None:
     assert data is not None, "a versioned entry vanished instead of becoming a tombstone"
     tombstone = unpack_record(data)
     assert is_tombstone(tombstone) and tombstone[VERSION] == version and tombstone[EXPIRES_AT] == expires_at
+
+
+def drop_index(path: str) -> None:
+    """Make a closed store look written before the index existed: no index records, no meta record."""
+    db = plyvel.DB(path)
+    try:
+        for key in db.iterator(prefix=NS_EXPIRY, include_value=False):
+            db.delete(key)
+        db.delete(INDEX_META)
+    finally:
+        db.close()

@@ -17,7 +17,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import FakeClock
-from tests.expiry_checks import INDEX_META, assert_indexed, assert_tombstone, checked_sweep, entries, index_records
+from tests.expiry_checks import (
+    INDEX_META,
+    assert_indexed,
+    assert_tombstone,
+    checked_sweep,
+    drop_index,
+    entries,
+    index_records,
+)
 from tierstore import ABSENT, TierStore
 from tierstore.codec import encode_key
 from tierstore.errors import CorruptRecord
@@ -41,17 +49,6 @@ def open_store(path: str, clock: FakeClock, **settings: Any) -> TierStore:
 
 def disk_key(key: Any) -> bytes:
     return NS_ENTRY + encode_key(key)
-
-
-def drop_index(path: str) -> None:
-    """Make a closed store look written before the index existed: no index records, no meta record."""
-    db = plyvel.DB(path)
-    try:
-        for key in db.iterator(prefix=NS_EXPIRY, include_value=False):
-            db.delete(key)
-        db.delete(INDEX_META)
-    finally:
-        db.close()
 
 
 # -- the record layout ---------------------------------------------------------------------

@@ -13,9 +13,11 @@ from typing import Any
 
 import msgpack
 
+from .codec import encode_key
 from .errors import CorruptRecord, CorruptStore, SchemaTooNew
 
 __all__ = [
+    "entry_key",
     "NS_ENTRY",
     "NS_COUNTER",
     "NS_INDEX_MEMBER",
@@ -47,6 +49,11 @@ NS_INDEX_META = b"x"
 NS_META = b"m"
 NS_WRITE_ORDER = b"w"
 NS_EXPIRY = b"d"  # sorts before NS_ENTRY: a key-order copy writes an entry's index record first
+
+
+def entry_key(key: object) -> bytes:
+    """The LevelDB key of the entry ``key`` (``TypeError``/``ValueError`` for a bad key)."""
+    return NS_ENTRY + encode_key(key)
 
 #: Each namespace byte and the name tools show it under.
 NAMESPACES: dict[bytes, str] = {

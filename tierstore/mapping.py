@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import codec
 from .clock import TTL, Clock
-from .codec import VALUE, Key, Record, RecordState, encode_key, record_state, unpack_record
+from .codec import VALUE, Key, Record, RecordState, record_state, unpack_record
 from .disk import DiskTier
 from .errors import CorruptRecord, TierStoreError
-from .keyspace import NS_ENTRY
+from .keyspace import NS_ENTRY, entry_key
 
 __all__ = ["MappingCalls"]
 
@@ -86,7 +86,7 @@ class MappingCalls:
     def _live_items(self, prefix: Key | None) -> Iterator[tuple[Key, Record]]:
         if self._closed:
             raise self._unusable()
-        scan_prefix = NS_ENTRY if prefix is None else NS_ENTRY + encode_key(prefix)
+        scan_prefix = NS_ENTRY if prefix is None else entry_key(prefix)
         for disk_key, data in self._disk.scan(scan_prefix):
             try:
                 record = unpack_record(data, self._max_value_bytes)

@@ -34,7 +34,7 @@ import plyvel
 
 from .bloom import BloomFilter
 from .checkpoint_record import CHECKPOINT_RECORD
-from .codec import FLAGS, NEGATIVE, Key, Record, RecordState, decode_key, encode_key, record_state, unpack_record
+from .codec import FLAGS, NEGATIVE, Key, Record, RecordState, decode_key, record_state, unpack_record
 from .counters import counter_name, decode_count
 from .disk import leveldb_message, open_leveldb
 from .errors import CorruptRecord, CorruptStore, StoreLocked, TierStoreError
@@ -48,6 +48,7 @@ from .keyspace import (
     SCHEMA_VERSION,
     decode_meta,
     decode_schema,
+    entry_key,
     meta_key,
 )
 
@@ -246,7 +247,7 @@ def classify(raw_key: bytes, data: bytes, now: float) -> Row:
 
 def read_entry(db: Any, key: Key, now: float) -> Row | None:
     """The entry record of ``key`` (None when there is none); ``ValueError`` for a key tierstore refuses."""
-    raw_key = NS_ENTRY + encode_key(key)
+    raw_key = entry_key(key)
     data = db.get(raw_key)
     return None if data is None else classify(raw_key, data, now)
 

@@ -25,19 +25,19 @@ from typing import Any
 
 from . import codec
 from .clock import Jitter, check_ttl
-from .codec import ABSENT, NEGATIVE, TOMBSTONE, VERSION, Key, Record, RecordState, encode_key, record_state
+from .codec import ABSENT, NEGATIVE, TOMBSTONE, VERSION, Key, Record, RecordState, record_state
 from .disk import DiskTier
 from .errors import CorruptRecord
 from .expiry import index_op
 from .flight import Flights
-from .keyspace import META_VERSIONED, NS_ENTRY
+from .keyspace import META_VERSIONED, NS_ENTRY, entry_key
 from .memory import MemoryTier
 from .options import Options
 from .stats import Stats
 from .stripes import Stripes
 from .writes import EntryWrites
 
-__all__ = ["Writer", "entry_key", "fast_entry_key", "MAX_TIME"]
+__all__ = ["Writer", "fast_entry_key", "MAX_TIME"]
 
 log = logging.getLogger("tierstore")
 
@@ -47,11 +47,6 @@ _BYTES_ENTRY = NS_ENTRY + codec.BYTES_TAG  # the hot path's inlined ``entry_key`
 _STR_ENTRY = NS_ENTRY + codec.STR_TAG
 _SAFE_STR = codec.SAFE_STR_LEN
 _LIVE = RecordState.LIVE
-
-
-def entry_key(key: object) -> bytes:
-    """The LevelDB key of the entry ``key`` (``TypeError``/``ValueError`` for a bad key)."""
-    return NS_ENTRY + encode_key(key)
 
 
 def fast_entry_key(key: object) -> bytes:
@@ -218,7 +213,7 @@ class Writer:
         memory = self._memory
         memory.begin_write(stripe, key)  # until tier 1 is updated, it holds no record of key
         try:
-            # An entry with an expiry lands in one batch with its expiry index record (what sweeps read).
+            # An entry with an expiry lands after its expiry index record (what sweeps read; see writes.py).
             self._writes.put(disk_key, data, seq, None if expires_at is None else [index_op(disk_key, expires_at)])
         except BaseException:
             memory.discard(key, stripe)  # what tier 2 holds is unknown: tier 1 forgets the key

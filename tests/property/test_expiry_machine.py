@@ -13,15 +13,14 @@ import shutil
 import tempfile
 from typing import Any
 
-import plyvel
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from tests.conftest import ROUNDS_FACTOR, FakeClock
-from tests.expiry_checks import INDEX_META, assert_indexed, checked_sweep
+from tests.expiry_checks import assert_indexed, checked_sweep
+from tests.expiry_checks import drop_index as drop_index_records
 from tierstore import ABSENT, TierStore
-from tierstore.keyspace import NS_EXPIRY
 
 KEYS = st.sampled_from(["a", "b", "c", b"a", "\u00e9"])
 TTLS = st.one_of(st.none(), st.sampled_from([0.5, 1.0, 5.0, 30.0]))
@@ -78,13 +77,7 @@ class ExpiryMachine(RuleBasedStateMachine):
     def reopen(self, drop_index: bool) -> None:
         self.store.close()
         if drop_index:  # as a store written before the index existed
-            db = plyvel.DB(self.dir)
-            try:
-                for key in db.iterator(prefix=NS_EXPIRY, include_value=False):
-                    db.delete(key)
-                db.delete(INDEX_META)
-            finally:
-                db.close()
+            drop_index_records(self.dir)
         self.store = self._open()
 
     @invariant()

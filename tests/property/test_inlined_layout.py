@@ -18,8 +18,8 @@ from tierstore import codec
 from tierstore.capacity import header_seq
 from tierstore.codec import EXPIRES_AT, MAX_KEY_BYTES, NEGATIVE, SAFE_STR_LEN, SEQ, TOMBSTONE, VERSION
 from tierstore.expiry import envelope_expiry
-from tierstore.keyspace import NS_ENTRY
-from tierstore.writer import entry_key, fast_entry_key
+from tierstore.keyspace import NS_ENTRY, entry_key
+from tierstore.writer import fast_entry_key
 
 
 class StrKey(str):
