@@ -87,6 +87,14 @@ def _check_count(value: object, name: str, *, minimum: int, optional: bool = Fal
     return value
 
 
+def _check_choice(value: object, name: str, choices: tuple[str, ...]) -> None:
+    """A setting that names one of ``choices``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, one of {', '.join(map(repr, choices))}; not {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
 def _check_filter_size(capacity: int, error_rate: float) -> None:
     """The existence filter these settings ask for must fit in memory (it is one bytearray)."""
     nbytes = optimal_nbits(capacity, error_rate) // 8
@@ -134,10 +142,8 @@ class Options:
         _check_persist_path(self.path, self.persist_path)
         _check_count(self.memory_items, "memory_items", minimum=0)
         _check_count(self.memory_bytes, "memory_bytes", minimum=1, optional=True)
-        if self.memory_policy not in ("lru", "lfu", "fifo"):
-            raise ValueError(f"memory_policy must be 'lru', 'lfu' or 'fifo', got {self.memory_policy!r}")
-        if self.memory_admission not in ("always", "second_read"):
-            raise ValueError(f"memory_admission must be 'always' or 'second_read', got {self.memory_admission!r}")
+        _check_choice(self.memory_policy, "memory_policy", ("lru", "lfu", "fifo"))
+        _check_choice(self.memory_admission, "memory_admission", ("always", "second_read"))
         _check_count(self.bloom_capacity, "bloom_capacity", minimum=1)
         _check_count(self.disk_capacity_bytes, "disk_capacity_bytes", minimum=1, optional=True)
         _check_count(self.max_value_bytes, "max_value_bytes", minimum=1)
