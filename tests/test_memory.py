@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tierstore.codec import VALUE, Record, make_record
 from tierstore.memory import MemoryTier
 from tierstore.stripes import Stripes
@@ -99,3 +104,25 @@ def test_a_write_without_begin_still_ends_on_an_even_epoch() -> None:
     tier.discard("k", _S.of("k"))
     assert tier.epoch(_S.of("k")) % 2 == 0
     assert tier.promote("k", record(2), _S.of("k"), tier.epoch(_S.of("k")))
+
+
+@settings(max_examples=60, deadline=None)
+@given(reads=st.lists(st.sampled_from([f"k{i}" for i in range(12)]), max_size=80), items=st.integers(1, 6))
+def test_the_stores_inlined_admission_matches_tier_1s_promote(
+    tmp_path_factory: Any, reads: list[str], items: int
+) -> None:
+    """``TierStore._fetch`` inlines ``is_first_read``; it must decide as ``MemoryTier.promote`` does."""
+    from tierstore import TierStore
+
+    model = MemoryTier(items, None, _S, second_read=True)
+    with TierStore(str(tmp_path_factory.mktemp("s")), memory_items=items, checkpoint_interval=None) as store:
+        for i in range(12):
+            store.set(f"k{i}", i)
+        store._memory.clear()
+        for key in reads:
+            store.get(key)
+            if model.get(key) is None:
+                stripe = _S.of(key)
+                model.promote(key, record(int(key[1:])), stripe, model.epoch(stripe))
+        assert list(store._memory._data) == list(model._data)
+        assert store._first_reads == model.first_reads

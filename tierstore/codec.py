@@ -87,7 +87,6 @@ STR_TAG = b"s"
 BYTES_TAG = b"b"
 # A str of at most this many code points cannot exceed MAX_KEY_BYTES in UTF-8.
 SAFE_STR_LEN = MAX_KEY_BYTES // 4
-_TIME = frozenset({int, float})
 _unpackb = msgpack.unpackb  # raw=False is msgpack's default: str stays str, bin stays bytes
 
 
@@ -366,40 +365,54 @@ def envelope_version(data: bytes) -> int:
     return version if type(version) is int and 0 <= version <= MAX_VERSION else 0
 
 
-def unpack_record(data: bytes, max_bytes: int | None = None) -> Record:
+def unpack_record(
+    data: bytes,
+    max_bytes: int | None = None,
+    _unpackb: Any = _unpackb,  # builtins bound as positional defaults: local loads, no keyword lookups
+    _type: Any = type,
+    _int: Any = int,
+    _float: Any = float,
+    _len: Any = len,
+    _tuple: Any = tuple,
+) -> Record:
     """Decode and validate an envelope; ``CorruptRecord`` on anything malformed.
 
     ``max_bytes`` refuses a longer record before decoding it (a record no ``set``
-    of this store could have written costs an error, not memory).
+    of this store could have written costs an error, not memory). The checks are
+    written for the tier-2 read path: exact type tests (callers pass one or two arguments).
     """
-    if max_bytes is not None and len(data) > max_bytes:
+    if max_bytes is not None and _len(data) > max_bytes:
         raise CorruptRecord(f"record is {len(data)} bytes, over max_value_bytes ({max_bytes}); not decoded")
     try:
         items = _unpackb(data, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise CorruptRecord(f"undecodable record: {exc}") from None
-    if type(items) is not list or len(items) < 9:
-        raise CorruptRecord("record is not an envelope array")
-    fmt, version, expires_at, flags, _, written_at, ttl, seq, load_time = items if len(items) == 9 else items[:9]
-    if not (
-        fmt == FORMAT
-        and type(version) is int
-        and 0 <= version <= MAX_VERSION
-        and type(flags) is int
-        and not flags & ~_KNOWN_FLAGS
-        and type(seq) is int
-        and (expires_at is None or (type(expires_at) in _TIME and expires_at == expires_at))
-        and (ttl is None or type(ttl) in _TIME)
-        and type(written_at) in _TIME
-        and type(load_time) in _TIME
-    ):
-        raise CorruptRecord(_malformed(items))
-    items[0] = len(data)  # the format slot holds the encoded size
-    return tuple(items) if len(items) == 9 else tuple(items[:9])
+    if _type(items) is list and _len(items) >= 9:
+        if _len(items) > 9:
+            del items[9:]  # later fields, of a newer writer, are not read
+        fmt, version, expires_at, flags, _, written_at, ttl, seq, load_time = items
+        if (
+            fmt == FORMAT
+            and _type(version) is _int
+            and _type(flags) is _int
+            and _type(seq) is _int
+            and 0 <= version <= MAX_VERSION
+            and 0 <= flags <= _KNOWN_FLAGS  # any combination of the known bits
+            and (expires_at is None or _type(expires_at) is _int or _type(expires_at) is _float)
+            and expires_at == expires_at  # not NaN
+            and (ttl is None or _type(ttl) is _float or _type(ttl) is _int)
+            and (_type(written_at) is _float or _type(written_at) is _int)
+            and (_type(load_time) is _float or _type(load_time) is _int)
+        ):
+            items[0] = _len(data)  # the format slot holds the encoded size
+            return _tuple(items)  # type: ignore[no-any-return]  # checked field by field above
+    raise CorruptRecord(_malformed(items))
 
 
-def _malformed(items: list[Any]) -> str:
+def _malformed(items: Any) -> str:
     """Why a decoded envelope is refused (only built once a record is known to be bad)."""
+    if type(items) is not list or len(items) < 9:
+        return "record is not an envelope array"
     expires_at = items[2]
     if type(expires_at) is float and expires_at != expires_at:
         return "record expiry is NaN"

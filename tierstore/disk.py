@@ -14,8 +14,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import msgpack
 import plyvel
@@ -55,6 +55,7 @@ log = logging.getLogger("tierstore")
 
 _LIVE_TABLE = re.compile(rb"^ (\d+):(\d+)\[", re.M)  # a table line of the "leveldb.sstables" property
 _CHUNK = 1024
+_T = TypeVar("_T")
 _META_SCHEMA = meta_key(META_SCHEMA)
 _META_OPEN = meta_key(META_OPEN)
 
@@ -155,6 +156,30 @@ class DiskTier:
             raise CorruptRecord(f"{self.path}: the block holding {key!r} is corrupt: {leveldb_message(exc)}") from None
         finally:
             active.pop()
+
+    def decoding_getter(self, decode: Callable[[bytes, int], _T], limit: int) -> Callable[[bytes], _T | None]:
+        """``get``, then ``decode(value, limit)`` of what it finds, in one frame: the store's tier-2 read path.
+
+        The gate and the error mapping are ``get``'s; ``decode`` runs once the gate is left.
+        """
+        active = self._active
+        db_get = self._db_get
+
+        def get_decoded(key: bytes) -> _T | None:
+            active.append(None)
+            try:
+                if self._closed:
+                    raise self.closed_error()
+                data: bytes | None = db_get(key, verify_checksums=True)
+            except plyvel.CorruptionError as exc:
+                raise CorruptRecord(
+                    f"{self.path}: the block holding {key!r} is corrupt: {leveldb_message(exc)}"
+                ) from None
+            finally:
+                active.pop()
+            return None if data is None else decode(data, limit)
+
+        return get_decoded
 
     def put(self, key: bytes, value: bytes) -> None:
         active = self._active

@@ -44,7 +44,8 @@ class MemoryTier:
     def __init__(self, max_items: int, max_bytes: int | None, stripes: Stripes, *, second_read: bool = False) -> None:
         self._data: OrderedDict[Key, Record] = OrderedDict()
         # Admission: keys read from tier 2 once lately; None promotes on every read.
-        self._seen: set[Key] | None = set() if second_read else None
+        # Public because the store's read path inlines ``is_first_read``.
+        self.first_reads: set[Key] | None = set() if second_read and max_items > 0 else None
         self._max_items = max_items
         self._max_bytes = max_bytes
         # The item-bounded LRU: put and promote inline their insert; anything else goes through _store.
@@ -116,14 +117,28 @@ class MemoryTier:
             self._remove(key)
 
     def promote(self, key: Key, record: Record, stripe: int, epoch: int) -> bool:
+        """Hold a record read from tier 2, subject to admission (``is_first_read``) and ``admit``."""
+        if self.first_reads is not None and self.is_first_read(key):
+            return False
+        return self.admit(key, record, stripe, epoch)
+
+    def is_first_read(self, key: Key) -> bool:
+        """The doorkeeper of ``second_read`` admission: whether this read of ``key`` is its first lately.
+
+        A first read is remembered, and the next one is admitted. The memory of first reads holds
+        at most ``max_items`` keys and is forgotten at once when full, rather than tracking their age.
+        """
+        seen = self.first_reads
+        if seen is None or key in seen:
+            return False
+        if len(seen) >= self._max_items:
+            seen.clear()
+        seen.add(key)
+        return True
+
+    def admit(self, key: Key, record: Record, stripe: int, epoch: int) -> bool:
         """Hold a record read from tier 2 if no write of its stripe ran since ``epoch`` was read."""
         if epoch & 1 or not self._max_items:
-            return False
-        seen = self._seen
-        if seen is not None and key not in seen:  # a first read: remember it, promote the next one
-            if len(seen) >= self._max_items:
-                seen.clear()  # forget old first reads rather than track their age
-            seen.add(key)
             return False
         data = self._data
         lock = self._lock

@@ -22,12 +22,24 @@ from typing import Any, Literal
 
 from .calls import PartCalls
 from .clock import TTL
-from .codec import VALUE, Entry, Key, Record, RecordState, encode_key, entry_of, record_state, unpack_record
+from .codec import (
+    SAFE_STR_LEN,
+    VALUE,
+    Entry,
+    Key,
+    Record,
+    RecordState,
+    encode_key,
+    entry_of,
+    record_state,
+    unpack_record,
+)
 from .counters import Counters
 from .durability import Durability
 from .errors import CorruptRecord
 from .flight import Flights
 from .guard import Guard, guard_stats, open_guard
+from .keyspace import STR_ENTRY, fast_entry_key
 from .leveldb import on_fork
 from .loading import Loading, StoreCore
 from .mapping import MappingCalls
@@ -38,7 +50,7 @@ from .scheduler import Scheduler
 from .session import holds_versions, next_sequence, save_sequence
 from .stats import Stats
 from .stripes import STRIPES, Stripes
-from .writer import Writer, fast_entry_key
+from .writer import Writer
 from .writes import entry_writes
 
 __all__ = ["TierStore"]
@@ -155,7 +167,10 @@ class TierStore(MappingCalls, PartCalls):
         )
         self._memory_get = self._memory.get
         self._epochs = self._memory.epochs
-        self._disk_get = self._disk.get
+        self._get_record = self._disk.decoding_getter(unpack_record, options.max_value_bytes)
+        self._first_reads = self._memory.first_reads
+        self._memory_items = options.memory_items
+        self._admit = self._memory.admit
         self._seq = next_sequence(self._disk)
         self._durability = Durability(
             self._disk,
@@ -263,19 +278,33 @@ class TierStore(MappingCalls, PartCalls):
         return self._fetch(key), "hits_disk"
 
     def _fetch(self, key: Key) -> Record | None:
-        """The record of ``key`` in tier 2, promoted into tier 1 unless a write of its stripe ran meanwhile."""
-        disk_key = fast_entry_key(key)
+        """The record of ``key`` in tier 2, promoted into tier 1 unless a write of its stripe ran meanwhile.
+
+        The hot tier-2 path: ``fast_entry_key``'s str case and tier 1's ``is_first_read`` are inlined
+        (tests/property/test_inlined_layout.py and tests/test_memory.py tie them to the originals).
+        """
+        if type(key) is str and len(key) <= _SAFE_STR:
+            try:
+                disk_key = _STR_ENTRY + key.encode()
+            except UnicodeEncodeError:
+                disk_key = fast_entry_key(key)
+        else:
+            disk_key = fast_entry_key(key)
         stripe = hash(key) % _STRIPE_COUNT
         epoch = self._epochs[stripe]
         try:
-            data = self._disk_get(disk_key)
-            if data is None:
-                return None
-            record = unpack_record(data, self._max_value_bytes)
+            record = self._get_record(disk_key)
         except CorruptRecord as exc:  # a damaged block or record reads as a miss, counted and logged
             self._count_corrupt(disk_key, exc)
             return None
-        self._memory.promote(key, record, stripe, epoch)
+        if record is not None:
+            seen = self._first_reads
+            if seen is not None and key not in seen:  # a first read: remembered, not promoted
+                if len(seen) >= self._memory_items:
+                    seen.clear()
+                seen.add(key)
+            else:
+                self._admit(key, record, stripe, epoch)
         return record
 
     def _count_corrupt(self, disk_key: bytes, exc: CorruptRecord) -> None:
@@ -386,3 +415,5 @@ class TierStore(MappingCalls, PartCalls):
 
 _LIVE, _NEGATIVE = RecordState.LIVE, RecordState.NEGATIVE
 _STRIPE_COUNT = STRIPES  # the store's Stripes() has the default count
+_SAFE_STR = SAFE_STR_LEN
+_STR_ENTRY = STR_ENTRY

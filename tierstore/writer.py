@@ -30,36 +30,19 @@ from .disk import DiskTier
 from .errors import CorruptRecord
 from .expiry import index_op
 from .flight import Flights
-from .keyspace import META_VERSIONED, NS_ENTRY, entry_key
+from .keyspace import META_VERSIONED, entry_key, fast_entry_key
 from .memory import MemoryTier
 from .options import Options
 from .stats import Stats
 from .stripes import Stripes
 from .writes import EntryWrites
 
-__all__ = ["Writer", "fast_entry_key", "MAX_TIME"]
+__all__ = ["Writer", "MAX_TIME"]
 
 log = logging.getLogger("tierstore")
 
 MAX_TIME = 1e15  # seconds: far past any real clock, well inside a float's exact range
-_MAX_KEY = codec.MAX_KEY_BYTES
-_BYTES_ENTRY = NS_ENTRY + codec.BYTES_TAG  # the hot path's inlined ``entry_key`` of a bytes key
-_STR_ENTRY = NS_ENTRY + codec.STR_TAG
-_SAFE_STR = codec.SAFE_STR_LEN
 _LIVE = RecordState.LIVE
-
-
-def fast_entry_key(key: object) -> bytes:
-    """``entry_key`` with the common cases inline (a test ties the two together)."""
-    if type(key) is bytes:
-        if len(key) <= _MAX_KEY:
-            return _BYTES_ENTRY + key
-    elif type(key) is str and len(key) <= _SAFE_STR:
-        try:
-            return _STR_ENTRY + key.encode()
-        except UnicodeEncodeError:
-            pass
-    return entry_key(key)
 
 
 class Writer:

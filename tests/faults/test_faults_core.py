@@ -434,7 +434,7 @@ def test_a_reader_that_saw_the_new_value_in_tier_2_never_finds_the_previous_writ
         got: list[Any] = []
 
         def read() -> None:
-            sys.setprofile(_pause_at(DiskTier.get.__code__, fetching, fetch_go))
+            sys.setprofile(_pause_at(store._get_record.__code__, fetching, fetch_go))  # the tier-2 read
             try:
                 got.append(store.get("k"))
             finally:

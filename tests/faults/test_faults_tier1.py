@@ -95,13 +95,13 @@ def test_a_writer_paused_between_its_tiers_never_shows_new_then_old(store_path: 
     after tier 2 and before tier 1; a fast reader fetches "new" from tier 2, and before it can promote
     it the slow reader promotes "old". The fast reader returns "new"; no later read may return "old"
     (it did while the write epoch changed only at the end of a write)."""
-    with TierStore(store_path, memory_items=4) as store:
+    with TierStore(store_path, memory_items=4, memory_admission="always") as store:
         store.set("k", "old")
         for i in range(8):
             store.set(f"pad{i}", i)  # k leaves tier 1: its reads go to tier 2
         memory = store._memory
         assert memory.get("k") is None
-        real_put, real_promote = memory.put, memory.promote
+        real_put, real_promote = memory.put, store._admit  # the store's promotion, past admission
         slow_fetched, slow_go = threading.Event(), threading.Event()
         writer_paused, writer_go = threading.Event(), threading.Event()
         calls: list[str] = []
@@ -124,7 +124,7 @@ def test_a_writer_paused_between_its_tiers_never_shows_new_then_old(store_path: 
                 assert writer_go.wait(10)
             real_put(key, record, stripe)
 
-        memory.promote = promote_in_order  # type: ignore[method-assign]
+        store._admit = promote_in_order
         memory.put = put_late  # type: ignore[method-assign]
         slow_reader = threading.Thread(target=lambda: store.get("k"))
         slow_reader.start()
@@ -136,6 +136,6 @@ def test_a_writer_paused_between_its_tiers_never_shows_new_then_old(store_path: 
         writer_go.set()
         writer.join(10)
         observed.append(store.get("k"))
-        memory.put, memory.promote = real_put, real_promote  # type: ignore[method-assign]
+        memory.put, store._admit = real_put, real_promote  # type: ignore[method-assign]
         assert calls[:2] == ["old", "new"]
         assert observed == ["new", "new", "new"]

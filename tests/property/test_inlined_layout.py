@@ -1,7 +1,7 @@
 """Every inlined copy of codec's layout agrees with codec.
 
 The write and read paths inline parts of the key and envelope layout for
-speed: ``writer.fast_entry_key`` builds ``NS_ENTRY + codec.BYTES_TAG/STR_TAG +
+speed: ``keyspace.fast_entry_key`` builds ``NS_ENTRY + codec.BYTES_TAG/STR_TAG +
 key`` without calling ``encode_key``, and the header readers
 (``codec.envelope_version``, ``expiry.envelope_expiry``,
 ``capacity.header_seq``) pick fields out of an envelope by position without
@@ -18,8 +18,7 @@ from tierstore import codec
 from tierstore.capacity import header_seq
 from tierstore.codec import EXPIRES_AT, MAX_KEY_BYTES, NEGATIVE, SAFE_STR_LEN, SEQ, TOMBSTONE, VERSION
 from tierstore.expiry import envelope_expiry
-from tierstore.keyspace import NS_ENTRY, entry_key
-from tierstore.writer import fast_entry_key
+from tierstore.keyspace import NS_ENTRY, entry_key, fast_entry_key
 
 
 class StrKey(str):
