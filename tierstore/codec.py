@@ -29,7 +29,7 @@ from typing import Any, Final, NamedTuple, TypeAlias
 import msgpack
 
 from .errors import CorruptRecord
-from .values import MAX_DEPTH, PLAIN_TYPES, pack_naming, unreadable
+from .values import MAX_DEPTH, PLAIN_TYPES, NotPlain, new_packer, pack_naming, unreadable
 
 __all__ = [
     "ABSENT",
@@ -276,24 +276,6 @@ def check_version(version: object) -> int:
     return version
 
 
-class _NotPlain(Exception):
-    """Raised by the strict packer at the first object msgpack would not give back as it is."""
-
-
-def _not_plain(obj: Any) -> Any:
-    raise _NotPlain
-
-
-def new_packer() -> msgpack.Packer:
-    """A packer for ``encode_record``: one per writer thread or lock (packers are not thread-safe).
-
-    It packs exact plain types only; a tuple, a subclass of dict/list/str/int or
-    anything msgpack does not know stops it, and ``encode_record`` takes the slow
-    path for that value.
-    """
-    return msgpack.Packer(strict_types=True, default=_not_plain)
-
-
 _loose_packer = msgpack.Packer  # the slow path's packer class: tuples as lists, subclasses as their base
 # A value nesting deeper than msgpack's reader allows takes at least this many bytes
 # to encode; shorter envelopes cannot hold one, so they skip the read-back check.
@@ -323,7 +305,7 @@ def encode_record(
     envelope = [FORMAT, version, expires_at, flags, value, written_at, ttl, seq, load_time]
     try:
         data: bytes = packer.pack(envelope)
-    except _NotPlain:
+    except NotPlain:
         packer.reset()
         data = pack_naming(_loose_packer(), envelope, value)
         return data, plain_value(value, data)

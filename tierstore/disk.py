@@ -153,9 +153,12 @@ class DiskTier:
             value: bytes | None = self._db_get(key, verify_checksums=True)
             return value
         except plyvel.CorruptionError as exc:
-            raise CorruptRecord(f"{self.path}: the block holding {key!r} is corrupt: {leveldb_message(exc)}") from None
+            raise self._corrupt_block(key, exc) from None
         finally:
             active.pop()
+
+    def _corrupt_block(self, key: bytes, exc: BaseException) -> CorruptRecord:
+        return CorruptRecord(f"{self.path}: the block holding {key!r} is corrupt: {leveldb_message(exc)}")
 
     def decoding_getter(self, decode: Callable[[bytes, int], _T], limit: int) -> Callable[[bytes], _T | None]:
         """``get``, then ``decode(value, limit)`` of what it finds, in one frame: the store's tier-2 read path.
@@ -172,9 +175,7 @@ class DiskTier:
                     raise self.closed_error()
                 data: bytes | None = db_get(key, verify_checksums=True)
             except plyvel.CorruptionError as exc:
-                raise CorruptRecord(
-                    f"{self.path}: the block holding {key!r} is corrupt: {leveldb_message(exc)}"
-                ) from None
+                raise self._corrupt_block(key, exc) from None
             finally:
                 active.pop()
             return None if data is None else decode(data, limit)

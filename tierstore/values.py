@@ -12,7 +12,7 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["MAX_DEPTH", "PLAIN_TYPES", "pack_naming", "unreadable"]
+__all__ = ["MAX_DEPTH", "PLAIN_TYPES", "NotPlain", "new_packer", "pack_naming", "unreadable"]
 
 # Lists/dicts a value may nest: msgpack's unpacker holds 1024 levels and the envelope takes one.
 MAX_DEPTH = 1023
@@ -81,3 +81,21 @@ def unreadable(value: Any) -> Exception | None:
 def _is_container(item: Any) -> bool:
     """Whether msgpack encodes ``item`` as an array or a map (an ``ExtType`` is a tuple but not an array)."""
     return isinstance(item, (list, tuple, dict)) and not isinstance(item, msgpack.ExtType)
+
+
+class NotPlain(Exception):
+    """Raised by the strict packer at the first object msgpack would not give back as it is."""
+
+
+def _not_plain(obj: Any) -> Any:
+    raise NotPlain
+
+
+def new_packer() -> msgpack.Packer:
+    """A packer for ``codec.encode_record``: one per writer thread or lock (packers are not thread-safe).
+
+    It packs exact plain types only; a tuple, a subclass of dict/list/str/int or
+    anything msgpack does not know stops it, and ``codec.encode_record`` takes the slow
+    path for that value.
+    """
+    return msgpack.Packer(strict_types=True, default=_not_plain)
