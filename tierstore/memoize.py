@@ -15,6 +15,8 @@ It has:
   the prefix your ``key`` function gives them).
 
 This module knows the store only through the three callables it is given.
+Thread-safety: the wrapper and its handle hold no state of their own; each call
+is as thread-safe as the store call it makes.
 """
 
 from __future__ import annotations
