@@ -4,7 +4,7 @@
 calls as the store's own, with their signatures and docstrings, and they cost
 no extra frame: loading (``loading.py``), the existence guard (``guard.py``),
 counters (``counters.py``), sorted indexes and their refreshers
-(``ranking.py``), checkpoints and sweeps (``durability.py``). The class holds
+(``ranking.py``), checkpoints and sweeps (``durability.py``), and ``stats``. The class holds
 no state and builds nothing: the store assigns the parts declared below when it
 opens. It never imports the store.
 """
@@ -21,10 +21,11 @@ from .counters import Counters
 from .disk import DiskTier
 from .durability import Durability
 from .errors import StoreClosed, TierStoreError
-from .guard import Guard
+from .guard import Guard, guard_stats
 from .leveldb import forked_error
 from .loading import Loading
 from .memoize import Cached, memoizer
+from .memory import MemoryTier
 from .ranking import DEFAULT_REFRESH_INTERVAL, IndexRefresher, Pairs, SortedIndex
 from .scheduler import Handle, Scheduler
 from .stats import Stats
@@ -51,10 +52,22 @@ class PartCalls:
     _indexes: dict[Key, SortedIndex]
     _indexes_lock: threading.Lock
     _durability: Durability
+    _memory: MemoryTier
 
     if TYPE_CHECKING:
 
         def delete_prefix(self, prefix: Key) -> int: ...
+
+    def stats(self) -> dict[str, int]:
+        """Counters of what the store did since it was opened."""
+        if self._forked:
+            raise self._unusable()
+        stats = self._stats.snapshot()
+        stats["evictions_memory"] = self._memory.evictions
+        stats["memory_items"] = len(self._memory)
+        stats["memory_bytes"] = self._memory.bytes
+        stats.update(guard_stats(self._guard))
+        return stats
 
     def _unusable(self) -> TierStoreError:
         """The error of a call on a closed store, or on one inherited by a forked child."""

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import msgpack
 import plyvel
 
-from .errors import CorruptRecord, CorruptStore, NotAStore, StorageFull, StoreClosed, StoreForked, TierStoreError
+from .errors import CorruptRecord, CorruptStore, NotAStore, StoreClosed, StoreForked, TierStoreError
 from .keyspace import (
     META_OPEN,
     META_SCHEMA,
@@ -40,11 +40,11 @@ from .leveldb import (
     on_fork,
     open_leveldb,
     os_failure,
+    write_error,
 )
 
 __all__ = [
     "DiskTier",
-    "write_error",
     "open_leveldb",
     "leveldb_message",
     "DEFAULT_CACHE_BYTES",
@@ -58,20 +58,6 @@ _CHUNK = 1024
 _T = TypeVar("_T")
 _META_SCHEMA = meta_key(META_SCHEMA)
 _META_OPEN = meta_key(META_OPEN)
-
-
-def write_error(path: str, exc: BaseException) -> TierStoreError:
-    """The typed error of a write LevelDB refused: a full disk, or a store damaged below."""
-    text = leveldb_message(exc)
-    if isinstance(exc, plyvel.CorruptionError):
-        return CorruptStore(
-            f"store {path} is damaged and LevelDB refuses every write ({text}); reads still work where they can. "
-            f"To recover: close it, run 'tierstore verify {path}', then move the directory aside "
-            "(a store with a persist_path restores its last checkpoint at the next open)"
-        )
-    if isinstance(exc, plyvel.IOError):
-        return StorageFull(f"write to {path} failed: {text}")
-    return TierStoreError(f"write to {path} failed: {text}")
 
 
 class DiskTier:

@@ -49,6 +49,7 @@ __all__ = [
     "on_fork",
     "os_failure",
     "forked_error",
+    "write_error",
 ]
 
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
@@ -284,3 +285,17 @@ def os_failure(exc: OSError, doing: str) -> TierStoreError:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def write_error(path: str, exc: BaseException) -> TierStoreError:
+    """The typed error of a write LevelDB refused: a full disk, or a store damaged below."""
+    text = leveldb_message(exc)
+    if isinstance(exc, plyvel.CorruptionError):
+        return CorruptStore(
+            f"store {path} is damaged and LevelDB refuses every write ({text}); reads still work where they can. "
+            f"To recover: close it, run 'tierstore verify {path}', then move the directory aside "
+            "(a store with a persist_path restores its last checkpoint at the next open)"
+        )
+    if isinstance(exc, plyvel.IOError):
+        return StorageFull(f"write to {path} failed: {text}")
+    return TierStoreError(f"write to {path} failed: {text}")

@@ -38,7 +38,7 @@ from .counters import Counters
 from .durability import Durability
 from .errors import CorruptRecord
 from .flight import Flights
-from .guard import Guard, guard_stats, open_guard
+from .guard import Guard, open_guard
 from .keyspace import STR_ENTRY, fast_entry_key
 from .leveldb import on_fork
 from .loading import Loading, StoreCore
@@ -158,13 +158,10 @@ class TierStore(MappingCalls, PartCalls):
         """Everything built over the open directory; a failure here is undone by ``_abandon_open``."""
         options = self._options
         self._guard: Guard | None = None
-        self._memory = memory_tier(
-            options.memory_policy,  # type: ignore[arg-type]  # validated by Options
-            options.memory_items,
-            options.memory_bytes,
-            self._stripes,
-            second_read=options.memory_admission == "second_read",
-        )
+        policy: Policy = options.memory_policy  # type: ignore[assignment]  # validated by Options
+        second_read = options.memory_admission == "second_read"
+        memory_items, memory_bytes = options.memory_items, options.memory_bytes
+        self._memory = memory_tier(policy, memory_items, memory_bytes, self._stripes, second_read=second_read)
         self._memory_get = self._memory.get
         self._epochs = self._memory.epochs
         self._get_record = self._disk.decoding_getter(unpack_record, options.max_value_bytes)
@@ -173,15 +170,9 @@ class TierStore(MappingCalls, PartCalls):
         self._admit = self._memory.admit
         self._seq = next_sequence(self._disk)
         self._durability = Durability(
-            self._disk,
-            options,
-            path=self.path,
-            restored=restored,
-            stats=self._stats,
-            scheduler=self._scheduler,
-            memory=self._memory,
-            stripes=self._stripes,
-        )
+            self._disk, options, path=self.path, restored=restored, stats=self._stats,
+            scheduler=self._scheduler, memory=self._memory, stripes=self._stripes,
+        )  # fmt: skip
         self._durability.schedule(self.checkpoint, self.sweep)
         self._guard = open_guard(self._disk, options.guard, options.bloom_capacity, options.bloom_error_rate)
         self._writer = Writer(
@@ -280,8 +271,7 @@ class TierStore(MappingCalls, PartCalls):
     def _fetch(self, key: Key) -> Record | None:
         """The record of ``key`` in tier 2, promoted into tier 1 unless a write of its stripe ran meanwhile.
 
-        The hot tier-2 path: ``fast_entry_key``'s str case and tier 1's ``is_first_read`` are inlined
-        (tests/property/test_inlined_layout.py and tests/test_memory.py tie them to the originals).
+        ``fast_entry_key``'s str case and ``MemoryTier.is_first_read`` are inlined (tests tie them).
         """
         if type(key) is str and len(key) <= _SAFE_STR:
             try:
@@ -352,17 +342,6 @@ class TierStore(MappingCalls, PartCalls):
         return Loading(core, self._options, self._stats, self._flights, self._scheduler, self._guard)
 
     # -- introspection and lifetime ---------------------------------------------------
-
-    def stats(self) -> dict[str, int]:
-        """Counters of what the store did since it was opened."""
-        if self._forked:
-            raise self._unusable()
-        stats = self._stats.snapshot()
-        stats["evictions_memory"] = self._memory.evictions
-        stats["memory_items"] = len(self._memory)
-        stats["memory_bytes"] = self._memory.bytes
-        stats.update(guard_stats(self._guard))
-        return stats
 
     @property
     def closed(self) -> bool:
