@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgpack
-import plyvel
 
+from ._plyvel import plyvel
 from .errors import CorruptRecord, CorruptStore, NotAStore, StorageFull, StoreClosed, StoreForked, TierStoreError
 from .keyspace import (
     META_OPEN,
