@@ -21,9 +21,9 @@ from typing import Any
 
 import cachetools
 import msgpack
-import plyvel
 
 from tierstore import TierStore
+from tierstore._plyvel import plyvel
 from tierstore.disk import DEFAULT_CACHE_BYTES
 
 from .config import Config

@@ -15,9 +15,9 @@ from typing import Any
 
 import cachetools
 import msgpack
-import plyvel
 
 from tierstore import TierStore
+from tierstore._plyvel import plyvel
 from tierstore.disk import DEFAULT_CACHE_BYTES
 
 from .settings import settings_note
@@ -162,6 +162,7 @@ def library_versions() -> dict[str, str]:
     versions = {
         "tierstore": tierstore.__version__,
         "plyvel": plyvel.__version__,
+        "leveldb_binding": plyvel.__name__,  # plyvel, or plyvel_next on Python 3.13 and later
         "leveldb": f"{plyvel.__leveldb_version__}",
         "msgpack": ".".join(map(str, msgpack.version)),
         "cachetools": cachetools.__version__,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import plyvel
-
 from tierstore import TierStore
+from tierstore._plyvel import plyvel
 from tierstore.codec import EXPIRES_AT, FLAGS, VERSION, is_tombstone, unpack_record
 from tierstore.expiry import decode_index_record, encode_time
 from tierstore.keyspace import META_EXPIRY_INDEX, NS_ENTRY, NS_EXPIRY, meta_key

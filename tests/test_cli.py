@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import plyvel
 import pytest
 
 from tierstore import ABSENT, TierStore
+from tierstore._plyvel import plyvel
 from tierstore.cli_format import Progress
 from tierstore.keyspace import NS_COUNTER, NS_ENTRY, NS_EXPIRY, NS_INDEX_ORDER, NS_META
 

@@ -6,10 +6,10 @@ import threading
 from collections.abc import Iterator
 
 import msgpack
-import plyvel
 import pytest
 
 from tierstore import StoreClosed, TierStore
+from tierstore._plyvel import plyvel
 from tierstore.counters import COUNTER_MAX, COUNTER_MIN, counter_key, counter_name, decode_count
 from tierstore.errors import CorruptRecord
 from tierstore.keyspace import NS_COUNTER

@@ -8,9 +8,9 @@ import threading
 from pathlib import Path
 
 import msgpack
-import plyvel
 import pytest
 
+from tierstore._plyvel import plyvel
 from tierstore.disk import DiskTier
 from tierstore.errors import CorruptRecord, SchemaTooNew, StoreClosed, StoreLocked, TierStoreError
 from tierstore.keyspace import (

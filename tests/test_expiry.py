@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import plyvel
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,6 +26,7 @@ from tests.expiry_checks import (
     index_records,
 )
 from tierstore import ABSENT, TierStore
+from tierstore._plyvel import plyvel
 from tierstore.codec import encode_key
 from tierstore.errors import CorruptRecord
 from tierstore.expiry import (

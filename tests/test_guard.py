@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import plyvel
 import pytest
 
 from tierstore import ABSENT, BloomFilter, StorageFull, StoreClosed, TierStore, TierStoreError
+from tierstore._plyvel import plyvel
 from tierstore.codec import encode_key
 from tierstore.disk import DiskTier
 from tierstore.guard import META_FILTER

@@ -74,3 +74,24 @@ def test_ranking_still_exports_what_the_store_imports_from_it() -> None:
     from tierstore import ranking
 
     assert {"SortedIndex", "IndexRefresher", "DEFAULT_REFRESH_INTERVAL", "Pairs"} <= set(vars(ranking))
+
+
+def test_architecture_doc_names_only_modules_that_exist() -> None:
+    """docs/architecture.md (linked from the README) names real modules and namespaces."""
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    assert "docs/architecture.md" in (ROOT / "README.md").read_text()
+    named = set(re.findall(r"`(\w+)\.py`", doc))
+    assert named and named <= set(modules())
+    from tierstore import keyspace
+
+    for byte in re.findall(r"^\| `(\w)`", doc, re.M):
+        assert byte.encode() in keyspace.NAMESPACES, byte
+
+
+def test_the_project_carries_its_own_design() -> None:
+    """No file of the project refers to a design document outside it."""
+    outside = "DESIGN" + ".md"
+    files = [ROOT / "README.md", ROOT / "setup.cfg", ROOT / "pyproject.toml"]
+    for folder in ("tierstore", "bench", "tests", "docs", "scripts"):
+        files += [p for p in (ROOT / folder).rglob("*") if p.suffix in {".py", ".md", ".txt", ".cfg", ".toml"}]
+    assert [str(p.relative_to(ROOT)) for p in files if outside in p.read_text()] == []

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import plyvel
 import pytest
 
 from tests.conftest import FakeClock
 from tierstore import StoreLocked, TierStore, TierStoreError, restore
+from tierstore._plyvel import plyvel
 from tierstore.checkpoint_record import (
     CHECKPOINT_RECORD,
     META_CHECKPOINT_GENERATION,

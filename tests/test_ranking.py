@@ -9,12 +9,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import plyvel
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tierstore import SortedIndex, StoreClosed, TierStore, index_codec, ranking
+from tierstore._plyvel import plyvel
 from tierstore.codec import encode_key
 from tierstore.errors import CorruptRecord
 from tierstore.index_codec import decode_score, encode_score

@@ -8,11 +8,11 @@ import stat
 from typing import Any
 
 import msgpack
-import plyvel
 import pytest
 
 from tests.conftest import FakeClock
 from tierstore import ABSENT, Entry, StoreClosed, TierStore
+from tierstore._plyvel import plyvel
 from tierstore.codec import SEQ, encode_key
 from tierstore.keyspace import NS_ENTRY
 

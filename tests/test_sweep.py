@@ -8,11 +8,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import plyvel
 import pytest
 
 from tests.conftest import FakeClock
 from tierstore import ABSENT, TierStore
+from tierstore._plyvel import plyvel
 from tierstore.capacity import OrderRecord, decode_order_record, header_seq, order_key, parse_order_key
 from tierstore.codec import EXPIRES_AT, SEQ, Key, encode_key, is_tombstone, unpack_record
 from tierstore.disk import DiskTier

@@ -38,8 +38,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgpack
-import plyvel
 
+from ._plyvel import plyvel
 from .checkpoint_copy import CopyWriter, merge
 from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NOT_DATA, WORKING_ONLY, checkpoint_info
 from .disk import DEFAULT_CACHE_BYTES, DiskTier, leveldb_message, make_private_dirs, open_leveldb

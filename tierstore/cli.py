@@ -57,9 +57,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-import plyvel
-
 from . import reader
+from ._plyvel import plyvel
 from .cli_commands import (
     EXIT_FINDING,
     EXIT_OK,

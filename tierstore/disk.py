@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import msgpack
-import plyvel
 
+from ._plyvel import plyvel
 from .errors import CorruptRecord, CorruptStore, NotAStore, StoreClosed, StoreForked, TierStoreError
 from .keyspace import (
     META_OPEN,

@@ -33,8 +33,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-import plyvel
-
+from ._plyvel import plyvel
 from .errors import CorruptStore, PermissionDenied, StorageFull, StoreForked, StoreLocked, TierStoreError
 
 __all__ = [

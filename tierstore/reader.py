@@ -30,8 +30,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-import plyvel
-
+from ._plyvel import plyvel
 from .bloom import BloomFilter
 from .checkpoint_record import CHECKPOINT_RECORD
 from .codec import FLAGS, NEGATIVE, Key, Record, RecordState, decode_key, record_state, unpack_record

@@ -15,8 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-import plyvel
-
+from ._plyvel import plyvel
 from .capacity import decode_order_record
 from .checkpoint_record import META_CHECKPOINT
 from .checkpoint_record import decode_checkpoint_info as check_checkpoint

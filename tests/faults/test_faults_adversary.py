@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import plyvel
 import pytest
 
 from tierstore import NotAStore, StoreLocked, TierStore, TierStoreError
 from tierstore import restore as restore_module
+from tierstore._plyvel import plyvel
 
 ROOT = str(Path(__file__).resolve().parents[2])
 

@@ -14,10 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import plyvel
 import pytest
 
 from tierstore import TierStore
+from tierstore._plyvel import plyvel
 from tierstore.keyspace import NS_META, meta_key
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import plyvel
 import pytest
 
 from tierstore import TierStore, TierStoreError, cli
+from tierstore._plyvel import plyvel
 from tierstore.codec import encode_key
 from tierstore.keyspace import META_SEQ, NS_ENTRY, NS_META, meta_key
 
