@@ -50,10 +50,17 @@ def test_no_pickle_anywhere() -> None:
 
 
 def test_readme_layout_names_every_module() -> None:
-    """The README's module map lists each module of the package, and no module that is gone."""
+    """The README's module map lists each module of the package and its subpackages, and no module that is gone."""
     section = (ROOT / "README.md").read_text().partition("## Layout")[2].partition("\n## ")[0]
-    named = set(re.findall(r"`(\w+)\.py`", section))
-    assert named == set(modules()) - {"__init__", "__main__"}
+    named = set(re.findall(r"`(?:\w+/)?(\w+)\.py`", section))
+    every = {path.stem for path in PACKAGE.rglob("*.py")}
+    assert named == every - {"__init__", "__main__"}
+
+
+def test_the_store_never_imports_its_integrations() -> None:
+    """``integrations/`` sits above the store: no module of the package proper imports it."""
+    offenders = {m for m in modules() if any(i.startswith("integrations") for i in package_imports(m))}
+    assert offenders == set()
 
 
 # A format module is shared by readers that must not pull in the machinery that writes it.
