@@ -153,6 +153,19 @@ def test_invalidate_detaches_the_flight_but_its_waiters_still_get_a_value() -> N
     assert leader_out == ["old"] and waiter_out == ["old"]
 
 
+def test_invalidate_prefix_detaches_the_flights_under_it_of_its_kind_only() -> None:
+    flights = Flights(lease=30.0)
+    keys: list[Any] = ["user:1", "user:2", "users", b"user:1", "post:1"]
+    begun = {key: flights.begin(key)[0] for key in keys}
+    assert flights.invalidate_prefix("user:") == 2
+    assert [key for key in keys if flights.admits(begun[key])] == ["users", b"user:1", "post:1"]
+    assert flights.invalidate_prefix(b"") == 1
+    assert not flights.admits(begun[b"user:1"])
+    assert flights.invalidate_prefix(None) == 2
+    assert flights.in_flight == {}
+    assert flights.invalidate_prefix("") == 0
+
+
 def test_invalidate_without_a_flight_keeps_no_state() -> None:
     flights = Flights(lease=30.0)
     for i in range(100):

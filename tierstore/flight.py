@@ -21,6 +21,10 @@ This module knows nothing of tiers or LevelDB; the store hands it callables.
   ``TierStoreError`` whose ``__cause__`` is it. Nothing is kept: the key is free.
 - A caller that would wait for a load its own thread is running (a loader
   asking for its own key) raises ``RuntimeError`` at once instead.
+- ``invalidate_prefix(prefix)`` does the same for every key in flight that
+  starts with ``prefix`` (a str prefix: str keys; bytes: bytes keys; ``None``:
+  every key), for ``delete_prefix`` and ``clear``: a load of such a key that
+  began before it never fills the cache, whether or not the key was stored.
 - Renewals (loads of a key that still has a value to serve) are rate limited
   per key by ``claim_renewal``; only keys renewed in the last interval are kept.
 - A lease runs from ``begin``: a background load queued behind busy workers uses
@@ -158,6 +162,14 @@ class Flights:
         with self._lock:
             self.in_flight.pop(key, None)
 
+    def invalidate_prefix(self, prefix: str | bytes | None) -> int:
+        """``invalidate`` every key in flight under ``prefix`` (``None``: all); how many were detached."""
+        with self._lock:
+            doomed = [key for key in self.in_flight if prefix is None or _under(key, prefix)]
+            for key in doomed:
+                del self.in_flight[key]
+            return len(doomed)
+
     def lead(self, flight: Flight, load: Callable[[Flight], Any]) -> Any:
         """Run ``load(flight)`` as the flight's leader and publish its outcome."""
         flight.owner = threading.get_ident()
@@ -239,6 +251,13 @@ class Flights:
                 break
             del self._renewed[key]
         self._prune_at = max(_PRUNE_FLOOR, 2 * len(self._renewed))
+
+
+def _under(key: Hashable, prefix: str | bytes) -> bool:
+    """Whether ``key`` is of the prefix's kind (str or bytes) and starts with it."""
+    if isinstance(prefix, str):
+        return isinstance(key, str) and key.startswith(prefix)
+    return isinstance(key, bytes) and key.startswith(prefix)
 
 
 def _refuse_reentry(flight: Flight) -> None:

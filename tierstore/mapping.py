@@ -1,9 +1,11 @@
-"""The dict-like protocol of ``TierStore``: ``in``, ``[]``, ``del``, iteration, ``keys()``/``items()``.
+"""The dict-like protocol of ``TierStore``: ``in``, ``[]``, ``del``, ``len``, iteration, ``keys()``/``items()``.
 
 ``TierStore`` inherits ``MappingCalls`` (``help(TierStore)`` shows its calls as the
 store's own). ``store[key]``, ``store[key] = value`` and ``del store[key]`` are the
 store's ``get``, ``set`` and ``delete``; ``in`` and the listings keep what
-``codec.record_state`` calls live. A listing scans tier 2 in key order (bytes keys
+``codec.record_state`` calls live. ``len(store)`` counts live entries with one
+scan of tier 2 (O(entries): every record is read and decoded), so an open
+store is always true (``bool`` does not scan). A listing scans tier 2 in key order (bytes keys
 before str keys) from one snapshot, in chunks (``DiskTier.scan``); a record that
 does not decode, or whose key does not, is skipped and counted as corrupt. The
 class declares what it uses of the store for the type checker; this module
@@ -16,8 +18,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import codec
+from .bulk import BulkCalls
 from .clock import TTL, Clock
 from .codec import VALUE, Key, Record, RecordState, record_state, unpack_record
+from .conditional import ConditionalCalls
 from .disk import DiskTier
 from .errors import CorruptRecord, TierStoreError
 from .keyspace import NS_ENTRY, entry_key
@@ -28,8 +32,10 @@ _MISSING = object()
 _LIVE = RecordState.LIVE
 
 
-class MappingCalls:
-    """``in``, ``[]``, ``del``, iteration and the listings of live entries, over the store's own calls.
+class MappingCalls(BulkCalls, ConditionalCalls):
+    """``in``, ``[]``, ``del``, ``len``, iteration and the listings of live entries, over the store's own calls.
+
+    It also brings in the calls on many keys (``bulk``) and the read-then-write calls (``conditional``).
 
     What they use of the store, which sets or defines it, is declared here for the type checker.
     """
@@ -69,6 +75,14 @@ class MappingCalls:
     def __delitem__(self, key: Key) -> None:
         if not self.delete(key):
             raise KeyError(key)
+
+    def __len__(self) -> int:
+        """The number of live entries: one scan of tier 2, O(entries) (see the module doc)."""
+        return sum(1 for _ in self._live_items(None))
+
+    def __bool__(self) -> bool:
+        """Always true: an empty store is still a store (and ``len`` would scan)."""
+        return True
 
     def __iter__(self) -> Iterator[Key]:
         return self.keys()

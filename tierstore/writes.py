@@ -15,6 +15,9 @@ branching on them per write::
     writes = CapacityWrites(writes, capacity)   # only with disk_capacity_bytes
 
 Callers hold the key's stripe lock (layers may read the record they replace).
+``batch`` writes many entries (puts and deletes of distinct keys, each with what
+rides along) in one LevelDB batch: all of them or none (``set_many``,
+``delete_many``, ``delete_prefix``); its callers hold every key's stripe lock.
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ from .capacity import Capacity, entry_size, order_op
 from .disk import DiskTier
 from .keyspace import Op
 
-__all__ = ["EntryWrites", "DiskWrites", "CapacityWrites", "entry_writes"]
+__all__ = ["EntryWrites", "DiskWrites", "CapacityWrites", "entry_writes", "BatchItem"]
+
+# One entry of a batch: its LevelDB key, its envelope (None: delete it), its write
+# sequence (0 for a delete) and the records that ride along.
+BatchItem = tuple[bytes, "bytes | None", int, "list[Op] | None"]
 
 
 class EntryWrites(Protocol):
@@ -34,6 +41,8 @@ class EntryWrites(Protocol):
     def put(self, disk_key: bytes, data: bytes, seq: int, extra: list[Op] | None = None) -> None: ...
 
     def delete(self, disk_key: bytes, extra: list[Op] | None = None) -> None: ...
+
+    def batch(self, items: list[BatchItem]) -> None: ...
 
 
 def entry_writes(disk: DiskTier, capacity: Capacity | None) -> EntryWrites:
@@ -65,6 +74,14 @@ class DiskWrites:
         ops.append((disk_key, None))
         self._disk.write(ops)
 
+    def batch(self, items: list[BatchItem]) -> None:
+        ops: list[Op] = []
+        for disk_key, data, _, extra in items:
+            if extra:
+                ops.extend(extra)
+            ops.append((disk_key, data))
+        self._disk.write(ops)
+
 
 class CapacityWrites:
     """Keeps each entry's write-order record and the byte total for ``disk_capacity_bytes``."""
@@ -83,6 +100,19 @@ class CapacityWrites:
         ops, delta = self._capacity.replacing(disk_key)
         self._inner.delete(disk_key, _joined(ops, extra))
         self._capacity.grow(delta)
+
+    def batch(self, items: list[BatchItem]) -> None:
+        joined: list[BatchItem] = []
+        total = 0
+        for disk_key, data, seq, extra in items:  # distinct keys: each read sees the record it replaces
+            ops, delta = self._capacity.replacing(disk_key)
+            if data is not None:
+                ops.append(order_op(seq, disk_key, data))
+                delta += entry_size(disk_key, data)
+            joined.append((disk_key, data, seq, _joined(ops, extra)))
+            total += delta
+        self._inner.batch(joined)
+        self._capacity.grow(total)
 
 
 def _joined(ops: list[Op], extra: list[Op] | None) -> list[Op]:

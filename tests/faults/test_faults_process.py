@@ -101,6 +101,8 @@ def _read_calls(store: TierStore) -> list[tuple[str, Callable[[], Any]]]:
         ("len_index", lambda: len(index)),
         ("stats", store.stats),
         ("drain", store.drain),
+        ("len", lambda: len(store)),
+        ("get_many", lambda: store.get_many(["k1", "k2"])),
     ]
 
 
@@ -123,6 +125,13 @@ def _write_calls(store: TierStore) -> list[tuple[str, Callable[[], Any]]]:
         ("checkpoint", store.checkpoint),
         ("refresh_every", lambda: store.refresh_every("r", lambda: 1, 60)),
         ("keep_fresh", lambda: store.keep_fresh("board", lambda: [("z", 1.0)])),
+        ("add", lambda: store.add("new", 1)),
+        ("touch", lambda: store.touch("k1", ttl=5)),
+        ("pop", lambda: store.pop("k1")),
+        ("set_many", lambda: store.set_many({"k1": "child", "new": 1})),
+        ("delete_many", lambda: store.delete_many(["k1", "k2"])),
+        ("delete_prefix", lambda: store.delete_prefix("k")),
+        ("clear", store.clear),
     ]
 
 

@@ -2,7 +2,9 @@
 
 It covers unversioned and versioned sets, deletes, ABSENT, expiry with a stale
 window, reopening the directory and tier-1 pressure (tier 1 holds 2 entries of
-a 6-key pool), and checks every read against the model.
+a 6-key pool), the calls on many keys (``set_many``, ``delete_many``,
+``delete_prefix``, ``clear``, ``get_many``, ``len``) and the read-then-write
+ones (``add``, ``touch``, ``pop``), and checks every read against the model.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ VALUES = st.one_of(
     st.dictionaries(st.text(max_size=3), st.integers(min_value=0, max_value=9), max_size=3),
 )
 VERSIONS = st.integers(min_value=0, max_value=6)
+PREFIXES = st.sampled_from(["", "a", "c", "\u00e9", b"", b"a", b"\x00", "b"])
 TTLS = st.one_of(st.just(...), st.none(), st.sampled_from([1.0, 5.0, 30.0]))
 STALE_TTL = 5.0
 NEGATIVE_TTL = 10.0
@@ -133,6 +136,72 @@ class StoreMachine(RuleBasedStateMachine):
         else:
             self.model.pop(key, None)
 
+    def _deleted(self, key: Any) -> None:
+        """The model of a delete without a version (a tombstone stays as it is)."""
+        record = self.model.get(key)
+        if record is None or record.tombstone:
+            return
+        if record.version:
+            self.model[key] = ModelRecord(None, record.version, self.clock.now + TOMBSTONE_TTL, tombstone=True)
+        else:
+            del self.model[key]
+
+    @rule(key=KEYS, value=st.one_of(VALUES, st.just(ABSENT)), ttl=TTLS, version=st.one_of(st.none(), VERSIONS))
+    def add(self, key: Any, value: Any, ttl: Any, version: int | None) -> None:
+        applied = not self._live(key) and (version is None or version > self._version(key))
+        assert self.store.add(key, value, ttl=ttl, version=version) is applied
+        if applied:
+            kept = self._version(key) if version is None else version
+            negative = value is ABSENT
+            expires_at = self._expiry(ttl, negative)
+            self.model[key] = ModelRecord(None if negative else normalize(value), kept, expires_at, negative=negative)
+
+    @rule(key=KEYS)
+    def pop(self, key: Any) -> None:
+        marker = object()
+        expected = self.model[key].value if self._live(key) else marker
+        assert self.store.pop(key, marker) == expected
+        self._deleted(key)
+
+    @rule(key=KEYS, ttl=TTLS)
+    def touch(self, key: Any, ttl: Any) -> None:
+        live = self._live(key)
+        assert self.store.touch(key, ttl=ttl) is live
+        if live:
+            self.model[key].expires_at = self._expiry(ttl, False)
+
+    @rule(mapping=st.dictionaries(KEYS, st.one_of(VALUES, st.just(ABSENT)), max_size=4), ttl=TTLS)
+    def set_many(self, mapping: dict[Any, Any], ttl: Any) -> None:
+        assert self.store.set_many(mapping, ttl=ttl) == len(mapping)
+        for key, value in mapping.items():
+            negative = value is ABSENT
+            self.model[key] = ModelRecord(
+                None if negative else normalize(value), self._version(key), self._expiry(ttl, negative), negative
+            )
+
+    @rule(keys=st.lists(KEYS, max_size=4))
+    def delete_many(self, keys: list[Any]) -> None:
+        assert self.store.delete_many(keys) == len({key for key in keys if self._live(key)})
+        for key in keys:
+            self._deleted(key)
+
+    @rule(prefix=PREFIXES)
+    def delete_prefix(self, prefix: Any) -> None:
+        under = [key for key in self.model if type(key) is type(prefix) and key.startswith(prefix)]
+        assert self.store.delete_prefix(prefix) == sum(self._live(key) for key in under)
+        for key in under:
+            self._deleted(key)
+
+    @rule()
+    def clear(self) -> None:
+        assert self.store.clear() == sum(self._live(key) for key in self.model)
+        for key in list(self.model):
+            self._deleted(key)
+
+    @rule(keys=st.lists(KEYS, max_size=6))
+    def get_many(self, keys: list[Any]) -> None:
+        assert self.store.get_many(keys) == {key: self.model[key].value for key in keys if self._live(key)}
+
     @rule(seconds=st.sampled_from([0.5, 1.0, 4.0, 6.0, 15.0, 40.0]))
     def advance_clock(self, seconds: float) -> None:
         self.clock.now += seconds
@@ -176,6 +245,7 @@ class StoreMachine(RuleBasedStateMachine):
     def live_keys_agree(self) -> None:
         expected = {k for k in self.model if self._live(k)}
         assert set(self.store.keys()) == expected
+        assert len(self.store) == len(expected)
 
 
 TestStoreMachine = StoreMachine.TestCase

@@ -1,0 +1,98 @@
+"""The read-then-write calls of ``TierStore`` on one key: ``add``, ``touch``, ``pop``.
+
+``TierStore`` inherits ``ConditionalCalls``. Each call reads the key's record
+and writes under the key's stripe lock, so it is atomic per key: of many
+threads racing ``add`` on one key exactly one stores, of many racing ``pop``
+exactly one gets the value. ``add`` goes through the writer (the version rule,
+the guard, the expiry index, tier-1 epochs as ``set``); ``touch`` and ``pop``
+through ``batch.Batch``. This module never imports the store.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .batch import BatchAccess
+from .clock import TTL, Clock, check_ttl
+from .codec import Key, RecordState, record_state
+from .errors import TierStoreError
+from .keyspace import entry_key
+
+__all__ = ["ConditionalCalls"]
+
+_LIVE = RecordState.LIVE
+
+
+class _Raise:
+    """The type of ``pop``'s default default: raise ``KeyError``."""
+
+    def __repr__(self) -> str:
+        return "<raise KeyError>"
+
+
+_RAISE: Any = _Raise()
+
+
+class ConditionalCalls(BatchAccess):
+    """``add``, ``touch`` and ``pop``; the store sets the attributes declared here when it opens."""
+
+    _closed: bool
+    _clock: Clock
+
+    if TYPE_CHECKING:
+
+        def _unusable(self) -> TierStoreError: ...
+
+    def add(self, key: Key, value: Any, *, ttl: TTL = ..., version: int | None = None) -> bool:
+        """Store ``value`` only if ``key`` has no live entry (a negative or expired one counts as absent).
+
+        The version rule still applies (with ``version``, only above the stored one,
+        tombstones included; without, the current version is kept). ``True`` when
+        stored; a lost ``add`` counts in ``sets_rejected``. Thread-safety: the check
+        and the write hold the key's stripe lock: one of many racing adds stores.
+        """
+        if self._closed:
+            raise self._unusable()
+        disk_key = entry_key(key)
+        writer, flights, clock = self._writer, self._flights, self._clock
+
+        def absent() -> bool:  # called by the writer under the key's lock
+            current = writer.current(key, disk_key)
+            if current is not None and record_state(current, clock()) is _LIVE:
+                return False
+            flights.invalidate(key)  # a write: bump the fill generation
+            return True
+
+        return writer.write(key, value, ttl, version, admit=absent)
+
+    def touch(self, key: Key, ttl: TTL = ...) -> bool:
+        """Give the live entry of ``key`` a new expiry (``ttl`` as in ``set``), its value and version unchanged.
+
+        ``False`` for a missing, negative, expired (stale included) or deleted entry.
+        The expiry index and tier 1 follow; the TTL jitter applies. Thread-safety:
+        holds the key's stripe lock.
+        """
+        if self._closed:
+            raise self._unusable()
+        disk_key = entry_key(key)
+        if ttl is not ... and ttl is not None:
+            check_ttl(ttl)
+        return self._batch.touch(key, disk_key, ttl)
+
+    def pop(self, key: Key, default: Any = _RAISE) -> Any:
+        """The live value of ``key``, deleted in the same step (as ``delete`` does: tombstone, fill generation).
+
+        Without a live entry: ``default``, or ``KeyError`` when none is given (a
+        negative or expired entry is still deleted). Thread-safety: the read and
+        the delete hold the key's stripe lock: one of many racing pops gets the value.
+        """
+        if self._closed:
+            raise self._unusable()
+        disk_key = entry_key(key)
+        found, value = self._batch.pop(key, disk_key)
+        self._stats.counts["deletes"]()
+        if found:
+            return value
+        if default is _RAISE:
+            raise KeyError(key)
+        return default
