@@ -284,6 +284,17 @@ class TierStore(MappingCalls, PartCalls):
         self._corrupt_logged = True
         log.log(level, "%s: record %r is corrupt and reads as a miss: %s", self.path, disk_key, exc)
 
+    def report_corrupt(self, key: Key, reason: str) -> None:
+        """Count a value of ``key`` that a caller's own check refused (a forged or damaged payload).
+
+        For layers that keep their own format inside values (the Django backend's signed
+        pickles): the value reads as a miss to them, and here it is counted in
+        ``stats()["corrupt_records"]`` and logged like a damaged record.
+        """
+        if self._closed:
+            raise self._unusable()
+        self._count_corrupt(fast_entry_key(key), CorruptRecord(reason))
+
     def get_entry(self, key: Key) -> Entry | None:
         """The entry of ``key`` with its metadata; ``stale=True`` within ``stale_ttl`` after expiry."""
         record = self._read(key)
