@@ -264,6 +264,21 @@ def test_delete_prefix_matches_by_kind_and_prefix_in_batches(store_path: str) ->
         assert store.delete_prefix(b"user") == 1
         assert store.delete_prefix("nothing-here") == 0
         assert len(store) == 3
+    with open_store(store_path) as store:
+        assert store.get("user:0042") is None and store.get(b"user:1") is None and len(store) == 3
+        assert store.set("user:v", "old", version=3) is False
+        assert store.set("user:v", "new", version=4) is True
+
+
+def test_set_many_past_the_capacity_evicts_in_the_background(store_path: str) -> None:
+    with open_store(store_path, disk_capacity_bytes=50_000) as store:
+        for round_ in range(4):
+            store.set_many({f"k{round_}-{i}": "x" * 500 for i in range(60)})
+        assert store.drain(WAIT)
+        capacity = store._durability.capacity
+        assert capacity is not None and capacity.total == entry_bytes(store) <= 50_000
+        assert store.stats()["evictions_disk"] > 0
+        assert store.get("k3-59") == "x" * 500  # the newest writes stay
 
 
 @pytest.mark.parametrize("prefix", [1, None, bytearray(b"a"), memoryview(b"a"), ["a"]])

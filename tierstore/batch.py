@@ -9,7 +9,8 @@ and the read-then-write calls of one key (``pop``, ``touch``) write through
 - The version rule: an unversioned entry keeps the key's current version; a
   delete leaves a tombstone at the current version (a key at version 0 is
   removed outright); a tombstone already there is left as it is.
-- Fill generations: every key written or deleted is invalidated in ``Flights``.
+- Fill generations: every key written or deleted is invalidated in ``Flights``
+  (``touch`` keeps the value, so a load in flight may still land after it).
 - Tier 1: ``begin_write`` of every key before the tier-2 batch, ``put`` or
   ``discard`` of every key after it (see ``memory``): no reader sees new then old.
 - What rides along: the expiry index record of each entry with an expiry and,

@@ -144,7 +144,8 @@ class BulkCalls(BatchAccess):
         """Delete every entry (``delete_prefix`` of both key kinds); returns how many were live.
 
         Entries only: counters, sorted indexes, the existence filter and stats stay,
-        and tombstones keep deleted keys' versions.
+        and tombstones keep deleted keys' versions. Every load in flight never stores
+        its result. Thread-safety: as ``delete_prefix``.
         """
         if self._closed:
             raise self._unusable()

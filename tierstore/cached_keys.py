@@ -15,9 +15,11 @@ import msgpack
 
 from . import codec
 
-__all__ = ["name_prefix", "function_prefix", "call_key"]
+__all__ = ["name_prefix", "function_prefix", "call_key", "call_prefixes"]
 
-_HASHED_TAIL = len(b"sha256:") + hashlib.sha256().digest_size
+_HASHED = b"sha256:"
+_HASHED_TAIL = len(_HASHED) + hashlib.sha256().digest_size
+_ARGS_HEADER = b"\x92"  # msgpack's header of the 2-element array [args, kwargs] every key packs
 
 
 def name_prefix(name: object) -> bytes:
@@ -68,5 +70,13 @@ def call_key(prefix: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> by
     except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(f"cannot build a cache key from the arguments ({exc}); pass key= to build one") from None
     if len(prefix) + len(packed) >= codec.MAX_KEY_BYTES:
-        return prefix + b"sha256:" + hashlib.sha256(packed).digest()
+        return prefix + _HASHED + hashlib.sha256(packed).digest()
     return prefix + packed
+
+
+def call_prefixes(prefix: bytes) -> tuple[bytes, bytes]:
+    """What every ``call_key(prefix, ...)`` starts with: the prefix and the packed arguments' header, or
+    the prefix and the hash's tag. Narrower than ``prefix`` alone, so clearing ``name="f"`` leaves the
+    keys of ``name="f:g"`` alone (a name never encodes to the header byte, which UTF-8 never starts a
+    character with)."""
+    return prefix + _ARGS_HEADER, prefix + _HASHED

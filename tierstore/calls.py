@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from .clock import TTL, check_seconds
 from .codec import Key, encode_key
@@ -24,6 +24,7 @@ from .errors import StoreClosed, TierStoreError
 from .guard import Guard
 from .leveldb import forked_error
 from .loading import Loading
+from .memoize import Cached, memoizer
 from .ranking import DEFAULT_REFRESH_INTERVAL, IndexRefresher, Pairs, SortedIndex
 from .scheduler import Handle, Scheduler
 from .stats import Stats
@@ -50,6 +51,10 @@ class PartCalls:
     _indexes: dict[Key, SortedIndex]
     _indexes_lock: threading.Lock
     _durability: Durability
+
+    if TYPE_CHECKING:
+
+        def delete_prefix(self, prefix: Key) -> int: ...
 
     def _unusable(self) -> TierStoreError:
         """The error of a call on a closed store, or on one inherited by a forked child."""
@@ -112,7 +117,7 @@ class PartCalls:
         return self._scheduler.drain(timeout)
 
     @overload
-    def cached(self, fn: Callable[_P, _R], /) -> Callable[_P, _R]: ...
+    def cached(self, fn: Callable[_P, _R], /) -> Cached[_P, _R]: ...
 
     @overload
     def cached(
@@ -123,7 +128,7 @@ class PartCalls:
         ttl: TTL = ...,
         key: Callable[..., Key] | None = None,
         name: str | None = None,
-    ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
+    ) -> Callable[[Callable[_P, _R]], Cached[_P, _R]]: ...
 
     def cached(
         self,
@@ -143,8 +148,26 @@ class PartCalls:
         arguments. ``key=`` is a callable building the key from the arguments instead.
         A lambda or a function defined inside another needs ``name=`` or ``key=``
         (``TypeError`` at decoration): two closures must never share entries.
+
+        The wrapper has ``.key(*args, **kwargs)`` (the call's cache key),
+        ``.invalidate(*args, **kwargs)`` and ``.cache_clear()`` (every entry of the
+        function; ``TypeError`` with ``key=``, whose keys share no known prefix).
         """
-        decorate = self._loading.cached(ttl, key, name)
+        loading = self._loading
+
+        def load(cache_key: Key, loader: Callable[[], Any], load_ttl: Any) -> Any:
+            if self._closed:
+                raise self._unusable()
+            return loading.get_or_load(cache_key, loader, load_ttl)
+
+        decorate: Callable[[Callable[_P, _R]], Cached[_P, _R]] = memoizer(
+            ttl=ttl,
+            key=key,
+            name=name,
+            get_or_load=load,
+            invalidate=self.invalidate,
+            delete_prefix=self.delete_prefix,
+        )
         return decorate if fn is None else decorate(fn)
 
     # -- existence guard (bloom.py) -------------------------------------------------

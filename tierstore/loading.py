@@ -1,4 +1,4 @@
-"""Loading: ``get_or_load``, renewals ahead of expiry, periodic refresh, delayed deletes, ``cached``.
+"""Loading: ``get_or_load``, renewals ahead of expiry, periodic refresh, delayed deletes.
 
 The single-flight loading of ``get_or_load`` (README, "Decisions"), over a store it knows only through
 ``StoreCore`` (a few bound primitives) and the parts it shares with the store
@@ -37,23 +37,19 @@ The single-flight loading of ``get_or_load`` (README, "Decisions"), over a store
   (``TypeError``/``ValueError``/``OverflowError`` naming the key); nothing is stored.
 - A loader that asks for its own key in its own thread gets ``RuntimeError`` at
   once (see ``flight``); loading other keys from a loader works.
-- ``cached`` keys start with ``name=`` or the function's module and qualified
-  name; lambdas, ``<locals>`` functions and bound methods need ``name=`` or ``key=``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, Protocol
 
 from . import codec
-from .cached_keys import call_key, function_prefix, name_prefix
 from .clock import check_seconds, check_ttl
 from .codec import (
     ABSENT,
@@ -82,8 +78,6 @@ __all__ = ["Loading", "StoreCore", "Write"]
 
 log = logging.getLogger("tierstore")
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 _LIVE, _NEGATIVE, _STALE = RecordState.LIVE, RecordState.NEGATIVE, RecordState.STALE
 
 
@@ -124,7 +118,7 @@ class StoreCore:
 
 
 class Loading:
-    """The loading algorithm of one store: foreground loads, background renewals, ``cached``."""
+    """The loading algorithm of one store: foreground loads, background renewals (``memoize`` builds on it)."""
 
     def __init__(
         self,
@@ -335,40 +329,6 @@ class Loading:
     def _delete_again(self, key: Key) -> None:
         if not self._core.is_closed():
             self._core.delete(key)
-
-    # -- memoizing ------------------------------------------------------------------------
-
-    def cached(
-        self, ttl: Any = ..., key: Callable[..., Key] | None = None, name: str | None = None
-    ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
-        """A decorator memoizing a function through ``get_or_load``, keyed by ``key(...)`` or ``call_key``.
-
-        Keys start with ``name`` or, by default, the function's module and qualified
-        name; a lambda or a function defined in another (``<locals>``) needs ``name=``
-        or ``key=``, since two closures from one factory share a qualified name.
-        """
-        if ttl is not ...:
-            check_ttl(ttl)
-        if key is not None and not callable(key):
-            raise TypeError(f"key must be a callable building the key from the arguments, not {type(key).__name__}")
-        if key is not None and name is not None:
-            raise TypeError("cached takes name= or key=, not both: key= builds the whole key")
-        named = None if name is None else name_prefix(name)
-        check_open, get_or_load = self._check_open, self.get_or_load
-
-        def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-            prefix = named if named is not None or key is not None else function_prefix(fn)
-
-            @functools.wraps(fn)
-            def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-                cache_key = key(*args, **kwargs) if key is not None else call_key(prefix or b"", args, kwargs)
-                check_open()
-                result: _R = get_or_load(cache_key, lambda: fn(*args, **kwargs), ttl)
-                return result
-
-            return wrapper
-
-        return decorate
 
 
 def _plain(key: Key, value: Any) -> Any:

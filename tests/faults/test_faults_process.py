@@ -132,6 +132,7 @@ def _write_calls(store: TierStore) -> list[tuple[str, Callable[[], Any]]]:
         ("delete_many", lambda: store.delete_many(["k1", "k2"])),
         ("delete_prefix", lambda: store.delete_prefix("k")),
         ("clear", store.clear),
+        ("cache_clear", store.cached(name="child")(len).cache_clear),
     ]
 
 

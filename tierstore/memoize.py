@@ -1,0 +1,108 @@
+"""``cached``: a function memoized through ``get_or_load``, with a handle on its entries.
+
+The wrapper keeps the function's signature and metadata (``functools.wraps``)
+and stays a plain function, so it binds as a method like the function it wraps.
+It has:
+
+- ``wrapper.key(*args, **kwargs)``: the cache key of that call (``cached_keys``);
+- ``wrapper.invalidate(*args, **kwargs)``: the store's ``invalidate`` of that key
+  (the entry goes, a load of it in flight never lands);
+- ``wrapper.cache_clear()``: the store's ``delete_prefix`` of every key the
+  function's calls make (its name or module and qualified name, followed by the
+  encoded arguments or their hash); returns how many were live. With ``key=``
+  the keys are the caller's own, with no prefix the store can know, so
+  ``cache_clear()`` raises ``TypeError`` (clear them with ``delete_prefix`` of
+  the prefix your ``key`` function gives them).
+
+This module knows the store only through the three callables it is given.
+Thread-safety: the wrapper and its handle hold no state of their own; each call
+is as thread-safe as the store call it makes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
+
+from .cached_keys import call_key, call_prefixes, function_prefix, name_prefix
+from .clock import check_ttl
+from .codec import Key
+
+__all__ = ["Cached", "memoizer"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_R_co = TypeVar("_R_co", covariant=True)
+
+
+class Cached(Protocol[_P, _R_co]):
+    """What ``cached`` returns: the memoized function and its handle on its entries."""
+
+    def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R_co: ...
+
+    def key(self, *args: _P.args, **kwargs: _P.kwargs) -> Key:
+        """The cache key of this call."""
+        ...
+
+    def invalidate(self, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        """Delete this call's entry; a load of it in flight never stores its result."""
+        ...
+
+    def cache_clear(self) -> int:
+        """Delete every entry of this function; how many were live (``TypeError`` with ``key=``)."""
+        ...
+
+
+def memoizer(
+    *,
+    ttl: Any,
+    key: Callable[..., Key] | None,
+    name: str | None,
+    get_or_load: Callable[[Key, Callable[[], Any], Any], Any],
+    invalidate: Callable[[Key], None],
+    delete_prefix: Callable[[Key], int],
+) -> Callable[[Callable[_P, _R]], Cached[_P, _R]]:
+    """The decorator ``cached(ttl=, key=, name=)`` makes, over the store's three calls.
+
+    Arguments are checked here, at ``cached(...)``; a lambda or a ``<locals>``
+    function without ``name=`` or ``key=`` is refused at decoration (``TypeError``).
+    ``get_or_load`` checks that the store is open on every call.
+    """
+    if ttl is not ...:
+        check_ttl(ttl)
+    if key is not None and not callable(key):
+        raise TypeError(f"key must be a callable building the key from the arguments, not {type(key).__name__}")
+    if key is not None and name is not None:
+        raise TypeError("cached takes name= or key=, not both: key= builds the whole key")
+    named = None if name is None else name_prefix(name)
+
+    def decorate(fn: Callable[_P, _R]) -> Cached[_P, _R]:
+        prefix = named if named is not None or key is not None else function_prefix(fn)
+
+        def cache_key(*args: Any, **kwargs: Any) -> Key:
+            return key(*args, **kwargs) if key is not None else call_key(prefix or b"", args, kwargs)
+
+        @functools.wraps(fn)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            result: _R = get_or_load(cache_key(*args, **kwargs), lambda: fn(*args, **kwargs), ttl)
+            return result
+
+        def invalidate_call(*args: Any, **kwargs: Any) -> None:
+            invalidate(cache_key(*args, **kwargs))
+
+        def cache_clear() -> int:
+            if prefix is None:
+                raise TypeError(
+                    f"cache_clear() of {getattr(fn, '__qualname__', fn)!r}: its keys come from key=, "
+                    "so they share no prefix the store knows; delete_prefix() the prefix your key function uses"
+                )
+            return sum(delete_prefix(part) for part in call_prefixes(prefix))
+
+        handle: Any = wrapper
+        handle.key = cache_key
+        handle.invalidate = invalidate_call
+        handle.cache_clear = cache_clear
+        return cast("Cached[_P, _R]", handle)
+
+    return decorate
