@@ -269,3 +269,22 @@ def test_unsupported_and_conflicting_options_warn(location: str, caplog: pytest.
     assert any("first settings win" in message for message in messages)
     first.close()
     second.close()
+
+
+def test_the_async_calls(location: str) -> None:
+    import asyncio
+
+    cache = make(location)
+
+    async def calls() -> tuple[Any, ...]:
+        await cache.aset("k", 1)
+        added = await cache.aadd("k", 2)
+        value = await cache.aget("k")
+        incremented = await cache.aincr("k", 5)
+        await cache.aset_many({"a": 1, "b": 2})
+        many = await cache.aget_many(["a", "b", "c"])
+        await cache.adelete_many(["a"])
+        return added, value, incremented, many, await cache.ahas_key("a"), await cache.atouch("b", 10)
+
+    assert asyncio.run(calls()) == (False, 1, 6, {"a": 1, "b": 2}, False, True)
+    cache.close()
