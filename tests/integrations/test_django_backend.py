@@ -70,7 +70,12 @@ def test_a_payload_signed_under_another_secret_is_a_counted_miss_and_never_unpic
     assert not cache.has_key("k")
     with pytest.raises(ValueError):
         cache.incr("k")
-    assert cache.store.stats()["corrupt_records"] >= before + 3
+    assert cache.store.stats()["corrupt_records"] >= before + 4
+    assert not marker.exists()
+    assert cache.add("k", "fresh") is True  # a forged value counts as absent: add replaces it
+    assert cache.get("k") == "fresh"
+    cache.store.set(made, forged)
+    assert cache.get_or_set("k", "computed") == "computed" and cache.get("k") == "computed"
     assert not marker.exists()
     # the same payload signed for another key is refused too
     moved = PickleCodec(settings.SECRET_KEY).encode(cache.make_key("elsewhere"), WritesAFile(marker))

@@ -22,8 +22,9 @@ any case) plus ``serializer`` and ``secret``:
   responses), allowed only with a secret (``secret``, by default
   ``settings.SECRET_KEY``). Each payload is stored with an HMAC-SHA256 of the
   key and the pickle, and the HMAC is checked before anything is unpickled: a
-  payload that fails (written without the secret, or damaged) is a miss,
-  counted in the store's ``stats()["corrupt_records"]``, and is never unpickled.
+  payload that fails (written without the secret, or damaged) is a miss (and
+  absent to ``add``), counted in the store's ``stats()["corrupt_records"]``,
+  and is never unpickled.
 
 Django's rules hold: ``timeout=None`` keeps a value for ever, ``0`` or less
 stores nothing (and ``touch`` with it expires the key now), the default is the
@@ -188,8 +189,13 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
         made, ttl, store = self._key(key, version), self._ttl(timeout), self.store
         stored = self._codec.encode(made, value)
         if ttl is _EXPIRED:
-            return made not in store
-        return bool(self._write(lambda: store.add(made, stored, ttl=ttl)))
+            return not self._holds(store, made)
+        if self._write(lambda: store.add(made, stored, ttl=ttl)):
+            return True
+        if self._holds(store, made):
+            return False
+        store.delete(made)  # what is there fails the HMAC check: it counts as absent
+        return bool(store.add(made, stored, ttl=ttl))
 
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         made, store = self._key(key, version), self.store
@@ -214,9 +220,17 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
         return self.store.delete(self._key(key, version))
 
     def has_key(self, key: Any, version: int | None = None) -> bool:
-        made, store = self._key(key, version), self.store
+        return self._holds(self.store, self._key(key, version))
+
+    def _holds(self, store: TierStore, made: str | bytes) -> bool:
+        """Whether ``made`` has a live value that its codec accepts (checked, never unpickled)."""
         stored = store.get(made, _MISSING)
-        return stored is not _MISSING and self._codec.verify(made, stored)
+        if stored is _MISSING:
+            return False
+        if self._codec.verify(made, stored):
+            return True
+        store.report_corrupt(made, "the payload's HMAC does not match: written without this secret, or damaged")
+        return False
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         made = {self._key(key, version): key for key in keys}
