@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 import pytest
 from dogpile.testing.fixtures import _GenericBackendTestSuite, _GenericMutexTestSuite, _GenericSerializerTestSuite
 
+from tierstore.integrations.registry import close_all
+
 # One directory for the module: every backend the suites build names it and so shares one store.
 DIRECTORY = tempfile.mkdtemp(prefix="tierstore-dogpile-")
 ARGUMENTS = {"path": DIRECTORY, "lock_timeout": 10.0, "checkpoint_interval": None}
@@ -18,6 +20,7 @@ ARGUMENTS = {"path": DIRECTORY, "lock_timeout": 10.0, "checkpoint_interval": Non
 @pytest.fixture(scope="module", autouse=True)
 def _directory() -> Iterator[None]:
     yield
+    close_all()  # the suites never close their backends; holders reopen on their next use
     shutil.rmtree(DIRECTORY, ignore_errors=True)
 
 

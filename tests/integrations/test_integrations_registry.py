@@ -116,3 +116,22 @@ def test_a_lease_lock_outlives_the_store_that_took_it(tmp_path: Path) -> None:
     assert other.locks.lock("m").acquire(timeout=5)  # and it frees itself when the lease ends
     assert time.monotonic() - taken >= 0.25
     other.close()
+
+
+def test_close_all_goes_on_past_a_store_that_fails_to_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = StoreHolder(str(tmp_path / "a"), {}), StoreHolder(str(tmp_path / "b"), {})
+    failing, other = first.store, second.store
+    real_close = failing.close
+
+    def refuse() -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(failing, "close", refuse)
+    with caplog.at_level(logging.WARNING, logger="tierstore.integrations"):
+        close_all()
+    assert other.closed
+    assert any("disk gone" in record.getMessage() for record in caplog.records)
+    monkeypatch.undo()
+    real_close()

@@ -192,8 +192,12 @@ def close_all() -> None:
     for directory in directories:
         with directory.lock:
             store, directory.store, directory.refs = directory.store, None, 0
-            if store is not None:
+            if store is None:
+                continue
+            try:
                 store.close()
+            except Exception as exc:  # one store that cannot close must not keep the others open
+                log.warning("%s: closing the store failed: %s", directory.path, exc)
 
 
 atexit.register(close_all)
