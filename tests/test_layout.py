@@ -41,19 +41,86 @@ def test_leaf_modules_import_only_each_other() -> None:
         assert package_imports(module) <= LEAVES, module
 
 
+PICKLING = {"pickle", "cPickle", "_pickle", "dill", "shelve", "marshal", "copyreg"}
+PICKLE_ALLOWED = PACKAGE / "integrations" / "django.py"  # the opt-in serializer, signed with a secret
+
+
+def imported_names(tree: ast.AST) -> set[str]:
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    return names
+
+
 def test_no_pickle_anywhere() -> None:
-    for path in PACKAGE.glob("*.py"):
-        tree = ast.parse(path.read_text())
-        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        assert not {"pickle", "cPickle", "dill", "shelve", "marshal"} & names, path.name
+    """The store never pickles; only the Django backend imports pickle, for its signed serializer."""
+    for path in PACKAGE.rglob("*.py"):
+        found = PICKLING & imported_names(ast.parse(path.read_text()))
+        if path == PICKLE_ALLOWED:
+            assert found == {"pickle"}, path.name
+        else:
+            assert not found, path.relative_to(PACKAGE)
+
+
+def test_the_django_backend_unpickles_only_after_the_hmac_check() -> None:
+    """Every unpickling call in the Django backend is preceded, in its function, by the HMAC check.
+
+    A source-level check: ``pickle.loads`` is the only way in (no ``load``, no
+    ``Unpickler``, no ``from pickle import``), each call comes after a guard that
+    returns or raises when ``verify`` fails, and ``verify`` ends in ``hmac.compare_digest``.
+    """
+    tree = ast.parse(PICKLE_ALLOWED.read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "pickle"]
+    uses = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and _is_name(n.value, "pickle")}
+    assert uses <= {"dumps", "loads", "HIGHEST_PROTOCOL", "PickleError"}, uses
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+    verify = [f for f in functions if f.name == "verify" and _calls(f, "hmac", "compare_digest")]
+    assert verify, "verify() must compare MACs with hmac.compare_digest"
+    loaders = [f for f in functions if _calls(f, "pickle", "loads")]
+    assert loaders, "the backend lost its unpickling call"
+    for function in loaders:
+        loads_line = min(n.lineno for n in ast.walk(function) if _is_call(n, "pickle", "loads"))
+        guards = [
+            node
+            for node in function.body
+            if isinstance(node, ast.If)
+            and node.lineno < loads_line
+            and isinstance(node.test, ast.UnaryOp)
+            and isinstance(node.test.op, ast.Not)
+            and any(_is_call(c, "self", "verify") for c in ast.walk(node.test))
+            and isinstance(node.body[-1], ast.Raise | ast.Return)
+        ]
+        assert guards, f"{function.name}() unpickles without checking verify() first"
+
+
+def _is_name(node: ast.AST, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
+
+
+def _is_call(node: ast.AST, owner: str, attr: str) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == attr
+        and _is_name(node.func.value, owner)
+    )
+
+
+def _calls(function: ast.FunctionDef, owner: str, attr: str) -> bool:
+    return any(_is_call(node, owner, attr) for node in ast.walk(function))
 
 
 def test_readme_layout_names_every_module() -> None:
-    """The README's module map lists each module of the package, and no module that is gone."""
+    """The README's module map lists each module of the package and its subpackages, and no module that is gone."""
     section = (ROOT / "README.md").read_text().partition("## Layout")[2].partition("\n## ")[0]
-    named = set(re.findall(r"`(\w+)\.py`", section))
-    assert named == set(modules()) - {"__init__", "__main__"}
+    named = set(re.findall(r"`(?:\w+/)?(\w+)\.py`", section))
+    every = {path.stem for path in PACKAGE.rglob("*.py")}
+    assert named == every - {"__init__", "__main__"}
+
+
+def test_the_store_never_imports_its_integrations() -> None:
+    """``integrations/`` sits above the store: no module of the package proper imports it."""
+    offenders = {m for m in modules() if any(i.startswith("integrations") for i in package_imports(m))}
+    assert offenders == set()
 
 
 # A format module is shared by readers that must not pull in the machinery that writes it.

@@ -20,8 +20,9 @@ from .codec import Key, encode_key
 from .counters import Counters
 from .disk import DiskTier
 from .durability import Durability
-from .errors import StoreClosed, TierStoreError
+from .errors import CorruptRecord, StoreClosed, TierStoreError
 from .guard import Guard, guard_stats
+from .keyspace import fast_entry_key
 from .leveldb import forked_error
 from .loading import Loading
 from .memoize import Cached, memoizer
@@ -58,6 +59,8 @@ class PartCalls:
 
         def delete_prefix(self, prefix: Key) -> int: ...
 
+        def _count_corrupt(self, disk_key: bytes, exc: CorruptRecord) -> None: ...
+
     def stats(self) -> dict[str, int]:
         """Counters of what the store did since it was opened."""
         if self._forked:
@@ -68,6 +71,17 @@ class PartCalls:
         stats["memory_bytes"] = self._memory.bytes
         stats.update(guard_stats(self._guard))
         return stats
+
+    def report_corrupt(self, key: Key, reason: str) -> None:
+        """Count a value of ``key`` that a caller's own check refused (a forged or damaged payload).
+
+        For layers that keep their own format inside values (the Django backend's signed
+        pickles): the value reads as a miss to them, and here it is counted in
+        ``stats()["corrupt_records"]`` and logged like a damaged record.
+        """
+        if self._closed:
+            raise self._unusable()
+        self._count_corrupt(fast_entry_key(key), CorruptRecord(reason))
 
     def _unusable(self) -> TierStoreError:
         """The error of a call on a closed store, or on one inherited by a forked child."""

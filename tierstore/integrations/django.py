@@ -1,0 +1,305 @@
+"""A Django cache backend over a ``TierStore``.
+
+    CACHES = {
+        "default": {
+            "BACKEND": "tierstore.integrations.django.TierStoreCache",
+            "LOCATION": "/var/cache/myapp",  # the store's directory
+            "TIMEOUT": 300,
+            "OPTIONS": {"memory_items": 50_000, "serializer": "msgpack"},
+        }
+    }
+
+``LOCATION`` is the directory; its store is shared by every backend of the
+process that names it (Django makes one backend object per thread and calls
+``close()`` after each request, which gives the reference back: see
+``registry.py``). ``OPTIONS`` takes the store's settings (by their names, in
+any case) plus ``serializer`` and ``secret``:
+
+- ``serializer="msgpack"`` (the default): values are what the store takes
+  (``None``, bool, int, float, str, bytes, list, dict; a tuple comes back as a
+  list); anything else raises ``TypeError`` and nothing is stored.
+- ``serializer="pickle"``: any picklable value (Django's page cache stores
+  responses), allowed only with a secret (``secret``, by default
+  ``settings.SECRET_KEY``). Each payload is stored with an HMAC-SHA256 of the
+  key and the pickle, and the HMAC is checked before anything is unpickled: a
+  payload that fails (written without the secret, or damaged) is a miss (and
+  absent to ``add``), counted in the store's ``stats()["corrupt_records"]``,
+  and is never unpickled.
+
+Django's rules hold: ``timeout=None`` keeps a value for ever, ``0`` or less
+stores nothing (and ``touch`` with it expires the key now), the default is the
+alias's ``TIMEOUT``; keys are made by ``KEY_PREFIX``, ``VERSION`` and
+``KEY_FUNCTION`` and checked by ``validate_key``; a made key longer than 1024
+characters is stored as its first 256 characters and a SHA-256 of the whole. ``incr``/``decr`` act on the
+cached value, keep its expiry, raise ``ValueError`` for a missing key and are
+atomic among the backends of one process. ``clear()`` deletes every entry of
+the directory (counters and indexes of the store stay). ``MAX_ENTRIES`` and
+``CULL_FREQUENCY`` are not supported (tier 2 is bounded in bytes by
+``disk_capacity_bytes``): they are accepted and ignored, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import pickle
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.exceptions import ImproperlyConfigured
+
+from ..store import TierStore
+from .registry import STORE_SETTINGS, StoreHolder
+
+__all__ = ["TierStoreCache", "PickleCodec", "MsgpackCodec"]
+
+log = logging.getLogger("tierstore.integrations")
+
+_MISSING: Any = object()
+_EXPIRED: Any = object()  # a timeout of 0 or less: store nothing, expire now
+_UNSUPPORTED = {"max_entries", "cull_frequency"}
+_LONG_KEY = 1024  # characters; a longer made key is stored under a digest
+_MAC_BYTES = hashlib.sha256().digest_size
+_TAG = b"TSP1"  # the format of a signed pickle: tag, HMAC, pickle
+_warned_unsupported = False
+
+
+class Corrupt(Exception):
+    """A stored payload that its codec refuses (and never decodes)."""
+
+
+class MsgpackCodec:
+    """Values stored as they are: the store's msgpack rules apply."""
+
+    name = "msgpack"
+
+    def encode(self, key: str | bytes, value: Any) -> Any:
+        return value
+
+    def decode(self, key: str | bytes, stored: Any) -> Any:
+        return stored
+
+    def verify(self, key: str | bytes, stored: Any) -> bool:
+        return True
+
+
+class PickleCodec:
+    """Pickles signed with an HMAC-SHA256 under a secret, verified before they are unpickled."""
+
+    name = "pickle"
+
+    def __init__(self, secret: str | bytes) -> None:
+        if not secret:
+            raise ImproperlyConfigured("serializer='pickle' needs a secret (OPTIONS 'secret' or settings.SECRET_KEY)")
+        self._secret = secret.encode() if isinstance(secret, str) else bytes(secret)
+
+    def _mac(self, key: str | bytes, payload: bytes) -> bytes:
+        raw_key = key.encode() if isinstance(key, str) else b"\0" + key
+        message = len(raw_key).to_bytes(4, "big") + raw_key + payload
+        return hmac.new(self._secret, message, hashlib.sha256).digest()
+
+    def encode(self, key: str | bytes, value: Any) -> bytes:
+        payload = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        return _TAG + self._mac(key, payload) + payload
+
+    def verify(self, key: str | bytes, stored: Any) -> bool:
+        """Whether ``stored`` is a payload signed under this secret for ``key`` (nothing is unpickled)."""
+        if not isinstance(stored, bytes) or len(stored) < len(_TAG) + _MAC_BYTES or not stored.startswith(_TAG):
+            return False
+        mac, payload = stored[len(_TAG) : len(_TAG) + _MAC_BYTES], stored[len(_TAG) + _MAC_BYTES :]
+        return hmac.compare_digest(mac, self._mac(key, payload))
+
+    def decode(self, key: str | bytes, stored: Any) -> Any:
+        if not self.verify(key, stored):
+            raise Corrupt("the payload's HMAC does not match: written without this secret, or damaged")
+        return pickle.loads(stored[len(_TAG) + _MAC_BYTES :])
+
+
+Codec = MsgpackCodec | PickleCodec
+
+
+class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type hints
+    """Django's cache API over a shared ``TierStore`` (see the module's docstring)."""
+
+    def __init__(self, location: str, params: dict[str, Any]) -> None:
+        super().__init__(params)
+        if not location:
+            raise ImproperlyConfigured("TierStoreCache needs LOCATION: the directory of its store")
+        settings, serializer, secret = _read_options(params.get("OPTIONS") or {})
+        if serializer == "msgpack":
+            self._codec: Codec = MsgpackCodec()
+        elif serializer == "pickle":
+            self._codec = PickleCodec(django_settings.SECRET_KEY if secret is None else secret)
+        else:
+            raise ImproperlyConfigured(f"OPTIONS serializer must be 'msgpack' or 'pickle', got {serializer!r}")
+        self._holder = StoreHolder(location, settings)
+        self._clock: Callable[[], float] = settings.get("clock", time.time)
+
+    @property
+    def store(self) -> TierStore:
+        """The directory's shared store (opened on use, and again after ``close()``)."""
+        return self._holder.store
+
+    # -- keys, timeouts, values -----------------------------------------------------
+
+    def _key(self, key: Any, version: int | None) -> str | bytes:
+        made = self.make_and_validate_key(key, version=version)
+        if isinstance(made, str) and len(made) > _LONG_KEY:
+            digest = hashlib.sha256(made.encode("utf-8", "surrogatepass")).hexdigest()
+            return f"{made[:256]}#sha256:{digest}"
+        if not isinstance(made, str | bytes):
+            raise TypeError(f"a cache key must be made into a str or bytes, got {type(made).__name__}")
+        return made
+
+    def _ttl(self, timeout: Any) -> Any:
+        """The store's ``ttl`` for a Django timeout: ``None`` (for ever), seconds, or ``_EXPIRED``."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        if timeout is None:
+            return None
+        seconds = float(timeout)
+        return _EXPIRED if seconds <= 0 else seconds
+
+    def _decode(self, store: TierStore, key: str | bytes, stored: Any, default: Any) -> Any:
+        try:
+            return self._codec.decode(key, stored)
+        except Corrupt as exc:
+            store.report_corrupt(key, str(exc))
+            return default
+
+    def _write(self, call: Callable[[], Any]) -> Any:
+        """Run a store write, naming the serializer when msgpack refuses a value."""
+        try:
+            return call()
+        except TypeError as exc:
+            if isinstance(self._codec, MsgpackCodec):
+                raise TypeError(
+                    f"{exc} (TierStoreCache with serializer='msgpack' stores only msgpack values; "
+                    "serializer='pickle' with a secret stores any picklable object)"
+                ) from exc
+            raise
+
+    # -- Django's cache API -------------------------------------------------------------
+
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        made, ttl, store = self._key(key, version), self._ttl(timeout), self.store
+        stored = self._codec.encode(made, value)
+        if ttl is _EXPIRED:
+            return not self._holds(store, made)
+        if self._write(lambda: store.add(made, stored, ttl=ttl)):
+            return True
+        if self._holds(store, made):
+            return False
+        store.delete(made)  # what is there fails the HMAC check: it counts as absent
+        return bool(store.add(made, stored, ttl=ttl))
+
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        made, store = self._key(key, version), self.store
+        stored = store.get(made, _MISSING)
+        return default if stored is _MISSING else self._decode(store, made, stored, default)
+
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
+        made, ttl, store = self._key(key, version), self._ttl(timeout), self.store
+        stored = self._codec.encode(made, value)
+        if ttl is _EXPIRED:
+            store.delete(made)
+        else:
+            self._write(lambda: store.set(made, stored, ttl=ttl))
+
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        made, ttl, store = self._key(key, version), self._ttl(timeout), self.store
+        if ttl is _EXPIRED:
+            return store.delete(made)
+        return store.touch(made, ttl=ttl)
+
+    def delete(self, key: Any, version: int | None = None) -> bool:
+        return self.store.delete(self._key(key, version))
+
+    def has_key(self, key: Any, version: int | None = None) -> bool:
+        return self._holds(self.store, self._key(key, version))
+
+    def _holds(self, store: TierStore, made: str | bytes) -> bool:
+        """Whether ``made`` has a live value that its codec accepts (checked, never unpickled)."""
+        stored = store.get(made, _MISSING)
+        if stored is _MISSING:
+            return False
+        if self._codec.verify(made, stored):
+            return True
+        store.report_corrupt(made, "the payload's HMAC does not match: written without this secret, or damaged")
+        return False
+
+    def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        made = {self._key(key, version): key for key in keys}
+        store = self.store
+        found = store.get_many(list(made))
+        answer = {}
+        for key, stored in found.items():
+            value = self._decode(store, key, stored, _MISSING)
+            if value is not _MISSING:
+                answer[made[key]] = value
+        return answer
+
+    def set_many(
+        self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> list[Any]:
+        ttl, store = self._ttl(timeout), self.store
+        mapping = {self._key(key, version): value for key, value in data.items()}
+        if ttl is _EXPIRED:
+            store.delete_many(list(mapping))
+            return []
+        encoded = {made: self._codec.encode(made, value) for made, value in mapping.items()}
+        self._write(lambda: store.set_many(encoded, ttl=ttl))
+        return []
+
+    def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        self.store.delete_many([self._key(key, version) for key in keys])
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        made, store = self._key(key, version), self.store
+        with self._holder.update_lock:
+            entry = store.get_entry(made)
+            value = _MISSING
+            if entry is not None and not entry.negative and not entry.stale:
+                value = self._decode(store, made, entry.value, _MISSING)
+            remaining = None if entry is None or entry.expires_at is None else entry.expires_at - self._clock()
+            if value is _MISSING or (remaining is not None and remaining <= 0):
+                raise ValueError(f"Key '{key}' not found")
+            new_value = value + delta
+            stored = self._codec.encode(made, new_value)
+            self._write(lambda: store.set(made, stored, ttl=remaining))
+            return new_value
+
+    def decr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        return self.incr(key, -delta, version)
+
+    def clear(self) -> None:
+        self.store.clear()
+
+    def close(self, **kwargs: Any) -> None:
+        self._holder.close()
+
+
+def _read_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], str, str | bytes | None]:
+    """The store's settings, the serializer and the secret from ``OPTIONS``."""
+    global _warned_unsupported
+    settings: dict[str, Any] = {}
+    serializer, secret = "msgpack", None
+    for name, value in options.items():
+        lowered = str(name).lower()
+        if lowered == "serializer":
+            serializer = value
+        elif lowered == "secret":
+            secret = value
+        elif lowered in _UNSUPPORTED:
+            if not _warned_unsupported:
+                _warned_unsupported = True
+                log.warning("TierStoreCache ignores OPTIONS %s: tier 2 is bounded by disk_capacity_bytes", name)
+        elif lowered in STORE_SETTINGS:
+            settings[lowered] = value
+        else:
+            raise ImproperlyConfigured(f"TierStoreCache: unknown OPTIONS {name!r} (not a store setting)")
+    return settings, serializer, secret
