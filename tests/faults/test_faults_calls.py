@@ -466,7 +466,7 @@ def test_a_mapping_that_repeats_a_key_keeps_the_capacity_exact(store_path: str) 
         assert_capacity_exact(store)
 
 
-@pytest.mark.parametrize("call", ["pop", "delete_many", "delete_prefix", "clear"])
+@pytest.mark.parametrize("call", ["pop", "delete", "delete_many", "delete_prefix", "clear"])
 def test_a_damaged_record_goes_with_the_delete_calls(store_path: str, call: str) -> None:
     """A record that does not decode reads as a miss; a delete call must remove it, not step over it
     (else ``clear()`` leaves it, and every later listing counts it corrupt again)."""
@@ -480,13 +480,21 @@ def test_a_damaged_record_goes_with_the_delete_calls(store_path: str, call: str)
                 store.pop("bad")
         elif call == "delete_many":
             assert store.delete_many(["bad", "good"]) == 1
+        elif call == "delete":
+            assert store.delete("bad") is False
         elif call == "delete_prefix":
             assert store.delete_prefix("b") == 0
         else:
             assert store.clear() == 2
         assert store._disk.get(NS_ENTRY + encode_key("bad")) is None
         counted = store.stats()["corrupt_records"]
-        kept = {"pop": {b"bad", "good"}, "delete_prefix": {b"bad", "good"}, "delete_many": {b"bad"}, "clear": set()}
+        kept = {
+            "pop": {b"bad", "good"},
+            "delete": {b"bad", "good"},
+            "delete_prefix": {b"bad", "good"},
+            "delete_many": {b"bad"},
+            "clear": set(),
+        }
         assert set(store.keys()) == kept[call]
         assert store.stats()["corrupt_records"] == counted  # nothing left to count again
         assert store.set("bad", "fresh", version=1) is True and store.get("bad") == "fresh"
