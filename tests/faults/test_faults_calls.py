@@ -696,6 +696,35 @@ def test_cached_invalidate_with_the_call_s_arguments_and_kwargs_in_any_order(sto
         assert shorter(1) == -1 and store.get(longer.key(1)) == 1000 and store.get(shorter.key(1)) == -1
 
 
+def test_cached_handles_in_a_forked_child_raise_and_the_parent_keeps_its_entries(store_path: str) -> None:
+    from tests.faults.test_faults_process import in_child
+
+    with open_store(store_path) as store:
+
+        class Repo:
+            @store.cached(key=lambda self, x: f"repo:{x}")
+            def get(self, x: int) -> int:
+                return x * 2
+
+        named = store.cached(name="named")(kind)
+        repo = Repo()
+        assert repo.get(1) == 2 and named(1) == "int"
+        calls: list[tuple[str, Callable[[], Any]]] = [
+            ("call", lambda: named(2)),
+            ("hit", lambda: named(1)),
+            ("invalidate", lambda: named.invalidate(1)),
+            ("cache_clear", named.cache_clear),
+            ("bound call", lambda: repo.get(1)),
+            ("bound invalidate", lambda: repo.get.invalidate(1)),
+            ("len", lambda: len(store)),
+            ("get_many", lambda: store.get_many([named.key(1)])),
+        ]
+        assert in_child(calls) == {name: "StoreForked" for name, _ in calls}
+        assert store.get(named.key(1)) == "int" and store.get("repo:1") == 2
+        assert named.key(2) == named.key(2)  # building a key touches no store
+        assert named.cache_clear() == 1 and len(store) == 1
+
+
 # -- len ---------------------------------------------------------------------------------------------------------
 
 
