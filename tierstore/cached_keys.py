@@ -66,7 +66,13 @@ def function_prefix(fn: object) -> bytes:
             f"cached needs name= (or key=) for the bound method {qualname}: the methods of every instance "
             "share its qualified name, and the instance is not among the arguments"
         )
-    return f"{getattr(fn, '__module__', None)}:{qualname}:".encode(errors="surrogatepass")
+    prefix = f"{getattr(fn, '__module__', None)}:{qualname}:".encode(errors="surrogatepass")
+    if len(prefix) + _HASHED_TAIL > codec.MAX_KEY_BYTES:  # no call's key would fit, hashed or not
+        raise ValueError(
+            f"cached needs name= (or key=) for {qualname[:80]}...: its module and qualified name take "
+            f"{len(prefix)} bytes, and keys are limited to {codec.MAX_KEY_BYTES}"
+        )
+    return prefix
 
 
 _TUPLE_EXT = 1  # the msgpack extension type code of a tuple in a key

@@ -670,6 +670,19 @@ def test_cached_refuses_what_it_cannot_key_clearly(store_path: str) -> None:
         assert len(store) == 0
 
 
+def test_cached_refuses_at_decoration_a_function_whose_name_leaves_no_room_for_a_key(store_path: str) -> None:
+    def long_named(x: int) -> int:
+        return x
+
+    long_named.__qualname__ = "f" * 4090
+    with open_store(store_path) as store:
+        with pytest.raises(ValueError, match="name="):
+            store.cached(long_named)
+        renamed = store.cached(name="short")(long_named)
+        assert renamed("x" * 5000) == "x" * 5000  # a long argument: its hash keys it
+        assert len(renamed.key("x" * 5000)) < 4096
+
+
 def test_cached_invalidate_with_the_call_s_arguments_and_kwargs_in_any_order(store_path: str) -> None:
     with open_store(store_path) as store:
         loads: list[Any] = []
