@@ -98,9 +98,7 @@ def memoizer(
                 )
             return sum(delete_prefix(part) for part in call_prefixes(prefix))
 
-        handle = _Handle(call, cache_key, invalidate_call, cache_clear)
-        functools.update_wrapper(handle, fn)
-        return cast("Cached[_P, _R]", handle)
+        return cast("Cached[_P, _R]", _Handle(fn, call, cache_key, invalidate_call, cache_clear))
 
     return decorate
 
@@ -110,11 +108,13 @@ class _Handle:
 
     def __init__(
         self,
+        fn: Callable[..., Any],
         call: Callable[..., Any],
         key: Callable[..., Key],
         invalidate: Callable[..., None],
         cache_clear: Callable[[], int],
     ) -> None:
+        functools.update_wrapper(self, fn)  # first: what it copies of fn's __dict__ never replaces the handle
         self._call = call
         self.key = key
         self.invalidate = invalidate

@@ -683,6 +683,28 @@ def test_cached_refuses_at_decoration_a_function_whose_name_leaves_no_room_for_a
         assert len(renamed.key("x" * 5000)) < 4096
 
 
+def test_a_cached_function_over_another_keeps_its_own_handle(store_path: str) -> None:
+    """``update_wrapper`` copies the wrapped function's ``__dict__``: the inner handle's ``key`` and
+    call must not replace the outer one's."""
+    with open_store(store_path) as store:
+        loads: list[int] = []
+
+        def square(x: int) -> int:
+            loads.append(x)
+            return x * x
+
+        inner = store.cached(name="inner")(square)
+        outer = store.cached(name="outer", ttl=100)(inner)
+        assert outer.key(3).startswith(b"outer:") and inner.key(3).startswith(b"inner:")
+        assert outer(3) == 9 and loads == [3]
+        assert store.get(outer.key(3)) == 9 and store.get(inner.key(3)) == 9
+        outer.invalidate(3)
+        assert store.get(outer.key(3)) is None and store.get(inner.key(3)) == 9
+        assert outer(3) == 9 and loads == [3]  # the inner entry answers
+        assert outer.cache_clear() == 1 and inner.cache_clear() == 1
+        assert outer.__wrapped__ is inner and outer.__name__ == "square"  # type: ignore[attr-defined]
+
+
 def test_cached_invalidate_with_the_call_s_arguments_and_kwargs_in_any_order(store_path: str) -> None:
     with open_store(store_path) as store:
         loads: list[Any] = []
