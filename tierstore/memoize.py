@@ -23,6 +23,7 @@ is as thread-safe as the store call it makes.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
@@ -136,10 +137,15 @@ class _Bound:
     def __init__(self, handle: _Handle, instance: object) -> None:
         self.__func__ = handle
         self.__self__ = instance
-        self.__wrapped__ = getattr(handle, "__wrapped__", None)
         self.__name__ = getattr(handle, "__name__", "?")
         self.__doc__ = getattr(handle, "__doc__", None)
         self.cache_clear = handle.cache_clear
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        """The method's signature without its first parameter, as a bound method's."""
+        signature = inspect.signature(self.__func__)
+        return signature.replace(parameters=list(signature.parameters.values())[1:])
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.__func__._call(self.__self__, *args, **kwargs)

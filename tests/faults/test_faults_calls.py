@@ -9,6 +9,7 @@ loaders blocked on events: nothing depends on timing.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import os
 import random
@@ -648,6 +649,8 @@ def test_cached_methods_invalidate_and_key_their_own_bound_call(store_path: str)
         assert a.get(1) == "a-1" and loads == [("a", 1), ("b", 1), ("a", 1)]
         with pytest.raises(TypeError, match="key="):
             a.get.cache_clear()
+        assert list(inspect.signature(a.get).parameters) == ["x"]  # as a bound method's
+        assert list(inspect.signature(Repo.get).parameters) == ["self", "x"]
 
 
 def test_cached_refuses_what_it_cannot_key_clearly(store_path: str) -> None:
