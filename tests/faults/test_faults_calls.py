@@ -864,13 +864,29 @@ def test_threads_mixing_every_call_keep_both_tiers_versions_and_stats_consistent
             except BaseException as exc:
                 errors.append(exc)
 
+        went_back: list[str] = []
+
+        def watcher() -> None:  # versions read anywhere (tier 1 or 2) never go back
+            highest = dict.fromkeys(keys, 0)
+            while not stop.is_set():
+                for key in keys:
+                    record = store._read(key)
+                    version = 0 if record is None else record[VERSION]
+                    if version < highest[key]:
+                        went_back.append(f"{key!r}: {version} after {highest[key]}")
+                    highest[key] = max(highest[key], version)
+
+        watching = threading.Thread(target=watcher)
+        watching.start()
         threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(6)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(60)
             assert not thread.is_alive(), "a call deadlocked"
-        assert errors == []
+        stop.set()
+        watching.join(WAIT)
+        assert errors == [] and went_back == []
         assert_tier1_coherent(store)
         assert_capacity_exact(store)
         assert_indexed(store)
@@ -881,4 +897,3 @@ def test_threads_mixing_every_call_keep_both_tiers_versions_and_stats_consistent
                 assert record[VERSION] >= top[key], key
         stats = store.stats()
         assert stats["memory_items"] <= 6 and min(v for v in stats.values() if isinstance(v, int)) >= 0
-        stop.set()
