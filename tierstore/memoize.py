@@ -156,5 +156,11 @@ class _Bound:
     def invalidate(self, *args: Any, **kwargs: Any) -> None:
         self.__func__.invalidate(self.__self__, *args, **kwargs)
 
+    def __eq__(self, other: object) -> bool:  # as bound methods: the same function of the same instance
+        return isinstance(other, _Bound) and other.__func__ is self.__func__ and other.__self__ is self.__self__
+
+    def __hash__(self) -> int:
+        return hash((id(self.__func__), id(self.__self__)))
+
     def __repr__(self) -> str:
         return f"<bound cached {self.__name__} of {self.__self__!r}>"

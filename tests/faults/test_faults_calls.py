@@ -649,6 +649,7 @@ def test_cached_methods_invalidate_and_key_their_own_bound_call(store_path: str)
         assert a.get(1) == "a-1" and loads == [("a", 1), ("b", 1), ("a", 1)]
         with pytest.raises(TypeError, match="key="):
             a.get.cache_clear()
+        assert a.get == a.get and a.get != b.get and len({a.get, a.get, b.get}) == 2  # as bound methods
         assert list(inspect.signature(a.get).parameters) == ["x"]  # as a bound method's
         assert list(inspect.signature(Repo.get).parameters) == ["self", "x"]
 
