@@ -127,6 +127,10 @@ class _Handle:
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         return self if instance is None else _Bound(self, instance)
 
+    def __reduce__(self) -> str:
+        """Pickled by reference, as the function it replaces in its module (for multiprocessing)."""
+        return str(getattr(self, "__qualname__", ""))
+
     def __repr__(self) -> str:
         return f"<cached {getattr(self, '__qualname__', '?')}>"
 
@@ -155,6 +159,9 @@ class _Bound:
 
     def invalidate(self, *args: Any, **kwargs: Any) -> None:
         self.__func__.invalidate(self.__self__, *args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return getattr, (self.__self__, self.__name__)
 
     def __eq__(self, other: object) -> bool:  # as bound methods: the same function of the same instance
         return isinstance(other, _Bound) and other.__func__ is self.__func__ and other.__self__ is self.__self__

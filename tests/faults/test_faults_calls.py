@@ -12,6 +12,7 @@ import functools
 import inspect
 import math
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -652,6 +653,40 @@ def test_cached_methods_invalidate_and_key_their_own_bound_call(store_path: str)
         assert a.get == a.get and a.get != b.get and len({a.get, a.get, b.get}) == 2  # as bound methods
         assert list(inspect.signature(a.get).parameters) == ["x"]  # as a bound method's
         assert list(inspect.signature(Repo.get).parameters) == ["self", "x"]
+
+
+class Pickled:
+    """A module-level class whose cached method is set by the test (methods pickle by reference)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Pickled, (self.name,)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pickled) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+def test_cached_functions_and_bound_methods_pickle_by_reference(
+    store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decorated function replaces the plain one in its module: it pickles, as a function does,
+    by its module and qualified name (multiprocessing sends functions that way)."""
+    with open_store(store_path) as store:
+        handle = store.cached(kind)
+        monkeypatch.setitem(globals(), "kind", handle)
+        assert pickle.loads(pickle.dumps(handle)) is handle
+        method = store.cached(key=lambda self, x: f"p:{self.name}:{x}")(lambda self, x: f"{self.name}{x}")
+        method.__qualname__, method.__name__ = "Pickled.method", "method"
+        monkeypatch.setattr(Pickled, "method", method, raising=False)
+        bound = Pickled("a").method  # type: ignore[attr-defined]
+        again = pickle.loads(pickle.dumps(bound))
+        assert again.__func__ is method and again.__self__ == Pickled("a")
+        assert again(1) == "a1" and store.get("p:a:1") == "a1"
 
 
 def test_cached_refuses_what_it_cannot_key_clearly(store_path: str) -> None:
