@@ -31,9 +31,8 @@ def checked_keys(keys: object) -> list[tuple[Key, bytes]]:
     """Each distinct key of ``keys`` (first occurrence order) with its LevelDB key; raises before any is used."""
     if isinstance(keys, (str, bytes, bytearray, memoryview)) or not isinstance(keys, Iterable):
         raise TypeError(f"keys must be an iterable of str/bytes keys, not {type(keys).__name__} (pass [key])")
-    distinct: dict[
-        bytes, Key
-    ] = {}  # by LevelDB key: a batch holds each record once (its capacity and order records too)
+    # By LevelDB key: a batch holds each record once (and so its capacity and write-order records).
+    distinct: dict[bytes, Key] = {}
     for key in keys:
         distinct.setdefault(entry_key(key), key)
     return [(key, disk_key) for disk_key, key in distinct.items()]
