@@ -8,7 +8,8 @@ and the read-then-write calls of one key (``pop``, ``touch``) write through
   other holder takes one lock at a time), so two batches never deadlock.
 - The version rule: an unversioned entry keeps the key's current version; a
   delete leaves a tombstone at the current version (a key at version 0 is
-  removed outright); a tombstone already there is left as it is.
+  removed outright, and so is a damaged record, which reads as a miss and
+  keeps no version); a tombstone already there is left as it is.
 - Fill generations: every key written or deleted is invalidated in ``Flights``
   (``touch`` keeps the value, so a load in flight may still land after it).
 - Tier 1: ``begin_write`` of every key before the tier-2 batch, ``put`` or
@@ -92,6 +93,7 @@ class Batch:
         self,
         *,
         writer: Writer,
+        disk_get: Callable[[bytes], bytes | None],
         writes: EntryWrites,
         memory: MemoryTier,
         stripes: Stripes,
@@ -102,6 +104,7 @@ class Batch:
         admit_key: Callable[[Key], None] | None,
     ) -> None:
         self._writer = writer
+        self._disk_get = disk_get
         self._writes = writes
         self._memory = memory
         self._locks = stripes.locks
@@ -178,6 +181,8 @@ class Batch:
                 self._invalidate(key)
                 current = self._writer.current(key, disk_key)
                 if current is None:
+                    if self._damaged(disk_key):
+                        changes.append(Change(key, disk_key, self.stripe(key), None, None))
                     continue
                 state = record_state(current, now)
                 live += state is _LIVE
@@ -193,6 +198,8 @@ class Batch:
             now = self._writer.write_time()
             self._invalidate(key)
             if current is None:
+                if self._damaged(disk_key):
+                    self._commit([Change(key, disk_key, self.stripe(key), None, None)])
                 return False, None
             state = record_state(current, now)
             if state is not _TOMBSTONE:
@@ -265,6 +272,11 @@ class Batch:
         ttl = self._options.tombstone_ttl
         return self._entry(packer, key, disk_key, None, version, now + ttl, TOMBSTONE, now, ttl)
 
+    def _damaged(self, disk_key: bytes) -> bool:
+        """Whether tier 2 holds a record for a key ``Writer.current`` found none: a damaged one (counted
+        there), which reads as a miss and keeps no version, so a delete removes it outright."""
+        return self._disk_get(disk_key) is not None
+
     def _invalidate(self, key: Key) -> None:
         if self._flights.in_flight:
             self._flights.invalidate(key)  # bump the fill generation
@@ -315,6 +327,7 @@ class BatchAccess:
     def _batch(self) -> Batch:
         return Batch(
             writer=self._writer,
+            disk_get=self._disk.get,
             writes=entry_writes(self._disk, self._durability.capacity),
             memory=self._memory,
             stripes=self._stripes,

@@ -31,7 +31,11 @@ def checked_keys(keys: object) -> list[tuple[Key, bytes]]:
     """Each distinct key of ``keys`` (first occurrence order) with its LevelDB key; raises before any is used."""
     if isinstance(keys, (str, bytes, bytearray, memoryview)) or not isinstance(keys, Iterable):
         raise TypeError(f"keys must be an iterable of str/bytes keys, not {type(keys).__name__} (pass [key])")
-    return [(key, entry_key(key)) for key in dict.fromkeys(keys)]
+    # By LevelDB key: a batch holds each record once (and so its capacity and write-order records).
+    distinct: dict[bytes, Key] = {}
+    for key in keys:
+        distinct.setdefault(entry_key(key), key)
+    return [(key, disk_key) for disk_key, key in distinct.items()]
 
 
 class BulkCalls(BatchAccess):
@@ -101,7 +105,8 @@ class BulkCalls(BatchAccess):
             raise self._unusable()
         if not isinstance(mapping, Mapping):
             raise TypeError(f"set_many takes a mapping of keys to values, not {type(mapping).__name__}")
-        items = [(key, entry_key(key), value) for key, value in mapping.items()]
+        distinct = {entry_key(key): (key, value) for key, value in mapping.items()}  # a repeated key: the last wins
+        items = [(key, disk_key, value) for disk_key, (key, value) in distinct.items()]
         if ttl is not ... and ttl is not None:
             check_ttl(ttl)
         if not items:

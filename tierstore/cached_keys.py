@@ -3,6 +3,12 @@
 A call's key is the prefix followed by its msgpack-encoded arguments, or by
 their SHA-256 when that would pass the key size limit. This is how a call
 becomes a key, not how it is loaded, so it lives apart from ``loading``.
+
+Arguments that differ never share a key: a tuple is packed as an extension type
+of its own, not as the list msgpack makes of it, so ``f((1, 2))`` and
+``f([1, 2])`` are two entries. A subclass of a plain type (an ``IntEnum``, a str
+subclass) is keyed as its base value, which it equals, as ``functools.lru_cache``
+keys it.
 """
 
 from __future__ import annotations
@@ -60,14 +66,48 @@ def function_prefix(fn: object) -> bytes:
             f"cached needs name= (or key=) for the bound method {qualname}: the methods of every instance "
             "share its qualified name, and the instance is not among the arguments"
         )
-    return f"{getattr(fn, '__module__', None)}:{qualname}:".encode(errors="surrogatepass")
+    prefix = f"{getattr(fn, '__module__', None)}:{qualname}:".encode(errors="surrogatepass")
+    if len(prefix) + _HASHED_TAIL > codec.MAX_KEY_BYTES:  # no call's key would fit, hashed or not
+        raise ValueError(
+            f"cached needs name= (or key=) for {qualname[:80]}...: its module and qualified name take "
+            f"{len(prefix)} bytes, and keys are limited to {codec.MAX_KEY_BYTES}"
+        )
+    return prefix
+
+
+_TUPLE_EXT = 1  # the msgpack extension type code of a tuple in a key
+
+
+def _pack_arguments(value: Any) -> bytes:
+    """msgpack of a call's arguments, each type exactly: a tuple is not a list (see the module doc)."""
+    data: bytes = msgpack.packb(value, use_bin_type=True, strict_types=True, default=_argument)
+    return data
+
+
+def _argument(value: Any) -> Any:
+    """What ``strict_types`` hands over: a tuple (an extension of its own) or a subclass of a plain type."""
+    if isinstance(value, tuple):
+        return msgpack.ExtType(_TUPLE_EXT, _pack_arguments(list(value)))
+    if isinstance(value, int):  # bool is never subclassed: an int subclass, such as an IntEnum
+        return int.__index__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bytes):
+        return bytes.__getitem__(value, slice(None))
+    if isinstance(value, list):
+        return list.copy(value)
+    if isinstance(value, dict):
+        return dict.copy(value)
+    raise TypeError(f"can not serialize {type(value).__name__!r} object")
 
 
 def call_key(prefix: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """The ``cached`` key of one call: the function's prefix and its msgpack-encoded arguments."""
     try:
-        packed: bytes = msgpack.packb([args, sorted(kwargs.items())], use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:
+        packed = _pack_arguments([list(args), [[name, kwargs[name]] for name in sorted(kwargs)]])
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise TypeError(f"cannot build a cache key from the arguments ({exc}); pass key= to build one") from None
     if len(prefix) + len(packed) >= codec.MAX_KEY_BYTES:
         return prefix + _HASHED + hashlib.sha256(packed).digest()

@@ -1,8 +1,9 @@
 """``cached``: a function memoized through ``get_or_load``, with a handle on its entries.
 
-The wrapper keeps the function's signature and metadata (``functools.wraps``)
-and stays a plain function, so it binds as a method like the function it wraps.
-It has:
+The wrapper keeps the function's signature and metadata (``functools.update_wrapper``)
+and binds as a method like the function it wraps; bound, its handle binds too:
+``obj.method.key(x)`` and ``obj.method.invalidate(x)`` are those of the call
+``obj.method(x)``, instance included. It has:
 
 - ``wrapper.key(*args, **kwargs)``: the cache key of that call (``cached_keys``);
 - ``wrapper.invalidate(*args, **kwargs)``: the store's ``invalidate`` of that key
@@ -22,6 +23,7 @@ is as thread-safe as the store call it makes.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
@@ -83,10 +85,8 @@ def memoizer(
         def cache_key(*args: Any, **kwargs: Any) -> Key:
             return key(*args, **kwargs) if key is not None else call_key(prefix or b"", args, kwargs)
 
-        @functools.wraps(fn)
-        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            result: _R = get_or_load(cache_key(*args, **kwargs), lambda: fn(*args, **kwargs), ttl)
-            return result
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return get_or_load(cache_key(*args, **kwargs), lambda: fn(*args, **kwargs), ttl)
 
         def invalidate_call(*args: Any, **kwargs: Any) -> None:
             invalidate(cache_key(*args, **kwargs))
@@ -99,10 +99,75 @@ def memoizer(
                 )
             return sum(delete_prefix(part) for part in call_prefixes(prefix))
 
-        handle: Any = wrapper
-        handle.key = cache_key
-        handle.invalidate = invalidate_call
-        handle.cache_clear = cache_clear
-        return cast("Cached[_P, _R]", handle)
+        return cast("Cached[_P, _R]", _Handle(fn, call, cache_key, invalidate_call, cache_clear))
 
     return decorate
+
+
+class _Handle:
+    """A ``cached`` function: its calls and its handle on its entries; a method's binds its instance."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        call: Callable[..., Any],
+        key: Callable[..., Key],
+        invalidate: Callable[..., None],
+        cache_clear: Callable[[], int],
+    ) -> None:
+        functools.update_wrapper(self, fn)  # first: what it copies of fn's __dict__ never replaces the handle
+        self._call = call
+        self.key = key
+        self.invalidate = invalidate
+        self.cache_clear = cache_clear
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(*args, **kwargs)
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        return self if instance is None else _Bound(self, instance)
+
+    def __reduce__(self) -> str:
+        """Pickled by reference, as the function it replaces in its module (for multiprocessing)."""
+        return str(getattr(self, "__qualname__", ""))
+
+    def __repr__(self) -> str:
+        return f"<cached {getattr(self, '__qualname__', '?')}>"
+
+
+class _Bound:
+    """A ``cached`` method bound to an instance: the instance goes first in its calls, keys and invalidations."""
+
+    def __init__(self, handle: _Handle, instance: object) -> None:
+        self.__func__ = handle
+        self.__self__ = instance
+        self.__name__ = getattr(handle, "__name__", "?")
+        self.__doc__ = getattr(handle, "__doc__", None)
+        self.cache_clear = handle.cache_clear
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        """The method's signature without its first parameter, as a bound method's."""
+        signature = inspect.signature(self.__func__)
+        return signature.replace(parameters=list(signature.parameters.values())[1:])
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__func__._call(self.__self__, *args, **kwargs)
+
+    def key(self, *args: Any, **kwargs: Any) -> Key:
+        return self.__func__.key(self.__self__, *args, **kwargs)
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> None:
+        self.__func__.invalidate(self.__self__, *args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return getattr, (self.__self__, self.__name__)
+
+    def __eq__(self, other: object) -> bool:  # as bound methods: the same function of the same instance
+        return isinstance(other, _Bound) and other.__func__ is self.__func__ and other.__self__ is self.__self__
+
+    def __hash__(self) -> int:
+        return hash((id(self.__func__), id(self.__self__)))
+
+    def __repr__(self) -> str:
+        return f"<bound cached {self.__name__} of {self.__self__!r}>"

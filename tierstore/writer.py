@@ -158,7 +158,7 @@ class Writer:
             if keep_version:
                 ttl = self._options.tombstone_ttl
                 self._commit(stripe, key, disk_key, None, keep_version, now + ttl, TOMBSTONE, now, ttl)
-            elif current is not None:
+            elif current is not None or self._disk_get(disk_key) is not None:  # a damaged record reads as None
                 self._memory.begin_write(stripe, key)
                 try:
                     self._writes.delete(disk_key)
