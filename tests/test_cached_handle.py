@@ -85,17 +85,36 @@ def test_cache_clear_deletes_every_entry_of_the_function_only(store: TierStore) 
     assert f(1) == 1 and store.get(f.key(1)) == 1
 
 
-def test_cache_clear_with_a_key_function_is_a_type_error(store: TierStore) -> None:
+def test_cache_clear_with_a_key_function_deletes_what_its_keys_share_as_a_prefix(store: TierStore) -> None:
     @store.cached(key=lambda user: f"user:{user}")
     def user(user: int) -> str:
         return f"u{user}"
 
+    store.set("users", "not one of its keys")
+    assert user.cache_clear() == 0  # no call yet: no prefix known
     assert user(1) == "u1" and user.key(1) == "user:1" and store.get("user:1") == "u1"
-    with pytest.raises(TypeError, match="key="):
-        user.cache_clear()
-    assert store.get("user:1") == "u1"
+    assert user(2) == "u2" and user(12) == "u12"
+    assert user.cache_clear() == 3  # the keys built so far share "user:"
+    assert [store.get(f"user:{n}") for n in (1, 2, 12)] == [None, None, None]
+    assert store.get("users") == "not one of its keys"
     user.invalidate(1)
     assert store.get("user:1") is None
+
+
+def test_cache_clear_with_key_functions_whose_keys_share_nothing_is_a_value_error(store: TierStore) -> None:
+    @store.cached(key=lambda n: f"a{n}" if n else f"b{n}")
+    def either(n: int) -> int:
+        return n
+
+    @store.cached(key=lambda n: b"k" if n else "k")
+    def mixed(n: int) -> int:
+        return n
+
+    assert either(1) == 1 and either(0) == 0 and mixed(1) == 1 and mixed(0) == 0
+    for fn in (either, mixed):
+        with pytest.raises(ValueError, match="share no prefix"):
+            fn.cache_clear()
+    assert store.get("a1") == 1 and store.get("b0") == 0 and store.get(b"k") == 1 and store.get("k") == 0
 
 
 def test_closures_still_need_a_name(store: TierStore) -> None:
@@ -133,3 +152,27 @@ def test_a_cached_method_still_binds(store: TierStore) -> None:
             return f"{self.name}-{x}"
 
     assert Repo("a").get(1) == "a-1" and store.get("a:1") == "a-1"
+
+
+def test_the_common_prefix_of_keys_seen_from_many_threads_is_exact() -> None:
+    from tierstore.memoize import CommonPrefix
+
+    common = CommonPrefix()
+    keys = [f"p:{t}:{i}" for t in range(8) for i in range(200)] + ["p:"]
+    start = threading.Barrier(8)
+
+    def see(part: int) -> None:
+        start.wait()
+        for key in keys[part::8]:
+            common.see(key)
+
+    threads = [threading.Thread(target=see, args=(part,)) for part in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert common.prefix == "p:"
+    common.see(42)  # not a key: ignored
+    assert common.prefix == "p:"
+    common.see(b"p:")
+    assert common.prefix == ""

@@ -11,19 +11,22 @@ and binds as a method like the function it wraps; bound, its handle binds too:
 - ``wrapper.cache_clear()``: the store's ``delete_prefix`` of every key the
   function's calls make (its name or module and qualified name, followed by the
   encoded arguments or their hash); returns how many were live. With ``key=``
-  the keys are the caller's own, with no prefix the store can know, so
-  ``cache_clear()`` raises ``TypeError`` (clear them with ``delete_prefix`` of
-  the prefix your ``key`` function gives them).
+  the keys are the caller's own: it deletes what the keys its calls built in
+  this process share as a prefix (``CommonPrefix``); before any call there is
+  none (0), and keys that share no prefix raise ``ValueError`` rather than
+  clear every entry.
 
 This module knows the store only through the three callables it is given.
-Thread-safety: the wrapper and its handle hold no state of their own; each call
-is as thread-safe as the store call it makes.
+Thread-safety: each call is as thread-safe as the store call it makes; the
+common prefix of a ``key=`` function's keys takes a lock only when it shrinks.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import os
+import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
@@ -31,7 +34,7 @@ from .cached_keys import call_key, call_prefixes, function_prefix, name_prefix
 from .clock import check_ttl
 from .codec import Key
 
-__all__ = ["Cached", "memoizer"]
+__all__ = ["Cached", "memoizer", "CommonPrefix"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -52,7 +55,7 @@ class Cached(Protocol[_P, _R_co]):
         ...
 
     def cache_clear(self) -> int:
-        """Delete every entry of this function; how many were live (``TypeError`` with ``key=``)."""
+        """Delete every entry of this function; how many were live (with ``key=``: see the module doc)."""
         ...
 
 
@@ -82,8 +85,14 @@ def memoizer(
     def decorate(fn: Callable[_P, _R]) -> Cached[_P, _R]:
         prefix = named if named is not None or key is not None else function_prefix(fn)
 
+        common = CommonPrefix()
+
         def cache_key(*args: Any, **kwargs: Any) -> Key:
-            return key(*args, **kwargs) if key is not None else call_key(prefix or b"", args, kwargs)
+            if key is None:
+                return call_key(prefix or b"", args, kwargs)
+            made = key(*args, **kwargs)
+            common.see(made)
+            return made
 
         def call(*args: Any, **kwargs: Any) -> Any:
             return get_or_load(cache_key(*args, **kwargs), lambda: fn(*args, **kwargs), ttl)
@@ -92,16 +101,49 @@ def memoizer(
             invalidate(cache_key(*args, **kwargs))
 
         def cache_clear() -> int:
-            if prefix is None:
-                raise TypeError(
-                    f"cache_clear() of {getattr(fn, '__qualname__', fn)!r}: its keys come from key=, "
-                    "so they share no prefix the store knows; delete_prefix() the prefix your key function uses"
+            if prefix is not None:
+                return sum(delete_prefix(part) for part in call_prefixes(prefix))
+            shared = common.prefix
+            if shared is None:
+                return 0  # no call built a key yet
+            if not shared:
+                raise ValueError(
+                    f"cache_clear() of {getattr(fn, '__qualname__', fn)!r}: the keys its key= function built "
+                    "share no prefix, and clearing every entry is not what it means; delete them by key"
                 )
-            return sum(delete_prefix(part) for part in call_prefixes(prefix))
+            return delete_prefix(shared)
 
         return cast("Cached[_P, _R]", _Handle(fn, call, cache_key, invalidate_call, cache_clear))
 
     return decorate
+
+
+class CommonPrefix:
+    """The longest prefix shared by every str or bytes key seen (``""`` once they share none).
+
+    Thread-safety: ``see`` reads without a lock while a key starts with the prefix
+    (the common case), and shrinks the prefix under a lock otherwise.
+    """
+
+    def __init__(self) -> None:
+        self.prefix: Key | None = None
+        self._lock = threading.Lock()
+
+    def see(self, key: object) -> None:
+        prefix: Any = self.prefix
+        if type(key) is type(prefix) and key.startswith(prefix):  # type: ignore[attr-defined]
+            return
+        if not isinstance(key, (str, bytes)):
+            return  # not a key: the store refuses it
+        with self._lock:
+            prefix = self.prefix
+            if prefix is None:
+                self.prefix = key
+            elif type(key) is not type(prefix):
+                self.prefix = ""  # str and bytes keys never share a prefix
+            else:
+                both: Any = [prefix, key]  # of one type: str or bytes
+                self.prefix = os.path.commonprefix(both)  # noqa: RUF071  # characters are what is wanted
 
 
 class _Handle:
