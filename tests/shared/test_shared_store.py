@@ -317,3 +317,23 @@ def test_without_shared_nothing_of_it_is_loaded_or_bound(tmp_path: Path) -> None
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_flushed_redis_is_noticed_by_the_reset_seq(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
+    """FLUSHALL keeps the connections: the next write's seq starts again at 1, which is a gap."""
+    store, other = stores(), stores()
+    other.set("kept", "old")
+    other.set("rewritten", "old")
+    wait_for(lambda: store.stats()["invalidations_received"] == 2)
+    for key in ("kept", "rewritten", "kept", "rewritten"):
+        assert store.get(key) == "old"  # copies in both tiers
+    epoch = raw.get(Names("tierstore").epoch)
+    raw.flushall()
+    other.set("rewritten", "new")  # seq 1 again, under a new epoch id
+    wait_for(lambda: store.stats()["resyncs"] == 1)
+    assert raw.get(Names("tierstore").epoch) != epoch
+    assert store.get("rewritten") == "new"
+    assert store.get("kept") is None  # Redis lost it: the distrusted copy is dropped, not served
+    other.set("rewritten", "newer")
+    wait_for(lambda: store.get("rewritten") == "newer")
+    assert store.stats()["resyncs"] == 1
