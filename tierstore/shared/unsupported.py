@@ -25,7 +25,6 @@ UNSUPPORTED: dict[str, str] = {
     "decr": "decr (counters)",
     "counter": "counter (counters)",
     "index": "index (sorted indexes)",
-    "get_many": "get_many",
     "set_many": "set_many",
     "delete_many": "delete_many",
     "delete_prefix": "delete_prefix",
