@@ -24,9 +24,7 @@ from tests.shared.redis_server import RedisServer
 from tierstore import ABSENT, TierStore
 
 KEYS = ("a", "b", "c")
-VERSIONS = st.one_of(
-    st.none(), st.none(), st.sampled_from([1, 2, 9, 10, 2**53, 2**53 + 1, 2**63 - 2, 2**63 - 1])
-)
+VERSIONS = st.one_of(st.none(), st.none(), st.sampled_from([1, 2, 9, 10, 2**53, 2**53 + 1, 2**63 - 2, 2**63 - 1]))
 VALUES = st.one_of(st.integers(-3, 3), st.text(max_size=3), st.just(ABSENT))
 LIVE, NEGATIVE, TOMBSTONE = "live", "negative", "tombstone"
 WAIT = 5.0
