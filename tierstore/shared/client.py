@@ -107,5 +107,6 @@ class SharedClient:
     def close(self) -> None:
         try:
             self.redis.close()
+            self.redis.connection_pool.disconnect()  # a pool built here for a given client is ours to close
         except redis.RedisError:  # closing never raises: the connections are gone either way
             log.debug("closing the Redis connections failed", exc_info=True)
