@@ -351,3 +351,19 @@ def test_get_many_reads_each_key_as_get_does(stores: Callable[..., TierStore]) -
     assert reader.stats()["hits_shared"] == 4  # every record Redis holds, tombstone and negative entry included
     writer.set("a", 10)
     wait_for(lambda: reader.get_many(["a", "b"]) == {"a": 10, "b": 2})
+
+
+def test_no_copy_lands_while_the_listener_is_not_subscribed(stores: Callable[..., TierStore]) -> None:
+    store, other = stores(), stores()
+    other.set("k", 1)
+    wait_for(lambda: store.stats()["invalidations_received"] == 1)
+    mirror = store._shared.mirror  # type: ignore[union-attr]
+    mirror.resync(listening=False)  # what the listener does when it loses its subscription
+    assert [store.get("k"), store.get("k"), store.get("k")] == [1, 1, 1]
+    assert store.stats()["hits_shared"] == 3  # each read went to Redis: nobody would say when a copy went stale
+    assert store.set("k", 2) is True
+    assert store.get("k") == 2
+    assert store.stats()["hits_shared"] == 4  # nor does a write's copy land
+    mirror.resync(listening=True)  # subscribed again
+    assert [store.get("k"), store.get("k"), store.get("k")] == [2, 2, 2]
+    assert store.stats()["hits_shared"] == 5  # copied once, then served locally

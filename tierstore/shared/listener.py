@@ -13,8 +13,9 @@ listener:
   Redis that lost its data and counts again). A gap *resyncs*: tier 1 is
   cleared and every tier-2 copy is distrusted until it is revalidated
   (``Mirror.resync``), counted in ``resyncs``; then it reconnects with backoff
-  (50 ms doubling to 2 s), subscribes, and distrusts once more what was copied
-  while it was away. The first message after a subscription sets the baseline
+  (50 ms doubling to 2 s) and subscribes; until then no copy lands locally
+  (every read goes to Redis), and once subscribed it distrusts once more what
+  was copied before. The first message after a subscription sets the baseline
   ``seq``: writes before the subscription are covered by the resync that follows it.
 - Errors are counted in ``shared_errors`` and logged; the thread never dies of one.
 """
@@ -93,15 +94,15 @@ class Listener:
                 return
             if self._connected:  # serving on what it heard until now: a gap
                 self._connected = False
-                self._resync(reason)
+                self._resync(reason, listening=False)
                 backoff = _BACKOFF_MIN
             self._stop.wait(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
     _connected = False
 
-    def _resync(self, reason: str) -> None:
-        self._mirror.resync()
+    def _resync(self, reason: str, *, listening: bool = True) -> None:
+        self._mirror.resync(listening=listening)
         self._count_resync()
         log.warning("tierstore: the shared-tier listener may have missed invalidations (%s); resynced", reason)
 
@@ -119,7 +120,7 @@ class Listener:
                 if time.monotonic() > deadline or self._stop.is_set():
                     raise redis.TimeoutError("no subscription confirmation")
             self._mirror.epoch = client.epoch()
-            self._mirror.resync()  # what was copied before the subscription is checked again
+            self._mirror.resync(listening=True)  # what was copied before the subscription is checked again
             self._connected = True
             self.subscribed.set()
             self._listen(pubsub)

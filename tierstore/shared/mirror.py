@@ -12,6 +12,9 @@ reader of a directory still reads these records).
   opens (what an earlier session left may be stale) and at every resync (the
   listener may have missed messages), and tier 1 is cleared then: a resync costs
   O(1), and each stale-able copy is revalidated on its next read.
+- **No copies while deaf.** Between a lost subscription and the next one no
+  copy lands at all (reads and writes go to Redis each time): nothing would
+  tell this process when such a copy went stale.
 - **Commits race nothing.** A copy lands only if neither the stripe's write epoch
   nor the floor moved since the caller read them, before its Redis call: a
   listener drop, a resync or another local write of the stripe meanwhile makes
@@ -90,15 +93,22 @@ class Mirror:
         self.epochs = memory.epochs
         self.floor = next(seq)  # nothing an earlier session wrote is trusted
         self.epoch = b""  # the epoch id of Redis's data set, as last read
+        self.listening = False  # whether the listener is subscribed: copies land only then
 
     def seen(self, stripe: int) -> tuple[int, int]:
         """What a commit checks: the stripe's write epoch and the floor, read before a Redis call."""
         return self.epochs[stripe], self.floor
 
-    def resync(self) -> None:
-        """Distrust every copy: raise the floor above all of them and clear tier 1."""
+    def resync(self, *, listening: bool) -> None:
+        """Distrust every copy: raise the floor above all of them and clear tier 1.
+
+        ``listening``: whether the listener is subscribed now (no copy lands until it is).
+        """
+        if not listening:
+            self.listening = False
         self.floor = next(self._seq)
         self._memory.clear()  # moves every stripe's epoch: no read in flight stores its record
+        self.listening = listening
 
     def commit(
         self, key: Key, disk_key: bytes, stripe: int, seen: tuple[int, int], record: Record, stamp: Stamp, *, read: bool
@@ -111,7 +121,7 @@ class Mirror:
         lock = self._locks[stripe]
         with lock:
             epoch, floor = seen
-            if epoch & 1 or self.epochs[stripe] != epoch or self.floor != floor:
+            if not self.listening or epoch & 1 or self.epochs[stripe] != epoch or self.floor != floor:
                 self._drop_locked(key, disk_key, stripe)
                 return record
             seq = next(self._seq)
