@@ -216,27 +216,17 @@ class TierStore(MappingCalls, PartCalls):
             self._open_shared(writes)
 
     def _open_shared(self, writes: EntryWrites) -> None:
-        """Compose the shared tier (Redis) over the local tiers: its reads, writes and refusals replace ours.
-
-        Bound once here, so no call branches on the mode: ``get`` and ``_fetch`` are unchanged
-        and ``_fetch`` is shadowed by the shared one; ``set``/``delete`` go through ``_write``/
-        ``_delete``; the calls not yet shared raise ``NotImplementedError`` (``shared/unsupported.py``).
-        """
+        """Compose the shared tier (Redis) over the local tiers, once: no call branches on the mode."""
         try:
-            from .shared import UNSUPPORTED, SharedTier, refusal
+            from .shared import SharedTier
         except ImportError as exc:
             raise ImportError(f"shared= needs redis-py: pip install 'tierstore[redis]' ({exc})") from exc
-        shared = self._shared = SharedTier(
+        self._shared = SharedTier(
             options=self._options, stats=self._stats, disk=self._disk, writes=writes, memory=self._memory,
             stripes=self._stripes, seq=self._seq, writer=self._writer, get_record=self._get_record,
             on_corrupt=self._count_corrupt,
         )  # fmt: skip
-        bind = self.__dict__  # instance attributes shadow the class's methods: bound once, not tested per call
-        bind["_fetch"] = shared.reads.fetch
-        bind["_write"] = shared.writes.write
-        bind["_delete"] = shared.writes.delete
-        for name, call in UNSUPPORTED.items():
-            bind[name] = refusal(call)
+        self._shared.bind(self.__dict__)
 
     def _abandon_open(self) -> None:
         """Undo a failed open: stop the timers and release the directory (left marked unclean)."""

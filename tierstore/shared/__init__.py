@@ -11,6 +11,7 @@ the calls not yet shared; without ``shared=`` none of this is imported.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from ..codec import Record
 from ..disk import DiskTier
@@ -71,6 +72,19 @@ class SharedTier:
         except BaseException:
             self.close()
             raise
+
+    def bind(self, attributes: dict[str, Any]) -> None:
+        """Bind the shared reads, writes and refusals over the store's own, in its instance ``__dict__``.
+
+        Instance attributes shadow the class's methods: ``get`` and ``_fetch`` stay as they
+        are and ``get`` finds this ``_fetch``; ``set``/``delete`` call ``_write``/``_delete``;
+        each call not yet shared raises ``NotImplementedError`` (``unsupported``).
+        """
+        attributes["_fetch"] = self.reads.fetch
+        attributes["_write"] = self.writes.write
+        attributes["_delete"] = self.writes.delete
+        for name, call in UNSUPPORTED.items():
+            attributes[name] = refusal(call)
 
     def close(self) -> None:
         """Stop the listener and close the connections."""
