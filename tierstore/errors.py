@@ -14,6 +14,7 @@ __all__ = [
     "StoreForked",
     "PermissionDenied",
     "NotAStore",
+    "SharedUnavailable",
 ]
 
 
@@ -62,3 +63,7 @@ class NotAStore(TierStoreError):
 
     It is never restored over, moved aside nor written: point ``path`` elsewhere.
     """
+
+
+class SharedUnavailable(TierStoreError):
+    """The shared tier (Redis) did not answer, or refused the call; nothing changed locally."""

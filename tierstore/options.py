@@ -134,6 +134,11 @@ class Options:
     persist_rate: float | None = None
     max_value_bytes: int = 64 * 1024 * 1024
     disk_cache_bytes: int = 32 * 1024 * 1024
+    shared: object = None
+    namespace: str = "tierstore"
+    shared_failure: str = "local"
+    shared_grace: float = 5.0
+    shared_ping_interval: float = 1.0
 
     def __post_init__(self) -> None:
         # Paths are kept as str: plyvel takes nothing else.
@@ -169,3 +174,27 @@ class Options:
         _check_filter_size(self.bloom_capacity, self.bloom_error_rate)
         if not callable(self.clock):
             raise TypeError("clock must be a callable returning wall-clock seconds")
+        _check_shared(self)
+
+
+SHARED_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _check_shared(options: Options) -> None:
+    """The shared tier's settings (checked whether or not ``shared`` is given: a typo fails at once)."""
+    shared = options.shared
+    if isinstance(shared, str):
+        if not shared.startswith(SHARED_SCHEMES):
+            raise ValueError(f"shared must be a URL starting with {', '.join(SHARED_SCHEMES)}; got {shared!r}")
+    elif shared is not None and not hasattr(shared, "connection_pool"):
+        raise TypeError(f"shared must be None, a redis:// or unix:// URL or a redis.Redis, not {type(shared).__name__}")
+    namespace = options.namespace
+    if not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a str, not {type(namespace).__name__}")
+    if not namespace or len(namespace) > 200 or any(c in namespace for c in "{}") or not namespace.isprintable():
+        raise ValueError(f"namespace must be 1 to 200 printable characters without braces, got {namespace!r}")
+    _check_choice(options.shared_failure, "shared_failure", ("local", "raise"))
+    check_seconds(options.shared_grace, "shared_grace")
+    check_seconds(options.shared_ping_interval, "shared_ping_interval", allow_zero=False)
+    if shared is not None and options.guard:
+        raise NotImplementedError("guard=True (the existence filter) is not yet supported with shared=")

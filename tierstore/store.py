@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .calls import PartCalls
 from .clock import TTL
@@ -51,7 +51,12 @@ from .session import holds_versions, next_sequence, save_sequence
 from .stats import Stats
 from .stripes import STRIPES, Stripes
 from .writer import Writer
-from .writes import entry_writes
+from .writes import EntryWrites, entry_writes
+
+if TYPE_CHECKING:
+    import redis
+
+    from .shared import SharedTier
 
 __all__ = ["TierStore"]
 
@@ -95,6 +100,11 @@ class TierStore(MappingCalls, PartCalls):
         max_value_bytes: int = 64 * 1024 * 1024,
         disk_cache_bytes: int = 32 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
+        shared: str | redis.Redis | None = None,
+        namespace: str = "tierstore",
+        shared_failure: Literal["local", "raise"] = "local",
+        shared_grace: float = 5.0,
+        shared_ping_interval: float = 1.0,
     ) -> None:
         """Open (or create) the store at ``path``; every setting is described in the README's "Options".
 
@@ -126,6 +136,11 @@ class TierStore(MappingCalls, PartCalls):
             max_value_bytes=max_value_bytes,
             disk_cache_bytes=disk_cache_bytes,
             clock=clock,
+            shared=shared,
+            namespace=namespace,
+            shared_failure=shared_failure,
+            shared_grace=shared_grace,
+            shared_ping_interval=shared_ping_interval,
         )
         self._temp_dir = tempfile.mkdtemp(prefix="tierstore-") if path is None else None
         self.path = str(path) if path is not None else str(self._temp_dir)
@@ -175,9 +190,10 @@ class TierStore(MappingCalls, PartCalls):
         )  # fmt: skip
         self._durability.schedule(self.checkpoint, self.sweep)
         self._guard = open_guard(self._disk, options.guard, options.bloom_capacity, options.bloom_error_rate)
+        writes = entry_writes(self._disk, self._durability.capacity)
         self._writer = Writer(
             disk=self._disk,
-            writes=entry_writes(self._disk, self._durability.capacity),
+            writes=writes,
             memory=self._memory,
             stripes=self._stripes,
             flights=self._flights,
@@ -189,16 +205,34 @@ class TierStore(MappingCalls, PartCalls):
             admit_key=None if self._guard is None else self._guard.add,
         )
         self._write = self._writer.write
+        self._delete = self._writer.delete
         self._counters = Counters(self._disk, self._stripes)
         self._indexes = {}
         self._indexes_lock = threading.Lock()
         self._stats.declare(["index_refresh_errors"])
         self._loading = self._open_loading()
+        self._shared: SharedTier | None = None
+        if options.shared is not None:
+            self._open_shared(writes)
+
+    def _open_shared(self, writes: EntryWrites) -> None:
+        """Compose the shared tier (Redis) over the local tiers, once: no call branches on the mode."""
+        try:
+            from .shared import SharedTier
+        except ImportError as exc:
+            raise ImportError(f"shared= needs redis-py: pip install 'tierstore[redis]' ({exc})") from exc
+        self._shared = SharedTier(
+            options=self._options, stats=self._stats, disk=self._disk, writes=writes, memory=self._memory,
+            stripes=self._stripes, seq=self._seq, writer=self._writer, get_record=self._get_record,
+            on_corrupt=self._count_corrupt,
+        )  # fmt: skip
+        self._shared.bind(self.__dict__)
 
     def _abandon_open(self) -> None:
         """Undo a failed open: stop the timers and release the directory (left marked unclean)."""
         self._closed = True
         try:
+            self._close_shared()
             self._scheduler.close(timeout=self._options.lock_timeout)
             self._disk.abandon()
         finally:
@@ -320,7 +354,7 @@ class TierStore(MappingCalls, PartCalls):
         """Remove ``key`` from both tiers, leaving a tombstone at its version; ``True`` if it was live."""
         if self._closed:
             raise self._unusable()
-        return self._writer.delete(key, version)
+        return self._delete(key, version)
 
     def _current_record(self, key: Key) -> Record | None:
         """The stored record from the key alone, for a fill's ``admit`` check under the key's lock."""
@@ -359,8 +393,9 @@ class TierStore(MappingCalls, PartCalls):
                 return
             self._closed = True
             try:
-                # Order matters: stop background work, then save what lives in memory,
-                # then release the directory.
+                # Order matters: stop the listener and background work, then save what
+                # lives in memory, then release the directory.
+                self._close_shared()
                 self._scheduler.close(timeout=self._options.lock_timeout)
                 if self._guard is not None:
                     self._guard.close()  # logs instead of raising: the next open rebuilds
@@ -374,6 +409,11 @@ class TierStore(MappingCalls, PartCalls):
             finally:
                 self._memory.clear()
                 self._remove_temp_dir()
+
+    def _close_shared(self) -> None:
+        shared = getattr(self, "_shared", None)
+        if shared is not None:
+            shared.close()
 
     def _remove_temp_dir(self) -> None:
         if self._temp_dir is not None:

@@ -218,6 +218,11 @@ class Writer:
         self._disk.put_meta(META_VERSIONED, True)
         self.versioned = True
 
+    def mark_versioned(self) -> None:
+        """Note that tier 2 holds a version above 0 (for writes of copies that bypass ``write``)."""
+        if not self.versioned:
+            self._mark_versioned()
+
     def current(self, key: Key, disk_key: bytes) -> Record | None:
         """The stored record (tombstones and expired ones included), read under the key's stripe lock."""
         record = self._memory_get(key)

@@ -1,0 +1,137 @@
+"""The shared tier across real processes: coherence, racing versions, deletes, a server killed and restarted.
+
+Each store runs in its own spawned process (``workers.Worker``) over one real
+redis-server (``redis_server`` fixture). A reader's observations are checked to
+be non-decreasing: a process never goes back to an older value once it saw a newer one.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.shared.redis_server import RedisServer
+from tests.shared.workers import Worker, WorkerError
+
+LAG = 5.0  # seconds a test waits for an invalidation to arrive (it takes milliseconds)
+
+
+@pytest.fixture
+def workers(redis_server: RedisServer) -> Iterator[Callable[..., Worker]]:
+    started: list[Worker] = []
+
+    def make(**options: object) -> Worker:
+        options.setdefault("shared_ping_interval", 0.2)
+        worker = Worker(redis_server.url, **options)
+        started.append(worker)
+        return worker
+
+    yield make
+    for worker in started:
+        worker.close()
+
+
+def wait_for(probe: Callable[[], bool], timeout: float = LAG) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError("not reached in time")
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("versioned", [False, True], ids=["unversioned", "versioned"])
+def test_readers_in_other_processes_converge_on_the_last_write_and_never_go_back(
+    workers: Callable[..., Worker], versioned: bool
+) -> None:
+    writer = workers()
+    readers = [workers() for _ in range(3)]
+    last = 300
+    writer.call("set", "k", 0)
+    for reader in readers:
+        assert reader.call("get", "k") == 0  # each holds a local copy from the start
+        reader.start("read_until", "k", last, 30.0)
+    landed = writer.call("write_values", "k", list(range(1, last + 1)), 0.001, versioned)
+    assert landed == last
+    for reader in readers:
+        seen = reader.result()
+        assert seen[-1] == last, seen[-10:]  # converged on the last write
+        assert seen == sorted(seen), seen  # and never went back
+        assert len(seen) > 2  # it saw writes while they happened, not only the end
+    for reader in readers:  # later reads keep the last value: no old copy comes back
+        assert [reader.call("get", "k") for _ in range(3)] == [last] * 3
+        assert reader.stats()["invalidations_received"] > 0
+
+
+def test_versioned_writers_racing_across_processes_end_with_the_highest_version_everywhere(
+    workers: Callable[..., Worker],
+) -> None:
+    racers = [workers() for _ in range(4)]
+    top = 300
+    for index, racer in enumerate(racers):  # all race through the same rising versions
+        racer.start("write_versions", "k", list(range(1, top + 1)), f"p{index}")
+    landed = [racer.result() for racer in racers]
+    every = sorted(v for versions in landed for v in versions)
+    assert every == list(range(1, top + 1))  # each version landed exactly once, in exactly one process
+    assert sum(1 for versions in landed if versions) > 1  # the race was real: several processes won some
+    winner = next(index for index, versions in enumerate(landed) if top in versions)
+    expected = ([f"p{winner}", top], top)
+    for racer in [*racers, workers()]:  # every racer and a fresh process
+        wait_for(lambda racer=racer: racer.call("entry", "k") == expected)  # type: ignore[misc]
+    for index, racer in enumerate(racers):  # shuffled older versions all lose now, everywhere
+        versions = list(range(1, top))
+        random.Random(index).shuffle(versions)
+        racer.start("write_versions", "k", versions, f"late{index}")
+    assert [racer.result() for racer in racers] == [[]] * len(racers)
+    for racer in racers:
+        assert racer.call("entry", "k") == expected
+
+
+def test_a_delete_in_one_process_is_seen_by_another(workers: Callable[..., Worker]) -> None:
+    first, second = workers(), workers()
+    first.call("setv", "k", "v", 7)
+    assert [second.call("get", "k") for _ in range(3)] == ["v"] * 3  # cached in both tiers of the second
+    assert first.call("delete", "k") is True
+    wait_for(lambda: second.call("get", "k") is None)
+    assert [second.call("get", "k", "gone") for _ in range(3)] == ["gone"] * 3
+    assert second.call("entry", "k") is None
+    assert second.call("setv", "k", "old", 7) is False  # the tombstone kept version 7 for every process
+    assert second.call("setv", "k", "new", 8) is True
+    wait_for(lambda: first.call("get", "k") == "new")
+
+
+def test_a_server_killed_and_restarted_empty_makes_every_process_resync(
+    redis_server: RedisServer, workers: Callable[..., Worker]
+) -> None:
+    writer, reader = workers(), workers()
+    writer.call("set", "k", "old")
+    writer.call("set", "other", "old")
+    for _ in range(3):  # both tiers of the reader hold copies
+        assert reader.call("get", "k") == "old"
+        assert reader.call("get", "other") == "old"
+    before = [writer.stats()["resyncs"], reader.stats()["resyncs"]]
+    redis_server.kill()
+    wait_for(lambda: reader.stats()["resyncs"] > before[1] and writer.stats()["resyncs"] > before[0])
+    with pytest.raises(WorkerError) as lost:  # its copies are distrusted and Redis is gone: no old value
+        reader.call("get", "k")
+    assert lost.value.kind == "SharedUnavailable"
+    with pytest.raises(WorkerError) as refused:
+        writer.call("set", "k", "during")
+    assert refused.value.kind == "SharedUnavailable"
+    redis_server.start()  # empty: no keys, no scripts, no epoch id
+    wait_for(lambda: _writes(writer, "k", "new"))  # scripts reloaded after NOSCRIPT, epoch id created again
+    assert reader.call("get", "k") == "new"  # rewritten after the restart: never the old copy
+    assert reader.call("get", "other") is None  # not rewritten: Redis lost it, so does every process
+    assert writer.call("get", "other") is None
+    writer.call("set", "k", "newer")
+    wait_for(lambda: reader.call("get", "k") == "newer")  # the listener is subscribed again
+
+
+def _writes(worker: Worker, key: str, value: str) -> bool:
+    try:
+        return bool(worker.call("set", key, value))
+    except WorkerError as exc:
+        assert exc.kind == "SharedUnavailable"
+        return False

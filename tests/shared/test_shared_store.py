@@ -1,0 +1,369 @@
+"""The shared tier in one process: the version rule in Redis, expiry, stats, scripts, refusals, outages.
+
+Two stores in one process over one real redis-server stand for two processes
+(each has its own tiers 1 and 2, its own origin and its own listener); the
+multi-process tests are in ``test_shared_processes``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.shared.redis_server import RedisServer
+from tierstore import ABSENT, SharedUnavailable, TierStore, codec
+from tierstore.shared.client import CALL_TIMEOUT, Names
+from tierstore.shared.unsupported import UNSUPPORTED
+
+LAG = 5.0
+
+
+def wait_for(probe: Callable[[], bool], timeout: float = LAG) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError("not reached in time")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def stores(redis_server: RedisServer) -> Iterator[Callable[..., TierStore]]:
+    opened: list[TierStore] = []
+
+    def make(**options: object) -> TierStore:
+        options.setdefault("shared_ping_interval", 0.2)
+        store = TierStore(shared=redis_server.url, **options)  # type: ignore[arg-type]
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def raw(redis_server: RedisServer) -> redis.Redis:
+    return redis.Redis(unix_socket_path=redis_server.socket, socket_timeout=CALL_TIMEOUT)
+
+
+def entry_hash(raw: redis.Redis, key: str, namespace: str = "tierstore") -> dict[bytes, bytes]:
+    found: dict[bytes, bytes] = raw.hgetall(Names(namespace).entry(codec.encode_key(key)))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("low", "high"),
+    [(9, 10), (99, 100), (2**53, 2**53 + 1), (2**53 + 1, 2**53 + 2), (2**63 - 2, 2**63 - 1), (1, 2**63 - 1)],
+)
+def test_versions_compare_exactly_in_redis(stores: Callable[..., TierStore], low: int, high: int) -> None:
+    """Doubles would call 2**53 and 2**53 + 1 equal, and strings would put "9" above "10"."""
+    first, second = stores(), stores()
+    assert first.set("k", "low", version=low) is True
+    assert second.set("k", "high", version=high) is True
+    assert first.set("k", "again", version=high) is False
+    assert first.set("k", "back", version=low) is False
+    wait_for(lambda: first.get_entry("k") == (("high", high, None, False, False)))
+    assert second.delete("k", version=low) is True  # a tombstone at max(low, stored) = high
+    assert first.set("k", "after", version=high) is False
+    assert first.set("k", "unversioned") is True  # keeps the tombstone's version
+    assert second.set("k", "stale", version=high) is False
+    wait_for(lambda: second.get_entry("k") == ("unversioned", high, None, False, False))
+
+
+def test_versions_at_the_top_of_the_range(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
+    store = stores()
+    top = 2**63 - 1
+    assert store.set("k", 1, version=top) is True
+    assert entry_hash(raw, "k")[b"v"] == str(top).encode()
+    assert store.set("k", 2, version=top) is False
+    assert store.delete("k", version=top - 1) is True
+    assert entry_hash(raw, "k")[b"v"] == str(top).encode()
+    assert store.set("k", 3, version=top) is False
+    with pytest.raises(ValueError):
+        store.set("k", 4, version=top + 1)
+
+
+def test_a_write_lands_in_redis_with_its_expiry_and_seq(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
+    store = stores(stale_ttl=30.0, negative_ttl=7.0, tombstone_ttl=100.0)
+    names = Names("tierstore")
+    store.set("ttl", "v", ttl=60)
+    assert 89_000 < raw.pttl(names.entry(codec.encode_key("ttl"))) <= 90_000  # ttl + stale_ttl
+    store.set("forever", "v", ttl=None)
+    assert raw.pttl(names.entry(codec.encode_key("forever"))) == -1
+    store.set("absent", ABSENT)
+    assert 6_000 < raw.pttl(names.entry(codec.encode_key("absent"))) <= 7_000  # negative entries are never stale
+    store.set("gone", "v", version=3)
+    store.delete("gone")
+    assert 99_000 < raw.pttl(names.entry(codec.encode_key("gone"))) <= 100_000  # the tombstone's
+    assert entry_hash(raw, "gone")[b"v"] == b"3"
+    assert int(raw.get(names.seq) or 0) == 5
+    assert entry_hash(raw, "gone")[b"s"] == b"5"
+
+
+def test_a_delete_at_version_0_removes_the_key_in_redis(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
+    store = stores()
+    store.set("k", "v")
+    assert store.delete("k") is True
+    assert entry_hash(raw, "k") == {}
+    assert store.delete("k") is False
+    assert store.get("k", "none") == "none"
+
+
+def test_a_local_miss_reads_redis_and_keeps_the_copy(stores: Callable[..., TierStore]) -> None:
+    writer, reader = stores(), stores(memory_admission="always")
+    writer.set("k", {"a": [1, 2]}, ttl=60)
+    wait_for(lambda: reader.stats()["invalidations_received"] == 1)  # else its drop may refuse the first copy
+    assert reader.get("k") == {"a": [1, 2]}
+    assert reader.stats()["hits_shared"] == 1
+    assert reader.get("k") == {"a": [1, 2]}
+    assert reader.get("k") == {"a": [1, 2]}
+    stats = reader.stats()
+    assert stats["hits_shared"] == 1  # the copy answers now
+    assert stats["hits_memory"] == 2
+    entry = reader.get_entry("k")
+    assert entry is not None and entry.expires_at == writer.get_entry("k").expires_at  # type: ignore[union-attr]
+    assert reader.get("missing", "d") == "d"
+    assert "k" in reader and "missing" not in reader
+
+
+def test_a_store_ignores_its_own_messages_and_counts_others(stores: Callable[..., TierStore]) -> None:
+    first, second = stores(), stores()
+    first.set("k", 1)
+    wait_for(lambda: second.stats()["invalidations_received"] == 1)
+    time.sleep(0.1)
+    assert first.stats()["invalidations_received"] == 0
+    assert first.get("k") == 1
+    assert first.stats()["hits_shared"] == 0  # its own write's copy answers
+
+
+def test_a_local_copy_stamped_at_or_after_a_message_is_kept(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
+    """The listener drops a copy stamped below the message's seq and keeps one stamped at it or later."""
+    store = stores()
+    names = Names("tierstore")
+    other = stores()
+    other.set("warm", 0)  # seq 1: the listener's baseline
+    wait_for(lambda: store.stats()["invalidations_received"] == 1)
+    epoch = raw.get(names.epoch)
+    data, _ = codec.encode_record(codec.new_packer(), "v", 0, None, 0, time.time(), None, 0)
+    for key, stamp in (("kept", 2), ("dropped", 1)):
+        raw.hset(names.entry(codec.encode_key(key)), mapping={"d": data, "v": "0", "s": stamp, "e": epoch})
+        assert store.get(key) == "v"
+    assert store.stats()["hits_shared"] == 2
+    for key in ("kept", "dropped"):  # seq 2 and 3, as another process's writes would publish them
+        seq = raw.incr(names.seq)
+        raw.publish(names.channel, f"{seq}:0:{'0' * 16}:".encode() + codec.encode_key(key))
+    wait_for(lambda: store.stats()["invalidations_received"] == 3)
+    assert store.get("kept") == "v"
+    assert store.stats()["hits_shared"] == 2  # served by the copy stamped at seq 2
+    assert store.get("dropped") == "v"
+    assert store.stats()["hits_shared"] == 3  # its copy (seq 1) was dropped by the message of seq 3
+    assert store.stats()["resyncs"] == 0
+
+
+def test_a_seq_gap_resyncs(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
+    store, other = stores(), stores()
+    other.set("k", "v")
+    assert [store.get("k"), store.get("k")] == ["v", "v"]
+    names = Names("tierstore")
+    raw.incr(names.seq)  # a write whose message is lost
+    other.set("j", 1)
+    wait_for(lambda: store.stats()["resyncs"] == 1)
+    hits = store.stats()["hits_shared"]
+    assert store.get("k") == "v"
+    assert store.stats()["hits_shared"] == hits + 1  # the copy was distrusted: revalidated from Redis
+
+
+def test_scripts_are_reloaded_after_script_flush(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
+    first, second = stores(), stores()
+    assert first.set("k", 1, version=1)
+    raw.script_flush()
+    assert raw.script_exists(*first._shared.scripts._digests.values()) == [False, False]  # type: ignore[union-attr]
+    assert first.set("k", 2, version=2) is True  # NOSCRIPT: loaded again, run once more
+    assert first.set("k", 3, version=2) is False
+    assert first.delete("k") is True
+    assert raw.script_exists(*first._shared.scripts._digests.values()) == [True, True]  # type: ignore[union-attr]
+    assert first._shared.scripts.reloads == 2  # type: ignore[union-attr]
+    assert first.stats()["shared_errors"] == 0
+    wait_for(lambda: second.get("k", "none") == "none")
+    assert second.set("k", 4, version=2) is False
+
+
+@pytest.mark.parametrize("name", sorted(UNSUPPORTED))
+def test_calls_not_yet_shared_refuse_to_run(stores: Callable[..., TierStore], name: str) -> None:
+    store = stores()
+    arguments = {
+        "get_or_load": ("k", lambda: 1), "refresh_every": ("k", lambda: 1, 1.0), "keep_fresh": ("i", list),
+        "guard_keys": (["k"],), "rebuild_guard": (["k"],), "incr": ("c",), "decr": ("c",), "counter": ("c",),
+        "index": ("i",), "set_many": ({"k": 1},), "delete_many": (["k"],),
+        "delete_prefix": ("k",), "clear": (), "add": ("k", 1), "touch": ("k",), "pop": ("k",), "keys": (),
+        "items": (), "cached": (), "_live_items": (None,),
+    }  # fmt: skip
+    with pytest.raises(NotImplementedError, match=r"not yet supported with shared=") as refused:
+        getattr(store, name)(*arguments[name])
+    assert UNSUPPORTED[name].partition(" ")[0] in str(refused.value)
+    with pytest.raises(NotImplementedError, match="len"):
+        len(store)
+    with pytest.raises(NotImplementedError, match="keys"):
+        iter(store)
+    assert store.get("k") is None  # nothing ran locally
+
+
+def test_guard_is_refused_at_construction(redis_server: RedisServer) -> None:
+    with pytest.raises(NotImplementedError, match="guard"):
+        TierStore(shared=redis_server.url, guard=True)
+
+
+def test_settings_are_checked(redis_server: RedisServer) -> None:
+    for bad, error in (
+        ({"shared": "http://x"}, ValueError),
+        ({"shared": 3}, TypeError),
+        ({"namespace": "a{b}"}, ValueError),
+        ({"namespace": ""}, ValueError),
+        ({"shared_failure": "ignore"}, ValueError),
+        ({"shared_grace": -1}, ValueError),
+        ({"shared_ping_interval": 0}, ValueError),
+    ):
+        with pytest.raises(error):
+            TierStore(**{"shared": redis_server.url, **bad})  # type: ignore[arg-type]
+
+
+def test_a_redis_client_object_is_accepted(redis_server: RedisServer) -> None:
+    client = redis.Redis(unix_socket_path=redis_server.socket, decode_responses=True)
+    with TierStore(shared=client) as first, TierStore(shared=redis_server.url) as second:
+        first.set("k", b"\xff bytes")
+        assert second.get("k") == b"\xff bytes"
+
+
+def test_namespaces_are_apart(stores: Callable[..., TierStore]) -> None:
+    first, second = stores(namespace="one"), stores(namespace="two")
+    first.set("k", 1, version=5)
+    assert second.get("k") is None
+    assert second.set("k", 2, version=1) is True
+
+
+def test_an_unreachable_redis_at_construction_raises(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(SharedUnavailable):
+        TierStore(tmp_path / "store", shared=f"unix://{tmp_path}/nothing.sock")
+    assert time.monotonic() - started < CALL_TIMEOUT * 3
+    with TierStore(tmp_path / "store") as store:  # the directory was released
+        assert store.get("k") is None
+
+
+def test_a_paused_server_is_a_gap_and_no_call_hangs(
+    redis_server: RedisServer, stores: Callable[..., TierStore]
+) -> None:
+    store, other = stores(), stores()
+    other.set("k", "old")
+    assert [store.get("k"), store.get("k")] == ["old", "old"]
+    redis_server.pause()
+    try:
+        wait_for(lambda: store.stats()["resyncs"] >= 1)  # a PING unanswered within shared_ping_interval
+        started = time.monotonic()
+        with pytest.raises(SharedUnavailable):
+            store.get("k")  # its copies are distrusted and Redis does not answer: no stale value
+        with pytest.raises(SharedUnavailable):
+            store.set("k", "mine")
+        assert time.monotonic() - started < 2 * CALL_TIMEOUT + 1
+    finally:
+        redis_server.resume()
+    assert store.stats()["shared_errors"] >= 2
+    wait_for(lambda: _answers(store, "k") in ("old", "mine"))  # what Redis holds, once it answers again
+    other.set("k", "new")
+    wait_for(lambda: store.get("k") == "new")  # subscribed again
+
+
+def _answers(store: TierStore, key: str) -> object:
+    try:
+        return store.get(key)
+    except SharedUnavailable:
+        return None
+
+
+def test_a_reopened_store_revalidates_what_it_kept(
+    stores: Callable[..., TierStore], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "store"
+    other = stores()
+    with TierStore(path, shared=redis_server.url) as store:
+        store.set("changed", "old")
+        store.set("deleted", "old")
+        store.set("same", "old")
+    other.set("changed", "new")
+    other.delete("deleted")
+    with TierStore(path, shared=redis_server.url) as store:
+        assert store.get("changed") == "new"
+        assert store.get("deleted") is None
+        assert store.get("same") == "old"
+    with TierStore(path) as local:  # the copies are ordinary records to a store without shared=
+        assert local.get("changed") == "new"
+
+
+def test_without_shared_nothing_of_it_is_loaded_or_bound(tmp_path: Path) -> None:
+    code = (
+        "import sys; from tierstore import TierStore\n"
+        f"s = TierStore({str(tmp_path / 's')!r}); s.set('k', 1); assert s.get('k') == 1\n"
+        "assert not any(m.startswith('tierstore.shared') or m == 'redis' for m in sys.modules), sorted(sys.modules)\n"
+        "assert '_fetch' not in vars(s) and 'get_or_load' not in vars(s)\n"
+        "assert 'hits_shared' not in s.stats()\n"
+        "assert s.get_or_load('j', lambda: 2) == 2 and s.incr('c') == 1\n"
+        "s.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_flushed_redis_is_noticed_by_the_reset_seq(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
+    """FLUSHALL keeps the connections: the next write's seq starts again at 1, which is a gap."""
+    store, other = stores(), stores()
+    other.set("kept", "old")
+    other.set("rewritten", "old")
+    wait_for(lambda: store.stats()["invalidations_received"] == 2)
+    for key in ("kept", "rewritten", "kept", "rewritten"):
+        assert store.get(key) == "old"  # copies in both tiers
+    epoch = raw.get(Names("tierstore").epoch)
+    raw.flushall()
+    other.set("rewritten", "new")  # seq 1 again, under a new epoch id
+    wait_for(lambda: store.stats()["resyncs"] == 1)
+    assert raw.get(Names("tierstore").epoch) != epoch
+    assert store.get("rewritten") == "new"
+    assert store.get("kept") is None  # Redis lost it: the distrusted copy is dropped, not served
+    other.set("rewritten", "newer")
+    wait_for(lambda: store.get("rewritten") == "newer")
+    assert store.stats()["resyncs"] == 1
+
+
+def test_get_many_reads_each_key_as_get_does(stores: Callable[..., TierStore]) -> None:
+    writer, reader = stores(), stores()
+    writer.set("a", 1)
+    writer.set("b", 2)
+    writer.set("absent", ABSENT)
+    writer.set("gone", 3, version=4)
+    writer.delete("gone")
+    wait_for(lambda: reader.stats()["invalidations_received"] == 5)
+    assert reader.get_many(["a", "b", "absent", "gone", "missing"]) == {"a": 1, "b": 2}
+    assert reader.stats()["hits_shared"] == 4  # every record Redis holds, tombstone and negative entry included
+    writer.set("a", 10)
+    wait_for(lambda: reader.get_many(["a", "b"]) == {"a": 10, "b": 2})
+
+
+def test_no_copy_lands_while_the_listener_is_not_subscribed(stores: Callable[..., TierStore]) -> None:
+    store, other = stores(), stores()
+    other.set("k", 1)
+    wait_for(lambda: store.stats()["invalidations_received"] == 1)
+    mirror = store._shared.mirror  # type: ignore[union-attr]
+    mirror.resync(listening=False)  # what the listener does when it loses its subscription
+    assert [store.get("k"), store.get("k"), store.get("k")] == [1, 1, 1]
+    assert store.stats()["hits_shared"] == 3  # each read went to Redis: nobody would say when a copy went stale
+    assert store.set("k", 2) is True
+    assert store.get("k") == 2
+    assert store.stats()["hits_shared"] == 4  # nor does a write's copy land
+    mirror.resync(listening=True)  # subscribed again
+    assert [store.get("k"), store.get("k"), store.get("k")] == [2, 2, 2]
+    assert store.stats()["hits_shared"] == 5  # copied once, then served locally

@@ -1,0 +1,93 @@
+"""The shared tier: Redis as tier 3 and the authority, each process's tiers 1 and 2 as copies of it.
+
+``SharedTier`` wires the pieces for one store: the client (``client``), the
+write scripts (``scripts``), the local copies (``mirror``), reads and writes
+through Redis (``reading``, ``writing``) and the invalidation listener
+(``listener``). The store composes it at open, binding ``fetch``, ``write`` and
+``delete`` in place of its local ones and ``unsupported.refusal`` in place of
+the calls not yet shared; without ``shared=`` none of this is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..codec import Record
+from ..disk import DiskTier
+from ..errors import CorruptRecord
+from ..memory import MemoryTier
+from ..options import Options
+from ..stats import Stats
+from ..stripes import Stripes
+from ..writer import Writer
+from ..writes import EntryWrites
+from .client import CALL_TIMEOUT, SharedClient
+from .listener import Listener
+from .mirror import Mirror
+from .reading import SharedReads
+from .scripts import Scripts
+from .unsupported import UNSUPPORTED, refusal
+from .writing import SharedWrites
+
+__all__ = ["SharedTier", "SHARED_STATS", "UNSUPPORTED", "refusal"]
+
+SHARED_STATS = ("hits_shared", "invalidations_received", "shared_errors", "resyncs")
+
+
+class SharedTier:
+    """The shared tier of one open store: connected, subscribed, and closed with it."""
+
+    def __init__(
+        self,
+        *,
+        options: Options,
+        stats: Stats,
+        disk: DiskTier,
+        writes: EntryWrites,
+        memory: MemoryTier,
+        stripes: Stripes,
+        seq: Iterator[int],
+        writer: Writer,
+        get_record: Callable[[bytes], Record | None],
+        on_corrupt: Callable[[bytes, CorruptRecord], None],
+    ) -> None:
+        stats.declare(SHARED_STATS)
+        self.client = SharedClient(options.shared, options.namespace, stats)
+        self.listener: Listener | None = None
+        try:
+            self.scripts = Scripts(self.client)
+            mirror = Mirror(disk=disk, writes=writes, memory=memory, stripes=stripes, seq=seq, writer=writer)
+            self.mirror = mirror
+            mirror.epoch = self.client.epoch()
+            self.reads = SharedReads(
+                client=self.client, mirror=mirror, memory=memory, get_record=get_record, stats=stats,
+                max_bytes=options.max_value_bytes, on_corrupt=on_corrupt,
+            )  # fmt: skip
+            self.writes = SharedWrites(
+                client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats
+            )
+            self.listener = Listener(self.client, mirror, options.shared_ping_interval, stats)
+            self.listener.start(timeout=CALL_TIMEOUT * 2)
+        except BaseException:
+            self.close()
+            raise
+
+    def bind(self, attributes: dict[str, Any]) -> None:
+        """Bind the shared reads, writes and refusals over the store's own, in its instance ``__dict__``.
+
+        Instance attributes shadow the class's methods: ``get`` and ``_fetch`` stay as they
+        are and ``get`` finds this ``_fetch``; ``set``/``delete`` call ``_write``/``_delete``;
+        each call not yet shared raises ``NotImplementedError`` (``unsupported``).
+        """
+        attributes["_fetch"] = self.reads.fetch
+        attributes["_write"] = self.writes.write
+        attributes["_delete"] = self.writes.delete
+        for name, call in UNSUPPORTED.items():
+            attributes[name] = refusal(call)
+
+    def close(self) -> None:
+        """Stop the listener and close the connections."""
+        if self.listener is not None:
+            self.listener.stop()
+        self.client.close()

@@ -1,0 +1,112 @@
+"""The connection to the shared tier: a redis-py client with timeouts, the namespace's names, the epoch id.
+
+- ``shared`` is a URL (``redis://``, ``rediss://``, ``unix://``; redis-py's
+  ``from_url``) or a ``redis.Redis``, whose connection settings are reused for
+  connections of our own: replies as bytes, a socket timeout of
+  ``CALL_TIMEOUT`` seconds (unless the client sets one), no retries inside
+  redis-py (a retried script could run twice; the caller decides).
+- Every call goes through ``call``, which maps any ``RedisError`` (refused
+  connection, timeout, a server refusing a write) to ``SharedUnavailable`` and
+  counts it in ``shared_errors``.
+- Names in Redis all carry the namespace in a hash tag, ``tierstore:{ns}:``, so
+  a Redis Cluster keeps a namespace on one slot (its scripts touch several keys):
+  ``...:e:<tagged key>`` (a hash per entry: ``d`` envelope, ``v`` version as a
+  decimal string, ``s`` write seq, ``e`` epoch id), ``...:seq`` (the write
+  sequence, ``INCR``), ``...:epoch`` (a random id of the data set, created when
+  missing: a Redis that lost its data has another one) and the channel ``...:inv``.
+- ``origin`` is a random id of this open store: its own messages are not
+  invalidations for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..errors import SharedUnavailable
+from ..stats import Stats
+
+__all__ = ["CALL_TIMEOUT", "Names", "SharedClient"]
+
+log = logging.getLogger("tierstore")
+
+CALL_TIMEOUT = 2.0  # seconds: every Redis call (connect, command, script) ends within it
+
+_T = TypeVar("_T")
+
+
+class Names:
+    """The names of one namespace in Redis (bytes, as redis-py sends them)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.prefix = f"tierstore:{{{namespace}}}:".encode()
+        self.seq = self.prefix + b"seq"
+        self.epoch = self.prefix + b"epoch"
+        self.channel = self.prefix + b"inv"
+        self._entry = self.prefix + b"e:"
+
+    def entry(self, tagged_key: bytes) -> bytes:
+        """The hash holding the entry of a key (``codec.encode_key``'s tagged bytes)."""
+        return self._entry + tagged_key
+
+
+def _connect(shared: object) -> redis.Redis:
+    options: dict[str, Any] = {"decode_responses": False, "retry": Retry(NoBackoff(), 0)}
+    if isinstance(shared, str):
+        return redis.Redis.from_url(shared, socket_timeout=CALL_TIMEOUT, socket_connect_timeout=CALL_TIMEOUT, **options)
+    if not isinstance(shared, redis.Redis):
+        raise TypeError(f"shared must be a URL or a redis.Redis, not {type(shared).__name__}")
+    pool = shared.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs.update(options)
+    if kwargs.get("socket_timeout") is None:
+        kwargs["socket_timeout"] = CALL_TIMEOUT
+    if kwargs.get("socket_connect_timeout") is None:
+        kwargs["socket_connect_timeout"] = kwargs["socket_timeout"]
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
+class SharedClient:
+    """One store's connections to Redis; ``call`` runs a command with the error mapping."""
+
+    def __init__(self, shared: object, namespace: str, stats: Stats) -> None:
+        self.redis = _connect(shared)
+        self.names = Names(namespace)
+        self.origin = os.urandom(8).hex().encode()
+        self._count_error = stats.counts["shared_errors"]
+        kwargs = self.redis.connection_pool.connection_kwargs
+        self.where = str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
+
+    def call(self, what: str, command: Callable[..., _T], *args: Any) -> _T:
+        """``command(*args)``, any Redis error raised as ``SharedUnavailable`` (counted)."""
+        try:
+            return command(*args)
+        except redis.RedisError as exc:
+            self.failed()
+            raise SharedUnavailable(f"{what}: Redis at {self.where} failed: {exc}") from exc
+
+    def failed(self) -> None:
+        """Count a failed Redis call (``stats()["shared_errors"]``)."""
+        self._count_error()
+
+    def epoch(self) -> bytes:
+        """The epoch id of the data set in Redis, created when missing."""
+        fresh = os.urandom(8).hex().encode()
+        self.call("epoch", lambda: self.redis.set(self.names.epoch, fresh, nx=True))
+        epoch = self.call("epoch", self.redis.get, self.names.epoch)
+        if not isinstance(epoch, bytes):
+            raise SharedUnavailable(f"epoch: Redis at {self.where} lost the epoch id just written")
+        return epoch
+
+    def close(self) -> None:
+        try:
+            self.redis.close()
+            self.redis.connection_pool.disconnect()  # a pool built here for a given client is ours to close
+        except redis.RedisError:  # closing never raises: the connections are gone either way
+            log.debug("closing the Redis connections failed", exc_info=True)

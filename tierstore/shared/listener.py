@@ -1,0 +1,171 @@
+"""The listener: one thread per store subscribed to its namespace's channel, dropping what others wrote.
+
+Each message is ``seq:version:origin:tagged key`` (see ``scripts``). The
+listener:
+
+- drops the key's copies from tiers 1 and 2 unless the message is this
+  store's own (``origin``) or the local copy is trusted and stamped at that
+  ``seq`` or later in the same epoch (``mirror.Mirror.drop``); counted in
+  ``invalidations_received``;
+- watches for any gap in what it heard: a disconnect or error, a PING left
+  unanswered for ``shared_ping_interval`` seconds (a paused or partitioned
+  server), a ``seq`` that is not the last one plus one (a lost message, or a
+  Redis that lost its data and counts again). A gap *resyncs*: tier 1 is
+  cleared and every tier-2 copy is distrusted until it is revalidated
+  (``Mirror.resync``), counted in ``resyncs``; then it reconnects with backoff
+  (50 ms doubling to 2 s) and subscribes; until then no copy lands locally
+  (every read goes to Redis), and once subscribed it distrusts once more what
+  was copied before. The first message after a subscription sets the baseline
+  ``seq``: writes before the subscription are covered by the resync that follows it.
+- Errors are counted in ``shared_errors`` and logged; the thread never dies of one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from ..codec import decode_key
+from ..errors import CorruptRecord, SharedUnavailable
+from ..keyspace import NS_ENTRY
+from ..stats import Stats
+from .client import CALL_TIMEOUT, SharedClient
+from .mirror import Mirror
+
+__all__ = ["Listener"]
+
+log = logging.getLogger("tierstore")
+
+_POLL = 0.05  # seconds: the longest the thread waits for a message before checking its clock
+_BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
+
+
+class _Gap(Exception):
+    """The listener may have missed messages."""
+
+
+class Listener:
+    """The invalidation listener of one store (a daemon thread)."""
+
+    def __init__(self, client: SharedClient, mirror: Mirror, ping_interval: float, stats: Stats) -> None:
+        self._client = client
+        self._mirror = mirror
+        self._interval = ping_interval
+        self._count_received = stats.counts["invalidations_received"]
+        self._count_resync = stats.counts["resyncs"]
+        self._stop = threading.Event()
+        self.subscribed = threading.Event()  # set once, by the first subscription
+        self._thread = threading.Thread(target=self._run, name="tierstore-shared-listener", daemon=True)
+
+    def start(self, timeout: float) -> None:
+        """Start the thread and wait for its first subscription; ``SharedUnavailable`` past ``timeout``."""
+        self._thread.start()
+        if not self.subscribed.wait(timeout):
+            self.stop()
+            where = self._client.where
+            raise SharedUnavailable(f"could not subscribe to Redis at {where} within {timeout}s")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(CALL_TIMEOUT * 2 + 1)
+
+    def _run(self) -> None:
+        backoff = _BACKOFF_MIN
+        while not self._stop.is_set():
+            try:
+                self._session()
+            except _Gap as gap:
+                reason = str(gap)
+            except (redis.RedisError, SharedUnavailable, OSError) as exc:
+                if not isinstance(exc, SharedUnavailable):
+                    self._client.failed()
+                reason = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # never die: a listener that stopped would serve stale copies
+                self._client.failed()
+                log.exception("tierstore: the shared-tier listener failed")
+                reason = repr(exc)
+            else:
+                reason = "stopped"
+            if self._stop.is_set():
+                return
+            if self._connected:  # serving on what it heard until now: a gap
+                self._connected = False
+                self._resync(reason, listening=False)
+                backoff = _BACKOFF_MIN
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    _connected = False
+
+    def _resync(self, reason: str, *, listening: bool = True) -> None:
+        self._mirror.resync(listening=listening)
+        self._count_resync()
+        log.warning("tierstore: the shared-tier listener may have missed invalidations (%s); resynced", reason)
+
+    def _session(self) -> None:
+        """One subscription, until a gap; returns only when stopped."""
+        client = self._client
+        pubsub = client.redis.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(client.names.channel)
+            deadline = time.monotonic() + CALL_TIMEOUT
+            while True:
+                message = pubsub.get_message(timeout=_POLL)
+                if message is not None and message["type"] == "subscribe":
+                    break
+                if time.monotonic() > deadline or self._stop.is_set():
+                    raise redis.TimeoutError("no subscription confirmation")
+            self._mirror.epoch = client.epoch()
+            self._mirror.resync(listening=True)  # what was copied before the subscription is checked again
+            self._connected = True
+            self.subscribed.set()
+            self._listen(pubsub)
+        finally:
+            try:
+                pubsub.close()
+            except Exception:  # the connection is discarded either way
+                log.debug("closing the listener's connection failed", exc_info=True)
+
+    def _listen(self, pubsub: redis.client.PubSub) -> None:
+        interval = self._interval
+        last: int | None = None
+        pinged_at: float | None = None
+        next_ping = time.monotonic() + interval
+        while not self._stop.is_set():
+            message = pubsub.get_message(timeout=_POLL)
+            if message is not None:
+                kind = message["type"]
+                if kind == "message":
+                    last = self._on_message(message["data"], last)
+                elif kind == "pong":
+                    pinged_at = None
+            now = time.monotonic()
+            if pinged_at is not None:
+                if now - pinged_at > interval:
+                    raise _Gap(f"PING unanswered for {interval}s")
+            elif now >= next_ping:
+                pubsub.ping("tierstore")
+                pinged_at, next_ping = now, now + interval
+
+    def _on_message(self, data: bytes, last: int | None) -> int | None:
+        try:
+            seq_text, _, origin, tagged = data.split(b":", 3)
+            seq = int(seq_text)
+            key = decode_key(tagged)
+        except (ValueError, CorruptRecord):
+            log.warning("tierstore: a malformed invalidation %r on the shared channel", data[:80])
+            self._resync("malformed message")
+            self._mirror.epoch = self._client.epoch()
+            return None
+        if last is not None and seq != last + 1:
+            self._resync(f"seq {seq} after {last}")
+            self._mirror.epoch = self._client.epoch()  # a reset: Redis may hold a new data set
+        if origin != self._client.origin:
+            mirror = self._mirror
+            mirror.drop(key, NS_ENTRY + tagged, hash(key) % mirror.stripe_count, below=seq)
+            self._count_received()
+        return seq

@@ -1,0 +1,90 @@
+"""Reads in shared mode: tier 2 when its copy is trusted, else Redis, whose answer is kept as a stamped copy.
+
+``SharedReads.fetch`` takes the place of the store's tier-2 fetch (the store
+binds it at open; its hot ``get`` is unchanged): tier 1 is asked first by
+the caller, as always. A tier-2 copy written above the trust floor is served
+(and promoted into tier 1 as the store promotes); anything else is read from
+Redis (one ``HMGET`` of the entry's hash: envelope, version, seq and epoch id,
+atomically), counted in ``hits_shared`` when Redis holds a record, and kept in
+both tiers with its write stamp (``mirror.Mirror.commit``). A key Redis does not
+hold drops any untrusted copy. The caller counts the read as a tier-2 read
+(``hits_disk``, ``negative_hits`` or ``misses`` by the record's state), so
+``hits_shared`` says how many of those Redis answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..codec import MAX_VERSION, SEQ, VERSION, Key, Record, encode_key, unpack_record
+from ..errors import CorruptRecord
+from ..keyspace import NS_ENTRY
+from ..memory import MemoryTier
+from ..stats import Stats
+from .client import SharedClient
+from .mirror import Mirror
+
+__all__ = ["SharedReads", "shared_record"]
+
+_FIELDS = (b"d", b"v", b"s", b"e")
+
+
+def shared_record(data: bytes, version: bytes, max_bytes: int) -> Record:
+    """The record of an entry hash's envelope and version; ``CorruptRecord`` when either is malformed."""
+    record = unpack_record(data, max_bytes)
+    if not version.isdigit() or len(version) > 19 or int(version) > MAX_VERSION:
+        raise CorruptRecord(f"shared entry version {version[:32]!r} is not a version")
+    return (*record[:VERSION], int(version), *record[VERSION + 1 :])  # type: ignore[return-value]
+
+
+class SharedReads:
+    """The tier-2 fetch of a store in shared mode. Thread-safety: as the store's fetch (no lock but commits')."""
+
+    def __init__(
+        self,
+        *,
+        client: SharedClient,
+        mirror: Mirror,
+        memory: MemoryTier,
+        get_record: Callable[[bytes], Record | None],
+        stats: Stats,
+        max_bytes: int,
+        on_corrupt: Callable[[bytes, CorruptRecord], None],
+    ) -> None:
+        self._client = client
+        self._mirror = mirror
+        self._memory = memory
+        self._get_record = get_record
+        self._count_shared = stats.counts["hits_shared"]
+        self._max_bytes = max_bytes
+        self._on_corrupt = on_corrupt
+
+    def fetch(self, key: Key) -> Record | None:
+        """The record of ``key`` below tier 1: a trusted tier-2 copy, else Redis's (kept locally)."""
+        tagged = encode_key(key)
+        disk_key = NS_ENTRY + tagged
+        mirror = self._mirror
+        stripe = hash(key) % mirror.stripe_count
+        seen = mirror.seen(stripe)
+        try:
+            record = self._get_record(disk_key)
+        except CorruptRecord as exc:
+            self._on_corrupt(disk_key, exc)
+            record = None
+        if record is not None and record[SEQ] > seen[1]:
+            if not self._memory.is_first_read(key):
+                self._memory.admit(key, record, stripe, seen[0])
+            return record
+        client = self._client
+        data, version, seq, epoch = client.call("get", client.redis.hmget, client.names.entry(tagged), _FIELDS)
+        if not (isinstance(data, bytes) and isinstance(version, bytes) and isinstance(epoch, bytes) and seq):
+            if record is not None:
+                mirror.drop(key, disk_key, stripe)  # an untrusted copy of what Redis does not hold
+            return None
+        try:
+            remote = shared_record(data, version, self._max_bytes)
+        except CorruptRecord as exc:
+            self._on_corrupt(disk_key, exc)
+            return None
+        self._count_shared()
+        return mirror.commit(key, disk_key, stripe, seen, remote, (int(seq), epoch), read=True)

@@ -1,0 +1,134 @@
+"""The Lua scripts that decide writes in Redis, loaded once and reloaded on ``NOSCRIPT``.
+
+Each write is one script, so the version rule, the value with its expiry, the
+sequence number and the invalidation message are one atomic step in Redis:
+
+- Versions travel as decimal strings (Python's ``str(int)``: no sign, no
+  leading zeros) and are compared as strings, longer first and then digit by
+  digit: Lua numbers are doubles, exact only up to 2**53, and versions go to
+  2**63-1. The comparison reads bytes, so the server's locale cannot change it.
+- ``SET``: a versioned write lands only above the stored version (entry or
+  tombstone); an unversioned one keeps it. The hash gets the envelope, the
+  version, the sequence number and the epoch id; ``PEXPIRE`` of the given
+  milliseconds (the TTL plus ``stale_ttl``) or ``PERSIST`` for no expiry.
+  Returns ``{1, version, seq, epoch}``, or ``{0, stored version}`` when refused.
+- ``DELETE``: a tombstone at ``max(version, stored)`` for the given
+  milliseconds (``tombstone_ttl``); at version 0 the key is removed outright.
+  Returns ``{old envelope or nil, kept version, seq, epoch}``.
+- Every accepted write takes ``INCR`` of the namespace's ``seq`` and publishes
+  ``seq:version:origin:tagged key`` on its channel (the key last: it may hold
+  ``:``). The epoch id is created when missing (``ARGV[7]`` is a fresh one).
+
+KEYS: the entry's hash, the sequence key, the epoch key. ARGV: the envelope
+(the writer's, its version slot unused: ``v`` is the truth), the version (``""``:
+unversioned), the milliseconds to keep the key (``""``: no expiry), the channel,
+the origin, the tagged key, a fresh epoch id.
+
+``Scripts`` loads the sources with ``SCRIPT LOAD`` when the store opens and runs
+them with ``EVALSHA``; a ``NOSCRIPT`` reply (a restarted or flushed server) loads
+the script again and runs it once more: a script that was not found did not run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from .client import SharedClient
+
+__all__ = ["Scripts", "SET", "DELETE"]
+
+_COMMON = """
+local function gt(a, b)
+  if #a ~= #b then return #a > #b end
+  for i = 1, #a do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return false
+end
+local function stamp()
+  local epoch = redis.call('GET', KEYS[3])
+  if not epoch then
+    epoch = ARGV[7]
+    redis.call('SET', KEYS[3], epoch)
+  end
+  return string.format('%d', redis.call('INCR', KEYS[2])), epoch
+end
+local function publish(seq, version)
+  redis.call('PUBLISH', ARGV[4], seq .. ':' .. version .. ':' .. ARGV[5] .. ':' .. ARGV[6])
+end
+local current = redis.call('HGET', KEYS[1], 'v') or '0'
+"""
+
+SET = (
+    _COMMON
+    + """
+local version = ARGV[2]
+if version == '' then
+  version = current
+elseif not gt(version, current) then
+  return {0, current}
+end
+local seq, epoch = stamp()
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', version, 's', seq, 'e', epoch)
+if ARGV[3] == '' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+publish(seq, version)
+return {1, version, seq, epoch}
+"""
+)
+
+DELETE = (
+    _COMMON
+    + """
+local old = redis.call('HGET', KEYS[1], 'd')
+local keep = current
+if ARGV[2] ~= '' and gt(ARGV[2], current) then keep = ARGV[2] end
+local seq, epoch = stamp()
+if keep == '0' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', keep, 's', seq, 'e', epoch)
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+publish(seq, keep)
+return {old, keep, seq, epoch}
+"""
+)
+
+
+class Scripts:
+    """The write scripts of one client: loaded at open, run by digest, reloaded when Redis forgot them."""
+
+    def __init__(self, client: SharedClient) -> None:
+        self._client = client
+        self._digests = {source: hashlib.sha1(source.encode()).hexdigest() for source in (SET, DELETE)}
+        self.reloads = 0
+        for source in self._digests:
+            self._load(source)
+
+    def _load(self, source: str) -> None:
+        digest = self._client.call("SCRIPT LOAD", self._client.redis.script_load, source)
+        if digest != self._digests[source]:  # the server hashes the source as we do
+            raise RuntimeError(f"Redis returned digest {digest!r} for a script whose SHA-1 is {self._digests[source]}")
+
+    def run(self, what: str, source: str, keys: list[bytes], args: list[bytes | str]) -> Any:
+        """Run ``source`` with ``keys`` and ``args``; ``SharedUnavailable`` when Redis fails."""
+        digest = self._digests[source]
+        result = self._client.call(what, self._evalsha, digest, keys, args)
+        if result is _FORGOTTEN:
+            self.reloads += 1
+            self._load(source)
+            result = self._client.call(what, self._client.redis.evalsha, digest, len(keys), *keys, *args)
+        return result
+
+    def _evalsha(self, digest: str, keys: list[bytes], args: list[bytes | str]) -> Any:
+        try:
+            return self._client.redis.evalsha(digest, len(keys), *keys, *args)
+        except NoScriptError:
+            return _FORGOTTEN
+
+
+_FORGOTTEN = object()  # EVALSHA found no script: it did not run

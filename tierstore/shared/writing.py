@@ -1,0 +1,155 @@
+"""Writes in shared mode: ``set`` and ``delete`` decided in Redis by one script each, then copied locally.
+
+The store binds ``SharedWrites.write`` and ``SharedWrites.delete`` at open in
+place of the local writer's (``set``, ``delete``, ``invalidate`` and the
+mapping protocol go through them). A write:
+
+1. checks and packs its envelope exactly as the local writer does (a value that
+   cannot be stored raises before Redis is asked), its expiry from this
+   process's clock (TTL jitter included);
+2. notes the stripe's write epoch and the trust floor (``mirror.Mirror.seen``);
+3. runs its script (``scripts``): the version rule decided in Redis, the value
+   kept ``ttl + stale_ttl`` (a negative entry: its TTL; a tombstone:
+   ``tombstone_ttl``), a sequence number taken, the invalidation published;
+4. only then copies what Redis accepted into tiers 2 and 1, stamped
+   (``Mirror.commit``; if a resync or another write of the stripe ran
+   meanwhile, the key is dropped locally instead).
+
+A refused versioned write changes nothing (``sets_rejected``). A write whose
+script failed raises ``SharedUnavailable`` and forgets the key locally: Redis
+may have applied it before its reply was lost, and its own message is no
+invalidation for this process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from .. import codec
+from ..clock import Jitter, check_ttl
+from ..codec import ABSENT, NEGATIVE, TOMBSTONE, Key, Record, RecordState, record_state
+from ..errors import CorruptRecord
+from ..keyspace import NS_ENTRY
+from ..options import Options
+from ..stats import Stats
+from ..writer import Writer
+from .client import SharedClient
+from .mirror import Mirror
+from .reading import shared_record
+from .scripts import DELETE, SET, Scripts
+
+__all__ = ["SharedWrites"]
+
+_LIVE = RecordState.LIVE
+
+
+class SharedWrites:
+    """``set`` and ``delete`` through Redis. Thread-safety: Redis orders writes; local copies by stripe lock."""
+
+    def __init__(
+        self,
+        *,
+        client: SharedClient,
+        scripts: Scripts,
+        mirror: Mirror,
+        writer: Writer,
+        options: Options,
+        stats: Stats,
+    ) -> None:
+        self._client = client
+        self._scripts = scripts
+        self._mirror = mirror
+        self._writer = writer
+        self._options = options
+        self._jitter = Jitter(options.ttl_jitter)
+        self._count_sets = stats.counts["sets"]
+        self._count_rejected = stats.counts["sets_rejected"]
+        self._count_deletes = stats.counts["deletes"]
+
+    def _args(self, data: bytes, version: int | None, keep_ms: int | None, tagged: bytes) -> list[bytes | str]:
+        names = self._client.names
+        fresh_epoch = os.urandom(8).hex()
+        version_arg = "" if version is None else str(version)
+        keep_arg = "" if keep_ms is None else str(keep_ms)
+        return [data, version_arg, keep_arg, names.channel, self._client.origin, tagged, fresh_epoch]
+
+    def write(self, key: Key, value: Any, ttl: Any = ..., version: int | None = None) -> bool:
+        """``set``: store ``value`` if Redis's version rule admits it, then copy it locally."""
+        tagged = codec.encode_key(key)
+        if version is not None:
+            codec.check_version(version)
+        negative = value is ABSENT
+        if ttl is ...:
+            ttl = self._options.negative_ttl if negative else self._options.default_ttl
+        elif ttl is not None:
+            ttl = check_ttl(ttl)
+        if ttl is not None and self._jitter.fraction:
+            ttl = self._jitter.draw(ttl)
+        now = self._writer.write_time()
+        expires_at = None if ttl is None else now + ttl
+        flags = NEGATIVE if negative else 0
+        data, plain = codec.encode_record(
+            codec.new_packer(), None if negative else value, 0, expires_at, flags, now, ttl, 0
+        )
+        if len(data) > self._options.max_value_bytes:
+            raise ValueError(f"value is {len(data)} bytes encoded; max_value_bytes is {self._options.max_value_bytes}")
+        keep_ms = None if ttl is None else _millis(ttl + (0.0 if negative else self._options.stale_ttl))
+        reply, where = self._run(key, tagged, "set", SET, self._args(data, version, keep_ms, tagged))
+        if reply[0] != 1:
+            self._count_rejected()
+            return False
+        self._copy(key, where, (len(data), int(reply[1]), expires_at, flags, plain, now, ttl, 0, 0.0), reply)
+        self._count_sets()
+        return True
+
+    def delete(self, key: Key, version: int | None = None) -> bool:
+        """``delete``: a tombstone at ``max(version, stored)`` in Redis, then locally; ``True`` if it was live."""
+        tagged = codec.encode_key(key)
+        if version is not None:
+            codec.check_version(version)
+        now = self._writer.write_time()
+        ttl = self._options.tombstone_ttl
+        data, _ = codec.encode_record(codec.new_packer(), None, 0, now + ttl, TOMBSTONE, now, ttl, 0)
+        reply, where = self._run(key, tagged, "delete", DELETE, self._args(data, version, _millis(ttl), tagged))
+        old, kept = reply[0], reply[1]
+        was_live = False
+        if old is not None:
+            try:
+                was_live = record_state(shared_record(old, b"0", self._options.max_value_bytes), now) is _LIVE
+            except CorruptRecord:
+                was_live = False
+        tombstone = None if kept == b"0" else (len(data), int(kept), now + ttl, TOMBSTONE, None, now, ttl, 0, 0.0)
+        self._copy(key, where, tombstone, reply)
+        self._count_deletes()
+        return was_live
+
+    def _run(self, key: Key, tagged: bytes, what: str, script: str, args: list[bytes | str]) -> Any:
+        """Run a write script and copy what Redis accepted locally; on failure forget the key locally and raise.
+
+        Returns the script's reply; ``copy(reply)`` gives the record to copy (``None``: drop the key).
+        """
+        mirror = self._mirror
+        stripe = hash(key) % mirror.stripe_count
+        disk_key = NS_ENTRY + tagged
+        names = self._client.names
+        seen = mirror.seen(stripe)  # before Redis: a resync or a drop after it refuses the copy
+        try:
+            reply = self._scripts.run(what, script, [names.entry(tagged), names.seq, names.epoch], args)
+        except BaseException:
+            mirror.drop(key, disk_key, stripe)
+            raise
+        return reply, (disk_key, stripe, seen)
+
+    def _copy(self, key: Key, where: tuple[bytes, int, tuple[int, int]], record: Record | None, reply: Any) -> None:
+        disk_key, stripe, seen = where
+        if record is None:
+            self._mirror.drop(key, disk_key, stripe)
+        else:
+            self._mirror.commit(key, disk_key, stripe, seen, record, (int(reply[2]), reply[3]), read=False)
+
+
+def _millis(seconds: float) -> int:
+    """Milliseconds for ``PEXPIRE``: rounded up, at least 1."""
+    return max(1, math.ceil(seconds * 1000))
