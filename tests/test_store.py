@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -431,3 +434,21 @@ def test_a_record_over_max_value_bytes_on_disk_reads_as_a_counted_miss(store_pat
         assert store.stats()["corrupt_records"] == 2
         assert dict(store.items()) == {"small": "y"}
         assert store.get("small") == "y"
+
+
+def test_shared_mode_without_redis_py_says_which_extra_to_install(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "sys.modules['redis'] = None  # as if redis-py were not installed\n"
+        "from tierstore import TierStore\n"
+        "try:\n"
+        f"    TierStore({str(tmp_path / 's')!r}, shared='redis://localhost:1/0')\n"
+        "except ImportError as exc:\n"
+        "    print('ImportError:', exc)\n"
+        f"with TierStore({str(tmp_path / 's')!r}) as store:  # the failed open released the directory\n"
+        "    print('reopened', store.set('k', 1))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "ImportError: shared= needs redis-py: pip install 'tierstore[redis]'" in done.stdout
+    assert "reopened True" in done.stdout

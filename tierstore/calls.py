@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from .clock import TTL, check_seconds
@@ -36,6 +37,7 @@ __all__ = ["PartCalls", "OnBusy"]
 OnBusy = Literal["wait", "stale", "default"]
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+_Self = TypeVar("_Self", bound="PartCalls")
 
 
 class PartCalls:
@@ -58,6 +60,8 @@ class PartCalls:
     if TYPE_CHECKING:
 
         def delete_prefix(self, prefix: Key) -> int: ...
+
+        def close(self) -> None: ...
 
         def _count_corrupt(self, disk_key: bytes, exc: CorruptRecord) -> None: ...
 
@@ -82,6 +86,22 @@ class PartCalls:
         if self._closed:
             raise self._unusable()
         self._count_corrupt(fast_entry_key(key), CorruptRecord(reason))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"TierStore({self.path!r}, {state})"
 
     def _unusable(self) -> TierStoreError:
         """The error of a call on a closed store, or on one inherited by a forked child."""

@@ -17,7 +17,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .calls import PartCalls
@@ -110,38 +109,8 @@ class TierStore(MappingCalls, PartCalls):
 
         ``path=None`` uses a private temporary directory removed on ``close()``.
         """
-        self._options = options = Options(
-            path=path,  # type: ignore[arg-type]  # validated and turned into a str by Options
-            memory_items=memory_items,
-            memory_bytes=memory_bytes,
-            memory_admission=memory_admission,
-            memory_policy=memory_policy,
-            default_ttl=default_ttl,
-            ttl_jitter=ttl_jitter,
-            negative_ttl=negative_ttl,
-            stale_ttl=stale_ttl,
-            refresh_ahead=refresh_ahead,
-            early_beta=early_beta,
-            min_refresh_interval=min_refresh_interval,
-            lock_timeout=lock_timeout,
-            guard=guard,
-            bloom_capacity=bloom_capacity,
-            bloom_error_rate=bloom_error_rate,
-            persist_path=persist_path,  # type: ignore[arg-type]
-            checkpoint_interval=checkpoint_interval,
-            persist_rate=persist_rate,
-            disk_capacity_bytes=disk_capacity_bytes,
-            tombstone_ttl=tombstone_ttl,
-            sweep_interval=sweep_interval,
-            max_value_bytes=max_value_bytes,
-            disk_cache_bytes=disk_cache_bytes,
-            clock=clock,
-            shared=shared,
-            namespace=namespace,
-            shared_failure=shared_failure,
-            shared_grace=shared_grace,
-            shared_ping_interval=shared_ping_interval,
-        )
+        arguments = {name: value for name, value in locals().items() if name != "self"}
+        self._options = options = Options(**arguments)
         self._temp_dir = tempfile.mkdtemp(prefix="tierstore-") if path is None else None
         self.path = str(path) if path is not None else str(self._temp_dir)
         self._clock = options.clock
@@ -217,10 +186,8 @@ class TierStore(MappingCalls, PartCalls):
 
     def _open_shared(self, writes: EntryWrites) -> None:
         """Compose the shared tier (Redis) over the local tiers, once: no call branches on the mode."""
-        try:
-            from .shared import SharedTier
-        except ImportError as exc:
-            raise ImportError(f"shared= needs redis-py: pip install 'tierstore[redis]' ({exc})") from exc
+        from .shared import SharedTier  # only shared mode imports redis-py
+
         self._shared = SharedTier(
             options=self._options, stats=self._stats, disk=self._disk, writes=writes, memory=self._memory,
             stripes=self._stripes, seq=self._seq, writer=self._writer, get_record=self._get_record,
@@ -377,10 +344,6 @@ class TierStore(MappingCalls, PartCalls):
 
     # -- introspection and lifetime ---------------------------------------------------
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
         """Stop background work, wait for calls in flight, flush and release the directory.
 
@@ -419,17 +382,6 @@ class TierStore(MappingCalls, PartCalls):
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
 
-    def __enter__(self) -> TierStore:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"TierStore({self.path!r}, {state})"
 
 
 _LIVE, _NEGATIVE = RecordState.LIVE, RecordState.NEGATIVE

@@ -10,6 +10,11 @@ the calls not yet shared; without ``shared=`` none of this is imported.
 
 from __future__ import annotations
 
+try:
+    import redis  # noqa: F401  # the shared tier is redis-py's client
+except ImportError as exc:
+    raise ImportError(f"shared= needs redis-py: pip install 'tierstore[redis]' ({exc})") from exc
+
 from collections.abc import Callable, Iterator
 from typing import Any
 
