@@ -7,6 +7,7 @@ directories, threads and processes are real.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
@@ -178,6 +179,48 @@ def test_many_backends_used_and_closed_at_once_never_see_a_closed_store(location
     shared.close()
 
 
+def test_a_holder_collected_while_its_directory_opens_does_not_deadlock(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    gc.disable()  # the collection happens where the hook puts it
+    try:
+        forgotten = StoreHolder(path, {})
+        forgotten.cycle = forgotten  # type: ignore[attr-defined]  # only the cycle collector frees it
+        old = forgotten.store
+        old.close()  # closed by its user: the next use opens the directory again
+        kept = StoreHolder(path, {})
+        keeper = StoreHolder(path, {})
+        del forgotten
+        collected = threading.Event()
+
+        def hook(frame: FrameType, event: str, arg: Any) -> None:
+            code = frame.f_code
+            opening = code.co_name == "__init__" and code.co_filename.endswith("store.py")
+            if event == "call" and opening and not collected.is_set():
+                collected.set()
+                gc.collect()  # the holder's finalizer runs while this thread holds the directory's lock
+
+        opened: list[Any] = []
+
+        def open_it() -> None:
+            sys.setprofile(hook)
+            try:
+                opened.append(kept.store)
+            finally:
+                sys.setprofile(None)
+
+        thread = threading.Thread(target=open_it, daemon=True)  # a deadlocked one must not hang the run
+        thread.start()
+        thread.join(WAIT)
+        assert not thread.is_alive(), "deadlocked"
+        assert collected.is_set() and not opened[0].closed
+        assert keeper.store is opened[0] and open_count(path) == 2
+        kept.close()
+        keeper.close()
+        assert opened[0].closed and open_count(path) == 0
+    finally:
+        gc.enable()
+
+
 # -- paths, settings --------------------------------------------------------------------------------
 
 
@@ -224,6 +267,20 @@ def test_the_first_to_open_wins_not_the_first_made(location: str) -> None:
     assert made_first.store._options.memory_items == 5
     made_first.close()
     opened_first.close()
+
+
+def test_an_open_that_failed_fixes_no_settings(location: str, caplog: pytest.LogCaptureFixture) -> None:
+    direct = TierStore(location, checkpoint_interval=None)  # opened outside the registry
+    refused = make(location, memory_items=3)
+    with pytest.raises(StoreLocked):
+        refused.get("k")
+    direct.close()
+    opened = make(location, memory_items=9)
+    with caplog.at_level(logging.WARNING, logger="tierstore.integrations"):
+        opened.set("k", 1)
+    assert opened.store._options.memory_items == 9
+    assert not [r for r in caplog.records if "first settings win" in r.getMessage()]
+    opened.close()
 
 
 def test_unknown_options_are_named(location: str) -> None:
@@ -597,6 +654,35 @@ def test_a_dogpile_mutex_outlives_the_close_of_its_backend(region_path: str) -> 
     assert contender.locked()
     contender.release()
     other.close()
+
+
+def test_a_process_killed_holding_a_dogpile_mutex_leaves_nothing_held(region_path: str) -> None:
+    code = """
+import os, signal, sys
+from dogpile.cache import make_region
+region = make_region().configure("tierstore", arguments={"path": sys.argv[1], "lock_timeout": 600})
+region.set("k", "from the child")
+assert region.backend.get_mutex("k").acquire()
+sys.stdout.write("held\\n")
+sys.stdout.flush()
+sys.stdin.read()
+"""
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, region_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "held\n"
+        with pytest.raises(StoreLocked):
+            TierStoreBackend({"path": region_path}).get("k")  # the child has it open
+    finally:
+        child.kill()  # SIGKILL: no close, no release
+        child.wait(WAIT)
+    region = make_region().configure("tierstore", arguments={"path": region_path, "lock_timeout": 600})
+    assert region.get("k") == "from the child"
+    mutex = region.backend.get_mutex("k")
+    assert mutex.acquire(wait=False)  # the dead process's lock died with it
+    mutex.release()
+    region.backend.close()
 
 
 def test_store_holder_rejects_unknown_settings_and_counts_never_go_negative(tmp_path: Path) -> None:

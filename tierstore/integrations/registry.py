@@ -64,32 +64,58 @@ class _Directory:
         self.update_lock = threading.RLock()  # read-modify-write calls of the backends (incr, decr)
         self.locks = LeaseLocks(lease)
         self.warned: set[str] = set()
+        self._pending: list[TierStore] = []  # references of collected holders that found the lock taken
 
     def take(self, settings: dict[str, Any]) -> TierStore:
         with self.lock:
-            if self.settings is None:
-                self.settings = dict(settings)
-            elif settings != self.settings:
-                self._warn(settings)
+            first = dict(settings) if self.settings is None else self.settings
+            if settings != first:
+                self._warn(first, settings)
             if self.store is None or self.store.closed:
-                self.store = TierStore(self.path, **self.settings)
+                self.store = TierStore(self.path, **first)
                 self.refs = 0
+            self.settings = first  # those of an open that succeeded
             self.refs += 1
-            return self.store
+            store = self.store
+            self._settle()
+            return store
 
     def give_back(self, store: TierStore) -> None:
         with self.lock:
-            if store is not self.store:
-                return  # a reference on a store that was replaced (closed by its owner and reopened)
-            self.refs -= 1
-            if self.refs > 0:
-                return
-            self.store = None
-            self.refs = 0
-            store.close()  # under the lock: a reopen waits until the directory is released
+            self._give_back(store)
+            self._settle()
 
-    def _warn(self, settings: dict[str, Any]) -> None:
-        first = self.settings or {}
+    def collected(self, store: TierStore) -> None:
+        """The give-back of a holder the garbage collector took: it never waits for the lock.
+
+        The collector may run it in a thread that holds the lock already (inside
+        ``take``, while the store opens): the reference is then given back when
+        that thread (or the next call on this directory) settles.
+        """
+        if self.lock.acquire(blocking=False):
+            try:
+                self._give_back(store)
+                self._settle()
+            finally:
+                self.lock.release()
+        else:
+            self._pending.append(store)
+
+    def _settle(self) -> None:
+        while self._pending:
+            self._give_back(self._pending.pop())
+
+    def _give_back(self, store: TierStore) -> None:
+        if store is not self.store:
+            return  # a reference on a store that was replaced (closed by its owner and reopened)
+        self.refs -= 1
+        if self.refs > 0:
+            return
+        self.store = None
+        self.refs = 0
+        store.close()  # under the lock: a reopen waits until the directory is released
+
+    def _warn(self, first: dict[str, Any], settings: dict[str, Any]) -> None:
         shown = repr(sorted(settings.items(), key=repr))
         if shown in self.warned:
             return
@@ -190,7 +216,7 @@ class StoreHolder:
             self._give_back()
             store = self._directory.take(self.settings)
             self._store = store
-            finalizer = weakref.finalize(self, self._directory.give_back, store)
+            finalizer = weakref.finalize(self, self._directory.collected, store)
             finalizer.atexit = False  # at exit, close_all closes what is still open
             self._finalizer = finalizer
         return store
@@ -251,9 +277,10 @@ class StoreHolder:
                 self._give_back()
 
     def _give_back(self) -> None:
-        finalizer, self._finalizer, self._store = self._finalizer, None, None
-        if finalizer is not None:
-            finalizer()
+        finalizer, self._finalizer, store = self._finalizer, None, self._store
+        self._store = None
+        if finalizer is not None and finalizer.detach() is not None and store is not None:
+            self._directory.give_back(store)  # waits for the lock (collected() never does)
 
 
 def close_all() -> None:
