@@ -422,6 +422,12 @@ def test_timeout_zero_and_negative(location: str) -> None:
     cache.set("t", 1)
     assert cache.touch("t", timeout=0) is True and cache.get("t") is None
     assert cache.touch("missing") is False and cache.touch("missing", timeout=0) is False
+    cache.set("inf", 1, timeout=float("inf"))  # for ever, as in locmem
+    entry = cache.store.get_entry(cache.make_key("inf"))
+    assert entry is not None and entry.value == 1 and entry.expires_at is None
+    assert cache.add("inf2", 1, timeout=float("-inf")) is True and not cache.has_key("inf2")
+    with pytest.raises(ValueError):
+        cache.set("nan", 1, timeout=float("nan"))
     cache.close()
 
 

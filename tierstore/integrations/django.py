@@ -26,7 +26,7 @@ any case) plus ``serializer`` and ``secret``:
   absent to ``add``), counted in the store's ``stats()["corrupt_records"]``,
   and is never unpickled.
 
-Django's rules hold: ``timeout=None`` keeps a value for ever, ``0`` or less
+Django's rules hold: ``timeout=None`` (or infinity) keeps a value for ever, ``0`` or less
 stores nothing (and ``touch`` with it expires the key now), the default is the
 alias's ``TIMEOUT``; keys are made by ``KEY_PREFIX``, ``VERSION`` and
 ``KEY_FUNCTION`` and checked by ``validate_key``; a made key longer than 1024
@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import pickle
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -171,6 +172,8 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
         if timeout is None:
             return None
         seconds = float(timeout)
+        if seconds == math.inf:
+            return None  # for ever, as Django's own backends read it (NaN: the store's ValueError)
         return _EXPIRED if seconds <= 0 else seconds
 
     def _decode(self, store: TierStore, key: str | bytes, stored: Any, default: Any) -> Any:
