@@ -290,6 +290,19 @@ def test_unknown_options_are_named(location: str) -> None:
         make(location, serializer="json")
 
 
+def test_bad_option_values_fail_when_the_backend_is_made(location: str, tmp_path: Path) -> None:
+    for options, named in (({"memory_items": "lots"}, "memory_items"), ({"lock_timeout": -1}, "lock_timeout")):
+        with pytest.raises(ImproperlyConfigured, match=named):
+            make(location, **options)
+        with pytest.raises((TypeError, ValueError), match=named):
+            TierStoreBackend({"path": location, **options})
+    assert not os.path.exists(location)  # nothing was opened
+    cache = make(location, memory_items=5)  # nor were the bad settings kept as the first ones
+    cache.set("k", 1)
+    assert cache.store._options.memory_items == 5
+    cache.close()
+
+
 # -- fork -------------------------------------------------------------------------------------------
 
 

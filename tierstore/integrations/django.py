@@ -147,7 +147,10 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
             self._codec = PickleCodec(django_settings.SECRET_KEY if secret is None else secret)
         else:
             raise ImproperlyConfigured(f"OPTIONS serializer must be 'msgpack' or 'pickle', got {serializer!r}")
-        self._holder = StoreHolder(location, settings)
+        try:
+            self._holder = StoreHolder(location, settings)
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(f"TierStoreCache OPTIONS: {exc}") from exc
 
     @property
     def store(self) -> TierStore:

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..mutex import LeaseLocks
+from ..options import Options
 from ..store import TierStore
 
 __all__ = ["StoreHolder", "STORE_SETTINGS", "store_settings", "lease_locks", "open_count"]
@@ -188,6 +189,7 @@ class StoreHolder:
             raise TypeError(f"unknown store settings: {', '.join(sorted(unknown))}")
         self.path = os.path.realpath(os.fspath(path))  # later chdir calls do not move the directory
         self.settings = dict(settings)
+        Options(path=self.path, **self.settings)  # a bad value fails here (TypeError/ValueError), not at each use
         self._lease = float(self.settings.get("lock_timeout", _DEFAULT_LEASE))
         self._attach()
 
