@@ -238,9 +238,12 @@ class StoreHolder:
             return self._take()
 
     def __enter__(self) -> TierStore:
-        self._check_process()
+        if self._forks != _forks:
+            self._check_process()
         with self._lock:
-            store = self._take()
+            store = self._store
+            if store is None or store.closed:
+                store = self._take()
             self._calls += 1
             self._closing = False  # a use after close() takes the reference again: keep it
             return store
@@ -248,7 +251,7 @@ class StoreHolder:
     def __exit__(self, *exc: object) -> None:
         with self._lock:
             self._calls -= 1
-            if self._calls == 0 and self._closing:
+            if self._closing and not self._calls:
                 self._closing = False
                 self._give_back()
 
