@@ -256,3 +256,57 @@ def test_calls_on_a_closed_store_raise_store_closed(store_path: str) -> None:
     for call in (lambda: store.add("k", 1), lambda: store.touch("k"), lambda: store.pop("k")):
         with pytest.raises(StoreClosed):
             call()
+
+
+# -- replace_value --------------------------------------------------------------------------------
+
+
+def test_replace_value_keeps_the_expiry_exactly_and_the_version(store_path: str, clock: FakeClock) -> None:
+    with open_store(store_path, clock, ttl_jitter=0.5, negative_ttl=5) as store:
+        store.set("k", 1, ttl=100, version=3)
+        before = disk_record(store, "k")
+        clock.advance(10)
+        assert store.replace_value("k", 2) is True
+        after = disk_record(store, "k")
+        assert after[EXPIRES_AT] == before[EXPIRES_AT] and after[VERSION] == 3
+        entry = store.get_entry("k")
+        assert entry is not None and entry.value == 2 and entry.expires_at == before[EXPIRES_AT]
+        assert_indexed(store)
+        store.set("forever", 1, ttl=None)
+        assert store.replace_value("forever", [1]) is True and store.get_entry("forever").expires_at is None  # type: ignore[union-attr]
+        store.set("neg", ABSENT)
+        store.delete("gone")
+        for key in ("missing", "neg", "gone"):
+            assert store.replace_value(key, 9) is False
+            assert store.get(key) is None
+        clock.advance(200)  # past the jittered expiry, whatever it drew
+        assert store.replace_value("k", 3) is False  # expired
+        with pytest.raises(TypeError):
+            store.replace_value("forever", object())
+        assert store.get("forever") == [1]
+    with open_store(store_path, clock) as store:
+        assert store.get("forever") == [1]
+    with pytest.raises(StoreClosed):
+        store.replace_value("forever", 1)
+
+
+def test_replace_value_detaches_a_load_in_flight(store_path: str, clock: FakeClock) -> None:
+    with open_store(store_path, clock) as store:
+        store.set("k", "old", ttl=10)
+        clock.advance(20)  # expired: get_or_load loads
+        started, release = threading.Event(), threading.Event()
+
+        def loader() -> str:
+            started.set()
+            release.wait(WAIT)
+            return "loaded"
+
+        thread, out = start(lambda: store.get_or_load("k", loader))
+        assert started.wait(WAIT)
+        clock.advance(-20)  # live again, with no write since the load began
+        assert store.replace_value("k", "replaced") is True
+        release.set()
+        thread.join(WAIT)
+        assert out == ["loaded"]  # returned to its caller ...
+        assert store.get("k") == "replaced"  # ... never stored over the new value
+        assert store.stats()["fills_rejected"] == 1

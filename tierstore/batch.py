@@ -42,6 +42,7 @@ from .codec import (
     NEGATIVE,
     SEQ,
     TOMBSTONE,
+    TTL,
     VALUE,
     VERSION,
     Key,
@@ -227,6 +228,20 @@ class Batch:
                 current[LOAD_TIME],
             )
             self._commit([change])  # the value stays: a load in flight may still land
+            return True
+
+    def replace_value(self, key: Key, disk_key: bytes, value: Any) -> bool:
+        """Store ``value`` in the live entry of ``key``, its expiry, TTL and version unchanged; ``False`` if none."""
+        with self.locked([self.stripe(key)]):
+            current = self._writer.current(key, disk_key)
+            now = self._writer.write_time()
+            if current is None or record_state(current, now) is not _LIVE:
+                return False
+            expires_at, ttl = current[EXPIRES_AT], current[TTL]
+            change = self._entry(codec.new_packer(), key, disk_key, value, current[VERSION], expires_at, 0, now, ttl)
+            self._invalidate(key)  # a new value: a load in flight must not land over it
+            self._commit([change])
+            self._stats.add("sets", 1)
             return True
 
     # -- building and committing changes -------------------------------------------------

@@ -79,6 +79,17 @@ class ConditionalCalls(BatchAccess):
             check_ttl(ttl)
         return self._batch.touch(key, disk_key, ttl)
 
+    def replace_value(self, key: Key, value: Any) -> bool:
+        """Store ``value`` in the live entry of ``key``, its expiry (exactly: no new jitter) and version kept.
+
+        ``False``, with nothing written, for a missing, negative, expired (stale
+        included) or deleted entry. For read-modify-write layers such as the Django
+        backend's ``incr``. Thread-safety: holds the key's stripe lock.
+        """
+        if self._closed:
+            raise self._unusable()
+        return self._batch.replace_value(key, entry_key(key), value)
+
     def pop(self, key: Key, default: Any = _RAISE) -> Any:
         """The live value of ``key``, deleted in the same step (as ``delete`` does: tombstone, fill generation).
 

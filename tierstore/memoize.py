@@ -131,7 +131,7 @@ class CommonPrefix:
 
     def see(self, key: object) -> None:
         prefix: Any = self.prefix
-        if type(key) is type(prefix) and key.startswith(prefix):  # type: ignore[attr-defined]
+        if type(key) is type(prefix) and prefix is not None and key.startswith(prefix):  # type: ignore[attr-defined]
             return
         if not isinstance(key, (str, bytes)):
             return  # not a key: the store refuses it

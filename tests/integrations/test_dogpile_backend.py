@@ -77,7 +77,7 @@ def test_the_mutex_frees_itself_when_lock_timeout_passes(tmp_path: Path) -> None
 def test_a_lock_held_by_a_closed_store_frees_itself_when_its_lease_ends(tmp_path: Path) -> None:
     path = str(tmp_path / "s")
     first = TierStoreBackend({"path": path, "lock_timeout": 0.3})
-    first.set("k", CachedValue(1, {}))
+    first.set("k", CachedValue(1, {"ct": 1.0, "v": 2}))
     assert first.get_mutex("k").acquire()
     taken = time.monotonic()
     first.close()
@@ -85,7 +85,7 @@ def test_a_lock_held_by_a_closed_store_frees_itself_when_its_lease_ends(tmp_path
     first.close()
     assert open_count(path) == 0
     second = TierStoreBackend({"path": path, "lock_timeout": 0.3})
-    assert second.get("k") == CachedValue(1, {})
+    assert second.get("k") == CachedValue(1, {"ct": 1.0, "v": 2})
     mutex = second.get_mutex("k")
     assert not mutex.acquire(False)
     assert mutex.acquire()  # blocks until the lease of the closed store's lock ends

@@ -26,7 +26,7 @@ any case) plus ``serializer`` and ``secret``:
   absent to ``add``), counted in the store's ``stats()["corrupt_records"]``,
   and is never unpickled.
 
-Django's rules hold: ``timeout=None`` keeps a value for ever, ``0`` or less
+Django's rules hold: ``timeout=None`` (or infinity) keeps a value for ever, ``0`` or less
 stores nothing (and ``touch`` with it expires the key now), the default is the
 alias's ``TIMEOUT``; keys are made by ``KEY_PREFIX``, ``VERSION`` and
 ``KEY_FUNCTION`` and checked by ``validate_key``; a made key longer than 1024
@@ -43,8 +43,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import pickle
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -73,24 +73,35 @@ class Corrupt(Exception):
 
 
 class MsgpackCodec:
-    """Values stored as they are: the store's msgpack rules apply."""
+    """Values stored as they are: the store's msgpack rules apply.
+
+    A signed pickle of ``serializer="pickle"`` (bytes that start with its tag) is
+    not a value of this codec: it reads as a counted miss, and storing bytes that
+    start with the tag raises ``ValueError`` (they would read as one).
+    """
 
     name = "msgpack"
+    refusal = "a signed pickle of serializer='pickle' is not a msgpack-mode value"
 
     def encode(self, key: str | bytes, value: Any) -> Any:
+        if type(value) is bytes and value.startswith(_TAG):
+            raise ValueError(f"bytes starting with {_TAG!r} read as a signed pickle: {self.refusal}")
         return value
 
     def decode(self, key: str | bytes, stored: Any) -> Any:
+        if type(stored) is bytes and stored.startswith(_TAG):
+            raise Corrupt(self.refusal)
         return stored
 
     def verify(self, key: str | bytes, stored: Any) -> bool:
-        return True
+        return not (type(stored) is bytes and stored.startswith(_TAG))
 
 
 class PickleCodec:
     """Pickles signed with an HMAC-SHA256 under a secret, verified before they are unpickled."""
 
     name = "pickle"
+    refusal = "the payload's HMAC does not match: written without this secret, or damaged"
 
     def __init__(self, secret: str | bytes) -> None:
         if not secret:
@@ -98,7 +109,7 @@ class PickleCodec:
         self._secret = secret.encode() if isinstance(secret, str) else bytes(secret)
 
     def _mac(self, key: str | bytes, payload: bytes) -> bytes:
-        raw_key = key.encode() if isinstance(key, str) else b"\0" + key
+        raw_key = key.encode() if isinstance(key, str) else b"\xff" + key  # 0xff never starts UTF-8
         message = len(raw_key).to_bytes(4, "big") + raw_key + payload
         return hmac.new(self._secret, message, hashlib.sha256).digest()
 
@@ -115,7 +126,7 @@ class PickleCodec:
 
     def decode(self, key: str | bytes, stored: Any) -> Any:
         if not self.verify(key, stored):
-            raise Corrupt("the payload's HMAC does not match: written without this secret, or damaged")
+            raise Corrupt(self.refusal)
         return pickle.loads(stored[len(_TAG) + _MAC_BYTES :])
 
 
@@ -136,8 +147,10 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
             self._codec = PickleCodec(django_settings.SECRET_KEY if secret is None else secret)
         else:
             raise ImproperlyConfigured(f"OPTIONS serializer must be 'msgpack' or 'pickle', got {serializer!r}")
-        self._holder = StoreHolder(location, settings)
-        self._clock: Callable[[], float] = settings.get("clock", time.time)
+        try:
+            self._holder = StoreHolder(location, settings)
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(f"TierStoreCache OPTIONS: {exc}") from exc
 
     @property
     def store(self) -> TierStore:
@@ -162,6 +175,8 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
         if timeout is None:
             return None
         seconds = float(timeout)
+        if seconds == math.inf:
+            return None  # for ever, as Django's own backends read it (NaN: the store's ValueError)
         return _EXPIRED if seconds <= 0 else seconds
 
     def _decode(self, store: TierStore, key: str | bytes, stored: Any, default: Any) -> Any:
@@ -186,41 +201,49 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
     # -- Django's cache API -------------------------------------------------------------
 
     def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
-        made, ttl, store = self._key(key, version), self._ttl(timeout), self.store
+        made, ttl = self._key(key, version), self._ttl(timeout)
         stored = self._codec.encode(made, value)
-        if ttl is _EXPIRED:
-            return not self._holds(store, made)
-        if self._write(lambda: store.add(made, stored, ttl=ttl)):
-            return True
-        if self._holds(store, made):
-            return False
-        store.delete(made)  # what is there fails the HMAC check: it counts as absent
-        return bool(store.add(made, stored, ttl=ttl))
+        with self._holder as store:
+            if ttl is _EXPIRED:
+                return not self._holds(store, made)
+            if self._write(lambda: store.add(made, stored, ttl=ttl)):
+                return True
+            if self._holds(store, made):
+                return False
+            store.delete(made)  # what is there fails the HMAC check: it counts as absent
+            return bool(store.add(made, stored, ttl=ttl))
 
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        made, store = self._key(key, version), self.store
-        stored = store.get(made, _MISSING)
-        return default if stored is _MISSING else self._decode(store, made, stored, default)
+        made = self._key(key, version)
+        with self._holder as store:
+            stored = store.get(made, _MISSING)
+            return default if stored is _MISSING else self._decode(store, made, stored, default)
 
     def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
-        made, ttl, store = self._key(key, version), self._ttl(timeout), self.store
+        made, ttl = self._key(key, version), self._ttl(timeout)
         stored = self._codec.encode(made, value)
-        if ttl is _EXPIRED:
-            store.delete(made)
-        else:
-            self._write(lambda: store.set(made, stored, ttl=ttl))
+        with self._holder as store:
+            if ttl is _EXPIRED:
+                store.delete(made)
+            else:
+                self._write(lambda: store.set(made, stored, ttl=ttl))
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
-        made, ttl, store = self._key(key, version), self._ttl(timeout), self.store
-        if ttl is _EXPIRED:
-            return store.delete(made)
-        return store.touch(made, ttl=ttl)
+        made, ttl = self._key(key, version), self._ttl(timeout)
+        with self._holder as store:
+            if ttl is _EXPIRED:
+                return store.delete(made)
+            return store.touch(made, ttl=ttl)
 
     def delete(self, key: Any, version: int | None = None) -> bool:
-        return self.store.delete(self._key(key, version))
+        made = self._key(key, version)
+        with self._holder as store:
+            return store.delete(made)
 
     def has_key(self, key: Any, version: int | None = None) -> bool:
-        return self._holds(self.store, self._key(key, version))
+        made = self._key(key, version)
+        with self._holder as store:
+            return self._holds(store, made)
 
     def _holds(self, store: TierStore, made: str | bytes) -> bool:
         """Whether ``made`` has a live value that its codec accepts (checked, never unpickled)."""
@@ -229,55 +252,59 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
             return False
         if self._codec.verify(made, stored):
             return True
-        store.report_corrupt(made, "the payload's HMAC does not match: written without this secret, or damaged")
+        store.report_corrupt(made, self._codec.refusal)
         return False
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        made = {self._key(key, version): key for key in keys}
-        store = self.store
-        found = store.get_many(list(made))
-        answer = {}
-        for key, stored in found.items():
-            value = self._decode(store, key, stored, _MISSING)
-            if value is not _MISSING:
-                answer[made[key]] = value
-        return answer
+        made: dict[str | bytes, list[Any]] = {}  # keys that make one key (1 and "1") are all answered
+        for key in keys:
+            made.setdefault(self._key(key, version), []).append(key)
+        with self._holder as store:
+            found = store.get_many(list(made))
+            answer = {}
+            for made_key, stored in found.items():
+                value = self._decode(store, made_key, stored, _MISSING)
+                if value is not _MISSING:
+                    answer.update(dict.fromkeys(made[made_key], value))
+            return answer
 
     def set_many(
         self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> list[Any]:
-        ttl, store = self._ttl(timeout), self.store
+        ttl = self._ttl(timeout)
         mapping = {self._key(key, version): value for key, value in data.items()}
-        if ttl is _EXPIRED:
-            store.delete_many(list(mapping))
+        with self._holder as store:
+            if ttl is _EXPIRED:
+                store.delete_many(list(mapping))
+                return []
+            encoded = {made: self._codec.encode(made, value) for made, value in mapping.items()}
+            self._write(lambda: store.set_many(encoded, ttl=ttl))
             return []
-        encoded = {made: self._codec.encode(made, value) for made, value in mapping.items()}
-        self._write(lambda: store.set_many(encoded, ttl=ttl))
-        return []
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        self.store.delete_many([self._key(key, version) for key in keys])
+        made = [self._key(key, version) for key in keys]
+        with self._holder as store:
+            store.delete_many(made)
 
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
-        made, store = self._key(key, version), self.store
-        with self._holder.update_lock:
-            entry = store.get_entry(made)
-            value = _MISSING
-            if entry is not None and not entry.negative and not entry.stale:
-                value = self._decode(store, made, entry.value, _MISSING)
-            remaining = None if entry is None or entry.expires_at is None else entry.expires_at - self._clock()
-            if value is _MISSING or (remaining is not None and remaining <= 0):
+        made = self._key(key, version)
+        with self._holder as store, self._holder.update_lock:
+            stored = store.get(made, _MISSING)
+            value = _MISSING if stored is _MISSING else self._decode(store, made, stored, _MISSING)
+            if value is _MISSING:
                 raise ValueError(f"Key '{key}' not found")
             new_value = value + delta
-            stored = self._codec.encode(made, new_value)
-            self._write(lambda: store.set(made, stored, ttl=remaining))
+            encoded = self._codec.encode(made, new_value)
+            if not self._write(lambda: store.replace_value(made, encoded)):  # its expiry kept exactly
+                raise ValueError(f"Key '{key}' not found")  # it expired or was deleted meanwhile
             return new_value
 
     def decr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         return self.incr(key, -delta, version)
 
     def clear(self) -> None:
-        self.store.clear()
+        with self._holder as store:
+            store.clear()
 
     def close(self, **kwargs: Any) -> None:
         self._holder.close()

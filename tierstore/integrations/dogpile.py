@@ -11,7 +11,10 @@ the dict given is never changed.
 Values: a region without a serializer hands the backend dogpile's
 ``CachedValue``, stored as the msgpack list ``[payload, metadata]`` (so the
 payload must be what the store takes: ``TypeError`` otherwise, and nothing is
-stored); a region with a serializer hands it bytes, stored as they are.
+stored; the metadata must hold what dogpile reads, a number ``ct`` and an int
+``v``: ``ValueError`` otherwise). A stored record of another shape (written
+through the store by something else) reads as ``NO_VALUE``, a miss. A region
+with a serializer hands it bytes, stored as they are.
 Expiry is dogpile's (from the metadata); the store's ``default_ttl``, when set,
 bounds how long an entry stays on disk.
 
@@ -28,6 +31,7 @@ of the package makes ``"tierstore"`` known without an import.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -66,26 +70,22 @@ class TierStoreBackend(CacheBackend):
         settings, rest = store_settings(arguments)
         store = rest.get("store")
         self._holder: StoreHolder | None = None
-        self._store: TierStore | None = None
+        self._locks: LeaseLocks | None = None
         if store is not None:
             if not isinstance(store, TierStore):
                 raise TypeError(f"the 'store' argument must be an open TierStore, got {type(store).__name__}")
-            self._store = store
-            self._locks: LeaseLocks = lease_locks(store.path, float(settings.get("lock_timeout", 30.0)))
+            self._use: StoreHolder | _Given = _Given(store)
+            self._locks = lease_locks(store.path, float(settings.get("lock_timeout", 30.0)))
         else:
             path = rest.get("path")
             if path is None:
                 raise ValueError("the tierstore backend needs a 'path' (the store's directory) or a 'store'")
-            self._holder = StoreHolder(path, settings)
-            self._locks = self._holder.locks
+            self._use = self._holder = StoreHolder(path, settings)
 
     @property
     def store(self) -> TierStore:
         """The store (opened, or reopened after ``close()``, on use)."""
-        if self._store is not None:
-            return self._store
-        assert self._holder is not None
-        return self._holder.store
+        return self._use.store
 
     def close(self) -> None:
         """Give back this backend's reference on a shared store (a store passed in stays open)."""
@@ -95,44 +95,60 @@ class TierStoreBackend(CacheBackend):
     # -- values ---------------------------------------------------------------------
 
     def get(self, key: str) -> Any:
-        return _cached_value(self.store.get(key, _MISSING))
+        with self._use as store:
+            return _cached_value(store.get(key, _MISSING))
 
     def get_multi(self, keys: Iterable[str]) -> Sequence[Any]:
         keys = list(keys)
-        found = self.store.get_many(keys)
+        with self._use as store:
+            found = store.get_many(keys)
         return [_cached_value(found.get(key, _MISSING)) for key in keys]
 
     def set(self, key: str, value: Any) -> None:
-        self.store.set(key, _stored(value))
+        stored = _stored(value)
+        with self._use as store:
+            store.set(key, stored)
 
     def set_multi(self, mapping: Mapping[str, Any]) -> None:
-        self.store.set_many({key: _stored(value) for key, value in mapping.items()})
+        stored: dict[str | bytes, Any] = {key: _stored(value) for key, value in mapping.items()}
+        with self._use as store:
+            store.set_many(stored)
 
     def get_serialized(self, key: str) -> Any:
-        value = self.store.get(key, _MISSING)
+        with self._use as store:
+            value = store.get(key, _MISSING)
         return value if isinstance(value, bytes) else NO_VALUE
 
     def get_serialized_multi(self, keys: Iterable[str]) -> Sequence[Any]:
         keys = list(keys)
-        found = self.store.get_many(keys)
+        with self._use as store:
+            found = store.get_many(keys)
         return [value if isinstance(value := found.get(key), bytes) else NO_VALUE for key in keys]
 
     def set_serialized(self, key: str, value: bytes) -> None:
-        self.store.set(key, bytes(value))
+        with self._use as store:
+            store.set(key, bytes(value))
 
     def set_serialized_multi(self, mapping: Mapping[str, bytes]) -> None:
-        self.store.set_many({key: bytes(value) for key, value in mapping.items()})
+        stored: dict[str | bytes, Any] = {key: bytes(value) for key, value in mapping.items()}
+        with self._use as store:
+            store.set_many(stored)
 
     def delete(self, key: str) -> None:
-        self.store.delete(key)
+        with self._use as store:
+            store.delete(key)
 
     def delete_multi(self, keys: Iterable[str]) -> None:
-        self.store.delete_many(list(keys))
+        keys = list(keys)
+        with self._use as store:
+            store.delete_many(keys)
 
     # -- locking ---------------------------------------------------------------------
 
     def get_mutex(self, key: str) -> LeaseMutex:
-        return LeaseMutex(self._locks.lock(key))
+        locks = self._locks if self._holder is None else self._holder.locks  # a forked child's own table
+        assert locks is not None
+        return LeaseMutex(locks.lock(key))
 
     def has_lock_timeout(self) -> bool:
         return True
@@ -143,14 +159,46 @@ def _stored(value: Any) -> list[Any]:
     if not isinstance(value, CachedValue):
         raise TypeError(f"the tierstore backend stores dogpile's CachedValue, got {type(value).__name__}")
     payload, metadata = value
+    if not _is_metadata(metadata):
+        raise ValueError(
+            f"a CachedValue's metadata needs a number 'ct' and an int 'v' (dogpile reads them), got {metadata!r}"
+        )
     return [payload, dict(metadata)]
 
 
 def _cached_value(value: Any) -> Any:
-    """What ``get`` gives dogpile for a stored value: a ``CachedValue``, or ``NO_VALUE``."""
-    if isinstance(value, list) and len(value) == 2 and isinstance(value[1], dict):
+    """What ``get`` gives dogpile for a stored value: a ``CachedValue``, or ``NO_VALUE``.
+
+    A record of another shape (written through the store by something else, or
+    hostile) is a miss: dogpile reads ``metadata["ct"]`` as a number and
+    ``metadata["v"]`` as an int, so both must be there and be so.
+    """
+    if isinstance(value, list) and len(value) == 2 and _is_metadata(value[1]):
         return CachedValue(value[0], value[1])
     return NO_VALUE
+
+
+def _is_metadata(metadata: Any) -> bool:
+    """Whether ``metadata`` has what dogpile's region reads: a finite number ``ct``, an int ``v``."""
+    if not isinstance(metadata, Mapping):
+        return False
+    created, version = metadata.get("ct"), metadata.get("v")
+    if not isinstance(created, int | float) or isinstance(created, bool) or not math.isfinite(created):
+        return False
+    return isinstance(version, int) and not isinstance(version, bool)
+
+
+class _Given:
+    """A store passed in by the caller: used as it is, never closed by the backend."""
+
+    def __init__(self, store: TierStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> TierStore:
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 register_backend("tierstore", __name__, "TierStoreBackend")  # type: ignore[no-untyped-call]

@@ -6,13 +6,21 @@ reference back. The store closes when its last reference is given back and
 opens again on the next use. A holder that is garbage collected gives its
 reference back too, so a forgotten backend does not keep a store open forever.
 
+A backend's calls go through ``with holder as store:``: a ``close()`` that comes
+while calls of that holder are running gives the reference back when the last
+of them ends, so no call finds its store closed under it.
+
 The settings of the first open of a directory win for as long as the process
 runs: a later holder naming the same directory with other settings shares that
-store, and a warning is logged (once per distinct settings). Each directory also
-has a table of lease locks (``mutex.LeaseLocks``) that outlives closes and
+store, and a warning naming the settings that differ is logged (once per
+distinct settings). A directory is known by its real path, resolved when the
+holder is made (a relative path does not follow later ``chdir``). Each directory
+also has a table of lease locks (``mutex.LeaseLocks``) that outlives closes and
 reopens, so a lock taken through a store that was closed frees itself when its
-lease ends, not before. A forked child starts with an empty registry (the
-parent's stores are the parent's).
+lease ends, not before. A forked child starts with an empty registry: a holder
+inherited from the parent forgets the parent's store (never touching it) and
+its next use opens the directory in the child, which raises ``StoreLocked``
+while the parent still has it open.
 """
 
 from __future__ import annotations
@@ -23,10 +31,11 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..mutex import LeaseLocks
+from ..options import Options
 from ..store import TierStore
 
 __all__ = ["StoreHolder", "STORE_SETTINGS", "store_settings", "lease_locks", "open_count"]
@@ -47,71 +56,113 @@ def store_settings(arguments: Mapping[str, Any]) -> tuple[dict[str, Any], dict[s
 class _Directory:
     """The registry's record of one directory: its store while open, its references, its first settings."""
 
-    def __init__(self, path: str, settings: dict[str, Any]) -> None:
-        self.path = path
-        self.settings = settings
+    def __init__(self, real: str, lease: float) -> None:
+        self.path = real
+        self.settings: dict[str, Any] | None = None  # those of the first open
         self.store: TierStore | None = None
         self.refs = 0
         self.lock = threading.Lock()  # guards store and refs; held while opening or closing
         self.update_lock = threading.RLock()  # read-modify-write calls of the backends (incr, decr)
-        self.locks = LeaseLocks(float(settings.get("lock_timeout", _DEFAULT_LEASE)))
+        self.locks = LeaseLocks(lease)
         self.warned: set[str] = set()
+        self._pending: list[TierStore] = []  # references of collected holders that found the lock taken
 
     def take(self, settings: dict[str, Any]) -> TierStore:
         with self.lock:
-            if settings != self.settings:
-                self._warn(settings)
+            first = dict(settings) if self.settings is None else self.settings
+            if settings != first:
+                self._warn(first, settings)
             if self.store is None or self.store.closed:
-                self.store = TierStore(self.path, **self.settings)
+                self.store = TierStore(self.path, **first)
                 self.refs = 0
+            self.settings = first  # those of an open that succeeded
             self.refs += 1
-            return self.store
+            store = self.store
+            self._settle()
+            return store
 
     def give_back(self, store: TierStore) -> None:
         with self.lock:
-            if store is not self.store:
-                return  # a reference on a store that was replaced (closed by its owner and reopened)
-            self.refs -= 1
-            if self.refs > 0:
-                return
-            self.store = None
-            self.refs = 0
-            store.close()  # under the lock: a reopen waits until the directory is released
+            self._give_back(store)
+            self._settle()
 
-    def _warn(self, settings: dict[str, Any]) -> None:
-        shown = repr(sorted(settings.items()))
+    def collected(self, store: TierStore) -> None:
+        """The give-back of a holder the garbage collector took: it never waits for the lock.
+
+        The collector may run it in a thread that holds the lock already (inside
+        ``take``, while the store opens): the reference is then given back when
+        that thread (or the next call on this directory) settles.
+        """
+        if self.lock.acquire(blocking=False):
+            try:
+                self._give_back(store)
+                self._settle()
+            finally:
+                self.lock.release()
+        else:
+            self._pending.append(store)
+
+    def _settle(self) -> None:
+        while self._pending:
+            self._give_back(self._pending.pop())
+
+    def _give_back(self, store: TierStore) -> None:
+        if store is not self.store:
+            return  # a reference on a store that was replaced (closed by its owner and reopened)
+        self.refs -= 1
+        if self.refs > 0:
+            return
+        self.store = None
+        self.refs = 0
+        store.close()  # under the lock: a reopen waits until the directory is released
+
+    def _warn(self, first: dict[str, Any], settings: dict[str, Any]) -> None:
+        shown = repr(sorted(settings.items(), key=repr))
         if shown in self.warned:
             return
         self.warned.add(shown)
+        differing = sorted(
+            name for name in set(first) | set(settings) if first.get(name, _UNSET) != settings.get(name, _UNSET)
+        )
         log.warning(
-            "%s is already used in this process with settings %r; the first settings win and %r are ignored",
+            "%s is already used in this process with settings %r; the first settings win and %r are ignored "
+            "(differing: %s)",
             self.path,
-            self.settings,
+            first,
             settings,
+            ", ".join(differing),
         )
 
 
+_UNSET: Any = object()
 _directories: dict[str, _Directory] = {}
 _table_lock = threading.Lock()
-_table_pid = os.getpid()
+_fork_lock = threading.Lock()  # one thread of a forked child at a time moves a holder over to it
+_forks = 0  # forks this process descends from: a holder made before the last one belongs to a parent
 
 
-def _directory(path: str | os.PathLike[str], settings: dict[str, Any]) -> _Directory:
-    global _table_lock, _table_pid
-    real = os.path.realpath(os.fspath(path))
-    if _table_pid != os.getpid():  # a forked child: the parent's stores are the parent's
-        _table_lock, _table_pid = threading.Lock(), os.getpid()
-        _directories.clear()
+def _forget_the_parent() -> None:
+    """In a forked child: an empty registry with new locks (a parent's thread may have held the old ones)."""
+    global _table_lock, _fork_lock, _forks
+    _table_lock, _fork_lock = threading.Lock(), threading.Lock()
+    _directories.clear()
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forget_the_parent)
+
+
+def _directory(real: str, lease: float) -> _Directory:
     with _table_lock:
         directory = _directories.get(real)
         if directory is None:
-            directory = _directories[real] = _Directory(os.fspath(path), dict(settings))
+            directory = _directories[real] = _Directory(real, lease)
         return directory
 
 
 def lease_locks(path: str | os.PathLike[str], lease: float = _DEFAULT_LEASE) -> LeaseLocks:
     """The lease-lock table of the directory ``path`` (created with ``lease`` if it has none yet)."""
-    return _directory(path, {"lock_timeout": lease}).locks
+    return _directory(os.path.realpath(os.fspath(path)), lease).locks
 
 
 def open_count(path: str | os.PathLike[str]) -> int:
@@ -127,35 +178,82 @@ def open_count(path: str | os.PathLike[str]) -> int:
 class StoreHolder:
     """One backend's reference on the shared store of a directory, taken on use and given back by ``close()``.
 
-    Thread-safe: a holder may be shared by threads (dogpile's backends are).
+    Thread-safe: a holder may be shared by threads (dogpile's backends are). Calls
+    run as ``with holder as store: ...``; ``close()`` during such calls gives the
+    reference back when the last of them ends.
     """
 
     def __init__(self, path: str | os.PathLike[str], settings: Mapping[str, Any]) -> None:
         unknown = set(settings) - STORE_SETTINGS
         if unknown:
             raise TypeError(f"unknown store settings: {', '.join(sorted(unknown))}")
-        self.path = os.fspath(path)
+        self.path = os.path.realpath(os.fspath(path))  # later chdir calls do not move the directory
         self.settings = dict(settings)
-        self._directory = _directory(path, self.settings)
+        Options(path=self.path, **self.settings)  # a bad value fails here (TypeError/ValueError), not at each use
+        self._lease = float(self.settings.get("lock_timeout", _DEFAULT_LEASE))
+        self._attach()
+
+    def _attach(self) -> None:
+        """Start afresh in this process: no reference, new locks, the directory's record of this process."""
+        self._forks = _forks
+        self._directory = _directory(self.path, self._lease)
         self._lock = threading.Lock()
         self._store: TierStore | None = None
-        self._finalizer: Callable[[], Any] | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._calls = 0  # calls running through ``with holder``
+        self._closing = False  # close() came while calls ran: give back when the last ends
+
+    def _check_process(self) -> None:
+        if self._forks != _forks:  # a forked child: forget the parent's store, never touch it
+            with _fork_lock:
+                if self._forks != _forks:
+                    if self._finalizer is not None:
+                        self._finalizer.detach()
+                    self._attach()
+
+    def _take(self) -> TierStore:
+        """The open store, taking a reference when this holder has none (the caller holds ``_lock``)."""
+        store = self._store
+        if store is None or store.closed:
+            self._give_back()
+            store = self._directory.take(self.settings)
+            self._store = store
+            finalizer = weakref.finalize(self, self._directory.collected, store)
+            finalizer.atexit = False  # at exit, close_all closes what is still open
+            self._finalizer = finalizer
+        return store
 
     @property
     def store(self) -> TierStore:
-        """The open store, taking a reference on first use (and after ``close()``)."""
+        """The open store, taking a reference on first use (and after ``close()``).
+
+        A store got this way may be closed by a ``close()`` of another thread; the
+        backends' own calls use ``with holder as store`` instead.
+        """
         store = self._store
         if store is not None and not store.closed:
             return store
+        self._check_process()
         with self._lock:
-            if self._store is None or self._store.closed:
+            return self._take()
+
+    def __enter__(self) -> TierStore:
+        if self._forks != _forks:
+            self._check_process()
+        with self._lock:
+            store = self._store
+            if store is None or store.closed:
+                store = self._take()
+            self._calls += 1
+            self._closing = False  # a use after close() takes the reference again: keep it
+            return store
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._calls -= 1
+            if self._closing and not self._calls:
+                self._closing = False
                 self._give_back()
-                store = self._directory.take(self.settings)
-                self._store = store
-                finalizer = weakref.finalize(self, self._directory.give_back, store)
-                finalizer.atexit = False  # at exit, close_all closes what is still open
-                self._finalizer = finalizer
-            return self._store
 
     @property
     def held(self) -> bool:
@@ -165,28 +263,33 @@ class StoreHolder:
     @property
     def locks(self) -> LeaseLocks:
         """The directory's lease locks (they outlive the store's closes)."""
+        self._check_process()
         return self._directory.locks
 
     @property
     def update_lock(self) -> threading.RLock:
         """The directory's lock for read-modify-write calls in this process."""
+        self._check_process()
         return self._directory.update_lock
 
     def close(self) -> None:
         """Give the reference back (the store closes with its last one); the next use takes a new one."""
+        self._check_process()
         with self._lock:
-            self._give_back()
+            if self._calls:
+                self._closing = True
+            else:
+                self._give_back()
 
     def _give_back(self) -> None:
-        finalizer, self._finalizer, self._store = self._finalizer, None, None
-        if finalizer is not None:
-            finalizer()
+        finalizer, self._finalizer, store = self._finalizer, None, self._store
+        self._store = None
+        if finalizer is not None and finalizer.detach() is not None and store is not None:
+            self._directory.give_back(store)  # waits for the lock (collected() never does)
 
 
 def close_all() -> None:
     """Close every store the registry holds open (at exit: references nobody gave back)."""
-    if _table_pid != os.getpid():
-        return  # a forked child: the stores are the parent's
     with _table_lock:
         directories = list(_directories.values())
     for directory in directories:
