@@ -194,6 +194,19 @@ def test_scripts_are_reloaded_after_script_flush(stores: Callable[..., TierStore
     assert second.set("k", 4, version=2) is False
 
 
+# The public calls shared mode serves (through Redis, or local parts only: stats, sweeps, checkpoints).
+SERVED = {
+    "get", "get_entry", "get_many", "set", "delete", "invalidate", "stats", "sweep", "checkpoint", "drain",
+    "close", "closed", "report_corrupt", "path",
+}  # fmt: skip
+
+
+def test_every_public_call_is_served_or_refused_in_shared_mode() -> None:
+    """A call added to the store later must be made shared or refused, never run process-locally unseen."""
+    public = {name for name in dir(TierStore) if not name.startswith("_")}
+    assert public - SERVED - set(UNSUPPORTED) == set()
+
+
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED))
 def test_calls_not_yet_shared_refuse_to_run(stores: Callable[..., TierStore], name: str) -> None:
     store = stores()
@@ -202,6 +215,7 @@ def test_calls_not_yet_shared_refuse_to_run(stores: Callable[..., TierStore], na
         "guard_keys": (["k"],), "rebuild_guard": (["k"],), "incr": ("c",), "decr": ("c",), "counter": ("c",),
         "index": ("i",), "set_many": ({"k": 1},), "delete_many": (["k"],),
         "delete_prefix": ("k",), "clear": (), "add": ("k", 1), "touch": ("k",), "pop": ("k",), "keys": (),
+        "replace_value": ("k", 1),
         "items": (), "cached": (), "_live_items": (None,),
     }  # fmt: skip
     with pytest.raises(NotImplementedError, match=r"not yet supported with shared=") as refused:

@@ -32,6 +32,7 @@ UNSUPPORTED: dict[str, str] = {
     "add": "add",
     "touch": "touch",
     "pop": "pop",
+    "replace_value": "replace_value",
     "keys": "keys()",
     "items": "items()",
     "_live_items": "len(store) and iteration",
