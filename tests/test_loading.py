@@ -436,6 +436,36 @@ def test_background_refresh_is_single_flight_with_foreground_loads(clock: FakeCl
         assert follower_out == ["v2"] and source.calls == 2
 
 
+def test_a_hit_that_read_the_entry_before_a_renewal_landed_starts_no_second_one(clock: FakeClock) -> None:
+    """A hit reads the old entry (due for renewal) and asks for its renewal only after another
+    hit's renewal has loaded and landed: the key was written since, so nothing is loaded again."""
+    with open_store(clock=clock, refresh_ahead=0.5, min_refresh_interval=0.0) as store:
+        source = Source("v1")
+        store.get_or_load("k", source.load, ttl=10)
+        clock.advance(6)  # in the last half of the TTL
+        loading = store._loading
+        real_renew = loading._renew
+        asked, paused, go = [], threading.Event(), threading.Event()
+
+        def renew_late(*args: Any) -> None:
+            asked.append(args[0])
+            if len(asked) == 1:  # the first hit: pause between its read and its request
+                paused.set()
+                assert go.wait(WAIT)
+            real_renew(*args)
+
+        loading._renew = renew_late  # type: ignore[method-assign]
+        source.value = "v2"
+        late, late_out = start(lambda: store.get_or_load("k", source.load, ttl=10))
+        assert paused.wait(WAIT)  # it read "v1" and is about to ask for a renewal
+        assert store.get_or_load("k", source.load, ttl=10) == "v1"  # this hit's renewal runs...
+        assert store.drain(WAIT) and source.calls == 2 and store.get("k") == "v2"  # ...and lands
+        go.set()
+        late.join(WAIT)
+        assert late_out == ["v1"] and store.drain(WAIT)
+        assert source.calls == 2 and store.stats()["refreshes"] == 1
+
+
 def test_failed_background_refresh_keeps_the_old_value_and_is_rate_limited(
     clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -56,6 +56,7 @@ from .codec import (
     EXPIRES_AT,
     FLAGS,
     LOAD_TIME,
+    SEQ,
     TOMBSTONE,
     TTL,
     VALUE,
@@ -163,7 +164,7 @@ class Loading:
                 self._stats.counts[hit_stat]()
                 expires_at = record[EXPIRES_AT]
                 if expires_at is not None and self._renewal_due(record, expires_at, now):
-                    self._renew(key, loader, ttl)
+                    self._renew(key, loader, ttl, record[SEQ])
                 return record[VALUE]
             if state is _NEGATIVE:
                 self._stats.counts["negative_hits"]()
@@ -281,10 +282,17 @@ class Loading:
             return now - load_time * options.early_beta * math.log(1.0 - random.random()) >= expires_at
         return False
 
-    def _renew(self, key: Key, loader: Callable[[], Any], ttl: Any) -> None:
-        """Start one background renewal of ``key`` unless one runs or ran too recently."""
+    def _renew(self, key: Key, loader: Callable[[], Any], ttl: Any, seen_seq: int) -> None:
+        """Start one background renewal of ``key`` unless one runs or ran too recently.
+
+        ``seen_seq`` is the write of the record the hit found: once the key was written
+        since (an earlier renewal finished meanwhile), there is nothing left to renew.
+        """
         flights = self._flights
         if flights.running(key) or not flights.claim_renewal(key, self._options.min_refresh_interval):
+            return
+        current = self._core.current(key)
+        if current is None or current[SEQ] != seen_seq:
             return
         flight, leader = flights.begin(key)
         if not leader:
