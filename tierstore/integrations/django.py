@@ -41,10 +41,8 @@ the directory (counters and indexes of the store stay). ``MAX_ENTRIES`` and
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import math
-import pickle
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -53,6 +51,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 
 from ..store import TierStore
+from .codecs import Codec, Corrupt, MsgpackCodec, PickleCodec
 from .registry import STORE_SETTINGS, StoreHolder
 
 __all__ = ["TierStoreCache", "PickleCodec", "MsgpackCodec"]
@@ -63,74 +62,9 @@ _MISSING: Any = object()
 _EXPIRED: Any = object()  # a timeout of 0 or less: store nothing, expire now
 _UNSUPPORTED = {"max_entries", "cull_frequency"}
 _LONG_KEY = 1024  # characters; a longer made key is stored under a digest
-_MAC_BYTES = hashlib.sha256().digest_size
-_TAG = b"TSP1"  # the format of a signed pickle: tag, HMAC, pickle
 _warned_unsupported = False
 
 
-class Corrupt(Exception):
-    """A stored payload that its codec refuses (and never decodes)."""
-
-
-class MsgpackCodec:
-    """Values stored as they are: the store's msgpack rules apply.
-
-    A signed pickle of ``serializer="pickle"`` (bytes that start with its tag) is
-    not a value of this codec: it reads as a counted miss, and storing bytes that
-    start with the tag raises ``ValueError`` (they would read as one).
-    """
-
-    name = "msgpack"
-    refusal = "a signed pickle of serializer='pickle' is not a msgpack-mode value"
-
-    def encode(self, key: str | bytes, value: Any) -> Any:
-        if type(value) is bytes and value.startswith(_TAG):
-            raise ValueError(f"bytes starting with {_TAG!r} read as a signed pickle: {self.refusal}")
-        return value
-
-    def decode(self, key: str | bytes, stored: Any) -> Any:
-        if type(stored) is bytes and stored.startswith(_TAG):
-            raise Corrupt(self.refusal)
-        return stored
-
-    def verify(self, key: str | bytes, stored: Any) -> bool:
-        return not (type(stored) is bytes and stored.startswith(_TAG))
-
-
-class PickleCodec:
-    """Pickles signed with an HMAC-SHA256 under a secret, verified before they are unpickled."""
-
-    name = "pickle"
-    refusal = "the payload's HMAC does not match: written without this secret, or damaged"
-
-    def __init__(self, secret: str | bytes) -> None:
-        if not secret:
-            raise ImproperlyConfigured("serializer='pickle' needs a secret (OPTIONS 'secret' or settings.SECRET_KEY)")
-        self._secret = secret.encode() if isinstance(secret, str) else bytes(secret)
-
-    def _mac(self, key: str | bytes, payload: bytes) -> bytes:
-        raw_key = key.encode() if isinstance(key, str) else b"\xff" + key  # 0xff never starts UTF-8
-        message = len(raw_key).to_bytes(4, "big") + raw_key + payload
-        return hmac.new(self._secret, message, hashlib.sha256).digest()
-
-    def encode(self, key: str | bytes, value: Any) -> bytes:
-        payload = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-        return _TAG + self._mac(key, payload) + payload
-
-    def verify(self, key: str | bytes, stored: Any) -> bool:
-        """Whether ``stored`` is a payload signed under this secret for ``key`` (nothing is unpickled)."""
-        if not isinstance(stored, bytes) or len(stored) < len(_TAG) + _MAC_BYTES or not stored.startswith(_TAG):
-            return False
-        mac, payload = stored[len(_TAG) : len(_TAG) + _MAC_BYTES], stored[len(_TAG) + _MAC_BYTES :]
-        return hmac.compare_digest(mac, self._mac(key, payload))
-
-    def decode(self, key: str | bytes, stored: Any) -> Any:
-        if not self.verify(key, stored):
-            raise Corrupt(self.refusal)
-        return pickle.loads(stored[len(_TAG) + _MAC_BYTES :])
-
-
-Codec = MsgpackCodec | PickleCodec
 
 
 class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type hints
