@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgpack
 
 from . import codec
-from .clock import Jitter, check_ttl
 from .codec import (
     EXPIRES_AT,
     LOAD_TIME,
@@ -115,7 +114,6 @@ class Batch:
         self._options = options
         self._seq = seq
         self._admit_key = admit_key
-        self._jitter = Jitter(options.ttl_jitter)
         self._max_bytes = options.max_value_bytes
 
     # -- locking -----------------------------------------------------------------------
@@ -248,15 +246,8 @@ class Batch:
 
     def _expiry(self, ttl: Any, negative: bool, now: float) -> tuple[float | None, float | None]:
         """``(expires_at, ttl drawn)`` of an entry written at ``now``, as ``set`` decides them."""
-        if ttl is ...:
-            ttl = self._options.negative_ttl if negative else self._options.default_ttl
-        elif ttl is not None:
-            ttl = check_ttl(ttl)
-        if ttl is None:
-            return None, None
-        if self._jitter.fraction:
-            ttl = self._jitter.draw(ttl)
-        return now + ttl, ttl
+        drawn = self._writer.drawn_ttl(ttl, negative)
+        return (None, None) if drawn is None else (now + drawn, drawn)
 
     def _entry(
         self,

@@ -140,6 +140,18 @@ class Writer:
         finally:
             lock.release()
 
+    def drawn_ttl(self, ttl: Any, negative: bool = False) -> float | None:
+        """The TTL an entry written now gets: ``...`` is ``default_ttl`` (``negative_ttl`` for a
+        negative entry), a number is checked, and ``ttl_jitter`` draws. ``write`` inlines this rule
+        (the hot path: the check before the key's lock, the draw once the write is decided)."""
+        if ttl is ...:
+            ttl = self._options.negative_ttl if negative else self._options.default_ttl
+        elif ttl is not None:
+            ttl = check_ttl(ttl)
+        if ttl is not None and self._jitter.fraction:
+            ttl = self._jitter.draw(ttl)
+        return ttl  # type: ignore[no-any-return]
+
     def delete(self, key: Key, version: int | None = None) -> bool:
         """Remove ``key`` from both tiers, leaving a tombstone at its version; ``True`` if it was live."""
         disk_key = entry_key(key)

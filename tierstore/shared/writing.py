@@ -28,7 +28,6 @@ import os
 from typing import Any
 
 from .. import codec
-from ..clock import Jitter, check_ttl
 from ..codec import ABSENT, NEGATIVE, TOMBSTONE, Key, Record, RecordState, record_state
 from ..errors import CorruptRecord
 from ..keyspace import NS_ENTRY
@@ -63,7 +62,6 @@ class SharedWrites:
         self._mirror = mirror
         self._writer = writer
         self._options = options
-        self._jitter = Jitter(options.ttl_jitter)
         self._count_sets = stats.counts["sets"]
         self._count_rejected = stats.counts["sets_rejected"]
         self._count_deletes = stats.counts["deletes"]
@@ -81,12 +79,7 @@ class SharedWrites:
         if version is not None:
             codec.check_version(version)
         negative = value is ABSENT
-        if ttl is ...:
-            ttl = self._options.negative_ttl if negative else self._options.default_ttl
-        elif ttl is not None:
-            ttl = check_ttl(ttl)
-        if ttl is not None and self._jitter.fraction:
-            ttl = self._jitter.draw(ttl)
+        ttl = self._writer.drawn_ttl(ttl, negative)
         now = self._writer.write_time()
         expires_at = None if ttl is None else now + ttl
         flags = NEGATIVE if negative else 0
