@@ -70,8 +70,9 @@ def test_versioned_writers_racing_across_processes_end_with_the_highest_version_
 ) -> None:
     racers = [workers() for _ in range(4)]
     top = 300
+    start_at = time.time() + 1.0  # every racer is ready by then: none runs through the versions alone
     for index, racer in enumerate(racers):  # all race through the same rising versions
-        racer.start("write_versions", "k", list(range(1, top + 1)), f"p{index}")
+        racer.start("write_versions", "k", list(range(1, top + 1)), f"p{index}", start_at)
     landed = [racer.result() for racer in racers]
     every = sorted(v for versions in landed for v in versions)
     assert every == list(range(1, top + 1))  # each version landed exactly once, in exactly one process
@@ -83,7 +84,7 @@ def test_versioned_writers_racing_across_processes_end_with_the_highest_version_
     for index, racer in enumerate(racers):  # shuffled older versions all lose now, everywhere
         versions = list(range(1, top))
         random.Random(index).shuffle(versions)
-        racer.start("write_versions", "k", versions, f"late{index}")
+        racer.start("write_versions", "k", versions, f"late{index}", 0.0)
     assert [racer.result() for racer in racers] == [[]] * len(racers)
     for racer in racers:
         assert racer.call("entry", "k") == expected

@@ -43,8 +43,10 @@ def write_values(store: TierStore, key: str, values: list[Any], pause: float, ve
     return landed
 
 
-def write_versions(store: TierStore, key: str, versions: list[int], tag: str) -> list[int]:
-    """``set(key, [tag, v], version=v)`` for each version; the versions that landed."""
+def write_versions(store: TierStore, key: str, versions: list[int], tag: str, start_at: float) -> list[int]:
+    """From the wall-clock moment ``start_at`` (shared by the racers), ``set(key, [tag, v], version=v)``
+    for each version; the versions that landed."""
+    time.sleep(max(0.0, start_at - time.time()))
     return [v for v in versions if store.set(key, [tag, v], version=v)]
 
 
