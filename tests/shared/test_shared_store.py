@@ -106,6 +106,34 @@ def test_a_write_lands_in_redis_with_its_expiry_and_seq(stores: Callable[..., Ti
     assert entry_hash(raw, "gone")[b"s"] == b"5"
 
 
+def test_writes_release_the_lease_and_keep_the_keys_set(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
+    """Any accepted write frees the key's load lease (a fill begun before it is refused); a refused one does not."""
+    store = stores()
+    names = Names("tierstore")
+    tagged = codec.encode_key("k")
+
+    def lease() -> None:
+        raw.set(names.lease(tagged), b"token", px=60_000)
+        raw.zadd(names.leases, {tagged: 0})
+
+    lease()
+    assert store.set("k", 1, version=5) is True
+    assert raw.exists(names.lease(tagged)) == 0 and raw.zscore(names.leases, tagged) is None
+    assert raw.zrange(names.keys, 0, -1) == [tagged]
+    lease()
+    assert store.set("k", 2, version=4) is False  # refused: the lease stands
+    assert raw.get(names.lease(tagged)) == b"token"
+    assert store.delete("k") is True  # a tombstone at version 5: still an entry hash
+    assert raw.exists(names.lease(tagged)) == 0 and raw.zscore(names.leases, tagged) is None
+    assert raw.zrange(names.keys, 0, -1) == [tagged]
+    store.set("plain", 1)
+    lease_plain = codec.encode_key("plain")
+    raw.set(names.lease(lease_plain), b"token", px=60_000)
+    assert store.delete("plain") is True  # version 0: removed outright, and from the keys set
+    assert raw.exists(names.lease(lease_plain)) == 0
+    assert raw.zrange(names.keys, 0, -1) == [tagged]
+
+
 def test_a_delete_at_version_0_removes_the_key_in_redis(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
     store = stores()
     store.set("k", "v")

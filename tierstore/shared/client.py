@@ -11,7 +11,11 @@
 - Names in Redis all carry the namespace in a hash tag, ``tierstore:{ns}:``, so
   a Redis Cluster keeps a namespace on one slot (its scripts touch several keys):
   ``...:e:<tagged key>`` (a hash per entry: ``d`` envelope, ``v`` version as a
-  decimal string, ``s`` write seq, ``e`` epoch id), ``...:seq`` (the write
+  decimal string, ``s`` write seq, ``e`` epoch id), ``...:l:<tagged key>`` (the
+  key's load lease: a random token with ``PX lock_timeout``), ``...:leases`` and
+  ``...:keys`` (sorted sets, score 0, of the tagged keys holding a lease and an
+  entry hash: prefix listings by ``ZRANGEBYLEX``; members may outlive an expired
+  hash and are pruned when found so), ``...:seq`` (the write
   sequence, ``INCR``), ``...:epoch`` (a random id of the data set, created when
   missing: a Redis that lost its data has another one) and the channel ``...:inv``.
 - ``origin`` is a random id of this open store: its own messages are not
@@ -49,11 +53,22 @@ class Names:
         self.seq = self.prefix + b"seq"
         self.epoch = self.prefix + b"epoch"
         self.channel = self.prefix + b"inv"
+        self.leases = self.prefix + b"leases"  # sorted set (score 0) of the tagged keys with a lease
+        self.keys = self.prefix + b"keys"  # sorted set (score 0) of the tagged keys with an entry hash
         self._entry = self.prefix + b"e:"
+        self._lease = self.prefix + b"l:"
 
     def entry(self, tagged_key: bytes) -> bytes:
         """The hash holding the entry of a key (``codec.encode_key``'s tagged bytes)."""
         return self._entry + tagged_key
+
+    def lease(self, tagged_key: bytes) -> bytes:
+        """The string holding the load lease of a key (a random token, ``PX lock_timeout``)."""
+        return self._lease + tagged_key
+
+    def entry_keys(self, tagged_key: bytes) -> list[bytes]:
+        """``KEYS`` of a one-key write script: entry, seq, epoch, lease, leases set, keys set."""
+        return [self.entry(tagged_key), self.seq, self.epoch, self.lease(tagged_key), self.leases, self.keys]
 
 
 def _connect(shared: object) -> redis.Redis:

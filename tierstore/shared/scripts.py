@@ -19,7 +19,12 @@ sequence number and the invalidation message are one atomic step in Redis:
   ``seq:version:origin:tagged key`` on its channel (the key last: it may hold
   ``:``). The epoch id is created when missing (``ARGV[7]`` is a fresh one).
 
-KEYS: the entry's hash, the sequence key, the epoch key. ARGV: the envelope
+Every accepted write also deletes the key's load lease (``release``): a fill
+that began before it finds its token gone and is refused, in every process.
+It keeps the ``keys`` set (entries by tagged key) in step with the hashes.
+
+KEYS (``Names.entry_keys``): the entry's hash, the sequence key, the epoch key,
+the key's lease, the set of leased keys, the set of stored keys. ARGV: the envelope
 (the writer's, its version slot unused: ``v`` is the truth), the version (``""``:
 unversioned), the milliseconds to keep the key (``""``: no expiry), the channel,
 the origin, the tagged key, a fresh epoch id.
@@ -60,6 +65,10 @@ end
 local function publish(seq, version)
   redis.call('PUBLISH', ARGV[4], seq .. ':' .. version .. ':' .. ARGV[5] .. ':' .. ARGV[6])
 end
+local function release()
+  redis.call('DEL', KEYS[4])
+  redis.call('ZREM', KEYS[5], ARGV[6])
+end
 local current = redis.call('HGET', KEYS[1], 'v') or '0'
 """
 
@@ -75,6 +84,8 @@ end
 local seq, epoch = stamp()
 redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', version, 's', seq, 'e', epoch)
 if ARGV[3] == '' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+redis.call('ZADD', KEYS[6], 0, ARGV[6])
+release()
 publish(seq, version)
 return {1, version, seq, epoch}
 """
@@ -89,10 +100,13 @@ if ARGV[2] ~= '' and gt(ARGV[2], current) then keep = ARGV[2] end
 local seq, epoch = stamp()
 if keep == '0' then
   redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[6], ARGV[6])
 else
   redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', keep, 's', seq, 'e', epoch)
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('ZADD', KEYS[6], 0, ARGV[6])
 end
+release()
 publish(seq, keep)
 return {old, keep, seq, epoch}
 """

@@ -129,7 +129,7 @@ class SharedWrites:
         names = self._client.names
         seen = mirror.seen(stripe)  # before Redis: a resync or a drop after it refuses the copy
         try:
-            reply = self._scripts.run(what, script, [names.entry(tagged), names.seq, names.epoch], args)
+            reply = self._scripts.run(what, script, names.entry_keys(tagged), args)
         except BaseException:
             mirror.drop(key, disk_key, stripe)
             raise
