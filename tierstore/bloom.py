@@ -31,7 +31,7 @@ import mmh3
 
 from .codec import encode_key
 
-__all__ = ["BloomFilter"]
+__all__ = ["BloomFilter", "probe_positions"]
 
 _MAGIC = b"TSBF"
 _FORMAT = 1
@@ -52,6 +52,24 @@ def optimal_nbits(capacity: int, error_rate: float) -> int:
 def optimal_nhashes(nbits: int, capacity: int) -> int:
     """Probes per key that minimize false positives: ``(nbits / n) ln 2``, at least one."""
     return min(_MAX_HASHES, max(1, round(nbits / capacity * _LN2)))
+
+
+def probe_positions(data: bytes, seed: int, nbits: int, nhashes: int) -> list[int]:
+    """The bits a key in ``codec.encode_key`` form sets in a filter of these parameters, probe by probe.
+
+    The same double hashing as ``BloomFilter.add_encoded`` (for stores of the filter
+    elsewhere, such as the shared tier's Redis bitmap).
+    """
+    h = mmh3.hash128(data, seed)
+    position = (h & _LOW64) % nbits
+    step = (h >> 64) % nbits
+    positions = []
+    for _ in range(nhashes):
+        positions.append(position)
+        position += step
+        if position >= nbits:
+            position -= nbits
+    return positions
 
 
 class BloomFilter:
@@ -130,6 +148,11 @@ class BloomFilter:
 
     def __len__(self) -> int:
         return self._count
+
+    def bit_array(self) -> bytes:
+        """The bits: bit ``i`` is ``byte[i >> 3] >> (i & 7) & 1`` (least significant bit first)."""
+        with self._lock:
+            return bytes(self._bits)
 
     def estimated_error_rate(self) -> float:
         """The false-positive rate now: ``(fraction of bits set) ** nhashes``.

@@ -53,6 +53,7 @@ class PartCalls:
     _guard: Guard | None
     _counters: Counters
     _indexes: dict[Key, SortedIndex]
+    _make_index: Callable[[Key], SortedIndex]
     _indexes_lock: threading.Lock
     _durability: Durability
     _memory: MemoryTier
@@ -278,7 +279,7 @@ class PartCalls:
         with self._indexes_lock:
             index = self._indexes.get(name)
             if index is None:
-                index = self._indexes[name] = SortedIndex(self._disk, name)
+                index = self._indexes[name] = self._make_index(name)
             return index
 
     def keep_fresh(

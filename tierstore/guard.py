@@ -77,13 +77,7 @@ def guard_stats(guard: Guard | None) -> dict[str, int]:
     ``guard_error_ppm`` (estimated false-positive rate, parts per million); zeros without a guard."""
     if guard is None:
         return {"guard_keys": 0, "guard_over_capacity": 0, "guard_degraded": 0, "guard_error_ppm": 0}
-    bloom = guard.filter
-    return {
-        "guard_keys": len(bloom),
-        "guard_over_capacity": int(guard.over_capacity),
-        "guard_degraded": int(guard.degraded),
-        "guard_error_ppm": round(bloom.estimated_error_rate() * 1_000_000),
-    }
+    return guard.stats()
 
 
 def note_unguarded_open(disk: DiskTier) -> None:
@@ -277,6 +271,16 @@ class Guard:
             )
 
     # -- introspection ----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """What ``guard_stats`` reports for this guard (the shared tier's guard reads it from Redis)."""
+        bloom = self._filter
+        return {
+            "guard_keys": len(bloom),
+            "guard_over_capacity": int(self.over_capacity),
+            "guard_degraded": int(self.degraded),
+            "guard_error_ppm": round(bloom.estimated_error_rate() * 1_000_000),
+        }
 
     @property
     def filter(self) -> BloomFilter:

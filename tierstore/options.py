@@ -196,5 +196,3 @@ def _check_shared(options: Options) -> None:
     _check_choice(options.shared_failure, "shared_failure", ("local", "raise"))
     check_seconds(options.shared_grace, "shared_grace")
     check_seconds(options.shared_ping_interval, "shared_ping_interval", allow_zero=False)
-    if shared is not None and options.guard:
-        raise NotImplementedError("guard=True (the existence filter) is not yet supported with shared=")

@@ -10,6 +10,7 @@ modules listed in the README's "Layout", none of which imports this one.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -44,6 +45,7 @@ from .loading import Loading, StoreCore
 from .mapping import MappingCalls
 from .memory_policy import Policy, memory_tier
 from .options import STAT_KEYS, Options
+from .ranking import SortedIndex
 from .restore import open_disk
 from .scheduler import Scheduler
 from .session import holds_versions, next_sequence, save_sequence
@@ -158,7 +160,9 @@ class TierStore(MappingCalls, PartCalls):
             scheduler=self._scheduler, memory=self._memory, stripes=self._stripes,
         )  # fmt: skip
         self._durability.schedule(self.checkpoint, self.sweep)
-        self._guard = open_guard(self._disk, options.guard, options.bloom_capacity, options.bloom_error_rate)
+        # In shared mode the existence filter is Redis's (bound by the shared tier), not this directory's.
+        local_guard = options.guard and options.shared is None
+        self._guard = open_guard(self._disk, local_guard, options.bloom_capacity, options.bloom_error_rate)
         writes = entry_writes(self._disk, self._durability.capacity)
         self._writer = Writer(
             disk=self._disk,
@@ -178,11 +182,12 @@ class TierStore(MappingCalls, PartCalls):
         self._counters = Counters(self._disk, self._stripes)
         self._indexes = {}
         self._indexes_lock = threading.Lock()
+        self._make_index = functools.partial(SortedIndex, self._disk)
         self._stats.declare(["index_refresh_errors"])
-        self._loading = self._open_loading()
         self._shared: SharedTier | None = None
         if options.shared is not None:
             self._open_shared(writes)
+        self._loading = self._open_loading()  # after the shared tier: it may bind the guard
 
     def _open_shared(self, writes: EntryWrites) -> None:
         """Compose the shared tier (Redis) over the local tiers, once: no call branches on the mode."""

@@ -225,7 +225,7 @@ def test_scripts_are_reloaded_after_script_flush(stores: Callable[..., TierStore
 # The public calls shared mode serves (through Redis, or local parts only: stats, sweeps, checkpoints).
 SERVED = {
     "get", "get_entry", "get_many", "set", "delete", "invalidate", "stats", "sweep", "checkpoint", "drain",
-    "close", "closed", "report_corrupt", "path",
+    "close", "closed", "report_corrupt", "path", "incr", "decr", "counter", "index", "guard_keys", "rebuild_guard",
 }  # fmt: skip
 
 
@@ -240,8 +240,7 @@ def test_calls_not_yet_shared_refuse_to_run(stores: Callable[..., TierStore], na
     store = stores()
     arguments = {
         "get_or_load": ("k", lambda: 1), "refresh_every": ("k", lambda: 1, 1.0), "keep_fresh": ("i", list),
-        "guard_keys": (["k"],), "rebuild_guard": (["k"],), "incr": ("c",), "decr": ("c",), "counter": ("c",),
-        "index": ("i",), "set_many": ({"k": 1},), "delete_many": (["k"],),
+        "set_many": ({"k": 1},), "delete_many": (["k"],),
         "delete_prefix": ("k",), "clear": (), "add": ("k", 1), "touch": ("k",), "pop": ("k",), "keys": (),
         "replace_value": ("k", 1),
         "items": (), "cached": (), "_live_items": (None,),
@@ -254,11 +253,6 @@ def test_calls_not_yet_shared_refuse_to_run(stores: Callable[..., TierStore], na
     with pytest.raises(NotImplementedError, match="keys"):
         iter(store)
     assert store.get("k") is None  # nothing ran locally
-
-
-def test_guard_is_refused_at_construction(redis_server: RedisServer) -> None:
-    with pytest.raises(NotImplementedError, match="guard"):
-        TierStore(shared=redis_server.url, guard=True)
 
 
 def test_settings_are_checked(redis_server: RedisServer) -> None:

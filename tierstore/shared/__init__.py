@@ -3,9 +3,12 @@
 ``SharedTier`` wires the pieces for one store: the client (``client``), the
 write scripts (``scripts``), the local copies (``mirror``), reads and writes
 through Redis (``reading``, ``writing``) and the invalidation listener
-(``listener``). The store composes it at open, binding ``fetch``, ``write`` and
-``delete`` in place of its local ones and ``unsupported.refusal`` in place of
-the calls not yet shared; without ``shared=`` none of this is imported.
+(``listener``), and the parts that live only in Redis: counters (``counting``),
+sorted indexes (``ranking``) and the existence filter (``guarding``). The store
+composes it at open, binding ``fetch``, ``write``, ``delete``, its counters,
+its index factory and its guard in place of its local ones and
+``unsupported.refusal`` in place of the calls not yet shared; without
+``shared=`` none of this is imported.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ except ImportError as exc:
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..codec import Record
+from ..codec import Key, Record
 from ..disk import DiskTier
 from ..errors import CorruptRecord
 from ..memory import MemoryTier
@@ -28,8 +31,11 @@ from ..stripes import Stripes
 from ..writer import Writer
 from ..writes import EntryWrites
 from .client import CALL_TIMEOUT, SharedClient
+from .counting import SharedCounters
+from .guarding import SharedGuard
 from .listener import Listener
 from .mirror import Mirror
+from .ranking import SharedIndex
 from .reading import SharedReads
 from .scripts import Scripts
 from .unsupported import UNSUPPORTED, refusal
@@ -60,8 +66,14 @@ class SharedTier:
         stats.declare(SHARED_STATS)
         self.client = SharedClient(options.shared, options.namespace, stats)
         self.listener: Listener | None = None
+        self.closed = False
+        self._disk = disk
         try:
             self.scripts = Scripts(self.client)
+            self.counters = SharedCounters(self.client, self.scripts)
+            self.guard: SharedGuard | None = None
+            if options.guard:
+                self.guard = SharedGuard(self.client, self.scripts, options.bloom_capacity, options.bloom_error_rate)
             mirror = Mirror(disk=disk, writes=writes, memory=memory, stripes=stripes, seq=seq, writer=writer)
             self.mirror = mirror
             mirror.epoch = self.client.epoch()
@@ -70,8 +82,9 @@ class SharedTier:
                 max_bytes=options.max_value_bytes, on_corrupt=on_corrupt,
             )  # fmt: skip
             self.writes = SharedWrites(
-                client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats
-            )
+                client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats,
+                admit_key=None if self.guard is None else self.guard.add,
+            )  # fmt: skip
             self.listener = Listener(self.client, mirror, options.shared_ping_interval, stats)
             self.listener.start(timeout=CALL_TIMEOUT * 2)
         except BaseException:
@@ -84,15 +97,31 @@ class SharedTier:
         Instance attributes shadow the class's methods: ``get`` and ``_fetch`` stay as they
         are and ``get`` finds this ``_fetch``; ``set``/``delete`` call ``_write``/``_delete``;
         each call not yet shared raises ``NotImplementedError`` (``unsupported``).
+        Counters, indexes (``index`` builds them with ``_make_index``) and the guard
+        (``get_or_load``'s check, ``guard_keys``, ``rebuild_guard``, ``stats()``) are Redis's.
         """
         attributes["_fetch"] = self.reads.fetch
         attributes["_write"] = self.writes.write
         attributes["_delete"] = self.writes.delete
+        attributes["_counters"] = self.counters
+        attributes["_make_index"] = self.index
+        if self.guard is not None:
+            attributes["_guard"] = self.guard
         for name, call in UNSUPPORTED.items():
             attributes[name] = refusal(call)
 
+    def index(self, name: Key) -> SharedIndex:
+        """A new handle on the sorted index ``name`` in Redis (the store keeps one per name)."""
+        return SharedIndex(self.client, self.scripts, name, self._gate)
+
+    def _gate(self) -> None:
+        """Raise the store's closed (or forked) error once it is closed: handles outlive it."""
+        if self.closed or self._disk.closed:
+            raise self._disk.closed_error()
+
     def close(self) -> None:
         """Stop the listener and close the connections."""
+        self.closed = True
         if self.listener is not None:
             self.listener.stop()
         self.client.close()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .. import codec
@@ -56,12 +57,14 @@ class SharedWrites:
         writer: Writer,
         options: Options,
         stats: Stats,
+        admit_key: Callable[[Key], None] | None = None,
     ) -> None:
         self._client = client
         self._scripts = scripts
         self._mirror = mirror
         self._writer = writer
         self._options = options
+        self._admit_key = admit_key  # the existence filter's add (guard=True): before Redis, so never missed
         self._count_sets = stats.counts["sets"]
         self._count_rejected = stats.counts["sets_rejected"]
         self._count_deletes = stats.counts["deletes"]
@@ -89,6 +92,8 @@ class SharedWrites:
         if len(data) > self._options.max_value_bytes:
             raise ValueError(f"value is {len(data)} bytes encoded; max_value_bytes is {self._options.max_value_bytes}")
         keep_ms = None if ttl is None else _millis(ttl + (0.0 if negative else self._options.stale_ttl))
+        if self._admit_key is not None and not negative:
+            self._admit_key(key)
         reply, where = self._run(key, tagged, "set", SET, self._args(data, version, keep_ms, tagged))
         if reply[0] != 1:
             self._count_rejected()

@@ -1,0 +1,337 @@
+"""The existence filter in shared mode: one Bloom filter in Redis, a bitmap, for every process of a namespace.
+
+The hashing is ``bloom``'s (``probe_positions``: one 128-bit MurmurHash3 of the
+tagged key, double hashing) with the parameters stored beside the bitmap, so
+every process probes the same bits:
+
+- ``<prefix>g:bits``: the bitmap (Redis's bit order: bit ``i`` is the
+  ``i % 8``-th most significant bit of byte ``i // 8``);
+- ``<prefix>g:params``: a hash of ``seed`` (32 bits, drawn by the store that
+  built the filter), ``nbits``, ``nhashes``, ``capacity``, ``error_rate``,
+  ``count`` (keys whose add set a new bit) and ``ones`` (bits set);
+- ``<prefix>g:building``: a set of the tokens of rebuilds under way, each with
+  its carry list ``<prefix>g:carry:<token>`` (and its bitmap built aside,
+  ``<prefix>g:build:<token>``).
+
+A store opening with ``guard=True`` finds the filter, or builds one sized by
+its ``bloom_capacity``/``bloom_error_rate`` holding every key Redis holds (the
+``keys`` set), installed only if no other store installed one first; a filter
+found with other parameters is used as it is (``rebuild_guard`` resizes it).
+Each check is one script call (``GETBIT`` of every probe; the script checks
+the seed the positions were computed for, and a store whose cached
+parameters are out of date, after another's rebuild, reads the new ones and
+checks again). Adds are one script call (``SETBIT``, counting new keys).
+
+``rebuild(keys)`` builds the new filter in this process (new seed, sized for
+``max(capacity, 2 * len(keys))``), writes it aside in one ``SET`` and installs
+it with its parameters by ``RENAME`` in one script. Keys added by any process
+from the start of the rebuild until the swap are carried over: every add
+also appends its keys to the carry list of each rebuild under way, and the
+swap runs only when it has consumed the whole list (else the rebuilder adds
+the rest and tries again). The carry list expires, so
+a rebuilder that dies stops the carrying within the hour.
+
+A filter that disappears from Redis while stores use it (Redis lost its data)
+could have held keys the source still has, so every check admits (``degraded``)
+and adds do nothing until ``rebuild_guard`` installs a new one; a store opening
+then builds one from the keys Redis holds. ``save`` and ``close`` have nothing
+to do: Redis holds the filter. Thread-safety: Redis orders every step; the
+cached parameters are replaced as a whole tuple.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from .. import codec
+from ..bloom import BloomFilter, probe_positions
+from ..codec import Key
+from ..errors import TierStoreError
+from ..guard import Guard, _encode_keys
+from .client import SharedClient
+from .scripts import Scripts
+
+__all__ = ["SharedGuard", "CHECK", "ADD", "SWAP"]
+
+log = logging.getLogger("tierstore")
+
+_STALE, _MISSING = -1, -2
+_CARRY_TTL_MS = 3_600_000
+_ADD_CHUNK = 2_000
+_PARAMS = (b"seed", b"nbits", b"nhashes")
+
+# KEYS: bits, params. ARGV: seed, nbits, positions...
+CHECK = """
+local p = redis.call('HMGET', KEYS[2], 'seed', 'nbits', 'nhashes')
+if not p[1] then return {-2} end
+if p[1] ~= ARGV[1] or p[2] ~= ARGV[2] then return {-1, p[1], p[2], p[3]} end
+for i = 3, #ARGV do
+  if redis.call('GETBIT', KEYS[1], ARGV[i]) == 0 then return {0} end
+end
+return {1}
+"""
+
+# KEYS: bits, params, rebuilds under way. ARGV: seed, nbits, nhashes, carry-list prefix, then per key its
+# tagged form and positions.
+ADD = """
+local p = redis.call('HMGET', KEYS[2], 'seed', 'nbits', 'nhashes')
+local carries = {}
+for _, token in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local list = ARGV[4] .. token
+  if redis.call('EXISTS', list) == 1 then carries[#carries + 1] = list else redis.call('SREM', KEYS[3], token) end
+end
+local k = tonumber(ARGV[3])
+local stale = p[1] ~= ARGV[1] or p[2] ~= ARGV[2]
+local keys, ones = 0, 0
+for i = 5, #ARGV, k + 1 do
+  for _, list in ipairs(carries) do redis.call('RPUSH', list, ARGV[i]) end
+  if not stale then
+    local new = 0
+    for j = i + 1, i + k do
+      if redis.call('SETBIT', KEYS[1], ARGV[j], 1) == 0 then new = new + 1 end
+    end
+    if new > 0 then keys = keys + 1; ones = ones + new end
+  end
+end
+if not p[1] then return {-2} end
+if stale then return {-1, p[1], p[2], p[3]} end
+if keys > 0 then
+  redis.call('HINCRBY', KEYS[2], 'count', keys)
+  ones = redis.call('HINCRBY', KEYS[2], 'ones', ones)
+end
+return {1, keys}
+"""
+
+# KEYS: bits, params, bits built aside, carry list, rebuilds under way. ARGV: token, carry entries consumed, "1" to
+# install only when there is no filter, then the parameters as field/value pairs.
+SWAP = """
+local n = redis.call('LLEN', KEYS[4])
+if n ~= tonumber(ARGV[2]) then return {0, n} end
+redis.call('SREM', KEYS[5], ARGV[1])
+if ARGV[3] == '1' and redis.call('HEXISTS', KEYS[2], 'seed') == 1 then
+  redis.call('DEL', KEYS[3], KEYS[4])
+  return {2}
+end
+redis.call('RENAME', KEYS[3], KEYS[1])
+redis.call('PERSIST', KEYS[1])
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('DEL', KEYS[4])
+return {1}
+"""
+
+_REVERSED = bytes(int(f"{byte:08b}"[::-1], 2) for byte in range(256))  # LSB-first bytes to Redis's MSB-first
+
+
+class SharedGuard(Guard):
+    """``Guard``'s interface on the Redis bitmap (the store binds it as its ``_guard``)."""
+
+    def __init__(self, client: SharedClient, scripts: Scripts, capacity: int, error_rate: float) -> None:
+        prefix = client.names.prefix
+        self._client = client
+        self._redis = client.redis
+        self._scripts = scripts
+        self._capacity = capacity
+        self._error_rate = error_rate
+        self._bits = prefix + b"g:bits"
+        self._params = prefix + b"g:params"
+        self._carry_prefix = prefix + b"g:carry:"
+        self._aside = prefix + b"g:build:"
+        self._building = prefix + b"g:building"
+        self._warned = False
+        self.over_capacity = False
+        self.degraded = False
+        self._probe = self._read_params()
+        if self._probe is None:
+            self._install(self._keys_in_redis(), only_if_missing=True)
+            self._probe = self._read_params()
+        self.degraded = self._probe is None
+
+    # -- parameters -------------------------------------------------------------------
+
+    def _read_params(self) -> tuple[bytes, bytes, int] | None:
+        """``(seed, nbits, nhashes)`` as Redis holds them (bytes for the scripts' comparisons), or ``None``."""
+        found: Any = self._client.call("guard", self._redis.hmget, self._params, list(_PARAMS))
+        seed, nbits, nhashes = found
+        return None if seed is None else (seed, nbits, int(nhashes))
+
+    def _adopt(self, reply: Any) -> None:
+        self._probe = (reply[1], reply[2], int(reply[3]))
+
+    def _positions(self, data: bytes, probe: tuple[bytes, bytes, int]) -> list[int]:
+        return probe_positions(data, int(probe[0]), int(probe[1]), probe[2])
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def might_contain(self, key: Key) -> bool:
+        """``False`` only for a key never admitted (by any process): one script call."""
+        data = codec.encode_key(key)
+        for _ in range(3):  # parameters replaced by another store's rebuild meanwhile: read again
+            probe = self._probe
+            if probe is None:
+                return True
+            reply = self._scripts.run(
+                "guard check",
+                CHECK,
+                [self._bits, self._params],
+                [probe[0], probe[1], *map(str, self._positions(data, probe))],
+            )
+            if reply[0] == _MISSING:
+                self._lost()
+                return True
+            if reply[0] != _STALE:
+                self.degraded = False
+                return bool(reply[0])
+            self._adopt(reply)
+        return True  # the filter keeps changing under us: admitting is never a wrong answer
+
+    def add(self, key: Key) -> None:
+        """Admit ``key``: one script call."""
+        self._add([codec.encode_key(key)])
+
+    def add_many(self, keys: Iterable[Key]) -> None:
+        """Admit every key (all validated first: a bad key changes nothing); a script call per 2,000 keys."""
+        encoded = _encode_keys(keys)
+        for start in range(0, len(encoded), _ADD_CHUNK):
+            self._add(encoded[start : start + _ADD_CHUNK])
+
+    def _add(self, encoded: list[bytes]) -> None:
+        for _ in range(3):
+            probe = self._probe
+            if probe is None:
+                return
+            args: list[bytes | str] = [probe[0], probe[1], str(probe[2]), self._carry_prefix]
+            for data in encoded:
+                args.append(data)
+                args.extend(map(str, self._positions(data, probe)))
+            reply = self._scripts.run("guard add", ADD, [self._bits, self._params, self._building], args)
+            if reply[0] == _MISSING:
+                self._lost()
+                return
+            if reply[0] != _STALE:
+                self._check_capacity()
+                return
+            self._adopt(reply)
+
+    def _lost(self) -> None:
+        if not self.degraded:
+            log.warning("the shared existence filter is gone from Redis; every key is admitted until rebuild_guard()")
+        self.degraded = True
+        self._probe = None
+
+    def _check_capacity(self) -> None:
+        stats = self.stats()
+        self.over_capacity = bool(stats["guard_over_capacity"])
+        if self.over_capacity and not self._warned:
+            self._warned = True
+            log.warning(
+                "the shared existence filter is over capacity (%d keys; estimated error rate %g ppm); "
+                "rebuild_guard() replaces it with one sized for its keys",
+                stats["guard_keys"],
+                stats["guard_error_ppm"],
+            )
+
+    # -- rebuilding -----------------------------------------------------------------------
+
+    def rebuild(self, keys: Iterable[Key]) -> None:
+        """Replace the filter with one of ``keys`` (plus keys any process adds meanwhile)."""
+        self._install(_encode_keys(keys), only_if_missing=False)
+        self._probe = self._read_params()
+        self.degraded = self._probe is None
+        self._warned = False
+        self._check_capacity()
+
+    def _keys_in_redis(self) -> list[bytes]:
+        """The tagged keys Redis holds entries for (the ``keys`` set), read in chunks."""
+        found: list[bytes] = []
+        while True:
+            chunk: Any = self._client.call(
+                "guard", self._redis.zrange, self._client.names.keys, len(found), len(found) + 9_999
+            )
+            found.extend(chunk)
+            if len(chunk) < 10_000:
+                return found
+
+    def _install(self, encoded: list[bytes], *, only_if_missing: bool) -> None:
+        token = os.urandom(8).hex().encode()
+        carry, aside = self._carry_prefix + token, self._aside + token
+        call = self._client.call
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.rpush(carry, b"")  # the list exists while the rebuild runs: adds append to it
+        pipe.pexpire(carry, _CARRY_TTL_MS)
+        pipe.sadd(self._building, token)
+        call("guard rebuild", pipe.execute)
+        try:
+            capacity = self._capacity if only_if_missing else max(self._capacity, 2 * len(encoded))
+            bloom = BloomFilter(capacity, self._error_rate, seed=secrets.randbits(32))
+            for data in encoded:
+                bloom.add_encoded(data)
+            call("guard rebuild", self._redis.set, aside, bloom.bit_array().translate(_REVERSED), None, _CARRY_TTL_MS)
+            consumed = 1
+            while True:
+                fields = {
+                    b"seed": bloom.seed, b"nbits": bloom.nbits, b"nhashes": bloom.nhashes, b"capacity": bloom.capacity,
+                    b"error_rate": repr(bloom.error_rate), b"count": len(bloom), b"ones": bloom.bits_set,
+                }  # fmt: skip
+                args: list[bytes | str] = [token, str(consumed), "1" if only_if_missing else "0"]
+                args.extend(x for field, value in fields.items() for x in (field, str(value)))
+                reply = self._scripts.run(
+                    "guard rebuild", SWAP, [self._bits, self._params, aside, carry, self._building], args
+                )
+                if reply[0] != 0:
+                    return
+                consumed = self._carry_over(bloom, carry, aside, consumed, int(reply[1]))
+        except BaseException:
+            try:
+                undo = self._redis.pipeline(transaction=False)
+                undo.delete(carry, aside)
+                undo.srem(self._building, token)
+                call("guard rebuild", undo.execute)
+            except Exception:  # the first error matters; both expire anyway
+                pass
+            raise
+
+    def _carry_over(self, bloom: BloomFilter, carry: bytes, aside: bytes, consumed: int, length: int) -> int:
+        """Set the bits of the keys appended to ``carry`` since ``consumed`` in the filter built aside."""
+        added: Any = self._client.call("guard rebuild", self._redis.lrange, carry, consumed, length - 1)
+        pipe = self._redis.pipeline(transaction=False)
+        for data in added:
+            if bloom.add_encoded(data):
+                for position in probe_positions(data, bloom.seed, bloom.nbits, bloom.nhashes):
+                    pipe.setbit(aside, position, 1)
+        self._client.call("guard rebuild", pipe.execute)
+        return consumed + len(added)
+
+    # -- the rest of Guard's interface ----------------------------------------------------
+
+    def save(self, *, clean: bool = False) -> None:
+        """Nothing to save: Redis holds the filter."""
+
+    def close(self) -> None:
+        """Nothing to save: Redis holds the filter."""
+
+    @property
+    def filter(self) -> BloomFilter:
+        raise TierStoreError("the shared existence filter lives in Redis; stats() reports on it")
+
+    @property
+    def pending(self) -> int:
+        return 0
+
+    def stats(self) -> dict[str, int]:
+        """The ``guard_*`` stats of the filter in Redis (one ``HMGET``)."""
+        fields = (b"count", b"ones", b"nbits", b"nhashes", b"error_rate")
+        found: Any = self._client.call("guard stats", self._redis.hmget, self._params, list(fields))
+        count, ones, nbits, nhashes, error_rate = found
+        if nbits is None:
+            return {"guard_keys": 0, "guard_over_capacity": 0, "guard_degraded": 1, "guard_error_ppm": 0}
+        rate = (int(ones or 0) / int(nbits)) ** int(nhashes)
+        return {
+            "guard_keys": int(count or 0),
+            "guard_over_capacity": int(rate > 2 * float(error_rate)),
+            "guard_degraded": int(self.degraded),
+            "guard_error_ppm": round(rate * 1_000_000),
+        }

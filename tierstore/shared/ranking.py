@@ -1,0 +1,314 @@
+"""Sorted indexes in shared mode: a Redis sorted set per index, with ``SortedIndex``'s API and order.
+
+A member is kept as its tagged bytes (``codec.encode_key``) and its score as the
+float64 the local index keeps (``index_codec.encode_score`` checks it: NaN is a
+``ValueError``, ``-0.0`` is ``0.0``, infinities are allowed). Redis orders a
+sorted set by score and then by member bytes, which is the local
+``(score, tagged member)`` order, and ``ZREVRANGE`` is exactly its reverse.
+
+Names (``<prefix>`` is ``Names.prefix``, ``N`` the tagged index name):
+``<prefix>i:N`` the sorted set (absent when empty), ``<prefix>im:N`` a hash of
+the rebuild state (``built`` ``1`` once ``replace`` ran, ``stamp`` the source
+stamp in msgpack, ``dirty`` the ``mark_dirty`` count), ``<prefix>it:N:<token>``
+a set ``replace`` builds aside (expiring, so an abandoned build goes away).
+
+Every call is one Redis round trip: a command, or a script for ``page_after``
+with a cursor (the position after a ``(score, member)`` that may no longer be
+in the set: a binary search over the ranks of that score, O(log n) probes) and
+for the swap of ``replace`` (``RENAME`` of the built set and the stamp in one
+step, so readers see the old index or the new). ``replace`` builds in chunks of
+10,000 pairs. Cursors are the local ones (the position's encoded score and
+tagged member, in hex), so a cursor from either kind of index names the same
+position. Nothing is kept locally: every process reads what Redis holds.
+Thread-safety: each call is one atomic step in Redis; the object holds no state
+beyond names.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from ..codec import Key, decode_key, encode_key
+from ..errors import CorruptRecord
+from ..index_codec import Pairs, check_stamp, decode_cursor, decode_score, encode_score, iter_pairs
+from ..ranking import SortedIndex
+from .client import SharedClient
+from .scripts import Scripts
+
+__all__ = ["SharedIndex", "AFTER", "SWAP"]
+
+_BUILD_CHUNK = 10_000
+_BUILD_TTL_MS = 3_600_000  # an abandoned build is gone after an hour; each chunk renews it
+
+# KEYS: the set. ARGV: score (a float's repr), tagged member, limit + 1, "1" for reverse.
+AFTER = """
+local function lt(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local s, m, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local lo = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. s)
+local hi = lo + redis.call('ZCOUNT', KEYS[1], s, s)
+local last = hi
+while lo < hi do
+  local mid = math.floor((lo + hi) / 2)
+  if lt(redis.call('ZRANGE', KEYS[1], mid, mid)[1], m) then lo = mid + 1 else hi = mid end
+end
+if ARGV[4] == '1' then
+  if lo == 0 then return {} end
+  return redis.call('ZRANGE', KEYS[1], math.max(0, lo - want), lo - 1, 'WITHSCORES')
+end
+if lo < last and redis.call('ZRANGE', KEYS[1], lo, lo)[1] == m then lo = lo + 1 end
+return redis.call('ZRANGE', KEYS[1], lo, lo + want - 1, 'WITHSCORES')
+"""
+
+# KEYS: the set, the built set, the state hash. ARGV: packed stamp, members built.
+SWAP = """
+if redis.call('ZCARD', KEYS[2]) ~= tonumber(ARGV[2]) then return 0 end
+if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else
+  redis.call('RENAME', KEYS[2], KEYS[1])
+  redis.call('PERSIST', KEYS[1])
+end
+redis.call('HSET', KEYS[3], 'built', '1', 'stamp', ARGV[1])
+return 1
+"""
+
+
+def _check_count(value: object, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _score(score: object) -> float:
+    """The float64 the index keeps for ``score`` (checked as the local index checks it)."""
+    return decode_score(encode_score(score))
+
+
+def _items(flat: list[Any]) -> list[tuple[Key, float]]:
+    """``(member, score)`` pairs from a script's flat ``WITHSCORES`` reply."""
+    return [(decode_key(flat[i]), float(flat[i + 1]) + 0.0) for i in range(0, len(flat), 2)]
+
+
+def _cursor(member: Key, score: float) -> str:
+    return (encode_score(score) + encode_key(member)).hex()
+
+
+class SharedIndex(SortedIndex):
+    """``SortedIndex`` on a Redis sorted set: every process that opens the name sees the same index.
+
+    Use one per name per store (``store.index(name)``). The local index's
+    documentation holds for every call; costs are Redis's (``rank`` and
+    ``page`` O(log n + limit), ``len`` O(1)).
+    """
+
+    def __init__(self, client: SharedClient, scripts: Scripts, name: Key, gate: Callable[[], None]) -> None:
+        tag = encode_key(name)
+        prefix = client.names.prefix
+        self._name = name
+        self._client = client
+        self._redis = client.redis
+        self._scripts = scripts
+        self._gate = gate
+        self._set = prefix + b"i:" + tag
+        self._state = prefix + b"im:" + tag
+        self._building = prefix + b"it:" + tag + b":"
+
+    def _call(self, what: str, command: Callable[..., Any], *args: Any) -> Any:
+        self._gate()
+        return self._client.call(f"index {self._name!r}: {what}", command, *args)
+
+    # -- properties ---------------------------------------------------------------
+
+    @property
+    def name(self) -> Key:
+        return self._name
+
+    @property
+    def stamp(self) -> Any:
+        """The source stamp the last ``replace`` reflects; ``None`` if never built."""
+        built, stamp = self._call("stamp", self._redis.hmget, self._state, [b"built", b"stamp"])
+        if built is None or stamp is None:
+            return None
+        try:
+            return check_stamp(msgpack.unpackb(stamp, raw=False))
+        except Exception:  # msgpack raises several unrelated types on bad input
+            raise CorruptRecord(f"index state {self._state!r} in Redis holds a damaged stamp") from None
+
+    @property
+    def built(self) -> bool:
+        """Whether ``replace`` ever ran on this index (``stamp`` may itself be ``None``)."""
+        return self._call("built", self._redis.hget, self._state, b"built") is not None
+
+    @property
+    def dirty_stamp(self) -> int:
+        """The stamp ``mark_dirty`` renews: an int that grows by one per call (in any process), 0 at first."""
+        raw = self._call("dirty_stamp", self._redis.hget, self._state, b"dirty")
+        return 0 if raw is None else int(raw)
+
+    def __len__(self) -> int:
+        count: int = self._call("len", self._redis.zcard, self._set)
+        return count
+
+    def __contains__(self, member: object) -> bool:
+        if not isinstance(member, (str, bytes)):
+            return False
+        return self.score(member) is not None
+
+    def __repr__(self) -> str:
+        try:
+            members: object = len(self)
+        except Exception:  # a repr never raises: the count is what Redis could not give
+            members = "?"
+        return f"SortedIndex({self._name!r}, members={members}, shared)"
+
+    # -- writing ------------------------------------------------------------------
+
+    def add(self, member: Key, score: float) -> None:
+        """Set ``member``'s score, moving it if it was already in the index."""
+        tag, value = encode_key(member), _score(score)
+        self._call("add", self._redis.zadd, self._set, {tag: value})
+
+    def add_many(self, pairs: Pairs) -> None:
+        """Add or re-score many members in one ``ZADD``; a later pair for a member wins.
+
+        Every pair is validated first, so bad input changes nothing.
+        """
+        staged = {tag: decode_score(score) for tag, score in iter_pairs(pairs)}
+        if staged:
+            self._call("add_many", self._redis.zadd, self._set, staged)
+
+    def remove(self, member: Key) -> bool:
+        """Remove ``member``; ``True`` if it was in the index."""
+        tag = encode_key(member)
+        return bool(self._call("remove", self._redis.zrem, self._set, tag))
+
+    def mark_dirty(self) -> None:
+        """Renew the dirty stamp: the source changed, so a refresher rebuilds the index."""
+        self._call("mark_dirty", self._redis.hincrby, self._state, b"dirty", 1)
+
+    def replace(self, pairs: Pairs, stamp: Any = ...) -> None:
+        """Rebuild the index from ``pairs`` atomically; readers see the old index or the new.
+
+        ``stamp`` is the source stamp this rebuild reflects; left out, it is the
+        dirty stamp as of the call. The new set is built aside and renamed over the
+        live one with the stamp in one script: writes made while it builds are
+        dropped with the old set, and the last ``replace`` to finish wins. Bad input
+        raises and leaves the old index in place (the set built aside is deleted).
+        """
+        if stamp is not ...:
+            check_stamp(stamp)
+        self._gate()
+        source = self.dirty_stamp if stamp is ... else stamp
+        building = self._building + os.urandom(8).hex().encode()
+        try:
+            count = self._build_aside(building, pairs)
+            swapped = self._scripts.run(
+                f"index {self._name!r}: replace", SWAP, [self._set, building, self._state],
+                [msgpack.packb(source), str(count)],
+            )  # fmt: skip
+        except BaseException:
+            self._discard(building)
+            raise
+        if swapped != 1:
+            raise CorruptRecord(f"index {self._name!r}: the set built aside expired or changed before the swap")
+
+    def _build_aside(self, building: bytes, pairs: Pairs) -> int:
+        """ZADD ``pairs`` into ``building`` in chunks (a chunk and the expiry in one round trip); the count."""
+        source = iter_pairs(pairs)
+        count = 0
+        while chunk := dict(itertools.islice(source, _BUILD_CHUNK)):
+            staged = {tag: decode_score(score) for tag, score in chunk.items()}
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zadd(building, staged)
+            pipe.pexpire(building, _BUILD_TTL_MS)
+            pipe.zcard(building)
+            count = int(self._call("replace", pipe.execute)[-1])
+        return count
+
+    def _discard(self, building: bytes) -> None:
+        try:
+            self._client.call("index replace", self._redis.delete, building)
+        except Exception:  # the first error matters; the set expires anyway
+            pass
+
+    # -- reading ------------------------------------------------------------------
+
+    def score(self, member: Key) -> float | None:
+        """``member``'s score, or ``None`` when it is not in the index."""
+        tag = encode_key(member)
+        score = self._call("score", self._redis.zscore, self._set, tag)
+        return None if score is None else float(score) + 0.0
+
+    def rank(self, member: Key, reverse: bool = False) -> int | None:
+        """0-based position of ``member`` in ``(score, member)`` order."""
+        tag = encode_key(member)
+        rank: int | None = self._call("rank", self._redis.zrevrank if reverse else self._redis.zrank, self._set, tag)
+        return rank
+
+    def page(self, offset: int = 0, limit: int = 20, reverse: bool = False) -> list[tuple[Key, float]]:
+        """Members ``offset`` to ``offset + limit`` in order (``reverse``: exactly the reverse)."""
+        _check_count(offset, "offset", minimum=0)
+        _check_count(limit, "limit", minimum=0)
+        if limit == 0:
+            return []
+        return self._ranks("page", offset, offset + limit - 1, reverse)
+
+    def _ranks(self, what: str, start: int, end: int, reverse: bool) -> list[tuple[Key, float]]:
+        """The members at ranks ``start`` to ``end`` (of the reverse order with ``reverse``), one command."""
+        command = self._redis.zrevrange if reverse else self._redis.zrange
+        found = self._call(what, lambda: command(self._set, start, end, withscores=True))
+        return [(decode_key(member), float(score) + 0.0) for member, score in found]
+
+    def page_after(
+        self, cursor: str | None, limit: int = 20, reverse: bool = False
+    ) -> tuple[list[tuple[Key, float]], str | None]:
+        """Keyset pagination: up to ``limit`` members after ``cursor`` and the cursor of the next page.
+
+        As the local ``SortedIndex.page_after``: start with ``cursor=None``;
+        ``next_cursor`` is ``None`` after the last page; a cursor names a position,
+        valid across writes, rebuilds and processes.
+        """
+        _check_count(limit, "limit", minimum=1)
+        if cursor is None:
+            items = self._ranks("page_after", 0, limit, reverse)
+        else:
+            position = decode_cursor(cursor)
+            score = decode_score(position[:8])
+            if math.isnan(score):
+                raise ValueError(f"malformed cursor {cursor!r}")
+            self._gate()
+            flat = self._scripts.run(
+                f"index {self._name!r}: page_after", AFTER, [self._set],
+                [repr(score), position[8:], str(limit + 1), "1" if reverse else "0"],
+            )  # fmt: skip
+            items = _items(flat)
+            if reverse:
+                items.reverse()
+        next_cursor = _cursor(*items[limit - 1]) if len(items) > limit else None
+        return items[:limit], next_cursor
+
+    def range_by_score(self, lo: float, hi: float, limit: int | None = None) -> list[tuple[Key, float]]:
+        """Members with ``lo <= score <= hi`` in order, at most ``limit`` of them."""
+        low, high = _score(lo), _score(hi)
+        if limit is not None:
+            _check_count(limit, "limit", minimum=0)
+        if low > high or limit == 0:
+            return []
+        start = None if limit is None else 0
+        found = self._call(
+            "range_by_score",
+            lambda: self._redis.zrangebyscore(self._set, repr(low), repr(high), start, limit, withscores=True),
+        )
+        return [(decode_key(member), float(score) + 0.0) for member, score in found]
