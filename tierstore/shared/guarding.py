@@ -50,7 +50,7 @@ from typing import Any
 from .. import codec
 from ..bloom import BloomFilter, probe_positions
 from ..codec import Key
-from ..errors import TierStoreError
+from ..errors import SharedUnavailable, TierStoreError
 from ..guard import Guard, _encode_keys
 from .client import SharedClient
 from .scripts import Scripts
@@ -144,6 +144,7 @@ class SharedGuard(Guard):
         self._warned = False
         self.over_capacity = False
         self.degraded = False
+        self._last_stats = {"guard_keys": 0, "guard_over_capacity": 0, "guard_degraded": 0, "guard_error_ppm": 0}
         self._probe = self._read_params()
         if self._probe is None:
             self._install(self._keys_in_redis(), only_if_missing=True)
@@ -322,16 +323,22 @@ class SharedGuard(Guard):
         return 0
 
     def stats(self) -> dict[str, int]:
-        """The ``guard_*`` stats of the filter in Redis (one ``HMGET``)."""
+        """The ``guard_*`` stats of the filter in Redis (one ``HMGET``); the last ones read while Redis fails."""
         fields = (b"count", b"ones", b"nbits", b"nhashes", b"error_rate")
-        found: Any = self._client.call("guard stats", self._redis.hmget, self._params, list(fields))
+        try:
+            found: Any = self._client.call("guard stats", self._redis.hmget, self._params, list(fields))
+        except SharedUnavailable:
+            return dict(self._last_stats)
         count, ones, nbits, nhashes, error_rate = found
         if nbits is None:
-            return {"guard_keys": 0, "guard_over_capacity": 0, "guard_degraded": 1, "guard_error_ppm": 0}
-        rate = (int(ones or 0) / int(nbits)) ** int(nhashes)
-        return {
-            "guard_keys": int(count or 0),
-            "guard_over_capacity": int(rate > 2 * float(error_rate)),
-            "guard_degraded": int(self.degraded),
-            "guard_error_ppm": round(rate * 1_000_000),
-        }
+            stats = {"guard_keys": 0, "guard_over_capacity": 0, "guard_degraded": 1, "guard_error_ppm": 0}
+        else:
+            rate = (int(ones or 0) / int(nbits)) ** int(nhashes)
+            stats = {
+                "guard_keys": int(count or 0),
+                "guard_over_capacity": int(rate > 2 * float(error_rate)),
+                "guard_degraded": int(self.degraded),
+                "guard_error_ppm": round(rate * 1_000_000),
+            }
+        self._last_stats = stats
+        return dict(stats)
