@@ -83,6 +83,9 @@ return 1
 """
 
 
+_BOTTOM = encode_score(-math.inf)  # cursor positions below it are below every member
+
+
 def _check_count(value: object, name: str, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -281,13 +284,15 @@ class SharedIndex(SortedIndex):
         valid across writes, rebuilds and processes.
         """
         _check_count(limit, "limit", minimum=1)
-        if cursor is None:
+        position = None if cursor is None else decode_cursor(cursor)
+        score = math.nan if position is None else decode_score(position[:8])
+        if position is None or math.isnan(score):
+            # No cursor, or one encoding no score: a position below -inf or above inf (the local index
+            # compares the bytes): every member is after it, or none is.
+            if position is not None and (position[:8] < _BOTTOM) == reverse:
+                return [], None
             items = self._ranks("page_after", 0, limit, reverse)
         else:
-            position = decode_cursor(cursor)
-            score = decode_score(position[:8])
-            if math.isnan(score):
-                raise ValueError(f"malformed cursor {cursor!r}")
             self._gate()
             flat = self._scripts.run(
                 f"index {self._name!r}: page_after", AFTER, [self._set],
