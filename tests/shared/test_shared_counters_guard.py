@@ -229,6 +229,27 @@ def test_a_key_written_in_one_store_is_admitted_by_the_others(stores: Callable[.
     assert stats["guard_error_ppm"] >= 0
 
 
+def test_get_or_loads_check_asks_the_shared_filter(stores: Callable[..., TierStore]) -> None:
+    """The loading part holds the shared guard: a key no store admitted never reaches the loader.
+
+    ``get_or_load`` itself is not yet served in shared mode, so its loading part is called
+    directly; the loader raises, so nothing is written around the shared tier.
+    """
+    first, second = stores(guard=True, bloom_capacity=1000), stores(guard=True, bloom_capacity=1000)
+    asked: list[str] = []
+
+    def loader() -> object:
+        asked.append("asked")
+        raise LookupError("the loader ran")
+
+    assert first._loading.get_or_load("never", loader, default="d") == "d"
+    assert asked == [] and first.stats()["guard_rejections"] == 1
+    second.guard_keys(["exists"])
+    with pytest.raises(LookupError, match="the loader ran"):
+        first._loading.get_or_load("exists", loader)
+    assert asked == ["asked"] and first.stats()["guard_rejections"] == 1
+
+
 def test_the_filter_and_its_seed_are_stored_and_hashed_as_bloom_does(
     stores: Callable[..., TierStore], raw: redis.Redis
 ) -> None:
@@ -263,7 +284,21 @@ def test_a_check_and_an_add_are_one_round_trip(
     assert guard.might_contain("warm") and not guard.might_contain("cold")
     assert len(made) == 2
     guard.add("k")
-    assert made[2:] == ["guard add", "guard stats"]  # the add, and the capacity check's HMGET
+    store.set("j", 1)
+    assert made[2:] == ["guard add", "guard add", "set"]  # a guarded write: the admission, then the write
+
+
+def test_an_over_capacity_filter_says_so_once(
+    stores: Callable[..., TierStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = stores(guard=True, bloom_capacity=10, bloom_error_rate=0.01)
+    with caplog.at_level("WARNING", logger="tierstore"):
+        for i in range(60):
+            store.set(f"k{i}", i)
+    assert store.stats()["guard_over_capacity"] == 1 and guard_of(store).over_capacity
+    assert sum("over capacity" in record.message for record in caplog.records) == 1
+    store.rebuild_guard([f"k{i}" for i in range(60)])  # sized for 120 keys
+    assert store.stats()["guard_over_capacity"] == 0 and not guard_of(store).over_capacity
 
 
 def test_rebuild_replaces_the_filter_for_every_store(stores: Callable[..., TierStore], raw: redis.Redis) -> None:

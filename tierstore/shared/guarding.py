@@ -62,13 +62,14 @@ log = logging.getLogger("tierstore")
 _STALE, _MISSING = -1, -2
 _CARRY_TTL_MS = 3_600_000
 _ADD_CHUNK = 2_000
-_PARAMS = (b"seed", b"nbits", b"nhashes")
+_PARAMS = (b"seed", b"nbits", b"nhashes", b"error_rate")
+_Probe = tuple[bytes, bytes, int, float]  # seed and nbits as Redis holds them (the scripts compare them), nhashes, rate
 
 # KEYS: bits, params. ARGV: seed, nbits, positions...
 CHECK = """
-local p = redis.call('HMGET', KEYS[2], 'seed', 'nbits', 'nhashes')
+local p = redis.call('HMGET', KEYS[2], 'seed', 'nbits', 'nhashes', 'error_rate')
 if not p[1] then return {-2} end
-if p[1] ~= ARGV[1] or p[2] ~= ARGV[2] then return {-1, p[1], p[2], p[3]} end
+if p[1] ~= ARGV[1] or p[2] ~= ARGV[2] then return {-1, p[1], p[2], p[3], p[4]} end
 for i = 3, #ARGV do
   if redis.call('GETBIT', KEYS[1], ARGV[i]) == 0 then return {0} end
 end
@@ -78,7 +79,7 @@ return {1}
 # KEYS: bits, params, rebuilds under way. ARGV: seed, nbits, nhashes, carry-list prefix, then per key its
 # tagged form and positions.
 ADD = """
-local p = redis.call('HMGET', KEYS[2], 'seed', 'nbits', 'nhashes')
+local p = redis.call('HMGET', KEYS[2], 'seed', 'nbits', 'nhashes', 'error_rate')
 local carries = {}
 for _, token in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   local list = ARGV[4] .. token
@@ -98,12 +99,9 @@ for i = 5, #ARGV, k + 1 do
   end
 end
 if not p[1] then return {-2} end
-if stale then return {-1, p[1], p[2], p[3]} end
-if keys > 0 then
-  redis.call('HINCRBY', KEYS[2], 'count', keys)
-  ones = redis.call('HINCRBY', KEYS[2], 'ones', ones)
-end
-return {1, keys}
+if stale then return {-1, p[1], p[2], p[3], p[4]} end
+if keys == 0 then return {1, 0} end
+return {1, keys, redis.call('HINCRBY', KEYS[2], 'count', keys), redis.call('HINCRBY', KEYS[2], 'ones', ones)}
 """
 
 # KEYS: bits, params, bits built aside, carry list, rebuilds under way. ARGV: token, carry entries consumed, "1" to
@@ -145,24 +143,25 @@ class SharedGuard(Guard):
         self.over_capacity = False
         self.degraded = False
         self._last_stats = {"guard_keys": 0, "guard_over_capacity": 0, "guard_degraded": 0, "guard_error_ppm": 0}
-        self._probe = self._read_params()
+        self._probe: _Probe | None = None
+        self._read_params()
         if self._probe is None:
             self._install(self._keys_in_redis(), only_if_missing=True)
-            self._probe = self._read_params()
+            self._read_params()
         self.degraded = self._probe is None
 
     # -- parameters -------------------------------------------------------------------
 
-    def _read_params(self) -> tuple[bytes, bytes, int] | None:
-        """``(seed, nbits, nhashes)`` as Redis holds them (bytes for the scripts' comparisons), or ``None``."""
+    def _read_params(self) -> _Probe | None:
+        """The filter's parameters as Redis holds them, or ``None`` when there is no filter."""
         found: Any = self._client.call("guard", self._redis.hmget, self._params, list(_PARAMS))
-        seed, nbits, nhashes = found
-        return None if seed is None else (seed, nbits, int(nhashes))
+        return None if found[0] is None else self._adopt([0, *found])
 
-    def _adopt(self, reply: Any) -> None:
-        self._probe = (reply[1], reply[2], int(reply[3]))
+    def _adopt(self, reply: Any) -> _Probe:
+        probe = self._probe = (reply[1], reply[2], int(reply[3]), float(reply[4]))
+        return probe
 
-    def _positions(self, data: bytes, probe: tuple[bytes, bytes, int]) -> list[int]:
+    def _positions(self, data: bytes, probe: _Probe) -> list[int]:
         return probe_positions(data, int(probe[0]), int(probe[1]), probe[2])
 
     # -- keys -----------------------------------------------------------------------------
@@ -213,7 +212,8 @@ class SharedGuard(Guard):
                 self._lost()
                 return
             if reply[0] != _STALE:
-                self._check_capacity()
+                if reply[1]:  # new bits were set: the fill rate moved
+                    self._note_fill(int(reply[2]), int(reply[3]), probe)
                 return
             self._adopt(reply)
 
@@ -223,16 +223,18 @@ class SharedGuard(Guard):
         self.degraded = True
         self._probe = None
 
-    def _check_capacity(self) -> None:
-        stats = self.stats()
-        self.over_capacity = bool(stats["guard_over_capacity"])
+    def _note_fill(self, count: int, ones: int, probe: _Probe) -> None:
+        """Over capacity: the error rate estimated from the bits set is past twice the target (one warning)."""
+        rate = (ones / int(probe[1])) ** probe[2]
+        self.over_capacity = rate > 2 * probe[3]
         if self.over_capacity and not self._warned:
             self._warned = True
             log.warning(
-                "the shared existence filter is over capacity (%d keys; estimated error rate %g ppm); "
+                "the shared existence filter is over capacity (%d keys; estimated error rate %.4f, target %g); "
                 "rebuild_guard() replaces it with one sized for its keys",
-                stats["guard_keys"],
-                stats["guard_error_ppm"],
+                count,
+                rate,
+                probe[3],
             )
 
     # -- rebuilding -----------------------------------------------------------------------
@@ -240,21 +242,24 @@ class SharedGuard(Guard):
     def rebuild(self, keys: Iterable[Key]) -> None:
         """Replace the filter with one of ``keys`` (plus keys any process adds meanwhile)."""
         self._install(_encode_keys(keys), only_if_missing=False)
-        self._probe = self._read_params()
+        self._probe = None
+        self._read_params()
         self.degraded = self._probe is None
         self._warned = False
-        self._check_capacity()
+        self.over_capacity = False
 
     def _keys_in_redis(self) -> list[bytes]:
         """The tagged keys Redis holds entries for (the ``keys`` set), read in chunks."""
         found: list[bytes] = []
-        while True:
+        after = b"-"
+        while True:  # by member, not by rank: members removed meanwhile shift no later chunk
             chunk: Any = self._client.call(
-                "guard", self._redis.zrange, self._client.names.keys, len(found), len(found) + 9_999
+                "guard", self._redis.zrangebylex, self._client.names.keys, after, b"+", 0, 10_000
             )
             found.extend(chunk)
             if len(chunk) < 10_000:
                 return found
+            after = b"(" + chunk[-1]
 
     def _install(self, encoded: list[bytes], *, only_if_missing: bool) -> None:
         token = os.urandom(8).hex().encode()

@@ -158,7 +158,11 @@ class SharedIndex(SortedIndex):
     def dirty_stamp(self) -> int:
         """The stamp ``mark_dirty`` renews: an int that grows by one per call (in any process), 0 at first."""
         raw = self._call("dirty_stamp", self._redis.hget, self._state, b"dirty")
-        return 0 if raw is None else int(raw)
+        if raw is None:
+            return 0
+        if not raw.lstrip(b"-").isdigit():
+            raise CorruptRecord(f"index state {self._state!r} in Redis holds a damaged dirty stamp")
+        return int(raw)
 
     def __len__(self) -> int:
         count: int = self._call("len", self._redis.zcard, self._set)
