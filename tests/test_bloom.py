@@ -12,7 +12,8 @@ import threading
 import pytest
 
 from tierstore import BloomFilter
-from tierstore.bloom import optimal_nbits
+from tierstore.bloom import optimal_nbits, probe_positions
+from tierstore.codec import encode_key
 
 _HEADER = struct.Struct("<4sBHIQdQQ")  # the documented layout, rebuilt here to forge records
 
@@ -314,3 +315,15 @@ def test_a_forged_but_consistent_record_loads() -> None:
     """The forging helper writes the real layout: the rejections above are about contents."""
     loaded = BloomFilter.from_bytes(forge(b"TSBF", 1, 3, 9, 20, 0.1, 40, 1, b"\x07" + bytes(4)))
     assert (loaded.nbits, loaded.nhashes, loaded.seed, len(loaded), loaded.bits_set) == (40, 3, 9, 1, 3)
+
+
+def test_probe_positions_are_the_bits_a_filter_sets() -> None:
+    """The positions the shared tier's Redis bitmap sets are the ones the filter itself sets."""
+    for key in ("a", b"a", "\u00e9" * 40, b""):
+        bloom = BloomFilter(1000, 0.01, seed=1234)
+        bloom.add(key)
+        bits = bloom.bit_array()
+        positions = probe_positions(encode_key(key), 1234, bloom.nbits, bloom.nhashes)
+        assert len(positions) == bloom.nhashes
+        set_bits = {i for i in range(bloom.nbits) if bits[i >> 3] >> (i & 7) & 1}
+        assert set_bits == set(positions)

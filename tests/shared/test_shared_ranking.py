@@ -54,9 +54,9 @@ def raw(redis_server: RedisServer) -> redis.Redis:
 
 
 @pytest.fixture
-def shared_store(stores: Callable[..., TierStore]) -> TierStore:
-    """One shared store for every example of a Hypothesis test (each example uses a new index name)."""
-    return stores()
+def shared_stores(stores: Callable[..., TierStore]) -> tuple[TierStore, TierStore]:
+    """Two shared stores for every example of a Hypothesis test (each example uses a new index name)."""
+    return stores(), stores()
 
 
 @pytest.fixture
@@ -131,14 +131,14 @@ RANGES = [(-math.inf, math.inf, None), (0, 0, None), (-0.0, 1.5, 2), (1, 0, None
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=OPERATIONS)
 def test_a_shared_index_answers_as_the_local_one(
-    shared_store: TierStore, local: TierStore, operations: list[tuple[Any, ...]]
+    shared_stores: tuple[TierStore, TierStore], local: TierStore, operations: list[tuple[Any, ...]]
 ) -> None:
     name = uuid.uuid4().hex
-    shared = shared_store.index(name)
+    shared, other = (store.index(name) for store in shared_stores)
     mine = local.index(name)
     for operation in operations:
         assert apply(shared, operation) == apply(mine, operation)
-    assert reads(shared) == reads(mine)
+    assert reads(shared) == reads(mine) == reads(other)  # the other store sees the same index
     for cursor in _cursors(mine):  # a cursor names a position: the same on either index
         for reverse in (False, True):
             assert shared.page_after(cursor, 2, reverse) == mine.page_after(cursor, 2, reverse)
