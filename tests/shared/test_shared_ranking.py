@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import multiprocessing
 import threading
 import time
 import uuid
@@ -23,14 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.shared import part_workers
+from tests.shared.parts_support import PREFIX, SPAWN, round_trips
 from tests.shared.redis_server import RedisServer
 from tierstore import SortedIndex, StoreClosed, TierStore
 from tierstore.shared import ranking as shared_ranking
-from tierstore.shared.client import CALL_TIMEOUT, Names
+from tierstore.shared.client import CALL_TIMEOUT
 from tierstore.shared.ranking import SharedIndex
-
-_CTX = multiprocessing.get_context("spawn")
-PREFIX = Names("tierstore").prefix
 
 
 @pytest.fixture
@@ -301,10 +298,10 @@ def test_replace_is_atomic_for_readers_in_another_store(
 
 
 def test_indexes_shared_across_processes(redis_server: RedisServer) -> None:
-    results = _CTX.Queue()
+    results = SPAWN.Queue()
     start_at = time.time() + 3.0
     processes = [
-        _CTX.Process(
+        SPAWN.Process(
             target=part_workers.add_members, args=(redis_server.url, "board", f"p{n}-", 150, start_at, results)
         )
         for n in range(3)
@@ -329,9 +326,9 @@ def test_replace_in_one_process_is_atomic_for_readers_in_others(
     with TierStore(shared=redis_server.url) as store:
         index = store.index("swap")
         index.replace({f"old{i:04}": i for i in range(3000)})
-        results = _CTX.Queue()
+        results = SPAWN.Queue()
         until = time.time() + 8.0
-        readers = [_CTX.Process(target=part_workers.read_pages, args=(redis_server.url, "swap", until, results))]
+        readers = [SPAWN.Process(target=part_workers.read_pages, args=(redis_server.url, "swap", until, results))]
         for process in readers:
             process.start()
         generation = 0
@@ -355,16 +352,7 @@ def test_each_call_is_one_round_trip(stores: Callable[..., TierStore], monkeypat
     assert cursor is not None
     index.page_after(cursor, 5)  # loads the scripts
     index.replace(index.page(0, 100))
-    shared = store._shared
-    assert shared is not None
-    made: list[str] = []
-    real = shared.client.call
-
-    def counted(what: str, command: Callable[..., Any], *args: Any) -> Any:
-        made.append(what)
-        return real(what, command, *args)
-
-    monkeypatch.setattr(shared.client, "call", counted)
+    made = round_trips(store, monkeypatch)
     calls: list[Callable[[], object]] = [
         lambda: index.add("x", 1), lambda: index.add_many({"y": 2, "z": 3}), lambda: index.remove("x"),
         lambda: index.score("y"), lambda: index.rank("y"), lambda: index.page(3, 4), lambda: len(index),
