@@ -16,7 +16,7 @@ import redis
 from tests.shared import part_workers
 from tests.shared.parts_support import PREFIX, SPAWN, dump, guard_of, round_trips
 from tests.shared.redis_server import RedisServer
-from tierstore import StoreClosed, TierStore, codec
+from tierstore import StoreClosed, TierStore, TierStoreError, codec
 from tierstore.bloom import BloomFilter, probe_positions
 from tierstore.shared.client import CALL_TIMEOUT
 
@@ -232,3 +232,26 @@ def test_keys_written_in_other_processes_are_admitted(redis_server: RedisServer)
         guard = guard_of(store)
         assert all(guard.might_contain(f"p{n}-{i}") for n in range(3) for i in range(50))
         assert store.stats()["guard_keys"] == 150
+
+
+def test_a_rebuild_whose_keys_expired_changes_nothing(
+    stores: Callable[..., TierStore], raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced: the filter built aside is gone before the swap (as after an hour): an error, the old filter kept."""
+    store = stores(guard=True, bloom_capacity=100)
+    store.guard_keys(["kept"])
+    params = raw.hgetall(PREFIX + b"g:params")
+    scripts = guard_of(store)._scripts
+    real = scripts.run
+
+    def run(what: str, source: str, keys: list[bytes], args: list[bytes | str]) -> Any:
+        if what == "guard rebuild":
+            raw.delete(keys[2])  # the bitmap built aside
+        return real(what, source, keys, args)
+
+    monkeypatch.setattr(scripts, "run", run)
+    with pytest.raises(TierStoreError, match="outlived"):
+        store.rebuild_guard(["new"])
+    assert raw.hgetall(PREFIX + b"g:params") == params
+    assert guard_of(store).might_contain("kept") and not guard_of(store).might_contain("new")
+    assert sorted(key for key in raw.keys("*") if b":g:" in key) == [PREFIX + b"g:bits", PREFIX + b"g:params"]

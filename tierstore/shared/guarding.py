@@ -107,6 +107,7 @@ return {1, keys, redis.call('HINCRBY', KEYS[2], 'count', keys), redis.call('HINC
 # KEYS: bits, params, bits built aside, carry list, rebuilds under way. ARGV: token, carry entries consumed, "1" to
 # install only when there is no filter, then the parameters as field/value pairs.
 SWAP = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return {3} end
 local n = redis.call('LLEN', KEYS[4])
 if n ~= tonumber(ARGV[2]) then return {0, n} end
 redis.call('SREM', KEYS[5], ARGV[1])
@@ -287,9 +288,12 @@ class SharedGuard(Guard):
                 reply = self._scripts.run(
                     "guard rebuild", SWAP, [self._bits, self._params, aside, carry, self._building], args
                 )
-                if reply[0] != 0:
+                if reply[0] == 0 and int(reply[1]) > consumed:
+                    consumed = self._carry_over(bloom, carry, aside, consumed, int(reply[1]))
+                elif reply[0] in (1, 2):
                     return
-                consumed = self._carry_over(bloom, carry, aside, consumed, int(reply[1]))
+                else:  # the filter built aside or its carry list expired: an hour went by
+                    raise TierStoreError("the existence filter's rebuild outlived its keys in Redis; nothing changed")
         except BaseException:
             try:
                 undo = self._redis.pipeline(transaction=False)
