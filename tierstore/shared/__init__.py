@@ -3,9 +3,10 @@
 ``SharedTier`` wires the pieces for one store: the client (``client``), the
 write scripts (``scripts``), the local copies (``mirror``), reads and writes
 through Redis (``reading``, ``writing``) and the invalidation listener
-(``listener``). The store composes it at open, binding ``fetch``, ``write`` and
-``delete`` in place of its local ones and ``unsupported.refusal`` in place of
-the calls not yet shared; without ``shared=`` none of this is imported.
+(``listener``) and the load leases (``leasing``). The store composes it at open,
+binding ``fetch``, ``write`` and ``delete`` in place of its local ones, giving its
+loading the leases and ``unsupported.refusal`` in place of the calls not yet
+shared; without ``shared=`` none of this is imported.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from ..codec import Record
 from ..disk import DiskTier
 from ..errors import CorruptRecord
+from ..flight import Flights
 from ..memory import MemoryTier
 from ..options import Options
 from ..stats import Stats
@@ -28,6 +30,7 @@ from ..stripes import Stripes
 from ..writer import Writer
 from ..writes import EntryWrites
 from .client import CALL_TIMEOUT, SharedClient
+from .leasing import SharedLeases
 from .listener import Listener
 from .mirror import Mirror
 from .reading import SharedReads
@@ -56,6 +59,7 @@ class SharedTier:
         writer: Writer,
         get_record: Callable[[bytes], Record | None],
         on_corrupt: Callable[[bytes, CorruptRecord], None],
+        flights: Flights | None = None,
     ) -> None:
         stats.declare(SHARED_STATS)
         self.client = SharedClient(options.shared, options.namespace, stats)
@@ -70,9 +74,15 @@ class SharedTier:
                 max_bytes=options.max_value_bytes, on_corrupt=on_corrupt,
             )  # fmt: skip
             self.writes = SharedWrites(
-                client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats
-            )
+                client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats,
+                flights=flights,
+            )  # fmt: skip
+            self.leases = SharedLeases(
+                client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats,
+                on_corrupt=on_corrupt,
+            )  # fmt: skip
             self.listener = Listener(self.client, mirror, options.shared_ping_interval, stats)
+            self.listener.wake = self.leases.wake
             self.listener.start(timeout=CALL_TIMEOUT * 2)
         except BaseException:
             self.close()

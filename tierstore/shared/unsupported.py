@@ -15,10 +15,6 @@ __all__ = ["UNSUPPORTED", "refusal"]
 
 # attribute of the store -> how the message names the call
 UNSUPPORTED: dict[str, str] = {
-    "get_or_load": "get_or_load (cross-process single flight)",
-    "cached": "cached (built on get_or_load)",
-    "refresh_every": "refresh_every",
-    "keep_fresh": "keep_fresh",
     "guard_keys": "guard_keys (the existence filter)",
     "rebuild_guard": "rebuild_guard (the existence filter)",
     "incr": "incr (counters)",
