@@ -313,3 +313,24 @@ def test_invalidate_again_after_deletes_once_more_in_shared_mode(
     second.set("k", "stale copy")  # a reader that read the source before the write puts it back
     wait_for(lambda: entry_hash(raw, "k") == {})  # the second delete
     wait_for(lambda: second.get("k") is None)
+
+
+def test_a_renewal_ahead_of_expiry_takes_the_lease_and_skips_while_another_holds_it(
+    stores: Callable[..., TierStore], raw: redis.Redis
+) -> None:
+    now = [1_000_000.0]
+    writer = stores(clock=lambda: now[0])
+    renewing = stores(clock=lambda: now[0], refresh_ahead=0.5, min_refresh_interval=0)
+    writer.set("k", "v1", ttl=10)
+    now[0] += 6  # in the last half of its TTL: a hit starts a renewal
+    raw.set(lease_of("k"), b"another process", px=30_000)  # a load of k runs elsewhere
+    assert renewing.get_or_load("k", never) == "v1"
+    assert renewing.drain(10)
+    assert renewing.stats()["refreshes"] == 0  # skipped: the lease was busy
+    assert entry_hash(raw, "k")[b"d"] and writer.get("k") == "v1"
+    raw.delete(lease_of("k"))
+    assert renewing.get_or_load("k", lambda: "v2") == "v1"  # the hit answers; the renewal runs behind it
+    assert renewing.drain(10)
+    assert renewing.stats()["refreshes"] == 1
+    assert not raw.exists(lease_of("k"))  # its fill freed the lease it took
+    wait_for(lambda: writer.get("k") == "v2")  # filled through Redis, seen by the other store
