@@ -334,3 +334,18 @@ def test_a_renewal_ahead_of_expiry_takes_the_lease_and_skips_while_another_holds
     assert renewing.stats()["refreshes"] == 1
     assert not raw.exists(lease_of("k"))  # its fill freed the lease it took
     wait_for(lambda: writer.get("k") == "v2")  # filled through Redis, seen by the other store
+
+
+def test_a_closing_store_frees_its_job_claim_and_another_takes_the_job_over(
+    stores: Callable[..., TierStore], raw: redis.Redis
+) -> None:
+    first, second = stores(), stores()
+    rounds: list[str] = []
+    first.refresh_every("k", lambda: rounds.append("first"), 1.0)
+    wait_for(lambda: rounds == ["first"])
+    second.refresh_every("k", lambda: rounds.append("second"), 1.0)  # its first round finds the job claimed
+    claim = NAMES.prefix + b"job:r:" + codec.encode_key("k")
+    assert raw.pttl(claim) > 1000  # held for two intervals
+    first.close()
+    assert not raw.exists(claim)  # freed at close, not left to lapse
+    wait_for(lambda: "second" in rounds, timeout=3.0)  # the next round of the other store runs

@@ -102,7 +102,10 @@ class SharedTier:
             attributes[name] = refusal(call)
 
     def close(self) -> None:
-        """Stop the listener and close the connections."""
+        """Free this store's job claims, stop the listener and close the connections."""
+        leases = getattr(self, "leases", None)
+        if leases is not None:
+            leases.close()
         if self.listener is not None:
             self.listener.stop()
         self.client.close()

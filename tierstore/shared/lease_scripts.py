@@ -22,13 +22,15 @@ write landed since the lease was taken.
   lease only while it holds the token (a loader that raised). 1 if it did.
 - ``JOB`` (KEYS: the job's claim; ARGV: token, milliseconds): takes or renews the
   claim unless another token holds it. 1 when the caller holds it now.
+- ``UNCLAIM`` (KEYS: the job's claim; ARGV: token): deletes the claim only while
+  it holds the token (a store closing). 1 if it did.
 """
 
 from __future__ import annotations
 
 from .scripts import _COMMON
 
-__all__ = ["TAKE", "FILL", "RELEASE", "JOB"]
+__all__ = ["TAKE", "FILL", "RELEASE", "JOB", "UNCLAIM"]
 
 TAKE = """
 local taken = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])
@@ -75,4 +77,9 @@ local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
+"""
+
+UNCLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """

@@ -23,8 +23,9 @@ Renewals (``try_take``) never wait: a busy lease means another process renews.
 ``job`` claims a periodic job (``refresh_every``, ``keep_fresh``) for one
 process: a claim under ``prefix + "job:" + kind + ":" + tagged key`` held for
 twice the interval and renewed by its holder each round; another process takes
-it over once the holder stops renewing (it closed, died, or a round outlasted
-two intervals). Thread-safety: every call may run in any thread; the waiters'
+it over once the holder stops renewing (it died, its job was cancelled, or a
+round outlasted two intervals) or at once when the holder's store closes
+(``close`` frees the claims it holds). Thread-safety: every call may run in any thread; the waiters'
 table is under a lock.
 """
 
@@ -47,7 +48,7 @@ from ..options import Options
 from ..stats import Stats
 from ..writer import Writer
 from .client import SharedClient
-from .lease_scripts import FILL, JOB, RELEASE, TAKE
+from .lease_scripts import FILL, JOB, RELEASE, TAKE, UNCLAIM
 from .mirror import Mirror
 from .reading import shared_record
 from .scripts import Scripts
@@ -75,7 +76,7 @@ class SharedLeases:
         stats: Stats,
         on_corrupt: Callable[[bytes, CorruptRecord], None],
     ) -> None:
-        scripts.add(TAKE, FILL, RELEASE, JOB)
+        scripts.add(TAKE, FILL, RELEASE, JOB, UNCLAIM)
         self._client = client
         self._names = client.names
         self._scripts = scripts
@@ -88,6 +89,7 @@ class SharedLeases:
         self._lease_ms = str(_millis(options.lock_timeout))
         self._waiting: dict[bytes, list[threading.Event]] = {}
         self._lock = threading.Lock()
+        self._claims: dict[bytes, bytes] = {}  # job claim -> its token, for each job this store runs
 
     # -- taking ---------------------------------------------------------------------------
 
@@ -198,11 +200,22 @@ class SharedLeases:
 
         def claim() -> bool:
             try:
-                return bool(self._scripts.run("job", JOB, [name], [token, claim_ms]) == 1)
+                held = bool(self._scripts.run("job", JOB, [name], [token, claim_ms]) == 1)
             except SharedUnavailable:
                 return False  # counted in shared_errors; the next round asks again
+            if held:
+                self._claims[name] = token
+            return held
 
         return claim
+
+    def close(self) -> None:
+        """Free the job claims this store holds, so another process takes its jobs over at once."""
+        for name, token in list(self._claims.items()):
+            try:
+                self._scripts.run("job", UNCLAIM, [name], [token])
+            except SharedUnavailable:
+                return  # they lapse by themselves
 
     # -- waking waiters ---------------------------------------------------------------------
 
