@@ -297,14 +297,19 @@ class PartCalls:
         (see ``SortedIndex.mark_dirty``). Failures are logged and counted in
         ``stats()["index_refresh_errors"]``; the old index stays. Each call starts its
         own refresher (one per index is the intended use); ``cancel()`` on the handle
-        or ``close()`` stops it.
+        or ``close()`` stops it. In shared mode each round runs in one process only:
+        the one holding the job's claim (see ``shared.leasing``).
         """
         if self._closed:
             raise self._unusable()
         seconds = check_seconds(interval, "interval", allow_zero=False)
         assert seconds is not None  # not optional, so never None
         refresher = IndexRefresher(self.index(name), rebuild, stamp=stamp, on_error=self._count_refresh_error)
-        return self._scheduler.every(seconds, refresher, first_delay=0.0)
+        lease = self._loading.lease
+        if lease is None:
+            return self._scheduler.every(seconds, refresher, first_delay=0.0)
+        claim = lease.job(b"i", name, seconds)
+        return self._scheduler.every(seconds, lambda: claim() and refresher(), first_delay=0.0)
 
     def _count_refresh_error(self, exc: BaseException) -> None:
         self._stats.counts["index_refresh_errors"]()

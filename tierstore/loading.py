@@ -37,6 +37,11 @@ The single-flight loading of ``get_or_load`` (README, "Decisions"), over a store
   (``TypeError``/``ValueError``/``OverflowError`` naming the key); nothing is stored.
 - A loader that asks for its own key in its own thread gets ``RuntimeError`` at
   once (see ``flight``); loading other keys from a loader works.
+- Across processes (``lease``, a ``load_lease.LoadLease``; ``None`` locally): the
+  leader of a flight takes the key's lease before it loads, waits for it or takes
+  ``on_busy``'s answer while another process holds it, and fills through it; a
+  renewal or a ``refresh_every`` round skips when the lease is busy, and each
+  ``refresh_every`` round runs in the one process holding the job's claim.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ from .codec import (
 from .errors import StoreClosed
 from .flight import DEFAULT, NOTHING, STALE, WAIT, Flight, Flights, check_policy
 from .guard import Guard
+from .load_lease import BUSY, Held, LoadLease
+from .loaded_value import plain_value
 from .options import Options
 from .scheduler import Handle, Scheduler
 from .stats import Stats
@@ -137,6 +144,7 @@ class Loading:
         self._flights = flights
         self._scheduler = scheduler
         self._guard = guard
+        self.lease: LoadLease | None = None  # the shared tier's, when other processes load the same keys
 
     # -- foreground ---------------------------------------------------------------------
 
@@ -178,6 +186,9 @@ class Loading:
         if stale is not NOTHING and on_busy == STALE and not self._may_renew_now(key):
             self._stats.counts["stale_served"]()
             return stale
+        if self.lease is not None:
+            value = self._run_leased(key, loader, ttl, on_busy, wait_timeout, stale, default)
+            return default if value is ABSENT else value
         value = self._flights.run(
             key,
             lambda flight: self._load(key, loader, ttl, flight),
@@ -186,6 +197,26 @@ class Loading:
             wait_timeout=wait_timeout,
         )
         return default if value is ABSENT else value
+
+    def _run_leased(
+        self, key: Key, loader: Callable[[], Any], ttl: Any, on_busy: str, wait_timeout: float | None,
+        stale: Any, default: Any,
+    ) -> Any:  # fmt: skip
+        """A miss with a lease across processes: a leader finding it busy waits unless ``on_busy`` answers."""
+        give_up = None if wait_timeout is None else time.monotonic() + wait_timeout
+        wait = on_busy == WAIT or (on_busy == STALE and stale is NOTHING)
+        busy: Callable[[], Any] = lambda: self._busy_answer(on_busy, stale, default)  # noqa: E731
+        while True:  # BUSY: the leader took its own answer; a follower follows its own policy (wait: lead)
+            left = None if give_up is None else max(0.0, give_up - time.monotonic())
+            value = self._flights.run(
+                key, lambda flight: self._load(key, loader, ttl, flight, wait, give_up), on_busy=on_busy,
+                busy=busy, wait_timeout=left,
+            )  # fmt: skip
+            if value is not BUSY:
+                return value
+            answer = NOTHING if wait else busy()
+            if answer is not NOTHING:
+                return answer
 
     def _check_open(self) -> None:
         if self._core.is_closed():
@@ -216,31 +247,52 @@ class Loading:
             return stale
         return NOTHING
 
-    def _load(self, key: Key, loader: Callable[[], Any], ttl: Any, flight: Flight) -> Any:
-        """A foreground load as leader: check again, call the loader, fill. ``ABSENT`` for nothing."""
+    def _load(
+        self, key: Key, loader: Callable[[], Any], ttl: Any, flight: Flight, wait: bool = True,
+        give_up: float | None = None,
+    ) -> Any:  # fmt: skip
+        """A foreground load as leader: check again, call the loader, fill. ``ABSENT`` for nothing.
+
+        With a lease: ``BUSY`` when another process holds it and ``wait`` is false.
+        """
         record = self._core.read(key)
         now = self._clock()
         state = None if record is None else record_state(record, now)
         if record is not None and (state is _LIVE or state is _NEGATIVE):
             # another flight filled it between our miss and our lead
             return record[VALUE] if state is _LIVE else ABSENT
+        held = None
+        if self.lease is not None:
+            taken = self.lease.acquire(key, wait, give_up)
+            if not isinstance(taken, Held):  # busy, or filled by another process: a live or negative record
+                return BUSY if taken is None else (ABSENT if taken[FLAGS] else taken[VALUE])
+            held = taken
         self._stats.counts["loads"]()
         try:
-            return self._call_and_fill(key, loader, ttl, flight)
+            return self._call_and_fill(key, loader, ttl, flight, held)
         except BaseException:
             self._stats.counts["load_errors"]()
             raise
 
-    def _call_and_fill(self, key: Key, loader: Callable[[], Any], ttl: Any, flight: Flight) -> Any:
-        """Call the loader, store its result when the flight may still fill; the plain value."""
-        started = time.monotonic()
-        result = loader()
-        load_time = time.monotonic() - started
-        version = None
-        if isinstance(result, Versioned):
-            result, version = result.value, codec.check_version(result.version)
-        value = ABSENT if result is None or result is ABSENT else _plain(key, result)
-        if not self._fill(key, value, version, ttl, flight, load_time):
+    def _call_and_fill(self, key: Key, loader: Callable[[], Any], ttl: Any, flight: Flight, held: Held | None) -> Any:
+        """Call the loader, store its result when the flight (or ``held``) may still fill; the plain value."""
+        started, lease = time.monotonic(), self.lease
+        try:
+            result = loader()
+            load_time = time.monotonic() - started
+            version = None
+            if isinstance(result, Versioned):
+                result, version = result.value, codec.check_version(result.version)
+            value = ABSENT if result is None or result is ABSENT else plain_value(key, result)
+            if held is None or lease is None:
+                filled = self._fill(key, value, version, ttl, flight, load_time)
+            else:
+                filled = lease.fill(key, held, value, version, ttl, load_time)
+        except BaseException:
+            if held is not None and lease is not None:
+                lease.release(key, held)  # free at once: another process loads in turn
+            raise
+        if not filled:
             self._stats.counts["fills_rejected"]()
         return value
 
@@ -305,12 +357,22 @@ class Loading:
     def _refresh(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any) -> None:
         """A background load as the flight's leader; failures are logged and counted, the old value stays."""
         try:
-            self._flights.lead(flight, lambda f: self._call_and_fill(key, loader, ttl, f))
+            value = self._flights.lead(flight, lambda f: self._renewal_load(key, loader, ttl, f))
         except Exception:
             self._stats.counts["refresh_errors"]()
             log.warning("%s: background refresh of %r failed; the old value stays", self._core.path, key, exc_info=True)
             return
-        self._stats.counts["refreshes"]()
+        if value is not BUSY:
+            self._stats.counts["refreshes"]()
+
+    def _renewal_load(self, key: Key, loader: Callable[[], Any], ttl: Any, flight: Flight) -> Any:
+        """A background load; with a lease, ``BUSY`` (skipped) while another process holds it."""
+        held = None
+        if self.lease is not None:
+            held = self.lease.try_take(key)
+            if held is None:
+                return BUSY
+        return self._call_and_fill(key, loader, ttl, flight, held)
 
     def refresh_every(self, key: Key, loader: Callable[[], Any], interval: float, ttl: Any = ...) -> Handle:
         """Recompute ``key`` every ``interval`` seconds in the background, the first round at once."""
@@ -319,8 +381,11 @@ class Loading:
         self._check_load_args(loader, ttl, WAIT, None)
         period = check_seconds(interval, "interval", allow_zero=False)
         assert period is not None
+        claim = None if self.lease is None else self.lease.job(b"r", key, period)
 
         def round_() -> None:
+            if claim is not None and not claim():
+                return  # another process runs this round
             flight, leader = self._flights.begin(key)
             if leader:
                 self._refresh(flight, key, loader, ttl)
@@ -337,26 +402,3 @@ class Loading:
     def _delete_again(self, key: Key) -> None:
         if not self._core.is_closed():
             self._core.delete(key)
-
-
-def _plain(key: Key, value: Any) -> Any:
-    """``value`` as the tiers would return it (a tuple becomes a list).
-
-    A value tier 2 could not give back raises to the load's callers (the error's
-    own type, naming the key) rather than being returned uncached: a loader that
-    never fills the cache is a bug to see at once, not a slowdown to find later.
-    A fill runs once per load, so packing here as well costs little.
-    """
-    try:  # packed even when plain: a lone surrogate or a 65-bit int is refused before the fill
-        _, plain = codec.encode_record(codec.new_packer(), value, 0, None, 0, 0.0, None, 0)
-        return plain
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise _refusal(exc)(f"the loader of {key!r} returned a value that cannot be cached: {exc}") from None
-
-
-def _refusal(exc: Exception) -> type[Exception]:
-    """The plain exception type to re-raise ``exc`` as, with a message of our own."""
-    for kind in (TypeError, OverflowError, ValueError):
-        if isinstance(exc, kind):
-            return kind
-    return ValueError

@@ -196,9 +196,10 @@ class TierStore(MappingCalls, PartCalls):
         self._shared = SharedTier(
             options=self._options, stats=self._stats, disk=self._disk, writes=writes, memory=self._memory,
             stripes=self._stripes, seq=self._seq, writer=self._writer, get_record=self._get_record,
-            on_corrupt=self._count_corrupt,
+            on_corrupt=self._count_corrupt, flights=self._flights,
         )  # fmt: skip
         self._shared.bind(self.__dict__)
+        self._loading.lease = self._shared.leases  # one load of a key at a time across processes
 
     def _abandon_open(self) -> None:
         """Undo a failed open: stop the timers and release the directory (left marked unclean)."""

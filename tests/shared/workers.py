@@ -5,11 +5,13 @@ opens ``TierStore(shared=url, ...)`` and answers commands sent over a pipe:
 ``call(name, *args)`` runs ``store.name(*args)`` and returns its result (or
 re-raises its exception here, by type name and message); ``start(name, ...)`` /
 ``result()`` run one without waiting, for races. The routines below (``read_until``,
-``write_versions``) run inside the worker, so a loop costs no pipe round trip.
+``write_versions``) run inside the worker, so a loop costs no pipe round trip; a
+name ``"module:function"`` runs ``function(store, *args)`` of that module (tests' own routines).
 """
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import time
 from multiprocessing.connection import Connection
@@ -68,6 +70,12 @@ ROUTINES = {
 }
 
 
+def _imported(name: str) -> Any:
+    """The function ``module:function`` names; ``None`` for a plain name (a call of the store)."""
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function) if function else None
+
+
 def _serve(conn: Connection, url: str, options: dict[str, Any]) -> None:
     try:
         store = TierStore(shared=url, **options)
@@ -82,7 +90,7 @@ def _serve(conn: Connection, url: str, options: dict[str, Any]) -> None:
                 break
             name, args = command
             try:
-                routine = ROUTINES.get(name)
+                routine = ROUTINES.get(name) or _imported(name)
                 result = routine(store, *args) if routine else getattr(store, name)(*args)
                 conn.send(("ok", result))
             except BaseException as exc:

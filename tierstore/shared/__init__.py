@@ -3,12 +3,12 @@
 ``SharedTier`` wires the pieces for one store: the client (``client``), the
 write scripts (``scripts``), the local copies (``mirror``), reads and writes
 through Redis (``reading``, ``writing``) and the invalidation listener
-(``listener``), and the parts that live only in Redis: counters (``counting``),
-sorted indexes (``ranking``) and the existence filter (``guarding``). The store
-composes it at open, binding ``fetch``, ``write``, ``delete``, its counters,
-its index factory and its guard in place of its local ones and
-``unsupported.refusal`` in place of the calls not yet shared; without
-``shared=`` none of this is imported.
+(``listener``), the load leases (``leasing``) and the parts that live only in
+Redis: counters (``counting``), sorted indexes (``ranking``) and the existence
+filter (``guarding``). The store composes it at open, binding ``fetch``,
+``write``, ``delete``, its counters, its index factory and its guard in place of
+its local ones, giving its loading the leases, and ``unsupported.refusal`` in
+place of the calls not yet shared; without ``shared=`` none of this is imported.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 from ..codec import Key, Record
 from ..disk import DiskTier
 from ..errors import CorruptRecord
+from ..flight import Flights
 from ..memory import MemoryTier
 from ..options import Options
 from ..stats import Stats
@@ -33,6 +34,7 @@ from ..writes import EntryWrites
 from .client import CALL_TIMEOUT, SharedClient
 from .counting import SharedCounters
 from .guarding import SharedGuard
+from .leasing import SharedLeases
 from .listener import Listener
 from .mirror import Mirror
 from .ranking import SharedIndex
@@ -62,6 +64,7 @@ class SharedTier:
         writer: Writer,
         get_record: Callable[[bytes], Record | None],
         on_corrupt: Callable[[bytes, CorruptRecord], None],
+        flights: Flights | None = None,
     ) -> None:
         stats.declare(SHARED_STATS)
         self.client = SharedClient(options.shared, options.namespace, stats)
@@ -84,8 +87,14 @@ class SharedTier:
             self.writes = SharedWrites(
                 client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats,
                 admit_key=None if self.guard is None else self.guard.add,
+                flights=flights,
+            )  # fmt: skip
+            self.leases = SharedLeases(
+                client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats,
+                on_corrupt=on_corrupt,
             )  # fmt: skip
             self.listener = Listener(self.client, mirror, options.shared_ping_interval, stats)
+            self.listener.wake = self.leases.wake
             self.listener.start(timeout=CALL_TIMEOUT * 2)
         except BaseException:
             self.close()
@@ -120,8 +129,11 @@ class SharedTier:
             raise self._disk.closed_error()
 
     def close(self) -> None:
-        """Stop the listener and close the connections."""
+        """Free this store's job claims, stop the listener and close the connections."""
         self.closed = True
+        leases = getattr(self, "leases", None)
+        if leases is not None:
+            leases.close()
         if self.listener is not None:
             self.listener.stop()
         self.client.close()

@@ -18,6 +18,8 @@ listener:
   was copied before. The first message after a subscription sets the baseline
   ``seq``: writes before the subscription are covered by the resync that follows it.
 - Errors are counted in ``shared_errors`` and logged; the thread never dies of one.
+- ``wake``, when set, is called with each message's tagged key (its own too):
+  waiters for a load lease in another process ask Redis again at once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -57,6 +60,7 @@ class Listener:
         self._count_received = stats.counts["invalidations_received"]
         self._count_resync = stats.counts["resyncs"]
         self._stop = threading.Event()
+        self.wake: Callable[[bytes], None] | None = None  # set before start
         self.subscribed = threading.Event()  # set once, by the first subscription
         self._thread = threading.Thread(target=self._run, name="tierstore-shared-listener", daemon=True)
 
@@ -168,4 +172,6 @@ class Listener:
             mirror = self._mirror
             mirror.drop(key, NS_ENTRY + tagged, hash(key) % mirror.stripe_count, below=seq)
             self._count_received()
+        if self.wake is not None:
+            self.wake(tagged)
         return seq

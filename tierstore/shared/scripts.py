@@ -125,6 +125,12 @@ class Scripts:
         for source in self._digests:
             self._load(source)
 
+    def add(self, *sources: str) -> None:
+        """Load more scripts (a part of the shared tier with scripts of its own), run as these are."""
+        for source in sources:
+            self._digests[source] = hashlib.sha1(source.encode()).hexdigest()
+            self._load(source)
+
     def _load(self, source: str) -> None:
         digest = self._client.call("SCRIPT LOAD", self._client.redis.script_load, source)
         if digest != self._digests[source]:  # the server hashes the source as we do

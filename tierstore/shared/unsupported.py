@@ -15,10 +15,6 @@ __all__ = ["UNSUPPORTED", "refusal"]
 
 # attribute of the store -> how the message names the call
 UNSUPPORTED: dict[str, str] = {
-    "get_or_load": "get_or_load (cross-process single flight)",
-    "cached": "cached (built on get_or_load)",
-    "refresh_every": "refresh_every",
-    "keep_fresh": "keep_fresh",
     "set_many": "set_many",
     "delete_many": "delete_many",
     "delete_prefix": "delete_prefix",

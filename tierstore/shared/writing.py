@@ -31,6 +31,7 @@ from typing import Any
 from .. import codec
 from ..codec import ABSENT, NEGATIVE, TOMBSTONE, Key, Record, RecordState, record_state
 from ..errors import CorruptRecord
+from ..flight import Flights
 from ..keyspace import NS_ENTRY
 from ..options import Options
 from ..stats import Stats
@@ -58,8 +59,10 @@ class SharedWrites:
         options: Options,
         stats: Stats,
         admit_key: Callable[[Key], None] | None = None,
+        flights: Flights | None = None,
     ) -> None:
         self._client = client
+        self._flights = flights
         self._scripts = scripts
         self._mirror = mirror
         self._writer = writer
@@ -138,6 +141,9 @@ class SharedWrites:
         except BaseException:
             mirror.drop(key, disk_key, stripe)
             raise
+        flights = self._flights
+        if flights is not None and flights.in_flight:
+            flights.invalidate(key)  # callers from now on start a fresh load, as after a local write
         return reply, (disk_key, stripe, seen)
 
     def _copy(self, key: Key, where: tuple[bytes, int, tuple[int, int]], record: Record | None, reply: Any) -> None:

@@ -1,0 +1,245 @@
+"""Load leases across processes: one load of a key at a time in every store of the namespace.
+
+``SharedLeases`` is the ``load_lease.LoadLease`` the store gives its loading in
+shared mode (the scripts are in ``lease_scripts``). The leader of a flight in
+this process:
+
+1. takes the key's lease (``TAKE``: ``SET NX PX lock_timeout`` with a random
+   token, and the entry read in the same step). A live or negative entry there
+   means another process filled the key: it is copied locally and answered,
+   and a lease just taken is freed.
+2. If another process holds the lease, it waits (``wait``): woken by any
+   message on the key (the listener calls ``wake``), or every ``POLL`` seconds
+   at the latest, it asks again, until the entry is filled (answered), the
+   lease is free (taken: it loads in turn, after a loader that raised elsewhere
+   or a holder that died and whose lease ran out) or ``give_up`` passes
+   (``LoadTimeout``). Without ``wait`` it returns ``None`` at once.
+3. Fills with ``FILL``: only while its token is current (every write deletes the
+   lease) and by the version rule of a local fill, then copies what Redis
+   accepted into tiers 2 and 1 (``Mirror.commit``), as ``writing`` does.
+4. A loader that raised frees the lease at once (``RELEASE``, compare-and-delete).
+
+Renewals (``try_take``) never wait: a busy lease means another process renews.
+``job`` claims a periodic job (``refresh_every``, ``keep_fresh``) for one
+process: a claim under ``prefix + "job:" + kind + ":" + tagged key`` held for
+twice the interval and renewed by its holder each round; another process takes
+it over once the holder stops renewing (it died, its job was cancelled, or a
+round outlasted two intervals) or at once when the holder's store closes
+(``close`` frees the claims it holds). Thread-safety: every call may run in any thread; the waiters'
+table is under a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import codec
+from ..codec import ABSENT, FLAGS, NEGATIVE, TOMBSTONE, Key, Record, RecordState, encode_key, record_state
+from ..errors import CorruptRecord, LoadTimeout, SharedUnavailable
+from ..keyspace import NS_ENTRY
+from ..load_lease import Held
+from ..options import Options
+from ..stats import Stats
+from ..writer import Writer
+from .client import SharedClient
+from .lease_scripts import FILL, JOB, RELEASE, TAKE, UNCLAIM
+from .mirror import Mirror
+from .reading import shared_record
+from .scripts import Scripts
+
+__all__ = ["POLL", "SharedLeases"]
+
+log = logging.getLogger("tierstore")
+
+POLL = 0.025  # seconds: the longest a waiter goes without asking Redis again (a lease freed without a message)
+
+_ANSWERS = (RecordState.LIVE, RecordState.NEGATIVE)
+
+
+class SharedLeases:
+    """The load leases of one store in Redis; ``wake`` is the listener's hook."""
+
+    def __init__(
+        self,
+        *,
+        client: SharedClient,
+        scripts: Scripts,
+        mirror: Mirror,
+        writer: Writer,
+        options: Options,
+        stats: Stats,
+        on_corrupt: Callable[[bytes, CorruptRecord], None],
+    ) -> None:
+        scripts.add(TAKE, FILL, RELEASE, JOB, UNCLAIM)
+        self._client = client
+        self._names = client.names
+        self._scripts = scripts
+        self._mirror = mirror
+        self._writer = writer
+        self._options = options
+        self._clock = options.clock
+        self._on_corrupt = on_corrupt
+        self._count_sets = stats.counts["sets"]
+        self._lease_ms = str(_millis(options.lock_timeout))
+        self._waiting: dict[bytes, list[threading.Event]] = {}
+        self._lock = threading.Lock()
+        self._claims: dict[bytes, bytes] = {}  # job claim -> its token, for each job this store runs
+
+    # -- taking ---------------------------------------------------------------------------
+
+    def acquire(self, key: Key, wait: bool, give_up: float | None) -> Held | Record | None:
+        """The lease for a foreground load, or the live or negative record another filled (see the module doc)."""
+        tagged = encode_key(key)
+        event: threading.Event | None = None
+        try:
+            while True:
+                held, record = self._take(key, tagged, answer=True)
+                if record is not None:
+                    if held is not None:
+                        self.release(key, held)
+                    return record
+                if held is not None or not wait:
+                    return held
+                if event is None:  # listen before asking again: no fill between the two goes unheard
+                    event = self._listen(tagged)
+                    continue
+                left = POLL if give_up is None else min(POLL, give_up - time.monotonic())
+                if left <= 0:
+                    raise LoadTimeout(f"the load of {key!r} in another process did not end within wait_timeout")
+                event.wait(left)
+                event.clear()
+        finally:
+            if event is not None:
+                self._unlisten(tagged, event)
+
+    def try_take(self, key: Key) -> Held | None:
+        """The lease for a background renewal; ``None`` while another process holds it."""
+        return self._take(key, encode_key(key), answer=False)[0]
+
+    def _take(self, key: Key, tagged: bytes, *, answer: bool) -> tuple[Held | None, Record | None]:
+        """Run ``TAKE``: the lease if it was free, and (with ``answer``) the entry when it is live or negative."""
+        names, mirror = self._names, self._mirror
+        token = os.urandom(16).hex().encode()
+        stripe = hash(key) % mirror.stripe_count
+        seen = mirror.seen(stripe)
+        keys = [names.entry(tagged), names.lease(tagged), names.leases]
+        taken, data, version, seq, epoch = self._scripts.run("get_or_load", TAKE, keys, [token, self._lease_ms, tagged])
+        record = None
+        if all(isinstance(field, bytes) for field in (data, version, seq, epoch)):
+            try:
+                record = shared_record(data, version, self._options.max_value_bytes)
+            except CorruptRecord as exc:
+                self._on_corrupt(NS_ENTRY + tagged, exc)  # overwritten by the fill
+        tombstone = seq if record is not None and record[FLAGS] & TOMBSTONE else b""
+        held = Held(token, tombstone) if taken == 1 else None
+        if answer and record is not None and record_state(record, self._clock()) in _ANSWERS:
+            assert isinstance(seq, bytes) and isinstance(epoch, bytes)
+            return held, mirror.commit(key, NS_ENTRY + tagged, stripe, seen, record, (int(seq), epoch), read=True)
+        return held, None
+
+    # -- filling and releasing --------------------------------------------------------------
+
+    def fill(self, key: Key, held: Held, value: Any, version: int | None, ttl: Any, load_time: float) -> bool:
+        """``FILL`` a loaded value (``ABSENT``: a negative entry), then copy it locally; ``False`` when refused."""
+        tagged = codec.encode_key(key)
+        negative = value is ABSENT
+        writer = self._writer
+        ttl = writer.drawn_ttl(... if negative else ttl, negative)
+        now = writer.write_time()
+        expires_at = None if ttl is None else now + ttl
+        flags = NEGATIVE if negative else 0
+        data, plain = codec.encode_record(
+            codec.new_packer(), None if negative else value, 0, expires_at, flags, now, ttl, 0, load_time
+        )
+        max_bytes = self._options.max_value_bytes
+        if len(data) > max_bytes:
+            raise ValueError(f"the value loaded for {key!r} is {len(data)} bytes encoded; max_value_bytes: {max_bytes}")
+        keep = "" if ttl is None else str(_millis(ttl + (0.0 if negative else self._options.stale_ttl)))
+        names, mirror = self._names, self._mirror
+        args: list[bytes | str] = [
+            data, "" if version is None else str(version), keep, names.channel, self._client.origin, tagged,
+            os.urandom(8).hex(), held.token, held.seen,
+        ]  # fmt: skip
+        stripe = hash(key) % mirror.stripe_count
+        disk_key = NS_ENTRY + tagged
+        seen = mirror.seen(stripe)  # before Redis: a resync or a drop after it refuses the copy
+        try:
+            reply = self._scripts.run("get_or_load", FILL, names.entry_keys(tagged), args)
+        except BaseException:
+            mirror.drop(key, disk_key, stripe)  # Redis may have taken it before its reply was lost
+            raise
+        if reply[0] != 1:
+            return False
+        record = (len(data), int(reply[1]), expires_at, flags, plain, now, ttl, 0, load_time)
+        mirror.commit(key, disk_key, stripe, seen, record, (int(reply[2]), reply[3]), read=False)
+        self._count_sets()
+        return True
+
+    def release(self, key: Key, held: Held) -> None:
+        """Free the lease if ``held`` is still current; a failure is logged (the lease ends at its ``PX``)."""
+        tagged = encode_key(key)
+        keys = [self._names.lease(tagged), self._names.leases]
+        try:
+            self._scripts.run("get_or_load", RELEASE, keys, [held.token, tagged])
+        except SharedUnavailable as exc:
+            log.warning("tierstore: could not free the load lease of %r (it ends by itself): %s", key, exc)
+
+    # -- periodic jobs ----------------------------------------------------------------------
+
+    def job(self, kind: bytes, key: Key, period: float) -> Callable[[], bool]:
+        """A claim of the job ``kind`` on ``key`` run every ``period`` seconds, for one process at a time."""
+        name = self._names.prefix + b"job:" + kind + b":" + encode_key(key)
+        token = os.urandom(16).hex().encode()
+        claim_ms = str(_millis(2 * period))
+
+        def claim() -> bool:
+            try:
+                held = bool(self._scripts.run("job", JOB, [name], [token, claim_ms]) == 1)
+            except SharedUnavailable:
+                return False  # counted in shared_errors; the next round asks again
+            if held:
+                self._claims[name] = token
+            return held
+
+        return claim
+
+    def close(self) -> None:
+        """Free the job claims this store holds, so another process takes its jobs over at once."""
+        for name, token in list(self._claims.items()):
+            try:
+                self._scripts.run("job", UNCLAIM, [name], [token])
+            except SharedUnavailable:
+                return  # they lapse by themselves
+
+    # -- waking waiters ---------------------------------------------------------------------
+
+    def wake(self, tagged: bytes) -> None:
+        """A message on ``tagged`` arrived: its waiters ask Redis again now (the listener's hook)."""
+        if self._waiting:  # read without the lock: nearly free while nobody waits
+            with self._lock:
+                for event in self._waiting.get(tagged, ()):
+                    event.set()
+
+    def _listen(self, tagged: bytes) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._waiting.setdefault(tagged, []).append(event)
+        return event
+
+    def _unlisten(self, tagged: bytes, event: threading.Event) -> None:
+        with self._lock:
+            events = self._waiting[tagged]
+            events.remove(event)
+            if not events:
+                del self._waiting[tagged]
+
+
+def _millis(seconds: float) -> int:
+    """Milliseconds for ``PX``/``PEXPIRE``: rounded up, at least 1."""
+    return max(1, math.ceil(seconds * 1000))
