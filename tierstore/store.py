@@ -190,8 +190,8 @@ class TierStore(MappingCalls, PartCalls):
 
         self._shared = SharedTier(
             options=self._options, stats=self._stats, disk=self._disk, writes=writes, memory=self._memory,
-            stripes=self._stripes, seq=self._seq, writer=self._writer, get_record=self._get_record,
-            on_corrupt=self._count_corrupt,
+            stripes=self._stripes, seq=self._seq, writer=self._writer, flights=self._flights,
+            get_record=self._get_record, on_corrupt=self._count_corrupt,
         )  # fmt: skip
         self._shared.bind(self.__dict__)
 

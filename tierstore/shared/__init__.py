@@ -1,11 +1,12 @@
 """The shared tier: Redis as tier 3 and the authority, each process's tiers 1 and 2 as copies of it.
 
 ``SharedTier`` wires the pieces for one store: the client (``client``), the
-write scripts (``scripts``), the local copies (``mirror``), reads and writes
-through Redis (``reading``, ``writing``) and the invalidation listener
-(``listener``). The store composes it at open, binding ``fetch``, ``write`` and
-``delete`` in place of its local ones and ``unsupported.refusal`` in place of
-the calls not yet shared; without ``shared=`` none of this is imported.
+write scripts (``scripts``, ``conditional_scripts``, ``bulk_scripts``), the
+local copies (``mirror``), reads and writes through Redis (``reading``,
+``writing``, ``conditional``, ``bulk_writes``), listings (``listing``) and the
+invalidation listener (``listener``). The store composes it at open, binding
+these in place of its local hooks and ``unsupported.refusal`` in place of the
+calls not yet shared; without ``shared=`` none of this is imported.
 """
 
 from __future__ import annotations
@@ -16,19 +17,24 @@ except ImportError as exc:
     raise ImportError(f"shared= needs redis-py: pip install 'tierstore[redis]' ({exc})") from exc
 
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 from ..codec import Record
 from ..disk import DiskTier
 from ..errors import CorruptRecord
+from ..flight import Flights
 from ..memory import MemoryTier
 from ..options import Options
 from ..stats import Stats
 from ..stripes import Stripes
 from ..writer import Writer
 from ..writes import EntryWrites
+from .bulk_writes import SharedBulk
 from .client import CALL_TIMEOUT, SharedClient
+from .conditional import SharedConditional
 from .listener import Listener
+from .listing import SharedListing
 from .mirror import Mirror
 from .reading import SharedReads
 from .scripts import Scripts
@@ -54,6 +60,7 @@ class SharedTier:
         stripes: Stripes,
         seq: Iterator[int],
         writer: Writer,
+        flights: Flights,
         get_record: Callable[[bytes], Record | None],
         on_corrupt: Callable[[bytes, CorruptRecord], None],
     ) -> None:
@@ -72,7 +79,17 @@ class SharedTier:
             self.writes = SharedWrites(
                 client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats
             )
-            self.listener = Listener(self.client, mirror, options.shared_ping_interval, stats)
+            parts: dict[str, Any] = {
+                "client": self.client, "scripts": self.scripts, "mirror": mirror, "writer": writer,
+                "options": options, "stats": stats, "flights": flights,
+            }  # fmt: skip
+            self.conditional = SharedConditional(on_corrupt=on_corrupt, **parts)
+            self.bulk = SharedBulk(**parts)
+            self.listing = SharedListing(
+                client=self.client, scripts=self.scripts, clock=options.clock,
+                max_bytes=options.max_value_bytes, on_corrupt=on_corrupt,
+            )  # fmt: skip
+            self.listener = Listener(self.client, mirror, flights, options.shared_ping_interval, stats)
             self.listener.start(timeout=CALL_TIMEOUT * 2)
         except BaseException:
             self.close()
@@ -83,11 +100,22 @@ class SharedTier:
 
         Instance attributes shadow the class's methods: ``get`` and ``_fetch`` stay as they
         are and ``get`` finds this ``_fetch``; ``set``/``delete`` call ``_write``/``_delete``;
-        each call not yet shared raises ``NotImplementedError`` (``unsupported``).
+        ``add``/``delete_prefix``/``clear``/the listings/``sweep`` call ``_add``/``_delete_under``/
+        ``_live_records``/``_sweep_shared``; ``touch``/``pop``/``replace_value``/``set_many``/
+        ``delete_many`` call ``_batch``'s (the store's own calls keep their argument checks and
+        counts); each call not yet shared raises ``NotImplementedError`` (``unsupported``).
         """
         attributes["_fetch"] = self.reads.fetch
         attributes["_write"] = self.writes.write
         attributes["_delete"] = self.writes.delete
+        attributes["_add"] = self.conditional.add
+        attributes["_batch"] = SimpleNamespace(
+            touch=self.conditional.touch, pop=self.conditional.pop, replace_value=self.conditional.replace_value,
+            set_many=self.bulk.set_many, delete_many=self.bulk.delete_many,
+        )  # fmt: skip
+        attributes["_delete_under"] = self.bulk.delete_under
+        attributes["_live_records"] = self.listing.live_records
+        attributes["_sweep_shared"] = self.listing.sweep
         for name, call in UNSUPPORTED.items():
             attributes[name] = refusal(call)
 

@@ -25,17 +25,6 @@ UNSUPPORTED: dict[str, str] = {
     "decr": "decr (counters)",
     "counter": "counter (counters)",
     "index": "index (sorted indexes)",
-    "set_many": "set_many",
-    "delete_many": "delete_many",
-    "delete_prefix": "delete_prefix",
-    "clear": "clear",
-    "add": "add",
-    "touch": "touch",
-    "pop": "pop",
-    "replace_value": "replace_value",
-    "keys": "keys()",
-    "items": "items()",
-    "_live_items": "len(store) and iteration",
 }
 
 

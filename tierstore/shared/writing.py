@@ -75,6 +75,11 @@ class SharedWrites:
 
     def write(self, key: Key, value: Any, ttl: Any = ..., version: int | None = None) -> bool:
         """``set``: store ``value`` if Redis's version rule admits it, then copy it locally."""
+        return self._store(SET, key, value, ttl, version)
+
+    def _store(self, script: str, key: Key, value: Any, ttl: Any, version: int | None) -> bool:
+        """A write of ``value`` by ``script`` (``SET``, or one with the same ARGV and the writer's
+        clock last, as ``ADD``); ``False`` when Redis refused it (counted in ``sets_rejected``)."""
         tagged = codec.encode_key(key)
         if version is not None:
             codec.check_version(version)
@@ -89,7 +94,8 @@ class SharedWrites:
         if len(data) > self._options.max_value_bytes:
             raise ValueError(f"value is {len(data)} bytes encoded; max_value_bytes is {self._options.max_value_bytes}")
         keep_ms = None if ttl is None else _millis(ttl + (0.0 if negative else self._options.stale_ttl))
-        reply, where = self._run(key, tagged, "set", SET, self._args(data, version, keep_ms, tagged))
+        args = [*self._args(data, version, keep_ms, tagged), repr(now)]
+        reply, where = self._run(key, tagged, "set" if script is SET else "add", script, args)
         if reply[0] != 1:
             self._count_rejected()
             return False
