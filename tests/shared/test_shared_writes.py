@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +27,6 @@ from tierstore.shared.client import CALL_TIMEOUT, Names
 
 NAMES = Names("tierstore")
 Op = tuple[Any, ...]
-
-
-@pytest.fixture
-def stores(redis_server: RedisServer) -> Iterator[Callable[..., TierStore]]:
-    opened: list[TierStore] = []
-
-    def make(**options: Any) -> TierStore:
-        options.setdefault("shared_ping_interval", 0.2)
-        store = TierStore(shared=redis_server.url, **options)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.close()
-
-
-@pytest.fixture
-def raw(redis_server: RedisServer) -> redis.Redis:
-    return redis.Redis(unix_socket_path=redis_server.socket, socket_timeout=CALL_TIMEOUT)
 
 
 def run(store: TierStore, clock: FakeClock, op: Op) -> Any:
@@ -241,46 +221,6 @@ def test_the_bulk_writes_release_leases_and_keep_the_keys_set(
     assert sorted(raw.zrange(NAMES.keys, 0, -1)) == [codec.encode_key("b"), codec.encode_key("v")]  # v: a tombstone
     assert entry_hash(raw, "v")[b"v"] == b"3"
     assert 86_000_000 < raw.pttl(NAMES.entry(codec.encode_key("v"))) <= 86_400_000  # tombstone_ttl
-
-
-def test_listings_prune_members_whose_entry_expired(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
-    store, other = stores(), stores()
-    store.set_many({"a": 1, "b": 2})
-    store.set("short", 1, ttl=0.05)
-    store.set("user:short", 1, ttl=0.05)
-    wait_for(lambda: raw.exists(NAMES.entry(codec.encode_key("short"))) == 0)  # Redis expired the hashes
-    wait_for(lambda: raw.exists(NAMES.entry(codec.encode_key("user:short"))) == 0)
-    assert raw.zcard(NAMES.keys) == 4
-    assert list(other.keys("u")) == []
-    assert raw.zscore(NAMES.keys, codec.encode_key("user:short")) is None  # pruned by the listing
-    assert raw.zcard(NAMES.keys) == 3
-    assert list(other.items()) == [("a", 1), ("b", 2)]
-    assert len(other) == 2
-    assert raw.zrange(NAMES.keys, 0, -1) == [codec.encode_key("a"), codec.encode_key("b")]
-
-
-def test_sweep_prunes_the_keys_set_in_bounded_pages(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
-    from tierstore.shared.listing import PAGE, SWEEP_PAGES
-
-    store = stores(sweep_interval=None)
-    total = PAGE * SWEEP_PAGES + 700
-    store.set_many({f"k{i:05d}": i for i in range(total)}, ttl=0.05)
-    store.set("kept", 1)
-    wait_for(lambda: raw.dbsize() <= 4, timeout=30)  # seq, epoch, keys set, kept: every other hash expired
-    first = store.sweep()
-    assert first["shared_pruned"] == PAGE * SWEEP_PAGES  # bounded: it stopped after its pages
-    assert store.sweep()["shared_pruned"] == 700  # and went on from there
-    assert raw.zrange(NAMES.keys, 0, -1) == [codec.encode_key("kept")]
-    assert store.sweep()["shared_pruned"] == 0
-
-
-def test_a_key_written_again_is_not_pruned(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
-    store = stores()
-    store.set("k", 1, ttl=0.05)
-    wait_for(lambda: raw.exists(NAMES.entry(codec.encode_key("k"))) == 0)
-    store.set("k", 2)  # back before any prune
-    assert store._shared.listing._prune([codec.encode_key("k")]) == 0  # type: ignore[union-attr]
-    assert list(store.items()) == [("k", 2)]
 
 
 def test_writes_refuse_when_redis_fails_and_forget_the_keys(
