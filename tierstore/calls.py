@@ -329,8 +329,15 @@ class PartCalls:
         """Purge expired entries, expired negative entries and old tombstones; enforce the capacity.
 
         Returns counts: ``scanned`` (expiry index records read: only what fell due), ``expired_purged``,
-        ``swept_tombstones``, ``corrupt_purged``, ``evictions_disk``.
+        ``swept_tombstones``, ``corrupt_purged``, ``evictions_disk``; in shared mode also ``shared_pruned``
+        (members of Redis's keys set whose entry expired, pruned a bounded number of pages at a time).
         """
         if self._closed:
             raise self._unusable()
-        return self._durability.sweep()
+        counts = self._durability.sweep()
+        counts.update(self._sweep_shared())
+        return counts
+
+    def _sweep_shared(self) -> dict[str, int]:
+        """What a sweep does in the shared tier (bound over this in shared mode): nothing here."""
+        return {}

@@ -53,6 +53,10 @@ class ConditionalCalls(BatchAccess):
         """
         if self._closed:
             raise self._unusable()
+        return self._add(key, value, ttl, version)
+
+    def _add(self, key: Key, value: Any, ttl: TTL, version: int | None) -> bool:
+        """``add`` of an open store (the shared tier binds its own over this)."""
         disk_key = entry_key(key)
         writer, flights, clock = self._writer, self._flights, self._clock
 

@@ -100,6 +100,10 @@ class MappingCalls(BulkCalls, ConditionalCalls):
     def _live_items(self, prefix: Key | None) -> Iterator[tuple[Key, Record]]:
         if self._closed:
             raise self._unusable()
+        return self._live_records(prefix)
+
+    def _live_records(self, prefix: Key | None) -> Iterator[tuple[Key, Record]]:
+        """The live entries under ``prefix`` in tier 2 (the shared tier binds its own over this)."""
         scan_prefix = NS_ENTRY if prefix is None else entry_key(prefix)
         for disk_key, data in self._disk.scan(scan_prefix):
             try:

@@ -195,6 +195,25 @@ class MemoryTier:
             self._data.clear()
             self._bytes = 0
 
+    def discard_under(self, prefix: Key | None) -> None:
+        """Forget every key of ``prefix``'s kind (str or bytes) that starts with it (``None``: every key).
+
+        Every stripe's write ends (its epoch turns even): a prefix drop that began with
+        ``begin_write`` of every stripe ends here. ``list`` of the dict is one C call,
+        atomic against the lock-free reads' ``move_to_end``.
+        """
+        if prefix is None:
+            self.clear()
+            return
+        kind = str if isinstance(prefix, str) else bytes
+        with self._lock:
+            epochs = self.epochs
+            for stripe in range(len(epochs)):
+                epochs[stripe] = (epochs[stripe] | 1) + 1
+            for key in list(self._data):
+                if isinstance(key, kind) and key.startswith(prefix):  # type: ignore[arg-type]
+                    self._remove(key)
+
     def __len__(self) -> int:
         return len(self._data)
 

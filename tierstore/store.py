@@ -188,6 +188,8 @@ class TierStore(MappingCalls, PartCalls):
         if options.shared is not None:
             self._open_shared(writes)
         self._loading = self._open_loading()  # after the shared tier: it may bind the guard
+        if self._shared is not None:
+            self._loading.lease = self._shared.leases  # one load of a key at a time across processes
 
     def _open_shared(self, writes: EntryWrites) -> None:
         """Compose the shared tier (Redis) over the local tiers, once: no call branches on the mode."""
@@ -199,7 +201,6 @@ class TierStore(MappingCalls, PartCalls):
             on_corrupt=self._count_corrupt, flights=self._flights,
         )  # fmt: skip
         self._shared.bind(self.__dict__)
-        self._loading.lease = self._shared.leases  # one load of a key at a time across processes
 
     def _abandon_open(self) -> None:
         """Undo a failed open: stop the timers and release the directory (left marked unclean)."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from tests.shared.redis_server import RedisServer, find_redis_server
+from tierstore import TierStore
+from tierstore.shared.client import CALL_TIMEOUT
 
 
 @pytest.fixture
@@ -24,3 +28,25 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def stores(redis_server: RedisServer) -> Iterator[Callable[..., TierStore]]:
+    """Open stores over the test's server (a short PING interval); closed after the test."""
+    opened: list[TierStore] = []
+
+    def make(**options: Any) -> TierStore:
+        options.setdefault("shared_ping_interval", 0.2)
+        store = TierStore(shared=redis_server.url, **options)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def raw(redis_server: RedisServer) -> redis.Redis:
+    """A plain client of the test's server, to look at and set up what is in Redis."""
+    return redis.Redis(unix_socket_path=redis_server.socket, socket_timeout=CALL_TIMEOUT)

@@ -136,3 +136,36 @@ def _writes(worker: Worker, key: str, value: str) -> bool:
     except WorkerError as exc:
         assert exc.kind == "SharedUnavailable"
         return False
+
+
+def test_adds_racing_across_processes_have_exactly_one_winner_per_key(workers: Callable[..., Worker]) -> None:
+    racers = [workers() for _ in range(3)]
+    keys = [f"k{i}" for i in range(300)]
+    racers[0].call("set", "k0", "stored")  # a live entry: nobody adds over it
+    start_at = time.time() + 1.0
+    for index, racer in enumerate(racers):
+        racer.start("add_at", keys, f"p{index}", start_at)
+    won = [racer.result() for racer in racers]
+    every = sorted(key for keys_won in won for key in keys_won)
+    assert every == sorted(keys[1:])  # each key added exactly once, k0 by nobody
+    assert sum(1 for keys_won in won if keys_won) > 1  # the race was real
+    for index, keys_won in enumerate(won):
+        for racer in racers:
+            for key in keys_won[:20]:
+                tag = f"p{index}"
+                wait_for(lambda racer=racer, key=key, tag=tag: racer.call("get", key) == tag)  # type: ignore[misc]
+    assert racers[2].call("get", "k0") == "stored"
+
+
+def test_delete_prefix_in_one_process_is_seen_by_another(workers: Callable[..., Worker]) -> None:
+    first, second = workers(), workers(memory_admission="always")
+    first.call("set_many", {"user:1": 1, "user:2": 2, "post:1": 3})
+    for key in ("user:1", "user:2", "post:1"):
+        wait_for(lambda key=key: second.call("get", key) is not None)  # type: ignore[misc]
+        second.call("get", key)  # copies in both tiers
+    assert first.call("delete_prefix", "user:") == 2
+    wait_for(lambda: second.call("listed", None) == ["post:1"])
+    wait_for(lambda: [second.call("get", key) for key in ("user:1", "user:2", "post:1")] == [None, None, 3])
+    assert second.stats()["resyncs"] == 0
+    assert second.call("clear") == 1
+    wait_for(lambda: first.call("get", "post:1") is None)

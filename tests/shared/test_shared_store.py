@@ -20,7 +20,6 @@ from tests.shared.redis_server import RedisServer
 from tierstore import ABSENT, SharedUnavailable, TierStore, codec
 from tierstore.shared.client import CALL_TIMEOUT, Names
 from tierstore.shared.scripts import DELETE, SET
-from tierstore.shared.unsupported import UNSUPPORTED
 
 LAG = 5.0
 
@@ -230,33 +229,14 @@ SERVED = {
     "get", "get_entry", "get_many", "set", "delete", "invalidate", "stats", "sweep", "checkpoint", "drain",
     "close", "closed", "report_corrupt", "path", "incr", "decr", "counter", "index", "guard_keys", "rebuild_guard",
     "get_or_load", "cached", "refresh_every", "keep_fresh",
+    "add", "touch", "pop", "replace_value", "set_many", "delete_many", "delete_prefix", "clear", "keys", "items",
 }  # fmt: skip
 
 
-def test_every_public_call_is_served_or_refused_in_shared_mode() -> None:
-    """A call added to the store later must be made shared or refused, never run process-locally unseen."""
+def test_every_public_call_is_served_in_shared_mode() -> None:
+    """A call added to the store later must be made shared (and listed here), never run process-locally unseen."""
     public = {name for name in dir(TierStore) if not name.startswith("_")}
-    assert public - SERVED - set(UNSUPPORTED) == set()
-
-
-@pytest.mark.parametrize("name", sorted(UNSUPPORTED))
-def test_calls_not_yet_shared_refuse_to_run(stores: Callable[..., TierStore], name: str) -> None:
-    store = stores()
-    arguments = {
-        "get_or_load": ("k", lambda: 1), "refresh_every": ("k", lambda: 1, 1.0), "keep_fresh": ("i", list),
-        "set_many": ({"k": 1},), "delete_many": (["k"],),
-        "delete_prefix": ("k",), "clear": (), "add": ("k", 1), "touch": ("k",), "pop": ("k",), "keys": (),
-        "replace_value": ("k", 1),
-        "items": (), "cached": (), "_live_items": (None,),
-    }  # fmt: skip
-    with pytest.raises(NotImplementedError, match=r"not yet supported with shared=") as refused:
-        getattr(store, name)(*arguments[name])
-    assert UNSUPPORTED[name].partition(" ")[0] in str(refused.value)
-    with pytest.raises(NotImplementedError, match="len"):
-        len(store)
-    with pytest.raises(NotImplementedError, match="keys"):
-        iter(store)
-    assert store.get("k") is None  # nothing ran locally
+    assert public - SERVED == set()
 
 
 def test_settings_are_checked(redis_server: RedisServer) -> None:

@@ -52,6 +52,18 @@ def write_versions(store: TierStore, key: str, versions: list[int], tag: str, st
     return [v for v in versions if store.set(key, [tag, v], version=v)]
 
 
+def add_at(store: TierStore, keys: list[str], tag: str, start_at: float) -> list[str]:
+    """From the wall-clock moment ``start_at`` (shared by the racers), ``add(key, tag)`` for each key;
+    the keys this process added."""
+    time.sleep(max(0.0, start_at - time.time()))
+    return [key for key in keys if store.add(key, tag)]
+
+
+def listed(store: TierStore, prefix: str | bytes | None) -> list[str | bytes]:
+    """``list(store.keys(prefix))``: a generator does not cross the pipe."""
+    return list(store.keys(prefix))
+
+
 def setv(store: TierStore, key: str, value: Any, version: int) -> bool:
     return store.set(key, value, version=version)
 
@@ -67,6 +79,8 @@ ROUTINES = {
     "write_versions": write_versions,
     "entry": entry,
     "setv": setv,
+    "add_at": add_at,
+    "listed": listed,
 }
 
 

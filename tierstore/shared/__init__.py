@@ -1,14 +1,14 @@
 """The shared tier: Redis as tier 3 and the authority, each process's tiers 1 and 2 as copies of it.
 
 ``SharedTier`` wires the pieces for one store: the client (``client``), the
-write scripts (``scripts``), the local copies (``mirror``), reads and writes
-through Redis (``reading``, ``writing``) and the invalidation listener
-(``listener``), the load leases (``leasing``) and the parts that live only in
-Redis: counters (``counting``), sorted indexes (``ranking``) and the existence
-filter (``guarding``). The store composes it at open, binding ``fetch``,
-``write``, ``delete``, its counters, its index factory and its guard in place of
-its local ones, giving its loading the leases, and ``unsupported.refusal`` in
-place of the calls not yet shared; without ``shared=`` none of this is imported.
+write scripts (``scripts``, ``conditional_scripts``, ``bulk_scripts``), the
+local copies (``mirror``), reads and writes through Redis (``reading``,
+``writing``, ``conditional``, ``bulk_writes``), listings (``listing``), the
+invalidation listener (``listener``), the load leases (``leasing``) and the
+parts that live only in Redis: counters (``counting``), sorted indexes
+(``ranking``) and the existence filter (``guarding``). The store composes it at
+open, binding these in place of its local parts and giving its loading the
+leases; without ``shared=`` none of this is imported.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ except ImportError as exc:
     raise ImportError(f"shared= needs redis-py: pip install 'tierstore[redis]' ({exc})") from exc
 
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 from ..codec import Key, Record
@@ -31,19 +32,21 @@ from ..stats import Stats
 from ..stripes import Stripes
 from ..writer import Writer
 from ..writes import EntryWrites
+from .bulk_writes import SharedBulk
 from .client import CALL_TIMEOUT, SharedClient
+from .conditional import SharedConditional
 from .counting import SharedCounters
 from .guarding import SharedGuard
 from .leasing import SharedLeases
 from .listener import Listener
+from .listing import SharedListing
 from .mirror import Mirror
 from .ranking import SharedIndex
 from .reading import SharedReads
 from .scripts import Scripts
-from .unsupported import UNSUPPORTED, refusal
 from .writing import SharedWrites
 
-__all__ = ["SharedTier", "SHARED_STATS", "UNSUPPORTED", "refusal"]
+__all__ = ["SharedTier", "SHARED_STATS"]
 
 SHARED_STATS = ("hits_shared", "invalidations_received", "shared_errors", "resyncs")
 
@@ -62,9 +65,9 @@ class SharedTier:
         stripes: Stripes,
         seq: Iterator[int],
         writer: Writer,
+        flights: Flights,
         get_record: Callable[[bytes], Record | None],
         on_corrupt: Callable[[bytes, CorruptRecord], None],
-        flights: Flights | None = None,
     ) -> None:
         stats.declare(SHARED_STATS)
         self.client = SharedClient(options.shared, options.namespace, stats)
@@ -93,7 +96,18 @@ class SharedTier:
                 client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats,
                 on_corrupt=on_corrupt,
             )  # fmt: skip
-            self.listener = Listener(self.client, mirror, options.shared_ping_interval, stats)
+            parts: dict[str, Any] = {
+                "client": self.client, "scripts": self.scripts, "mirror": mirror, "writer": writer,
+                "options": options, "stats": stats, "flights": flights,
+                "admit_key": None if self.guard is None else self.guard.add,
+            }  # fmt: skip
+            self.conditional = SharedConditional(on_corrupt=on_corrupt, **parts)
+            self.bulk = SharedBulk(**parts)
+            self.listing = SharedListing(
+                client=self.client, scripts=self.scripts, clock=options.clock,
+                max_bytes=options.max_value_bytes, on_corrupt=on_corrupt,
+            )  # fmt: skip
+            self.listener = Listener(self.client, mirror, flights, options.shared_ping_interval, stats)
             self.listener.wake = self.leases.wake
             self.listener.start(timeout=CALL_TIMEOUT * 2)
         except BaseException:
@@ -101,12 +115,14 @@ class SharedTier:
             raise
 
     def bind(self, attributes: dict[str, Any]) -> None:
-        """Bind the shared reads, writes and refusals over the store's own, in its instance ``__dict__``.
+        """Bind the shared reads, writes and parts over the store's own, in its instance ``__dict__``.
 
         Instance attributes shadow the class's methods: ``get`` and ``_fetch`` stay as they
         are and ``get`` finds this ``_fetch``; ``set``/``delete`` call ``_write``/``_delete``;
-        each call not yet shared raises ``NotImplementedError`` (``unsupported``).
-        Counters, indexes (``index`` builds them with ``_make_index``) and the guard
+        ``add``/``delete_prefix``/``clear``/the listings/``sweep`` call ``_add``/``_delete_under``/
+        ``_live_records``/``_sweep_shared``; ``touch``/``pop``/``replace_value``/``set_many``/
+        ``delete_many`` call ``_batch``'s (the store's own calls keep their argument checks and
+        counts). Counters, indexes (``index`` builds them with ``_make_index``) and the guard
         (``get_or_load``'s check, ``guard_keys``, ``rebuild_guard``, ``stats()``) are Redis's.
         """
         attributes["_fetch"] = self.reads.fetch
@@ -116,8 +132,14 @@ class SharedTier:
         attributes["_make_index"] = self.index
         if self.guard is not None:
             attributes["_guard"] = self.guard
-        for name, call in UNSUPPORTED.items():
-            attributes[name] = refusal(call)
+        attributes["_add"] = self.conditional.add
+        attributes["_batch"] = SimpleNamespace(
+            touch=self.conditional.touch, pop=self.conditional.pop, replace_value=self.conditional.replace_value,
+            set_many=self.bulk.set_many, delete_many=self.bulk.delete_many,
+        )  # fmt: skip
+        attributes["_delete_under"] = self.bulk.delete_under
+        attributes["_live_records"] = self.listing.live_records
+        attributes["_sweep_shared"] = self.listing.sweep
 
     def index(self, name: Key) -> SharedIndex:
         """A new handle on the sorted index ``name`` in Redis (the store keeps one per name)."""

@@ -1,12 +1,16 @@
 """The listener: one thread per store subscribed to its namespace's channel, dropping what others wrote.
 
-Each message is ``seq:version:origin:tagged key`` (see ``scripts``). The
-listener:
+Each message is ``seq:version:origin:tagged key`` (see ``scripts``), or, for
+``delete_prefix``/``clear``, ``seq:P:origin:tagged prefix`` (``bulk_scripts``;
+an empty prefix: every key). The listener:
 
 - drops the key's copies from tiers 1 and 2 unless the message is this
   store's own (``origin``) or the local copy is trusted and stamped at that
   ``seq`` or later in the same epoch (``mirror.Mirror.drop``); counted in
   ``invalidations_received``;
+- for a prefix message (not its own), drops every copy under the prefix from
+  both tiers (``Mirror.drop_prefix``) and detaches this process's loads in
+  flight under it (``Flights.invalidate_prefix``), counted once;
 - watches for any gap in what it heard: a disconnect or error, a PING left
   unanswered for ``shared_ping_interval`` seconds (a paused or partitioned
   server), a ``seq`` that is not the last one plus one (a lost message, or a
@@ -33,6 +37,7 @@ import redis
 
 from ..codec import decode_key
 from ..errors import CorruptRecord, SharedUnavailable
+from ..flight import Flights
 from ..keyspace import NS_ENTRY
 from ..stats import Stats
 from .client import CALL_TIMEOUT, SharedClient
@@ -53,9 +58,12 @@ class _Gap(Exception):
 class Listener:
     """The invalidation listener of one store (a daemon thread)."""
 
-    def __init__(self, client: SharedClient, mirror: Mirror, ping_interval: float, stats: Stats) -> None:
+    def __init__(
+        self, client: SharedClient, mirror: Mirror, flights: Flights, ping_interval: float, stats: Stats
+    ) -> None:
         self._client = client
         self._mirror = mirror
+        self._flights = flights
         self._interval = ping_interval
         self._count_received = stats.counts["invalidations_received"]
         self._count_resync = stats.counts["resyncs"]
@@ -157,9 +165,10 @@ class Listener:
 
     def _on_message(self, data: bytes, last: int | None) -> int | None:
         try:
-            seq_text, _, origin, tagged = data.split(b":", 3)
+            seq_text, version, origin, tagged = data.split(b":", 3)
             seq = int(seq_text)
-            key = decode_key(tagged)
+            whole = version == b"P"  # a prefix message: every key under the tagged prefix (b"": all)
+            key = None if whole and not tagged else decode_key(tagged)
         except (ValueError, CorruptRecord):
             log.warning("tierstore: a malformed invalidation %r on the shared channel", data[:80])
             self._resync("malformed message")
@@ -170,7 +179,12 @@ class Listener:
             self._mirror.epoch = self._client.epoch()  # a reset: Redis may hold a new data set
         if origin != self._client.origin:
             mirror = self._mirror
-            mirror.drop(key, NS_ENTRY + tagged, hash(key) % mirror.stripe_count, below=seq)
+            if whole:
+                mirror.drop_prefix(key)
+                self._flights.invalidate_prefix(key)
+            else:
+                assert key is not None
+                mirror.drop(key, NS_ENTRY + tagged, hash(key) % mirror.stripe_count, below=seq)
             self._count_received()
         if self.wake is not None:
             self.wake(tagged)

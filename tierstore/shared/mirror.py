@@ -19,6 +19,9 @@ reader of a directory still reads these records).
   nor the floor moved since the caller read them, before its Redis call: a
   listener drop, a resync or another local write of the stripe meanwhile makes
   the commit drop the key instead (a miss, never an older value).
+- **Many keys at once.** A script that wrote many keys is copied in one tier-2
+  batch under the stripes' locks (``commit_many``); a prefix invalidation drops
+  every copy under it and moves every stripe's epoch (``drop_prefix``).
 - **Drops.** The listener's invalidation of a key at ``seq`` keeps a trusted copy
   stamped at ``seq`` or later in the same epoch, and drops anything else from
   both tiers (the stripe's epoch moves either way, so a read in flight does not
@@ -44,17 +47,21 @@ from ..codec import (
     WRITTEN_AT,
     Key,
     Record,
+    encode_key,
 )
 from ..disk import DiskTier
 from ..expiry import index_op
+from ..keyspace import NS_ENTRY
 from ..memory import MemoryTier
 from ..stripes import Stripes
 from ..writer import Writer
-from ..writes import EntryWrites
+from ..writes import BatchItem, EntryWrites
 
-__all__ = ["Mirror", "Stamp", "envelope_stamp"]
+__all__ = ["Change", "Mirror", "Stamp", "envelope_stamp"]
 
 Stamp = tuple[int, bytes]  # (seq, epoch id) of the Redis write a copy comes from
+Change = tuple[Key, bytes, int, Record | None, Stamp]  # key, disk key, stripe, record to copy (None: drop), stamp
+_CHUNK = 1000  # tier-2 deletes per batch of a prefix drop
 
 
 def envelope_stamp(data: bytes) -> tuple[int, Stamp] | None:
@@ -120,30 +127,108 @@ class Mirror:
         """
         lock = self._locks[stripe]
         with lock:
-            epoch, floor = seen
-            if not self.listening or epoch & 1 or self.epochs[stripe] != epoch or self.floor != floor:
+            if not self._unmoved(stripe, seen):
                 self._drop_locked(key, disk_key, stripe)
                 return record
-            seq = next(self._seq)
-            version, expires_at = record[VERSION], record[EXPIRES_AT]
-            envelope: list[Any] = [FORMAT, version, expires_at, record[FLAGS], record[VALUE], record[WRITTEN_AT]]
-            envelope += [record[TTL], seq, record[LOAD_TIME], list(stamp)]
-            data: bytes = msgpack.packb(envelope)
-            if version:
-                self._writer.mark_versioned()  # before the entry, as the writer does
+            item, local = self._copy(disk_key, record, stamp)
             memory = self._memory
             memory.begin_write(stripe, key)
             try:
-                self._writes.put(disk_key, data, seq, None if expires_at is None else [index_op(disk_key, expires_at)])
+                self._writes.put(item[0], item[1], item[2], item[3])  # type: ignore[arg-type]  # data is bytes
             except BaseException:
                 memory.discard(key, stripe)
                 raise
-            local = (len(data), *record[VERSION:SEQ], seq, record[LOAD_TIME])
             if read and memory.first_reads is not None and memory.is_first_read(key):
                 memory.discard(key, stripe)  # a first read: remembered, held in tier 2 only
             else:
                 memory.put(key, local, stripe)
             return local
+
+    def _copy(self, disk_key: bytes, record: Record, stamp: Stamp) -> tuple[BatchItem, Record]:
+        """The tier-2 write of a copy (its envelope stamped, a local seq taken) and its tier-1 record."""
+        seq = next(self._seq)
+        version, expires_at = record[VERSION], record[EXPIRES_AT]
+        envelope: list[Any] = [FORMAT, version, expires_at, record[FLAGS], record[VALUE], record[WRITTEN_AT]]
+        envelope += [record[TTL], seq, record[LOAD_TIME], list(stamp)]
+        data: bytes = msgpack.packb(envelope)
+        if version:
+            self._writer.mark_versioned()  # before the entry, as the writer does
+        extra = None if expires_at is None else [index_op(disk_key, expires_at)]
+        local = (len(data), *record[VERSION:SEQ], seq, record[LOAD_TIME])
+        return (disk_key, data, seq, extra), local  # type: ignore[return-value]
+
+    def commit_many(self, changes: list[Change], seen: dict[int, tuple[int, int]]) -> None:
+        """Copy what one script wrote to many keys (distinct): each ``(key, disk_key, stripe, record, stamp)``
+        lands in one tier-2 batch, or is dropped when its record is ``None`` or its stripe (``seen[stripe]``,
+        read before the Redis call) or the floor moved. Holds the stripes' locks, in ascending order."""
+        stripes = sorted({change[2] for change in changes})
+        locks = [self._locks[stripe] for stripe in stripes]
+        for lock in locks:
+            lock.acquire()
+        try:
+            fresh = {stripe for stripe in stripes if self._unmoved(stripe, seen[stripe])}
+            memory = self._memory
+            items: list[BatchItem] = []
+            held: list[tuple[Key, int, Record | None]] = []
+            local: Record | None
+            for key, disk_key, stripe, record, stamp in changes:
+                memory.begin_write(stripe, key)
+                if record is not None and stripe in fresh:
+                    item, local = self._copy(disk_key, record, stamp)
+                    items.append(item)
+                    held.append((key, stripe, local))
+                else:
+                    if self._disk.get(disk_key) is not None:
+                        items.append((disk_key, None, 0, None))
+                    held.append((key, stripe, None))
+            try:
+                if items:
+                    self._writes.batch(items)
+            except BaseException:
+                for key, stripe, _ in held:
+                    memory.discard(key, stripe)
+                raise
+            for key, stripe, local in held:
+                if local is None:
+                    memory.discard(key, stripe)
+                else:
+                    memory.put(key, local, stripe)
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+
+    def _unmoved(self, stripe: int, seen: tuple[int, int]) -> bool:
+        epoch, floor = seen
+        return self.listening and not epoch & 1 and self.epochs[stripe] == epoch and self.floor == floor
+
+    def drop_prefix(self, prefix: Key | None) -> None:
+        """Forget every copy of a key under ``prefix`` (``None``: every key), in both tiers.
+
+        Holds every stripe lock; every stripe's write epoch moves, so no read in flight
+        (of any key, held here or not) stores what it fetched before.
+        """
+        scan = NS_ENTRY if prefix is None else NS_ENTRY + encode_key(prefix)
+        locks = self._locks
+        for lock in locks:
+            lock.acquire()
+        try:
+            memory = self._memory
+            for stripe in range(self.stripe_count):
+                memory.begin_write(stripe)
+            try:
+                chunk: list[BatchItem] = []
+                for disk_key, _ in self._disk.scan(scan):
+                    chunk.append((disk_key, None, 0, None))
+                    if len(chunk) >= _CHUNK:
+                        self._writes.batch(chunk)
+                        chunk = []
+                if chunk:
+                    self._writes.batch(chunk)
+            finally:
+                memory.discard_under(prefix)
+        finally:
+            for lock in reversed(locks):
+                lock.release()
 
     def drop(self, key: Key, disk_key: bytes, stripe: int, *, below: int | None = None) -> bool:
         """Forget the copies of ``key``; with ``below``, keep a trusted one stamped at ``below`` or later.

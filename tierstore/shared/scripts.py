@@ -29,11 +29,10 @@ the key's lease, the set of leased keys, the set of stored keys. ARGV: the envel
 unversioned), the milliseconds to keep the key (``""``: no expiry), the channel,
 the origin, the tagged key, a fresh epoch id.
 
-``Scripts`` loads the sources with ``SCRIPT LOAD`` when the store opens and runs
-them with ``EVALSHA`` (the scripts of other modules, such as counters, indexes and
-the existence filter, are loaded by their first ``NOSCRIPT``); a ``NOSCRIPT``
-reply (a restarted or flushed server) loads the script again and runs it once
-more: a script that was not found did not run.
+``Scripts`` loads the sources with ``SCRIPT LOAD`` when the store opens (the
+scripts of other modules on their first run) and runs them with ``EVALSHA``; a
+``NOSCRIPT`` reply (a restarted or flushed server) loads the script again and
+runs it once more: a script that was not found did not run.
 """
 
 from __future__ import annotations
@@ -138,18 +137,16 @@ class Scripts:
 
     def run(self, what: str, source: str, keys: list[bytes], args: list[bytes | str]) -> Any:
         """Run ``source`` with ``keys`` and ``args``; ``SharedUnavailable`` when Redis fails."""
-        digest = self._digests.get(source) or self._digest(source)
+        digest = self._digests.get(source)
+        if digest is None:  # a script of another module, run for the first time: loaded now
+            digest = self._digests.setdefault(source, hashlib.sha1(source.encode()).hexdigest())
+            self._load(source)
         result = self._client.call(what, self._evalsha, digest, keys, args)
         if result is _FORGOTTEN:
             self.reloads += 1
             self._load(source)
             result = self._client.call(what, self._client.redis.evalsha, digest, len(keys), *keys, *args)
         return result
-
-    def _digest(self, source: str) -> str:
-        """The digest of a script of another module, known from its first run (its ``NOSCRIPT`` loads it)."""
-        digest = self._digests[source] = hashlib.sha1(source.encode()).hexdigest()
-        return digest
 
     def _evalsha(self, digest: str, keys: list[bytes], args: list[bytes | str]) -> Any:
         try:

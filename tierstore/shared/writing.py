@@ -58,8 +58,8 @@ class SharedWrites:
         writer: Writer,
         options: Options,
         stats: Stats,
+        flights: Flights,
         admit_key: Callable[[Key], None] | None = None,
-        flights: Flights | None = None,
     ) -> None:
         self._client = client
         self._flights = flights
@@ -81,6 +81,11 @@ class SharedWrites:
 
     def write(self, key: Key, value: Any, ttl: Any = ..., version: int | None = None) -> bool:
         """``set``: store ``value`` if Redis's version rule admits it, then copy it locally."""
+        return self._store(SET, key, value, ttl, version)
+
+    def _store(self, script: str, key: Key, value: Any, ttl: Any, version: int | None) -> bool:
+        """A write of ``value`` by ``script`` (``SET``, or one with the same ARGV and the writer's
+        clock last, as ``ADD``); ``False`` when Redis refused it (counted in ``sets_rejected``)."""
         tagged = codec.encode_key(key)
         if version is not None:
             codec.check_version(version)
@@ -97,7 +102,8 @@ class SharedWrites:
         keep_ms = None if ttl is None else _millis(ttl + (0.0 if negative else self._options.stale_ttl))
         if self._admit_key is not None and not negative:
             self._admit_key(key)
-        reply, where = self._run(key, tagged, "set", SET, self._args(data, version, keep_ms, tagged))
+        args = [*self._args(data, version, keep_ms, tagged), repr(now)]
+        reply, where = self._run(key, tagged, "set" if script is SET else "add", script, args)
         if reply[0] != 1:
             self._count_rejected()
             return False
@@ -142,7 +148,7 @@ class SharedWrites:
             mirror.drop(key, disk_key, stripe)
             raise
         flights = self._flights
-        if flights is not None and flights.in_flight:
+        if flights.in_flight:
             flights.invalidate(key)  # callers from now on start a fresh load, as after a local write
         return reply, (disk_key, stripe, seen)
 

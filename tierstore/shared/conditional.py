@@ -1,0 +1,157 @@
+"""``add``, ``touch``, ``pop`` and ``replace_value`` in shared mode: decided in Redis, then copied locally.
+
+The store's own calls check their arguments and count as locally; the store
+binds ``add`` here as its ``_add`` and these ``touch``, ``pop`` and
+``replace_value`` through its ``_batch`` (see ``shared``). Each decides in Redis
+by one script (``conditional_scripts``), takes one seq per message, and copies
+what Redis holds now into tiers 2 and 1 as ``writing`` does (``Mirror.commit``
+with the stripe's ``seen`` read before the Redis call, or a drop).
+
+- ``add``: the ``ADD`` script: ``set``'s version rule and no live entry stored.
+- ``pop``: the ``POP`` script returns the old envelope it deleted, atomically.
+- ``touch`` and ``replace_value`` read the entry (one ``HMGET``), decide whether
+  it is live by the writer's clock, pack the new envelope (a new expiry, or a
+  new value in the stored expiry) and land it only if the entry's write stamp
+  is unchanged (``REWRITE``); else they read again, at most ``ATTEMPTS`` times
+  (each retry means another write landed: the entry kept changing under heavy
+  contention raises ``SharedUnavailable``, nothing changed). ``touch`` keeps the
+  key's load lease, as the local ``touch`` keeps a load in flight (the value
+  stays); ``replace_value`` releases it (a new value).
+
+A script that failed raises ``SharedUnavailable`` and forgets the key locally
+(Redis may have applied it). Thread-safety: as ``writing``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .. import codec
+from ..clock import check_ttl
+from ..codec import LOAD_TIME, TOMBSTONE, TTL, VALUE, Key, Record, RecordState, record_state
+from ..errors import CorruptRecord, SharedUnavailable
+from ..flight import Flights
+from ..keyspace import NS_ENTRY
+from .conditional_scripts import ADD, POP, REWRITE
+from .reading import shared_record
+from .writing import SharedWrites, _millis
+
+__all__ = ["SharedConditional", "ATTEMPTS"]
+
+ATTEMPTS = 64  # reads of an entry by one touch/replace_value before it gives up
+_LIVE = RecordState.LIVE
+_FIELDS = (b"d", b"v", b"s", b"e")
+
+
+class SharedConditional(SharedWrites):
+    """The read-then-write calls on one key through Redis (see the module doc)."""
+
+    def __init__(self, *, flights: Flights, on_corrupt: Any, **parts: Any) -> None:
+        super().__init__(flights=flights, **parts)
+        self._on_corrupt = on_corrupt
+
+    def add(self, key: Key, value: Any, ttl: Any = ..., version: int | None = None) -> bool:
+        """``add``: ``set`` if Redis holds no live entry of ``key`` (and the version rule admits it)."""
+        if version is not None:
+            codec.check_version(version)
+        if ttl is not ... and ttl is not None:
+            check_ttl(ttl)
+        try:
+            added = self._store(ADD, key, value, ttl, version)
+        except (TypeError, ValueError, OverflowError):
+            # A value that cannot be stored: locally a live entry refuses the add before the value
+            # is packed, so the answer is False then; the error otherwise.
+            if self._read(key, codec.encode_key(key), "add") is None:
+                raise
+            self._count_rejected()
+            return False
+        if added and self._flights.in_flight:
+            self._flights.invalidate(key)  # a write: bump the fill generation
+        return added
+
+    def pop(self, key: Key, disk_key: bytes) -> tuple[bool, Any]:
+        """Delete ``key`` as ``delete`` does; ``(True, value)`` when it had a live entry, else ``(False, None)``."""
+        tagged = disk_key[len(NS_ENTRY) :]
+        now = self._writer.write_time()
+        ttl = self._options.tombstone_ttl
+        data, _ = codec.encode_record(codec.new_packer(), None, 0, now + ttl, TOMBSTONE, now, ttl, 0)
+        if self._flights.in_flight:
+            self._flights.invalidate(key)
+        args = [*self._args(data, None, _millis(ttl), tagged), repr(now)]
+        reply, where = self._run(key, tagged, "pop", POP, args)
+        old, kept, _, _, state, action = reply
+        tombstone = (len(data), int(kept), now + ttl, TOMBSTONE, None, now, ttl, 0, 0.0) if action == b"w" else None
+        self._copy(key, where, tombstone, reply)
+        if state != b"live":
+            return False, None
+        try:
+            return True, shared_record(old, kept, self._options.max_value_bytes)[VALUE]
+        except CorruptRecord as exc:
+            self._on_corrupt(disk_key, exc)
+            return False, None
+
+    def touch(self, key: Key, disk_key: bytes, ttl: Any) -> bool:
+        """Give the live entry of ``key`` a new expiry (in Redis: its envelope and ``PEXPIRE``); ``False`` if none."""
+
+        def touched(record: Any, now: float) -> tuple[Any, float | None, float | None, float, str]:
+            drawn = self._writer.drawn_ttl(ttl)
+            keep = "" if drawn is None else str(_millis(drawn + self._options.stale_ttl))
+            return record[VALUE], None if drawn is None else now + drawn, drawn, record[LOAD_TIME], keep
+
+        return self._rewrite(key, disk_key, "touch", touched, release=False)
+
+    def replace_value(self, key: Key, disk_key: bytes, value: Any) -> bool:
+        """Store ``value`` in the live entry of ``key``, its expiry, TTL and version kept; ``False`` if none."""
+
+        def replaced(record: Any, now: float) -> tuple[Any, float | None, float | None, float, str]:
+            return value, record[codec.EXPIRES_AT], record[TTL], 0.0, "-"
+
+        if self._rewrite(key, disk_key, "replace_value", replaced, release=True):
+            if self._flights.in_flight:
+                self._flights.invalidate(key)  # a new value: a load in flight must not land over it
+            self._count_sets()
+            return True
+        return False
+
+    def _read(self, key: Key, tagged: bytes, what: str) -> tuple[Record, list[Any]] | None:
+        """The live entry of ``key`` in Redis and its hash's fields (envelope, version, seq, epoch); else None."""
+        client = self._client
+        fields = client.call(what, client.redis.hmget, client.names.entry(tagged), _FIELDS)
+        data, version, seq, epoch = fields
+        if not (isinstance(data, bytes) and isinstance(version, bytes) and seq and isinstance(epoch, bytes)):
+            return None
+        try:
+            record = shared_record(data, version, self._options.max_value_bytes)
+        except CorruptRecord as exc:
+            self._on_corrupt(NS_ENTRY + tagged, exc)
+            return None
+        if record_state(record, self._writer.write_time()) is not _LIVE:
+            return None
+        return record, fields
+
+    def _rewrite(self, key: Key, disk_key: bytes, what: str, change: Any, *, release: bool) -> bool:
+        """Read the entry, and while it is live land ``change(record, now)`` (value, expiry, TTL, load
+        time, milliseconds to keep) over it unless its write stamp moved meanwhile."""
+        client = self._client
+        tagged = disk_key[len(NS_ENTRY) :]
+        names = client.names
+        for _ in range(ATTEMPTS):
+            now = self._writer.write_time()
+            found = self._read(key, tagged, what)
+            if found is None:
+                return False
+            record, (_, _, seq, epoch) = found
+            value, expires_at, ttl, load_time, keep = change(record, now)
+            new, plain = codec.encode_record(codec.new_packer(), value, 0, expires_at, 0, now, ttl, 0, load_time)
+            limit = self._options.max_value_bytes
+            if len(new) > limit:
+                raise ValueError(f"value is {len(new)} bytes encoded; max_value_bytes is {limit}")
+            args: list[bytes | str] = [new, seq, keep, names.channel, client.origin, tagged]
+            args += [os.urandom(8).hex(), epoch, "1" if release else "0"]
+            reply, where = self._run(key, tagged, what, REWRITE, args)
+            if reply[0] == 1:
+                local = (len(new), record[codec.VERSION], expires_at, 0, plain, now, ttl, 0, load_time)
+                self._copy(key, where, local, reply)
+                return True
+        raise SharedUnavailable(f"{what}: the entry of {key!r} kept changing in Redis; gave up after {ATTEMPTS} reads")

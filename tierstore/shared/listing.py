@@ -1,0 +1,158 @@
+"""Listings in shared mode: ``keys()``, ``items()``, ``len(store)`` and iteration read Redis's keys set.
+
+The store binds ``live_records`` as its ``_live_records`` (what its listings
+and ``len`` iterate) and ``sweep`` as its ``_sweep_shared`` (what ``sweep()``
+adds to its counts). Redis is the authority, so a listing reads it, not the
+local copies:
+
+- The keys set (``Names.keys``: the tagged keys holding an entry hash, score 0)
+  is read with ``ZRANGEBYLEX`` in pages of ``PAGE`` (under the prefix's tagged
+  bytes; bytes keys before str keys, in byte order, as locally), and each page's
+  hashes with one pipeline of ``HMGET``. The live entries (by this process's
+  clock, as locally) are yielded; negative, expired and tombstoned ones are not.
+- A member whose hash is gone (Redis expired it) is pruned from the set by the
+  ``PRUNE`` script, which checks again atomically (a key written again
+  meanwhile stays).
+- ``len(store)`` is O(entries): every entry hash is read (as locally every
+  record is). A listing is not a snapshot: entries written while it pages may
+  or may not appear. Nothing read is copied into the local tiers.
+- ``sweep`` prunes at most ``SWEEP_PAGES`` pages of the set per call, from where
+  the last sweep stopped (the whole set over successive sweeps), so a sweep's
+  cost is bounded. A Redis error there is counted and logged, not raised: the
+  local sweep it follows has done its work.
+
+Thread-safety: no lock; the sweep's cursor is one attribute, replaced whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..codec import Key, Record, RecordState, decode_key, encode_key, record_state
+from ..errors import CorruptRecord, SharedUnavailable
+from ..keyspace import NS_ENTRY
+from .bulk_scripts import PRUNE
+from .client import SharedClient
+from .reading import shared_record
+from .scripts import Scripts
+
+__all__ = ["SharedListing", "PAGE", "SWEEP_PAGES"]
+
+log = logging.getLogger("tierstore")
+
+PAGE = 500  # members of the keys set read per round trip
+SWEEP_PAGES = 20  # pages of the keys set one sweep prunes
+_LIVE = RecordState.LIVE
+
+
+class SharedListing:
+    """The live entries Redis holds, by prefix (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        client: SharedClient,
+        scripts: Scripts,
+        clock: Callable[[], float],
+        max_bytes: int,
+        on_corrupt: Callable[[bytes, CorruptRecord], None],
+    ) -> None:
+        self._client = client
+        self._scripts = scripts
+        self._clock = clock
+        self._max_bytes = max_bytes
+        self._on_corrupt = on_corrupt
+        self._cursor = b"-"  # where the next sweep's pruning starts
+
+    def live_records(self, prefix: Key | None) -> Iterator[tuple[Key, Record]]:
+        """``(key, record)`` of every live entry under ``prefix`` (``None``: all), in key order."""
+        if prefix is None:
+            low, high = b"-", b"+"
+        else:
+            tagged = encode_key(prefix)
+            low, high = b"[" + tagged, _after(tagged)
+        while True:
+            members, found = self._page(low, high)
+            gone = [member for member, (data, _) in zip(members, found, strict=True) if data is None]
+            if gone:
+                self._prune(gone)
+            now = self._clock()
+            for member, (data, version) in zip(members, found, strict=True):
+                if data is None or version is None:
+                    continue
+                try:
+                    record = shared_record(data, version, self._max_bytes)
+                    if record_state(record, now) is not _LIVE:
+                        continue
+                    key = decode_key(member)
+                except CorruptRecord as exc:  # a damaged entry or key: skipped and counted, as locally
+                    self._on_corrupt(NS_ENTRY + member, exc)
+                    continue
+                yield key, record
+            if len(members) < PAGE:
+                return
+            low = b"(" + members[-1]
+
+    def _page(self, low: bytes, high: bytes) -> tuple[list[bytes], list[list[bytes | None]]]:
+        """One page of members from ``low`` and the envelope and version of each one's hash."""
+        client = self._client
+        names = client.names
+        members: list[bytes] = client.call("listing", _lex_range, client.redis, names.keys, low, high)
+        if not members:
+            return [], []
+
+        def read() -> list[list[bytes | None]]:
+            pipe = client.redis.pipeline(transaction=False)
+            for member in members:
+                pipe.hmget(names.entry(member), [b"d", b"v"])
+            return pipe.execute()
+
+        return members, client.call("listing", read)
+
+    def _prune(self, members: list[bytes]) -> int:
+        """Take members whose hash is gone out of the keys set; how many left it."""
+        names = self._client.names
+        keys = [names.keys, *(names.entry(member) for member in members)]
+        return int(self._scripts.run("prune", PRUNE, keys, list(members)))
+
+    def sweep(self) -> dict[str, int]:
+        """Prune up to ``SWEEP_PAGES`` pages of the keys set; ``{"shared_pruned": how many left it}``."""
+        client = self._client
+        names = client.names
+        pruned = 0
+        try:
+            for _ in range(SWEEP_PAGES):
+                low = self._cursor
+                members = client.call("sweep", _lex_range, client.redis, names.keys, low, b"+")
+                self._cursor = b"-" if len(members) < PAGE else b"(" + members[-1]
+                if members:
+                    exists = client.call("sweep", self._exists, members)
+                    gone = [member for member, there in zip(members, exists, strict=True) if not there]
+                    if gone:
+                        pruned += self._prune(gone)
+                if self._cursor == b"-":
+                    break
+        except SharedUnavailable as exc:
+            log.warning("tierstore: pruning the shared keys set failed: %s", exc)
+        return {"shared_pruned": pruned}
+
+    def _exists(self, members: list[bytes]) -> list[int]:
+        names = self._client.names
+        pipe = self._client.redis.pipeline(transaction=False)
+        for member in members:
+            pipe.exists(names.entry(member))
+        return pipe.execute()
+
+
+def _lex_range(redis: Any, name: bytes, low: bytes, high: bytes) -> list[bytes]:
+    """Up to ``PAGE`` members of the sorted set ``name`` from ``low`` to ``high`` (``ZRANGEBYLEX`` bounds)."""
+    members: list[bytes] = redis.zrangebylex(name, low, high, 0, PAGE)
+    return members
+
+
+def _after(tagged: bytes) -> bytes:
+    """The exclusive ``ZRANGEBYLEX`` bound above every member starting with ``tagged`` (never all 0xff)."""
+    end = tagged.rstrip(b"\xff")
+    return b"(" + end[:-1] + bytes([end[-1] + 1])
