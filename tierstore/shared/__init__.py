@@ -2,10 +2,16 @@
 
 ``SharedTier`` wires the pieces for one store: the client (``client``), the
 write scripts (``scripts``), the local copies (``mirror``), reads and writes
-through Redis (``reading``, ``writing``) and the invalidation listener
-(``listener``). The store composes it at open, binding ``fetch``, ``write`` and
-``delete`` in place of its local ones and ``unsupported.refusal`` in place of
-the calls not yet shared; without ``shared=`` none of this is imported.
+through Redis (``reading``, ``writing``), the invalidation listener
+(``listener``) and what an outage does (``outage``). The store composes it at
+open, binding ``fetch``, ``write`` and ``delete`` in place of its local ones
+and ``unsupported.refusal`` in place of the calls not yet shared; without
+``shared=`` none of this is imported.
+
+Opening talks to Redis only through the listener's first attempt (subscribe,
+epoch id, scripts): if it fails, ``shared_failure="raise"`` raises
+``SharedUnavailable`` and ``"local"`` opens with Redis down (its grace counted
+from the open) while the listener keeps trying.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 from ..codec import Record
 from ..disk import DiskTier
-from ..errors import CorruptRecord
+from ..errors import CorruptRecord, SharedUnavailable
 from ..memory import MemoryTier
 from ..options import Options
 from ..stats import Stats
@@ -30,6 +36,7 @@ from ..writes import EntryWrites
 from .client import CALL_TIMEOUT, SharedClient
 from .listener import Listener
 from .mirror import Mirror
+from .outage import Outage
 from .reading import SharedReads
 from .scripts import Scripts
 from .unsupported import UNSUPPORTED, refusal
@@ -38,6 +45,10 @@ from .writing import SharedWrites
 __all__ = ["SharedTier", "SHARED_STATS", "UNSUPPORTED", "refusal"]
 
 SHARED_STATS = ("hits_shared", "invalidations_received", "shared_errors", "resyncs")
+
+# seconds the open waits for the listener's first attempt (subscribe, epoch id, scripts: each call
+# bounded by CALL_TIMEOUT; an unreachable server fails the first of them)
+_FIRST_ATTEMPT = CALL_TIMEOUT * 2 + 1
 
 
 class SharedTier:
@@ -60,23 +71,41 @@ class SharedTier:
         stats.declare(SHARED_STATS)
         self.client = SharedClient(options.shared, options.namespace, stats)
         self.listener: Listener | None = None
+        self.scripts = Scripts(self.client)
+        mirror = Mirror(disk=disk, writes=writes, memory=memory, stripes=stripes, seq=seq, writer=writer)
+        self.mirror = mirror
+        self.outage = Outage(
+            self.client, mirror, failure=options.shared_failure, grace=options.shared_grace, stats=stats
+        )
+        self.reads = SharedReads(
+            client=self.client, mirror=mirror, memory=memory, get_record=get_record, stats=stats,
+            max_bytes=options.max_value_bytes, on_corrupt=on_corrupt, outage=self.outage,
+        )  # fmt: skip
+        self.writes = SharedWrites(
+            client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats
+        )
         try:
-            self.scripts = Scripts(self.client)
-            mirror = Mirror(disk=disk, writes=writes, memory=memory, stripes=stripes, seq=seq, writer=writer)
-            self.mirror = mirror
-            mirror.epoch = self.client.epoch()
-            self.reads = SharedReads(
-                client=self.client, mirror=mirror, memory=memory, get_record=get_record, stats=stats,
-                max_bytes=options.max_value_bytes, on_corrupt=on_corrupt,
-            )  # fmt: skip
-            self.writes = SharedWrites(
-                client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats
+            listener = Listener(
+                self.client, mirror, self.outage, options.shared_ping_interval, stats, prepare=self.scripts.load
             )
-            self.listener = Listener(self.client, mirror, options.shared_ping_interval, stats)
-            self.listener.start(timeout=CALL_TIMEOUT * 2)
+            self.listener = listener
+            if not listener.start(timeout=_FIRST_ATTEMPT):
+                if self.outage.raising:
+                    raise SharedUnavailable(f"Redis at {self.client.where} is unreachable (shared_failure='raise')")
+                self.outage.lost("no subscription at open")  # "local": opened with Redis down
         except BaseException:
             self.close()
             raise
+
+    def may_store(self) -> bool:
+        """Whether a value may be stored now: ``False`` while Redis is known unreachable.
+
+        For calls made shared later, such as ``get_or_load``: when it is ``False`` (or
+        a Redis call raised ``SharedUnavailable``), ``shared_failure="local"`` calls the
+        loader and returns its value without storing it; ``"raise"`` raises
+        (``self.outage.raising``). Reads of local copies follow ``SharedReads.fetch``.
+        """
+        return self.outage.may_store()
 
     def bind(self, attributes: dict[str, Any]) -> None:
         """Bind the shared reads, writes and refusals over the store's own, in its instance ``__dict__``.
@@ -92,7 +121,8 @@ class SharedTier:
             attributes[name] = refusal(call)
 
     def close(self) -> None:
-        """Stop the listener and close the connections."""
+        """Stop the listener and the grace timer, and close the connections."""
         if self.listener is not None:
             self.listener.stop()
+        self.outage.close()
         self.client.close()
