@@ -21,7 +21,7 @@ from tests.shared.workers import Worker
 from tierstore import SharedUnavailable, TierStore
 from tierstore.shared.client import CALL_TIMEOUT, Names, SharedClient
 
-FAST = 0.5  # seconds: any call once the outage is known (no connect timeout is waited for)
+FAST = 1.0  # seconds: any call once the outage is known (no connect timeout is waited for; they take ms)
 SLOW = CALL_TIMEOUT + 0.5  # seconds: the first call to meet a paused server
 RECOVERY = CALL_TIMEOUT + 2.0 + 3.0  # an attempt in flight, the longest backoff, slack for a loaded machine
 
@@ -81,10 +81,11 @@ def warm(store: TierStore, other: TierStore, values: dict[str, Any]) -> None:
         assert store._memory.get(key) is not None  # tier 1
 
 
-def recovers(store: TierStore, key: str, value: Any) -> None:
-    """Redis answers again: the listener resubscribes, resyncs, and ``key`` reads ``value`` from Redis."""
-    client = client_of(store)
-    wait_for(lambda: not client.down, RECOVERY)
+def recovers(store: TierStore, key: str, value: Any, *others: TierStore) -> None:
+    """Redis answers again: the listeners resubscribe and resync, and ``key`` reads ``value`` from Redis."""
+    for one in (store, *others):
+        client = client_of(one)
+        wait_for(lambda client=client: not client.down, RECOVERY)  # type: ignore[misc]
     assert store.get(key) == value
 
 
@@ -130,7 +131,7 @@ def test_local_mode_serves_copies_within_the_grace_then_misses(
         raises(lambda: store.set("k", "mine"))
     finally:
         redis_server.resume()
-    recovers(store, "k", "old")
+    recovers(store, "k", "old", other)
     assert store.stats()["resyncs"] == resyncs + 2  # and once more when Redis came back
     assert store._shared.may_store()
     other.set("k", "new")
@@ -159,7 +160,7 @@ def test_raise_mode_raises_on_every_call_once_the_loss_is_detected(
         assert store.stats()["shared_errors"] >= 9
     finally:
         redis_server.resume()
-    recovers(store, "k", "old")
+    recovers(store, "k", "old", other)
     assert store.stats()["resyncs"] >= 2  # at the detection and on reconnect
     other.set("k", "new")
     wait_for(lambda: store.get("k") == "new")
@@ -187,7 +188,7 @@ def test_the_first_call_to_meet_a_paused_server_is_bounded_and_the_next_ones_fai
         raises(lambda: store.set("far", "mine"))
     finally:
         redis_server.resume()
-    recovers(store, "far", "x")  # the listener saw the call's finding, reconnected and resynced
+    recovers(store, "far", "x", other)  # the listener saw the call's finding, reconnected and resynced
     assert store.stats()["resyncs"] >= 1
 
 
@@ -222,7 +223,7 @@ def test_writes_during_an_outage_raise_and_change_nothing_locally(
         assert store.stats()["hits_shared"] == shared_hits  # nothing came from Redis
     finally:
         redis_server.resume()
-    recovers(store, "k", "old")  # no write landed in Redis either
+    recovers(store, "k", "old", other)  # no write landed in Redis either
     assert store.get("gone") == "kept"
     assert store.get("fresh", "none") == "none"
 

@@ -80,19 +80,19 @@ class Outage:
             client = self._client
             if client.down or self._closed:
                 return
-            client.down = True
             self._outage += 1
             log.warning("tierstore: Redis at %s is unreachable (%s)", client.where, reason)
             remaining = client.last_contact + self.grace - time.monotonic()
             if self.raising or remaining <= 0:
                 self._resync_locked(listening=False)
-                return
-            self._mirror.listening = False  # deaf: no new copy lands; those held stay servable
-            timer = threading.Timer(remaining, self._grace_over, args=(self._outage,))
-            timer.name = "tierstore-shared-grace"
-            timer.daemon = True
-            self._timer = timer
-            timer.start()
+            else:
+                self._mirror.listening = False  # deaf: no new copy lands; those held stay servable
+                timer = threading.Timer(remaining, self._grace_over, args=(self._outage,))
+                timer.name = "tierstore-shared-grace"
+                timer.daemon = True
+                self._timer = timer
+                timer.start()
+            client.down = True  # last: whoever sees it sees the copies already handled
 
     def _grace_over(self, outage: int) -> None:
         with self._lock:
