@@ -22,7 +22,7 @@ from tierstore import SharedUnavailable, TierStore
 from tierstore.shared.client import CALL_TIMEOUT, Names, SharedClient
 
 FAST = 1.0  # seconds: any call once the outage is known (no connect timeout is waited for; they take ms)
-SLOW = CALL_TIMEOUT + 0.5  # seconds: the first call to meet a paused server
+SLOW = CALL_TIMEOUT + 1.5  # seconds: the first call to meet a paused server (slack for a loaded machine)
 RECOVERY = CALL_TIMEOUT + 2.0 + 3.0  # an attempt in flight, the longest backoff, slack for a loaded machine
 
 
