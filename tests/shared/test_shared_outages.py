@@ -102,6 +102,7 @@ def test_local_mode_serves_copies_within_the_grace_then_misses(
     try:
         wait_for(lambda: client.down, 3.0)  # a PING unanswered for shared_ping_interval
         last = client.last_contact
+        assert store.stats()["resyncs"] == resyncs  # an unreachable Redis is no resync: the copies stay
         assert time.monotonic() - last < grace
         assert timed(lambda: store.get("k")) == "old"  # tier 1
         assert timed(lambda: store.get_entry("k")).value == "old"  # type: ignore[union-attr]
