@@ -1,4 +1,4 @@
-"""The shared tier across real processes: coherence, racing versions, deletes, a server killed and restarted.
+"""The shared tier across real processes: coherence, racing versions, deletes (a killed server: test_shared_outages).
 
 Each store runs in its own spawned process (``workers.Worker``) over one real
 redis-server (``redis_server`` fixture). A reader's observations are checked to
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.shared.redis_server import RedisServer
-from tests.shared.workers import Worker, WorkerError
+from tests.shared.workers import Worker
 
 LAG = 5.0  # seconds a test waits for an invalidation to arrive (it takes milliseconds)
 
@@ -101,41 +101,6 @@ def test_a_delete_in_one_process_is_seen_by_another(workers: Callable[..., Worke
     assert second.call("setv", "k", "old", 7) is False  # the tombstone kept version 7 for every process
     assert second.call("setv", "k", "new", 8) is True
     wait_for(lambda: first.call("get", "k") == "new")
-
-
-def test_a_server_killed_and_restarted_empty_makes_every_process_resync(
-    redis_server: RedisServer, workers: Callable[..., Worker]
-) -> None:
-    writer, reader = workers(), workers()
-    writer.call("set", "k", "old")
-    writer.call("set", "other", "old")
-    for _ in range(3):  # both tiers of the reader hold copies
-        assert reader.call("get", "k") == "old"
-        assert reader.call("get", "other") == "old"
-    before = [writer.stats()["resyncs"], reader.stats()["resyncs"]]
-    redis_server.kill()
-    wait_for(lambda: reader.stats()["resyncs"] > before[1] and writer.stats()["resyncs"] > before[0])
-    with pytest.raises(WorkerError) as lost:  # its copies are distrusted and Redis is gone: no old value
-        reader.call("get", "k")
-    assert lost.value.kind == "SharedUnavailable"
-    with pytest.raises(WorkerError) as refused:
-        writer.call("set", "k", "during")
-    assert refused.value.kind == "SharedUnavailable"
-    redis_server.start()  # empty: no keys, no scripts, no epoch id
-    wait_for(lambda: _writes(writer, "k", "new"))  # scripts reloaded after NOSCRIPT, epoch id created again
-    assert reader.call("get", "k") == "new"  # rewritten after the restart: never the old copy
-    assert reader.call("get", "other") is None  # not rewritten: Redis lost it, so does every process
-    assert writer.call("get", "other") is None
-    writer.call("set", "k", "newer")
-    wait_for(lambda: reader.call("get", "k") == "newer")  # the listener is subscribed again
-
-
-def _writes(worker: Worker, key: str, value: str) -> bool:
-    try:
-        return bool(worker.call("set", key, value))
-    except WorkerError as exc:
-        assert exc.kind == "SharedUnavailable"
-        return False
 
 
 def test_adds_racing_across_processes_have_exactly_one_winner_per_key(workers: Callable[..., Worker]) -> None:

@@ -1,4 +1,6 @@
-"""The shared tier in one process: the version rule in Redis, expiry, stats, scripts, refusals, outages.
+"""The shared tier in one process: the version rule in Redis, expiry, stats, scripts, refusals.
+
+Outages are in ``test_shared_outages``.
 
 Two stores in one process over one real redis-server stand for two processes
 (each has its own tiers 1 and 2, its own origin and its own listener); the
@@ -17,7 +19,7 @@ import pytest
 import redis
 
 from tests.shared.redis_server import RedisServer
-from tierstore import ABSENT, SharedUnavailable, TierStore, codec
+from tierstore import ABSENT, TierStore, codec
 from tierstore.shared.client import CALL_TIMEOUT, Names
 from tierstore.shared.scripts import DELETE, SET
 
@@ -265,45 +267,6 @@ def test_namespaces_are_apart(stores: Callable[..., TierStore]) -> None:
     first.set("k", 1, version=5)
     assert second.get("k") is None
     assert second.set("k", 2, version=1) is True
-
-
-def test_an_unreachable_redis_at_construction_raises(tmp_path: Path) -> None:
-    started = time.monotonic()
-    with pytest.raises(SharedUnavailable):
-        TierStore(tmp_path / "store", shared=f"unix://{tmp_path}/nothing.sock")
-    assert time.monotonic() - started < CALL_TIMEOUT * 3
-    with TierStore(tmp_path / "store") as store:  # the directory was released
-        assert store.get("k") is None
-
-
-def test_a_paused_server_is_a_gap_and_no_call_hangs(
-    redis_server: RedisServer, stores: Callable[..., TierStore]
-) -> None:
-    store, other = stores(), stores()
-    other.set("k", "old")
-    assert [store.get("k"), store.get("k")] == ["old", "old"]
-    redis_server.pause()
-    try:
-        wait_for(lambda: store.stats()["resyncs"] >= 1)  # a PING unanswered within shared_ping_interval
-        started = time.monotonic()
-        with pytest.raises(SharedUnavailable):
-            store.get("k")  # its copies are distrusted and Redis does not answer: no stale value
-        with pytest.raises(SharedUnavailable):
-            store.set("k", "mine")
-        assert time.monotonic() - started < 2 * CALL_TIMEOUT + 1
-    finally:
-        redis_server.resume()
-    assert store.stats()["shared_errors"] >= 2
-    wait_for(lambda: _answers(store, "k") in ("old", "mine"))  # what Redis holds, once it answers again
-    other.set("k", "new")
-    wait_for(lambda: store.get("k") == "new")  # subscribed again
-
-
-def _answers(store: TierStore, key: str) -> object:
-    try:
-        return store.get(key)
-    except SharedUnavailable:
-        return None
 
 
 def test_a_reopened_store_revalidates_what_it_kept(

@@ -17,7 +17,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from tierstore import TierStore
+from tierstore import SharedUnavailable, TierStore
 
 _CTX = multiprocessing.get_context("spawn")
 
@@ -73,7 +73,37 @@ def entry(store: TierStore, key: str) -> tuple[Any, int] | None:
     return None if found is None else (found.value, found.version)
 
 
+def churn(store: TierStore, me: str, keys: list[str], until: float) -> tuple[list[Any], list[Any]]:
+    """Until ``time.monotonic()`` reaches ``until`` (one clock for every process on the host), write
+    ``me`` = 1, 2, 3... and read ``keys`` in turn; every call logged with its start and end.
+
+    Returns ``(writes, reads)``: ``(n, landed, started, ended)`` with ``landed`` ``None`` when it raised
+    ``SharedUnavailable``, and ``(key, value, raised, started, ended)``.
+    """
+    writes: list[Any] = []
+    reads: list[Any] = []
+    n = 0
+    while time.monotonic() < until:
+        n += 1
+        started = time.monotonic()
+        try:
+            landed: bool | None = store.set(me, n)
+        except SharedUnavailable:
+            landed = None
+        writes.append((n, landed, started, time.monotonic()))
+        for key in keys:
+            started = time.monotonic()
+            try:
+                value, raised = store.get(key), False
+            except SharedUnavailable:
+                value, raised = None, True
+            reads.append((key, value, raised, started, time.monotonic()))
+        time.sleep(0.005)
+    return writes, reads
+
+
 ROUTINES = {
+    "churn": churn,
     "read_until": read_until,
     "write_values": write_values,
     "write_versions": write_versions,

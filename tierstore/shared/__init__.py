@@ -4,11 +4,19 @@
 write scripts (``scripts``, ``conditional_scripts``, ``bulk_scripts``), the
 local copies (``mirror``), reads and writes through Redis (``reading``,
 ``writing``, ``conditional``, ``bulk_writes``), listings (``listing``), the
-invalidation listener (``listener``), the load leases (``leasing``) and the
-parts that live only in Redis: counters (``counting``), sorted indexes
-(``ranking``) and the existence filter (``guarding``). The store composes it at
-open, binding these in place of its local parts and giving its loading the
-leases; without ``shared=`` none of this is imported.
+invalidation listener (``listener``), what an outage does (``outage``), the
+load leases (``leasing``) and the parts that live only in Redis: counters
+(``counting``), sorted indexes (``ranking``) and the existence filter
+(``guarding``). The store composes it at open, binding these in place of its
+local parts and giving its loading the leases; without ``shared=`` none of this
+is imported.
+
+Opening talks to Redis only through the listener's first attempt (subscribe,
+epoch id, scripts): if it fails, ``shared_failure="raise"`` raises
+``SharedUnavailable`` and ``"local"`` opens with Redis down (its grace counted
+from the open) while the listener keeps trying. ``guard=True`` is the
+exception: the shared filter's parameters are read (or the filter built) at
+open, so it needs Redis then.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from typing import Any
 
 from ..codec import Key, Record
 from ..disk import DiskTier
-from ..errors import CorruptRecord
+from ..errors import CorruptRecord, SharedUnavailable
 from ..flight import Flights
 from ..memory import MemoryTier
 from ..options import Options
@@ -42,6 +50,7 @@ from .listener import Listener
 from .listing import SharedListing
 from .mirror import Mirror
 from .ranking import SharedIndex
+from .outage import Outage
 from .reading import SharedReads
 from .scripts import Scripts
 from .writing import SharedWrites
@@ -49,6 +58,10 @@ from .writing import SharedWrites
 __all__ = ["SharedTier", "SHARED_STATS"]
 
 SHARED_STATS = ("hits_shared", "invalidations_received", "shared_errors", "resyncs")
+
+# seconds the open waits for the listener's first attempt (subscribe, epoch id, scripts: each call
+# bounded by CALL_TIMEOUT; an unreachable server fails the first of them)
+_FIRST_ATTEMPT = CALL_TIMEOUT * 2 + 1
 
 
 class SharedTier:
@@ -74,45 +87,60 @@ class SharedTier:
         self.listener: Listener | None = None
         self.closed = False
         self._disk = disk
+        self.scripts = Scripts(self.client)
+        mirror = Mirror(disk=disk, writes=writes, memory=memory, stripes=stripes, seq=seq, writer=writer)
+        self.mirror = mirror
+        self.outage = Outage(
+            self.client, mirror, failure=options.shared_failure, grace=options.shared_grace, stats=stats
+        )
+        self.reads = SharedReads(
+            client=self.client, mirror=mirror, memory=memory, get_record=get_record, stats=stats,
+            max_bytes=options.max_value_bytes, on_corrupt=on_corrupt, outage=self.outage,
+        )  # fmt: skip
+        self.counters = SharedCounters(self.client, self.scripts)
+        self.leases = SharedLeases(
+            client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats,
+            on_corrupt=on_corrupt,
+        )  # fmt: skip
+        self.listing = SharedListing(
+            client=self.client, scripts=self.scripts, clock=options.clock,
+            max_bytes=options.max_value_bytes, on_corrupt=on_corrupt,
+        )  # fmt: skip
+        self.guard: SharedGuard | None = None
         try:
-            self.scripts = Scripts(self.client)
-            self.counters = SharedCounters(self.client, self.scripts)
-            self.guard: SharedGuard | None = None
+            listener = Listener(
+                self.client, mirror, self.outage, flights, options.shared_ping_interval, stats,
+                prepare=self.scripts.load,
+            )  # fmt: skip
+            listener.wake = self.leases.wake
+            self.listener = listener
+            if not listener.start(timeout=_FIRST_ATTEMPT):
+                if self.outage.raising:
+                    raise SharedUnavailable(f"Redis at {self.client.where} is unreachable (shared_failure='raise')")
+                self.outage.lost("no subscription at open")  # "local": opened with Redis down
             if options.guard:
                 self.guard = SharedGuard(self.client, self.scripts, options.bloom_capacity, options.bloom_error_rate)
-            mirror = Mirror(disk=disk, writes=writes, memory=memory, stripes=stripes, seq=seq, writer=writer)
-            self.mirror = mirror
-            mirror.epoch = self.client.epoch()
-            self.reads = SharedReads(
-                client=self.client, mirror=mirror, memory=memory, get_record=get_record, stats=stats,
-                max_bytes=options.max_value_bytes, on_corrupt=on_corrupt,
-            )  # fmt: skip
-            self.writes = SharedWrites(
-                client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats,
-                admit_key=None if self.guard is None else self.guard.add,
-                flights=flights,
-            )  # fmt: skip
-            self.leases = SharedLeases(
-                client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats,
-                on_corrupt=on_corrupt,
-            )  # fmt: skip
             parts: dict[str, Any] = {
                 "client": self.client, "scripts": self.scripts, "mirror": mirror, "writer": writer,
                 "options": options, "stats": stats, "flights": flights,
                 "admit_key": None if self.guard is None else self.guard.add,
             }  # fmt: skip
+            self.writes = SharedWrites(**parts)
             self.conditional = SharedConditional(on_corrupt=on_corrupt, **parts)
             self.bulk = SharedBulk(**parts)
-            self.listing = SharedListing(
-                client=self.client, scripts=self.scripts, clock=options.clock,
-                max_bytes=options.max_value_bytes, on_corrupt=on_corrupt,
-            )  # fmt: skip
-            self.listener = Listener(self.client, mirror, flights, options.shared_ping_interval, stats)
-            self.listener.wake = self.leases.wake
-            self.listener.start(timeout=CALL_TIMEOUT * 2)
         except BaseException:
             self.close()
             raise
+
+    def may_store(self) -> bool:
+        """Whether a value may be stored now: ``False`` while Redis is known unreachable.
+
+        For calls made shared later, such as ``get_or_load``: when it is ``False`` (or
+        a Redis call raised ``SharedUnavailable``), ``shared_failure="local"`` calls the
+        loader and returns its value without storing it; ``"raise"`` raises
+        (``self.outage.raising``). Reads of local copies follow ``SharedReads.fetch``.
+        """
+        return self.outage.may_store()
 
     def bind(self, attributes: dict[str, Any]) -> None:
         """Bind the shared reads, writes and parts over the store's own, in its instance ``__dict__``.
@@ -151,11 +179,12 @@ class SharedTier:
             raise self._disk.closed_error()
 
     def close(self) -> None:
-        """Free this store's job claims, stop the listener and close the connections."""
+        """Free this store's job claims, stop the listener and the grace timer, and close the connections."""
         self.closed = True
         leases = getattr(self, "leases", None)
         if leases is not None:
             leases.close()
         if self.listener is not None:
             self.listener.stop()
+        self.outage.close()
         self.client.close()

@@ -8,6 +8,14 @@
 - Every call goes through ``call``, which maps any ``RedisError`` (refused
   connection, timeout, a server refusing a write) to ``SharedUnavailable`` and
   counts it in ``shared_errors``.
+- Contact: ``last_contact`` is the ``time.monotonic()`` of the last reply from
+  Redis (any successful call; the listener's subscription, messages and PONGs
+  through ``contact``). ``down`` says Redis is known unreachable: set by a call
+  that lost its connection or timed out and by the listener on a gap of its
+  connection (``on_lost``, the outage policy: ``outage.Outage``), cleared only
+  by the listener once it is subscribed again and has resynced. While
+  ``down``, ``call`` raises at once (counted) instead of waiting for a
+  connect timeout each time; the listener's own calls pass ``while_down=True``.
 - Names in Redis all carry the namespace in a hash tag, ``tierstore:{ns}:``, so
   a Redis Cluster keeps a namespace on one slot (its scripts touch several keys):
   ``...:e:<tagged key>`` (a hash per entry: ``d`` envelope, ``v`` version as a
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -87,8 +96,19 @@ def _connect(shared: object) -> redis.Redis:
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
+_LOST = (redis.ConnectionError, redis.TimeoutError)  # Redis unreachable (as opposed to refusing a call)
+
+
+def _ignore(reason: str) -> None:
+    """``on_lost`` until the outage policy is installed."""
+
+
 class SharedClient:
-    """One store's connections to Redis; ``call`` runs a command with the error mapping."""
+    """One store's connections to Redis; ``call`` runs a command with the error mapping.
+
+    Thread-safety: ``call`` runs from any thread (redis-py's pool); ``down`` and
+    ``last_contact`` are single attribute writes, read without a lock.
+    """
 
     def __init__(self, shared: object, namespace: str, stats: Stats) -> None:
         self.redis = _connect(shared)
@@ -97,24 +117,44 @@ class SharedClient:
         self._count_error = stats.counts["shared_errors"]
         kwargs = self.redis.connection_pool.connection_kwargs
         self.where = str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
+        self.last_contact = time.monotonic()  # the open counts as a contact: a grace runs from it
+        self.down = False  # Redis known unreachable: calls fail fast until the listener is back
+        self.on_lost: Callable[[str], None] = _ignore  # set by the outage policy
 
-    def call(self, what: str, command: Callable[..., _T], *args: Any) -> _T:
-        """``command(*args)``, any Redis error raised as ``SharedUnavailable`` (counted)."""
+    def call(self, what: str, command: Callable[..., _T], *args: Any, while_down: bool = False) -> _T:
+        """``command(*args)``, any Redis error raised as ``SharedUnavailable`` (counted).
+
+        While ``down`` it raises at once, unless ``while_down`` (the listener reconnecting).
+        A lost connection or a timeout marks Redis down (``on_lost``).
+        """
+        if self.down and not while_down:
+            self._count_error()
+            raise SharedUnavailable(f"{what}: Redis at {self.where} is unreachable; the listener is reconnecting")
         try:
-            return command(*args)
+            result = command(*args)
+        except _LOST as exc:
+            self._count_error()
+            self.on_lost(f"{what}: {type(exc).__name__}: {exc}")
+            raise SharedUnavailable(f"{what}: Redis at {self.where} is unreachable: {exc}") from exc
         except redis.RedisError as exc:
-            self.failed()
+            self._count_error()
             raise SharedUnavailable(f"{what}: Redis at {self.where} failed: {exc}") from exc
+        self.last_contact = time.monotonic()
+        return result
+
+    def contact(self) -> None:
+        """Note a reply that did not come through ``call`` (the listener's)."""
+        self.last_contact = time.monotonic()
 
     def failed(self) -> None:
         """Count a failed Redis call (``stats()["shared_errors"]``)."""
         self._count_error()
 
-    def epoch(self) -> bytes:
+    def epoch(self, *, while_down: bool = False) -> bytes:
         """The epoch id of the data set in Redis, created when missing."""
         fresh = os.urandom(8).hex().encode()
-        self.call("epoch", lambda: self.redis.set(self.names.epoch, fresh, nx=True))
-        epoch = self.call("epoch", self.redis.get, self.names.epoch)
+        self.call("epoch", lambda: self.redis.set(self.names.epoch, fresh, nx=True), while_down=while_down)
+        epoch = self.call("epoch", self.redis.get, self.names.epoch, while_down=while_down)
         if not isinstance(epoch, bytes):
             raise SharedUnavailable(f"epoch: Redis at {self.where} lost the epoch id just written")
         return epoch

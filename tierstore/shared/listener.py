@@ -11,16 +11,23 @@ an empty prefix: every key). The listener:
 - for a prefix message (not its own), drops every copy under the prefix from
   both tiers (``Mirror.drop_prefix``) and detaches this process's loads in
   flight under it (``Flights.invalidate_prefix``), counted once;
-- watches for any gap in what it heard: a disconnect or error, a PING left
+- notes every reply (the subscription, messages, PONGs) as a contact with
+  Redis (``SharedClient.contact``: the grace of ``shared_failure="local"``
+  runs from the last one);
+- watches for any gap in what it heard. A ``seq`` that is not the last one
+  plus one (a lost message, or a Redis that lost its data and counts again)
+  or a malformed message is a gap while Redis answers: it resyncs at once
+  (``Outage.resync``: tier 1 cleared, every tier-2 copy distrusted until
+  revalidated; counted in ``resyncs``). A disconnect, an error, a PING left
   unanswered for ``shared_ping_interval`` seconds (a paused or partitioned
-  server), a ``seq`` that is not the last one plus one (a lost message, or a
-  Redis that lost its data and counts again). A gap *resyncs*: tier 1 is
-  cleared and every tier-2 copy is distrusted until it is revalidated
-  (``Mirror.resync``), counted in ``resyncs``; then it reconnects with backoff
-  (50 ms doubling to 2 s) and subscribes; until then no copy lands locally
-  (every read goes to Redis), and once subscribed it distrusts once more what
-  was copied before. The first message after a subscription sets the baseline
-  ``seq``: writes before the subscription are covered by the resync that follows it.
+  server) or a call elsewhere that found Redis unreachable (``client.down``)
+  is an outage: ``Outage.lost`` applies ``shared_failure`` (see ``outage``);
+  then it reconnects with backoff (50 ms doubling to 2 s, each attempt
+  bounded by ``CALL_TIMEOUT``) and, once subscribed, reads the epoch id,
+  loads the write scripts (``prepare``: at open too, so both happen at the
+  first contact) and resyncs before calls go through again
+  (``Outage.regained``). The first message after a subscription sets the
+  baseline ``seq``: writes before the subscription are covered by that resync.
 - Errors are counted in ``shared_errors`` and logged; the thread never dies of one.
 - ``wake``, when set, is called with each message's tagged key (its own too):
   waiters for a load lease in another process ask Redis again at once.
@@ -42,6 +49,7 @@ from ..keyspace import NS_ENTRY
 from ..stats import Stats
 from .client import CALL_TIMEOUT, SharedClient
 from .mirror import Mirror
+from .outage import Outage
 
 __all__ = ["Listener"]
 
@@ -59,26 +67,36 @@ class Listener:
     """The invalidation listener of one store (a daemon thread)."""
 
     def __init__(
-        self, client: SharedClient, mirror: Mirror, flights: Flights, ping_interval: float, stats: Stats
+        self,
+        client: SharedClient,
+        mirror: Mirror,
+        outage: Outage,
+        flights: Flights,
+        ping_interval: float,
+        stats: Stats,
+        prepare: Callable[[], None],
     ) -> None:
         self._client = client
         self._mirror = mirror
+        self._outage = outage
         self._flights = flights
+        self._prepare = prepare
         self._interval = ping_interval
         self._count_received = stats.counts["invalidations_received"]
-        self._count_resync = stats.counts["resyncs"]
         self._stop = threading.Event()
         self.wake: Callable[[bytes], None] | None = None  # set before start
         self.subscribed = threading.Event()  # set once, by the first subscription
+        self._attempted = threading.Event()  # set once the first attempt succeeded or failed
         self._thread = threading.Thread(target=self._run, name="tierstore-shared-listener", daemon=True)
 
-    def start(self, timeout: float) -> None:
-        """Start the thread and wait for its first subscription; ``SharedUnavailable`` past ``timeout``."""
+    def start(self, timeout: float) -> bool:
+        """Start the thread and wait up to ``timeout`` for its first attempt; whether it is subscribed.
+
+        If not, it keeps trying in the background (with backoff) until ``stop``.
+        """
         self._thread.start()
-        if not self.subscribed.wait(timeout):
-            self.stop()
-            where = self._client.where
-            raise SharedUnavailable(f"could not subscribe to Redis at {where} within {timeout}s")
+        self._attempted.wait(timeout)
+        return self.subscribed.is_set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -102,21 +120,18 @@ class Listener:
                 reason = repr(exc)
             else:
                 reason = "stopped"
+            if not self._stop.is_set():
+                self._outage.lost(reason)  # no-op when already down: the copies follow shared_failure
+            self._attempted.set()
             if self._stop.is_set():
                 return
-            if self._connected:  # serving on what it heard until now: a gap
+            if self._connected:  # a fresh outage: try again soon
                 self._connected = False
-                self._resync(reason, listening=False)
                 backoff = _BACKOFF_MIN
             self._stop.wait(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
     _connected = False
-
-    def _resync(self, reason: str, *, listening: bool = True) -> None:
-        self._mirror.resync(listening=listening)
-        self._count_resync()
-        log.warning("tierstore: the shared-tier listener may have missed invalidations (%s); resynced", reason)
 
     def _session(self) -> None:
         """One subscription, until a gap; returns only when stopped."""
@@ -131,10 +146,13 @@ class Listener:
                     break
                 if time.monotonic() > deadline or self._stop.is_set():
                     raise redis.TimeoutError("no subscription confirmation")
-            self._mirror.epoch = client.epoch()
-            self._mirror.resync(listening=True)  # what was copied before the subscription is checked again
+            client.contact()
+            self._mirror.epoch = client.epoch(while_down=True)
+            self._prepare()
+            self._outage.regained()  # resync, then calls go through to Redis
             self._connected = True
             self.subscribed.set()
+            self._attempted.set()
             self._listen(pubsub)
         finally:
             try:
@@ -147,14 +165,18 @@ class Listener:
         last: int | None = None
         pinged_at: float | None = None
         next_ping = time.monotonic() + interval
+        client = self._client
         while not self._stop.is_set():
             message = pubsub.get_message(timeout=_POLL)
             if message is not None:
+                client.contact()
                 kind = message["type"]
                 if kind == "message":
                     last = self._on_message(message["data"], last)
                 elif kind == "pong":
                     pinged_at = None
+            if client.down:
+                raise _Gap("a call found Redis unreachable")
             now = time.monotonic()
             if pinged_at is not None:
                 if now - pinged_at > interval:
@@ -171,11 +193,11 @@ class Listener:
             key = None if whole and not tagged else decode_key(tagged)
         except (ValueError, CorruptRecord):
             log.warning("tierstore: a malformed invalidation %r on the shared channel", data[:80])
-            self._resync("malformed message")
+            self._outage.resync("malformed message")
             self._mirror.epoch = self._client.epoch()
             return None
         if last is not None and seq != last + 1:
-            self._resync(f"seq {seq} after {last}")
+            self._outage.resync(f"seq {seq} after {last}")
             self._mirror.epoch = self._client.epoch()  # a reset: Redis may hold a new data set
         if origin != self._client.origin:
             mirror = self._mirror

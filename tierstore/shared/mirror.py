@@ -13,8 +13,11 @@ reader of a directory still reads these records).
   listener may have missed messages), and tier 1 is cleared then: a resync costs
   O(1), and each stale-able copy is revalidated on its next read.
 - **No copies while deaf.** Between a lost subscription and the next one no
-  copy lands at all (reads and writes go to Redis each time): nothing would
-  tell this process when such a copy went stale.
+  copy lands at all (reads and writes go to Redis each time, or fail fast
+  while Redis is down): nothing would tell this process when such a copy went
+  stale. The copies held keep their trust meanwhile; when they stop being
+  served is the outage policy's decision (``outage``), and getting the
+  subscription back always resyncs.
 - **Commits race nothing.** A copy lands only if neither the stripe's write epoch
   nor the floor moved since the caller read them, before its Redis call: a
   listener drop, a resync or another local write of the stripe meanwhile makes

@@ -10,6 +10,12 @@ both tiers with its write stamp (``mirror.Mirror.commit``). A key Redis does not
 hold drops any untrusted copy. The caller counts the read as a tier-2 read
 (``hits_disk``, ``negative_hits`` or ``misses`` by the record's state), so
 ``hits_shared`` says how many of those Redis answered.
+
+While Redis is known unreachable (``outage``): with ``shared_failure="local"``
+a trusted tier-2 copy is served within the grace and anything that needs Redis
+is a miss (``None``; the failed call counts in ``shared_errors``); past the
+grace every read is a miss; with ``"raise"`` every read raises
+``SharedUnavailable``. Tier 1 follows by being cleared (``Outage``).
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..codec import MAX_VERSION, SEQ, VERSION, Key, Record, encode_key, unpack_record
-from ..errors import CorruptRecord
+from ..errors import CorruptRecord, SharedUnavailable
 from ..keyspace import NS_ENTRY
 from ..memory import MemoryTier
 from ..stats import Stats
 from .client import SharedClient
 from .mirror import Mirror
+from .outage import Outage
 
 __all__ = ["SharedReads", "shared_record"]
 
@@ -50,8 +57,10 @@ class SharedReads:
         stats: Stats,
         max_bytes: int,
         on_corrupt: Callable[[bytes, CorruptRecord], None],
+        outage: Outage,
     ) -> None:
         self._client = client
+        self._outage = outage
         self._mirror = mirror
         self._memory = memory
         self._get_record = get_record
@@ -66,6 +75,10 @@ class SharedReads:
         mirror = self._mirror
         stripe = hash(key) % mirror.stripe_count
         seen = mirror.seen(stripe)
+        client = self._client
+        if client.down and not self._outage.within_grace():
+            self._unavailable()
+            return None
         try:
             record = self._get_record(disk_key)
         except CorruptRecord as exc:
@@ -75,8 +88,12 @@ class SharedReads:
             if not self._memory.is_first_read(key):
                 self._memory.admit(key, record, stripe, seen[0])
             return record
-        client = self._client
-        data, version, seq, epoch = client.call("get", client.redis.hmget, client.names.entry(tagged), _FIELDS)
+        try:
+            data, version, seq, epoch = client.call("get", client.redis.hmget, client.names.entry(tagged), _FIELDS)
+        except SharedUnavailable:
+            if client.down and not self._outage.raising:
+                return None  # "local": a read that needs an unreachable Redis is a miss
+            raise
         if not (isinstance(data, bytes) and isinstance(version, bytes) and isinstance(epoch, bytes) and seq):
             if record is not None:
                 mirror.drop(key, disk_key, stripe)  # an untrusted copy of what Redis does not hold
@@ -88,3 +105,9 @@ class SharedReads:
             return None
         self._count_shared()
         return mirror.commit(key, disk_key, stripe, seen, remote, (int(seq), epoch), read=True)
+
+    def _unavailable(self) -> None:
+        """A read while Redis is down past the grace (``"local"``: a miss) or at all (``"raise"``: raises)."""
+        if self._outage.raising:
+            self._client.failed()
+            raise SharedUnavailable(f"get: Redis at {self._client.where} is unreachable (shared_failure='raise')")

@@ -29,8 +29,10 @@ the key's lease, the set of leased keys, the set of stored keys. ARGV: the envel
 unversioned), the milliseconds to keep the key (``""``: no expiry), the channel,
 the origin, the tagged key, a fresh epoch id.
 
-``Scripts`` loads the sources with ``SCRIPT LOAD`` when the store opens (the
-scripts of other modules on their first run) and runs them with ``EVALSHA``; a
+``Scripts`` loads the sources with ``SCRIPT LOAD`` at each subscription of the
+listener (the first contact with Redis, which may come after the open, and
+each reconnect; the scripts of other modules are registered with ``add`` at
+open, or loaded on their first run) and runs them with ``EVALSHA``; a
 ``NOSCRIPT`` reply (a restarted or flushed server) loads the script again and
 runs it once more: a script that was not found did not run.
 """
@@ -115,23 +117,26 @@ return {old, keep, seq, epoch}
 
 
 class Scripts:
-    """The write scripts of one client: loaded at open, run by digest, reloaded when Redis forgot them."""
+    """The write scripts of one client: loaded at contact, run by digest, reloaded when Redis forgot them."""
 
     def __init__(self, client: SharedClient) -> None:
         self._client = client
         self._digests = {source: hashlib.sha1(source.encode()).hexdigest() for source in (SET, DELETE)}
         self.reloads = 0
-        for source in self._digests:
-            self._load(source)
 
     def add(self, *sources: str) -> None:
-        """Load more scripts (a part of the shared tier with scripts of its own), run as these are."""
+        """Register more scripts (a part of the shared tier with scripts of its own): loaded with these."""
         for source in sources:
             self._digests[source] = hashlib.sha1(source.encode()).hexdigest()
-            self._load(source)
 
-    def _load(self, source: str) -> None:
-        digest = self._client.call("SCRIPT LOAD", self._client.redis.script_load, source)
+    def load(self) -> None:
+        """Load every script (the listener, once subscribed: Redis may be marked down until it is done)."""
+        for source in list(self._digests):  # a first run elsewhere may register one meanwhile
+            self._load(source, while_down=True)
+
+    def _load(self, source: str, *, while_down: bool = False) -> None:
+        call = self._client.call
+        digest = call("SCRIPT LOAD", self._client.redis.script_load, source, while_down=while_down)
         if digest != self._digests[source]:  # the server hashes the source as we do
             raise RuntimeError(f"Redis returned digest {digest!r} for a script whose SHA-1 is {self._digests[source]}")
 

@@ -16,9 +16,12 @@ mapping protocol go through them). A write:
    meanwhile, the key is dropped locally instead).
 
 A refused versioned write changes nothing (``sets_rejected``). A write whose
-script failed raises ``SharedUnavailable`` and forgets the key locally: Redis
-may have applied it before its reply was lost, and its own message is no
-invalidation for this process.
+script failed raises ``SharedUnavailable``. If Redis is unreachable (known
+before, or found so by this call) nothing changes locally: the local copies
+stay servable within ``shared_grace`` and getting Redis back resyncs them all,
+which covers a write Redis applied before its reply was lost. If Redis
+answered with an error, the key is forgotten locally (its own message is no
+invalidation for this process, and Redis may have run part of it).
 """
 
 from __future__ import annotations
@@ -145,7 +148,8 @@ class SharedWrites:
         try:
             reply = self._scripts.run(what, script, names.entry_keys(tagged), args)
         except BaseException:
-            mirror.drop(key, disk_key, stripe)
+            if not self._client.down:  # down: the resync on reconnect covers it
+                mirror.drop(key, disk_key, stripe)
             raise
         flights = self._flights
         if flights.in_flight:
