@@ -193,6 +193,41 @@ def test_the_first_call_to_meet_a_paused_server_is_bounded_and_the_next_ones_fai
     assert store.stats()["resyncs"] >= 1
 
 
+@pytest.mark.parametrize("failure", ["local", "raise"])
+def test_get_or_load_during_an_outage_loads_without_storing_or_raises(
+    redis_server: RedisServer, stores: Callable[..., TierStore], failure: str
+) -> None:
+    store, other = stores(shared_failure=failure, shared_grace=60.0), stores()
+    warm(store, other, {"k": "old"})
+    calls: list[str] = []
+
+    def loader() -> str:
+        calls.append("far")
+        return "loaded"
+
+    client = client_of(store)
+    redis_server.pause()
+    try:
+        wait_for(lambda: client.down, 3.0)
+        if failure == "raise":
+            raises(lambda: store.get_or_load("far", loader))
+            assert calls == []  # no load without Redis in "raise" mode
+            return
+        assert timed(lambda: store.get_or_load("k", loader)) == "old"  # a copy within the grace: no load
+        assert calls == []
+        assert timed(lambda: store.get_or_load("far", loader)) == "loaded"  # a miss: loaded, not stored
+        assert timed(lambda: store.get_or_load("far", loader)) == "loaded"
+        assert calls == ["far", "far"]
+        assert store._memory.get("far") is None and store.get("far", "none") == "none"
+        raises(lambda: store.incr("counter"))  # counters live only in Redis
+    finally:
+        redis_server.resume()
+    recovers(store, "k", "old", other)
+    assert other.get("far", "none") == "none"  # nothing reached Redis either
+    assert store.get_or_load("far", loader) == "loaded"  # stored again once Redis is back
+    assert other.get("far") == "loaded"
+
+
 def test_writes_during_an_outage_raise_and_change_nothing_locally(
     redis_server: RedisServer, stores: Callable[..., TierStore]
 ) -> None:

@@ -49,8 +49,8 @@ from .leasing import SharedLeases
 from .listener import Listener
 from .listing import SharedListing
 from .mirror import Mirror
-from .ranking import SharedIndex
 from .outage import Outage
+from .ranking import SharedIndex
 from .reading import SharedReads
 from .scripts import Scripts
 from .writing import SharedWrites
@@ -100,7 +100,7 @@ class SharedTier:
         self.counters = SharedCounters(self.client, self.scripts)
         self.leases = SharedLeases(
             client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats,
-            on_corrupt=on_corrupt,
+            on_corrupt=on_corrupt, outage=self.outage,
         )  # fmt: skip
         self.listing = SharedListing(
             client=self.client, scripts=self.scripts, clock=options.clock,

@@ -18,6 +18,9 @@ this process:
    lease) and by the version rule of a local fill, then copies what Redis
    accepted into tiers 2 and 1 (``Mirror.commit``), as ``writing`` does.
 4. A loader that raised frees the lease at once (``RELEASE``, compare-and-delete).
+5. While Redis is unreachable (``outage``), ``shared_failure="local"`` loads
+   without a lease and stores nothing (``UNSTORED``: the value is returned to
+   the callers of that load only); ``"raise"`` raises ``SharedUnavailable``.
 
 Renewals (``try_take``) never wait: a busy lease means another process renews.
 ``job`` claims a periodic job (``refresh_every``, ``keep_fresh``) for one
@@ -50,16 +53,19 @@ from ..writer import Writer
 from .client import SharedClient
 from .lease_scripts import FILL, JOB, RELEASE, TAKE, UNCLAIM
 from .mirror import Mirror
+from .outage import Outage
 from .reading import shared_record
 from .scripts import Scripts
 
-__all__ = ["POLL", "SharedLeases"]
+__all__ = ["POLL", "SharedLeases", "UNSTORED"]
 
 log = logging.getLogger("tierstore")
 
 POLL = 0.025  # seconds: the longest a waiter goes without asking Redis again (a lease freed without a message)
 
 _ANSWERS = (RecordState.LIVE, RecordState.NEGATIVE)
+
+UNSTORED = Held(b"", b"")  # no lease: Redis is unreachable, so the load's value is returned, not stored
 
 
 class SharedLeases:
@@ -75,8 +81,10 @@ class SharedLeases:
         options: Options,
         stats: Stats,
         on_corrupt: Callable[[bytes, CorruptRecord], None],
+        outage: Outage,
     ) -> None:
         scripts.add(TAKE, FILL, RELEASE, JOB, UNCLAIM)
+        self._outage = outage
         self._client = client
         self._names = client.names
         self._scripts = scripts
@@ -94,12 +102,23 @@ class SharedLeases:
     # -- taking ---------------------------------------------------------------------------
 
     def acquire(self, key: Key, wait: bool, give_up: float | None) -> Held | Record | None:
-        """The lease for a foreground load, or the live or negative record another filled (see the module doc)."""
+        """The lease for a foreground load, or the live or negative record another filled (see the module doc).
+
+        While Redis is unreachable, ``shared_failure="local"`` answers ``UNSTORED``: the
+        caller loads and its ``fill`` stores nothing (``"raise"``: ``SharedUnavailable``).
+        """
         tagged = encode_key(key)
         event: threading.Event | None = None
         try:
             while True:
-                held, record = self._take(key, tagged, answer=True)
+                try:
+                    if not self._outage.may_store():
+                        raise SharedUnavailable(f"Redis at {self._client.where} is unreachable")
+                    held, record = self._take(key, tagged, answer=True)
+                except SharedUnavailable:
+                    if self._outage.raising:
+                        raise
+                    return UNSTORED
                 if record is not None:
                     if held is not None:
                         self.release(key, held)
@@ -146,7 +165,12 @@ class SharedLeases:
     # -- filling and releasing --------------------------------------------------------------
 
     def fill(self, key: Key, held: Held, value: Any, version: int | None, ttl: Any, load_time: float) -> bool:
-        """``FILL`` a loaded value (``ABSENT``: a negative entry), then copy it locally; ``False`` when refused."""
+        """``FILL`` a loaded value (``ABSENT``: a negative entry), then copy it locally; ``False`` when refused.
+
+        ``UNSTORED`` (a load during an outage) stores nothing.
+        """
+        if held is UNSTORED:
+            return False
         tagged = codec.encode_key(key)
         negative = value is ABSENT
         writer = self._writer
@@ -183,6 +207,8 @@ class SharedLeases:
 
     def release(self, key: Key, held: Held) -> None:
         """Free the lease if ``held`` is still current; a failure is logged (the lease ends at its ``PX``)."""
+        if held is UNSTORED:
+            return
         tagged = encode_key(key)
         keys = [self._names.lease(tagged), self._names.leases]
         try:
