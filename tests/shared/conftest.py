@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.shared.redis_server import RedisServer, find_redis_server
+from bench.redis_server import RedisServer, find_redis_server
 
 
 @pytest.fixture
