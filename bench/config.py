@@ -46,7 +46,7 @@ class Config:
     shared_keys: int = 100_000  # half the throughput sections': each worker also reads every key once
     shared_ops: int = 40_000  # read-heavy ops per timed round, over every worker
     shared_write_ops: int = 20_000
-    shared_warmup_ops: int = 20_000  # per worker and system, before the timed rounds
+    shared_warmup_ops: int = 5_000  # per worker and system, before the timed rounds
     shared_repeats: int = 5
     lag_writes: int = 1_000
     lag_pause: float = 0.005  # seconds between the lag writer's sets

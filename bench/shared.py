@@ -123,6 +123,11 @@ class _Bench:
         self.overhead = clock_overhead_ns()
         space = KeySpace(config.shared_keys, config.zipf_s, config.seed)
         self.hottest = [space.names[i] for i in space.by_rank[:VERIFY_KEYS]]
+        version = self.client.info("server").get("redis_version", "?")
+        self.server_note = (
+            f"Redis {version} ({server.binary}) on a unix socket, started by the bench: --save '' --appendonly no, "
+            "maxmemory-policy noeviction; every process (workers, redis-server, the bench) on this one host"
+        )
 
     def commandstats(self) -> dict[str, int]:
         info = self.client.info("commandstats")
@@ -292,7 +297,7 @@ class _Bench:
         )
         section.notes.append(f"coherence: the {CHECK_KEYS} hottest keys written by one worker, read by all: {checks}")
         section.notes.extend(peer_notes(max(1, int(self.config.shared_keys * TIER1_FRACTION))))
-        section.notes.append("every process (workers, redis-server, the bench) on this one host and its CPUs")
+        section.notes.append(self.server_note)
 
 
 def run_shared(config: Config, parent: str, wanted: set[str]) -> list[Section]:
@@ -338,5 +343,7 @@ def _sections(config: Config, server: RedisServer, root: Path, names: list[str])
                 section.skip("diskcache", "pip install diskcache")
             sections.append(section)
         if "shared-lag" in names:
-            sections.append(timed(lambda: lag_section(workers, config.lag_writes, config.lag_pause)))
+            lag = timed(lambda: lag_section(workers, config.lag_writes, config.lag_pause))
+            lag.notes.append(bench.server_note)
+            sections.append(lag)
     return sections
