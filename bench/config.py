@@ -43,7 +43,7 @@ class Config:
     sweep_sizes: tuple[int, ...] = (100_000, 1_000_000)  # a store grown through these sizes, swept at each
     sweep_calls: int = 3
     shared_workers: int = 4  # worker processes of the shared sections
-    shared_keys: int = 100_000  # half the throughput sections': each worker also reads every key once
+    shared_keys: int = 50_000  # a quarter of the throughput sections': each worker also reads every key once
     shared_ops: int = 40_000  # read-heavy ops per timed round, over every worker
     shared_write_ops: int = 20_000
     shared_warmup_ops: int = 5_000  # per worker and system, before the timed rounds
