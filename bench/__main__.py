@@ -84,6 +84,8 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
     args = parser.parse_args(argv)
     if args.shared and args.only:
         parser.error("--shared runs the shared sections; --only picks sections itself (name them there)")
+    if args.shared and args.plot:
+        parser.error("--plot draws the throughput sections; --shared runs none of them")
     wanted = set(SHARED_SECTIONS) if args.shared else _wanted(args.only)
     if args.plot:
         _check_plot(parser, args.plot, wanted)
