@@ -4,6 +4,11 @@ Run ``python -m bench --help``. Every section is a module: ``throughput``
 (read- and write-heavy workloads across systems), ``hotpath`` (per-call ratios
 against the raw libraries and diskcache), ``scenarios`` (``stampede``,
 ``penetration``), ``data`` (counters, pagination), ``durability``
-(checkpoints) and ``sweeptime`` (sweeps of a large store). ``plot`` draws the
-throughput sections for ``--plot``; ``settings`` words the settings notes.
+(checkpoints), ``sweeptime`` (sweeps of a large store) and ``shared``
+(worker processes on one Redis: ``shared-read-heavy``, ``shared-write-heavy``,
+``shared-lag``; ``--shared`` runs only these), with its worker processes
+(``shared_worker``), the systems they run (``shared_peers``), the invalidation
+lag (``shared_lag``) and the ``redis-server`` it starts (``redis_server``,
+which the tests use too). ``plot`` draws the throughput sections for
+``--plot``; ``settings`` words the settings notes.
 """

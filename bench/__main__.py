@@ -14,7 +14,7 @@ from .config import PROFILES, Config
 from .report import Section, goals_summary, log, machine_info, missed_goals, progress, render, write_json
 from .systems import library_versions
 
-__all__ = ["main", "finish", "SECTION_NAMES"]
+__all__ = ["main", "finish", "SECTION_NAMES", "SHARED_SECTIONS"]
 
 SECTION_NAMES = (
     "read-heavy",
@@ -27,14 +27,19 @@ SECTION_NAMES = (
     "pagination",
     "checkpoint",
     "sweep",
+    "shared-read-heavy",
+    "shared-write-heavy",
+    "shared-lag",
 )
+
+SHARED_SECTIONS = ("shared-read-heavy", "shared-write-heavy", "shared-lag")
 
 Runner = Callable[[Config, str, set[str]], list[Section]]
 
 
 def _runners() -> list[tuple[tuple[str, ...], Runner]]:
     """Each runner with the section names it produces, in run order."""
-    from . import data, durability, hotpath, scenarios, sweeptime, throughput
+    from . import data, durability, hotpath, scenarios, shared, sweeptime, throughput
 
     return [
         (throughput.SECTIONS, throughput.run_throughput),
@@ -43,6 +48,7 @@ def _runners() -> list[tuple[tuple[str, ...], Runner]]:
         (data.SECTIONS, data.run_data),
         (durability.SECTIONS, durability.run_durability),
         (sweeptime.SECTIONS, sweeptime.run_sweep),
+        (shared.SECTIONS, shared.run_shared),
     ]
 
 
@@ -57,6 +63,12 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
     size.add_argument("--smoke", action="store_true", help="the smallest run, for the test suite")
     parser.add_argument("--json", metavar="FILE", help="write every figure and the machine to FILE")
     parser.add_argument(
+        "--shared",
+        action="store_true",
+        help="run only the shared-tier sections: worker processes on a redis-server the bench starts "
+        "(skipped with a note when none is found)",
+    )
+    parser.add_argument(
         "--only",
         metavar="NAME",
         action="append",
@@ -70,7 +82,11 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
         help="draw ops/s and p99 of every system per throughput scenario into FILE.png (needs matplotlib)",
     )
     args = parser.parse_args(argv)
-    wanted = _wanted(args.only)
+    if args.shared and args.only:
+        parser.error("--shared runs the shared sections; --only picks sections itself (name them there)")
+    if args.shared and args.plot:
+        parser.error("--plot draws the throughput sections; --shared runs none of them")
+    wanted = set(SHARED_SECTIONS) if args.shared else _wanted(args.only)
     if args.plot:
         _check_plot(parser, args.plot, wanted)
     return args, wanted

@@ -42,6 +42,14 @@ class Config:
     slowdown_ops: int = 200_000
     sweep_sizes: tuple[int, ...] = (100_000, 1_000_000)  # a store grown through these sizes, swept at each
     sweep_calls: int = 3
+    shared_workers: int = 4  # worker processes of the shared sections
+    shared_keys: int = 50_000  # a quarter of the throughput sections': each worker also reads every key once
+    shared_ops: int = 40_000  # read-heavy ops per timed round, over every worker
+    shared_write_ops: int = 20_000
+    shared_warmup_ops: int = 5_000  # per worker and system, before the timed rounds
+    shared_repeats: int = 5
+    lag_writes: int = 1_000
+    lag_pause: float = 0.005  # seconds between the lag writer's sets
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +86,12 @@ QUICK = Config(
     checkpoint_entries=20_000,
     slowdown_ops=50_000,
     sweep_sizes=(10_000, 100_000),
+    shared_keys=10_000,
+    shared_ops=12_000,
+    shared_write_ops=4_000,
+    shared_warmup_ops=1_000,
+    shared_repeats=3,
+    lag_writes=200,
 )
 
 SMOKE = Config(
@@ -105,6 +119,13 @@ SMOKE = Config(
     checkpoint_entries=3_000,
     slowdown_ops=5_000,
     sweep_sizes=(1_000, 5_000),
+    shared_keys=1_000,
+    shared_ops=800,
+    shared_write_ops=400,
+    shared_warmup_ops=200,
+    shared_repeats=2,
+    lag_writes=40,
+    lag_pause=0.002,
 )
 
 PROFILES = {config.name: config for config in (FULL, QUICK, SMOKE)}

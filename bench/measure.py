@@ -21,6 +21,7 @@ __all__ = [
     "RunResult",
     "batches",
     "clock_overhead_ns",
+    "drive",
     "median",
     "percentile",
     "run_threads",
@@ -38,7 +39,7 @@ def batches(ops: Sequence[Op], every: int) -> list[Batch]:
     return [(ops[i], list(ops[i + 1 : i + every])) for i in range(0, len(ops), every)]
 
 
-def _drive(work: list[Batch], samples: list[int]) -> int:
+def drive(work: list[Batch], samples: list[int]) -> int:
     """Run the batches; time the first op of each alone. Returns how many calls returned None."""
     nones = 0
     append = samples.append
@@ -82,7 +83,7 @@ def run_threads(per_thread: list[list[Batch]]) -> RunResult:
         barrier.wait()
         starts[index] = ns()
         try:
-            nones[index] = _drive(per_thread[index], samples[index])
+            nones[index] = drive(per_thread[index], samples[index])
         except BaseException as exc:  # re-raised in the caller: a crashed thread must not pass for a fast one
             errors.append(exc)
         ends[index] = ns()

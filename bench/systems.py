@@ -168,6 +168,12 @@ def library_versions() -> dict[str, str]:
         "cachetools": cachetools.__version__,
     }
     try:
+        import redis
+
+        versions["redis-py"] = redis.__version__
+    except ImportError:
+        versions["redis-py"] = "not installed"
+    try:
         import diskcache
 
         versions["diskcache"] = diskcache.__version__

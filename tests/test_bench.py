@@ -16,7 +16,8 @@ import msgpack
 import pytest
 
 import bench.__main__ as bench_main
-from bench.__main__ import SECTION_NAMES
+import bench.shared as bench_shared
+from bench.__main__ import SECTION_NAMES, SHARED_SECTIONS
 from bench.hotpath import get_floor, set_floor, set_loop
 from bench.measure import percentile
 from bench.plot import plot_series
@@ -65,7 +66,8 @@ def test_json_has_machine_and_every_section(smoke: tuple[dict[str, Any], str]) -
 
 def test_section_times_are_measured(smoke: tuple[dict[str, Any], str]) -> None:
     document, _ = smoke
-    seconds = {name: section["seconds"] for name, section in document["sections"].items()}
+    ran = {name: section for name, section in document["sections"].items() if section["rows"]}  # not skipped
+    seconds = {name: section["seconds"] for name, section in ran.items()}
     assert all(value > 0 for value in seconds.values()), seconds
     # read-heavy and write-heavy come from one runner: a total split evenly would give equal times
     assert seconds["read-heavy"] != seconds["write-heavy"]
@@ -380,3 +382,84 @@ def test_plot_series_has_a_bar_per_system_and_group() -> None:
     assert series.p99_us["plyvel+msgpack"][:2] == [1.0, 1.0]
     assert series.p99_us["plyvel+msgpack"][2] != series.p99_us["plyvel+msgpack"][2]  # NaN: did not run there
     assert "diskcache" not in series.ops_per_s  # ran nowhere: no bars, no legend entry
+
+
+def _shared(document: dict[str, Any]) -> dict[str, Any]:
+    """The shared sections of a run; skips the test when they were skipped (no redis-server here)."""
+    sections = {name: document["sections"][name] for name in SHARED_SECTIONS}
+    skipped = [skip for section in sections.values() for skip in section["skipped"] if "redis" in skip]
+    if skipped:
+        pytest.skip(f"the shared sections did not run: {skipped[0]}")
+    return sections
+
+
+def test_shared_throughput_figures_are_consistent(smoke: tuple[dict[str, Any], str]) -> None:
+    sections = _shared(smoke[0])
+    for name in ("shared-read-heavy", "shared-write-heavy"):
+        figures = sections[name]["figures"]
+        assert figures["workers"] == 4 and figures["memory_fraction"] == 0.05
+        systems = figures["systems"]
+        assert {"tierstore", "redis-py+msgpack"} <= set(systems)
+        for summary in systems.values():
+            assert summary["ops_per_s"] > 0 and 0 <= summary["p50_us"] <= summary["p99_us"]
+            assert summary["hit_ratio"] == 1.0  # every key prefilled, none expires: cache-aside never loads
+            assert summary["tierstore_speedup"] > 0
+        plain, ours = systems["redis-py+msgpack"], systems["tierstore"]
+        assert plain["round_trips_per_op"] == pytest.approx(1.0, abs=0.01)  # one GET or one SET per op
+        sets = ours["ops"] - ours["gets"]
+        assert ours["redis_commands_per_op"]["evalsha"] * ours["ops"] == pytest.approx(sets)  # one script per set
+        # its round trips: a script per set, an HMGET per read Redis answered, and the listeners' PINGs
+        floor = (sets + ours["redis_reads_per_get"] * ours["gets"]) / ours["ops"]
+        assert floor <= ours["round_trips_per_op"] <= floor + 0.05
+        assert ours["round_trips_per_op"] < plain["round_trips_per_op"]  # tiers 1 and 2 absorb reads
+        assert 0.0 < ours["tier1_hit_ratio"] < 1.0 and ours["invalidations_per_op"] > 0
+        if "diskcache" in systems:
+            assert systems["diskcache"]["round_trips_per_op"] is None
+        for peer, found in figures["coherence"].items():
+            assert found["read_the_write"] == found["reads"] == 20 * 4, peer  # every worker read the new values
+            assert found["read_the_source_after"] == found["reads"], peer
+            assert found["source_mismatches"] == 0, peer
+    goals = {goal["name"]: goal["target"] for goal in smoke[0]["goals"] if goal["section"] == "shared-read-heavy"}
+    assert goals["tierstore / redis-py+msgpack ops/s"] == 3.0
+    if "diskcache" in sections["shared-read-heavy"]["figures"]["systems"]:
+        assert goals["tierstore / diskcache ops/s"] == 5.0
+
+
+def test_shared_lag_is_measured_between_processes(smoke: tuple[dict[str, Any], str]) -> None:
+    lag = _shared(smoke[0])["shared-lag"]["figures"]
+    assert lag["writes"] == 40 and 0 < lag["seen"] <= 40  # the smoke profile
+    assert 0 <= lag["p50_ms"] <= lag["p99_ms"] <= lag["max_ms"] < 1_000
+    goals = [goal for goal in smoke[0]["goals"] if goal["section"] == "shared-lag"]
+    assert [(goal["op"], goal["target"], goal["value"]) for goal in goals] == [("<=", 5.0, lag["p99_ms"])]
+
+
+def test_round_trips_leave_out_what_scripts_run_inside_redis() -> None:
+    inner = bench_shared.script_commands()
+    assert {"incr", "hset", "publish", "pexpire"} <= inner  # read from tierstore's script sources
+    assert not inner & {"evalsha", "hmget", "ping"}  # what the clients send
+    delta = {"evalsha": 10, "hmget": 5, "ping": 1, "info": 2, "incr": 10, "hset": 10, "get": 10, "publish": 10}
+    assert bench_shared.round_trips(delta, "tierstore", inner) == 16
+    assert bench_shared.round_trips({"hmget": 5, "get": 3, "info": 1}, "tierstore", inner) == 8  # no script ran
+    assert bench_shared.round_trips({"get": 7, "set": 3, "ping": 4, "info": 2}, "redis-py+msgpack", inner) == 10
+    assert bench_shared.round_trips(delta, "diskcache", inner) is None
+
+
+def test_without_redis_server_the_shared_sections_are_skipped_and_the_rest_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(bench_shared, "find_redis_server", lambda: None)
+    assert bench_main.main(["--smoke", "--only", "counters,shared-lag"]) == 0
+    out = capsys.readouterr().out
+    assert "== counters:" in out  # the rest of the bench ran
+    assert "skipped: redis-server not available" in out
+    assert bench_main.main(["--smoke", "--shared"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped: redis-server not available") == len(SHARED_SECTIONS)
+    assert "== counters:" not in out  # --shared runs the shared sections only
+
+
+def test_shared_and_only_together_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        bench_main.main(["--smoke", "--shared", "--only", "counters"])
+    assert raised.value.code == 2
+    assert "--shared" in capsys.readouterr().err

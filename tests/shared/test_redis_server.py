@@ -7,7 +7,7 @@ import sys
 import pytest
 import redis
 
-from tests.shared.redis_server import RedisServer, find_redis_server
+from bench.redis_server import RedisServer, find_redis_server
 
 
 def test_a_binary_is_found() -> None:
