@@ -120,10 +120,12 @@ class SharedTier:
                 self.outage.lost("no subscription at open")  # "local": opened with Redis down
             if options.guard:
                 self.guard = SharedGuard(self.client, self.scripts, options.bloom_capacity, options.bloom_error_rate)
+                self.leases.admit_key = self.guard.add
             parts: dict[str, Any] = {
                 "client": self.client, "scripts": self.scripts, "mirror": mirror, "writer": writer,
                 "options": options, "stats": stats, "flights": flights,
                 "admit_key": None if self.guard is None else self.guard.add,
+                "admit_keys": None if self.guard is None else self.guard.add_many,
             }  # fmt: skip
             self.writes = SharedWrites(**parts)
             self.conditional = SharedConditional(on_corrupt=on_corrupt, **parts)

@@ -95,10 +95,8 @@ class SharedBulk(SharedWrites):
             keep = "" if drawn is None else str(_millis(drawn + (0.0 if negative else self._options.stale_ttl)))
             args += [disk_key[len(NS_ENTRY) :], data, keep]
             planned.append((len(data), expires_at, flags, plain, drawn))
-        if self._admit_key is not None:  # the existence filter admits before Redis, as ``set`` does
-            for key, _, value in items:
-                if value is not codec.ABSENT:
-                    self._admit_key(key)
+        if self._admit_keys is not None:  # the existence filter admits before Redis, as ``set`` does
+            self._admit_keys([key for key, _, value in items if value is not codec.ABSENT])
         if self._flights.in_flight:
             for key, _, _ in items:
                 self._flights.invalidate(key)  # bump the fill generation

@@ -85,6 +85,7 @@ class SharedLeases:
     ) -> None:
         scripts.add(TAKE, FILL, RELEASE, JOB, UNCLAIM)
         self._outage = outage
+        self.admit_key: Callable[[Key], None] | None = None  # the shared filter's add (guard=True), set at open
         self._client = client
         self._names = client.names
         self._scripts = scripts
@@ -185,6 +186,8 @@ class SharedLeases:
         if len(data) > max_bytes:
             raise ValueError(f"the value loaded for {key!r} is {len(data)} bytes encoded; max_value_bytes: {max_bytes}")
         keep = "" if ttl is None else str(_millis(ttl + (0.0 if negative else self._options.stale_ttl)))
+        if self.admit_key is not None and not negative:
+            self.admit_key(key)  # before Redis, as ``set`` admits: a written key is never missing from the filter
         names, mirror = self._names, self._mirror
         args: list[bytes | str] = [
             data, "" if version is None else str(version), keep, names.channel, self._client.origin, tagged,

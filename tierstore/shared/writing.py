@@ -63,6 +63,7 @@ class SharedWrites:
         stats: Stats,
         flights: Flights,
         admit_key: Callable[[Key], None] | None = None,
+        admit_keys: Callable[[list[Key]], None] | None = None,
     ) -> None:
         self._client = client
         self._flights = flights
@@ -71,6 +72,7 @@ class SharedWrites:
         self._writer = writer
         self._options = options
         self._admit_key = admit_key  # the existence filter's add (guard=True): before Redis, so never missed
+        self._admit_keys = admit_keys  # the same for many keys in one call (set_many)
         self._count_sets = stats.counts["sets"]
         self._count_rejected = stats.counts["sets_rejected"]
         self._count_deletes = stats.counts["deletes"]
