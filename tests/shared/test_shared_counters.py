@@ -7,8 +7,10 @@ covers indexes and the existence filter too.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,6 +97,34 @@ def test_counter_bad_input_raises_and_changes_nothing(stores: Callable[..., Tier
                 call(key)  # type: ignore[operator]
     assert dump(raw) == before
     assert store.counter("c") == 3
+
+
+COUNTER_BAD_CALLS: list[Callable[[TierStore], object]] = [
+    lambda store: store.incr("c", 1.5),  # type: ignore[arg-type]
+    lambda store: store.decr("c", "1"),  # type: ignore[arg-type]
+    lambda store: store.incr("c", True),
+    lambda store: store.incr(3),  # type: ignore[arg-type]
+    lambda store: store.counter(None),  # type: ignore[arg-type]
+    lambda store: store.decr("x" * 100_000),
+    lambda store: store.incr("c", COUNTER_MAX),  # 3 + MAX
+    lambda store: store.decr("c", 2**64),
+    lambda store: store.incr("c", 2**70),
+]
+
+
+@pytest.mark.parametrize("call", COUNTER_BAD_CALLS)
+def test_counter_errors_are_the_local_ones(
+    stores: Callable[..., TierStore], tmp_path: Path, call: Callable[[TierStore], object]
+) -> None:
+    with TierStore(tmp_path / "local") as local:
+        shared = stores()
+        for store in (local, shared):
+            store.incr("c", 3)
+        with pytest.raises(Exception) as expected:
+            call(local)
+        with pytest.raises(type(expected.value), match=re.escape(str(expected.value))):
+            call(shared)
+        assert shared.counter("c") == local.counter("c") == 3
 
 
 def test_a_damaged_counter_in_redis_is_corrupt_not_zero(stores: Callable[..., TierStore], raw: redis.Redis) -> None:

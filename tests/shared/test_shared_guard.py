@@ -7,7 +7,9 @@ are real spawned processes (``part_workers``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -183,6 +185,18 @@ def test_guard_bad_input_raises_and_admits_nothing(stores: Callable[..., TierSto
     with pytest.raises(StoreClosed):
         store.close()
         store.guard_keys(["k"])
+
+
+@pytest.mark.parametrize("bad", ["single", b"single", 5, ["ok", 3], ["ok", "x" * 100_000], [None]])
+def test_guard_errors_are_the_local_ones(stores: Callable[..., TierStore], tmp_path: Path, bad: Any) -> None:
+    with TierStore(tmp_path / "local", guard=True, bloom_capacity=100) as local:
+        shared = stores(guard=True, bloom_capacity=100)
+        for call in ("guard_keys", "rebuild_guard"):
+            with pytest.raises(Exception) as expected:
+                getattr(local, call)(bad)
+            with pytest.raises(type(expected.value), match=re.escape(str(expected.value))):
+                getattr(shared, call)(bad)
+        assert shared.stats()["guard_keys"] == local.stats()["guard_keys"] == 0
 
 
 def test_without_guard_a_shared_store_keeps_no_filter(stores: Callable[..., TierStore], raw: redis.Redis) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import threading
 import time
 import uuid
@@ -207,43 +208,58 @@ def test_page_after_walks_ties_and_survives_removed_cursors(stores: Callable[...
     assert back == expected[496:499][::-1]
 
 
-def test_bad_input_raises_and_changes_nothing(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
+BAD_CALLS: list[tuple[Callable[[SortedIndex], object], type[Exception]]] = [
+    (lambda index: index.add(1, 1), TypeError),  # type: ignore[arg-type]
+    (lambda index: index.add("a", False), TypeError),
+    (lambda index: index.add("a", math.nan), ValueError),
+    (lambda index: index.add("a", 10**400), OverflowError),
+    (lambda index: index.add("x" * 100_000, 1), ValueError),
+    (lambda index: index.add_many([("ok", 1), ("bad", math.nan)]), ValueError),
+    (lambda index: index.add_many([("ok", 1), ("single",)]), TypeError),
+    (lambda index: index.add_many("ab"), TypeError),
+    (lambda index: index.replace([("ok", 1), (3, 1)], stamp="s"), TypeError),
+    (lambda index: index.replace(5, stamp="s"), TypeError),  # type: ignore[arg-type]
+    (lambda index: index.replace([], stamp=[1]), TypeError),
+    (lambda index: index.replace([], stamp=math.nan), ValueError),
+    (lambda index: index.replace([], stamp=2**64), OverflowError),
+    (lambda index: index.remove(None), TypeError),  # type: ignore[arg-type]
+    (lambda index: index.score(b"x" * 100_000), ValueError),
+    (lambda index: index.rank(3), TypeError),  # type: ignore[arg-type]
+    (lambda index: index.page(-1), ValueError),
+    (lambda index: index.page(0, 2.0), TypeError),  # type: ignore[arg-type]
+    (lambda index: index.page_after(None, 0), ValueError),
+    (lambda index: index.page_after(b"00", 1), TypeError),  # type: ignore[arg-type]
+    (lambda index: index.page_after("zz", 1), ValueError),
+    (lambda index: index.page_after("00" * 8 + "ff", 1), ValueError),
+    (lambda index: index.range_by_score(math.nan, 1), ValueError),
+    (lambda index: index.range_by_score(0, "1"), TypeError),  # type: ignore[arg-type]
+    (lambda index: index.range_by_score(0, 1, -1), ValueError),
+]
+
+
+@pytest.mark.parametrize(("call", "error"), BAD_CALLS)
+def test_bad_input_raises_as_locally_and_changes_nothing(
+    stores: Callable[..., TierStore],
+    local: TierStore,
+    raw: redis.Redis,
+    call: Callable[[SortedIndex], object],
+    error: type[Exception],
+) -> None:
     store = stores()
-    index = store.index("board")
-    index.add("keep", 1)
-    index.mark_dirty()
+    index, mine = store.index("board"), local.index("board")
+    for each in (index, mine):
+        each.add("keep", 1)
+        each.mark_dirty()
     before = index_keys(raw)
-    bad_calls: list[tuple[Callable[[], object], type[Exception], str | None]] = [
-        (lambda: index.add(1, 1), TypeError, "key"),  # type: ignore[arg-type]
-        (lambda: index.add("a", False), TypeError, "score"),
-        (lambda: index.add("a", math.nan), ValueError, "NaN"),
-        (lambda: index.add("a", 10**400), OverflowError, "float64"),
-        (lambda: index.add("x" * 100_000, 1), ValueError, None),
-        (lambda: index.add_many([("ok", 1), ("bad", math.nan)]), ValueError, "NaN"),
-        (lambda: index.add_many([("ok", 1), ("single",)]), TypeError, "pair"),
-        (lambda: index.add_many("ab"), TypeError, "pairs"),
-        (lambda: index.replace([("ok", 1), (3, 1)], stamp="s"), TypeError, None),
-        (lambda: index.replace(5, stamp="s"), TypeError, "pairs"),  # type: ignore[arg-type]
-        (lambda: index.replace([], stamp=[1]), TypeError, "stamp"),
-        (lambda: index.replace([], stamp=math.nan), ValueError, "NaN"),
-        (lambda: index.replace([], stamp=2**64), OverflowError, "64 bits"),
-        (lambda: index.remove(None), TypeError, None),  # type: ignore[arg-type]
-        (lambda: index.page(-1), ValueError, "offset"),
-        (lambda: index.page(0, 2.0), TypeError, "limit"),  # type: ignore[arg-type]
-        (lambda: index.page_after(None, 0), ValueError, "limit"),
-        (lambda: index.page_after(b"00", 1), TypeError, "cursor"),  # type: ignore[arg-type]
-        (lambda: index.page_after("zz", 1), ValueError, "cursor"),
-        (lambda: index.page_after("00" * 8 + "ff", 1), ValueError, "cursor"),
-        (lambda: index.range_by_score(math.nan, 1), ValueError, "NaN"),
-        (lambda: index.range_by_score(0, 1, -1), ValueError, "limit"),
-        (lambda: store.index(3), TypeError, None),  # type: ignore[arg-type]
-    ]
-    for call, error, message in bad_calls:
-        with pytest.raises(error, match=message):
-            call()
+    with pytest.raises(error) as expected:
+        call(mine)
+    with pytest.raises(error, match=re.escape(str(expected.value))):  # the same type and message
+        call(index)
     assert index_keys(raw) == before
     assert not [key for key in raw.keys("*") if b":it:" in key]  # no build left aside
-    assert index.page() == [("keep", 1.0)] and not index.built and 5 not in index
+    assert index.page() == [("keep", 1.0)] and not index.built and index.dirty_stamp == 1 and 5 not in index
+    with pytest.raises(TypeError):
+        store.index(3)  # type: ignore[arg-type]
 
 
 def test_a_failing_source_leaves_the_old_index_and_nothing_aside(
