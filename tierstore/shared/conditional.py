@@ -62,7 +62,7 @@ class SharedConditional(SharedWrites):
         except (TypeError, ValueError, OverflowError):
             # A value that cannot be stored: locally a live entry refuses the add before the value
             # is packed, so the answer is False then; the error otherwise.
-            if self._read(key, codec.encode_key(key), "add") is None:
+            if self._read(codec.encode_key(key), "add", self._writer.write_time()) is None:
                 raise
             self._count_rejected()
             return False
@@ -114,8 +114,9 @@ class SharedConditional(SharedWrites):
             return True
         return False
 
-    def _read(self, key: Key, tagged: bytes, what: str) -> tuple[Record, list[Any]] | None:
-        """The live entry of ``key`` in Redis and its hash's fields (envelope, version, seq, epoch); else None."""
+    def _read(self, tagged: bytes, what: str, now: float) -> tuple[Record, list[Any]] | None:
+        """The entry of a key in Redis if it is live at ``now``, with its hash's fields (envelope,
+        version, seq, epoch); else ``None``."""
         client = self._client
         fields = client.call(what, client.redis.hmget, client.names.entry(tagged), _FIELDS)
         data, version, seq, epoch = fields
@@ -126,7 +127,7 @@ class SharedConditional(SharedWrites):
         except CorruptRecord as exc:
             self._on_corrupt(NS_ENTRY + tagged, exc)
             return None
-        if record_state(record, self._writer.write_time()) is not _LIVE:
+        if record_state(record, now) is not _LIVE:
             return None
         return record, fields
 
@@ -138,7 +139,7 @@ class SharedConditional(SharedWrites):
         names = client.names
         for _ in range(ATTEMPTS):
             now = self._writer.write_time()
-            found = self._read(key, tagged, what)
+            found = self._read(tagged, what, now)
             if found is None:
                 return False
             record, (_, _, seq, epoch) = found
