@@ -383,3 +383,27 @@ def test_a_server_killed_mid_run_and_restarted_empty_is_recovered_from_by_every_
     finally:
         for worker in workers:
             worker.close()
+
+
+def test_a_loss_found_by_a_call_reconnects_and_an_ended_outages_timer_changes_nothing(
+    stores: Callable[..., TierStore],
+) -> None:
+    """A call that finds Redis unreachable marks it down with the listener still subscribed: the listener
+    reconnects and resyncs; the grace timer of that outage, firing after Redis came back, does nothing."""
+    store, other = stores(shared_grace=0.5), stores()
+    warm(store, other, {"k": "old"})
+    assert store._shared is not None
+    client, outage = client_of(store), store._shared.outage
+    resyncs = store.stats()["resyncs"]
+    outage.lost("forced, as a call that timed out would")
+    assert client.down and store.get("k") == "old"  # within the grace: the copy answers
+    wait_for(lambda: not client.down, RECOVERY)
+    assert store.stats()["resyncs"] == resyncs + 1  # on reconnect only: the grace did not end meanwhile
+    assert store._memory.get("k") is None
+    time.sleep(0.7)  # past the first outage's grace
+    assert store.stats()["resyncs"] == resyncs + 1
+    shared_hits = store.stats()["hits_shared"]
+    assert [store.get("k") for _ in range(3)] == ["old"] * 3
+    assert store.stats()["hits_shared"] == shared_hits + 1  # copies land again: the store is listening
+    other.set("k", "new")
+    wait_for(lambda: store.get("k") == "new")

@@ -115,9 +115,10 @@ class SharedTier:
             listener.wake = self.leases.wake
             self.listener = listener
             if not listener.start(timeout=_FIRST_ATTEMPT):
+                where, failure = self.client.where, listener.failure
                 if self.outage.raising:
-                    raise SharedUnavailable(f"Redis at {self.client.where} is unreachable (shared_failure='raise')")
-                self.outage.lost("no subscription at open")  # "local": opened with Redis down
+                    raise SharedUnavailable(f"Redis at {where} unreachable at open (shared_failure='raise'): {failure}")
+                self.outage.lost(f"at open: {failure}")  # "local": opened with Redis down
             if options.guard:
                 self.guard = SharedGuard(self.client, self.scripts, options.bloom_capacity, options.bloom_error_rate)
                 self.leases.admit_key = self.guard.add

@@ -87,6 +87,7 @@ class Listener:
         self.wake: Callable[[bytes], None] | None = None  # set before start
         self.subscribed = threading.Event()  # set once, by the first subscription
         self._attempted = threading.Event()  # set once the first attempt succeeded or failed
+        self.failure = "no attempt finished"  # why the last attempt or subscription ended
         self._thread = threading.Thread(target=self._run, name="tierstore-shared-listener", daemon=True)
 
     def start(self, timeout: float) -> bool:
@@ -120,6 +121,7 @@ class Listener:
                 reason = repr(exc)
             else:
                 reason = "stopped"
+            self.failure = reason
             if not self._stop.is_set():
                 self._outage.lost(reason)  # no-op when already down: the copies follow shared_failure
             self._attempted.set()
