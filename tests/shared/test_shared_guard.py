@@ -60,11 +60,7 @@ def test_a_key_written_in_one_store_is_admitted_by_the_others(stores: Callable[.
 
 
 def test_get_or_loads_check_asks_the_shared_filter(stores: Callable[..., TierStore]) -> None:
-    """The loading part holds the shared guard: a key no store admitted never reaches the loader.
-
-    ``get_or_load`` itself is not yet served in shared mode, so its loading part is called
-    directly; the loader raises, so nothing is written around the shared tier.
-    """
+    """A key no store admitted never reaches the loader; a key another store admitted does."""
     first, second = stores(guard=True, bloom_capacity=1000), stores(guard=True, bloom_capacity=1000)
     asked: list[str] = []
 
@@ -72,12 +68,29 @@ def test_get_or_loads_check_asks_the_shared_filter(stores: Callable[..., TierSto
         asked.append("asked")
         raise LookupError("the loader ran")
 
-    assert first._loading.get_or_load("never", loader, default="d") == "d"
+    assert first.get_or_load("never", loader, default="d") == "d"
     assert asked == [] and first.stats()["guard_rejections"] == 1
     second.guard_keys(["exists"])
     with pytest.raises(LookupError, match="the loader ran"):
-        first._loading.get_or_load("exists", loader)
+        first.get_or_load("exists", loader)
     assert asked == ["asked"] and first.stats()["guard_rejections"] == 1
+
+
+def test_a_fill_and_set_many_admit_their_keys_in_every_store(stores: Callable[..., TierStore]) -> None:
+    """A loaded value is admitted before its fill lands, even when the filter was rebuilt during the load."""
+    first, second = stores(guard=True, bloom_capacity=1000), stores(guard=True, bloom_capacity=1000)
+    first.guard_keys(["k"])  # let the load through
+
+    def loader() -> str:
+        second.rebuild_guard([])  # the filter forgets every key while the load runs
+        assert not guard_of(second).might_contain("k")
+        return "v"
+
+    assert first.get_or_load("k", loader) == "v"
+    assert guard_of(second).might_contain("k")  # the fill admitted it again
+    second.rebuild_guard([])
+    first.set_many({"m1": 1, "m2": 2})
+    assert guard_of(second).might_contain("m1") and guard_of(second).might_contain("m2")
 
 
 def test_the_filter_and_its_seed_are_stored_and_hashed_as_bloom_does(

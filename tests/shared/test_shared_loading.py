@@ -281,6 +281,31 @@ def test_refresh_every_runs_each_round_in_one_store_only(stores: Callable[..., T
     handles[other].cancel()
 
 
+def test_keep_fresh_rebuilds_a_shared_index_in_one_store_at_a_time(stores: Callable[..., TierStore]) -> None:
+    first, second = stores(), stores()
+    rebuilds = {"first": 0, "second": 0}
+
+    def rebuild(name: str) -> Callable[[], list[tuple[str, float]]]:
+        def pairs() -> list[tuple[str, float]]:
+            rebuilds[name] += 1
+            return [("a", 1.0), (name, 2.0)]
+
+        return pairs
+
+    interval, period = 0.25, 2.5
+    handles = [
+        first.keep_fresh("ranking", rebuild("first"), stamp=time.monotonic, interval=interval),
+        second.keep_fresh("ranking", rebuild("second"), stamp=time.monotonic, interval=interval),
+    ]
+    time.sleep(period)
+    for handle in handles:
+        handle.cancel()
+    total = rebuilds["first"] + rebuilds["second"]
+    assert 4 <= total <= period / interval + 3  # one schedule's rounds, not two
+    pages = [[member for member, _ in store.index("ranking").page(0, 10)] for store in (first, second)]
+    assert pages[0] == pages[1] and pages[0] in (["a", "first"], ["a", "second"])  # one index, in Redis
+
+
 def test_cached_in_shared_mode(stores: Callable[..., TierStore]) -> None:
     first, second = stores(), stores()
     calls: list[str] = []
