@@ -86,12 +86,12 @@ QUICK = Config(
     checkpoint_entries=20_000,
     slowdown_ops=50_000,
     sweep_sizes=(10_000, 100_000),
-    shared_keys=10_000,
-    shared_ops=12_000,
-    shared_write_ops=4_000,
-    shared_warmup_ops=1_000,
+    shared_keys=5_000,
+    shared_ops=8_000,
+    shared_write_ops=2_000,
+    shared_warmup_ops=500,
     shared_repeats=3,
-    lag_writes=200,
+    lag_writes=150,
 )
 
 SMOKE = Config(
