@@ -11,10 +11,11 @@ one, in a transaction), then each workload warms every peer up and runs
 ``shared_repeats`` rounds, the peer order rotating every round, every worker
 running its own seeded Zipf(s) sequence from one shared start. Per peer:
 ops/s over all workers (first start to last end), p50/p99 of the sampled ops,
-the hit ratio and Redis round trips per op: ``INFO commandstats`` deltas over
-the round, without our ``INFO`` and, when scripts ran, without the commands
-tierstore's scripts call inside Redis (read from their source: they are no
-round trips). After the rounds one worker writes fresh values to the hottest
+the hit ratio and Redis round trips per op: for redis-py+msgpack its GETs and
+SETs (``INFO commandstats`` deltas over the round), for tierstore its stores'
+``shared_calls`` plus its listeners' PINGs (Redis counts the commands a script
+runs inside it as calls too, so ``commandstats`` cannot tell them from the
+clients'). After the rounds one worker writes fresh values to the hottest
 keys and every worker must read them (coherence), then the source's values
 back. ``shared-lag`` measures the invalidation lag (``shared_lag``).
 """
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,7 +40,7 @@ from .shared_worker import Spec, Workers
 from .throughput import tier1_hit_ratio
 from .workloads import READ_HEAVY, KeySpace, Workload
 
-__all__ = ["SECTIONS", "run_shared", "script_commands", "round_trips"]
+__all__ = ["SECTIONS", "run_shared", "round_trips"]
 
 SECTIONS = ("shared-read-heavy", "shared-write-heavy", "shared-lag")
 WORKLOADS = {
@@ -55,24 +55,24 @@ GOALS: dict[tuple[str, str], tuple[str, float]] = {
 TIER1_FRACTION = 0.05  # tier 1 holds 5% of the keys, as in read-heavy-5pct
 CHECK_KEYS = 20  # the hottest keys the coherence check writes
 VERIFY_KEYS = 500  # the hottest keys read against the source at the end
-_STATS = ("hits_memory", "hits_disk", "hits_shared", "misses", "negative_hits", "invalidations_received")
+_STATS = (
+    "hits_memory", "hits_disk", "hits_shared", "misses", "negative_hits", "invalidations_received", "shared_calls",
+)  # fmt: skip
 
 
-def script_commands() -> frozenset[str]:
-    """The commands tierstore's Lua scripts call inside Redis (``redis.call('NAME'``, read from the sources)."""
-    folder = Path(importlib.util.find_spec("tierstore.shared").origin or "").parent  # type: ignore[union-attr]
-    text = "\n".join(path.read_text() for path in folder.glob("*.py"))
-    return frozenset(name.lower() for name in re.findall(r"redis\.p?call\(\s*['\"](\w+)['\"]", text))
+def round_trips(delta: dict[str, int], peer: str, shared_calls: int) -> int | None:
+    """The requests clients sent in a round of ``peer`` (None: no Redis).
 
-
-def round_trips(delta: dict[str, int], peer: str, inner: frozenset[str]) -> int | None:
-    """The requests clients sent in a round of ``peer``, from its ``commandstats`` deltas (None: no Redis)."""
+    redis-py+msgpack: its GETs and SETs (``commandstats`` deltas). tierstore: the
+    ``shared_calls`` of its stores (commands, scripts, pipelines: Redis counts the
+    commands a script runs inside it as calls too, so they cannot be told from
+    the clients' in ``commandstats``) plus its listeners' PINGs.
+    """
     if peer == "diskcache":
         return None
     if peer == "redis-py+msgpack":  # its own GET and SET only (idle listeners' PINGs are tierstore's)
         return delta.get("get", 0) + delta.get("set", 0)
-    scripted = any(name.startswith(("eval", "fcall")) for name in delta)
-    return sum(calls for name, calls in delta.items() if name != "info" and not (scripted and name in inner))
+    return shared_calls + delta.get("ping", 0)
 
 
 def _missing() -> tuple[str, str] | None:
@@ -119,7 +119,6 @@ class _Bench:
         self.workers = workers
         self.peers = peers
         self.client = redis.Redis(unix_socket_path=server.socket, socket_timeout=10.0)
-        self.inner = script_commands()
         self.overhead = clock_overhead_ns()
         space = KeySpace(config.shared_keys, config.zipf_s, config.seed)
         self.hottest = [space.names[i] for i in space.by_rank[:VERIFY_KEYS]]
@@ -164,10 +163,12 @@ class _Bench:
         workers = self.workers
         shape = (peer, workload.distribution, workload.set_fraction, ops)
         workers.each_with("prepare", [(*shape, seed * 100 + index) for index in range(len(workers))])
+        calls_before = self.stats()["shared_calls"] if peer == "tierstore" else 0
         before = self.commandstats()
         start_at = time.monotonic_ns() + 20_000_000  # every worker starts at this moment
         results = workers.each("go", start_at)
         after = self.commandstats()
+        shared_calls = self.stats()["shared_calls"] - calls_before if peer == "tierstore" else 0
         delta = {name: calls - before.get(name, 0) for name, calls in after.items() if calls != before.get(name, 0)}
         return _Round(
             ops=sum(r["ops"] for r in results),
@@ -176,7 +177,7 @@ class _Bench:
             elapsed_ns=max(r["end_ns"] for r in results) - min(r["start_ns"] for r in results),
             samples=[sample for r in results for sample in r["samples"]],
             commands=delta,
-            round_trips=round_trips(delta, peer, self.inner),
+            round_trips=round_trips(delta, peer, shared_calls),
         )
 
     def measure(self, name: str, workload: Workload, total_ops: int) -> dict[str, _Tally]:

@@ -235,6 +235,33 @@ SERVED = {
 }  # fmt: skip
 
 
+def test_shared_calls_counts_each_round_trip_the_calls_make(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
+    """Checked against what Redis received from the stores' own connections (scripts and reads)."""
+    first, second = stores(), stores()
+
+    def sent() -> int:
+        stats = raw.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{name}", {"calls": 0})["calls"]) for name in ("evalsha", "hmget"))
+
+    calls = [first.stats()["shared_calls"] + second.stats()["shared_calls"]]
+    redis_side = [sent()]
+
+    def step(expected: int) -> None:
+        calls.append(first.stats()["shared_calls"] + second.stats()["shared_calls"])
+        redis_side.append(sent())
+        assert calls[-1] - calls[-2] == expected == redis_side[-1] - redis_side[-2]
+
+    first.set("k", 1)
+    step(1)  # one script
+    assert first.get("k") == 1
+    step(0)  # its own write is in tier 1
+    wait_for(lambda: second.stats()["invalidations_received"] == 1)  # heard before it reads
+    assert second.get("k") == 1
+    step(1)  # a local miss: one HMGET
+    assert second.get("k") == 1 and second.get("k") == 1
+    step(0)  # its stamped copy is trusted
+
+
 def test_every_public_call_is_served_in_shared_mode() -> None:
     """A call added to the store later must be made shared (and listed here), never run process-locally unseen."""
     public = {name for name in dir(TierStore) if not name.startswith("_")}

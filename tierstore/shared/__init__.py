@@ -57,7 +57,7 @@ from .writing import SharedWrites
 
 __all__ = ["SharedTier", "SHARED_STATS"]
 
-SHARED_STATS = ("hits_shared", "invalidations_received", "shared_errors", "resyncs")
+SHARED_STATS = ("hits_shared", "invalidations_received", "shared_errors", "resyncs", "shared_calls")
 
 # seconds the open waits for the listener's first attempt (subscribe, epoch id, scripts: each call
 # bounded by CALL_TIMEOUT; an unreachable server fails the first of them)

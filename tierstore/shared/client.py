@@ -115,6 +115,7 @@ class SharedClient:
         self.names = Names(namespace)
         self.origin = os.urandom(8).hex().encode()
         self._count_error = stats.counts["shared_errors"]
+        self._count_call = stats.counts["shared_calls"]
         kwargs = self.redis.connection_pool.connection_kwargs
         self.where = str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
         self.last_contact = time.monotonic()  # the open counts as a contact: a grace runs from it
@@ -130,6 +131,7 @@ class SharedClient:
         if self.down and not while_down:
             self._count_error()
             raise SharedUnavailable(f"{what}: Redis at {self.where} is unreachable; the listener is reconnecting")
+        self._count_call()  # a round trip: a command, a script or a pipeline
         try:
             result = command(*args)
         except _LOST as exc:
