@@ -134,3 +134,16 @@ def test_delete_prefix_in_one_process_is_seen_by_another(workers: Callable[..., 
     assert second.stats()["resyncs"] == 0
     assert second.call("clear") == 1
     wait_for(lambda: first.call("get", "post:1") is None)
+
+
+def test_bulk_writes_in_one_process_keep_the_seq_contiguous_in_another(workers: Callable[..., Worker]) -> None:
+    writer, reader = workers(), workers()
+    writer.call("set", "warm", 0)
+    wait_for(lambda: reader.stats()["invalidations_received"] == 1)
+    writer.call("set_many", {f"k{i}": i for i in range(100)})
+    assert writer.call("delete_many", [f"k{i}" for i in range(0, 100, 3)]) == 34
+    assert writer.call("delete_prefix", "k1") == 8  # k1, k10..k19 but the deleted k12, k15, k18
+    wait_for(lambda: reader.stats()["invalidations_received"] == 1 + 100 + 34 + 1)
+    assert reader.stats()["resyncs"] == 0
+    assert reader.call("listed", "k1") == []
+    assert len(reader.call("listed", None)) == 100 - 34 - 8 + 1

@@ -348,3 +348,46 @@ def test_touch_retries_when_the_entry_changed_under_it(stores: Callable[..., Tie
     assert entry is not None and entry.value == "second" and entry.expires_at is not None
     assert entry.expires_at > time.time() + 400
     assert 490_000 < raw.pttl(NAMES.entry(codec.encode_key("k"))) <= 500_000
+
+
+def test_touch_keeps_the_lease_and_the_other_writes_free_it(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
+    """As locally: touch keeps the value, so a fill in flight may still land; a new value or a delete refuses it."""
+    store = stores()
+    tagged = codec.encode_key("k")
+
+    def leased() -> bool:
+        return raw.exists(NAMES.lease(tagged)) == 1 and raw.zscore(NAMES.leases, tagged) == 0
+
+    for call in (
+        lambda: store.add("k", 1),
+        lambda: store.replace_value("k", 2),
+        lambda: store.pop("k"),
+        lambda: store.set_many({"k": 3}),
+        lambda: store.delete_many(["k"]),
+    ):
+        raw.set(NAMES.lease(tagged), b"token", px=60_000)
+        raw.zadd(NAMES.leases, {tagged: 0})
+        call()
+        assert not leased()
+    store.set("k", 4)
+    raw.set(NAMES.lease(tagged), b"token", px=60_000)
+    raw.zadd(NAMES.leases, {tagged: 0})
+    assert store.touch("k", ttl=60) is True
+    assert leased()
+
+
+def test_a_prefix_drop_refuses_a_copy_read_before_it(stores: Callable[..., TierStore]) -> None:
+    """A read in flight of a key under the prefix, held nowhere locally, must not store what it fetched before."""
+    store = stores()
+    mirror = store._shared.mirror  # type: ignore[union-attr]
+    key = "user:9"
+    disk_key = NS_ENTRY + codec.encode_key(key)
+    stripe = hash(key) % mirror.stripe_count
+    seen = mirror.seen(stripe)  # what a read notes before its Redis call
+    mirror.drop_prefix("user:")  # a prefix message arrives meanwhile
+    record = (10, 0, None, 0, "old", time.time(), None, 0, 0.0)
+    mirror.commit(key, disk_key, stripe, seen, record, (1, mirror.epoch), read=False)
+    assert store._disk.get(disk_key) is None and store._memory.get(key) is None  # refused: dropped
+    seen = mirror.seen(stripe)
+    mirror.commit(key, disk_key, stripe, seen, record, (1, mirror.epoch), read=False)
+    assert store._disk.get(disk_key) is not None  # a read after it lands
