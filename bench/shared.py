@@ -287,8 +287,8 @@ class _Bench:
     def notes(self, section: Section, systems: dict[str, Any], coherence: dict[str, Any]) -> None:
         ours = systems["tierstore"]
         section.notes.append(
-            "round trips/op: INFO commandstats deltas over each round (without the bench's INFO; tierstore "
-            "without the commands its scripts run inside Redis; redis-py+msgpack its GETs and SETs) over the ops"
+            "round trips/op over the ops of each round: tierstore its stores' shared_calls (commands, scripts, "
+            "pipelines) and its listeners' PINGs; redis-py+msgpack its GETs and SETs (INFO commandstats deltas)"
         )
         section.notes.append(
             f"tierstore: {ours['redis_reads_per_get']:.3f} Redis reads per get, "
