@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "tierstore"
-FACADE = {"store", "__init__", "__main__"}
+FACADE = {"store", "__init__", "__main__", "aio"}  # aio: the asyncio facade over the store
 LEAVES = {"codec", "values", "clock", "errors", "bloom"}
 
 

@@ -25,6 +25,11 @@ This module knows nothing of tiers or LevelDB; the store hands it callables.
   starts with ``prefix`` (a str prefix: str keys; bytes: bytes keys; ``None``:
   every key), for ``delete_prefix`` and ``clear``: a load of such a key that
   began before it never fills the cache, whether or not the key was stored.
+- Coroutines (``aio_flight``) share the table: ``listen`` wakes them when a flight
+  ends, ``follow``/``leave`` count every caller waiting now (threads and
+  coroutines), and a flight led by a cancellable task is *abandoned* when its
+  last caller leaves: detached at once, so the next caller loads; a follower
+  woken by an abandoned flight starts or joins the next one.
 - Renewals (loads of a key that still has a value to serve) are rate limited
   per key by ``claim_renewal``; only keys renewed in the last interval are kept.
 - A lease runs from ``begin``: a background load queued behind busy workers uses
@@ -74,13 +79,20 @@ def check_policy(on_busy: object) -> str:
 class Flight:
     """One load of one key: its lease, its result and the event its waiters wait on."""
 
-    __slots__ = ("key", "deadline", "waiters", "owner", "_done", "_value", "_error", "_traceback")
+    __slots__ = (
+        "key", "deadline", "waiters", "owner", "following", "cancel", "abandoned", "listeners",
+        "_done", "_value", "_error", "_traceback",
+    )  # fmt: skip
 
     def __init__(self, key: Hashable, deadline: float) -> None:
         self.key = key
         self.deadline = deadline
         self.owner: int | None = None  # the thread running the load, once it runs
         self.waiters = 0  # callers that waited on it (exact: counted under the table lock)
+        self.following = 0  # callers waiting on it now, threads and coroutines (under the table lock)
+        self.cancel: Callable[[], None] | None = None  # stops its leader (a task) once nobody follows
+        self.abandoned = False  # cancelled because every caller left: followers start over
+        self.listeners: list[Callable[[], None]] | None = None  # wake-ups of coroutines (aio_flight)
         self._done = threading.Event()
         self._value: Any = None
         self._error: BaseException | None = None
@@ -156,6 +168,52 @@ class Flights:
             if self.in_flight.get(flight.key) is flight:
                 del self.in_flight[flight.key]
         flight._publish(value, error)
+        if flight.listeners is not None:  # else a listen after the publish sees it done
+            with self._lock:
+                listeners, flight.listeners = flight.listeners, []
+            for wake in listeners:
+                wake()
+
+    def listen(self, flight: Flight, wake: Callable[[], None]) -> bool:
+        """Call ``wake()`` (in the finishing thread) when ``flight`` ends; ``False`` when it has ended."""
+        with self._lock:
+            if flight.done:
+                return False
+            if flight.listeners is None:
+                flight.listeners = []
+            flight.listeners.append(wake)
+        if flight.done:  # ended meanwhile: its finisher may have looked for listeners before the append
+            self.unlisten(flight, wake)
+            return False
+        return True
+
+    def unlisten(self, flight: Flight, wake: Callable[[], None]) -> None:
+        """Forget a ``listen`` whose caller left."""
+        with self._lock:
+            if flight.listeners and wake in flight.listeners:
+                flight.listeners.remove(wake)
+
+    def follow(self, flight: Flight) -> None:
+        """A caller (thread or coroutine) waits for ``flight`` now."""
+        with self._lock:
+            flight.following += 1
+
+    def leave(self, flight: Flight) -> bool:
+        """A caller stops waiting; ``True`` when that abandoned a cancellable flight nobody follows.
+
+        An abandoned flight is detached at once (the next caller loads), its ``cancel()``
+        is called (outside the lock), and what it loads is never stored.
+        """
+        with self._lock:
+            flight.following -= 1
+            cancel = flight.cancel
+            if flight.following or cancel is None or flight.done or flight.abandoned:
+                return False
+            flight.abandoned = True
+            if self.in_flight.get(flight.key) is flight:
+                del self.in_flight[flight.key]
+        cancel()
+        return True
 
     def invalidate(self, key: Hashable) -> None:
         """A write to ``key``: the load in progress, if any, may no longer fill the cache."""
@@ -210,23 +268,34 @@ class Flights:
                 if answer is not NOTHING:
                     return answer
             _refuse_reentry(flight)
-            self._note_wait(flight, count=not counted)
+            self.note_wait(flight, count=not counted)
             counted = True
             if self._follow(flight, give_up):
+                if flight.abandoned:
+                    continue  # its coroutine callers all left while this thread joined: start over
                 return flight.result()
             if give_up is not None and time.monotonic() >= give_up:
                 raise LoadTimeout(f"the load of {key!r} did not end within wait_timeout={wait_timeout}s")
 
-    def _note_wait(self, flight: Flight, *, count: bool) -> None:
+    def note_wait(self, flight: Flight, *, count: bool) -> None:
+        """A caller waits for ``flight``: counted in ``waiters`` (and ``load_waits`` when ``count``)."""
         with self._lock:
             flight.waiters += 1
             if count and self._stats is not None:
                 self._stats.counts["load_waits"]()
 
     def _follow(self, flight: Flight, give_up: float | None) -> bool:
-        """Wait for ``flight`` until its lease ends or ``give_up``; ``True`` when it ended."""
+        """Wait for ``flight`` until its lease ends or ``give_up``; ``True`` when it ended.
+
+        The thread counts among the flight's callers meanwhile, so a task leading it is
+        not cancelled under it.
+        """
         until = flight.deadline if give_up is None else min(flight.deadline, give_up)
-        return flight.wait(max(0.0, until - time.monotonic()))
+        self.follow(flight)
+        try:
+            return flight.wait(max(0.0, until - time.monotonic()))
+        finally:
+            self.leave(flight)
 
     # -- renewals ------------------------------------------------------------------------------
 

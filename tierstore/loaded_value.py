@@ -1,19 +1,22 @@
-"""What a loader's value becomes before a fill: the value as the tiers give it back, or an error naming the key.
+"""What a loader's value becomes, and how it fills: the value as the tiers give it back, or an error naming the key.
 
 A value tier 2 could not give back raises to the load's callers (the error's own
 type, naming the key) rather than being returned uncached: a loader that never
 fills the cache is a bug to see at once, not a slowdown to find later. A fill
-runs once per load, so packing here as well costs little.
+runs once per load, so packing here as well costs little. ``fill`` writes it
+under the version rule of a fill (never lowering the stored version, renewing
+at the same version, never resurrecting a tombstone), on the store's primitives.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from . import codec
-from .codec import Key
+from .codec import ABSENT, FLAGS, TOMBSTONE, VERSION, Key, Record
 
-__all__ = ["plain_value"]
+__all__ = ["plain_value", "fill"]
 
 
 def plain_value(key: Key, value: Any) -> Any:
@@ -31,3 +34,37 @@ def _refusal(exc: Exception) -> type[Exception]:
         if isinstance(exc, kind):
             return kind
     return ValueError
+
+
+def fill(
+    write: Callable[..., bool],
+    read: Callable[[Key], Record | None],
+    current: Callable[[Key], Record | None],
+    key: Key,
+    value: Any,
+    version: int | None,
+    ttl: Any,
+    load_time: float,
+    admits: Callable[[], bool],
+) -> bool:
+    """Write a loaded value while ``admits()`` (checked again under the key's lock); ``False`` when dropped.
+
+    ``read`` is the stored record, ``current`` the same under the key's lock (for ``admit``).
+    """
+    fill_ttl = ... if value is ABSENT else ttl
+    if version is None:
+        return write(key, value, ttl=fill_ttl, load_time=load_time, admit=admits)
+    stored = read(key)
+    stored_version = 0 if stored is None else stored[VERSION]
+    if version > stored_version:
+        return write(key, value, ttl=fill_ttl, version=version, load_time=load_time, admit=admits)
+    if version < stored_version or (stored is not None and stored[FLAGS] & TOMBSTONE):
+        return False
+
+    def same_version() -> bool:  # an unversioned write keeps it, if it is still the same under the lock
+        now_current = current(key)
+        if now_current is None:
+            return version == 0 and admits()
+        return now_current[VERSION] == version and not now_current[FLAGS] & TOMBSTONE and admits()
+
+    return write(key, value, ttl=fill_ttl, load_time=load_time, admit=same_version)

@@ -62,10 +62,8 @@ from .codec import (
     FLAGS,
     LOAD_TIME,
     SEQ,
-    TOMBSTONE,
     TTL,
     VALUE,
-    VERSION,
     Key,
     Record,
     RecordState,
@@ -77,7 +75,7 @@ from .errors import StoreClosed
 from .flight import DEFAULT, NOTHING, STALE, WAIT, Flight, Flights, check_policy
 from .guard import Guard
 from .load_lease import BUSY, Held, LoadLease
-from .loaded_value import plain_value
+from .loaded_value import fill, plain_value
 from .options import Options
 from .scheduler import Handle, Scheduler
 from .stats import Stats
@@ -162,7 +160,7 @@ class Loading:
         The caller checks first that the store is open (``TierStore.get_or_load`` does,
         inline: one frame less on a hit).
         """
-        self._check_load_args(loader, ttl, on_busy, wait_timeout)
+        self.check_load_args(loader, ttl, on_busy, wait_timeout)
         record, hit_stat = self._core.lookup(key)
         now = self._clock()
         stale = NOTHING  # the value of an expired entry still within stale_ttl
@@ -171,7 +169,7 @@ class Loading:
             if state is _LIVE:
                 self._stats.counts[hit_stat]()
                 expires_at = record[EXPIRES_AT]
-                if expires_at is not None and self._renewal_due(record, expires_at, now):
+                if expires_at is not None and self.renewal_due(record, expires_at, now):
                     self._renew(key, loader, ttl, record[SEQ])
                 return record[VALUE]
             if state is _NEGATIVE:
@@ -179,13 +177,9 @@ class Loading:
                 return default
             if state is _STALE:
                 stale = record[VALUE]
-        self._stats.counts["misses"]()
-        if self._guard is not None and not self._guard.might_contain(key):
-            self._stats.counts["guard_rejections"]()
-            return default
-        if stale is not NOTHING and on_busy == STALE and not self._may_renew_now(key):
-            self._stats.counts["stale_served"]()
-            return stale
+        answer = self.screen_miss(key, stale, on_busy, default)
+        if answer is not NOTHING:
+            return answer
         if self.lease is not None:
             value = self._run_leased(key, loader, ttl, on_busy, wait_timeout, stale, default)
             return default if value is ABSENT else value
@@ -193,7 +187,7 @@ class Loading:
             key,
             lambda flight: self._load(key, loader, ttl, flight),
             on_busy=on_busy,
-            busy=lambda: self._busy_answer(on_busy, stale, default),
+            busy=lambda: self.busy_answer(on_busy, stale, default),
             wait_timeout=wait_timeout,
         )
         return default if value is ABSENT else value
@@ -205,7 +199,7 @@ class Loading:
         """A miss with a lease across processes: a leader finding it busy waits unless ``on_busy`` answers."""
         give_up = None if wait_timeout is None else time.monotonic() + wait_timeout
         wait = on_busy == WAIT or (on_busy == STALE and stale is NOTHING)
-        busy: Callable[[], Any] = lambda: self._busy_answer(on_busy, stale, default)  # noqa: E731
+        busy: Callable[[], Any] = lambda: self.busy_answer(on_busy, stale, default)  # noqa: E731
         while True:  # BUSY: the leader took its own answer; a follower follows its own policy (wait: lead)
             left = None if give_up is None else max(0.0, give_up - time.monotonic())
             value = self._flights.run(
@@ -222,7 +216,7 @@ class Loading:
         if self._core.is_closed():
             raise StoreClosed(f"store {self._core.path} is closed")
 
-    def _check_load_args(self, loader: object, ttl: Any, on_busy: object, wait_timeout: object) -> None:
+    def check_load_args(self, loader: object, ttl: Any, on_busy: object, wait_timeout: object) -> None:
         if not callable(loader):
             raise TypeError(f"loader must be callable, not {type(loader).__name__}")
         if ttl is not ...:
@@ -231,13 +225,24 @@ class Loading:
         if wait_timeout is not None:  # None is valid: skip the call on the hit path
             check_seconds(wait_timeout, "wait_timeout", optional=True)
 
-    def _may_renew_now(self, key: Key) -> bool:
+    def screen_miss(self, key: Key, stale: Any, on_busy: str, default: Any) -> Any:
+        """Count a miss; what it returns without a load (guard rejection, stale), else ``NOTHING``."""
+        self._stats.counts["misses"]()
+        if self._guard is not None and not self._guard.might_contain(key):
+            self._stats.counts["guard_rejections"]()
+            return default
+        if stale is not NOTHING and on_busy == STALE and not self.may_renew_now(key):
+            self._stats.counts["stale_served"]()
+            return stale
+        return NOTHING
+
+    def may_renew_now(self, key: Key) -> bool:
         """Whether a renewal of ``key`` may start now (and claim it): none running, none too recent."""
         if self._flights.running(key):
             return True  # the caller follows it by policy
         return self._flights.claim_renewal(key, self._options.min_refresh_interval)
 
-    def _busy_answer(self, on_busy: str, stale: Any, default: Any) -> Any:
+    def busy_answer(self, on_busy: str, stale: Any, default: Any) -> Any:
         """What a caller gets at once while another loads the key; ``NOTHING`` means wait."""
         if on_busy == DEFAULT:
             self._stats.counts["busy_defaults"]()
@@ -255,12 +260,9 @@ class Loading:
 
         With a lease: ``BUSY`` when another process holds it and ``wait`` is false.
         """
-        record = self._core.read(key)
-        now = self._clock()
-        state = None if record is None else record_state(record, now)
-        if record is not None and (state is _LIVE or state is _NEGATIVE):
-            # another flight filled it between our miss and our lead
-            return record[VALUE] if state is _LIVE else ABSENT
+        found = self.filled_since(key)
+        if found is not NOTHING:
+            return found
         held = None
         if self.lease is not None:
             taken = self.lease.acquire(key, wait, give_up)
@@ -274,57 +276,52 @@ class Loading:
             self._stats.counts["load_errors"]()
             raise
 
+    def filled_since(self, key: Key) -> Any:
+        """What another flight stored between a caller's miss and its lead: the value, ``ABSENT``, or ``NOTHING``."""
+        record = self._core.read(key)
+        state = None if record is None else record_state(record, self._clock())
+        if record is not None and (state is _LIVE or state is _NEGATIVE):
+            return record[VALUE] if state is _LIVE else ABSENT
+        return NOTHING
+
     def _call_and_fill(self, key: Key, loader: Callable[[], Any], ttl: Any, flight: Flight, held: Held | None) -> Any:
         """Call the loader, store its result when the flight (or ``held``) may still fill; the plain value."""
-        started, lease = time.monotonic(), self.lease
+        started = time.monotonic()
         try:
-            result = loader()
-            load_time = time.monotonic() - started
-            version = None
-            if isinstance(result, Versioned):
-                result, version = result.value, codec.check_version(result.version)
-            value = ABSENT if result is None or result is ABSENT else plain_value(key, result)
-            if held is None or lease is None:
-                filled = self._fill(key, value, version, ttl, flight, load_time)
-            else:
-                filled = lease.fill(key, held, value, version, ttl, load_time)
+            return self.fill_loaded(key, loader(), ttl, flight, time.monotonic() - started, held)
         except BaseException:
+            lease = self.lease
             if held is not None and lease is not None:
                 lease.release(key, held)  # free at once: another process loads in turn
             raise
+
+    def fill_loaded(
+        self, key: Key, result: Any, ttl: Any, flight: Flight, load_time: float, held: Held | None = None
+    ) -> Any:
+        """Store what a loader returned when the flight (or ``held``) may still fill; the plain value.
+
+        ``aio`` calls it with what a coroutine loader returned.
+        """
+        version = None
+        if isinstance(result, Versioned):
+            result, version = result.value, codec.check_version(result.version)
+        value = ABSENT if result is None or result is ABSENT else plain_value(key, result)
+        lease = self.lease
+        if held is None or lease is None:
+            admits = self._flights.admits
+            filled = admits(flight) and fill(
+                self._core.write, self._core.read, self._core.current, key, value, version, ttl, load_time,
+                lambda: admits(flight),
+            )  # fmt: skip
+        else:
+            filled = lease.fill(key, held, value, version, ttl, load_time)
         if not filled:
             self._stats.counts["fills_rejected"]()
         return value
 
-    def _fill(self, key: Key, value: Any, version: int | None, ttl: Any, flight: Flight, load_time: float) -> bool:
-        """Write a loaded value under the flight's admission; ``False`` when it was dropped."""
-        admits = self._flights.admits
-        if not admits(flight):
-            return False
-        write = self._core.write
-        fill_ttl = ... if value is ABSENT else ttl
-        if version is None:
-            return write(key, value, ttl=fill_ttl, load_time=load_time, admit=lambda: admits(flight))
-        current = self._core.read(key)
-        current_version = 0 if current is None else current[VERSION]
-        if version > current_version:
-            return write(key, value, ttl=fill_ttl, version=version, load_time=load_time, admit=lambda: admits(flight))
-        if version < current_version or (current is not None and current[FLAGS] & TOMBSTONE):
-            return False
-        # Same version as stored: an unversioned write keeps it, if it is still the same under the lock.
-        current_now = self._core.current
-
-        def same_version() -> bool:
-            now_current = current_now(key)
-            if now_current is None:
-                return version == 0 and admits(flight)
-            return now_current[VERSION] == version and not now_current[FLAGS] & TOMBSTONE and admits(flight)
-
-        return write(key, value, ttl=fill_ttl, load_time=load_time, admit=same_version)
-
     # -- background ---------------------------------------------------------------------
 
-    def _renewal_due(self, record: Record, expires_at: float, now: float) -> bool:
+    def renewal_due(self, record: Record, expires_at: float, now: float) -> bool:
         """Refresh-ahead or XFetch says a live entry should be renewed now."""
         options = self._options
         ttl, load_time = record[TTL], record[LOAD_TIME]
@@ -340,19 +337,24 @@ class Loading:
         ``seen_seq`` is the write of the record the hit found: once the key was written
         since (an earlier renewal finished meanwhile), there is nothing left to renew.
         """
-        flights = self._flights
-        if flights.running(key) or not flights.claim_renewal(key, self._options.min_refresh_interval):
-            return
-        current = self._core.current(key)
-        if current is None or current[SEQ] != seen_seq:
-            return
-        flight, leader = flights.begin(key)
-        if not leader:
+        flight = self.renewal_flight(key, seen_seq)
+        if flight is None:
             return
         try:
             self._scheduler.submit(lambda: self._refresh(flight, key, loader, ttl))
         except StoreClosed as exc:
-            flights.finish(flight, error=exc)
+            self._flights.finish(flight, error=exc)
+
+    def renewal_flight(self, key: Key, seen_seq: int) -> Flight | None:
+        """The flight of a background renewal of ``key`` to lead, unless one runs, ran too recently or is moot."""
+        flights = self._flights
+        if flights.running(key) or not flights.claim_renewal(key, self._options.min_refresh_interval):
+            return None
+        current = self._core.current(key)
+        if current is None or current[SEQ] != seen_seq:
+            return None
+        flight, leader = flights.begin(key)
+        return flight if leader else None
 
     def _refresh(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any) -> None:
         """A background load as the flight's leader; failures are logged and counted, the old value stays."""
@@ -378,7 +380,7 @@ class Loading:
         """Recompute ``key`` every ``interval`` seconds in the background, the first round at once."""
         encode_key(key)
         self._check_open()
-        self._check_load_args(loader, ttl, WAIT, None)
+        self.check_load_args(loader, ttl, WAIT, None)
         period = check_seconds(interval, "interval", allow_zero=False)
         assert period is not None
         claim = None if self.lease is None else self.lease.job(b"r", key, period)

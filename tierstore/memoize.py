@@ -34,7 +34,7 @@ from .cached_keys import call_key, call_prefixes, function_prefix, name_prefix
 from .clock import check_ttl
 from .codec import Key
 
-__all__ = ["Cached", "memoizer", "CommonPrefix"]
+__all__ = ["Cached", "memoizer", "CommonPrefix", "Handle"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -113,7 +113,7 @@ def memoizer(
                 )
             return delete_prefix(shared)
 
-        return cast("Cached[_P, _R]", _Handle(fn, call, cache_key, invalidate_call, cache_clear))
+        return cast("Cached[_P, _R]", Handle(fn, call, cache_key, invalidate_call, cache_clear))
 
     return decorate
 
@@ -146,7 +146,7 @@ class CommonPrefix:
                 self.prefix = os.path.commonprefix(both)  # noqa: RUF071  # characters are what is wanted
 
 
-class _Handle:
+class Handle:
     """A ``cached`` function: its calls and its handle on its entries; a method's binds its instance."""
 
     def __init__(
@@ -180,7 +180,7 @@ class _Handle:
 class _Bound:
     """A ``cached`` method bound to an instance: the instance goes first in its calls, keys and invalidations."""
 
-    def __init__(self, handle: _Handle, instance: object) -> None:
+    def __init__(self, handle: Handle, instance: object) -> None:
         self.__func__ = handle
         self.__self__ = instance
         self.__name__ = getattr(handle, "__name__", "?")
@@ -199,8 +199,8 @@ class _Bound:
     def key(self, *args: Any, **kwargs: Any) -> Key:
         return self.__func__.key(self.__self__, *args, **kwargs)
 
-    def invalidate(self, *args: Any, **kwargs: Any) -> None:
-        self.__func__.invalidate(self.__self__, *args, **kwargs)
+    def invalidate(self, *args: Any, **kwargs: Any) -> Any:  # None, or a coroutine for an async handle (aio)
+        return self.__func__.invalidate(self.__self__, *args, **kwargs)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return getattr, (self.__self__, self.__name__)

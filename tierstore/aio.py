@@ -1,0 +1,335 @@
+"""``AsyncTierStore``: the store for asyncio services, every call a coroutine.
+
+``AsyncTierStore(path, **options)`` takes ``TierStore``'s arguments and opens the
+store off the loop (in a thread: an open may restore a checkpoint) on first use,
+or at once with ``await AsyncTierStore.open(...)``; ``AsyncTierStore(store)``
+wraps an open ``TierStore`` and never closes it. ``async with`` closes a store
+the wrapper opened.
+
+What runs where (a hop to a thread costs tens of microseconds; a tier-1 hit
+costs well under one):
+
+- inline on the loop: reads of tiers 1 and 2 (``get``, ``get_entry``,
+  ``get_many``, ``counter``, index reads), single-key writes and counters
+  (one LevelDB write each), ``set_many``/``delete_many`` (as much work as the
+  keys the caller passes), ``stats``;
+- in a thread (``asyncio.to_thread``: the loop's default executor): what scans
+  or may wait for long: ``delete_prefix``, ``clear``, ``checkpoint``, ``sweep``,
+  ``drain``, an index's ``replace``, and ``close``, plain (non-async) loaders;
+- as tasks on the loop: coroutine loaders and renewals (``aio_loading``).
+
+Loads are single-flight across threads and coroutines, on every event loop that
+uses the store (one flight table; waiters are woken in their own loop).
+The shared tier (``shared=``) is not supported yet: ``NotImplementedError``.
+Thread-safety: as ``TierStore``'s; one wrapper may serve several loops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from .aio_cached import async_memoizer
+from .aio_loading import AsyncLoading
+from .calls import OnBusy
+from .clock import TTL
+from .codec import Entry, Key
+from .conditional import _RAISE
+from .errors import StoreClosed
+from .index_codec import Pairs
+from .memoize import Cached
+from .ranking import SortedIndex
+from .store import TierStore
+
+__all__ = ["AsyncTierStore", "AsyncSortedIndex"]
+
+_NOT_YET = "the shared tier (shared=) is not supported by AsyncTierStore yet: it needs redis.asyncio"
+
+
+class AsyncTierStore:
+    """A ``TierStore`` behind coroutines (see the module doc for what runs on the loop and what in threads)."""
+
+    def __init__(self, path: Any = None, /, **options: Any) -> None:
+        """``AsyncTierStore(path, **options)`` (opened on first use) or ``AsyncTierStore(store)`` (wrapped)."""
+        self._open_lock = threading.Lock()
+        self._parts: AsyncLoading | None = None
+        if isinstance(path, TierStore):
+            if options:
+                raise TypeError("AsyncTierStore(store) wraps an open store and takes no options")
+            if getattr(path, "_shared", None) is not None:
+                raise NotImplementedError(_NOT_YET)
+            if path.closed:
+                raise StoreClosed(f"store {path.path} is closed")
+            self._owned = False
+            self._options: dict[str, Any] | None = None
+            self._bind(path)
+        else:
+            if options.get("shared") is not None:
+                raise NotImplementedError(_NOT_YET)
+            self._owned = True
+            self._options = {"path": path, **options}
+            self._store: TierStore | None = None
+
+    @classmethod
+    async def open(cls, path: Any = None, /, **options: Any) -> AsyncTierStore:
+        """Open a store off the loop at once (its errors are raised here, not on first use)."""
+        store = cls(path, **options)
+        await store._ready()
+        return store
+
+    def _bind(self, store: TierStore) -> None:
+        self._store = store
+        self._parts = AsyncLoading(
+            store._loading, store._flights, store._lookup, store._options, store._stats, store.path
+        )  # fmt: skip
+
+    async def _ready(self) -> TierStore:
+        """The store, opened in a thread on first use (once, whatever the loops asking)."""
+        store = self._store
+        if store is None:
+            await asyncio.to_thread(self._open_once)
+            store = self._store
+            assert store is not None
+        return store
+
+    def _open_once(self) -> None:
+        with self._open_lock:
+            if self._store is None:
+                assert self._options is not None
+                options = dict(self._options)
+                self._bind(TierStore(options.pop("path"), **options))
+
+    @property
+    def store(self) -> TierStore | None:
+        """The ``TierStore`` underneath (``None`` until opened): for calls with no coroutine form, in a thread."""
+        return self._store
+
+    @property
+    def closed(self) -> bool:
+        store = self._store
+        return store is not None and store.closed
+
+    def __repr__(self) -> str:
+        store = self._store
+        return f"AsyncTierStore({store!r})" if store is not None else "AsyncTierStore(not opened yet)"
+
+    async def __aenter__(self) -> AsyncTierStore:
+        await self._ready()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Cancel this loop's loads; close the store in a thread if this wrapper opened it (a given one stays open)."""
+        if self._parts is not None:
+            await self._parts.cancel_all()
+        store = self._store
+        if self._owned and store is not None:
+            await asyncio.to_thread(store.close)
+
+    # -- reads, inline -----------------------------------------------------------------------
+
+    async def get(self, key: Key, default: Any = None) -> Any:
+        """The live value of ``key`` (tier 1, then tier 2), else ``default``."""
+        store = self._store
+        if store is None:
+            store = await self._ready()
+        return store.get(key, default)
+
+    async def get_entry(self, key: Key) -> Entry | None:
+        """The entry of ``key`` with its metadata."""
+        return (self._store or await self._ready()).get_entry(key)
+
+    async def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
+        """The live values of ``keys`` that have one."""
+        return (self._store or await self._ready()).get_many(keys)
+
+    async def counter(self, key: Key) -> int:
+        """The count of ``key``; 0 for a counter never touched."""
+        return (self._store or await self._ready()).counter(key)
+
+    async def stats(self) -> dict[str, int]:
+        """Counters of what the store did since it was opened."""
+        return (self._store or await self._ready()).stats()
+
+    # -- writes, inline --------------------------------------------------------------------------
+
+    async def set(self, key: Key, value: Any, *, ttl: TTL = ..., version: int | None = None) -> bool:
+        """Store ``value``; with ``version``, only if it is newer than what is stored."""
+        return (self._store or await self._ready()).set(key, value, ttl=ttl, version=version)
+
+    async def add(self, key: Key, value: Any, *, ttl: TTL = ..., version: int | None = None) -> bool:
+        """Store ``value`` only if ``key`` has no live entry."""
+        return (self._store or await self._ready()).add(key, value, ttl=ttl, version=version)
+
+    async def touch(self, key: Key, ttl: TTL = ...) -> bool:
+        """Give a live entry a new expiry."""
+        return (self._store or await self._ready()).touch(key, ttl)
+
+    async def replace_value(self, key: Key, value: Any) -> bool:
+        """Replace the value of a live entry, keeping its expiry and version."""
+        return (self._store or await self._ready()).replace_value(key, value)
+
+    async def pop(self, key: Key, default: Any = _RAISE) -> Any:
+        """Remove ``key`` and return its value (``KeyError`` without ``default``)."""
+        return (self._store or await self._ready()).pop(key, default)
+
+    async def delete(self, key: Key, *, version: int | None = None) -> bool:
+        """Remove ``key``, leaving a tombstone; ``True`` if it was live."""
+        return (self._store or await self._ready()).delete(key, version=version)
+
+    async def invalidate(self, key: Key, *, again_after: float | None = None) -> None:
+        """``delete(key)`` now and, with ``again_after``, again later in the background."""
+        (self._store or await self._ready()).invalidate(key, again_after=again_after)
+
+    async def set_many(self, mapping: Mapping[Key, Any], *, ttl: TTL = ...) -> int:
+        """Store every item in one batch."""
+        return (self._store or await self._ready()).set_many(mapping, ttl=ttl)
+
+    async def delete_many(self, keys: Iterable[Key]) -> int:
+        """Delete every key in one batch; how many were live."""
+        return (self._store or await self._ready()).delete_many(keys)
+
+    async def incr(self, key: Key, delta: int = 1) -> int:
+        """Add ``delta`` to the durable counter ``key``."""
+        return (self._store or await self._ready()).incr(key, delta)
+
+    async def decr(self, key: Key, delta: int = 1) -> int:
+        """Subtract ``delta`` from the counter ``key``."""
+        return (self._store or await self._ready()).decr(key, delta)
+
+    # -- in threads ------------------------------------------------------------------------------
+
+    async def delete_prefix(self, prefix: Key) -> int:
+        """Delete every entry under ``prefix`` (a scan: in a thread); how many were live."""
+        return await asyncio.to_thread((self._store or await self._ready()).delete_prefix, prefix)
+
+    async def clear(self) -> int:
+        """Delete every entry (a scan: in a thread)."""
+        return await asyncio.to_thread((self._store or await self._ready()).clear)
+
+    async def checkpoint(self) -> dict[str, Any]:
+        """Copy what changed into ``persist_path`` (in a thread)."""
+        return await asyncio.to_thread((self._store or await self._ready()).checkpoint)
+
+    async def sweep(self) -> dict[str, int]:
+        """Purge expired entries and old tombstones (in a thread)."""
+        return await asyncio.to_thread((self._store or await self._ready()).sweep)
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait for the store's background work (in a thread)."""
+        return await asyncio.to_thread((self._store or await self._ready()).drain, timeout)
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    async def get_or_load(
+        self,
+        key: Key,
+        loader: Callable[[], Any],
+        *,
+        ttl: TTL = ...,
+        on_busy: OnBusy = "wait",
+        wait_timeout: float | None = None,
+        default: Any = None,
+    ) -> Any:
+        """The value of ``key``; on a miss ``loader`` runs once across threads and coroutines.
+
+        ``loader`` is a coroutine function (awaited in a task) or a plain one (run in a
+        thread). ``on_busy``, ``wait_timeout``, ``default``, negative entries and errors
+        as in ``TierStore.get_or_load``. A caller cancelled while waiting leaves; the
+        load goes on for the others and is cancelled when none is left.
+        """
+        store = self._store or await self._ready()
+        if store._closed:
+            raise store._unusable()
+        parts = self._parts
+        assert parts is not None
+        return await parts.get_or_load(key, loader, ttl, on_busy, wait_timeout, default)
+
+    def cached(
+        self,
+        fn: Callable[..., Awaitable[Any]] | None = None,
+        /,
+        *,
+        ttl: TTL = ...,
+        key: Callable[..., Key] | None = None,
+        name: str | None = None,
+    ) -> Any:
+        """Memoize a coroutine function through ``get_or_load``; the handle of ``TierStore.cached``, awaited.
+
+        ``await f(x)``, ``await f.invalidate(x)``, ``await f.cache_clear()``; ``f.key(x)`` is plain.
+        """
+
+        async def load(cache_key: Key, loader: Callable[[], Awaitable[Any]], load_ttl: Any) -> Any:
+            return await self.get_or_load(cache_key, loader, ttl=load_ttl)
+
+        decorate: Callable[[Callable[..., Awaitable[Any]]], Cached[..., Awaitable[Any]]] = async_memoizer(
+            ttl=ttl, key=key, name=name, get_or_load=load, invalidate=self.invalidate, delete_prefix=self.delete_prefix
+        )
+        return decorate if fn is None else decorate(fn)
+
+    # -- sorted indexes --------------------------------------------------------------------------
+
+    def index(self, name: Key) -> AsyncSortedIndex:
+        """The sorted index ``name`` with coroutine methods (the store must be open: ``await open`` first)."""
+        store = self._store
+        if store is None:
+            raise StoreClosed("AsyncTierStore.index needs an open store: use `await AsyncTierStore.open(...)` first")
+        return AsyncSortedIndex(store.index(name))
+
+
+class AsyncSortedIndex:
+    """A ``SortedIndex`` with coroutine methods: reads and small writes inline, ``replace`` in a thread."""
+
+    def __init__(self, index: SortedIndex) -> None:
+        self.sync = index
+
+    @property
+    def name(self) -> Key:
+        return self.sync.name
+
+    @property
+    def stamp(self) -> Any:
+        return self.sync.stamp
+
+    def __len__(self) -> int:
+        return len(self.sync)
+
+    async def add(self, member: Key, score: float) -> None:
+        self.sync.add(member, score)
+
+    async def add_many(self, pairs: Pairs) -> None:
+        self.sync.add_many(pairs)
+
+    async def remove(self, member: Key) -> bool:
+        return self.sync.remove(member)
+
+    async def mark_dirty(self) -> None:
+        self.sync.mark_dirty()
+
+    async def replace(self, pairs: Pairs, stamp: Any = ...) -> None:
+        """Rebuild the index atomically (in a thread: it writes every member)."""
+        await asyncio.to_thread(self.sync.replace, pairs, stamp)
+
+    async def score(self, member: Key) -> float | None:
+        return self.sync.score(member)
+
+    async def rank(self, member: Key, reverse: bool = False) -> int | None:
+        return self.sync.rank(member, reverse)
+
+    async def page(self, offset: int = 0, limit: int = 20, reverse: bool = False) -> list[tuple[Key, float]]:
+        return self.sync.page(offset, limit, reverse)
+
+    async def page_after(
+        self, cursor: Any, limit: int = 20, reverse: bool = False
+    ) -> tuple[list[tuple[Key, float]], Any]:
+        return self.sync.page_after(cursor, limit, reverse)
+
+    async def range_by_score(self, lo: float, hi: float, limit: int | None = None) -> list[tuple[Key, float]]:
+        return self.sync.range_by_score(lo, hi, limit)

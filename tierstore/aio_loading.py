@@ -1,0 +1,207 @@
+"""``get_or_load`` for coroutines: the rules of ``loading`` with loads run as tasks on the caller's loop.
+
+The hit path reads tiers 1 and 2 inline (microseconds, no thread hop); a miss
+goes through the one flight table (``aio_flight``) that threads use too. The
+caller that starts a flight starts a task that leads it:
+
+- a coroutine function as loader is awaited in that task; any other callable runs
+  in a thread (``asyncio.to_thread``: the loop's default executor, with the
+  caller's context variables), since it may block;
+- the task re-checks the tiers (another flight may have filled the key), calls
+  the loader and fills through ``Loading.fill_loaded`` (the version rule, fills
+  dropped after a write or past the lease), then ends the flight for every
+  waiter, threads and coroutines alike;
+- cancelled because every caller left (``aio_flight``), it ends the flight at
+  once and stores nothing; a plain loader's thread cannot be stopped: its result
+  is dropped.
+
+Renewals ahead of expiry (refresh-ahead, XFetch) run as background tasks on the
+loop, single-flight with the rest and rate limited as in ``loading``. The tasks
+are kept referenced until they end (never "destroyed but pending"), and their
+outcomes are always retrieved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .aio_flight import AsyncFlights, lead_context
+from .codec import ABSENT, EXPIRES_AT, SEQ, VALUE, Key, RecordState, record_state
+from .flight import NOTHING, WAIT, Flight, Flights
+from .loading import Loading
+from .options import Options
+from .stats import Stats
+
+__all__ = ["AsyncLoading", "is_coroutine_loader"]
+
+log = logging.getLogger("tierstore")
+
+_LIVE, _NEGATIVE, _STALE = RecordState.LIVE, RecordState.NEGATIVE, RecordState.STALE
+
+
+def is_coroutine_loader(loader: object) -> bool:
+    """Whether ``loader`` is a coroutine function (awaited in a task) rather than a plain one (run in a thread)."""
+    return inspect.iscoroutinefunction(loader) or inspect.iscoroutinefunction(getattr(loader, "__call__", None))  # noqa: B004
+
+
+class AsyncLoading:
+    """The coroutine side of one store's loading, over its ``Loading``, ``Flights`` and lookup."""
+
+    def __init__(
+        self,
+        loading: Loading,
+        flights: Flights,
+        lookup: Callable[[Key], tuple[Any, str]],
+        options: Options,
+        stats: Stats,
+        path: str,
+    ) -> None:
+        self._loading = loading
+        self._flights = flights
+        self._aflights = AsyncFlights(flights)
+        self._lookup = lookup
+        self._options = options
+        self._clock = options.clock
+        self._stats = stats
+        self._path = path
+        self._tasks: set[asyncio.Task[None]] = set()  # leaders and renewals running now
+
+    async def get_or_load(
+        self,
+        key: Key,
+        loader: Callable[[], Any],
+        ttl: Any = ...,
+        on_busy: str = WAIT,
+        wait_timeout: float | None = None,
+        default: Any = None,
+    ) -> Any:
+        """The value of ``key``; on a miss ``loader`` runs once across threads and coroutines (see the module doc)."""
+        loading = self._loading
+        loading.check_load_args(loader, ttl, on_busy, wait_timeout)
+        record, hit_stat = self._lookup(key)
+        now = self._clock()
+        stale = NOTHING
+        if record is not None:
+            state = record_state(record, now, self._options.stale_ttl)
+            if state is _LIVE:
+                self._stats.counts[hit_stat]()
+                expires_at = record[EXPIRES_AT]
+                if expires_at is not None and loading.renewal_due(record, expires_at, now):
+                    self._renew(key, loader, ttl, record[SEQ])
+                return record[VALUE]
+            if state is _NEGATIVE:
+                self._stats.counts["negative_hits"]()
+                return default
+            if state is _STALE:
+                stale = record[VALUE]
+        answer = loading.screen_miss(key, stale, on_busy, default)
+        if answer is not NOTHING:
+            return answer
+        coroutine = is_coroutine_loader(loader)
+        value = await self._aflights.run(
+            key,
+            lambda flight: self._start(flight, self._lead(flight, key, loader, ttl, coroutine), cancellable=True),
+            on_busy=on_busy,
+            busy=lambda: loading.busy_answer(on_busy, stale, default),
+            wait_timeout=wait_timeout,
+        )
+        return default if value is ABSENT else value
+
+    def _start(self, flight: Flight, body: Any, *, cancellable: bool) -> None:
+        """Run ``body`` as the task leading ``flight``; with ``cancellable``, the last caller to leave cancels it."""
+        loop = asyncio.get_running_loop()
+        task: asyncio.Task[None] = lead_context(flight).run(loop.create_task, body)
+        self._tasks.add(task)
+        flights = self._flights
+
+        def ended(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            if not flight.done:  # cancelled before its first step: its body never ran to end the flight
+                flights.finish(flight, error=asyncio.CancelledError())
+
+        task.add_done_callback(ended)
+        if cancellable:
+            flight.cancel = lambda: _cancel_soon(loop, task)
+
+    async def _lead(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any, coroutine: bool) -> None:
+        """The leader task of a foreground load: its outcome goes to the flight's waiters, never to the task."""
+        try:
+            value = self._loading.filled_since(key)
+            if value is NOTHING:
+                self._stats.counts["loads"]()
+                try:
+                    value = await self._call(flight, key, loader, ttl, coroutine)
+                except BaseException:
+                    self._stats.counts["load_errors"]()
+                    raise
+        except BaseException as exc:
+            self._flights.finish(flight, error=exc)
+            if not isinstance(exc, (Exception, asyncio.CancelledError)):
+                raise  # KeyboardInterrupt, SystemExit: the loop's to handle
+            return
+        self._flights.finish(flight, value)
+
+    async def _call(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any, coroutine: bool) -> Any:
+        """Call the loader (awaited, or in a thread) and fill from its result; the plain value."""
+        started = time.monotonic()
+        if coroutine:
+            result = await loader()
+        else:
+            result = await asyncio.to_thread(loader)
+            if inspect.isawaitable(result):
+                _close(result)
+                raise TypeError(
+                    f"the loader of {key!r} returned an awaitable but is not a coroutine function; "
+                    "pass an async def function (or one whose __call__ is async)"
+                )
+        return self._loading.fill_loaded(key, result, ttl, flight, time.monotonic() - started)
+
+    def _renew(self, key: Key, loader: Callable[[], Any], ttl: Any, seen_seq: int) -> None:
+        """Start one background renewal task of ``key`` unless one runs or ran too recently (as ``loading``)."""
+        flight = self._loading.renewal_flight(key, seen_seq)
+        if flight is not None:
+            self._start(flight, self._refresh(flight, key, loader, ttl), cancellable=False)
+
+    async def _refresh(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any) -> None:
+        """A renewal: failures are logged and counted, the old value stays."""
+        try:
+            value = await self._call(flight, key, loader, ttl, is_coroutine_loader(loader))
+        except BaseException as exc:
+            self._flights.finish(flight, error=exc)
+            if isinstance(exc, Exception):
+                self._stats.counts["refresh_errors"]()
+                log.warning("%s: background refresh of %r failed; the old value stays", self._path, key, exc_info=True)
+            elif not isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        self._flights.finish(flight, value)
+        self._stats.counts["refreshes"]()
+
+    async def cancel_all(self) -> None:
+        """Cancel the tasks of this loop still running (at close) and wait for them to end."""
+        loop = asyncio.get_running_loop()
+        mine = [task for task in list(self._tasks) if task.get_loop() is loop]
+        for task in mine:
+            task.cancel()
+        if mine:
+            await asyncio.gather(*mine, return_exceptions=True)
+
+
+def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` from any thread (a thread or another loop may be the last caller to leave)."""
+    try:
+        loop.call_soon_threadsafe(task.cancel)
+    except RuntimeError:
+        pass  # its loop is closed: the task is gone with it
+
+
+def _close(awaitable: object) -> None:
+    """Close a coroutine that will never be awaited, so that it does not warn."""
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()
