@@ -16,8 +16,6 @@ import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pytest
-
 HANG = 30.0  # seconds: never a hang, not a timing assertion
 
 

@@ -154,7 +154,7 @@ def test_reads_writes_and_hits_stay_on_the_loop_while_long_work_goes_to_threads(
 
 
 def test_the_shared_tier_is_refused_with_the_reason(tmp_path: Path) -> None:
-    with pytest.raises(NotImplementedError, match="redis.asyncio"):
+    with pytest.raises(NotImplementedError, match=r"redis\.asyncio"):
         AsyncTierStore(str(tmp_path / "s"), shared="redis://127.0.0.1:1/0")
     assert not (tmp_path / "s").exists()  # nothing was opened
     with pytest.raises(TypeError, match="takes no options"):
@@ -275,52 +275,50 @@ def test_cached_coroutine_functions_have_the_handle(tmp_path: Path) -> None:
     run(body)
 
 
-def test_a_thread_and_a_coroutine_on_one_cold_key_cause_one_load(tmp_path: Path) -> None:
+@pytest.mark.parametrize("leader", ["thread", "coroutine"])
+def test_a_thread_and_a_coroutine_on_one_cold_key_cause_one_load(leader: str) -> None:
     """Real threads: whichever starts the load, the other waits for it."""
     store = TierStore(None, checkpoint_interval=None)
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def sync_loader() -> str:
+        calls.append("thread")
+        started.set()
+        release.wait(10)
+        return "value"
+
+    async def async_loader() -> str:
+        calls.append("coroutine")
+        started.set()
+        await asyncio.to_thread(release.wait, 10)
+        return "value"
+
+    def thread_call() -> Any:
+        return store.get_or_load("k", sync_loader)
+
+    async def waits_grow(before: int) -> None:
+        while store.stats()["load_waits"] == before:
+            await asyncio.sleep(0.001)
+
+    async def body() -> list[Any]:
+        s = AsyncTierStore(store)
+        loop = asyncio.get_running_loop()
+        if leader == "thread":
+            thread_result = loop.run_in_executor(None, thread_call)
+            await asyncio.to_thread(started.wait, 10)
+            coroutine_result = asyncio.ensure_future(s.get_or_load("k", async_loader))
+        else:
+            coroutine_result = asyncio.ensure_future(s.get_or_load("k", async_loader))
+            await asyncio.to_thread(started.wait, 10)
+            thread_result = loop.run_in_executor(None, thread_call)
+        await waits_grow(0)
+        release.set()
+        return [await coroutine_result, await thread_result]
+
     try:
-        for leader in ("thread", "coroutine"):
-            key = f"k-{leader}"
-            started, release = threading.Event(), threading.Event()
-            calls: list[str] = []
-
-            def sync_loader(who: str = "thread") -> str:
-                calls.append(who)
-                started.set()
-                release.wait(10)
-                return "value"
-
-            async def async_loader() -> str:
-                calls.append("coroutine")
-                started.set()
-                await asyncio.to_thread(release.wait, 10)
-                return "value"
-
-            def thread_call() -> Any:
-                return store.get_or_load(key, sync_loader)
-
-            async def body() -> list[Any]:
-                s = AsyncTierStore(store)
-                loop = asyncio.get_running_loop()
-                thread_result = None
-                if leader == "thread":
-                    thread_result = loop.run_in_executor(None, thread_call)
-                    await asyncio.to_thread(started.wait, 10)
-                    coroutine_result = asyncio.ensure_future(s.get_or_load(key, async_loader))
-                    while store.stats()["load_waits"] < 1:
-                        await asyncio.sleep(0.001)
-                else:
-                    coroutine_result = asyncio.ensure_future(s.get_or_load(key, async_loader))
-                    await asyncio.to_thread(started.wait, 10)
-                    thread_result = loop.run_in_executor(None, thread_call)
-                    waits = store.stats()["load_waits"]
-                    while store.stats()["load_waits"] == waits:
-                        await asyncio.sleep(0.001)
-                release.set()
-                return [await coroutine_result, await thread_result]
-
-            assert run(body) == ["value", "value"]
-            assert calls == [leader]
+        assert run(body) == ["value", "value"]
+        assert calls == [leader]
     finally:
         store.close()
 
