@@ -27,6 +27,7 @@ SECTION_NAMES = (
     "pagination",
     "checkpoint",
     "sweep",
+    "asyncio",
     "shared-read-heavy",
     "shared-write-heavy",
     "shared-lag",
@@ -39,7 +40,7 @@ Runner = Callable[[Config, str, set[str]], list[Section]]
 
 def _runners() -> list[tuple[tuple[str, ...], Runner]]:
     """Each runner with the section names it produces, in run order."""
-    from . import data, durability, hotpath, scenarios, shared, sweeptime, throughput
+    from . import aio, data, durability, hotpath, scenarios, shared, sweeptime, throughput
 
     return [
         (throughput.SECTIONS, throughput.run_throughput),
@@ -48,6 +49,7 @@ def _runners() -> list[tuple[tuple[str, ...], Runner]]:
         (data.SECTIONS, data.run_data),
         (durability.SECTIONS, durability.run_durability),
         (sweeptime.SECTIONS, sweeptime.run_sweep),
+        (aio.SECTIONS, aio.run_aio),
         (shared.SECTIONS, shared.run_shared),
     ]
 

@@ -50,6 +50,9 @@ class Config:
     shared_repeats: int = 5
     lag_writes: int = 1_000
     lag_pause: float = 0.005  # seconds between the lag writer's sets
+    aio_coroutines: int = 1_000  # the asyncio section's concurrent coroutines
+    aio_ops: int = 20  # reads per coroutine
+    aio_keys: int = 10_000
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +95,8 @@ QUICK = Config(
     shared_warmup_ops=500,
     shared_repeats=3,
     lag_writes=150,
+    aio_ops=10,
+    aio_keys=5_000,
 )
 
 SMOKE = Config(
@@ -126,6 +131,9 @@ SMOKE = Config(
     shared_repeats=2,
     lag_writes=40,
     lag_pause=0.002,
+    aio_coroutines=100,
+    aio_ops=5,
+    aio_keys=500,
 )
 
 PROFILES = {config.name: config for config in (FULL, QUICK, SMOKE)}

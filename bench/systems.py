@@ -182,4 +182,10 @@ def library_versions() -> dict[str, str]:
         versions["sqlite"] = sqlite3.sqlite_version
     except ImportError:
         versions["diskcache"] = "not installed"
+    try:
+        import aiocache
+
+        versions["aiocache"] = aiocache.__version__
+    except ImportError:
+        versions["aiocache"] = "not installed"
     return versions

@@ -56,6 +56,7 @@ class AsyncTierStore:
         """``AsyncTierStore(path, **options)`` (opened on first use) or ``AsyncTierStore(store)`` (wrapped)."""
         self._open_lock = threading.Lock()
         self._parts: AsyncLoading | None = None
+        self._get: Callable[[Key, Any], Any] = _not_open  # the store's get once open: the hot path's one lookup
         if isinstance(path, TierStore):
             if options:
                 raise TypeError("AsyncTierStore(store) wraps an open store and takes no options")
@@ -82,6 +83,7 @@ class AsyncTierStore:
 
     def _bind(self, store: TierStore) -> None:
         self._store = store
+        self._get = store.get
         self._parts = AsyncLoading(
             store._loading, store._flights, store._lookup, store._options, store._stats, store.path
         )  # fmt: skip
@@ -137,10 +139,10 @@ class AsyncTierStore:
 
     async def get(self, key: Key, default: Any = None) -> Any:
         """The live value of ``key`` (tier 1, then tier 2), else ``default``."""
-        store = self._store
-        if store is None:
-            store = await self._ready()
-        return store.get(key, default)
+        try:
+            return self._get(key, default)
+        except _NotOpen:
+            return (await self._ready()).get(key, default)
 
     async def get_entry(self, key: Key) -> Entry | None:
         """The entry of ``key`` with its metadata."""
@@ -282,6 +284,14 @@ class AsyncTierStore:
         if store is None:
             raise StoreClosed("AsyncTierStore.index needs an open store: use `await AsyncTierStore.open(...)` first")
         return AsyncSortedIndex(store.index(name))
+
+
+class _NotOpen(Exception):
+    """Raised by ``_not_open``: the store is to be opened first (a zero-cost ``try`` on the hot path)."""
+
+
+def _not_open(key: Key, default: Any) -> Any:
+    raise _NotOpen
 
 
 class AsyncSortedIndex:
