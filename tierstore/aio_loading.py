@@ -4,9 +4,11 @@ The hit path reads tiers 1 and 2 inline (microseconds, no thread hop); a miss
 goes through the one flight table (``aio_flight``) that threads use too. The
 caller that starts a flight starts a task that leads it:
 
-- a coroutine function as loader is awaited in that task; any other callable runs
-  in a thread (``asyncio.to_thread``: the loop's default executor, with the
-  caller's context variables), since it may block;
+- a coroutine function as loader (or a ``functools.partial`` of one) is awaited
+  in that task; any other callable runs in a thread (``asyncio.to_thread``: the
+  loop's default executor, with the caller's context variables), since it may
+  block, and what it returns is awaited in the task when it is awaitable (so
+  ``lambda: fetch(key)`` works, one thread hop slower than ``partial(fetch, key)``);
 - the task re-checks the tiers (another flight may have filled the key), calls
   the loader and fills through ``Loading.fill_loaded`` (the version rule, fills
   dropped after a write or past the lease), then ends the flight for every
@@ -153,12 +155,8 @@ class AsyncLoading:
             result = await loader()
         else:
             result = await asyncio.to_thread(loader)
-            if inspect.isawaitable(result):
-                _close(result)
-                raise TypeError(
-                    f"the loader of {key!r} returned an awaitable but is not a coroutine function; "
-                    "pass an async def function (or one whose __call__ is async)"
-                )
+            if inspect.isawaitable(result):  # lambda: fetch(k): works, one thread hop later
+                result = await result
         return self._loading.fill_loaded(key, result, ttl, flight, time.monotonic() - started)
 
     def _renew(self, key: Key, loader: Callable[[], Any], ttl: Any, seen_seq: int) -> None:
@@ -199,9 +197,3 @@ def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> N
     except RuntimeError:
         pass  # its loop is closed: the task is gone with it
 
-
-def _close(awaitable: object) -> None:
-    """Close a coroutine that will never be awaited, so that it does not warn."""
-    close = getattr(awaitable, "close", None)
-    if callable(close):
-        close()
