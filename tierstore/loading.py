@@ -2,8 +2,8 @@
 
 The single-flight loading of ``get_or_load`` (README, "Decisions"), over a store it knows only through
 ``StoreCore`` (a few bound primitives) and the parts it shares with the store
-(``Flights`` for single-flight, ``Scheduler`` for background work, the
-``Guard``, the options and the stats dict). It never imports the store.
+(``Flights``, ``Scheduler``, the ``Guard``, the options and the stats dict). It never
+imports the store; ``aio_loading`` builds the coroutine path on its public steps.
 
 - On a hit the value is returned without calling the loader; a negative entry
   returns ``default``. On a miss a key the guard rules out returns ``default``.
@@ -12,10 +12,9 @@ The single-flight loading of ``get_or_load`` (README, "Decisions"), over a store
   value at once when one is within ``stale_ttl`` (else waits), ``"default"``
   returns ``default`` at once.
 - The loader's exception reaches its caller and every waiter; nothing is stored.
-- ``None`` or ``ABSENT`` from the loader stores a negative entry
-  (``negative_ttl``) and returns ``default``; ``Versioned(value, version)``
-  stamps the version. A fill never lowers the stored version; a fill at the
-  stored version renews the entry (but never resurrects a tombstone).
+- ``None`` or ``ABSENT`` from the loader stores a negative entry (``negative_ttl``)
+  and returns ``default``; ``Versioned(value, version)`` stamps the version
+  (the fill's version rule is ``loaded_value.fill``'s).
 - A fill is dropped (counted in ``fills_rejected``), though still returned to
   the callers of that load, when the key was set, deleted or invalidated after
   the load began, or when the load outlived its ``lock_timeout`` lease.
@@ -32,9 +31,8 @@ The single-flight loading of ``get_or_load`` (README, "Decisions"), over a store
 - Stats: ``loads``/``load_errors`` count foreground loader calls and their
   failures, ``refreshes``/``refresh_errors`` background ones (refresh-ahead,
   XFetch, ``refresh_every``); ``load_waits`` counts callers that waited.
-- The value returned is the one the tiers would return (a tuple reads as a list).
-- A loader's value that tier 2 could not give back raises to the load's callers
-  (``TypeError``/``ValueError``/``OverflowError`` naming the key); nothing is stored.
+- The value returned is the one the tiers would return (a tuple reads as a list); one
+  they could not give back raises to the load's callers, naming the key, unstored.
 - A loader that asks for its own key in its own thread gets ``RuntimeError`` at
   once (see ``flight``); loading other keys from a loader works.
 - Across processes (``lease``, a ``load_lease.LoadLease``; ``None`` locally): the
@@ -298,10 +296,7 @@ class Loading:
     def fill_loaded(
         self, key: Key, result: Any, ttl: Any, flight: Flight, load_time: float, held: Held | None = None
     ) -> Any:
-        """Store what a loader returned when the flight (or ``held``) may still fill; the plain value.
-
-        ``aio`` calls it with what a coroutine loader returned.
-        """
+        """Store what a loader returned when the flight (or ``held``) may still fill; the plain value."""
         version = None
         if isinstance(result, Versioned):
             result, version = result.value, codec.check_version(result.version)
