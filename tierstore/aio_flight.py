@@ -82,7 +82,7 @@ class AsyncFlights:
             flight, leader = flights.begin(key)
             if leader:
                 start(flight)
-                limit = None
+                limit = None  # its own load: waited for to its end, as a threaded leader runs its loader
             else:
                 if on_busy != WAIT and busy is not None:
                     answer = busy()
@@ -92,15 +92,15 @@ class AsyncFlights:
                 flights.note_wait(flight, count=not counted)
                 counted = True
                 limit = give_up
-            if await self._follow(flight, limit):
+            if await self._follow(flight, limit, until_lease=not leader):
                 if flight.abandoned:
                     continue  # every caller left it while this one joined: start over
                 return flight.result()
             if limit is not None and time.monotonic() >= limit:
                 raise LoadTimeout(f"the load of {key!r} did not end within wait_timeout={wait_timeout}s")
 
-    async def _follow(self, flight: Flight, give_up: float | None) -> bool:
-        """Wait for ``flight`` until it ends, its lease ends or ``give_up``; ``True`` when it ended.
+    async def _follow(self, flight: Flight, give_up: float | None, *, until_lease: bool) -> bool:
+        """Wait for ``flight`` until it ends, its lease ends (``until_lease``) or ``give_up``; ``True`` when it ended.
 
         Cancelled, the caller leaves: the last to leave a task's flight cancels the task.
         """
@@ -113,8 +113,11 @@ class AsyncFlights:
         try:
             if not flights.listen(flight, wake):
                 return True
-            until = flight.deadline if give_up is None else min(flight.deadline, give_up)
-            timer = loop.call_at(loop.time() + max(0.0, until - time.monotonic()), _resolve, waiter)
+            until = flight.deadline if until_lease else None
+            if give_up is not None:
+                until = give_up if until is None else min(until, give_up)
+            if until is not None:
+                timer = loop.call_at(loop.time() + max(0.0, until - time.monotonic()), _resolve, waiter)
             await waiter
             return flight.done
         finally:

@@ -196,4 +196,3 @@ def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> N
         loop.call_soon_threadsafe(task.cancel)
     except RuntimeError:
         pass  # its loop is closed: the task is gone with it
-

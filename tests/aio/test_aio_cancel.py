@@ -273,3 +273,24 @@ def test_close_cancels_the_loads_still_running() -> None:
             await caller
 
     run(body)
+
+
+def test_a_load_past_its_lease_lets_the_next_caller_load_and_never_overwrites_it() -> None:
+    async def body() -> None:
+        s = AsyncTierStore(TierStore(None, checkpoint_interval=None, lock_timeout=0.05))
+        slow = Gate("slow")
+        starter = asyncio.ensure_future(s.get_or_load("k", slow))
+        await slow.entered.wait()
+        await asyncio.sleep(0.1)  # past the lease (real time, as leases are)
+
+        async def fast() -> str:
+            return "fast"
+
+        assert await s.get_or_load("k", fast) == "fast"
+        slow.open.set()
+        assert await starter == "slow"  # its caller waited for its own load, to its end
+        assert slow.calls == 1 and slow.cancelled == 0
+        assert await s.get("k") == "fast" and (await s.stats())["fills_rejected"] == 1
+        await closing(s)
+
+    run(body)
