@@ -311,6 +311,9 @@ class AsyncSortedIndex:
     def __len__(self) -> int:
         return len(self.sync)
 
+    def __contains__(self, member: object) -> bool:
+        return member in self.sync
+
     async def add(self, member: Key, score: float) -> None:
         self.sync.add(member, score)
 

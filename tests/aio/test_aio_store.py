@@ -62,6 +62,7 @@ def test_every_call_has_the_sync_semantics(tmp_path: Path) -> None:
             await index.add_many([("bob", 1.0), ("cy", 2.0)])
             assert await index.page() == [("bob", 1.0), ("cy", 2.0), ("ada", 3.0)]
             assert await index.rank("ada") == 2 and await index.score("cy") == 2.0 and len(index) == 3
+            assert "ada" in index and "nobody" not in index and index.name == "scores"
             items, cursor = await index.page_after(None, limit=2)
             assert items == [("bob", 1.0), ("cy", 2.0)] and cursor is not None
             assert await index.range_by_score(1.5, 3.0) == [("cy", 2.0), ("ada", 3.0)]
@@ -106,6 +107,8 @@ def test_opening_runs_off_the_loop_once_and_open_raises_its_errors(tmp_path: Pat
         asyncio.get_running_loop().set_default_executor(executor)
         s = AsyncTierStore(str(tmp_path / "s"), checkpoint_interval=None)
         assert s.store is None and not s.closed
+        with pytest.raises(StoreClosed, match="open"):
+            s.index("early")  # a plain call cannot open the store
         # many first uses at once: one open, in a thread
         assert await asyncio.gather(*[s.get("k") for _ in range(20)]) == [None] * 20
         assert executor.submitted.count("_open_once") >= 1 and s.store is not None
