@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -154,7 +155,12 @@ class AsyncLoading:
         if coroutine:
             result = await loader()
         else:
-            result = await asyncio.to_thread(loader)
+            call = _InThread(loader)
+            try:
+                result = await asyncio.to_thread(call)
+            except BaseException:
+                call.leave()  # an awaitable it returns now is closed, never left unawaited
+                raise
             if inspect.isawaitable(result):  # lambda: fetch(k): works, one thread hop later
                 result = await result
         return self._loading.fill_loaded(key, result, ttl, flight, time.monotonic() - started)
@@ -196,3 +202,40 @@ def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> N
         loop.call_soon_threadsafe(task.cancel)
     except RuntimeError:
         pass  # its loop is closed: the task is gone with it
+
+
+class _InThread:
+    """A plain loader's call in a thread. An awaitable it returns after its caller left is closed
+    (a coroutine nobody awaits would warn "never awaited"). Thread-safety: ``leave`` may run
+    while the call runs; a lock orders them."""
+
+    def __init__(self, loader: Callable[[], Any]) -> None:
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._left = False
+        self._pending: Any = None
+
+    def __call__(self) -> Any:
+        result = self._loader()
+        if inspect.isawaitable(result):
+            with self._lock:
+                if not self._left:
+                    self._pending = result
+                    return result
+            _close(result)
+            return None
+        return result
+
+    def leave(self) -> None:
+        with self._lock:
+            self._left = True
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            _close(pending)
+
+
+def _close(awaitable: object) -> None:
+    """Close a coroutine (or generator-based awaitable) that will never be awaited."""
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()

@@ -294,3 +294,33 @@ def test_a_load_past_its_lease_lets_the_next_caller_load_and_never_overwrites_it
         await closing(s)
 
     run(body)
+
+
+def test_a_coroutine_a_plain_loader_returns_after_its_callers_left_is_closed_not_left_unawaited() -> None:
+    """``lambda: fetch(k)`` cancelled while its thread runs: the coroutine it returns never warns."""
+    awaited: list[str] = []
+
+    async def fetch() -> str:
+        awaited.append("fetch")
+        return "late"
+
+    async def body() -> None:
+        s = store()
+        entered, release = threading.Event(), threading.Event()
+
+        def lam() -> Any:
+            entered.set()
+            release.wait(10)
+            return fetch()
+
+        caller = asyncio.ensure_future(s.get_or_load("k", lam))
+        await asyncio.to_thread(entered.wait, 10)
+        caller.cancel()
+        await settle()
+        release.set()
+        await s.drain(5)
+        await asyncio.sleep(0.05)  # let the default executor's thread hand back (never a timing assertion)
+        assert awaited == [] and await s.get("k") is None
+        await closing(s)
+
+    run(body)
