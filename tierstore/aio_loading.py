@@ -210,7 +210,7 @@ class _InThread:
     while the call runs; a lock orders them."""
 
     def __init__(self, loader: Callable[[], Any]) -> None:
-        self._loader = loader
+        self._loader = self.__wrapped__ = loader  # __wrapped__: what it calls, for introspection
         self._lock = threading.Lock()
         self._left = False
         self._pending: Any = None

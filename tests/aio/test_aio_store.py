@@ -28,6 +28,7 @@ class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
         target: Any = fn
         while isinstance(target, functools.partial):  # to_thread submits partial(context.run, func, ...)
             target = target.args[0] if target.func.__name__ == "run" else target.func
+        target = getattr(target, "__wrapped__", target)  # a plain loader's call in its thread
         self.submitted.append(getattr(target, "__name__", repr(target)))
         return super().submit(fn, *args, **kwargs)
 
