@@ -324,3 +324,55 @@ def test_a_coroutine_a_plain_loader_returns_after_its_callers_left_is_closed_not
         await closing(s)
 
     run(body)
+
+
+def test_refresh_ahead_renews_in_a_background_task_with_a_coroutine_loader() -> None:
+    clock = [1000.0]
+    values = iter(["first", "second", "third"])
+    calls: list[str] = []
+
+    async def body() -> None:
+        s = AsyncTierStore(
+            TierStore(
+                None, checkpoint_interval=None, refresh_ahead=0.5, min_refresh_interval=0.0, clock=lambda: clock[0]
+            )
+        )
+
+        async def load() -> str:
+            calls.append("load")
+            return next(values)
+
+        assert await s.get_or_load("k", load, ttl=10.0) == "first"
+        clock[0] += 6.0  # in the last half of the TTL: a hit renews in the background
+        assert await s.get_or_load("k", load, ttl=10.0) == "first"  # served at once
+        await settle()
+        assert calls == ["load", "load"] and await s.get("k") == "second"
+        stats = await s.stats()
+        assert stats["refreshes"] == 1 and stats["loads"] == 1
+        await closing(s)
+
+    run(body)
+
+
+def test_a_failing_renewal_is_counted_and_the_old_value_stays() -> None:
+    clock = [1000.0]
+
+    async def body() -> None:
+        s = AsyncTierStore(
+            TierStore(
+                None, checkpoint_interval=None, refresh_ahead=0.5, min_refresh_interval=0.0, clock=lambda: clock[0]
+            )
+        )
+        await s.set("k", "kept", ttl=10.0)
+
+        async def broken() -> str:
+            raise LookupError("source down")
+
+        clock[0] += 6.0  # in the last half of the TTL: the hit renews in the background, and that fails
+        assert await s.get_or_load("k", broken, ttl=10.0) == "kept"
+        await settle()
+        stats = await s.stats()
+        assert stats["refresh_errors"] == 1 and stats["load_errors"] == 0 and await s.get("k") == "kept"
+        await closing(s)
+
+    run(body)
