@@ -97,6 +97,14 @@ def _connect(shared: object) -> redis.Redis:
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
+_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:  # redis-py's own packing wraps hiredis's in per-argument checks that cost as much again
+    from hiredis import pack_command as _hiredis_pack
+
+    _pack = _hiredis_pack
+except ImportError:  # without hiredis (redis[hiredis] brings it): redis-py's packing
+    _pack = None
+
 _LOST = (redis.ConnectionError, redis.TimeoutError)  # Redis unreachable (as opposed to refusing a call)
 
 
@@ -169,7 +177,7 @@ class SharedClient:
         except IndexError:
             conn = self.redis.connection_pool.make_connection()
         try:
-            conn.send_command(*args)
+            conn.send_packed_command(conn.pack_command(*args) if _pack is None else [_pack(args)])
             reply = conn.read_response()
         except redis.ResponseError:
             idle.append(conn)  # the reply was read whole: the connection is in step

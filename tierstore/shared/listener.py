@@ -28,6 +28,9 @@ an empty prefix: every key). The listener:
   first contact) and resyncs before calls go through again
   (``Outage.regained``). The first message after a subscription sets the
   baseline ``seq``: writes before the subscription are covered by that resync.
+- Each wake-up handles every reply already waiting (up to ``_DRAIN``), read
+  straight off the subscription's connection (RESP2 arrays); idle, it wakes
+  every ``_POLL`` seconds to check its clock and ``client.down``.
 - Errors are counted in ``shared_errors`` and logged; the thread never dies of one.
 - ``wake``, when set, is called with each message's tagged key (its own too):
   waiters for a load lease in another process ask Redis again at once.
