@@ -193,6 +193,7 @@ class Listener:
                         pinged_at = None
                     if not conn.can_read(timeout=0):
                         break
+                client.contact()  # and after the last reply read: the grace runs from it
             if client.down:
                 raise _Gap("a call found Redis unreachable")
             now = time.monotonic()
