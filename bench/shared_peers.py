@@ -133,11 +133,23 @@ def peer_notes(capacity: int) -> list[str]:
     """How each peer is opened, one note line each (printed with the tables)."""
     rest = "path=None: each worker its own temp dir; shared=the bench's Redis; every other setting is the default"
     return [
+        f"both Redis clients: {_client_version()}",
         settings_note(store_settings(capacity), rest=rest),
         f"redis-py+msgpack: redis.Redis on the same unix socket; GET + unpackb, packb + SET EX {TTL}",
         f"diskcache: Cache(directory) with its default settings, one directory for every worker; expire={TTL}",
         f"every peer is read cache-aside (get; on a miss the source's value, set back) and writes with a {TTL} s TTL",
     ]
+
+
+def _client_version() -> str:
+    """redis-py's version and its reply parser (hiredis when installed: ``redis[hiredis]``)."""
+    try:
+        import redis
+        from redis.utils import HIREDIS_AVAILABLE
+    except ImportError:
+        return "redis-py not installed"
+    parser = "hiredis" if HIREDIS_AVAILABLE else "redis-py's pure-Python parser"
+    return f"redis-py {redis.__version__} with {parser}"
 
 
 def open_peer(name: str, *, url: str, socket: str, namespace: str, directory: str, capacity: int) -> Peer:

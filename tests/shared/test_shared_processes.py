@@ -105,7 +105,7 @@ def test_a_delete_in_one_process_is_seen_by_another(workers: Callable[..., Worke
 
 def test_adds_racing_across_processes_have_exactly_one_winner_per_key(workers: Callable[..., Worker]) -> None:
     racers = [workers() for _ in range(3)]
-    keys = [f"k{i}" for i in range(300)]
+    keys = [f"k{i}" for i in range(2000)]  # long enough a race that a racer scheduled late still takes part
     racers[0].call("set", "k0", "stored")  # a live entry: nobody adds over it
     start_at = time.time() + 1.0
     for index, racer in enumerate(racers):

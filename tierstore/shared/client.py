@@ -4,7 +4,8 @@
   ``from_url``) or a ``redis.Redis``, whose connection settings are reused for
   connections of our own: replies as bytes, a socket timeout of
   ``CALL_TIMEOUT`` seconds (unless the client sets one), no retries inside
-  redis-py (a retried script could run twice; the caller decides).
+  redis-py (a retried script could run twice; the caller decides), RESP2
+  (every Redis speaks it; the listener reads its replies as plain arrays).
 - Every call goes through ``call``, which maps any ``RedisError`` (refused
   connection, timeout, a server refusing a write) to ``SharedUnavailable`` and
   counts it in ``shared_errors``.
@@ -81,7 +82,7 @@ class Names:
 
 
 def _connect(shared: object) -> redis.Redis:
-    options: dict[str, Any] = {"decode_responses": False, "retry": Retry(NoBackoff(), 0)}
+    options: dict[str, Any] = {"decode_responses": False, "retry": Retry(NoBackoff(), 0), "protocol": 2}
     if isinstance(shared, str):
         return redis.Redis.from_url(shared, socket_timeout=CALL_TIMEOUT, socket_connect_timeout=CALL_TIMEOUT, **options)
     if not isinstance(shared, redis.Redis):
@@ -95,6 +96,14 @@ def _connect(shared: object) -> redis.Redis:
         kwargs["socket_connect_timeout"] = kwargs["socket_timeout"]
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
+
+_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:  # redis-py's own packing wraps hiredis's in per-argument checks that cost as much again
+    from hiredis import pack_command as _hiredis_pack
+
+    _pack = _hiredis_pack
+except ImportError:  # without hiredis (redis[hiredis] brings it): redis-py's packing
+    _pack = None
 
 _LOST = (redis.ConnectionError, redis.TimeoutError)  # Redis unreachable (as opposed to refusing a call)
 
@@ -121,6 +130,7 @@ class SharedClient:
         self.last_contact = time.monotonic()  # the open counts as a contact: a grace runs from it
         self.down = False  # Redis known unreachable: calls fail fast until the listener is back
         self.on_lost: Callable[[str], None] = _ignore  # set by the outage policy
+        self._idle: list[Any] = []  # ``execute``'s connections
 
     def call(self, what: str, command: Callable[..., _T], *args: Any, while_down: bool = False) -> _T:
         """``command(*args)``, any Redis error raised as ``SharedUnavailable`` (counted).
@@ -144,6 +154,41 @@ class SharedClient:
         self.last_contact = time.monotonic()
         return result
 
+    def execute(self, what: str, *args: Any) -> Any:
+        """One command (``args``: its name and arguments) as ``call`` runs it; the raw RESP2 reply.
+
+        For the hot calls (a read's ``HMGET``, a write's ``EVALSHA``): it runs on a connection
+        of this client's own idle list, not through ``redis.Redis``'s command layer, whose
+        pool, retry and metrics wrappers cost three times the round trip itself. Replies
+        are not post-processed (``HMGET``: a list of bytes or ``None``).
+        """
+        return self.call(what, self.send, *args)
+
+    def send(self, *args: Any) -> Any:
+        """``args`` sent and its reply read on an idle connection (a new one if none is idle); inside ``call``.
+
+        Thread-safety: each caller pops its own connection (``list.pop``/``append`` are
+        atomic); a failure other than a server's error reply disconnects it, so no half-read
+        reply is left for the next caller (it reconnects on its next command).
+        """
+        idle = self._idle
+        try:
+            conn = idle.pop()
+        except IndexError:
+            conn = self.redis.connection_pool.make_connection()
+        try:
+            conn.send_packed_command(conn.pack_command(*args) if _pack is None else [_pack(args)])
+            reply = conn.read_response()
+        except redis.ResponseError:
+            idle.append(conn)  # the reply was read whole: the connection is in step
+            raise
+        except BaseException:
+            conn.disconnect()
+            idle.append(conn)
+            raise
+        idle.append(conn)
+        return reply
+
     def contact(self) -> None:
         """Note a reply that did not come through ``call`` (the listener's)."""
         self.last_contact = time.monotonic()
@@ -163,6 +208,8 @@ class SharedClient:
 
     def close(self) -> None:
         try:
+            for conn in self._idle:
+                conn.disconnect()
             self.redis.close()
             self.redis.connection_pool.disconnect()  # a pool built here for a given client is ours to close
         except redis.RedisError:  # closing never raises: the connections are gone either way

@@ -28,6 +28,9 @@ an empty prefix: every key). The listener:
   first contact) and resyncs before calls go through again
   (``Outage.regained``). The first message after a subscription sets the
   baseline ``seq``: writes before the subscription are covered by that resync.
+- Each wake-up handles every reply already waiting (up to ``_DRAIN``), read
+  straight off the subscription's connection (RESP2 arrays); idle, it wakes
+  every ``_POLL`` seconds to check its clock and ``client.down``.
 - Errors are counted in ``shared_errors`` and logged; the thread never dies of one.
 - ``wake``, when set, is called with each message's tagged key (its own too):
   waiters for a load lease in another process ask Redis again at once.
@@ -56,6 +59,7 @@ __all__ = ["Listener"]
 log = logging.getLogger("tierstore")
 
 _POLL = 0.05  # seconds: the longest the thread waits for a message before checking its clock
+_DRAIN = 1000  # replies read per wake-up at most, so a steady stream still lets the clock be checked
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
 
 
@@ -163,20 +167,33 @@ class Listener:
                 log.debug("closing the listener's connection failed", exc_info=True)
 
     def _listen(self, pubsub: redis.client.PubSub) -> None:
+        """Read the subscription until stopped or a gap: every reply waiting is handled per wake-up.
+
+        Replies are read off the subscription's connection directly (RESP2 arrays: the
+        client asks for protocol 2), not through ``PubSub.get_message``, whose per-message
+        bookkeeping cost more than the drop itself.
+        """
         interval = self._interval
         last: int | None = None
         pinged_at: float | None = None
         next_ping = time.monotonic() + interval
         client = self._client
-        while not self._stop.is_set():
-            message = pubsub.get_message(timeout=_POLL)
-            if message is not None:
+        conn = pubsub.connection
+        assert conn is not None  # subscribed
+        stop = self._stop
+        while not stop.is_set():
+            if conn.can_read(timeout=_POLL):
                 client.contact()
-                kind = message["type"]
-                if kind == "message":
-                    last = self._on_message(message["data"], last)
-                elif kind == "pong":
-                    pinged_at = None
+                for _ in range(_DRAIN):
+                    reply = conn.read_response()
+                    kind = reply[0] if type(reply) is list and reply else reply
+                    if kind == b"message":
+                        last = self._on_message(reply[2], last)
+                    elif kind == b"pong" or kind == b"PONG":
+                        pinged_at = None
+                    if not conn.can_read(timeout=0):
+                        break
+                client.contact()  # and after the last reply read: the grace runs from it
             if client.down:
                 raise _Gap("a call found Redis unreachable")
             now = time.monotonic()
@@ -192,7 +209,8 @@ class Listener:
             seq_text, version, origin, tagged = data.split(b":", 3)
             seq = int(seq_text)
             whole = version == b"P"  # a prefix message: every key under the tagged prefix (b"": all)
-            key = None if whole and not tagged else decode_key(tagged)
+            own = origin == self._client.origin  # its own: only the seq and ``wake`` matter
+            key = None if own or (whole and not tagged) else decode_key(tagged)
         except (ValueError, CorruptRecord):
             log.warning("tierstore: a malformed invalidation %r on the shared channel", data[:80])
             self._outage.resync("malformed message")
@@ -201,7 +219,7 @@ class Listener:
         if last is not None and seq != last + 1:
             self._outage.resync(f"seq {seq} after {last}")
             self._mirror.epoch = self._client.epoch()  # a reset: Redis may hold a new data set
-        if origin != self._client.origin:
+        if not own:
             mirror = self._mirror
             if whole:
                 mirror.drop_prefix(key)

@@ -239,21 +239,22 @@ class Mirror:
         ``True`` when a copy was kept.
         """
         with self._locks[stripe]:
-            if below is not None:
-                data = self._disk.get(disk_key)
-                found = None if data is None else envelope_stamp(data)
+            data = self._disk.get(disk_key)  # read once: whether a copy is kept, and whether to delete one
+            if below is not None and data is not None:
+                found = envelope_stamp(data)
                 if found is not None:
                     local_seq, (seq, epoch) = found
                     if local_seq > self.floor and epoch == self.epoch and seq >= below:
                         return True
-            self._drop_locked(key, disk_key, stripe)
+            self._drop_locked(key, disk_key, stripe, held=data is not None)
             return False
 
-    def _drop_locked(self, key: Key, disk_key: bytes, stripe: int) -> None:
+    def _drop_locked(self, key: Key, disk_key: bytes, stripe: int, *, held: bool | None = None) -> None:
+        """Drop ``key`` from both tiers (the lock held); ``held``: whether tier 2 has a copy, when known."""
         memory = self._memory
         memory.begin_write(stripe, key)
         try:
-            if self._disk.get(disk_key) is not None:
+            if held if held is not None else self._disk.get(disk_key) is not None:
                 self._writes.delete(disk_key)
         finally:
             memory.discard(key, stripe)

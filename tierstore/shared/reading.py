@@ -89,7 +89,7 @@ class SharedReads:
                 self._memory.admit(key, record, stripe, seen[0])
             return record
         try:
-            data, version, seq, epoch = client.call("get", client.redis.hmget, client.names.entry(tagged), _FIELDS)
+            data, version, seq, epoch = client.execute("get", b"HMGET", client.names.entry(tagged), *_FIELDS)
         except SharedUnavailable:
             if client.down and not self._outage.raising:
                 return None  # "local": a read that needs an unreachable Redis is a miss

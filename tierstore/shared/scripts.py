@@ -150,12 +150,12 @@ class Scripts:
         if result is _FORGOTTEN:
             self.reloads += 1
             self._load(source)
-            result = self._client.call(what, self._client.redis.evalsha, digest, len(keys), *keys, *args)
+            result = self._client.execute(what, b"EVALSHA", digest, len(keys), *keys, *args)
         return result
 
     def _evalsha(self, digest: str, keys: list[bytes], args: list[bytes | str]) -> Any:
         try:
-            return self._client.redis.evalsha(digest, len(keys), *keys, *args)
+            return self._client.send(b"EVALSHA", digest, len(keys), *keys, *args)
         except NoScriptError:
             return _FORGOTTEN
 
