@@ -7,6 +7,8 @@ the stored version, an unversioned one keeps it, a delete leaves a tombstone at
 window read on a fake clock, negative entries, and the calls on many keys.
 ``Timing`` holds the TTLs the machine opens its stores with: the one-process
 machine uses small ones, the shared one the same scaled up (see its docstring).
+``KEYS`` (drawn from ``KEY_POOL``, 6 str and bytes keys), ``VALUES`` and ``PREFIXES`` are
+what both machines draw.
 """
 
 from __future__ import annotations
@@ -15,7 +17,24 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from hypothesis import strategies as st
+
 from tierstore import ABSENT, Entry
+
+KEY_POOL: tuple[Any, ...] = ("a", "b", b"a", "ccc", b"\x00", "\u00e9")
+KEYS = st.sampled_from(KEY_POOL)
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+    st.lists(st.integers(min_value=-5, max_value=5), max_size=4),
+    st.tuples(st.text(max_size=3), st.integers(min_value=0, max_value=9)),
+    st.dictionaries(st.text(max_size=3), st.integers(min_value=0, max_value=9), max_size=3),
+)
+PREFIXES = st.sampled_from(["", "a", "c", "\u00e9", b"", b"a", b"\x00", "b"])
 
 
 @dataclass(frozen=True)
@@ -40,7 +59,7 @@ class Timing:
             tuple(step * factor for step in self.steps),
         )
 
-    def options(self) -> dict[str, float]:
+    def options(self) -> dict[str, Any]:
         """The store options these settings stand for."""
         return {
             "default_ttl": self.default_ttl,
@@ -193,11 +212,12 @@ class StoreModel:
 
         A live or negative entry answers without loading; anything else (nothing, a
         tombstone, an expired or stale entry) loads and stores unversioned: ``None``
-        or ``ABSENT`` from the loader as a negative entry.
+        or ``ABSENT`` from the loader as a negative entry, for ``negative_ttl`` whatever ``ttl`` says.
         """
         if self.live(key) or self.negative(key):
             return False
-        self._store(key, ABSENT if value is None else value, ttl, None)
+        negative = value is None or value is ABSENT
+        self._store(key, ABSENT if negative else value, ... if negative else ttl, None)
         return True
 
     def expected_entry(self, key: Any) -> Entry | None:

@@ -17,24 +17,11 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from tests.property.store_model import Clock, StoreModel, Timing
+from tests.property.store_model import KEYS, PREFIXES, VALUES, Clock, StoreModel, Timing
 from tierstore import ABSENT, TierStore
 
 TIMING = Timing()
-KEYS = st.sampled_from(["a", "b", b"a", "ccc", b"\x00", "\u00e9"])
-VALUES = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**63), max_value=2**64 - 1),
-    st.floats(allow_nan=False),
-    st.text(max_size=20),
-    st.binary(max_size=20),
-    st.lists(st.integers(min_value=-5, max_value=5), max_size=4),
-    st.tuples(st.text(max_size=3), st.integers(min_value=0, max_value=9)),
-    st.dictionaries(st.text(max_size=3), st.integers(min_value=0, max_value=9), max_size=3),
-)
 VERSIONS = st.integers(min_value=0, max_value=6)
-PREFIXES = st.sampled_from(["", "a", "c", "\u00e9", b"", b"a", b"\x00", "b"])
 TTLS = st.one_of(st.just(...), st.none(), st.sampled_from(TIMING.ttls))
 
 
