@@ -246,6 +246,15 @@ class StoreModel:
         entry = store.get_entry(key)
         assert entry == self.expected_entry(key), (key, entry)
 
+    def live_items(self, prefix: Any = None) -> list[tuple[Any, Any]]:
+        """The live ``(key, value)`` pairs under ``prefix`` in the store's key order: bytes keys, then str keys,
+        each by their bytes (UTF-8 for str)."""
+        under = [
+            key for key in self.live_keys() if prefix is None or (type(key) is type(prefix) and key.startswith(prefix))
+        ]
+        under.sort(key=lambda key: (isinstance(key, str), key.encode() if isinstance(key, str) else key))
+        return [(key, self.records[key].value) for key in under]
+
     def check_listing(self, store: Any) -> None:
         """``store.keys()`` and ``len(store)`` give the model's live keys."""
         expected = self.live_keys()

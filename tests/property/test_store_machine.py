@@ -3,9 +3,10 @@
 It covers unversioned and versioned sets, deletes, ABSENT, expiry with a stale
 window, reopening the directory and tier-1 pressure (tier 1 holds 2 entries of
 a 6-key pool), the calls on many keys (``set_many``, ``delete_many``,
-``delete_prefix``, ``clear``, ``get_many``, ``len``) and the read-then-write
-ones (``add``, ``touch``, ``pop``), and checks every read against the model
-(``store_model``; the shared tier's machine checks two stores against the same one).
+``delete_prefix``, ``clear``, ``get_many``, ``len``, ``items`` under a prefix)
+and the read-then-write ones (``add``, ``touch``, ``pop``), and checks every
+read against the model (``store_model``; the shared tier's machine checks two
+stores against the same one).
 """
 
 from __future__ import annotations
@@ -97,6 +98,10 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(keys=st.lists(KEYS, max_size=6))
     def get_many(self, keys: list[Any]) -> None:
         assert self.store.get_many(keys) == self.model.get_many(keys)
+
+    @rule(prefix=st.one_of(st.none(), PREFIXES))
+    def items(self, prefix: Any) -> None:
+        assert list(self.store.items(prefix)) == self.model.live_items(prefix)
 
     @rule(seconds=st.sampled_from(TIMING.steps))
     def advance_clock(self, seconds: float) -> None:

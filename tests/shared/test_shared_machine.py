@@ -3,11 +3,12 @@
 The rules are the one-process machine's (``tests/property/test_store_machine.py``:
 sets unversioned, versioned and of ``ABSENT`` with TTLs, ``delete``, ``add``,
 ``pop``, ``touch``, ``set_many``, ``delete_many``, ``delete_prefix``, ``clear``,
-``get_many``, the clock moving, reopening) with its model
-(``tests/property/store_model.py``), plus ``get_or_load`` (the loader returns a
-drawn value; it runs, and its fill lands, only when the key holds no live or
-negative entry), ``invalidate``, counters (``incr``/``decr``/``counter`` against
-an int dict) and versions up to 2**63-1 (the scripts compare them exactly).
+``get_many``, ``items`` under a prefix, the clock moving, reopening) with its
+model (``tests/property/store_model.py``), plus ``get_or_load`` (the loader
+returns a drawn value; it runs, and its fill lands, only when the key holds no
+live or negative entry), ``invalidate``, counters (``incr``/``decr``/``counter``
+against an int dict, overflows refused) and versions up to 2**63-1 (the scripts
+compare them exactly).
 
 - Every call goes to either store at random. After a call, the other store's
   listener is waited for exactly: the call published as many messages as it
@@ -32,6 +33,10 @@ an int dict) and versions up to 2**63-1 (the scripts compare them exactly).
 - Each example has its own namespace in the one server, and its own
   directories. A failure prints them (``note``) with the steps and
   Hypothesis's reproduction blob (the profiles set ``print_blob``).
+- Each store holds 2 entries in tier 1 (as the one-process machine), and PINGs
+  every 5 s, so a loaded machine's slow listener never passes for an outage.
+  Budget: 50 examples of up to 40 steps (about 30 s on a loaded 2-core
+  machine), times ``ROUNDS_FACTOR`` (the "thorough" profile).
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
+import pytest
 import redis
 from hypothesis import note, settings
 from hypothesis import strategies as st
@@ -58,7 +65,7 @@ STORES = st.integers(0, 1)
 VERSIONS = st.one_of(st.integers(0, 6), st.sampled_from([2**53, 2**53 + 1, 2**63 - 2, 2**63 - 1]))
 OPTIONAL_VERSIONS = st.one_of(st.none(), VERSIONS)
 TTLS = st.one_of(st.just(...), st.none(), st.sampled_from(TIMING.ttls))
-DELTAS = st.integers(-(2**40), 2**40)
+DELTAS = st.one_of(st.integers(-(2**40), 2**40), st.sampled_from([2**62, 2**63 - 1, -(2**63), 2**64, -(2**64) - 5]))
 
 _T = TypeVar("_T")
 
@@ -86,7 +93,7 @@ class TwoStores(RuleBasedStateMachine):
             self.dirs[which],
             shared=self.server.url,
             namespace=self.namespace,
-            shared_ping_interval=5.0,  # a loaded machine never passes for an outage
+            shared_ping_interval=5.0,
             memory_items=2,
             clock=self.clock,
             sweep_interval=None,
@@ -186,6 +193,10 @@ class TwoStores(RuleBasedStateMachine):
     def get_many(self, reader: int, keys: list[Any]) -> None:
         assert self._store(reader).get_many(keys) == self.model.get_many(keys)
 
+    @rule(reader=STORES, prefix=st.one_of(st.none(), PREFIXES))
+    def items(self, reader: int, prefix: Any) -> None:
+        assert list(self._store(reader).items(prefix)) == self.model.live_items(prefix)
+
     @rule(seconds=st.sampled_from(TIMING.steps))
     def advance_clock(self, seconds: float) -> None:
         self.clock.now += seconds
@@ -196,7 +207,7 @@ class TwoStores(RuleBasedStateMachine):
         self._store(which).close()
         self.stores[which] = None
         for key, value in writes.items():
-            written = self._call(1 - which, lambda s, k=key, v=value: s.set(k, v))
+            written = self._call(1 - which, partial(TierStore.set, key=key, value=value))
             assert written is self.model.set(key, value) is True
         self.stores[which] = self._open(which)
         self.heard[which] = 0
@@ -229,10 +240,15 @@ class TwoStores(RuleBasedStateMachine):
 
     @rule(writer=STORES, key=KEYS, delta=DELTAS, down=st.booleans())
     def incr(self, writer: int, key: Any, delta: int, down: bool) -> None:
-        count = self.counts[key] = self.counts.get(key, 0) + (-delta if down else delta)
+        count = self.counts.get(key, 0) + (-delta if down else delta)
         store = self._store(writer)
-        assert (store.decr(key, delta) if down else store.incr(key, delta)) == count
-        assert self._store(1 - writer).counter(key) == count
+        if -(2**63) <= count < 2**63:
+            assert (store.decr(key, delta) if down else store.incr(key, delta)) == count
+            self.counts[key] = count
+        else:  # past the signed 64-bit range: refused, nothing changed
+            with pytest.raises(OverflowError):
+                store.decr(key, delta) if down else store.incr(key, delta)
+        assert self._store(1 - writer).counter(key) == self.counts.get(key, 0)
 
     @rule(reader=STORES, key=KEYS)
     def counter(self, reader: int, key: Any) -> None:
