@@ -16,6 +16,9 @@ compare them exactly).
   it with a plain client), so the other store has heard everything once its
   ``invalidations_received`` reaches the sum of those counts (and neither store
   counts more than that).
+- ``set_read_at_once`` reads the key through the other store before that wait:
+  the listener races the read, which must answer the entry from before the set
+  or the new one.
 - Then both stores must answer every key as the model: ``get`` (value and
   type), ``in``, ``get_entry``, and ``keys()``/``len``.
 - ``reopen`` closes one store, writes through the other while it is closed, and
@@ -137,6 +140,24 @@ class TwoStores(RuleBasedStateMachine):
     @rule(writer=STORES, key=KEYS, value=VALUES, ttl=TTLS)
     def set_unversioned(self, writer: int, key: Any, value: Any, ttl: Any) -> None:
         assert self._call(writer, lambda s: s.set(key, value, ttl=ttl)) is self.model.set(key, value, ttl) is True
+
+    @rule(writer=STORES, key=KEYS, value=VALUES, version=OPTIONAL_VERSIONS)
+    def set_read_at_once(self, writer: int, key: Any, value: Any, version: int | None) -> None:
+        """A set, and a read of the key by the other store at once, its listener racing the message:
+        it answers the entry from before the set or the new one, never another."""
+        before = self.model.expected_entry(key)
+        applied = self.model.set(key, value, version=version)
+        after = self.model.expected_entry(key)
+        other = self._store(1 - writer)
+        seen: list[Any] = []
+
+        def set_then_read(store: TierStore) -> bool:
+            written = store.set(key, value, version=version)
+            seen.append(other.get_entry(key))
+            return written
+
+        assert self._call(writer, set_then_read) is applied
+        assert seen[0] in (before, after), seen[0]
 
     @rule(writer=STORES, key=KEYS, value=VALUES, version=VERSIONS)
     def set_versioned(self, writer: int, key: Any, value: Any, version: int) -> None:
