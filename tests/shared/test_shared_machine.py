@@ -19,7 +19,8 @@ compare them exactly).
 - ``set_read_at_once`` reads the key through the other store before that wait:
   the listener races the read, which must answer the entry from before the set
   or the new one.
-- Then both stores must answer every key as the model: ``get`` (value and
+- Then neither store may have seen a Redis call fail or its listener resync
+  (no gap in a healthy run), and both must answer every key as the model: ``get`` (value and
   type), ``in``, ``get_entry``, and ``keys()``/``len``.
 - ``reopen`` closes one store, writes through the other while it is closed, and
   opens it again on the same persisted ``path``: its tier-2 copies of those keys
@@ -279,6 +280,11 @@ class TwoStores(RuleBasedStateMachine):
     def both_stores_answer_as_the_model(self) -> None:
         for which in range(2):
             store = self._store(which)
+            stats = store.stats()
+            # First what would explain a mismatch: a failed call (a starved machine can pass CALL_TIMEOUT: the
+            # log says which) leaves the store reading around Redis; a resync means the listener saw a gap.
+            assert stats["shared_errors"] == 0, f"store {which}: a Redis call failed (see the log)"
+            assert stats["resyncs"] == 0, f"store {which}: its listener resynced (a gap in what it heard)"
             for key in KEY_POOL:
                 self.model.check_key(store, key)
             self.model.check_listing(store)
