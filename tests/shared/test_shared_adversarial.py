@@ -1,0 +1,222 @@
+"""Adversarial tests of the shared tier: a damaged Redis, hostile input, close and fork at bad moments."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from tests.shared.parts_support import PREFIX, dump
+from tierstore import CorruptRecord, SharedUnavailable, StoreClosed, TierStore
+from tierstore.codec import encode_key
+
+Stores = Callable[..., TierStore]
+
+
+def _entry(key: str) -> bytes:
+    return PREFIX + b"e:" + encode_key(key)
+
+
+def _forget_locally(store: TierStore) -> None:
+    """Distrust every local copy, so the next read asks Redis."""
+    shared = store._shared
+    assert shared is not None
+    shared.mirror.resync(listening=True)
+
+
+@pytest.mark.parametrize("field, garbage", [(b"s", b"abc"), (b"s", b"1.5"), (b"v", b"-1"), (b"v", b"x" * 30)])
+def test_a_read_of_a_hash_with_a_garbage_field_is_a_counted_miss(
+    stores: Stores, raw: redis.Redis, field: bytes, garbage: bytes
+) -> None:
+    store = stores()
+    store.set("k", 1)
+    raw.hset(_entry("k"), field, garbage)
+    _forget_locally(store)
+    before = store.stats()["corrupt_records"]
+    assert store.get("k") is None
+    assert store.stats()["corrupt_records"] == before + 1
+
+
+@pytest.mark.parametrize("field, garbage", [(b"s", b"abc"), (b"v", b"abc")])
+def test_get_or_load_over_a_hash_with_a_garbage_field_loads_or_raises_cleanly(
+    stores: Stores, raw: redis.Redis, field: bytes, garbage: bytes
+) -> None:
+    store = stores()
+    store.set("k", 1)
+    raw.hset(_entry("k"), field, garbage)
+    _forget_locally(store)
+    try:
+        value = store.get_or_load("k", lambda: 2)
+    except (CorruptRecord, SharedUnavailable):
+        return
+    assert value == 2
+
+
+@pytest.mark.parametrize("field, garbage", [(b"s", b"abc"), (b"v", b"abc")])
+def test_writes_over_a_hash_with_a_garbage_field_raise_cleanly(
+    stores: Stores, raw: redis.Redis, field: bytes, garbage: bytes
+) -> None:
+    store = stores()
+    for call in (
+        lambda: store.set("k", 2),
+        lambda: store.delete("k"),
+        lambda: store.touch("k", 10),
+        lambda: store.replace_value("k", 3),
+        lambda: store.pop("k"),
+        lambda: store.set_many({"k": 4}),
+        lambda: store.delete_many(["k"]),
+        lambda: store.add("k", 5),
+    ):
+        raw.delete(_entry("k"))
+        store.set("k", 1)
+        raw.hset(_entry("k"), field, garbage)
+        try:
+            call()
+        except (CorruptRecord, SharedUnavailable):
+            pass
+        got = store.get("k")
+        assert got in (None, 1, 2, 3, 4, 5)
+
+
+def test_a_lease_wait_ends_with_store_closed_when_the_store_closes(stores: Stores, raw: redis.Redis) -> None:
+    store = stores()
+    raw.set(PREFIX + b"l:" + encode_key("k"), b"someone-else", px=60_000)
+    outcome: list[Any] = []
+
+    def wait() -> None:
+        try:
+            outcome.append(store.get_or_load("k", lambda: 1))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.3)
+    assert not outcome  # waiting for the other holder
+    started = time.monotonic()
+    store.close()
+    assert time.monotonic() - started < 10
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], StoreClosed)
+
+
+@pytest.mark.parametrize(
+    "message", [b"", b"\xff\x00", b"1:2:x", b"abc:1:x:\x01k", b"5:1:x:\x09k", b"5:P:x:\x09", b"-1:1:x:\x01k"]
+)
+def test_garbage_on_the_channel_resyncs_and_serves_nothing_stale(
+    stores: Stores, raw: redis.Redis, message: bytes
+) -> None:
+    store = stores()
+    other = stores()
+    store.set("k", 1)
+    assert store.get("k") == 1
+    resyncs = store.stats()["resyncs"]
+    raw.publish(PREFIX + b"inv", message)
+    other.set("k", 2)
+    deadline = time.monotonic() + 10
+    while store.get("k") != 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert store.stats()["resyncs"] > resyncs
+    store.set("j", 1)
+    assert store.get("j") == 1
+
+
+@pytest.mark.parametrize(
+    "prefix", ["*", "?", "[a]", "%", "%a", "\x00", "a\x00", b"\xff", b"\xff\xff", b"\x00", "]", "^$.+-"]
+)
+def test_prefix_deletes_with_special_characters_delete_exactly_the_keys_under_them(
+    stores: Stores, raw: redis.Redis, prefix: str | bytes
+) -> None:
+    store = stores()
+    other = stores()
+    same = type(prefix)
+    under = [prefix + same("x") if isinstance(prefix, str) else prefix + b"x", prefix]
+    others: list[Any] = ["a", "b", b"a", "x", "ab", b"\xfe", "\x01"]
+    others = [key for key in others if not (type(key) is type(prefix) and key.startswith(prefix))]  # type: ignore[arg-type]
+    for key in [*under, *others]:
+        store.set(key, 1)
+        assert other.get(key) == 1
+    store.delete_prefix(prefix)
+    for key in under:
+        assert store.get(key) is None
+    for key in others:
+        assert store.get(key) == 1
+    deadline = time.monotonic() + 10
+    while any(other.get(key) is not None for key in under):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert sorted(map(repr, other.keys())) == sorted(map(repr, others))
+
+
+@pytest.mark.parametrize("ttl", [float("nan"), -1, float("inf"), float("-inf"), "1", True])
+def test_bad_ttls_raise_and_change_nothing_in_redis(stores: Stores, raw: redis.Redis, ttl: Any) -> None:
+    store = stores()
+    store.set("k", 1)
+    before = dump(raw)
+    for call in (
+        lambda: store.set("k", 2, ttl=ttl),
+        lambda: store.add("n", 2, ttl=ttl),
+        lambda: store.touch("k", ttl),
+        lambda: store.set_many({"k": 3, "m": 3}, ttl=ttl),
+        lambda: store.get_or_load("n", lambda: 4, ttl=ttl),
+    ):
+        with pytest.raises((TypeError, ValueError)):
+            call()
+    assert dump(raw) == before
+    assert store.get("k") == 1
+
+
+@pytest.mark.parametrize("key", [1, 1.5, None, ("a",), ["a"], object()])
+def test_bad_keys_raise_type_error_and_change_nothing_in_redis(stores: Stores, raw: redis.Redis, key: Any) -> None:
+    store = stores()
+    store.set("k", 1)
+    before = dump(raw)
+    for call in (
+        lambda: store.set(key, 2),
+        lambda: store.get(key),
+        lambda: store.delete(key),
+        lambda: store.add(key, 2),
+        lambda: store.touch(key, 5),
+        lambda: store.pop(key),
+        lambda: store.replace_value(key, 2),
+        lambda: store.set_many({key: 1, "k": 3}),
+        lambda: store.delete_many([key, "k"]),
+        lambda: store.get_or_load(key, lambda: 1),
+        lambda: store.incr(key),
+        *([] if key is None else [lambda: store.delete_prefix(key), lambda: list(store.keys(key))]),  # None: all
+    ):
+        with pytest.raises(TypeError):
+            call()
+    assert dump(raw) == before
+
+
+@pytest.mark.parametrize("version", [-1, 2**63, True, 1.0, "1"])
+def test_bad_versions_raise_and_change_nothing_in_redis(stores: Stores, raw: redis.Redis, version: Any) -> None:
+    store = stores()
+    store.set("k", 1, version=5)
+    before = dump(raw)
+    for call in (
+        lambda: store.set("k", 2, version=version),
+        lambda: store.delete("k", version=version),
+        lambda: store.add("n", 2, version=version),
+    ):
+        with pytest.raises((TypeError, ValueError)):
+            call()
+    assert dump(raw) == before
+
+
+def test_the_edge_versions_round_trip_exactly(stores: Stores) -> None:
+    store = stores()
+    other = stores()
+    assert store.set("k", 0, version=0) is False or store.get("k") == 0
+    assert store.set("k", 1, version=2**63 - 2)
+    assert store.set("k", 2, version=2**63 - 1)
+    assert not store.set("k", 3, version=2**63 - 2)
+    entry = other.get_entry("k")
+    assert entry is not None and entry.version == 2**63 - 1 and entry.value == 2
