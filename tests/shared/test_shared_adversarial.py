@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from tests.shared.parts_support import PREFIX, dump
+from tests.shared.redis_server import RedisServer
 from tierstore import CorruptRecord, SharedUnavailable, StoreClosed, TierStore
 from tierstore.codec import encode_key
 
@@ -220,3 +221,32 @@ def test_the_edge_versions_round_trip_exactly(stores: Stores) -> None:
     assert not store.set("k", 3, version=2**63 - 2)
     entry = other.get_entry("k")
     assert entry is not None and entry.version == 2**63 - 1 and entry.value == 2
+
+
+def test_a_fill_whose_reply_is_lost_in_local_mode_returns_the_loaded_value_and_keeps_no_copy(
+    redis_server: RedisServer, stores: Stores
+) -> None:
+    store = stores(shared_failure="local", shared_grace=60.0)
+    other = stores()
+
+    def loader() -> str:
+        redis_server.pause()  # the fill's call meets a paused server: its reply never comes
+        return "loaded"
+
+    try:
+        started = time.monotonic()
+        assert store.get_or_load("k", loader) == "loaded"
+        assert time.monotonic() - started < 15
+        assert store._memory.get("k") is None
+    finally:
+        redis_server.resume()
+    # the fill ran once the server resumed, or not at all: either way every store agrees after resync
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if store.get("k") == other.get("k"):
+                break
+        except SharedUnavailable:
+            pass
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

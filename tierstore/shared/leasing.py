@@ -174,7 +174,9 @@ class SharedLeases:
     def fill(self, key: Key, held: Held, value: Any, version: int | None, ttl: Any, load_time: float) -> bool:
         """``FILL`` a loaded value (``ABSENT``: a negative entry), then copy it locally; ``False`` when refused.
 
-        ``UNSTORED`` (a load during an outage) stores nothing.
+        ``UNSTORED`` (a load during an outage) stores nothing; nor does a fill that meets an outage
+        (its reply lost): ``"local"`` answers ``False`` (the loaded value is returned, not stored),
+        ``"raise"`` raises ``SharedUnavailable``.
         """
         if held is UNSTORED:
             return False
@@ -209,8 +211,13 @@ class SharedLeases:
         except CorruptRecord as exc:  # filled over a damaged hash (its ``v`` kept): no copy of that
             mirror.drop(key, disk_key, stripe)
             raise CorruptRecord(f"get_or_load: Redis stored it, but the entry of {key!r} is damaged: {exc}") from None
-        except BaseException:
+        except SharedUnavailable:
             mirror.drop(key, disk_key, stripe)  # Redis may have taken it before its reply was lost
+            if self._outage.raising:
+                raise
+            return False  # "local": the value loaded is answered, not stored, as during an outage
+        except BaseException:
+            mirror.drop(key, disk_key, stripe)
             raise
         if reply[0] != 1:
             return False
