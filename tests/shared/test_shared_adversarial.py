@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -250,3 +252,141 @@ def test_a_fill_whose_reply_is_lost_in_local_mode_returns_the_loaded_value_and_k
             pass
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def _in_child(store: TierStore) -> dict[str, str]:
+    """Fork; in the child, call the store every way and report each outcome's type name."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        outcomes: dict[str, str] = {}
+        try:
+            for name, call in (
+                ("get", lambda: store.get("k")),
+                ("set", lambda: store.set("k", 2)),
+                ("delete_prefix", lambda: store.delete_prefix("k")),
+                ("get_or_load", lambda: store.get_or_load("n", lambda: 1)),
+                ("incr", lambda: store.incr("c")),
+                ("keys", lambda: list(store.keys())),
+                ("index", lambda: store.index("i").add("m", 1.0)),
+                ("close", store.close),
+            ):
+                try:
+                    call()
+                    outcomes[name] = "returned"
+                except BaseException as exc:
+                    outcomes[name] = type(exc).__name__
+            os.write(write, json.dumps(outcomes).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    return dict(json.loads(data))
+
+
+def test_a_forked_child_raises_store_forked_and_the_parent_keeps_working(stores: Stores, raw: redis.Redis) -> None:
+    store = stores()
+    other = stores()
+    store.set("k", 1)
+    store.index("i").add("m", 0.0)
+    before = dump(raw)
+    outcomes = _in_child(store)
+    assert outcomes == dict.fromkeys(outcomes, "StoreForked") and len(outcomes) == 8
+    assert dump(raw) == before  # the child wrote nothing
+    other.set("k", 3)  # the parent's listener still hears the others
+    deadline = time.monotonic() + 10
+    while store.get("k") != 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    store.set("k", 4)
+    assert other.get("k") == 4 or other.get("k") == 3
+
+
+def test_close_while_redis_is_paused_is_bounded(redis_server: RedisServer, stores: Stores) -> None:
+    store = stores()
+    store.set("k", 1)
+    store.refresh_every("r", lambda: 1, 0.2)
+    time.sleep(0.5)  # a round has claimed the job: close frees the claim
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        store.close()
+        assert time.monotonic() - started < 15
+    finally:
+        redis_server.resume()
+
+
+def test_script_flush_mid_run_reloads_every_script(stores: Stores, raw: redis.Redis) -> None:
+    store = stores(guard=True)
+    other = stores()
+    store.set("k", 1)
+    raw.script_flush()
+    assert store.set("k", 2)
+    assert store.add("a", 1)
+    assert store.touch("k", 100)
+    assert store.replace_value("k", 3)
+    assert store.pop("a") == 1
+    raw.script_flush()
+    assert store.set_many({"x": 1, "y": 2}) == 2
+    raw.script_flush()
+    assert store.delete_many(["x", "y"]) == 2
+    raw.script_flush()
+    assert store.incr("c", 5) == 5
+    raw.script_flush()
+    store.guard_keys(["n"])
+    raw.script_flush()
+    assert store.get_or_load("n", lambda: 7) == 7
+    raw.script_flush()
+    assert store.delete_prefix("k") == 1
+    raw.script_flush()
+    store.index("i").add("m", 1.0)
+    assert other.get("n") == 7 and other.get("k") is None
+
+
+@pytest.mark.parametrize("keys", [["k", "k"], ["k", "k", "j"], ["k", "j", "k", "j"]])
+def test_delete_many_with_repeated_keys_answers_as_locally(stores: Stores, tmp_path: Any, keys: list[str]) -> None:
+    shared = stores()
+    local = TierStore(path=str(tmp_path / "local"))
+    try:
+        for store in (shared, local):
+            store.set("k", 1)
+            store.set("j", 2, version=3)
+        assert shared.delete_many(keys) == local.delete_many(keys)
+        for key in ("k", "j"):
+            assert shared.get(key) == local.get(key)
+            assert (shared.get(key) is None) is (key in keys)
+        assert stores().get("k") is None
+    finally:
+        local.close()
+
+
+def test_on_busy_stale_across_processes_answers_the_value_kept_past_expiry(
+    stores: Stores, raw: redis.Redis
+) -> None:
+    clock = [1000.0]
+    holder = stores(clock=lambda: clock[0], stale_ttl=60)
+    asker = stores(clock=lambda: clock[0], stale_ttl=60)
+    holder.set("k", "old", ttl=1)
+    assert asker.get("k") == "old"
+    clock[0] += 5  # expired for both, still kept stale_ttl longer in Redis
+    raw.set(PREFIX + b"l:" + encode_key("k"), b"a-loader-elsewhere", px=60_000)
+    assert asker.get_or_load("k", lambda: "new", on_busy="stale") == "old"
+    fresh = stores(clock=lambda: clock[0], stale_ttl=60)
+    assert fresh.get_or_load("k", lambda: "new", on_busy="stale") == "old"  # stale from Redis
+
+
+def test_an_entry_of_the_wrong_type_in_redis_is_a_counted_corrupt_miss(stores: Stores, raw: redis.Redis) -> None:
+    store = stores()
+    store.set("a", 1)
+    store.set("k", 1)
+    store.set("z", 1)
+    raw.delete(_entry("k"))
+    raw.rpush(_entry("k"), b"not a hash")
+    _forget_locally(store)
+    before = store.stats()["corrupt_records"]
+    assert store.get("k") is None
+    assert store.stats()["corrupt_records"] == before + 1
+    assert sorted(store.keys()) == ["a", "z"]  # one damaged entry does not break every listing
+    assert len(store) == 2

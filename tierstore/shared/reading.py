@@ -7,7 +7,9 @@ the caller, as always. A tier-2 copy written above the trust floor is served
 Redis (one ``HMGET`` of the entry's hash: envelope, version, seq and epoch id,
 atomically), counted in ``hits_shared`` when Redis holds a record, and kept in
 both tiers with its write stamp (``mirror.Mirror.commit``). A key Redis does not
-hold drops any untrusted copy. The caller counts the read as a tier-2 read
+hold drops any untrusted copy; a damaged entry there (a field that is not what
+the scripts write, a name that is not a hash) is a miss counted in
+``corrupt_records``, never a copy. The caller counts the read as a tier-2 read
 (``hits_disk``, ``negative_hits`` or ``misses`` by the record's state), so
 ``hits_shared`` says how many of those Redis answered.
 
@@ -27,7 +29,7 @@ from ..errors import CorruptRecord, SharedUnavailable
 from ..keyspace import NS_ENTRY
 from ..memory import MemoryTier
 from ..stats import Stats
-from .client import SharedClient
+from .client import SharedClient, wrong_type
 from .mirror import Mirror, Stamp
 from .outage import Outage
 
@@ -105,7 +107,12 @@ class SharedReads:
             return record
         try:
             data, version, seq, epoch = client.call("get", client.redis.hmget, client.names.entry(tagged), _FIELDS)
-        except SharedUnavailable:
+        except SharedUnavailable as exc:
+            if wrong_type(exc):  # not a hash: a damaged entry, a counted miss
+                self._on_corrupt(disk_key, CorruptRecord(f"shared entry of {key!r} is not a hash"))
+                if record is not None:
+                    mirror.drop(key, disk_key, stripe)
+                return None
             if client.down and not self._outage.raising:
                 return None  # "local": a read that needs an unreachable Redis is a miss
             raise
