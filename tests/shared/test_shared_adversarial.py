@@ -16,6 +16,8 @@ from tests.shared.parts_support import PREFIX, dump
 from tests.shared.redis_server import RedisServer
 from tierstore import CorruptRecord, SharedUnavailable, StoreClosed, TierStore
 from tierstore.codec import encode_key
+from tierstore.keyspace import NS_ENTRY
+from tierstore.shared.mirror import envelope_stamp
 
 Stores = Callable[..., TierStore]
 
@@ -390,3 +392,37 @@ def test_an_entry_of_the_wrong_type_in_redis_is_a_counted_corrupt_miss(stores: S
     assert store.stats()["corrupt_records"] == before + 1
     assert sorted(store.keys()) == ["a", "z"]  # one damaged entry does not break every listing
     assert len(store) == 2
+
+
+def test_a_resync_during_a_commit_leaves_no_trusted_copy_of_what_was_read_before_it(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = stores()
+    other = stores()
+    other.set("k", "before")
+    shared = store._shared
+    assert shared is not None
+    mirror, outage = shared.mirror, shared.outage
+    real_copy = mirror._copy
+    racers: list[threading.Thread] = []
+
+    def copy_racing_a_resync(*args: Any) -> Any:
+        # a gap is found while the read's copy is being committed: a missed message may have
+        # made what the read fetched stale
+        racer = threading.Thread(target=outage.resync, args=("test",))
+        racer.start()
+        racer.join(0.5)  # blocks while the commit holds its stripe: then it runs right after
+        racers.append(racer)
+        return real_copy(*args)
+
+    monkeypatch.setattr(mirror, "_copy", copy_racing_a_resync)
+    assert store.get("k") == "before"
+    monkeypatch.undo()
+    for racer in racers:
+        racer.join(10)
+    assert racers
+    # nothing read before the gap is trusted after it: not in tier 1, and tier 2's copy below the floor
+    assert store._memory.get("k") is None
+    data = store._disk.get(NS_ENTRY + encode_key("k"))
+    found = None if data is None else envelope_stamp(data)
+    assert found is None or found[0] <= mirror.floor
