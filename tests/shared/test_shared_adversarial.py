@@ -426,3 +426,19 @@ def test_a_resync_during_a_commit_leaves_no_trusted_copy_of_what_was_read_before
     data = store._disk.get(NS_ENTRY + encode_key("k"))
     found = None if data is None else envelope_stamp(data)
     assert found is None or found[0] <= mirror.floor
+
+
+def test_flushall_then_a_write_is_noticed_by_a_listener_that_heard_no_message_yet(
+    stores: Stores, raw: redis.Redis
+) -> None:
+    writer = stores()
+    writer.set("k", "old")
+    reader = stores()  # subscribed after that write: its first message will set its baseline
+    assert reader.get("k") == "old"  # a copy stamped (seq 1, epoch E1)
+    raw.flushall()  # the data set is gone: seq counts from 1 again, a new epoch id comes with the next write
+    writer.set("k", "new")  # seq 1 again, in epoch E2
+    deadline = time.monotonic() + 10
+    while reader.stats()["invalidations_received"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert reader.get("k") == "new"
