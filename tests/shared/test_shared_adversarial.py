@@ -442,3 +442,65 @@ def test_flushall_then_a_write_is_noticed_by_a_listener_that_heard_no_message_ye
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert reader.get("k") == "new"
+
+
+@pytest.mark.parametrize("key", ["x" * 5000, b"x" * 5000, "\ud800", "a\udfffb"])
+def test_keys_too_long_or_not_encodable_raise_value_error_and_change_nothing(
+    stores: Stores, raw: redis.Redis, key: Any
+) -> None:
+    store = stores(guard=True)
+    store.set("k", 1)
+    store.index("i").add("m", 1.0)
+    before = dump(raw)
+    for call in (
+        lambda: store.set(key, 2),
+        lambda: store.get(key),
+        lambda: store.delete(key),
+        lambda: store.add(key, 2),
+        lambda: store.touch(key, 5),
+        lambda: store.pop(key),
+        lambda: store.replace_value(key, 2),
+        lambda: store.set_many({"k": 3, key: 1}),
+        lambda: store.delete_many(["k", key]),
+        lambda: store.delete_prefix(key),
+        lambda: store.get_or_load(key, lambda: 1),
+        lambda: store.incr(key),
+        lambda: list(store.keys(key)),
+        lambda: store.guard_keys(["n", key]),
+        lambda: store.index("i").add(key, 2.0),
+        lambda: store.index(key),
+    ):
+        with pytest.raises(ValueError):
+            call()
+    assert dump(raw) == before
+    assert store.get("k") == 1
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"seed": "abc"},
+        {"nbits": "0"},
+        {"nbits": "x"},
+        {"nhashes": "1e9"},
+        {"nhashes": "100000000"},
+        {"error_rate": "nope"},
+    ],
+)
+def test_damaged_guard_parameters_degrade_the_filter_never_a_raw_error_or_a_wrong_answer(
+    stores: Stores, raw: redis.Redis, params: dict[str, str]
+) -> None:
+    first = stores(guard=True)
+    first.set("k", 1)
+    first.close()
+    raw.hset(PREFIX + b"g:params", mapping=params)
+    store = stores(guard=True)
+    started = time.monotonic()
+    assert store.get_or_load("n", lambda: 2) == 2  # a damaged filter admits: never a wrong "absent"
+    assert store.get_or_load("k", lambda: 3) == 1
+    store.set("m", 4)
+    assert time.monotonic() - started < 10
+    assert store.stats()["guard_degraded"] == 1
+    store.rebuild_guard(["k", "m", "n"])
+    assert store.stats()["guard_degraded"] == 0
+    assert store.get_or_load("m", lambda: 5) == 4
