@@ -504,3 +504,46 @@ def test_damaged_guard_parameters_degrade_the_filter_never_a_raw_error_or_a_wron
     store.rebuild_guard(["k", "m", "n"])
     assert store.stats()["guard_degraded"] == 0
     assert store.get_or_load("m", lambda: 5) == 4
+
+
+@pytest.mark.parametrize("option", ["shared_grace", "shared_ping_interval", "lock_timeout"])
+@pytest.mark.parametrize("bad", [float("nan"), -1.0, float("inf"), "1", True])
+def test_bad_shared_settings_are_refused_at_open(redis_server: RedisServer, option: str, bad: Any) -> None:
+    if option == "shared_grace" and bad == float("inf"):
+        pytest.skip("an endless grace is a choice: copies served until Redis is back")
+    with pytest.raises((TypeError, ValueError)):
+        TierStore(shared=redis_server.url, **{option: bad}).close()
+
+
+def test_garbage_members_of_the_keys_and_leases_sets_are_skipped_and_cleared(
+    stores: Stores, raw: redis.Redis
+) -> None:
+    store = stores()
+    store.set("a", 1)
+    for name in (PREFIX + b"keys", PREFIX + b"leases"):
+        raw.zadd(name, {b"\x09junk": 0, b"\x01\xff\xfe": 0, b"": 0})
+    for junk in (b"\x09junk", b"\x01\xff\xfe", b""):
+        raw.hset(PREFIX + b"e:" + junk, mapping={"d": b"x", "v": b"0", "s": b"1", "e": b"e"})
+    assert list(store.keys()) == ["a"]
+    assert store.clear() == 1
+    assert list(store.keys()) == []
+    assert store.get("a") is None
+
+
+def test_a_seq_key_holding_text_makes_writes_raise_and_change_nothing_locally(
+    stores: Stores, raw: redis.Redis
+) -> None:
+    store = stores()
+    store.set("k", 1)
+    raw.set(PREFIX + b"seq", b"not a number")
+    for call in (
+        lambda: store.set("k", 2),
+        lambda: store.delete("k"),
+        lambda: store.set_many({"k": 3}),
+        lambda: store.delete_prefix("k"),
+        lambda: store.get_or_load("n", lambda: 4),
+    ):
+        with pytest.raises(SharedUnavailable, match="not an integer"):
+            call()
+    assert raw.get(PREFIX + b"seq") == b"not a number"
+    assert store.get("k") in (1, None)  # never a value Redis did not take

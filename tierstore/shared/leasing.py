@@ -213,7 +213,7 @@ class SharedLeases:
             raise CorruptRecord(f"get_or_load: Redis stored it, but the entry of {key!r} is damaged: {exc}") from None
         except SharedUnavailable:
             mirror.drop(key, disk_key, stripe)  # Redis may have taken it before its reply was lost
-            if self._outage.raising:
+            if self._outage.raising or not self._client.down:  # a refusal by a reachable Redis raises
                 raise
             return False  # "local": the value loaded is answered, not stored, as during an outage
         except BaseException:
