@@ -14,7 +14,7 @@ import redis
 
 from tests.shared.parts_support import PREFIX, dump
 from tests.shared.redis_server import RedisServer
-from tierstore import CorruptRecord, SharedUnavailable, StoreClosed, TierStore
+from tierstore import CorruptRecord, SharedUnavailable, StoreClosed, StoreLocked, TierStore
 from tierstore.codec import encode_key
 from tierstore.keyspace import NS_ENTRY
 from tierstore.shared.mirror import envelope_stamp
@@ -547,3 +547,77 @@ def test_a_seq_key_holding_text_makes_writes_raise_and_change_nothing_locally(
             call()
     assert raw.get(PREFIX + b"seq") == b"not a number"
     assert store.get("k") in (1, None)  # never a value Redis did not take
+
+
+def _listeners() -> int:
+    return sum(thread.name == "tierstore-shared-listener" and thread.is_alive() for thread in threading.enumerate())
+
+
+def test_a_second_open_of_the_same_path_is_refused_and_leaves_nothing_running(
+    redis_server: RedisServer, stores: Stores, tmp_path: Any, raw: redis.Redis
+) -> None:
+    path = str(tmp_path / "one")
+    first = stores(path=path)
+    first.set("k", 1)
+    running, clients = _listeners(), len(raw.client_list())
+    with pytest.raises(StoreLocked):
+        TierStore(path=path, shared=redis_server.url)
+    deadline = time.monotonic() + 10
+    while _listeners() != running or len(raw.client_list()) > clients:
+        assert time.monotonic() < deadline, (_listeners(), raw.client_list())
+        time.sleep(0.05)
+    second = stores(namespace="tierstore")  # the same namespace twice in one process: two stores, one truth
+    second.set("k", 2)
+    deadline = time.monotonic() + 10
+    while first.get("k") != 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def write_and_delete_prefixes(store: TierStore, count: int, start_at: float) -> int:
+    """Worker routine: ``set("p:k", n, version=n)`` for n = 1..count, a ``delete_prefix("p:")`` every 7th."""
+    time.sleep(max(0.0, start_at - time.time()))
+    for n in range(1, count + 1):
+        store.set("p:k", n, version=n)
+        store.set("p:j", n)
+        if n % 7 == 0:
+            store.delete_prefix("p:")
+    return count
+
+
+def read_values(store: TierStore, until: float) -> list[Any]:
+    """Worker routine: read ``p:k`` (get, get_entry, keys) until the wall clock reaches ``until``."""
+    seen: list[Any] = []
+    while time.time() < until:
+        value = store.get("p:k")
+        found = store.get_entry("p:k")
+        listed = "p:k" in list(store.keys("p:"))
+        seen.append((value, None if found is None else found.value, listed))
+    return seen
+
+
+def test_prefix_deletes_racing_versioned_writes_never_take_a_reader_back(redis_server: RedisServer) -> None:
+    from tests.shared.workers import Worker
+
+    module = "tests.shared.test_shared_adversarial"
+    writer = Worker(redis_server.url, shared_ping_interval=0.2)
+    readers = [Worker(redis_server.url, shared_ping_interval=0.2) for _ in range(2)]
+    try:
+        start_at = time.time() + 1.0
+        for reader in readers:
+            reader.start(f"{module}:read_values", start_at + 6.0)
+        writer.start(f"{module}:write_and_delete_prefixes", 300, start_at)
+        assert writer.result(timeout=120) == 300
+        for reader in readers:
+            seen = reader.result(timeout=120)
+            newest = 0
+            for value, entry_value, _ in seen:
+                for got in (value, entry_value):
+                    if got is not None:
+                        assert got >= newest, (got, newest)  # a value older than one served: never
+                        newest = got
+            assert newest == 300
+    finally:
+        writer.close()
+        for reader in readers:
+            reader.close()
