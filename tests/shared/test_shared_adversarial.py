@@ -364,9 +364,7 @@ def test_delete_many_with_repeated_keys_answers_as_locally(stores: Stores, tmp_p
         local.close()
 
 
-def test_on_busy_stale_across_processes_answers_the_value_kept_past_expiry(
-    stores: Stores, raw: redis.Redis
-) -> None:
+def test_on_busy_stale_across_processes_answers_the_value_kept_past_expiry(stores: Stores, raw: redis.Redis) -> None:
     clock = [1000.0]
     holder = stores(clock=lambda: clock[0], stale_ttl=60)
     asker = stores(clock=lambda: clock[0], stale_ttl=60)
@@ -515,9 +513,7 @@ def test_bad_shared_settings_are_refused_at_open(redis_server: RedisServer, opti
         TierStore(shared=redis_server.url, **{option: bad}).close()
 
 
-def test_garbage_members_of_the_keys_and_leases_sets_are_skipped_and_cleared(
-    stores: Stores, raw: redis.Redis
-) -> None:
+def test_garbage_members_of_the_keys_and_leases_sets_are_skipped_and_cleared(stores: Stores, raw: redis.Redis) -> None:
     store = stores()
     store.set("a", 1)
     for name in (PREFIX + b"keys", PREFIX + b"leases"):
@@ -530,9 +526,7 @@ def test_garbage_members_of_the_keys_and_leases_sets_are_skipped_and_cleared(
     assert store.get("a") is None
 
 
-def test_a_seq_key_holding_text_makes_writes_raise_and_change_nothing_locally(
-    stores: Stores, raw: redis.Redis
-) -> None:
+def test_a_seq_key_holding_text_makes_writes_raise_and_change_nothing_locally(stores: Stores, raw: redis.Redis) -> None:
     store = stores()
     store.set("k", 1)
     raw.set(PREFIX + b"seq", b"not a number")
