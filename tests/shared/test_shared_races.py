@@ -257,3 +257,33 @@ def test_prefix_deletes_racing_versioned_writes_never_take_a_reader_back(redis_s
         writer.close()
         for reader in readers:
             reader.close()
+
+
+def test_touch_and_replace_value_under_writers_in_another_process_land_whole_or_not_at_all(
+    redis_server: RedisServer, stores: Stores
+) -> None:
+    from tests.shared.workers import Worker
+
+    store = stores()
+    writer = Worker(redis_server.url, shared_ping_interval=0.2)
+    try:
+        store.set("k", -1)
+        writer.start("write_values", "k", list(range(2000)), 0.0, False)
+        outcomes: list[Any] = []
+        for n in range(200):
+            try:
+                outcomes.append(store.replace_value("k", ("mine", n)) if n % 2 else store.touch("k", 100))
+            except SharedUnavailable as exc:  # gave up: the entry kept changing
+                assert "kept changing" in str(exc)
+                outcomes.append(None)
+        assert writer.result(timeout=120) == 2000
+        assert all(outcome in (True, False, None) for outcome in outcomes)
+        assert True in outcomes
+        final = writer.call("get", "k")
+        deadline = time.monotonic() + 10
+        while store.get("k") != final:  # every process agrees on what landed last
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert final == 1999 or final[0] == "mine"
+    finally:
+        writer.close()
