@@ -157,6 +157,10 @@ def test_a_resync_during_a_commit_leaves_no_trusted_copy_of_what_was_read_before
     store = stores()
     other = stores()
     other.set("k", "before")
+    deadline = time.monotonic() + 10
+    while store.stats()["invalidations_received"] < 1:  # heard first: its drop does not refuse the commit
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     shared = store._shared
     assert shared is not None
     mirror, outage = shared.mirror, shared.outage
