@@ -291,3 +291,37 @@ def test_touch_and_replace_value_under_writers_in_another_process_land_whole_or_
         assert final == 1999 or final[0] == "mine"
     finally:
         writer.close()
+
+
+def test_close_while_the_listener_handles_a_message_is_bounded_and_quiet_after(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = stores()
+    other = stores()
+    shared = store._shared
+    assert shared is not None
+    entered, release = threading.Event(), threading.Event()
+    real_drop = shared.mirror.drop
+
+    def slow_drop(*args: Any, **kwargs: Any) -> bool:
+        entered.set()
+        release.wait(30)
+        return real_drop(*args, **kwargs)
+
+    monkeypatch.setattr(shared.mirror, "drop", slow_drop)
+    other.set("k", 1)
+    assert entered.wait(10)  # the listener is inside the message
+    closer = threading.Thread(target=store.close)
+    started = time.monotonic()
+    closer.start()
+    time.sleep(0.2)
+    release.set()  # the message ends while close is under way
+    closer.join(30)
+    assert not closer.is_alive() and time.monotonic() - started < 15
+    assert store.closed
+    with pytest.raises(StoreClosed):
+        store.get("k")
+    deadline = time.monotonic() + 10
+    while _listeners() > 1:  # only the other store's listener is left
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
