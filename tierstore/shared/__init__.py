@@ -102,6 +102,7 @@ class SharedTier:
             client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats,
             on_corrupt=on_corrupt, outage=self.outage,
         )  # fmt: skip
+        self.leases.closed_error = disk.closed_error
         self.listing = SharedListing(
             client=self.client, scripts=self.scripts, clock=options.clock,
             max_bytes=options.max_value_bytes, on_corrupt=on_corrupt,

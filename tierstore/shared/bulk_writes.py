@@ -32,11 +32,13 @@ from typing import Any
 from .. import codec
 from ..batch import Outcome
 from ..codec import NEGATIVE, TOMBSTONE, Key
+from ..errors import CorruptRecord
 from ..flight import Flights
 from ..keyspace import NS_ENTRY
 from ..stats import Stats
 from .bulk_scripts import DELETE_MANY, DELETE_PREFIX, SET_MANY
 from .mirror import Change
+from .reading import shared_stamp, shared_version
 from .writing import SharedWrites, _millis
 
 __all__ = ["SharedBulk"]
@@ -68,13 +70,26 @@ class SharedBulk(SharedWrites):
         stripes = [hash(key) % mirror.stripe_count for key in keys]
         return stripes, {stripe: mirror.seen(stripe) for stripe in set(stripes)}
 
-    def _call(self, what: str, script: str, keys: list[bytes], args: list[bytes | str], forget: Iterator[Any]) -> Any:
-        """Run a bulk script; on failure forget ``forget``'s ``(key, disk_key, stripe)`` locally and raise."""
+    def _call(
+        self, what: str, script: str, keys: list[bytes], args: list[bytes | str], forget: Iterator[Any], width: int
+    ) -> tuple[bytes, list[Any]]:
+        """Run a bulk script; on failure forget ``forget``'s ``(key, disk_key, stripe)`` locally and raise.
+
+        Returns the epoch and the per-key list (``width`` items a key, the version then the seq last);
+        a damaged version or stamp among them (a hash in Redis with a ``v`` that is no version)
+        forgets the keys too and raises ``CorruptRecord``."""
         try:
-            return self._scripts.run(what, script, keys, args)
-        except BaseException:
+            reply = self._scripts.run(what, script, keys, args)
+            epoch, done = reply[0], reply[-1]
+            for j in range(0, len(done), width):
+                shared_version(done[j + width - 2])
+                shared_stamp(done[j + width - 1], epoch)
+            return reply[0], reply[1:]
+        except BaseException as exc:
             for key, disk_key, stripe in forget:
                 self._mirror.drop(key, disk_key, stripe)
+            if isinstance(exc, CorruptRecord):
+                raise CorruptRecord(f"{what}: Redis applied it, but an entry there is damaged: {exc}") from None
             raise
 
     def set_many(self, items: list[tuple[Key, bytes, Any]], ttl: Any) -> int:
@@ -104,7 +119,7 @@ class SharedBulk(SharedWrites):
         stripes, seen = self._seen(keys)
         tagged = [disk_key[len(NS_ENTRY) :] for _, disk_key, _ in items]
         forget = ((key, disk_key, stripe) for (key, disk_key, _), stripe in zip(items, stripes, strict=True))
-        epoch, stamps = self._call("set_many", SET_MANY, self._keys(tagged), args, forget)
+        epoch, (stamps,) = self._call("set_many", SET_MANY, self._keys(tagged), args, forget, 2)
         changes: list[Change] = []
         for j, ((key, disk_key, _), stripe) in enumerate(zip(items, stripes, strict=True)):
             size, expires_at, flags, plain, drawn = planned[j]
@@ -127,7 +142,7 @@ class SharedBulk(SharedWrites):
         tagged = [disk_key[len(NS_ENTRY) :] for _, disk_key in keys]
         args = [*self._head(now), tomb, str(_millis(ttl)), *tagged]
         forget = ((key, disk_key, stripe) for (key, disk_key), stripe in zip(keys, stripes, strict=True))
-        epoch, live, done = self._call("delete_many", DELETE_MANY, self._keys(tagged), args, forget)
+        epoch, (live, done) = self._call("delete_many", DELETE_MANY, self._keys(tagged), args, forget, 3)
         changes: list[Change] = []
         changed = 0
         for j, ((key, disk_key), stripe) in enumerate(zip(keys, stripes, strict=True)):

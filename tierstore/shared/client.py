@@ -46,7 +46,7 @@ from redis.retry import Retry
 from ..errors import SharedUnavailable
 from ..stats import Stats
 
-__all__ = ["CALL_TIMEOUT", "Names", "SharedClient"]
+__all__ = ["CALL_TIMEOUT", "Names", "SharedClient", "wrong_type"]
 
 log = logging.getLogger("tierstore")
 
@@ -106,6 +106,13 @@ except ImportError:  # without hiredis (redis[hiredis] brings it): redis-py's pa
     _pack = None
 
 _LOST = (redis.ConnectionError, redis.TimeoutError)  # Redis unreachable (as opposed to refusing a call)
+
+
+def wrong_type(exc: BaseException) -> bool:
+    """Whether a ``SharedUnavailable`` is Redis's ``WRONGTYPE``: a name holding another kind of value
+    (damage in Redis, not an outage; the entry reads treat it as a corrupt record)."""
+    cause = exc.__cause__
+    return isinstance(cause, redis.ResponseError) and "WRONGTYPE" in str(cause)
 
 
 def _ignore(reason: str) -> None:

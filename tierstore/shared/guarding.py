@@ -64,6 +64,24 @@ _CARRY_TTL_MS = 3_600_000
 _ADD_CHUNK = 2_000
 _PARAMS = (b"seed", b"nbits", b"nhashes", b"error_rate")
 _Probe = tuple[bytes, bytes, int, float]  # seed and nbits as Redis holds them (the scripts compare them), nhashes, rate
+_MAX_BITS = 2**32  # a Redis bitmap's size
+_MAX_HASHES = 64  # far past any error rate's need: more is damage, not a filter
+
+
+def _checked_probe(found: list[Any]) -> _Probe | None:
+    """The probe of the parameters ``seed, nbits, nhashes, error_rate`` as Redis holds them; ``None`` when
+    any is missing or damaged (a seed not of 32 bits, no bits, a count of hashes no filter has)."""
+    seed, nbits, nhashes, error_rate = found
+    if not all(isinstance(field, bytes) and field.isdigit() and len(field) <= 10 for field in (seed, nbits, nhashes)):
+        return None
+    try:
+        rate = float(error_rate)
+    except (TypeError, ValueError):
+        return None
+    if int(seed) >= 2**32 or not 0 < int(nbits) <= _MAX_BITS or not 0 < int(nhashes) <= _MAX_HASHES or not 0 < rate < 1:
+        return None
+    return seed, nbits, int(nhashes), rate
+
 
 # KEYS: bits, params. ARGV: seed, nbits, positions...
 CHECK = """
@@ -158,8 +176,16 @@ class SharedGuard(Guard):
         found: Any = self._client.call("guard", self._redis.hmget, self._params, list(_PARAMS))
         return None if found[0] is None else self._adopt([0, *found])
 
-    def _adopt(self, reply: Any) -> _Probe:
-        probe = self._probe = (reply[1], reply[2], int(reply[3]), float(reply[4]))
+    def _adopt(self, reply: Any) -> _Probe | None:
+        """Use the parameters of a reply (``[_, seed, nbits, nhashes, error_rate]``); damaged ones (not what
+        a store writes) leave the filter degraded, admitting every key, until ``rebuild_guard``."""
+        probe = _checked_probe(reply[1:5])
+        if probe is None:
+            if not self.degraded:
+                log.warning("the shared existence filter's parameters in Redis are damaged; every key is admitted "
+                            "until rebuild_guard()")  # fmt: skip
+            self.degraded = True
+        self._probe = probe
         return probe
 
     def _positions(self, data: bytes, probe: _Probe) -> list[int]:
@@ -339,7 +365,8 @@ class SharedGuard(Guard):
         except SharedUnavailable:
             return dict(self._last_stats)
         count, ones, nbits, nhashes, error_rate = found
-        if nbits is None:
+        probe = _checked_probe([b"0", nbits, nhashes, error_rate])
+        if probe is None or not (ones or b"0").isdigit() or not (count or b"0").isdigit():
             stats = {"guard_keys": 0, "guard_over_capacity": 0, "guard_degraded": 1, "guard_error_ppm": 0}
         else:
             rate = (int(ones or 0) / int(nbits)) ** int(nhashes)

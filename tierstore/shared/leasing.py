@@ -28,8 +28,9 @@ process: a claim under ``prefix + "job:" + kind + ":" + tagged key`` held for
 twice the interval and renewed by its holder each round; another process takes
 it over once the holder stops renewing (it died, its job was cancelled, or a
 round outlasted two intervals) or at once when the holder's store closes
-(``close`` frees the claims it holds). Thread-safety: every call may run in any thread; the waiters'
-table is under a lock.
+(``close`` frees the claims it holds). A store closing wakes its lease waiters, which raise
+its closed error (``StoreClosed``) instead of polling Redis on. Thread-safety: every call may run
+in any thread; the waiters' table is under a lock.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from typing import Any
 
 from .. import codec
 from ..codec import ABSENT, FLAGS, NEGATIVE, TOMBSTONE, Key, Record, RecordState, encode_key, record_state
-from ..errors import CorruptRecord, LoadTimeout, SharedUnavailable
+from ..errors import CorruptRecord, LoadTimeout, SharedUnavailable, StoreClosed
 from ..keyspace import NS_ENTRY
 from ..load_lease import Held
 from ..options import Options
@@ -54,7 +55,7 @@ from .client import SharedClient
 from .lease_scripts import FILL, JOB, RELEASE, TAKE, UNCLAIM
 from .mirror import Mirror
 from .outage import Outage
-from .reading import shared_record
+from .reading import shared_record, shared_stamp, shared_version
 from .scripts import Scripts
 
 __all__ = ["POLL", "SharedLeases", "UNSTORED"]
@@ -99,6 +100,8 @@ class SharedLeases:
         self._waiting: dict[bytes, list[threading.Event]] = {}
         self._lock = threading.Lock()
         self._claims: dict[bytes, bytes] = {}  # job claim -> its token, for each job this store runs
+        self._closed = False
+        self.closed_error: Callable[[], Exception] = lambda: StoreClosed("the store is closed")  # the store's, at open
 
     # -- taking ---------------------------------------------------------------------------
 
@@ -112,6 +115,8 @@ class SharedLeases:
         event: threading.Event | None = None
         try:
             while True:
+                if self._closed:  # a waiter of a store closing: its answer is the store's closed error
+                    raise self.closed_error()
                 try:
                     if not self._outage.may_store():
                         raise SharedUnavailable(f"Redis at {self._client.where} is unreachable")
@@ -154,13 +159,14 @@ class SharedLeases:
         if all(isinstance(field, bytes) for field in (data, version, seq, epoch)):
             try:
                 record = shared_record(data, version, self._options.max_value_bytes)
+                stamp = shared_stamp(seq, epoch)
             except CorruptRecord as exc:
                 self._on_corrupt(NS_ENTRY + tagged, exc)  # overwritten by the fill
+                record = None
         tombstone = seq if record is not None and record[FLAGS] & TOMBSTONE else b""
         held = Held(token, tombstone) if taken == 1 else None
         if answer and record is not None and record_state(record, self._clock()) in _ANSWERS:
-            assert isinstance(seq, bytes) and isinstance(epoch, bytes)
-            return held, mirror.commit(key, NS_ENTRY + tagged, stripe, seen, record, (int(seq), epoch), read=True)
+            return held, mirror.commit(key, NS_ENTRY + tagged, stripe, seen, record, stamp, read=True)
         return held, None
 
     # -- filling and releasing --------------------------------------------------------------
@@ -168,7 +174,9 @@ class SharedLeases:
     def fill(self, key: Key, held: Held, value: Any, version: int | None, ttl: Any, load_time: float) -> bool:
         """``FILL`` a loaded value (``ABSENT``: a negative entry), then copy it locally; ``False`` when refused.
 
-        ``UNSTORED`` (a load during an outage) stores nothing.
+        ``UNSTORED`` (a load during an outage) stores nothing; nor does a fill that meets an outage
+        (its reply lost): ``"local"`` answers ``False`` (the loaded value is returned, not stored),
+        ``"raise"`` raises ``SharedUnavailable``.
         """
         if held is UNSTORED:
             return False
@@ -198,13 +206,23 @@ class SharedLeases:
         seen = mirror.seen(stripe)  # before Redis: a resync or a drop after it refuses the copy
         try:
             reply = self._scripts.run("get_or_load", FILL, names.entry_keys(tagged), args)
-        except BaseException:
+            if reply[0] == 1:
+                stored, stamp = shared_version(reply[1]), shared_stamp(reply[2], reply[3])
+        except CorruptRecord as exc:  # filled over a damaged hash (its ``v`` kept): no copy of that
+            mirror.drop(key, disk_key, stripe)
+            raise CorruptRecord(f"get_or_load: Redis stored it, but the entry of {key!r} is damaged: {exc}") from None
+        except SharedUnavailable:
             mirror.drop(key, disk_key, stripe)  # Redis may have taken it before its reply was lost
+            if self._outage.raising or not self._client.down:  # a refusal by a reachable Redis raises
+                raise
+            return False  # "local": the value loaded is answered, not stored, as during an outage
+        except BaseException:
+            mirror.drop(key, disk_key, stripe)
             raise
         if reply[0] != 1:
             return False
-        record = (len(data), int(reply[1]), expires_at, flags, plain, now, ttl, 0, load_time)
-        mirror.commit(key, disk_key, stripe, seen, record, (int(reply[2]), reply[3]), read=False)
+        record = (len(data), stored, expires_at, flags, plain, now, ttl, 0, load_time)
+        mirror.commit(key, disk_key, stripe, seen, record, stamp, read=False)
         self._count_sets()
         return True
 
@@ -239,7 +257,13 @@ class SharedLeases:
         return claim
 
     def close(self) -> None:
-        """Free the job claims this store holds, so another process takes its jobs over at once."""
+        """Wake every lease waiter (each raises the store's closed error) and free the job claims this
+        store holds, so another process takes its jobs over at once."""
+        self._closed = True
+        with self._lock:
+            for events in self._waiting.values():
+                for event in events:
+                    event.set()
         for name, token in list(self._claims.items()):
             try:
                 self._scripts.run("job", UNCLAIM, [name], [token])

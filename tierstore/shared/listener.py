@@ -27,7 +27,9 @@ an empty prefix: every key). The listener:
   loads the write scripts (``prepare``: at open too, so both happen at the
   first contact) and resyncs before calls go through again
   (``Outage.regained``). The first message after a subscription sets the
-  baseline ``seq``: writes before the subscription are covered by that resync.
+  baseline ``seq`` (writes before the subscription are covered by that resync),
+  and resyncs if the epoch id changed since it was read (a ``FLUSHALL``: its
+  ``seq`` counts from 1 again).
 - Each wake-up handles every reply already waiting (up to ``_DRAIN``), read
   straight off the subscription's connection (RESP2 arrays); idle, it wakes
   every ``_POLL`` seconds to check its clock and ``client.down``.
@@ -216,7 +218,9 @@ class Listener:
             self._outage.resync("malformed message")
             self._mirror.epoch = self._client.epoch()
             return None
-        if last is not None and seq != last + 1:
+        if last is None:
+            self._check_epoch()
+        elif seq != last + 1:
             self._outage.resync(f"seq {seq} after {last}")
             self._mirror.epoch = self._client.epoch()  # a reset: Redis may hold a new data set
         if not own:
@@ -231,3 +235,13 @@ class Listener:
         if self.wake is not None:
             self.wake(tagged)
         return seq
+
+    def _check_epoch(self) -> None:
+        """The first message after a subscription has no ``seq`` to follow: it may come from a data set
+        emptied since the epoch id was read (``FLUSHALL``, its ``seq`` counting from 1 again), whose
+        messages would keep the copies stamped before it. A changed epoch id resyncs. The listener's
+        own read (one ``GET`` a subscription), not one of the store's calls (``shared_calls``)."""
+        client = self._client
+        if client.redis.get(client.names.epoch) != self._mirror.epoch:
+            self._outage.resync("the data set's epoch id changed")
+            self._mirror.epoch = client.epoch()

@@ -45,6 +45,7 @@ log = logging.getLogger("tierstore")
 PAGE = 500  # members of the keys set read per round trip
 SWEEP_PAGES = 20  # pages of the keys set one sweep prunes
 _LIVE = RecordState.LIVE
+_DAMAGED: list[bytes | None] = [b"", b""]  # an envelope no record unpacks from
 
 
 class SharedListing:
@@ -107,7 +108,8 @@ class SharedListing:
             pipe = client.redis.pipeline(transaction=False)
             for member in members:
                 pipe.hmget(names.entry(member), [b"d", b"v"])
-            return pipe.execute()
+            # a name that is not a hash (WRONGTYPE) reads as a damaged entry: skipped and counted
+            return [found if isinstance(found, list) else _DAMAGED for found in pipe.execute(raise_on_error=False)]
 
         return members, client.call("listing", read)
 

@@ -11,7 +11,9 @@ reader of a directory still reads these records).
   against Redis (``reading.SharedReads``). The floor is raised when the store
   opens (what an earlier session left may be stale) and at every resync (the
   listener may have missed messages), and tier 1 is cleared then: a resync costs
-  O(1), and each stale-able copy is revalidated on its next read.
+  O(1), and each stale-able copy is revalidated on its next read. A resync holds
+  every stripe lock: a commit in progress lands before it (and is distrusted
+  with the rest) or not at all.
 - **No copies while deaf.** Between a lost subscription and the next one no
   copy lands at all (reads and writes go to Redis each time, or fail fast
   while Redis is down): nothing would tell this process when such a copy went
@@ -34,6 +36,7 @@ reader of a directory still reads these records).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgpack
@@ -114,11 +117,24 @@ class Mirror:
 
         ``listening``: whether the listener is subscribed now (no copy lands until it is).
         """
-        if not listening:
-            self.listening = False
-        self.floor = next(self._seq)
-        self._memory.clear()  # moves every stripe's epoch: no read in flight stores its record
-        self.listening = listening
+        with self._every_stripe():  # a commit in progress lands before (then distrusted) or not at all
+            if not listening:
+                self.listening = False
+            self.floor = next(self._seq)
+            self._memory.clear()  # moves every stripe's epoch: no read in flight stores its record
+            self.listening = listening
+
+    @contextmanager
+    def _every_stripe(self) -> Iterator[None]:
+        """Hold every stripe lock (in ascending order, as ``commit_many``)."""
+        locks = self._locks
+        for lock in locks:
+            lock.acquire()
+        try:
+            yield
+        finally:
+            for lock in reversed(locks):
+                lock.release()
 
     def commit(
         self, key: Key, disk_key: bytes, stripe: int, seen: tuple[int, int], record: Record, stamp: Stamp, *, read: bool
@@ -211,10 +227,7 @@ class Mirror:
         (of any key, held here or not) stores what it fetched before.
         """
         scan = NS_ENTRY if prefix is None else NS_ENTRY + encode_key(prefix)
-        locks = self._locks
-        for lock in locks:
-            lock.acquire()
-        try:
+        with self._every_stripe():
             memory = self._memory
             for stripe in range(self.stripe_count):
                 memory.begin_write(stripe)
@@ -229,9 +242,6 @@ class Mirror:
                     self._writes.batch(chunk)
             finally:
                 memory.discard_under(prefix)
-        finally:
-            for lock in reversed(locks):
-                lock.release()
 
     def drop(self, key: Key, disk_key: bytes, stripe: int, *, below: int | None = None) -> bool:
         """Forget the copies of ``key``; with ``below``, keep a trusted one stamped at ``below`` or later.

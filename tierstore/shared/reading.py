@@ -7,7 +7,9 @@ the caller, as always. A tier-2 copy written above the trust floor is served
 Redis (one ``HMGET`` of the entry's hash: envelope, version, seq and epoch id,
 atomically), counted in ``hits_shared`` when Redis holds a record, and kept in
 both tiers with its write stamp (``mirror.Mirror.commit``). A key Redis does not
-hold drops any untrusted copy. The caller counts the read as a tier-2 read
+hold drops any untrusted copy; a damaged entry there (a field that is not what
+the scripts write, a name that is not a hash) is a miss counted in
+``corrupt_records``, never a copy. The caller counts the read as a tier-2 read
 (``hits_disk``, ``negative_hits`` or ``misses`` by the record's state), so
 ``hits_shared`` says how many of those Redis answered.
 
@@ -27,11 +29,11 @@ from ..errors import CorruptRecord, SharedUnavailable
 from ..keyspace import NS_ENTRY
 from ..memory import MemoryTier
 from ..stats import Stats
-from .client import SharedClient
-from .mirror import Mirror
+from .client import SharedClient, wrong_type
+from .mirror import Mirror, Stamp
 from .outage import Outage
 
-__all__ = ["SharedReads", "shared_record"]
+__all__ = ["SharedReads", "shared_record", "shared_version", "shared_stamp"]
 
 _FIELDS = (b"d", b"v", b"s", b"e")
 
@@ -39,9 +41,24 @@ _FIELDS = (b"d", b"v", b"s", b"e")
 def shared_record(data: bytes, version: bytes, max_bytes: int) -> Record:
     """The record of an entry hash's envelope and version; ``CorruptRecord`` when either is malformed."""
     record = unpack_record(data, max_bytes)
-    if not version.isdigit() or len(version) > 19 or int(version) > MAX_VERSION:
-        raise CorruptRecord(f"shared entry version {version[:32]!r} is not a version")
-    return (*record[:VERSION], int(version), *record[VERSION + 1 :])  # type: ignore[return-value]
+    return (*record[:VERSION], shared_version(version), *record[VERSION + 1 :])  # type: ignore[return-value]
+
+
+def shared_version(version: object) -> int:
+    """An entry hash's ``v`` (or a script's reply of it); ``CorruptRecord`` unless a decimal version."""
+    if not isinstance(version, bytes) or not version.isdigit() or len(version) > 19 or int(version) > MAX_VERSION:
+        shown = version[:32] if isinstance(version, bytes) else version
+        raise CorruptRecord(f"shared entry version {shown!r} is not a version")
+    return int(version)
+
+
+def shared_stamp(seq: object, epoch: object) -> Stamp:
+    """The write stamp of an entry hash's ``s`` and ``e`` (or a script's reply of them); ``CorruptRecord``
+    unless ``s`` is a decimal seq and ``e`` an id: a damaged Redis never reaches the local copies."""
+    if not (isinstance(seq, bytes) and seq.isdigit() and len(seq) <= 19 and isinstance(epoch, bytes)):
+        shown = seq[:32] if isinstance(seq, bytes) else seq
+        raise CorruptRecord(f"shared entry write stamp {shown!r} is not a seq")
+    return int(seq), epoch
 
 
 class SharedReads:
@@ -90,7 +107,12 @@ class SharedReads:
             return record
         try:
             data, version, seq, epoch = client.execute("get", b"HMGET", client.names.entry(tagged), *_FIELDS)
-        except SharedUnavailable:
+        except SharedUnavailable as exc:
+            if wrong_type(exc):  # not a hash: a damaged entry, a counted miss
+                self._on_corrupt(disk_key, CorruptRecord(f"shared entry of {key!r} is not a hash"))
+                if record is not None:
+                    mirror.drop(key, disk_key, stripe)
+                return None
             if client.down and not self._outage.raising:
                 return None  # "local": a read that needs an unreachable Redis is a miss
             raise
@@ -100,11 +122,14 @@ class SharedReads:
             return None
         try:
             remote = shared_record(data, version, self._max_bytes)
+            stamp = shared_stamp(seq, epoch)
         except CorruptRecord as exc:
             self._on_corrupt(disk_key, exc)
+            if record is not None:
+                mirror.drop(key, disk_key, stripe)  # an untrusted copy of what Redis holds damaged
             return None
         self._count_shared()
-        return mirror.commit(key, disk_key, stripe, seen, remote, (int(seq), epoch), read=True)
+        return mirror.commit(key, disk_key, stripe, seen, remote, stamp, read=True)
 
     def _unavailable(self) -> None:
         """A read while Redis is down past the grace (``"local"``: a miss) or at all (``"raise"``: raises)."""

@@ -15,7 +15,10 @@ mapping protocol go through them). A write:
    (``Mirror.commit``; if a resync or another write of the stripe ran
    meanwhile, the key is dropped locally instead).
 
-A refused versioned write changes nothing (``sets_rejected``). A write whose
+A refused versioned write changes nothing (``sets_rejected``). A reply that
+carries a damaged version or stamp (a hash in Redis with a ``v`` that is no
+version, which an unversioned write keeps) forgets the key locally and raises
+``CorruptRecord``. A write whose
 script failed raises ``SharedUnavailable``. If Redis is unreachable (known
 before, or found so by this call) nothing changes locally: the local copies
 stay servable within ``shared_grace`` and getting Redis back resyncs them all,
@@ -41,7 +44,7 @@ from ..stats import Stats
 from ..writer import Writer
 from .client import SharedClient
 from .mirror import Mirror
-from .reading import shared_record
+from .reading import shared_record, shared_stamp, shared_version
 from .scripts import DELETE, SET, Scripts
 
 __all__ = ["SharedWrites"]
@@ -149,6 +152,12 @@ class SharedWrites:
         seen = mirror.seen(stripe)  # before Redis: a resync or a drop after it refuses the copy
         try:
             reply = self._scripts.run(what, script, names.entry_keys(tagged), args)
+            if len(reply) >= 4:  # a write that landed: its version and stamp become the local copy's
+                shared_version(reply[1])
+                shared_stamp(reply[2], reply[3])
+        except CorruptRecord as exc:  # the entry's hash in Redis is damaged (a version that is not one)
+            mirror.drop(key, disk_key, stripe)
+            raise CorruptRecord(f"{what}: Redis applied it, but the entry of {key!r} there is damaged: {exc}") from None
         except BaseException:
             if not self._client.down:  # down: the resync on reconnect covers it
                 mirror.drop(key, disk_key, stripe)

@@ -1,0 +1,224 @@
+"""A damaged or hostile Redis: garbage fields, names of the wrong type, garbage messages, flushed scripts and data.
+
+Each gives a counted miss or a clear error (``CorruptRecord``, ``SharedUnavailable``), never a wrong value
+or a raw redis/msgpack error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from tests.shared.parts_support import PREFIX
+from tierstore import CorruptRecord, SharedUnavailable, TierStore
+from tierstore.codec import encode_key
+
+Stores = Callable[..., TierStore]
+
+
+def _entry(key: str) -> bytes:
+    return PREFIX + b"e:" + encode_key(key)
+
+
+def _forget_locally(store: TierStore) -> None:
+    """Distrust every local copy, so the next read asks Redis."""
+    shared = store._shared
+    assert shared is not None
+    shared.mirror.resync(listening=True)
+
+
+@pytest.mark.parametrize("field, garbage", [(b"s", b"abc"), (b"s", b"1.5"), (b"v", b"-1"), (b"v", b"x" * 30)])
+def test_a_read_of_a_hash_with_a_garbage_field_is_a_counted_miss(
+    stores: Stores, raw: redis.Redis, field: bytes, garbage: bytes
+) -> None:
+    store = stores()
+    store.set("k", 1)
+    raw.hset(_entry("k"), field, garbage)
+    _forget_locally(store)
+    before = store.stats()["corrupt_records"]
+    assert store.get("k") is None
+    assert store.stats()["corrupt_records"] == before + 1
+
+
+@pytest.mark.parametrize("field, garbage", [(b"s", b"abc"), (b"v", b"abc")])
+def test_get_or_load_over_a_hash_with_a_garbage_field_loads_or_raises_cleanly(
+    stores: Stores, raw: redis.Redis, field: bytes, garbage: bytes
+) -> None:
+    store = stores()
+    store.set("k", 1)
+    raw.hset(_entry("k"), field, garbage)
+    _forget_locally(store)
+    try:
+        value = store.get_or_load("k", lambda: 2)
+    except (CorruptRecord, SharedUnavailable):
+        return
+    assert value == 2
+
+
+@pytest.mark.parametrize("field, garbage", [(b"s", b"abc"), (b"v", b"abc")])
+def test_writes_over_a_hash_with_a_garbage_field_raise_cleanly(
+    stores: Stores, raw: redis.Redis, field: bytes, garbage: bytes
+) -> None:
+    store = stores()
+    for call in (
+        lambda: store.set("k", 2),
+        lambda: store.delete("k"),
+        lambda: store.touch("k", 10),
+        lambda: store.replace_value("k", 3),
+        lambda: store.pop("k"),
+        lambda: store.set_many({"k": 4}),
+        lambda: store.delete_many(["k"]),
+        lambda: store.add("k", 5),
+    ):
+        raw.delete(_entry("k"))
+        store.set("k", 1)
+        raw.hset(_entry("k"), field, garbage)
+        try:
+            call()
+        except (CorruptRecord, SharedUnavailable):
+            pass
+        got = store.get("k")
+        assert got in (None, 1, 2, 3, 4, 5)
+
+
+@pytest.mark.parametrize(
+    "message", [b"", b"\xff\x00", b"1:2:x", b"abc:1:x:\x01k", b"5:1:x:\x09k", b"5:P:x:\x09", b"-1:1:x:\x01k"]
+)
+def test_garbage_on_the_channel_resyncs_and_serves_nothing_stale(
+    stores: Stores, raw: redis.Redis, message: bytes
+) -> None:
+    store = stores()
+    other = stores()
+    store.set("k", 1)
+    assert store.get("k") == 1
+    resyncs = store.stats()["resyncs"]
+    raw.publish(PREFIX + b"inv", message)
+    other.set("k", 2)
+    deadline = time.monotonic() + 10
+    while store.get("k") != 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert store.stats()["resyncs"] > resyncs
+    store.set("j", 1)
+    assert store.get("j") == 1
+
+
+def test_script_flush_mid_run_reloads_every_script(stores: Stores, raw: redis.Redis) -> None:
+    store = stores(guard=True)
+    other = stores()
+    store.set("k", 1)
+    raw.script_flush()
+    assert store.set("k", 2)
+    assert store.add("a", 1)
+    assert store.touch("k", 100)
+    assert store.replace_value("k", 3)
+    assert store.pop("a") == 1
+    raw.script_flush()
+    assert store.set_many({"x": 1, "y": 2}) == 2
+    raw.script_flush()
+    assert store.delete_many(["x", "y"]) == 2
+    raw.script_flush()
+    assert store.incr("c", 5) == 5
+    raw.script_flush()
+    store.guard_keys(["n"])
+    raw.script_flush()
+    assert store.get_or_load("n", lambda: 7) == 7
+    raw.script_flush()
+    assert store.delete_prefix("k") == 1
+    raw.script_flush()
+    store.index("i").add("m", 1.0)
+    assert other.get("n") == 7 and other.get("k") is None
+
+
+def test_an_entry_of_the_wrong_type_in_redis_is_a_counted_corrupt_miss(stores: Stores, raw: redis.Redis) -> None:
+    store = stores()
+    store.set("a", 1)
+    store.set("k", 1)
+    store.set("z", 1)
+    raw.delete(_entry("k"))
+    raw.rpush(_entry("k"), b"not a hash")
+    _forget_locally(store)
+    before = store.stats()["corrupt_records"]
+    assert store.get("k") is None
+    assert store.stats()["corrupt_records"] == before + 1
+    assert sorted(store.keys()) == ["a", "z"]  # one damaged entry does not break every listing
+    assert len(store) == 2
+
+
+def test_flushall_then_a_write_is_noticed_by_a_listener_that_heard_no_message_yet(
+    stores: Stores, raw: redis.Redis
+) -> None:
+    writer = stores()
+    writer.set("k", "old")
+    reader = stores()  # subscribed after that write: its first message will set its baseline
+    assert reader.get("k") == "old"  # a copy stamped (seq 1, epoch E1)
+    raw.flushall()  # the data set is gone: seq counts from 1 again, a new epoch id comes with the next write
+    writer.set("k", "new")  # seq 1 again, in epoch E2
+    deadline = time.monotonic() + 10
+    while reader.stats()["invalidations_received"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert reader.get("k") == "new"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"seed": "abc"},
+        {"nbits": "0"},
+        {"nbits": "x"},
+        {"nhashes": "1e9"},
+        {"nhashes": "100000000"},
+        {"error_rate": "nope"},
+    ],
+)
+def test_damaged_guard_parameters_degrade_the_filter_never_a_raw_error_or_a_wrong_answer(
+    stores: Stores, raw: redis.Redis, params: dict[str, str]
+) -> None:
+    first = stores(guard=True)
+    first.set("k", 1)
+    first.close()
+    raw.hset(PREFIX + b"g:params", mapping=params)
+    store = stores(guard=True)
+    started = time.monotonic()
+    assert store.get_or_load("n", lambda: 2) == 2  # a damaged filter admits: never a wrong "absent"
+    assert store.get_or_load("k", lambda: 3) == 1
+    store.set("m", 4)
+    assert time.monotonic() - started < 10
+    assert store.stats()["guard_degraded"] == 1
+    store.rebuild_guard(["k", "m", "n"])
+    assert store.stats()["guard_degraded"] == 0
+    assert store.get_or_load("m", lambda: 5) == 4
+
+
+def test_garbage_members_of_the_keys_and_leases_sets_are_skipped_and_cleared(stores: Stores, raw: redis.Redis) -> None:
+    store = stores()
+    store.set("a", 1)
+    for name in (PREFIX + b"keys", PREFIX + b"leases"):
+        raw.zadd(name, {b"\x09junk": 0, b"\x01\xff\xfe": 0, b"": 0})
+    for junk in (b"\x09junk", b"\x01\xff\xfe", b""):
+        raw.hset(PREFIX + b"e:" + junk, mapping={"d": b"x", "v": b"0", "s": b"1", "e": b"e"})
+    assert list(store.keys()) == ["a"]
+    assert store.clear() == 1
+    assert list(store.keys()) == []
+    assert store.get("a") is None
+
+
+def test_a_seq_key_holding_text_makes_writes_raise_and_change_nothing_locally(stores: Stores, raw: redis.Redis) -> None:
+    store = stores()
+    store.set("k", 1)
+    raw.set(PREFIX + b"seq", b"not a number")
+    for call in (
+        lambda: store.set("k", 2),
+        lambda: store.delete("k"),
+        lambda: store.set_many({"k": 3}),
+        lambda: store.delete_prefix("k"),
+        lambda: store.get_or_load("n", lambda: 4),
+    ):
+        with pytest.raises(SharedUnavailable, match="not an integer"):
+            call()
+    assert raw.get(PREFIX + b"seq") == b"not a number"
+    assert store.get("k") in (1, None)  # never a value Redis did not take
