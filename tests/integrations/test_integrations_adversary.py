@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any
 
 import django
+import msgpack
 import pytest
 from django.conf import settings
 
@@ -646,7 +647,7 @@ def test_dogpile_cached_values_round_trip_exactly(region_path: str) -> None:
 
 def test_two_regions_on_one_directory_and_a_serializer_region(region_path: str) -> None:
     plain = make_region().configure("tierstore", arguments={"path": region_path})
-    serialized = make_region(serializer=pickle.dumps, deserializer=pickle.loads).configure(
+    serialized = make_region(serializer=msgpack.packb, deserializer=msgpack.unpackb).configure(
         "tierstore", arguments={"path": region_path}
     )
     assert plain.backend.store is serialized.backend.store

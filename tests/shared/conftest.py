@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from tests.shared.redis_server import RedisServer, find_redis_server
+from tests.shared.workers import Worker
 from tierstore import TierStore
 from tierstore.shared.client import CALL_TIMEOUT
 
@@ -50,3 +51,19 @@ def stores(redis_server: RedisServer) -> Iterator[Callable[..., TierStore]]:
 def raw(redis_server: RedisServer) -> redis.Redis:
     """A plain client of the test's server, to look at and set up what is in Redis."""
     return redis.Redis(unix_socket_path=redis_server.socket, socket_timeout=CALL_TIMEOUT)
+
+
+@pytest.fixture
+def workers(redis_server: RedisServer) -> Iterator[Callable[..., Worker]]:
+    """Worker processes, each with its own store over the test's server; stopped after the test."""
+    started: list[Worker] = []
+
+    def make(**options: object) -> Worker:
+        options.setdefault("shared_ping_interval", 0.2)
+        worker = Worker(redis_server.url, **options)
+        started.append(worker)
+        return worker
+
+    yield make
+    for worker in started:
+        worker.close()

@@ -7,25 +7,15 @@ process over one real redis-server stand for two processes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
 import redis
 
+from tests.shared.support import wait_for
 from tierstore import TierStore, codec
 from tierstore.errors import SharedUnavailable
 from tierstore.shared.client import Names
-
-LAG = 5.0
-
-
-def wait_for(probe: Callable[[], bool], timeout: float = LAG) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError("not reached in time")
-        time.sleep(0.005)
 
 
 def test_an_error_reply_leaves_the_connection_in_step(stores: Callable[..., TierStore], raw: redis.Redis) -> None:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -23,26 +22,6 @@ from tierstore import SharedUnavailable, TierStore, codec
 from tierstore.counters import COUNTER_MAX, COUNTER_MIN
 from tierstore.errors import CorruptRecord
 from tierstore.shared.client import CALL_TIMEOUT
-
-
-@pytest.fixture
-def stores(redis_server: RedisServer) -> Iterator[Callable[..., TierStore]]:
-    opened: list[TierStore] = []
-
-    def make(**options: Any) -> TierStore:
-        options.setdefault("shared_ping_interval", 0.2)
-        store = TierStore(shared=redis_server.url, **options)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.close()
-
-
-@pytest.fixture
-def raw(redis_server: RedisServer) -> redis.Redis:
-    return redis.Redis(unix_socket_path=redis_server.socket, socket_timeout=CALL_TIMEOUT)
 
 
 def test_counters_are_shared_and_live_only_in_redis(stores: Callable[..., TierStore], raw: redis.Redis) -> None:

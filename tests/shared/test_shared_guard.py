@@ -8,7 +8,7 @@ are real spawned processes (``part_workers``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +20,6 @@ from tests.shared.parts_support import PREFIX, SPAWN, dump, guard_of, round_trip
 from tests.shared.redis_server import RedisServer
 from tierstore import StoreClosed, TierStore, TierStoreError, codec
 from tierstore.bloom import BloomFilter, probe_positions
-from tierstore.shared.client import CALL_TIMEOUT
-
-
-@pytest.fixture
-def stores(redis_server: RedisServer) -> Iterator[Callable[..., TierStore]]:
-    opened: list[TierStore] = []
-
-    def make(**options: Any) -> TierStore:
-        options.setdefault("shared_ping_interval", 0.2)
-        store = TierStore(shared=redis_server.url, **options)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.close()
-
-
-@pytest.fixture
-def raw(redis_server: RedisServer) -> redis.Redis:
-    return redis.Redis(unix_socket_path=redis_server.socket, socket_timeout=CALL_TIMEOUT)
 
 
 def test_a_key_written_in_one_store_is_admitted_by_the_others(stores: Callable[..., TierStore]) -> None:

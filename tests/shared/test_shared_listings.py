@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from tests.conftest import FakeClock
-from tests.shared.test_shared_store import wait_for
+from tests.shared.support import wait_for
 from tests.shared.test_shared_writes import KEYS, NAMES, SEQUENCES, run
 from tierstore import TierStore, codec
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,65 +18,17 @@ import redis
 
 from tests.shared.lease_routines import GO, LOADED_AT, LOADS
 from tests.shared.redis_server import RedisServer
+from tests.shared.support import entry_hash, wait_for
 from tests.shared.workers import Worker, WorkerError
 from tierstore import TierStore, Versioned, codec
-from tierstore.shared.client import CALL_TIMEOUT, Names
+from tierstore.shared.client import Names
 
 ROUTINES = "tests.shared.lease_routines:"
 NAMES = Names("tierstore")
-LAG = 5.0
 
 
 def lease_of(key: str) -> bytes:
     return NAMES.lease(codec.encode_key(key))
-
-
-def entry_hash(raw: redis.Redis, key: str) -> dict[bytes, bytes]:
-    found: dict[bytes, bytes] = raw.hgetall(NAMES.entry(codec.encode_key(key)))
-    return found
-
-
-def wait_for(probe: Callable[[], bool], timeout: float = LAG) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError("not reached in time")
-        time.sleep(0.01)
-
-
-@pytest.fixture
-def raw(redis_server: RedisServer) -> redis.Redis:
-    return redis.Redis(unix_socket_path=redis_server.socket, socket_timeout=CALL_TIMEOUT)
-
-
-@pytest.fixture
-def stores(redis_server: RedisServer) -> Iterator[Callable[..., TierStore]]:
-    opened: list[TierStore] = []
-
-    def make(**options: object) -> TierStore:
-        options.setdefault("shared_ping_interval", 0.2)
-        store = TierStore(shared=redis_server.url, **options)  # type: ignore[arg-type]
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.close()
-
-
-@pytest.fixture
-def workers(redis_server: RedisServer) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def make(**options: object) -> Worker:
-        options.setdefault("shared_ping_interval", 0.2)
-        worker = Worker(redis_server.url, **options)
-        started.append(worker)
-        return worker
-
-    yield make
-    for worker in started:
-        worker.close()
 
 
 def loads(raw: redis.Redis) -> int:

@@ -9,7 +9,7 @@ raises within ``SLOW`` (``CALL_TIMEOUT`` plus slack), never a hang.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from tests.shared.redis_server import RedisServer
+from tests.shared.support import wait_for
 from tests.shared.workers import Worker
 from tierstore import SharedUnavailable, TierStore
 from tierstore.shared.client import CALL_TIMEOUT, Names, SharedClient
@@ -24,29 +25,6 @@ from tierstore.shared.client import CALL_TIMEOUT, Names, SharedClient
 FAST = 1.0  # seconds: any call once the outage is known (no connect timeout is waited for; they take ms)
 SLOW = CALL_TIMEOUT + 1.5  # seconds: the first call to meet a paused server (slack for a loaded machine)
 RECOVERY = CALL_TIMEOUT + 2.0 + 3.0  # an attempt in flight, the longest backoff, slack for a loaded machine
-
-
-def wait_for(probe: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError("not reached in time")
-        time.sleep(0.005)
-
-
-@pytest.fixture
-def stores(redis_server: RedisServer) -> Iterator[Callable[..., TierStore]]:
-    opened: list[TierStore] = []
-
-    def make(**options: Any) -> TierStore:
-        options.setdefault("shared_ping_interval", 0.2)
-        store = TierStore(shared=redis_server.url, **options)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.close()
 
 
 def client_of(store: TierStore) -> SharedClient:

@@ -9,37 +9,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-from tests.shared.redis_server import RedisServer
+from tests.shared.support import wait_for
 from tests.shared.workers import Worker
-
-LAG = 5.0  # seconds a test waits for an invalidation to arrive (it takes milliseconds)
-
-
-@pytest.fixture
-def workers(redis_server: RedisServer) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def make(**options: object) -> Worker:
-        options.setdefault("shared_ping_interval", 0.2)
-        worker = Worker(redis_server.url, **options)
-        started.append(worker)
-        return worker
-
-    yield make
-    for worker in started:
-        worker.close()
-
-
-def wait_for(probe: Callable[[], bool], timeout: float = LAG) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError("not reached in time")
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("versioned", [False, True], ids=["unversioned", "versioned"])

@@ -27,28 +27,7 @@ from tests.shared.parts_support import PREFIX, SPAWN, round_trips
 from tests.shared.redis_server import RedisServer
 from tierstore import SortedIndex, StoreClosed, TierStore
 from tierstore.shared import ranking as shared_ranking
-from tierstore.shared.client import CALL_TIMEOUT
 from tierstore.shared.ranking import SharedIndex
-
-
-@pytest.fixture
-def stores(redis_server: RedisServer) -> Iterator[Callable[..., TierStore]]:
-    opened: list[TierStore] = []
-
-    def make(**options: Any) -> TierStore:
-        options.setdefault("shared_ping_interval", 0.2)
-        store = TierStore(shared=redis_server.url, **options)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.close()
-
-
-@pytest.fixture
-def raw(redis_server: RedisServer) -> redis.Redis:
-    return redis.Redis(unix_socket_path=redis_server.socket, socket_timeout=CALL_TIMEOUT)
 
 
 @pytest.fixture

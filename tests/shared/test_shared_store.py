@@ -12,51 +12,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
 from tests.shared.redis_server import RedisServer
+from tests.shared.support import entry_hash, wait_for
 from tierstore import ABSENT, TierStore, codec
-from tierstore.shared.client import CALL_TIMEOUT, Names
+from tierstore.shared.client import Names
 from tierstore.shared.scripts import DELETE, SET
-
-LAG = 5.0
-
-
-def wait_for(probe: Callable[[], bool], timeout: float = LAG) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError("not reached in time")
-        time.sleep(0.005)
-
-
-@pytest.fixture
-def stores(redis_server: RedisServer) -> Iterator[Callable[..., TierStore]]:
-    opened: list[TierStore] = []
-
-    def make(**options: object) -> TierStore:
-        options.setdefault("shared_ping_interval", 0.2)
-        store = TierStore(shared=redis_server.url, **options)  # type: ignore[arg-type]
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.close()
-
-
-@pytest.fixture
-def raw(redis_server: RedisServer) -> redis.Redis:
-    return redis.Redis(unix_socket_path=redis_server.socket, socket_timeout=CALL_TIMEOUT)
-
-
-def entry_hash(raw: redis.Redis, key: str, namespace: str = "tierstore") -> dict[bytes, bytes]:
-    found: dict[bytes, bytes] = raw.hgetall(Names(namespace).entry(codec.encode_key(key)))
-    return found
 
 
 @pytest.mark.parametrize(

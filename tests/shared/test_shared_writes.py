@@ -20,7 +20,7 @@ import redis
 
 from tests.conftest import FakeClock
 from tests.shared.redis_server import RedisServer
-from tests.shared.test_shared_store import entry_hash, wait_for
+from tests.shared.support import entry_hash, wait_for
 from tierstore import ABSENT, SharedUnavailable, StoreClosed, TierStore, codec
 from tierstore.keyspace import NS_ENTRY
 from tierstore.shared.client import CALL_TIMEOUT, Names
