@@ -18,10 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from .aio_loading import is_coroutine_loader
-from .cached_keys import call_key, call_prefixes, function_prefix, name_prefix
-from .clock import check_ttl
 from .codec import Key
-from .memoize import Cached, CommonPrefix, Handle
+from .memoize import Cached, CallKeys, Handle, check_cached_args
 
 __all__ = ["async_memoizer"]
 
@@ -36,13 +34,7 @@ def async_memoizer(
     delete_prefix: Callable[[Key], Awaitable[int]],
 ) -> Callable[[Callable[..., Awaitable[Any]]], Cached[..., Awaitable[Any]]]:
     """The decorator ``AsyncTierStore.cached(ttl=, key=, name=)`` makes; arguments are checked here."""
-    if ttl is not ...:
-        check_ttl(ttl)
-    if key is not None and not callable(key):
-        raise TypeError(f"key must be a callable building the key from the arguments, not {type(key).__name__}")
-    if key is not None and name is not None:
-        raise TypeError("cached takes name= or key=, not both: key= builds the whole key")
-    named = None if name is None else name_prefix(name)
+    named = check_cached_args(ttl, key, name)
 
     def decorate(fn: Callable[..., Awaitable[Any]]) -> Cached[..., Awaitable[Any]]:
         if not is_coroutine_loader(fn):
@@ -50,15 +42,7 @@ def async_memoizer(
                 f"AsyncTierStore.cached decorates coroutine functions (async def), not {fn!r}; "
                 "use TierStore.cached for plain functions"
             )
-        prefix = named if named is not None or key is not None else function_prefix(fn)
-        common = CommonPrefix()
-
-        def cache_key(*args: Any, **kwargs: Any) -> Key:
-            if key is None:
-                return call_key(prefix or b"", args, kwargs)
-            made = key(*args, **kwargs)
-            common.see(made)
-            return made
+        cache_key = CallKeys(fn, named, key)
 
         def call(*args: Any, **kwargs: Any) -> Awaitable[Any]:
             async def load() -> Any:
@@ -70,17 +54,7 @@ def async_memoizer(
             return invalidate(cache_key(*args, **kwargs))
 
         async def cache_clear() -> int:
-            if prefix is not None:
-                return sum([await delete_prefix(part) for part in call_prefixes(prefix)])
-            shared = common.prefix
-            if shared is None:
-                return 0  # no call built a key yet
-            if not shared:
-                raise ValueError(
-                    f"cache_clear() of {getattr(fn, '__qualname__', fn)!r}: the keys its key= function built "
-                    "share no prefix, and clearing every entry is not what it means; delete them by key"
-                )
-            return await delete_prefix(shared)
+            return sum([await delete_prefix(part) for part in cache_key.clear_prefixes()])
 
         handle = Handle(fn, call, cache_key, invalidate_call, cache_clear)  # type: ignore[arg-type]
         return cast("Cached[..., Awaitable[Any]]", handle)

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .aio_flight import AsyncFlights, lead_context
-from .codec import ABSENT, EXPIRES_AT, SEQ, VALUE, Key, RecordState, record_state
+from .codec import ABSENT, Key, RecordState
 from .flight import NOTHING, WAIT, Flight, Flights
 from .loading import Loading
 from .options import Options
@@ -87,21 +87,9 @@ class AsyncLoading:
         loading = self._loading
         loading.check_load_args(loader, ttl, on_busy, wait_timeout)
         record, hit_stat = self._lookup(key)
-        now = self._clock()
-        stale = NOTHING
-        if record is not None:
-            state = record_state(record, now, self._options.stale_ttl)
-            if state is _LIVE:
-                self._stats.counts[hit_stat]()
-                expires_at = record[EXPIRES_AT]
-                if expires_at is not None and loading.renewal_due(record, expires_at, now):
-                    self._renew(key, loader, ttl, record[SEQ])
-                return record[VALUE]
-            if state is _NEGATIVE:
-                self._stats.counts["negative_hits"]()
-                return default
-            if state is _STALE:
-                stale = record[VALUE]
+        answer, stale = loading.stored_answer(key, record, hit_stat, loader, ttl, default, self._renew)
+        if answer is not NOTHING:
+            return answer
         answer = loading.screen_miss(key, stale, on_busy, default)
         if answer is not NOTHING:
             return answer

@@ -78,11 +78,13 @@ from .options import Options
 from .scheduler import Handle, Scheduler
 from .stats import Stats
 
-__all__ = ["Loading", "StoreCore", "Write"]
+__all__ = ["Loading", "Renew", "StoreCore", "Write"]
 
 log = logging.getLogger("tierstore")
 
 _LIVE, _NEGATIVE, _STALE = RecordState.LIVE, RecordState.NEGATIVE, RecordState.STALE
+
+Renew = Callable[[Key, Callable[[], Any], Any, int], None]  # a background renewal: key, loader, ttl, seen seq
 
 
 class Write(Protocol):
@@ -160,21 +162,9 @@ class Loading:
         """
         self.check_load_args(loader, ttl, on_busy, wait_timeout)
         record, hit_stat = self._core.lookup(key)
-        now = self._clock()
-        stale = NOTHING  # the value of an expired entry still within stale_ttl
-        if record is not None:
-            state = record_state(record, now, self._options.stale_ttl)
-            if state is _LIVE:
-                self._stats.counts[hit_stat]()
-                expires_at = record[EXPIRES_AT]
-                if expires_at is not None and self.renewal_due(record, expires_at, now):
-                    self._renew(key, loader, ttl, record[SEQ])
-                return record[VALUE]
-            if state is _NEGATIVE:
-                self._stats.counts["negative_hits"]()
-                return default
-            if state is _STALE:
-                stale = record[VALUE]
+        answer, stale = self.stored_answer(key, record, hit_stat, loader, ttl, default, self._renew)
+        if answer is not NOTHING:
+            return answer
         answer = self.screen_miss(key, stale, on_busy, default)
         if answer is not NOTHING:
             return answer
@@ -222,6 +212,27 @@ class Loading:
         check_policy(on_busy)
         if wait_timeout is not None:  # None is valid: skip the call on the hit path
             check_seconds(wait_timeout, "wait_timeout", optional=True)
+
+    def stored_answer(
+        self, key: Key, record: Record | None, hit_stat: str, loader: Callable[[], Any], ttl: Any, default: Any,
+        renew: Renew,
+    ) -> tuple[Any, Any]:  # fmt: skip
+        """``(answer, NOTHING)`` on a counted live or negative hit (``renew`` when one is due), else
+        ``(NOTHING, stale)``: a miss, with the value of an expired entry within ``stale_ttl`` or ``NOTHING``."""
+        if record is None:
+            return NOTHING, NOTHING
+        now = self._clock()
+        state = record_state(record, now, self._options.stale_ttl)
+        if state is _LIVE:
+            self._stats.counts[hit_stat]()
+            expires_at = record[EXPIRES_AT]
+            if expires_at is not None and self.renewal_due(record, expires_at, now):
+                renew(key, loader, ttl, record[SEQ])
+            return record[VALUE], NOTHING
+        if state is _NEGATIVE:
+            self._stats.counts["negative_hits"]()
+            return default, NOTHING
+        return NOTHING, record[VALUE] if state is _STALE else NOTHING
 
     def screen_miss(self, key: Key, stale: Any, on_busy: str, default: Any) -> Any:
         """Count a miss; what it returns without a load (guard rejection, stale), else ``NOTHING``."""

@@ -74,25 +74,10 @@ def memoizer(
     function without ``name=`` or ``key=`` is refused at decoration (``TypeError``).
     ``get_or_load`` checks that the store is open on every call.
     """
-    if ttl is not ...:
-        check_ttl(ttl)
-    if key is not None and not callable(key):
-        raise TypeError(f"key must be a callable building the key from the arguments, not {type(key).__name__}")
-    if key is not None and name is not None:
-        raise TypeError("cached takes name= or key=, not both: key= builds the whole key")
-    named = None if name is None else name_prefix(name)
+    named = check_cached_args(ttl, key, name)
 
     def decorate(fn: Callable[_P, _R]) -> Cached[_P, _R]:
-        prefix = named if named is not None or key is not None else function_prefix(fn)
-
-        common = CommonPrefix()
-
-        def cache_key(*args: Any, **kwargs: Any) -> Key:
-            if key is None:
-                return call_key(prefix or b"", args, kwargs)
-            made = key(*args, **kwargs)
-            common.see(made)
-            return made
+        cache_key = CallKeys(fn, named, key)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             return get_or_load(cache_key(*args, **kwargs), lambda: fn(*args, **kwargs), ttl)
@@ -101,21 +86,62 @@ def memoizer(
             invalidate(cache_key(*args, **kwargs))
 
         def cache_clear() -> int:
-            if prefix is not None:
-                return sum(delete_prefix(part) for part in call_prefixes(prefix))
-            shared = common.prefix
-            if shared is None:
-                return 0  # no call built a key yet
-            if not shared:
-                raise ValueError(
-                    f"cache_clear() of {getattr(fn, '__qualname__', fn)!r}: the keys its key= function built "
-                    "share no prefix, and clearing every entry is not what it means; delete them by key"
-                )
-            return delete_prefix(shared)
+            return sum(delete_prefix(part) for part in cache_key.clear_prefixes())
 
         return cast("Cached[_P, _R]", Handle(fn, call, cache_key, invalidate_call, cache_clear))
 
     return decorate
+
+
+def check_cached_args(ttl: Any, key: object, name: str | None) -> bytes | None:
+    """Check ``cached(ttl=, key=, name=)``'s arguments; the key prefix ``name`` gives, if any."""
+    if ttl is not ...:
+        check_ttl(ttl)
+    if key is not None and not callable(key):
+        raise TypeError(f"key must be a callable building the key from the arguments, not {type(key).__name__}")
+    if key is not None and name is not None:
+        raise TypeError("cached takes name= or key=, not both: key= builds the whole key")
+    return None if name is None else name_prefix(name)
+
+
+class CallKeys:
+    """The keys of a cached function's calls, and what its ``cache_clear`` deletes (sync and async alike).
+
+    Without ``key=`` a key is the function's prefix (``named``, else its qualified name)
+    and its packed arguments; with ``key=`` it is what ``key`` builds, and the prefix
+    those keys share is tracked (``CommonPrefix``).
+    """
+
+    def __init__(self, fn: Callable[..., Any], named: bytes | None, key: Callable[..., Key] | None) -> None:
+        self._fn = fn
+        self._key = key
+        self._prefix = named if named is not None or key is not None else function_prefix(fn)
+        self._common = CommonPrefix()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Key:
+        if self._key is None:
+            return call_key(self._prefix or b"", args, kwargs)
+        made = self._key(*args, **kwargs)
+        self._common.see(made)
+        return made
+
+    def clear_prefixes(self) -> tuple[Key, ...]:
+        """The prefixes ``cache_clear`` deletes: none before any ``key=`` call built a key.
+
+        ``ValueError`` when the keys ``key=`` built share no prefix: clearing every entry
+        is not what ``cache_clear`` means.
+        """
+        if self._prefix is not None:
+            return call_prefixes(self._prefix)
+        shared = self._common.prefix
+        if shared is None:
+            return ()
+        if not shared:
+            raise ValueError(
+                f"cache_clear() of {getattr(self._fn, '__qualname__', self._fn)!r}: the keys its key= function "
+                "built share no prefix, and clearing every entry is not what it means; delete them by key"
+            )
+        return (shared,)
 
 
 class CommonPrefix:

@@ -53,13 +53,7 @@ else
     return {0, current}
   end
 end
-local seq, epoch = stamp()
-redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', version, 's', seq, 'e', epoch)
-if ARGV[3] == '' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-redis.call('ZADD', KEYS[6], 0, ARGV[6])
-release()
-publish(seq, version)
-return {1, version, seq, epoch}
+return land(version)
 """
 )
 

@@ -22,6 +22,9 @@ sequence number and the invalidation message are one atomic step in Redis:
 Every accepted write also deletes the key's load lease (``release``): a fill
 that began before it finds its token gone and is refused, in every process.
 It keeps the ``keys`` set (entries by tagged key) in step with the hashes.
+``land(version)`` is the landing every accepting script of one entry shares
+(``SET``, ``add``'s, a fill's): the hash and its expiry, the ``keys`` set, the
+lease freed, the seq taken and the message published.
 
 KEYS (``Names.entry_keys``): the entry's hash, the sequence key, the epoch key,
 the key's lease, the set of leased keys, the set of stored keys. ARGV: the envelope
@@ -72,6 +75,15 @@ local function release()
   redis.call('DEL', KEYS[4])
   redis.call('ZREM', KEYS[5], ARGV[6])
 end
+local function land(version)
+  local seq, epoch = stamp()
+  redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', version, 's', seq, 'e', epoch)
+  if ARGV[3] == '' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+  redis.call('ZADD', KEYS[6], 0, ARGV[6])
+  release()
+  publish(seq, version)
+  return {1, version, seq, epoch}
+end
 local current = redis.call('HGET', KEYS[1], 'v') or '0'
 """
 
@@ -84,13 +96,7 @@ if version == '' then
 elseif not gt(version, current) then
   return {0, current}
 end
-local seq, epoch = stamp()
-redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', version, 's', seq, 'e', epoch)
-if ARGV[3] == '' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-redis.call('ZADD', KEYS[6], 0, ARGV[6])
-release()
-publish(seq, version)
-return {1, version, seq, epoch}
+return land(version)
 """
 )
 
