@@ -145,21 +145,28 @@ class SharedClient:
         While ``down`` it raises at once, unless ``while_down`` (the listener reconnecting).
         A lost connection or a timeout marks Redis down (``on_lost``).
         """
+        self.check_up(what, while_down=while_down)
+        try:
+            result = command(*args)
+        except redis.RedisError as exc:
+            raise self.failure(what, exc) from exc
+        self.last_contact = time.monotonic()
+        return result
+
+    def check_up(self, what: str, *, while_down: bool = False) -> None:
+        """Before a round trip (a command, a script or a pipeline): count it, or raise at once while ``down``."""
         if self.down and not while_down:
             self._count_error()
             raise SharedUnavailable(f"{what}: Redis at {self.where} is unreachable; the listener is reconnecting")
-        self._count_call()  # a round trip: a command, a script or a pipeline
-        try:
-            result = command(*args)
-        except _LOST as exc:
-            self._count_error()
+        self._count_call()
+
+    def failure(self, what: str, exc: redis.RedisError) -> SharedUnavailable:
+        """The ``SharedUnavailable`` a failed round trip raises (counted; a lost connection marks Redis down)."""
+        self._count_error()
+        if isinstance(exc, _LOST):
             self.on_lost(f"{what}: {type(exc).__name__}: {exc}")
-            raise SharedUnavailable(f"{what}: Redis at {self.where} is unreachable: {exc}") from exc
-        except redis.RedisError as exc:
-            self._count_error()
-            raise SharedUnavailable(f"{what}: Redis at {self.where} failed: {exc}") from exc
-        self.last_contact = time.monotonic()
-        return result
+            return SharedUnavailable(f"{what}: Redis at {self.where} is unreachable: {exc}")
+        return SharedUnavailable(f"{what}: Redis at {self.where} failed: {exc}")
 
     def execute(self, what: str, *args: Any) -> Any:
         """One command (``args``: its name and arguments) as ``call`` runs it; the raw RESP2 reply.

@@ -126,7 +126,7 @@ class Scripts:
     """The write scripts of one client: loaded at contact, run by digest, reloaded when Redis forgot them."""
 
     def __init__(self, client: SharedClient) -> None:
-        self._client = client
+        self._client = self.client = client
         self._digests = {source: hashlib.sha1(source.encode()).hexdigest() for source in (SET, DELETE)}
         self.reloads = 0
 
@@ -145,6 +145,13 @@ class Scripts:
         digest = call("SCRIPT LOAD", self._client.redis.script_load, source, while_down=while_down)
         if digest != self._digests[source]:  # the server hashes the source as we do
             raise RuntimeError(f"Redis returned digest {digest!r} for a script whose SHA-1 is {self._digests[source]}")
+
+    def digest(self, source: str) -> str:
+        """The SHA-1 ``EVALSHA`` runs ``source`` by (registered now if new, so ``load`` reloads it too)."""
+        digest = self._digests.get(source)
+        if digest is None:
+            digest = self._digests.setdefault(source, hashlib.sha1(source.encode()).hexdigest())
+        return digest
 
     def run(self, what: str, source: str, keys: list[bytes], args: list[bytes | str]) -> Any:
         """Run ``source`` with ``keys`` and ``args``; ``SharedUnavailable`` when Redis fails."""

@@ -1,0 +1,95 @@
+"""Redis round trips as steps: each shared operation written once, run by a blocking or an asyncio driver.
+
+An operation that needs Redis is a generator (``Steps[T]``) that yields what it
+needs and is sent the answer back:
+
+- ``Call``: one round trip, a script (by its source: ``EVALSHA``, loaded again on
+  ``NOSCRIPT``) or a plain command. It is sent the raw reply, or has the call's
+  error (``SharedUnavailable``, a cancellation, ...) thrown in at the ``yield``,
+  so its ``try``/``except`` reads as if the call were made in place;
+- ``Listen``: a new waiter, for a lease waiter to register before it asks again;
+- ``Pause``: sleep until the waiter is set or ``seconds`` pass.
+
+``run`` drives one in the calling thread with the store's blocking client;
+``aio_redis.AsyncRedis.run`` drives the same generator on an event loop over
+redis.asyncio. The version rules, the outage policy and the local copies stay
+in one place for both.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from .scripts import Scripts
+
+__all__ = ["Call", "Listen", "Pause", "Steps", "Waiter", "run"]
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One round trip: ``script``'s source run with ``keys`` and ``args``, or (``script=None``) the command ``args``."""
+
+    what: str  # the public call, for errors
+    script: str | None
+    keys: Sequence[bytes]
+    args: Sequence[Any]
+
+
+class Waiter(Protocol):
+    """What a lease waiter sleeps on; ``set`` may be called from any thread (the listener's)."""
+
+    def set(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Ask the driver for a new ``Waiter`` (sent back)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Sleep until ``waiter`` is set or ``seconds`` pass, then clear it."""
+
+    waiter: Waiter
+    seconds: float
+
+
+Step = Call | Listen | Pause
+Steps = Generator[Step, Any, _T]
+
+
+def run(steps: Steps[_T], scripts: Scripts) -> _T:
+    """Drive ``steps`` to their result in this thread, each ``Call`` through ``scripts``'s blocking client."""
+    answer: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = steps.send(answer) if error is None else steps.throw(error)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
+        answer = error = None
+        try:
+            answer = _blocking(step, scripts)
+        except BaseException as exc:  # thrown in at the yield: the operation's own handlers decide
+            error = exc
+
+
+def _blocking(step: Step, scripts: Scripts) -> Any:
+    if isinstance(step, Call):
+        if step.script is None:
+            return scripts.client.execute(step.what, *step.args)
+        return scripts.run(step.what, step.script, list(step.keys), list(step.args))
+    if isinstance(step, Listen):
+        return threading.Event()
+    waiter = step.waiter
+    assert isinstance(waiter, threading.Event)
+    waiter.wait(step.seconds)
+    waiter.clear()
+    return None
