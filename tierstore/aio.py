@@ -20,7 +20,9 @@ costs well under one):
 
 Loads are single-flight across threads and coroutines, on every event loop that
 uses the store (one flight table; waiters are woken in their own loop).
-The shared tier (``shared=``) is not supported yet: ``NotImplementedError``.
+With the shared tier (``shared=``), the calls that may need Redis await it on
+a redis.asyncio connection (``shared.aio_calls``): no call blocks the loop on
+Redis, and a read that tier 1 or a trusted tier-2 copy answers makes no round trip.
 Thread-safety: as ``TierStore``'s; one wrapper may serve several loops at once.
 """
 
@@ -33,6 +35,7 @@ from types import TracebackType
 from typing import Any
 
 from .aio_cached import async_memoizer
+from .aio_leased import AsyncLeasedLoading
 from .aio_loading import AsyncLoading
 from .calls import OnBusy
 from .clock import TTL
@@ -46,9 +49,6 @@ from .store import TierStore
 
 __all__ = ["AsyncTierStore", "AsyncSortedIndex"]
 
-_NOT_YET = "the shared tier (shared=) is not supported by AsyncTierStore yet: it needs redis.asyncio"
-
-
 class AsyncTierStore:
     """A ``TierStore`` behind coroutines (see the module doc for what runs on the loop and what in threads)."""
 
@@ -60,16 +60,12 @@ class AsyncTierStore:
         if isinstance(path, TierStore):
             if options:
                 raise TypeError("AsyncTierStore(store) wraps an open store and takes no options")
-            if getattr(path, "_shared", None) is not None:
-                raise NotImplementedError(_NOT_YET)
             if path.closed:
                 raise StoreClosed(f"store {path.path} is closed")
             self._owned = False
             self._options: dict[str, Any] | None = None
             self._bind(path)
         else:
-            if options.get("shared") is not None:
-                raise NotImplementedError(_NOT_YET)
             self._owned = True
             self._options = {"path": path, **options}
             self._store: TierStore | None = None
@@ -83,9 +79,28 @@ class AsyncTierStore:
 
     def _bind(self, store: TierStore) -> None:
         self._store = store
+        if store._shared is not None:
+            self._bind_shared(store)
+            return
         self._get = store.get
         self._parts = AsyncLoading(
             store._loading, store._flights, store._lookup, store._options, store._stats, store.path
+        )  # fmt: skip
+
+    def _bind_shared(self, store: TierStore) -> None:
+        """Shared mode: the calls that may need Redis await it (``shared.aio_calls``) instead of blocking."""
+        from .shared.aio_calls import AsyncLeases, AsyncShared
+        from .shared.aio_redis import AsyncRedis
+
+        assert store._shared is not None
+        io = AsyncRedis(store._shared.scripts)
+        calls = AsyncShared(store, io)
+        calls.bind(self.__dict__)
+        self._get = _not_open  # ``get`` is the bound coroutine
+        self._io: Any = io
+        self._parts = AsyncLeasedLoading(
+            store._loading, store._flights, store._options, store._stats, store.path,
+            lease=AsyncLeases(store, io), reads=calls,
         )  # fmt: skip
 
     async def _ready(self) -> TierStore:
@@ -131,6 +146,9 @@ class AsyncTierStore:
         """Cancel this loop's loads; close the store in a thread if this wrapper opened it (a given one stays open)."""
         if self._parts is not None:
             await self._parts.cancel_all()
+        io = getattr(self, "_io", None)
+        if io is not None:
+            await io.close()
         store = self._store
         if self._owned and store is not None:
             await asyncio.to_thread(store.close)
@@ -312,6 +330,14 @@ class AsyncSortedIndex:
         return len(self.sync)
 
     def __contains__(self, member: object) -> bool:
+        return member in self.sync
+
+    async def count(self) -> int:
+        """How many members the index holds (``len``, as a coroutine: the form a shared index needs)."""
+        return len(self.sync)
+
+    async def contains(self, member: Key) -> bool:
+        """Whether ``member`` is in the index (``in``, as a coroutine)."""
         return member in self.sync
 
     async def add(self, member: Key, score: float) -> None:

@@ -30,17 +30,18 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .aio_flight import AsyncFlights, lead_context
 from .codec import ABSENT, Key, RecordState
 from .flight import NOTHING, WAIT, Flight, Flights
+from .load_lease import BUSY
 from .loading import Loading
 from .options import Options
 from .stats import Stats
 
-__all__ = ["AsyncLoading", "is_coroutine_loader"]
+__all__ = ["AsyncLoading", "invoke", "is_coroutine_loader"]
 
 log = logging.getLogger("tierstore")
 
@@ -96,7 +97,9 @@ class AsyncLoading:
         coroutine = is_coroutine_loader(loader)
         value = await self._aflights.run(
             key,
-            lambda flight: self._start(flight, self._lead(flight, key, loader, ttl, coroutine), cancellable=True),
+            lambda flight: self._start(
+                flight, self._lead(flight, lambda: self._load(flight, key, loader, ttl, coroutine)), cancellable=True
+            ),
             on_busy=on_busy,
             busy=lambda: loading.busy_answer(on_busy, stale, default),
             wait_timeout=wait_timeout,
@@ -119,17 +122,10 @@ class AsyncLoading:
         if cancellable:
             flight.cancel = lambda: _cancel_soon(loop, task)
 
-    async def _lead(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any, coroutine: bool) -> None:
-        """The leader task of a foreground load: its outcome goes to the flight's waiters, never to the task."""
+    async def _lead(self, flight: Flight, load: Callable[[], Awaitable[Any]]) -> None:
+        """The leader task of a load: its outcome goes to the flight's waiters, never to the task."""
         try:
-            value = self._loading.filled_since(key)
-            if value is NOTHING:
-                self._stats.counts["loads"]()
-                try:
-                    value = await self._call(flight, key, loader, ttl, coroutine)
-                except BaseException:
-                    self._stats.counts["load_errors"]()
-                    raise
+            value = await load()
         except BaseException as exc:
             self._flights.finish(flight, error=exc)
             if not isinstance(exc, (Exception, asyncio.CancelledError)):
@@ -137,20 +133,22 @@ class AsyncLoading:
             return
         self._flights.finish(flight, value)
 
+    async def _load(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any, coroutine: bool) -> Any:
+        """A foreground load as leader: check again, call the loader, fill; the plain value."""
+        value = self._loading.filled_since(key)
+        if value is NOTHING:
+            self._stats.counts["loads"]()
+            try:
+                value = await self._call(flight, key, loader, ttl, coroutine)
+            except BaseException:
+                self._stats.counts["load_errors"]()
+                raise
+        return value
+
     async def _call(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any, coroutine: bool) -> Any:
         """Call the loader (awaited, or in a thread) and fill from its result; the plain value."""
         started = time.monotonic()
-        if coroutine:
-            result = await loader()
-        else:
-            call = _InThread(loader)
-            try:
-                result = await asyncio.to_thread(call)
-            except BaseException:
-                call.leave()  # an awaitable it returns now is closed, never left unawaited
-                raise
-            if inspect.isawaitable(result):  # lambda: fetch(k): works, one thread hop later
-                result = await result
+        result = await invoke(loader, coroutine)
         return self._loading.fill_loaded(key, result, ttl, flight, time.monotonic() - started)
 
     def _renew(self, key: Key, loader: Callable[[], Any], ttl: Any, seen_seq: int) -> None:
@@ -162,7 +160,7 @@ class AsyncLoading:
     async def _refresh(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any) -> None:
         """A renewal: failures are logged and counted, the old value stays."""
         try:
-            value = await self._call(flight, key, loader, ttl, is_coroutine_loader(loader))
+            value = await self._renewal(flight, key, loader, ttl)
         except BaseException as exc:
             self._flights.finish(flight, error=exc)
             if isinstance(exc, Exception):
@@ -172,7 +170,12 @@ class AsyncLoading:
                 raise
             return
         self._flights.finish(flight, value)
-        self._stats.counts["refreshes"]()
+        if value is not BUSY:
+            self._stats.counts["refreshes"]()
+
+    async def _renewal(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any) -> Any:
+        """A renewal's load and fill; the plain value (``BUSY``: skipped, another process renews)."""
+        return await self._call(flight, key, loader, ttl, is_coroutine_loader(loader))
 
     async def cancel_all(self) -> None:
         """Cancel the tasks of this loop still running (at close) and wait for them to end."""
@@ -182,6 +185,20 @@ class AsyncLoading:
             task.cancel()
         if mine:
             await asyncio.gather(*mine, return_exceptions=True)
+
+
+async def invoke(loader: Callable[[], Any], coroutine: bool) -> Any:
+    """What ``loader`` returns: awaited when a coroutine function, else called in a thread (an awaitable
+    it returns is awaited here: ``lambda: fetch(k)`` works, one thread hop later)."""
+    if coroutine:
+        return await loader()
+    call = _InThread(loader)
+    try:
+        result = await asyncio.to_thread(call)
+    except BaseException:
+        call.leave()  # an awaitable it returns now is closed, never left unawaited
+        raise
+    return (await result) if inspect.isawaitable(result) else result
 
 
 def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:

@@ -21,10 +21,21 @@ from .codec import VALUE, Key, Record, RecordState, record_state
 from .errors import CorruptRecord, TierStoreError
 from .keyspace import NS_ENTRY, entry_key
 
-__all__ = ["BulkCalls", "checked_keys"]
+__all__ = ["BulkCalls", "checked_keys", "set_many_items"]
 
 _LIVE, _NEGATIVE = RecordState.LIVE, RecordState.NEGATIVE
 _CHUNK = 1000  # keys per LevelDB batch of delete_prefix and clear
+
+
+def set_many_items(mapping: object, ttl: TTL) -> list[tuple[Key, bytes, Any]]:
+    """``set_many``'s items (key, entry key, value), a repeated key's last value winning, ``ttl`` checked."""
+    if not isinstance(mapping, Mapping):
+        raise TypeError(f"set_many takes a mapping of keys to values, not {type(mapping).__name__}")
+    distinct = {entry_key(key): (key, value) for key, value in mapping.items()}
+    items = [(key, disk_key, value) for disk_key, (key, value) in distinct.items()]
+    if ttl is not ... and ttl is not None:
+        check_ttl(ttl)
+    return items
 
 
 def checked_keys(keys: object) -> list[tuple[Key, bytes]]:
@@ -103,12 +114,7 @@ class BulkCalls(BatchAccess):
         """
         if self._closed:
             raise self._unusable()
-        if not isinstance(mapping, Mapping):
-            raise TypeError(f"set_many takes a mapping of keys to values, not {type(mapping).__name__}")
-        distinct = {entry_key(key): (key, value) for key, value in mapping.items()}  # a repeated key: the last wins
-        items = [(key, disk_key, value) for disk_key, (key, value) in distinct.items()]
-        if ttl is not ... and ttl is not None:
-            check_ttl(ttl)
+        items = set_many_items(mapping, ttl)
         if not items:
             return 0
         return self._batch.set_many(items, ttl)

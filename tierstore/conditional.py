@@ -18,7 +18,7 @@ from .codec import Key, RecordState, record_state
 from .errors import TierStoreError
 from .keyspace import entry_key
 
-__all__ = ["ConditionalCalls"]
+__all__ = ["ConditionalCalls", "popped"]
 
 _LIVE = RecordState.LIVE
 
@@ -31,6 +31,15 @@ class _Raise:
 
 
 _RAISE: Any = _Raise()
+
+
+def popped(key: Key, found: bool, value: Any, default: Any) -> Any:
+    """What ``pop`` returns: the value it removed, else ``default`` (``KeyError`` without one)."""
+    if found:
+        return value
+    if default is _RAISE:
+        raise KeyError(key)
+    return default
 
 
 class ConditionalCalls(BatchAccess):
@@ -106,8 +115,4 @@ class ConditionalCalls(BatchAccess):
         disk_key = entry_key(key)
         found, value = self._batch.pop(key, disk_key)
         self._stats.counts["deletes"]()
-        if found:
-            return value
-        if default is _RAISE:
-            raise KeyError(key)
-        return default
+        return popped(key, found, value, default)

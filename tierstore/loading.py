@@ -49,8 +49,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from . import codec
 from .clock import check_seconds, check_ttl
@@ -72,56 +71,18 @@ from .codec import (
 from .errors import StoreClosed
 from .flight import DEFAULT, NOTHING, STALE, WAIT, Flight, Flights, check_policy
 from .guard import Guard
+from .load_core import Renew, StoreCore
 from .load_lease import BUSY, Held, LoadLease
 from .loaded_value import fill, plain_value
 from .options import Options
 from .scheduler import Handle, Scheduler
 from .stats import Stats
 
-__all__ = ["Loading", "Renew", "StoreCore", "Write"]
+__all__ = ["Loading"]
 
 log = logging.getLogger("tierstore")
 
 _LIVE, _NEGATIVE, _STALE = RecordState.LIVE, RecordState.NEGATIVE, RecordState.STALE
-
-Renew = Callable[[Key, Callable[[], Any], Any, int], None]  # a background renewal: key, loader, ttl, seen seq
-
-
-class Write(Protocol):
-    """The store's version-checked write (the one behind ``set``)."""
-
-    def __call__(
-        self,
-        key: Key,
-        value: Any,
-        *,
-        ttl: Any = ...,
-        version: int | None = None,
-        load_time: float = 0.0,
-        admit: Callable[[], bool] | None = None,
-    ) -> bool:
-        """Write under the key's lock unless ``version`` is not newer or ``admit()`` vetoes; ``True`` if written."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class StoreCore:
-    """The store primitives loading runs on, as bound callables (no extra frame per call).
-
-    ``lookup`` is a key's stored record (tombstones and expired ones included) and
-    the stat a hit on it counts in; ``read`` the same record without the stat;
-    ``current`` the record as it is now, for an ``admit`` callback running under
-    the key's lock; ``write`` the version-checked write; ``delete`` is the store's.
-    """
-
-    path: str
-    is_closed: Callable[[], bool]
-    lookup: Callable[[Key], tuple[Record | None, str]]
-    read: Callable[[Key], Record | None]
-    current: Callable[[Key], Record | None]
-    write: Write
-    delete: Callable[[Key], bool]
-
 
 class Loading:
     """The loading algorithm of one store: foreground loads, background renewals (``memoize`` builds on it)."""
@@ -234,10 +195,13 @@ class Loading:
             return default, NOTHING
         return NOTHING, record[VALUE] if state is _STALE else NOTHING
 
-    def screen_miss(self, key: Key, stale: Any, on_busy: str, default: Any) -> Any:
-        """Count a miss; what it returns without a load (guard rejection, stale), else ``NOTHING``."""
+    def screen_miss(self, key: Key, stale: Any, on_busy: str, default: Any, known: bool | None = None) -> Any:
+        """Count a miss; what it returns without a load (guard rejection, stale), else ``NOTHING``.
+
+        ``known``: the guard's answer for ``key`` when the caller asked it already (the asyncio path)."""
         self._stats.counts["misses"]()
-        if self._guard is not None and not self._guard.might_contain(key):
+        guard = self._guard
+        if guard is not None and not (guard.might_contain(key) if known is None else known):
             self._stats.counts["guard_rejections"]()
             return default
         if stale is not NOTHING and on_busy == STALE and not self.may_renew_now(key):
@@ -287,7 +251,10 @@ class Loading:
 
     def filled_since(self, key: Key) -> Any:
         """What another flight stored between a caller's miss and its lead: the value, ``ABSENT``, or ``NOTHING``."""
-        record = self._core.read(key)
+        return self.filled_by(self._core.read(key))
+
+    def filled_by(self, record: Record | None) -> Any:
+        """``filled_since`` of the record read: its value if live, ``ABSENT`` if negative, else ``NOTHING``."""
         state = None if record is None else record_state(record, self._clock())
         if record is not None and (state is _LIVE or state is _NEGATIVE):
             return record[VALUE] if state is _LIVE else ABSENT
@@ -308,10 +275,7 @@ class Loading:
         self, key: Key, result: Any, ttl: Any, flight: Flight, load_time: float, held: Held | None = None
     ) -> Any:
         """Store what a loader returned when the flight (or ``held``) may still fill; the plain value."""
-        version = None
-        if isinstance(result, Versioned):
-            result, version = result.value, codec.check_version(result.version)
-        value = ABSENT if result is None or result is ABSENT else plain_value(key, result)
+        value, version = self.loaded(key, result)
         lease = self.lease
         if held is None or lease is None:
             admits = self._flights.admits
@@ -324,6 +288,13 @@ class Loading:
         if not filled:
             self._stats.counts["fills_rejected"]()
         return value
+
+    def loaded(self, key: Key, result: Any) -> tuple[Any, int | None]:
+        """The value to store of what a loader returned (``ABSENT`` for ``None``) and its version, checked."""
+        version = None
+        if isinstance(result, Versioned):
+            result, version = result.value, codec.check_version(result.version)
+        return (ABSENT if result is None or result is ABSENT else plain_value(key, result)), version
 
     # -- background ---------------------------------------------------------------------
 
@@ -404,6 +375,10 @@ class Loading:
         """Delete ``key`` now and, with ``again_after``, again that many seconds later in the background."""
         delay = check_seconds(again_after, "again_after", optional=True)
         self._core.delete(key)
+        self.delete_later(key, delay)
+
+    def delete_later(self, key: Key, delay: float | None) -> None:
+        """Delete ``key`` again ``delay`` seconds from now in the background (``None``: never)."""
         if delay is not None:
             self._scheduler.after(delay, lambda: self._delete_again(key))
 

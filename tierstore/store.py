@@ -41,7 +41,8 @@ from .flight import Flights
 from .guard import Guard, open_guard
 from .keyspace import STR_ENTRY, fast_entry_key
 from .leveldb import on_fork
-from .loading import Loading, StoreCore
+from .load_core import StoreCore
+from .loading import Loading
 from .mapping import MappingCalls
 from .memory_policy import Policy, memory_tier
 from .options import STAT_KEYS, Options

@@ -46,7 +46,7 @@ from redis.retry import Retry
 from ..errors import SharedUnavailable
 from ..stats import Stats
 
-__all__ = ["CALL_TIMEOUT", "Names", "SharedClient", "wrong_type"]
+__all__ = ["CALL_TIMEOUT", "Names", "SharedClient", "packed", "wrong_type"]
 
 log = logging.getLogger("tierstore")
 
@@ -104,6 +104,13 @@ try:  # redis-py's own packing wraps hiredis's in per-argument checks that cost 
     _pack = _hiredis_pack
 except ImportError:  # without hiredis (redis[hiredis] brings it): redis-py's packing
     _pack = None
+
+
+
+def packed(conn: Any, args: tuple[Any, ...]) -> Any:
+    """``args`` as RESP bytes for ``conn`` (a blocking or an asyncio connection): hiredis's packing when installed."""
+    return conn.pack_command(*args) if _pack is None else [_pack(args)]
+
 
 _LOST = (redis.ConnectionError, redis.TimeoutError)  # Redis unreachable (as opposed to refusing a call)
 
@@ -191,7 +198,7 @@ class SharedClient:
         except IndexError:
             conn = self.redis.connection_pool.make_connection()
         try:
-            conn.send_packed_command(conn.pack_command(*args) if _pack is None else [_pack(args)])
+            conn.send_packed_command(packed(conn, args))
             reply = conn.read_response()
         except redis.ResponseError:
             idle.append(conn)  # the reply was read whole: the connection is in step

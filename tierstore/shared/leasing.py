@@ -57,6 +57,7 @@ from .mirror import Mirror
 from .outage import Outage
 from .reading import shared_record, shared_stamp, shared_version
 from .scripts import Scripts
+from .steps import Call, Listen, Pause, Steps, Waiter, run
 
 __all__ = ["POLL", "SharedLeases", "UNSTORED"]
 
@@ -86,7 +87,7 @@ class SharedLeases:
     ) -> None:
         scripts.add(TAKE, FILL, RELEASE, JOB, UNCLAIM)
         self._outage = outage
-        self.admit_key: Callable[[Key], None] | None = None  # the shared filter's add (guard=True), set at open
+        self.admit_key: Callable[[Key], Steps[None]] | None = None  # the shared filter's add (guard=True), set at open
         self._client = client
         self._names = client.names
         self._scripts = scripts
@@ -97,7 +98,7 @@ class SharedLeases:
         self._on_corrupt = on_corrupt
         self._count_sets = stats.counts["sets"]
         self._lease_ms = str(_millis(options.lock_timeout))
-        self._waiting: dict[bytes, list[threading.Event]] = {}
+        self._waiting: dict[bytes, list[Waiter]] = {}
         self._lock = threading.Lock()
         self._claims: dict[bytes, bytes] = {}  # job claim -> its token, for each job this store runs
         self._closed = False
@@ -111,8 +112,12 @@ class SharedLeases:
         While Redis is unreachable, ``shared_failure="local"`` answers ``UNSTORED``: the
         caller loads and its ``fill`` stores nothing (``"raise"``: ``SharedUnavailable``).
         """
+        return run(self.acquire_steps(key, wait, give_up), self._scripts)
+
+    def acquire_steps(self, key: Key, wait: bool, give_up: float | None) -> Steps[Held | Record | None]:
+        """``acquire`` as steps (``steps``): its waits are ``Pause`` steps woken by ``wake``."""
         tagged = encode_key(key)
-        event: threading.Event | None = None
+        waiter: Waiter | None = None
         try:
             while True:
                 if self._closed:  # a waiter of a store closing: its answer is the store's closed error
@@ -120,41 +125,46 @@ class SharedLeases:
                 try:
                     if not self._outage.may_store():
                         raise SharedUnavailable(f"Redis at {self._client.where} is unreachable")
-                    held, record = self._take(key, tagged, answer=True)
+                    held, record = yield from self._take_steps(key, tagged, answer=True)
                 except SharedUnavailable:
                     if self._outage.raising:
                         raise
                     return UNSTORED
                 if record is not None:
                     if held is not None:
-                        self.release(key, held)
+                        yield from self.release_steps(key, held)
                     return record
                 if held is not None or not wait:
                     return held
-                if event is None:  # listen before asking again: no fill between the two goes unheard
-                    event = self._listen(tagged)
+                if waiter is None:  # listen before asking again: no fill between the two goes unheard
+                    waiter = yield Listen()
+                    self._listen(tagged, waiter)
                     continue
                 left = POLL if give_up is None else min(POLL, give_up - time.monotonic())
                 if left <= 0:
                     raise LoadTimeout(f"the load of {key!r} in another process did not end within wait_timeout")
-                event.wait(left)
-                event.clear()
+                yield Pause(waiter, left)
         finally:
-            if event is not None:
-                self._unlisten(tagged, event)
+            if waiter is not None:
+                self._unlisten(tagged, waiter)
 
     def try_take(self, key: Key) -> Held | None:
         """The lease for a background renewal; ``None`` while another process holds it."""
-        return self._take(key, encode_key(key), answer=False)[0]
+        return run(self.try_take_steps(key), self._scripts)
 
-    def _take(self, key: Key, tagged: bytes, *, answer: bool) -> tuple[Held | None, Record | None]:
+    def try_take_steps(self, key: Key) -> Steps[Held | None]:
+        """``try_take`` as steps."""
+        held, _ = yield from self._take_steps(key, encode_key(key), answer=False)
+        return held
+
+    def _take_steps(self, key: Key, tagged: bytes, *, answer: bool) -> Steps[tuple[Held | None, Record | None]]:
         """Run ``TAKE``: the lease if it was free, and (with ``answer``) the entry when it is live or negative."""
         names, mirror = self._names, self._mirror
         token = os.urandom(16).hex().encode()
         stripe = hash(key) % mirror.stripe_count
         seen = mirror.seen(stripe)
         keys = [names.entry(tagged), names.lease(tagged), names.leases]
-        taken, data, version, seq, epoch = self._scripts.run("get_or_load", TAKE, keys, [token, self._lease_ms, tagged])
+        taken, data, version, seq, epoch = yield Call("get_or_load", TAKE, keys, [token, self._lease_ms, tagged])
         record = None
         if all(isinstance(field, bytes) for field in (data, version, seq, epoch)):
             try:
@@ -172,7 +182,13 @@ class SharedLeases:
     # -- filling and releasing --------------------------------------------------------------
 
     def fill(self, key: Key, held: Held, value: Any, version: int | None, ttl: Any, load_time: float) -> bool:
-        """``FILL`` a loaded value (``ABSENT``: a negative entry), then copy it locally; ``False`` when refused.
+        """``FILL`` a loaded value (``ABSENT``: a negative entry), then copy it locally; ``False`` when refused."""
+        return run(self.fill_steps(key, held, value, version, ttl, load_time), self._scripts)
+
+    def fill_steps(
+        self, key: Key, held: Held, value: Any, version: int | None, ttl: Any, load_time: float
+    ) -> Steps[bool]:
+        """``fill`` as steps.
 
         ``UNSTORED`` (a load during an outage) stores nothing; nor does a fill that meets an outage
         (its reply lost): ``"local"`` answers ``False`` (the loaded value is returned, not stored),
@@ -195,7 +211,7 @@ class SharedLeases:
             raise ValueError(f"the value loaded for {key!r} is {len(data)} bytes encoded; max_value_bytes: {max_bytes}")
         keep = "" if ttl is None else str(_millis(ttl + (0.0 if negative else self._options.stale_ttl)))
         if self.admit_key is not None and not negative:
-            self.admit_key(key)  # before Redis, as ``set`` admits: a written key is never missing from the filter
+            yield from self.admit_key(key)  # before Redis, as ``set`` admits: a written key is always in the filter
         names, mirror = self._names, self._mirror
         args: list[bytes | str] = [
             data, "" if version is None else str(version), keep, names.channel, self._client.origin, tagged,
@@ -205,7 +221,7 @@ class SharedLeases:
         disk_key = NS_ENTRY + tagged
         seen = mirror.seen(stripe)  # before Redis: a resync or a drop after it refuses the copy
         try:
-            reply = self._scripts.run("get_or_load", FILL, names.entry_keys(tagged), args)
+            reply = yield Call("get_or_load", FILL, names.entry_keys(tagged), args)
             if reply[0] == 1:
                 stored, stamp = shared_version(reply[1]), shared_stamp(reply[2], reply[3])
         except CorruptRecord as exc:  # filled over a damaged hash (its ``v`` kept): no copy of that
@@ -228,12 +244,16 @@ class SharedLeases:
 
     def release(self, key: Key, held: Held) -> None:
         """Free the lease if ``held`` is still current; a failure is logged (the lease ends at its ``PX``)."""
+        run(self.release_steps(key, held), self._scripts)
+
+    def release_steps(self, key: Key, held: Held) -> Steps[None]:
+        """``release`` as steps."""
         if held is UNSTORED:
             return
         tagged = encode_key(key)
         keys = [self._names.lease(tagged), self._names.leases]
         try:
-            self._scripts.run("get_or_load", RELEASE, keys, [held.token, tagged])
+            yield Call("get_or_load", RELEASE, keys, [held.token, tagged])
         except SharedUnavailable as exc:
             log.warning("tierstore: could not free the load lease of %r (it ends by itself): %s", key, exc)
 
@@ -279,16 +299,14 @@ class SharedLeases:
                 for event in self._waiting.get(tagged, ()):
                     event.set()
 
-    def _listen(self, tagged: bytes) -> threading.Event:
-        event = threading.Event()
+    def _listen(self, tagged: bytes, waiter: Waiter) -> None:
         with self._lock:
-            self._waiting.setdefault(tagged, []).append(event)
-        return event
+            self._waiting.setdefault(tagged, []).append(waiter)
 
-    def _unlisten(self, tagged: bytes, event: threading.Event) -> None:
+    def _unlisten(self, tagged: bytes, waiter: Waiter) -> None:
         with self._lock:
             events = self._waiting[tagged]
-            events.remove(event)
+            events.remove(waiter)
             if not events:
                 del self._waiting[tagged]
 

@@ -23,6 +23,7 @@ grace every read is a miss; with ``"raise"`` every read raises
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from ..codec import MAX_VERSION, SEQ, VERSION, Key, Record, encode_key, unpack_record
 from ..errors import CorruptRecord, SharedUnavailable
@@ -32,8 +33,10 @@ from ..stats import Stats
 from .client import SharedClient, wrong_type
 from .mirror import Mirror, Stamp
 from .outage import Outage
+from .scripts import Scripts
+from .steps import Call, Steps, run
 
-__all__ = ["SharedReads", "shared_record", "shared_version", "shared_stamp"]
+__all__ = ["Ask", "SharedReads", "shared_record", "shared_version", "shared_stamp"]
 
 _FIELDS = (b"d", b"v", b"s", b"e")
 
@@ -61,6 +64,17 @@ def shared_stamp(seq: object, epoch: object) -> Stamp:
     return int(seq), epoch
 
 
+class Ask(NamedTuple):
+    """A read tier 2 could not answer alone: what ``SharedReads.remote_steps`` needs to ask Redis."""
+
+    key: Key
+    tagged: bytes
+    disk_key: bytes
+    stripe: int
+    seen: tuple[int, int]  # the stripe's write epoch and trust floor before the read (``Mirror.seen``)
+    record: Record | None  # the untrusted tier-2 copy, dropped when Redis does not confirm it
+
+
 class SharedReads:
     """The tier-2 fetch of a store in shared mode. Thread-safety: as the store's fetch (no lock but commits')."""
 
@@ -68,6 +82,7 @@ class SharedReads:
         self,
         *,
         client: SharedClient,
+        scripts: Scripts,
         mirror: Mirror,
         memory: MemoryTier,
         get_record: Callable[[bytes], Record | None],
@@ -77,6 +92,7 @@ class SharedReads:
         outage: Outage,
     ) -> None:
         self._client = client
+        self._scripts = scripts
         self._outage = outage
         self._mirror = mirror
         self._memory = memory
@@ -87,13 +103,20 @@ class SharedReads:
 
     def fetch(self, key: Key) -> Record | None:
         """The record of ``key`` below tier 1: a trusted tier-2 copy, else Redis's (kept locally)."""
+        found = self.local(key)
+        if type(found) is not Ask:
+            return found  # type: ignore[return-value]
+        return run(self.remote_steps(found), self._scripts)
+
+    def local(self, key: Key) -> Record | Ask | None:
+        """What tier 2 answers alone: a trusted copy, ``None`` (a miss: Redis is out of reach), or an ``Ask``
+        for ``remote_steps`` (the part of ``fetch`` that needs Redis)."""
         tagged = encode_key(key)
         disk_key = NS_ENTRY + tagged
         mirror = self._mirror
         stripe = hash(key) % mirror.stripe_count
         seen = mirror.seen(stripe)
-        client = self._client
-        if client.down and not self._outage.within_grace():
+        if self._client.down and not self._outage.within_grace():
             self._unavailable()
             return None
         try:
@@ -105,8 +128,14 @@ class SharedReads:
             if not self._memory.is_first_read(key):
                 self._memory.admit(key, record, stripe, seen[0])
             return record
+        return Ask(key, tagged, disk_key, stripe, seen, record)
+
+    def remote_steps(self, ask: Ask) -> Steps[Record | None]:
+        """Read the entry from Redis (one ``HMGET``) and keep it locally; ``None`` for a miss."""
+        key, tagged, disk_key, stripe, seen, record = ask
+        client, mirror = self._client, self._mirror
         try:
-            data, version, seq, epoch = client.execute("get", b"HMGET", client.names.entry(tagged), *_FIELDS)
+            data, version, seq, epoch = yield Call("get", None, (), (b"HMGET", client.names.entry(tagged), *_FIELDS))
         except SharedUnavailable as exc:
             if wrong_type(exc):  # not a hash: a damaged entry, a counted miss
                 self._on_corrupt(disk_key, CorruptRecord(f"shared entry of {key!r} is not a hash"))

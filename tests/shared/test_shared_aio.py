@@ -1,0 +1,437 @@
+"""``AsyncTierStore`` in shared mode: the same calls as the blocking store, every round trip awaited on the loop.
+
+Real stores over one real redis-server: an async store and a blocking one (its
+own tiers, its own lease tokens: another process as far as Redis can tell) or a
+second namespace for side-by-side answers. Loaders are held by the test, so the
+interleavings are forced. Every test runs with ResourceWarning, RuntimeWarning
+and unraisable exceptions as errors, and fails if its loop's exception handler
+was called (``tests.aio.support.run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from tests.aio.support import run, settle
+from tests.shared.redis_server import RedisServer
+from tests.shared.support import wait_for
+from tierstore import LoadTimeout, SharedUnavailable, TierStore, codec
+from tierstore.aio import AsyncTierStore
+from tierstore.shared.client import CALL_TIMEOUT, Names
+
+pytestmark = [
+    pytest.mark.filterwarnings("error::ResourceWarning"),
+    pytest.mark.filterwarnings("error::RuntimeWarning"),
+    pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning"),
+]
+
+NAMES = Names("tierstore")
+
+
+def lease_of(key: str) -> bytes:
+    return NAMES.lease(codec.encode_key(key))
+
+
+async def opened(url: str, **options: Any) -> AsyncTierStore:
+    options.setdefault("shared_ping_interval", 0.2)
+    return await AsyncTierStore.open(None, shared=url, **options)
+
+
+class Gate:
+    """A coroutine loader held until the test opens it; counts its calls and cancellations."""
+
+    def __init__(self, value: Any = "loaded") -> None:
+        self.value = value
+        self.calls = 0
+        self.cancelled = 0
+        self.entered = asyncio.Event()
+        self.open = asyncio.Event()
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        self.entered.set()
+        try:
+            await self.open.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return self.value
+
+
+def returning(value: Any) -> Callable[[], Any]:
+    """A coroutine loader answering ``value`` at once."""
+
+    async def load() -> Any:
+        return value
+
+    return load
+
+
+async def eventually(probe: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Return once ``probe()`` is true, polling on the loop; ``AssertionError`` past ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.005)
+
+
+# -- coherence and parity ------------------------------------------------------------------------
+
+
+def test_an_async_store_and_a_blocking_one_see_each_others_writes(
+    redis_server: RedisServer, stores: Callable[..., TierStore]
+) -> None:
+    blocking = stores()
+
+    async def body() -> None:
+        s = await opened(redis_server.url)
+        try:
+            assert await s.set("k", 1)
+            assert blocking.get("k") == 1
+            assert await s.get("k") == 1  # its own copy now, in tier 1
+            blocking.set("k", 2)
+            await eventually(lambda: blocking.get("k") == 2)
+            for _ in range(1000):  # the listener drops the copy: the new value, never the old one after it
+                if await s.get("k") == 2:
+                    break
+                await asyncio.sleep(0.005)
+            assert await s.get("k") == 2
+            assert (await s.stats())["hits_shared"] >= 1
+            blocking.delete("k")
+            for _ in range(1000):
+                if await s.get("k") is None:
+                    break
+                await asyncio.sleep(0.005)
+            assert await s.get("k", "gone") == "gone"
+        finally:
+            await s.close()
+
+    run(body)
+
+
+async def script(s: Any, awaiting: bool) -> list[Any]:
+    """Every call that may need Redis, in turn, with its answer (errors as their type name)."""
+
+    async def call(name: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = getattr(s, name)(*args, **kwargs)
+            return await result if awaiting else result
+        except Exception as exc:  # noqa: BLE001  # the error's type is the answer compared
+            return type(exc).__name__
+
+    answers: list[Any] = []
+    for name, args, kwargs in [
+        ("set", ("a", {"x": [1, 2]}), {}),
+        ("get", ("a",), {}),
+        ("set", ("v", "one"), {"version": 5}),
+        ("set", ("v", "old"), {"version": 4}),
+        ("get", ("v",), {}),
+        ("add", ("a", "again"), {}),
+        ("add", ("b", "new"), {"ttl": 60}),
+        ("touch", ("b",), {"ttl": 120}),
+        ("touch", ("missing",), {}),
+        ("replace_value", ("b", "newer"), {}),
+        ("get", ("b",), {}),
+        ("pop", ("b",), {}),
+        ("pop", ("b", "default"), {}),
+        ("pop", ("b",), {}),
+        ("delete", ("v",), {"version": 3}),
+        ("get", ("v",), {}),
+        ("delete", ("v",), {"version": 9}),
+        ("get", ("v", "none"), {}),
+        ("set_many", ({"m1": 1, "m2": None, "m3": [3]},), {"ttl": 60}),
+        ("get_many", (["m1", "m2", "m3", "mx"],), {}),
+        ("delete_many", (["m1", "m3", "mx"],), {}),
+        ("get_many", (["m1", "m2", "m3"],), {}),
+        ("incr", ("c", 5), {}),
+        ("decr", ("c", 2), {}),
+        ("counter", ("c",), {}),
+        ("counter", ("never",), {}),
+        ("invalidate", ("a",), {}),
+        ("get", ("a",), {}),
+        ("set", ("bad key", object()), {}),
+        ("set", (b"", 1), {"ttl": -1}),
+        ("touch", ("a",), {"ttl": float("nan")}),
+        ("set_many", ([("no", "mapping")],), {}),
+        ("incr", ("c", 2**63), {}),
+        ("set", ("p:1", 1), {}),
+        ("set", ("p:2", 2), {}),
+        ("delete_prefix", ("p:",), {}),
+        ("get_many", (["p:1", "p:2"],), {}),
+        ("clear", (), {}),
+        ("get", ("m2", "cleared"), {}),
+    ]:
+        answers.append((name, args, await call(name, *args, **kwargs)))
+    entry = await call("get_entry", "none-such")
+    answers.append(("get_entry", entry))
+    return answers
+
+
+def test_every_call_answers_as_the_blocking_call_does(
+    redis_server: RedisServer, stores: Callable[..., TierStore]
+) -> None:
+    expected = asyncio.run(script(stores(namespace="blocking"), awaiting=False))
+
+    async def body() -> list[Any]:
+        s = await opened(redis_server.url, namespace="async")
+        try:
+            return await script(s, awaiting=True)
+        finally:
+            await s.close()
+
+    assert run(body) == expected
+
+
+# -- never blocking the loop -----------------------------------------------------------------------
+
+
+def test_a_call_waiting_on_a_paused_redis_leaves_the_loop_running(redis_server: RedisServer) -> None:
+    async def body() -> None:
+        s = await opened(redis_server.url, shared_failure="raise")
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        try:
+            assert await s.set("k", 1)
+            ticking = asyncio.create_task(ticker())
+            redis_server.pause()
+            try:
+                started = time.monotonic()
+                with pytest.raises(SharedUnavailable):
+                    await s.set("other", 2)  # not in tier 1: Redis must answer
+                waited = time.monotonic() - started
+            finally:
+                redis_server.resume()
+                stop.set()
+                await ticking
+            assert waited >= CALL_TIMEOUT * 0.9  # it did wait for the socket timeout...
+            assert ticks >= 20  # ...and the loop ran meanwhile (a blocking call would have stopped it)
+            for _ in range(1000):  # the listener reconnects and resyncs: calls work again
+                try:
+                    if await s.set("other", 3):
+                        break
+                except SharedUnavailable:
+                    await asyncio.sleep(0.01)
+            assert await s.get("other") == 3
+        finally:
+            await s.close()
+
+    run(body)
+
+
+# -- one load across stores, cancellation, errors ----------------------------------------------
+
+
+def test_coroutines_here_and_threads_of_another_store_make_one_load(
+    redis_server: RedisServer, stores: Callable[..., TierStore]
+) -> None:
+    blocking = stores()
+    calls: list[str] = []
+    release = threading.Event()
+
+    def thread_loader() -> str:
+        calls.append("thread")
+        release.wait(10)
+        return "value"
+
+    async def body() -> None:
+        s = await opened(redis_server.url)
+
+        async def coroutine_loader() -> str:
+            calls.append("coroutine")
+            await asyncio.to_thread(release.wait, 10)
+            return "value"
+
+        try:
+            results: list[Any] = []
+            threads = [
+                threading.Thread(target=lambda: results.append(blocking.get_or_load("cold", thread_loader)))
+                for _ in range(8)
+            ]
+            for thread in threads:
+                thread.start()
+            answers = asyncio.gather(*(s.get_or_load("cold", coroutine_loader) for _ in range(200)))
+            await eventually(lambda: len(calls) >= 1)
+            await asyncio.sleep(0.2)  # every caller has asked meanwhile: none of them may load
+            release.set()
+            assert await answers == ["value"] * 200
+            await asyncio.to_thread(lambda: [thread.join(10) for thread in threads])
+            assert results == ["value"] * 8
+            assert len(calls) == 1
+        finally:
+            release.set()
+            await s.close()
+
+    run(body)
+
+
+def test_a_load_cancelled_by_its_last_caller_frees_the_lease_at_once_and_never_stores(
+    redis_server: RedisServer, stores: Callable[..., TierStore], raw: redis.Redis
+) -> None:
+    blocking = stores()
+
+    async def body() -> None:
+        s = await opened(redis_server.url, lock_timeout=60.0)
+        gate = Gate("from the cancelled load")
+        try:
+            caller = asyncio.create_task(s.get_or_load("k", gate))
+            await gate.entered.wait()
+            assert raw.exists(lease_of("k"))
+            caller.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            await eventually(lambda: not raw.exists(lease_of("k")), timeout=5.0)  # not its 60 s PX
+            assert gate.cancelled == 1
+            # another store loads at once: the lease is free, nothing was stored
+            answer = await asyncio.to_thread(blocking.get_or_load, "k", lambda: "elsewhere", on_busy="default")
+            assert answer == "elsewhere"
+            assert await s.get_or_load("k", Gate("unused")) == "elsewhere"
+            gate.open.set()
+            await settle()
+            assert await s.get("k") == "elsewhere"
+        finally:
+            await s.close()
+
+    run(body)
+
+
+def test_a_loader_error_reaches_every_waiter_is_not_stored_and_frees_the_lease(
+    redis_server: RedisServer, raw: redis.Redis
+) -> None:
+    async def body() -> None:
+        s = await opened(redis_server.url, lock_timeout=60.0)
+        calls = 0
+
+        async def failing() -> Any:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0.05)
+            raise ValueError("source down")
+
+        try:
+            answers = await asyncio.gather(*(s.get_or_load("k", failing) for _ in range(20)), return_exceptions=True)
+            assert calls == 1
+            assert all(isinstance(answer, ValueError) for answer in answers)
+            assert not raw.exists(lease_of("k"))
+            assert await s.get_or_load("k", returning("after")) == "after"
+        finally:
+            await s.close()
+
+    run(body)
+
+
+def test_an_invalidation_in_another_store_refuses_the_fill_of_a_load_in_flight(
+    redis_server: RedisServer, stores: Callable[..., TierStore]
+) -> None:
+    blocking = stores()
+
+    async def body() -> None:
+        s = await opened(redis_server.url)
+        gate = Gate("stale by now")
+        try:
+            loading = asyncio.create_task(s.get_or_load("k", gate))
+            await gate.entered.wait()
+            blocking.invalidate("k")
+            gate.open.set()
+            assert await loading == "stale by now"  # its callers get it...
+            assert blocking.get("k") is None  # ...but it is not stored, here or there
+            assert await s.get("k") is None
+            assert (await s.stats())["fills_rejected"] == 1
+        finally:
+            await s.close()
+
+    run(body)
+
+
+def test_waiting_on_another_stores_load_follows_on_busy_without_blocking_the_loop(
+    redis_server: RedisServer, stores: Callable[..., TierStore]
+) -> None:
+    blocking = stores()
+    release = threading.Event()
+    entered = threading.Event()
+
+    def held_loader() -> str:
+        entered.set()
+        release.wait(10)
+        return "theirs"
+
+    async def body() -> None:
+        s = await opened(redis_server.url)
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        own = Gate("ours")
+        own.open.set()
+        thread = threading.Thread(target=lambda: blocking.get_or_load("k", held_loader))
+        thread.start()
+        ticking = asyncio.create_task(ticker())
+        try:
+            await asyncio.to_thread(entered.wait, 10)
+            assert await s.get_or_load("k", own, on_busy="default", default="busy") == "busy"
+            with pytest.raises(LoadTimeout):
+                await s.get_or_load("k", own, wait_timeout=0.2)
+            waiting = asyncio.create_task(s.get_or_load("k", own))
+            before = ticks
+            await asyncio.sleep(0.2)
+            assert not waiting.done() and ticks - before >= 10  # waits, and the loop runs on
+            release.set()
+            assert await waiting == "theirs"
+            assert own.calls == 0
+        finally:
+            release.set()
+            ticking.cancel()
+            await asyncio.gather(ticking, return_exceptions=True)
+            await asyncio.to_thread(thread.join, 10)
+            await s.close()
+
+    run(body)
+
+
+# -- wrapping, loops ---------------------------------------------------------------------------
+
+
+def test_a_wrapped_shared_store_is_served_on_several_loops_and_left_open(stores: Callable[..., TierStore]) -> None:
+    store = stores()
+    wrapper = AsyncTierStore(store)
+    errors: list[BaseException] = []
+
+    def on_its_own_loop(tag: int) -> None:
+        async def body() -> None:
+            for i in range(50):
+                assert await wrapper.set(f"{tag}:{i}", i)
+                assert await wrapper.get(f"{tag}:{i}") == i
+            assert await wrapper.get_or_load(f"{tag}:loaded", returning(tag)) == tag
+            await wrapper.close()  # this loop's connections only; the store stays open
+
+        try:
+            run(body)
+        except BaseException as exc:  # noqa: BLE001  # reported to the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=on_its_own_loop, args=(tag,)) for tag in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert not store.closed
+    assert [store.get(f"{tag}:49") for tag in range(4)] == [49, 49, 49, 49]
+    wait_for(lambda: store.get("3:loaded") == 3)

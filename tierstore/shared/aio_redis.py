@@ -1,0 +1,171 @@
+"""The shared tier's round trips on an event loop: the steps of ``steps`` driven over redis.asyncio.
+
+``AsyncRedis.run`` drives the same generators the blocking store runs with
+``steps.run``, awaiting each round trip on a redis.asyncio connection instead of
+blocking a thread, so the asyncio facade (``aio``) never blocks its loop on
+Redis and shares every rule of the blocking one.
+
+- Connections are this store's client's (same server, credentials, TLS and
+  timeouts: every read and write ends within ``socket_timeout``, a connect within
+  ``socket_connect_timeout``), one idle list per event loop (an asyncio
+  connection belongs to the loop it was opened on). A round trip takes an idle
+  connection (or opens one), so concurrent coroutines never share one.
+- Errors map as the blocking client maps them (``SharedClient.check_up`` and
+  ``failure``): ``SharedUnavailable``, counted, a lost connection marking Redis
+  down. A call cancelled mid-reply leaves its connection disconnected by
+  redis.asyncio, so no half-read reply reaches the next caller.
+- A ``Pause`` (a lease waiter) sleeps on an ``asyncio.Event`` that the listener
+  thread sets through ``call_soon_threadsafe``.
+- ``NOSCRIPT``: the script is loaded again and run once more, as ``Scripts.run`` does.
+
+Thread-safety: one ``AsyncRedis`` serves any number of loops; each loop's idle
+list is used only from that loop, and ``close`` closes the calling loop's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import weakref
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio.connection as aconnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
+
+from .client import SharedClient, packed
+from .scripts import Scripts
+from .steps import Call, Listen, Step, Steps
+
+__all__ = ["AsyncRedis"]
+
+_T = TypeVar("_T")
+
+_CLASSES: tuple[tuple[type[Any], type[aconnection.AbstractConnection]], ...] = (
+    (redis.SSLConnection, aconnection.SSLConnection),
+    (redis.UnixDomainSocketConnection, aconnection.UnixDomainSocketConnection),
+    (redis.Connection, aconnection.Connection),
+)
+
+
+class AsyncRedis:
+    """Round trips of one store's shared tier on any event loop (see the module doc)."""
+
+    def __init__(self, scripts: Scripts) -> None:
+        self._scripts = scripts
+        self._client: SharedClient = scripts.client
+        self._connection_class, self._kwargs = _async_settings(self._client.redis.connection_pool)
+        self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()  # over ``_idle``'s keys: loops in several threads
+
+    async def run(self, steps: Steps[_T]) -> _T:
+        """Drive ``steps`` to their result, each round trip awaited (errors thrown in at its ``yield``)."""
+        answer: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = steps.send(answer) if error is None else steps.throw(error)
+            except StopIteration as stop:
+                result: _T = stop.value
+                return result
+            answer = error = None
+            try:
+                answer = await self._answer(step)
+            except BaseException as exc:  # a cancellation too: the operation's handlers undo what they must
+                error = exc
+
+    async def _answer(self, step: Step) -> Any:
+        if isinstance(step, Call):
+            if step.script is None:
+                return await self.execute(step.what, *step.args)
+            return await self._script(step.what, step.script, tuple(step.keys), tuple(step.args))
+        if isinstance(step, Listen):
+            return LoopWaiter(asyncio.get_running_loop())
+        waiter = step.waiter
+        assert isinstance(waiter, LoopWaiter)
+        await waiter.wait(step.seconds)
+        return None
+
+    async def execute(self, what: str, *args: Any) -> Any:
+        """One command (``args``: its name and arguments), its raw RESP2 reply; errors as the blocking client's."""
+        client = self._client
+        client.check_up(what)
+        try:
+            reply = await self._send(args)
+        except NoScriptError:
+            raise  # the script runner loads it again
+        except redis.RedisError as exc:
+            raise client.failure(what, exc) from exc
+        client.contact()
+        return reply
+
+    async def _script(self, what: str, source: str, keys: tuple[bytes, ...], args: tuple[Any, ...]) -> Any:
+        command = (b"EVALSHA", self._scripts.digest(source), len(keys), *keys, *args)
+        try:
+            return await self.execute(what, *command)
+        except NoScriptError:
+            self._scripts.reloads += 1  # Redis forgot it (restarted, SCRIPT FLUSH): EVALSHA did not run it
+        await self.execute("SCRIPT LOAD", b"SCRIPT", b"LOAD", source)
+        return await self.execute(what, *command)
+
+    async def _send(self, args: tuple[Any, ...]) -> Any:
+        loop = asyncio.get_running_loop()
+        idle = self._idle.get(loop)
+        if idle is None:
+            with self._lock:
+                idle = self._idle.setdefault(loop, [])
+        conn = idle.pop() if idle else self._connection_class(**self._kwargs)
+        try:
+            await conn.send_packed_command(packed(conn, args), check_health=False)
+            return await conn.read_response()
+        finally:  # after any error redis.asyncio has disconnected it: the next use reconnects
+            if self._idle.get(loop) is idle:
+                idle.append(conn)
+            else:  # the loop's connections were closed meanwhile
+                await conn.disconnect(nowait=True)
+
+    async def close(self) -> None:
+        """Disconnect the calling loop's connections (each loop closes its own: they belong to it)."""
+        with self._lock:
+            idle = self._idle.pop(asyncio.get_running_loop(), [])
+        for conn in idle:
+            await conn.disconnect(nowait=True)
+
+
+class LoopWaiter:
+    """A lease waiter on one loop; ``set`` from any thread (the listener's)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._event.set)
+        except RuntimeError:
+            pass  # its loop is closed: nobody waits on it any more
+
+    async def wait(self, seconds: float) -> None:
+        """Until set or ``seconds`` pass; cleared for the next wait."""
+        try:
+            await asyncio.wait_for(self._event.wait(), seconds)
+        except TimeoutError:
+            pass
+        self._event.clear()
+
+
+def _async_settings(pool: Any) -> tuple[type[aconnection.AbstractConnection], dict[str, Any]]:
+    """The redis.asyncio connection class and keyword arguments matching a blocking pool's connections."""
+    found = [asynchronous for blocking, asynchronous in _CLASSES if issubclass(pool.connection_class, blocking)]
+    if not found:
+        raise TypeError(f"AsyncTierStore cannot use {pool.connection_class.__name__} connections of redis-py")
+    asynchronous = found[0]
+    accepted = set(inspect.signature(aconnection.AbstractConnection.__init__).parameters)
+    accepted |= set(inspect.signature(asynchronous.__init__).parameters)
+    accepted.discard("himport_registry")  # state of the blocking connections: the asyncio ones keep their own
+    kwargs = {name: value for name, value in pool.connection_kwargs.items() if name in accepted}
+    kwargs["retry"] = Retry(NoBackoff(), 0)  # never retried inside redis-py: a script could run twice
+    return asynchronous, kwargs
