@@ -20,6 +20,8 @@ step, so readers see the old index or the new). ``replace`` builds in chunks of
 10,000 pairs. Cursors are the local ones (the position's encoded score and
 tagged member, in hex), so a cursor from either kind of index names the same
 position. Nothing is kept locally: every process reads what Redis holds.
+Every call but ``replace`` is a generator of steps (``steps``) yielding raw
+commands, whose RESP2 replies it reads as redis-py's callbacks would.
 Thread-safety: each call is one atomic step in Redis; the object holds no state
 beyond names.
 """
@@ -40,6 +42,7 @@ from ..index_codec import Pairs, check_stamp, decode_cursor, decode_score, encod
 from ..ranking import SortedIndex
 from .client import SharedClient
 from .scripts import Scripts
+from .steps import Call, Steps, run
 
 __all__ = ["SharedIndex", "AFTER", "SWAP"]
 
@@ -99,8 +102,13 @@ def _score(score: object) -> float:
     return decode_score(encode_score(score))
 
 
+def _number(score: float) -> bytes:
+    """A score as a command argument: the float's repr, which Redis parses back to the same float64."""
+    return repr(score).encode()
+
+
 def _items(flat: list[Any]) -> list[tuple[Key, float]]:
-    """``(member, score)`` pairs from a script's flat ``WITHSCORES`` reply."""
+    """``(member, score)`` pairs from a flat ``WITHSCORES`` reply (a command's or a script's), as redis-py pairs it."""
     return [(decode_key(flat[i]), float(flat[i + 1]) + 0.0) for i in range(0, len(flat), 2)]
 
 
@@ -113,7 +121,10 @@ class SharedIndex(SortedIndex):
 
     Use one per name per store (``store.index(name)``). The local index's
     documentation holds for every call; costs are Redis's (``rank`` and
-    ``page`` O(log n + limit), ``len`` O(1)).
+    ``page`` O(log n + limit), ``len`` O(1)). Each call but ``replace`` is
+    written once as steps (``<call>_steps``, ``len_steps`` and ``contains_steps``
+    for ``len`` and ``in``): the blocking methods run them here with
+    ``steps.run``, ``aio_ranking.AsyncSharedIndex`` on an event loop.
     """
 
     def __init__(self, client: SharedClient, scripts: Scripts, name: Key, gate: Callable[[], None]) -> None:
@@ -129,8 +140,14 @@ class SharedIndex(SortedIndex):
         self._building = prefix + b"it:" + tag + b":"
 
     def _call(self, what: str, command: Callable[..., Any], *args: Any) -> Any:
+        """A blocking round trip of ``replace`` (the only call not written as steps)."""
         self._gate()
         return self._client.call(f"index {self._name!r}: {what}", command, *args)
+
+    def _command(self, what: str, *args: bytes | int) -> Call:
+        """The step of one raw command; the gate first, so a closed store's index makes no call."""
+        self._gate()
+        return Call(f"index {self._name!r}: {what}", None, (), args)
 
     # -- properties ---------------------------------------------------------------
 
@@ -141,7 +158,10 @@ class SharedIndex(SortedIndex):
     @property
     def stamp(self) -> Any:
         """The source stamp the last ``replace`` reflects; ``None`` if never built."""
-        built, stamp = self._call("stamp", self._redis.hmget, self._state, [b"built", b"stamp"])
+        return run(self.stamp_steps(), self._scripts)
+
+    def stamp_steps(self) -> Steps[Any]:
+        built, stamp = yield self._command("stamp", b"HMGET", self._state, b"built", b"stamp")
         if built is None or stamp is None:
             return None
         try:
@@ -152,12 +172,18 @@ class SharedIndex(SortedIndex):
     @property
     def built(self) -> bool:
         """Whether ``replace`` ever ran on this index (``stamp`` may itself be ``None``)."""
-        return self._call("built", self._redis.hget, self._state, b"built") is not None
+        return run(self.built_steps(), self._scripts)
+
+    def built_steps(self) -> Steps[bool]:
+        return (yield self._command("built", b"HGET", self._state, b"built")) is not None
 
     @property
     def dirty_stamp(self) -> int:
         """The stamp ``mark_dirty`` renews: an int that grows by one per call (in any process), 0 at first."""
-        raw = self._call("dirty_stamp", self._redis.hget, self._state, b"dirty")
+        return run(self.dirty_stamp_steps(), self._scripts)
+
+    def dirty_stamp_steps(self) -> Steps[int]:
+        raw = yield self._command("dirty_stamp", b"HGET", self._state, b"dirty")
         if raw is None:
             return 0
         if not raw.lstrip(b"-").isdigit():
@@ -165,13 +191,20 @@ class SharedIndex(SortedIndex):
         return int(raw)
 
     def __len__(self) -> int:
-        count: int = self._call("len", self._redis.zcard, self._set)
-        return count
+        return run(self.len_steps(), self._scripts)
+
+    def len_steps(self) -> Steps[int]:
+        """``len(index)`` as steps: ``ZCARD``."""
+        return int((yield self._command("len", b"ZCARD", self._set)))
 
     def __contains__(self, member: object) -> bool:
+        return run(self.contains_steps(member), self._scripts)
+
+    def contains_steps(self, member: object) -> Steps[bool]:
+        """``member in index`` as steps: ``False`` for a non-key without a call, else its ``ZSCORE``."""
         if not isinstance(member, (str, bytes)):
             return False
-        return self.score(member) is not None
+        return (yield from self.score_steps(member)) is not None
 
     def __repr__(self) -> str:
         try:
@@ -184,26 +217,39 @@ class SharedIndex(SortedIndex):
 
     def add(self, member: Key, score: float) -> None:
         """Set ``member``'s score, moving it if it was already in the index."""
+        run(self.add_steps(member, score), self._scripts)
+
+    def add_steps(self, member: Key, score: float) -> Steps[None]:
         tag, value = encode_key(member), _score(score)
-        self._call("add", self._redis.zadd, self._set, {tag: value})
+        yield self._command("add", b"ZADD", self._set, _number(value), tag)
 
     def add_many(self, pairs: Pairs) -> None:
         """Add or re-score many members in one ``ZADD``; a later pair for a member wins.
 
         Every pair is validated first, so bad input changes nothing.
         """
+        run(self.add_many_steps(pairs), self._scripts)
+
+    def add_many_steps(self, pairs: Pairs) -> Steps[None]:
         staged = {tag: decode_score(score) for tag, score in iter_pairs(pairs)}
         if staged:
-            self._call("add_many", self._redis.zadd, self._set, staged)
+            flat = [part for tag, value in staged.items() for part in (_number(value), tag)]
+            yield self._command("add_many", b"ZADD", self._set, *flat)
 
     def remove(self, member: Key) -> bool:
         """Remove ``member``; ``True`` if it was in the index."""
+        return run(self.remove_steps(member), self._scripts)
+
+    def remove_steps(self, member: Key) -> Steps[bool]:
         tag = encode_key(member)
-        return bool(self._call("remove", self._redis.zrem, self._set, tag))
+        return bool((yield self._command("remove", b"ZREM", self._set, tag)))
 
     def mark_dirty(self) -> None:
         """Renew the dirty stamp: the source changed, so a refresher rebuilds the index."""
-        self._call("mark_dirty", self._redis.hincrby, self._state, b"dirty", 1)
+        run(self.mark_dirty_steps(), self._scripts)
+
+    def mark_dirty_steps(self) -> Steps[None]:
+        yield self._command("mark_dirty", b"HINCRBY", self._state, b"dirty", 1)
 
     def replace(self, pairs: Pairs, stamp: Any = ...) -> None:
         """Rebuild the index from ``pairs`` atomically; readers see the old index or the new.
@@ -213,6 +259,7 @@ class SharedIndex(SortedIndex):
         live one with the stamp in one script: writes made while it builds are
         dropped with the old set, and the last ``replace`` to finish wins. Bad input
         raises and leaves the old index in place (the set built aside is deleted).
+        Blocking only (many round trips): the asyncio facade runs it in a thread.
         """
         if stamp is not ...:
             check_stamp(stamp)
@@ -254,29 +301,37 @@ class SharedIndex(SortedIndex):
 
     def score(self, member: Key) -> float | None:
         """``member``'s score, or ``None`` when it is not in the index."""
+        return run(self.score_steps(member), self._scripts)
+
+    def score_steps(self, member: Key) -> Steps[float | None]:
         tag = encode_key(member)
-        score = self._call("score", self._redis.zscore, self._set, tag)
+        score = yield self._command("score", b"ZSCORE", self._set, tag)
         return None if score is None else float(score) + 0.0
 
     def rank(self, member: Key, reverse: bool = False) -> int | None:
         """0-based position of ``member`` in ``(score, member)`` order."""
+        return run(self.rank_steps(member, reverse), self._scripts)
+
+    def rank_steps(self, member: Key, reverse: bool = False) -> Steps[int | None]:
         tag = encode_key(member)
-        rank: int | None = self._call("rank", self._redis.zrevrank if reverse else self._redis.zrank, self._set, tag)
-        return rank
+        rank = yield self._command("rank", b"ZREVRANK" if reverse else b"ZRANK", self._set, tag)
+        return None if rank is None else int(rank)
 
     def page(self, offset: int = 0, limit: int = 20, reverse: bool = False) -> list[tuple[Key, float]]:
         """Members ``offset`` to ``offset + limit`` in order (``reverse``: exactly the reverse)."""
+        return run(self.page_steps(offset, limit, reverse), self._scripts)
+
+    def page_steps(self, offset: int = 0, limit: int = 20, reverse: bool = False) -> Steps[list[tuple[Key, float]]]:
         _check_count(offset, "offset", minimum=0)
         _check_count(limit, "limit", minimum=0)
         if limit == 0:
             return []
-        return self._ranks("page", offset, offset + limit - 1, reverse)
+        return (yield from self._ranks_steps("page", offset, offset + limit - 1, reverse))
 
-    def _ranks(self, what: str, start: int, end: int, reverse: bool) -> list[tuple[Key, float]]:
+    def _ranks_steps(self, what: str, start: int, end: int, reverse: bool) -> Steps[list[tuple[Key, float]]]:
         """The members at ranks ``start`` to ``end`` (of the reverse order with ``reverse``), one command."""
-        command = self._redis.zrevrange if reverse else self._redis.zrange
-        found = self._call(what, lambda: command(self._set, start, end, withscores=True))
-        return [(decode_key(member), float(score) + 0.0) for member, score in found]
+        command = b"ZREVRANGE" if reverse else b"ZRANGE"
+        return _items((yield self._command(what, command, self._set, start, end, b"WITHSCORES")))
 
     def page_after(
         self, cursor: str | None, limit: int = 20, reverse: bool = False
@@ -287,6 +342,11 @@ class SharedIndex(SortedIndex):
         ``next_cursor`` is ``None`` after the last page; a cursor names a position,
         valid across writes, rebuilds and processes.
         """
+        return run(self.page_after_steps(cursor, limit, reverse), self._scripts)
+
+    def page_after_steps(
+        self, cursor: str | None, limit: int = 20, reverse: bool = False
+    ) -> Steps[tuple[list[tuple[Key, float]], str | None]]:
         _check_count(limit, "limit", minimum=1)
         position = None if cursor is None else decode_cursor(cursor)
         score = math.nan if position is None else decode_score(position[:8])
@@ -295,10 +355,10 @@ class SharedIndex(SortedIndex):
             # compares the bytes): every member is after it, or none is.
             if position is not None and (position[:8] < _BOTTOM) == reverse:
                 return [], None
-            items = self._ranks("page_after", 0, limit, reverse)
+            items = yield from self._ranks_steps("page_after", 0, limit, reverse)
         else:
             self._gate()
-            flat = self._scripts.run(
+            flat = yield Call(
                 f"index {self._name!r}: page_after", AFTER, [self._set],
                 [repr(score), position[8:], str(limit + 1), "1" if reverse else "0"],
             )  # fmt: skip
@@ -310,14 +370,16 @@ class SharedIndex(SortedIndex):
 
     def range_by_score(self, lo: float, hi: float, limit: int | None = None) -> list[tuple[Key, float]]:
         """Members with ``lo <= score <= hi`` in order, at most ``limit`` of them."""
+        return run(self.range_by_score_steps(lo, hi, limit), self._scripts)
+
+    def range_by_score_steps(self, lo: float, hi: float, limit: int | None = None) -> Steps[list[tuple[Key, float]]]:
         low, high = _score(lo), _score(hi)
         if limit is not None:
             _check_count(limit, "limit", minimum=0)
         if low > high or limit == 0:
             return []
-        start = None if limit is None else 0
-        found = self._call(
-            "range_by_score",
-            lambda: self._redis.zrangebyscore(self._set, repr(low), repr(high), start, limit, withscores=True),
+        window: tuple[bytes | int, ...] = () if limit is None else (b"LIMIT", 0, limit)
+        found = yield self._command(
+            "range_by_score", b"ZRANGEBYSCORE", self._set, _number(low), _number(high), *window, b"WITHSCORES"
         )
-        return [(decode_key(member), float(score) + 0.0) for member, score in found]
+        return _items(found)
