@@ -329,7 +329,7 @@ def test_touch_retries_when_the_entry_changed_under_it(stores: Callable[..., Tie
     store, other = stores(), stores()
     store.set("k", "first", ttl=10)
     conditional = store._shared.conditional  # type: ignore[union-attr]
-    real = conditional._run
+    real = conditional._run_steps  # the script's step: made after the read's answer, before it is sent
     calls: list[str] = []
 
     def run_after_a_write(*args: Any) -> Any:
@@ -338,11 +338,11 @@ def test_touch_retries_when_the_entry_changed_under_it(stores: Callable[..., Tie
         calls.append(args[2])
         return real(*args)
 
-    conditional._run = run_after_a_write
+    conditional._run_steps = run_after_a_write
     try:
         assert store.touch("k", ttl=500) is True
     finally:
-        conditional._run = real
+        conditional._run_steps = real
     assert calls == ["touch", "touch"]  # refused once (the stamp moved), then landed
     entry = store.get_entry("k")
     assert entry is not None and entry.value == "second" and entry.expires_at is not None

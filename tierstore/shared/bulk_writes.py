@@ -20,7 +20,10 @@ binds ``set_many``/``delete_many`` here through its ``_batch`` and
   changed, as locally.
 
 A script that failed raises ``SharedUnavailable`` and forgets its keys (or the
-prefix) locally: Redis may have applied it. Thread-safety: as ``writing``.
+prefix) locally: Redis may have applied it. ``set_many``/``delete_many`` are
+written as steps (``set_many_steps``, ``delete_many_steps``) as ``writing``'s
+calls are; ``delete_under`` stays blocking (under asyncio it runs in a thread).
+Thread-safety: as ``writing``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from ..stats import Stats
 from .bulk_scripts import DELETE_MANY, DELETE_PREFIX, SET_MANY
 from .mirror import Change
 from .reading import shared_stamp, shared_version
+from .steps import Call, Steps, run
 from .writing import SharedWrites, _millis
 
 __all__ = ["SharedBulk"]
@@ -70,16 +74,16 @@ class SharedBulk(SharedWrites):
         stripes = [hash(key) % mirror.stripe_count for key in keys]
         return stripes, {stripe: mirror.seen(stripe) for stripe in set(stripes)}
 
-    def _call(
+    def _call_steps(
         self, what: str, script: str, keys: list[bytes], args: list[bytes | str], forget: Iterator[Any], width: int
-    ) -> tuple[bytes, list[Any]]:
-        """Run a bulk script; on failure forget ``forget``'s ``(key, disk_key, stripe)`` locally and raise.
+    ) -> Steps[tuple[bytes, list[Any]]]:
+        """Run a bulk script (one step); on failure forget ``forget``'s ``(key, disk_key, stripe)`` locally and raise.
 
         Returns the epoch and the per-key list (``width`` items a key, the version then the seq last);
         a damaged version or stamp among them (a hash in Redis with a ``v`` that is no version)
         forgets the keys too and raises ``CorruptRecord``."""
         try:
-            reply = self._scripts.run(what, script, keys, args)
+            reply = yield Call(what, script, keys, args)
             epoch, done = reply[0], reply[-1]
             for j in range(0, len(done), width):
                 shared_version(done[j + width - 2])
@@ -94,6 +98,10 @@ class SharedBulk(SharedWrites):
 
     def set_many(self, items: list[tuple[Key, bytes, Any]], ttl: Any) -> int:
         """Store every ``(key, disk_key, value)`` (distinct keys) unversioned, or, when one cannot be stored, none."""
+        return run(self.set_many_steps(items, ttl), self._scripts)
+
+    def set_many_steps(self, items: list[tuple[Key, bytes, Any]], ttl: Any) -> Steps[int]:
+        """``set_many`` as steps."""
         now = self._writer.write_time()
         packer = codec.new_packer()
         args = self._head(now)
@@ -110,8 +118,8 @@ class SharedBulk(SharedWrites):
             keep = "" if drawn is None else str(_millis(drawn + (0.0 if negative else self._options.stale_ttl)))
             args += [disk_key[len(NS_ENTRY) :], data, keep]
             planned.append((len(data), expires_at, flags, plain, drawn))
-        if self._admit_keys is not None:  # the existence filter admits before Redis, as ``set`` does
-            self._admit_keys([key for key, _, value in items if value is not codec.ABSENT])
+        # the existence filter admits before Redis, as ``set`` does
+        yield from self._admit_keys_steps([key for key, _, value in items if value is not codec.ABSENT])
         if self._flights.in_flight:
             for key, _, _ in items:
                 self._flights.invalidate(key)  # bump the fill generation
@@ -119,7 +127,7 @@ class SharedBulk(SharedWrites):
         stripes, seen = self._seen(keys)
         tagged = [disk_key[len(NS_ENTRY) :] for _, disk_key, _ in items]
         forget = ((key, disk_key, stripe) for (key, disk_key, _), stripe in zip(items, stripes, strict=True))
-        epoch, (stamps,) = self._call("set_many", SET_MANY, self._keys(tagged), args, forget, 2)
+        epoch, (stamps,) = yield from self._call_steps("set_many", SET_MANY, self._keys(tagged), args, forget, 2)
         changes: list[Change] = []
         for j, ((key, disk_key, _), stripe) in enumerate(zip(items, stripes, strict=True)):
             size, expires_at, flags, plain, drawn = planned[j]
@@ -132,6 +140,10 @@ class SharedBulk(SharedWrites):
 
     def delete_many(self, keys: list[tuple[Key, bytes]]) -> Outcome:
         """Delete every ``(key, disk_key)`` (distinct keys) as ``delete_many`` does locally, in one script."""
+        return run(self.delete_many_steps(keys), self._scripts)
+
+    def delete_many_steps(self, keys: list[tuple[Key, bytes]]) -> Steps[Outcome]:
+        """``delete_many`` as steps."""
         now = self._writer.write_time()
         ttl = self._options.tombstone_ttl
         tomb, _ = codec.encode_record(codec.new_packer(), None, 0, now + ttl, TOMBSTONE, now, ttl, 0)
@@ -142,7 +154,9 @@ class SharedBulk(SharedWrites):
         tagged = [disk_key[len(NS_ENTRY) :] for _, disk_key in keys]
         args = [*self._head(now), tomb, str(_millis(ttl)), *tagged]
         forget = ((key, disk_key, stripe) for (key, disk_key), stripe in zip(keys, stripes, strict=True))
-        epoch, (live, done) = self._call("delete_many", DELETE_MANY, self._keys(tagged), args, forget, 3)
+        epoch, (live, done) = yield from self._call_steps(
+            "delete_many", DELETE_MANY, self._keys(tagged), args, forget, 3
+        )
         changes: list[Change] = []
         changed = 0
         for j, ((key, disk_key), stripe) in enumerate(zip(keys, stripes, strict=True)):

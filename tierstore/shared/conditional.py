@@ -19,7 +19,8 @@ with the stripe's ``seen`` read before the Redis call, or a drop).
   stays); ``replace_value`` releases it (a new value).
 
 A script that failed raises ``SharedUnavailable`` and forgets the key locally
-(Redis may have applied it). Thread-safety: as ``writing``.
+(Redis may have applied it). Each is written as steps (``add_steps``, ...) the
+blocking call runs in its thread, as ``writing``'s. Thread-safety: as ``writing``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ..flight import Flights
 from ..keyspace import NS_ENTRY
 from .conditional_scripts import ADD, POP, REWRITE
 from .reading import shared_record
+from .steps import Call, Steps, run
 from .writing import SharedWrites, _millis
 
 __all__ = ["SharedConditional", "ATTEMPTS"]
@@ -53,16 +55,21 @@ class SharedConditional(SharedWrites):
 
     def add(self, key: Key, value: Any, ttl: Any = ..., version: int | None = None) -> bool:
         """``add``: ``set`` if Redis holds no live entry of ``key`` (and the version rule admits it)."""
+        return run(self.add_steps(key, value, ttl, version), self._scripts)
+
+    def add_steps(self, key: Key, value: Any, ttl: Any = ..., version: int | None = None) -> Steps[bool]:
+        """``add`` as steps."""
         if version is not None:
             codec.check_version(version)
         if ttl is not ... and ttl is not None:
             check_ttl(ttl)
         try:
-            added = self._store(ADD, key, value, ttl, version)
+            added = yield from self._store_steps(ADD, key, value, ttl, version)
         except (TypeError, ValueError, OverflowError):
             # A value that cannot be stored: locally a live entry refuses the add before the value
             # is packed, so the answer is False then; the error otherwise.
-            if self._read(codec.encode_key(key), "add", self._writer.write_time()) is None:
+            found = yield from self._read_steps(codec.encode_key(key), "add", self._writer.write_time())
+            if found is None:
                 raise
             self._count_rejected()
             return False
@@ -72,6 +79,10 @@ class SharedConditional(SharedWrites):
 
     def pop(self, key: Key, disk_key: bytes) -> tuple[bool, Any]:
         """Delete ``key`` as ``delete`` does; ``(True, value)`` when it had a live entry, else ``(False, None)``."""
+        return run(self.pop_steps(key, disk_key), self._scripts)
+
+    def pop_steps(self, key: Key, disk_key: bytes) -> Steps[tuple[bool, Any]]:
+        """``pop`` as steps."""
         tagged = disk_key[len(NS_ENTRY) :]
         now = self._writer.write_time()
         ttl = self._options.tombstone_ttl
@@ -79,7 +90,7 @@ class SharedConditional(SharedWrites):
         if self._flights.in_flight:
             self._flights.invalidate(key)
         args = [*self._args(data, None, _millis(ttl), tagged), repr(now)]
-        reply, where = self._run(key, tagged, "pop", POP, args)
+        reply, where = yield from self._run_steps(key, tagged, "pop", POP, args)
         old, kept, _, _, state, action = reply
         tombstone = (len(data), int(kept), now + ttl, TOMBSTONE, None, now, ttl, 0, 0.0) if action == b"w" else None
         self._copy(key, where, tombstone, reply)
@@ -93,32 +104,39 @@ class SharedConditional(SharedWrites):
 
     def touch(self, key: Key, disk_key: bytes, ttl: Any) -> bool:
         """Give the live entry of ``key`` a new expiry (in Redis: its envelope and ``PEXPIRE``); ``False`` if none."""
+        return run(self.touch_steps(key, disk_key, ttl), self._scripts)
+
+    def touch_steps(self, key: Key, disk_key: bytes, ttl: Any) -> Steps[bool]:
+        """``touch`` as steps."""
 
         def touched(record: Any, now: float) -> tuple[Any, float | None, float | None, float, str]:
             drawn = self._writer.drawn_ttl(ttl)
             keep = "" if drawn is None else str(_millis(drawn + self._options.stale_ttl))
             return record[VALUE], None if drawn is None else now + drawn, drawn, record[LOAD_TIME], keep
 
-        return self._rewrite(key, disk_key, "touch", touched, release=False)
+        return (yield from self._rewrite_steps(key, disk_key, "touch", touched, release=False))
 
     def replace_value(self, key: Key, disk_key: bytes, value: Any) -> bool:
         """Store ``value`` in the live entry of ``key``, its expiry, TTL and version kept; ``False`` if none."""
+        return run(self.replace_value_steps(key, disk_key, value), self._scripts)
+
+    def replace_value_steps(self, key: Key, disk_key: bytes, value: Any) -> Steps[bool]:
+        """``replace_value`` as steps."""
 
         def replaced(record: Any, now: float) -> tuple[Any, float | None, float | None, float, str]:
             return value, record[codec.EXPIRES_AT], record[TTL], 0.0, "-"
 
-        if self._rewrite(key, disk_key, "replace_value", replaced, release=True):
+        if (yield from self._rewrite_steps(key, disk_key, "replace_value", replaced, release=True)):
             if self._flights.in_flight:
                 self._flights.invalidate(key)  # a new value: a load in flight must not land over it
             self._count_sets()
             return True
         return False
 
-    def _read(self, tagged: bytes, what: str, now: float) -> tuple[Record, list[Any]] | None:
+    def _read_steps(self, tagged: bytes, what: str, now: float) -> Steps[tuple[Record, list[Any]] | None]:
         """The entry of a key in Redis if it is live at ``now``, with its hash's fields (envelope,
-        version, seq, epoch); else ``None``."""
-        client = self._client
-        fields = client.call(what, client.redis.hmget, client.names.entry(tagged), _FIELDS)
+        version, seq, epoch); else ``None``. One ``HMGET`` (its raw reply: bytes or ``None`` each)."""
+        fields = yield Call(what, None, (), (b"HMGET", self._client.names.entry(tagged), *_FIELDS))
         data, version, seq, epoch = fields
         if not (isinstance(data, bytes) and isinstance(version, bytes) and seq and isinstance(epoch, bytes)):
             return None
@@ -131,7 +149,7 @@ class SharedConditional(SharedWrites):
             return None
         return record, fields
 
-    def _rewrite(self, key: Key, disk_key: bytes, what: str, change: Any, *, release: bool) -> bool:
+    def _rewrite_steps(self, key: Key, disk_key: bytes, what: str, change: Any, *, release: bool) -> Steps[bool]:
         """Read the entry, and while it is live land ``change(record, now)`` (value, expiry, TTL, load
         time, milliseconds to keep) over it unless its write stamp moved meanwhile."""
         client = self._client
@@ -139,7 +157,7 @@ class SharedConditional(SharedWrites):
         names = client.names
         for _ in range(ATTEMPTS):
             now = self._writer.write_time()
-            found = self._read(tagged, what, now)
+            found = yield from self._read_steps(tagged, what, now)
             if found is None:
                 return False
             record, (_, _, seq, epoch) = found
@@ -150,7 +168,7 @@ class SharedConditional(SharedWrites):
                 raise ValueError(f"value is {len(new)} bytes encoded; max_value_bytes is {limit}")
             args: list[bytes | str] = [new, seq, keep, names.channel, client.origin, tagged]
             args += [os.urandom(8).hex(), epoch, "1" if release else "0"]
-            reply, where = self._run(key, tagged, what, REWRITE, args)
+            reply, where = yield from self._run_steps(key, tagged, what, REWRITE, args)
             if reply[0] == 1:
                 local = (len(new), record[codec.VERSION], expires_at, 0, plain, now, ttl, 0, load_time)
                 self._copy(key, where, local, reply)

@@ -14,7 +14,9 @@ numbers are doubles, so the script applies the delta as parts that each fit in
 no part overshoots when the sum does not), undoes the parts it applied when
 one refuses, and returns the count as Redis's decimal string (exact). A delta
 no count can absorb (``|delta| >= 2**64``) is refused after one ``GET`` (for
-the message). Thread-safety: Redis orders the updates; the object holds no state.
+the message). Each call is written as steps (``incr_steps``, ...: see ``steps``)
+that the blocking call runs in its thread. Thread-safety: Redis orders the
+updates; the object holds no state.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..counters import COUNTER_MAX, COUNTER_MIN
 from ..errors import CorruptRecord
 from .client import SharedClient
 from .scripts import Scripts
+from .steps import Call, Steps, run
 
 __all__ = ["SharedCounters", "INCREMENT"]
 
@@ -78,22 +81,34 @@ class SharedCounters:
 
     def incr(self, key: object, delta: int = 1) -> int:
         """Add ``delta`` to the counter ``key`` and return the new count."""
-        return self._add(key, _check_delta(delta))
+        return run(self.incr_steps(key, delta), self._scripts)
+
+    def incr_steps(self, key: object, delta: int = 1) -> Steps[int]:
+        """``incr`` as steps."""
+        return (yield from self._add_steps(key, _check_delta(delta)))
 
     def decr(self, key: object, delta: int = 1) -> int:
         """Subtract ``delta`` from the counter ``key`` and return the new count."""
-        return self._add(key, -_check_delta(delta))
+        return run(self.decr_steps(key, delta), self._scripts)
+
+    def decr_steps(self, key: object, delta: int = 1) -> Steps[int]:
+        """``decr`` as steps."""
+        return (yield from self._add_steps(key, -_check_delta(delta)))
 
     def get(self, key: object) -> int:
         """The current count of ``key``; 0 for a counter never touched."""
-        name = self._prefix + encode_key(key)
-        return _count(name, self._client.call("counter", self._client.redis.get, name))
+        return run(self.get_steps(key), self._scripts)
 
-    def _add(self, key: object, delta: int) -> int:
+    def get_steps(self, key: object) -> Steps[int]:
+        """``get`` as steps: one ``GET``."""
+        name = self._prefix + encode_key(key)
+        return _count(name, (yield Call("counter", None, (), (b"GET", name))))
+
+    def _add_steps(self, key: object, delta: int) -> Steps[int]:
         name = self._prefix + encode_key(key)
         if abs(delta) > COUNTER_MAX - COUNTER_MIN:  # no stored count can absorb it
-            self._overflow(key, self.get(key) + delta)
-        reply: Any = self._scripts.run("incr", INCREMENT, [name], list(_parts(delta)))
+            self._overflow(key, (yield from self.get_steps(key)) + delta)
+        reply: Any = yield Call("incr", INCREMENT, [name], _parts(delta))
         if reply[0] == 1:
             return _count(name, reply[1])
         if reply[1] == b"corrupt":

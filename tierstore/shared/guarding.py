@@ -20,7 +20,9 @@ found with other parameters is used as it is (``rebuild_guard`` resizes it).
 Each check is one script call (``GETBIT`` of every probe; the script checks
 the seed the positions were computed for, and a store whose cached
 parameters are out of date, after another's rebuild, reads the new ones and
-checks again). Adds are one script call (``SETBIT``, counting new keys).
+checks again). Adds are one script call (``SETBIT``, counting new keys), written
+as steps (``add_steps``, ``add_many_steps``: the writes' admission, run by
+their driver, blocking or asyncio).
 
 ``rebuild(keys)`` builds the new filter in this process (new seed, sized for
 ``max(capacity, 2 * len(keys))``), writes it aside in one ``SET`` and installs
@@ -54,6 +56,7 @@ from ..errors import SharedUnavailable, TierStoreError
 from ..guard import Guard, _encode_keys
 from .client import SharedClient
 from .scripts import Scripts
+from .steps import Call, Steps, run
 
 __all__ = ["SharedGuard", "CHECK", "ADD", "SWAP"]
 
@@ -217,15 +220,23 @@ class SharedGuard(Guard):
 
     def add(self, key: Key) -> None:
         """Admit ``key``: one script call."""
-        self._add([codec.encode_key(key)])
+        run(self.add_steps(key), self._scripts)
+
+    def add_steps(self, key: Key) -> Steps[None]:
+        """``add`` as steps (the writes' admission hook)."""
+        yield from self._add_steps([codec.encode_key(key)])
 
     def add_many(self, keys: Iterable[Key]) -> None:
         """Admit every key (all validated first: a bad key changes nothing); a script call per 2,000 keys."""
+        run(self.add_many_steps(keys), self._scripts)
+
+    def add_many_steps(self, keys: Iterable[Key]) -> Steps[None]:
+        """``add_many`` as steps (``set_many``'s admission hook)."""
         encoded = _encode_keys(keys)
         for start in range(0, len(encoded), _ADD_CHUNK):
-            self._add(encoded[start : start + _ADD_CHUNK])
+            yield from self._add_steps(encoded[start : start + _ADD_CHUNK])
 
-    def _add(self, encoded: list[bytes]) -> None:
+    def _add_steps(self, encoded: list[bytes]) -> Steps[None]:
         for _ in range(3):
             probe = self._probe
             if probe is None:
@@ -234,7 +245,7 @@ class SharedGuard(Guard):
             for data in encoded:
                 args.append(data)
                 args.extend(map(str, self._positions(data, probe)))
-            reply = self._scripts.run("guard add", ADD, [self._bits, self._params, self._building], args)
+            reply = yield Call("guard add", ADD, [self._bits, self._params, self._building], args)
             if reply[0] == _MISSING:
                 self._lost()
                 return

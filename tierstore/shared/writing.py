@@ -25,13 +25,17 @@ stay servable within ``shared_grace`` and getting Redis back resyncs them all,
 which covers a write Redis applied before its reply was lost. If Redis
 answered with an error, the key is forgotten locally (its own message is no
 invalidation for this process, and Redis may have run part of it).
+
+Each call is written once as steps (``write_steps``, ``delete_steps``: see
+``steps``), its Redis round trips yielded, so the asyncio facade drives the same
+code; ``write`` and ``delete`` run them in the calling thread.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from .. import codec
@@ -46,6 +50,7 @@ from .client import SharedClient
 from .mirror import Mirror
 from .reading import shared_record, shared_stamp, shared_version
 from .scripts import DELETE, SET, Scripts
+from .steps import Call, Steps, run
 
 __all__ = ["SharedWrites"]
 
@@ -65,8 +70,8 @@ class SharedWrites:
         options: Options,
         stats: Stats,
         flights: Flights,
-        admit_key: Callable[[Key], None] | None = None,
-        admit_keys: Callable[[list[Key]], None] | None = None,
+        admit_key: Callable[[Key], Steps[None] | None] | None = None,
+        admit_keys: Callable[[list[Key]], Steps[None] | None] | None = None,
     ) -> None:
         self._client = client
         self._flights = flights
@@ -74,7 +79,9 @@ class SharedWrites:
         self._mirror = mirror
         self._writer = writer
         self._options = options
-        self._admit_key = admit_key  # the existence filter's add (guard=True): before Redis, so never missed
+        # The existence filter's add (guard=True), before Redis so never missed: its steps
+        # (``SharedGuard.add_steps``), or a blocking hook run in place (returns ``None``).
+        self._admit_key = admit_key
         self._admit_keys = admit_keys  # the same for many keys in one call (set_many)
         self._count_sets = stats.counts["sets"]
         self._count_rejected = stats.counts["sets_rejected"]
@@ -87,11 +94,25 @@ class SharedWrites:
         keep_arg = "" if keep_ms is None else str(keep_ms)
         return [data, version_arg, keep_arg, names.channel, self._client.origin, tagged, fresh_epoch]
 
+    def _admit_key_steps(self, key: Key) -> Steps[None]:
+        """Admit ``key`` to the existence filter (guard=True), before its write goes to Redis."""
+        if self._admit_key is not None:
+            yield from _hook_steps(self._admit_key(key))
+
+    def _admit_keys_steps(self, keys: list[Key]) -> Steps[None]:
+        """Admit ``keys`` to the existence filter (guard=True), before their write goes to Redis."""
+        if self._admit_keys is not None:
+            yield from _hook_steps(self._admit_keys(keys))
+
     def write(self, key: Key, value: Any, ttl: Any = ..., version: int | None = None) -> bool:
         """``set``: store ``value`` if Redis's version rule admits it, then copy it locally."""
-        return self._store(SET, key, value, ttl, version)
+        return run(self.write_steps(key, value, ttl, version), self._scripts)
 
-    def _store(self, script: str, key: Key, value: Any, ttl: Any, version: int | None) -> bool:
+    def write_steps(self, key: Key, value: Any, ttl: Any = ..., version: int | None = None) -> Steps[bool]:
+        """``write`` as steps."""
+        return (yield from self._store_steps(SET, key, value, ttl, version))
+
+    def _store_steps(self, script: str, key: Key, value: Any, ttl: Any, version: int | None) -> Steps[bool]:
         """A write of ``value`` by ``script`` (``SET``, or one with the same ARGV and the writer's
         clock last, as ``ADD``); ``False`` when Redis refused it (counted in ``sets_rejected``)."""
         tagged = codec.encode_key(key)
@@ -108,10 +129,10 @@ class SharedWrites:
         if len(data) > self._options.max_value_bytes:
             raise ValueError(f"value is {len(data)} bytes encoded; max_value_bytes is {self._options.max_value_bytes}")
         keep_ms = None if ttl is None else _millis(ttl + (0.0 if negative else self._options.stale_ttl))
-        if self._admit_key is not None and not negative:
-            self._admit_key(key)
+        if not negative:
+            yield from self._admit_key_steps(key)
         args = [*self._args(data, version, keep_ms, tagged), repr(now)]
-        reply, where = self._run(key, tagged, "set" if script is SET else "add", script, args)
+        reply, where = yield from self._run_steps(key, tagged, "set" if script is SET else "add", script, args)
         if reply[0] != 1:
             self._count_rejected()
             return False
@@ -121,13 +142,18 @@ class SharedWrites:
 
     def delete(self, key: Key, version: int | None = None) -> bool:
         """``delete``: a tombstone at ``max(version, stored)`` in Redis, then locally; ``True`` if it was live."""
+        return run(self.delete_steps(key, version), self._scripts)
+
+    def delete_steps(self, key: Key, version: int | None = None) -> Steps[bool]:
+        """``delete`` as steps."""
         tagged = codec.encode_key(key)
         if version is not None:
             codec.check_version(version)
         now = self._writer.write_time()
         ttl = self._options.tombstone_ttl
         data, _ = codec.encode_record(codec.new_packer(), None, 0, now + ttl, TOMBSTONE, now, ttl, 0)
-        reply, where = self._run(key, tagged, "delete", DELETE, self._args(data, version, _millis(ttl), tagged))
+        args = self._args(data, version, _millis(ttl), tagged)
+        reply, where = yield from self._run_steps(key, tagged, "delete", DELETE, args)
         old, kept = reply[0], reply[1]
         was_live = False
         if old is not None:
@@ -140,10 +166,10 @@ class SharedWrites:
         self._count_deletes()
         return was_live
 
-    def _run(self, key: Key, tagged: bytes, what: str, script: str, args: list[bytes | str]) -> Any:
-        """Run a write script and copy what Redis accepted locally; on failure forget the key locally and raise.
+    def _run_steps(self, key: Key, tagged: bytes, what: str, script: str, args: list[bytes | str]) -> Steps[Any]:
+        """Run a write script (one step); on failure forget the key locally and raise.
 
-        Returns the script's reply; ``copy(reply)`` gives the record to copy (``None``: drop the key).
+        Returns the script's reply and where to copy it locally (``_copy``).
         """
         mirror = self._mirror
         stripe = hash(key) % mirror.stripe_count
@@ -151,7 +177,7 @@ class SharedWrites:
         names = self._client.names
         seen = mirror.seen(stripe)  # before Redis: a resync or a drop after it refuses the copy
         try:
-            reply = self._scripts.run(what, script, names.entry_keys(tagged), args)
+            reply = yield Call(what, script, names.entry_keys(tagged), args)
             if len(reply) >= 4:  # a write that landed: its version and stamp become the local copy's
                 shared_version(reply[1])
                 shared_stamp(reply[2], reply[3])
@@ -173,6 +199,12 @@ class SharedWrites:
             self._mirror.drop(key, disk_key, stripe)
         else:
             self._mirror.commit(key, disk_key, stripe, seen, record, (int(reply[2]), reply[3]), read=False)
+
+
+def _hook_steps(admitted: Steps[None] | None) -> Steps[None]:
+    """The steps an admit hook returned; ``None`` from a blocking hook, which has already run."""
+    if isinstance(admitted, Generator):
+        yield from admitted
 
 
 def _millis(seconds: float) -> int:
