@@ -90,6 +90,7 @@ class AsyncTierStore:
     def _bind_shared(self, store: TierStore) -> None:
         """Shared mode: the calls that may need Redis await it (``shared.aio_calls``) instead of blocking."""
         from .shared.aio_calls import AsyncLeases, AsyncShared
+        from .shared.aio_ranking import AsyncSharedIndex
         from .shared.aio_redis import AsyncRedis
 
         assert store._shared is not None
@@ -98,6 +99,7 @@ class AsyncTierStore:
         calls.bind(self.__dict__)
         self._get = _not_open  # ``get`` is the bound coroutine
         self._io: Any = io
+        self._index_of = lambda index: AsyncSharedIndex(index, io.run)
         self._parts = AsyncLeasedLoading(
             store._loading, store._flights, store._options, store._stats, store.path,
             lease=AsyncLeases(store, io), reads=calls,
@@ -296,12 +298,18 @@ class AsyncTierStore:
 
     # -- sorted indexes --------------------------------------------------------------------------
 
-    def index(self, name: Key) -> AsyncSortedIndex:
-        """The sorted index ``name`` with coroutine methods (the store must be open: ``await open`` first)."""
+    def index(self, name: Key) -> Any:
+        """The sorted index ``name`` with coroutine methods (the store must be open: ``await open`` first).
+
+        An ``AsyncSortedIndex``; in shared mode a ``shared.aio_ranking.AsyncSharedIndex`` (the same
+        coroutines, every round trip awaited; ``len``/``in``/``stamp`` refuse to block and name
+        ``count``/``contains``/``read_stamp``)."""
         store = self._store
         if store is None:
             raise StoreClosed("AsyncTierStore.index needs an open store: use `await AsyncTierStore.open(...)` first")
-        return AsyncSortedIndex(store.index(name))
+        return self._index_of(store.index(name))
+
+    _index_of: Callable[[Any], Any] = staticmethod(lambda index: AsyncSortedIndex(index))
 
 
 class _NotOpen(Exception):
@@ -339,6 +347,10 @@ class AsyncSortedIndex:
     async def contains(self, member: Key) -> bool:
         """Whether ``member`` is in the index (``in``, as a coroutine)."""
         return member in self.sync
+
+    async def read_stamp(self) -> Any:
+        """The stamp of the index's last ``replace`` (``stamp``, as a coroutine)."""
+        return self.sync.stamp
 
     async def add(self, member: Key, score: float) -> None:
         self.sync.add(member, score)

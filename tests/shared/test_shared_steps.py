@@ -161,19 +161,11 @@ def test_guard_adds_are_one_call_per_chunk(stores: Callable[..., TierStore]) -> 
     assert drive.calls == [] and not guard.might_contain("ok")
 
 
-def test_writes_given_the_guards_steps_admit_in_a_step_of_their_own(
-    stores: Callable[..., TierStore], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_writes_admit_through_the_guards_steps_in_a_step_of_their_own(stores: Callable[..., TierStore]) -> None:
     store = stores(guard=True, bloom_capacity=1000)
     shared, drive = shared_of(store), Driver(store)
     guard = shared.guard
     assert guard is not None
-    monkeypatch.setattr(shared.writes, "_admit_key", guard.add)  # a blocking hook (None) still runs, in place
-    drive.run(shared.writes.write_steps("blocking-hook", 1))
-    assert drive.whats == ["set"] and guard.might_contain("blocking-hook")
-    for part in (shared.writes, shared.conditional, shared.bulk):  # the wiring for the asyncio driver
-        monkeypatch.setattr(part, "_admit_key", guard.add_steps)
-        monkeypatch.setattr(part, "_admit_keys", guard.add_many_steps)
     assert drive.run(shared.writes.write_steps("w", 1)) is True and drive.whats == ["guard add", "set"]
     assert drive.run(shared.writes.write_steps("neg", ABSENT)) is True and drive.whats == ["set"]
     assert drive.run(shared.conditional.add_steps("a", 1)) is True and drive.whats == ["guard add", "add"]

@@ -122,12 +122,12 @@ class SharedTier:
                 self.outage.lost(f"at open: {failure}")  # "local": opened with Redis down
             if options.guard:
                 self.guard = SharedGuard(self.client, self.scripts, options.bloom_capacity, options.bloom_error_rate)
-                self.leases.admit_key = _TEMP(self.guard.add)
+                self.leases.admit_key = self.guard.add_steps
             parts: dict[str, Any] = {
                 "client": self.client, "scripts": self.scripts, "mirror": mirror, "writer": writer,
                 "options": options, "stats": stats, "flights": flights,
-                "admit_key": None if self.guard is None else self.guard.add,
-                "admit_keys": None if self.guard is None else self.guard.add_many,
+                "admit_key": None if self.guard is None else self.guard.add_steps,
+                "admit_keys": None if self.guard is None else self.guard.add_many_steps,
             }  # fmt: skip
             self.writes = SharedWrites(**parts)
             self.conditional = SharedConditional(on_corrupt=on_corrupt, **parts)
@@ -193,11 +193,3 @@ class SharedTier:
         self.outage.close()
         self.client.close()
 
-
-def _TEMP(add: Callable[[Key], None]) -> Callable[[Key], Any]:
-    def steps(key: Key) -> Any:
-        add(key)
-        return
-        yield
-
-    return steps

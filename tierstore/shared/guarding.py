@@ -198,17 +198,17 @@ class SharedGuard(Guard):
 
     def might_contain(self, key: Key) -> bool:
         """``False`` only for a key never admitted (by any process): one script call."""
+        return run(self.might_contain_steps(key), self._scripts)
+
+    def might_contain_steps(self, key: Key) -> Steps[bool]:
+        """``might_contain`` as steps."""
         data = codec.encode_key(key)
         for _ in range(3):  # parameters replaced by another store's rebuild meanwhile: read again
             probe = self._probe
             if probe is None:
                 return True
-            reply = self._scripts.run(
-                "guard check",
-                CHECK,
-                [self._bits, self._params],
-                [probe[0], probe[1], *map(str, self._positions(data, probe))],
-            )
+            positions = map(str, self._positions(data, probe))
+            reply = yield Call("guard check", CHECK, [self._bits, self._params], [probe[0], probe[1], *positions])
             if reply[0] == _MISSING:
                 self._lost()
                 return True

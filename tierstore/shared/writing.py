@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import Any
 
 from .. import codec
@@ -70,8 +70,8 @@ class SharedWrites:
         options: Options,
         stats: Stats,
         flights: Flights,
-        admit_key: Callable[[Key], Steps[None] | None] | None = None,
-        admit_keys: Callable[[list[Key]], Steps[None] | None] | None = None,
+        admit_key: Callable[[Key], Steps[None]] | None = None,
+        admit_keys: Callable[[list[Key]], Steps[None]] | None = None,
     ) -> None:
         self._client = client
         self._flights = flights
@@ -97,12 +97,12 @@ class SharedWrites:
     def _admit_key_steps(self, key: Key) -> Steps[None]:
         """Admit ``key`` to the existence filter (guard=True), before its write goes to Redis."""
         if self._admit_key is not None:
-            yield from _hook_steps(self._admit_key(key))
+            yield from self._admit_key(key)
 
     def _admit_keys_steps(self, keys: list[Key]) -> Steps[None]:
         """Admit ``keys`` to the existence filter (guard=True), before their write goes to Redis."""
         if self._admit_keys is not None:
-            yield from _hook_steps(self._admit_keys(keys))
+            yield from self._admit_keys(keys)
 
     def write(self, key: Key, value: Any, ttl: Any = ..., version: int | None = None) -> bool:
         """``set``: store ``value`` if Redis's version rule admits it, then copy it locally."""
@@ -199,12 +199,6 @@ class SharedWrites:
             self._mirror.drop(key, disk_key, stripe)
         else:
             self._mirror.commit(key, disk_key, stripe, seen, record, (int(reply[2]), reply[3]), read=False)
-
-
-def _hook_steps(admitted: Steps[None] | None) -> Steps[None]:
-    """The steps an admit hook returned; ``None`` from a blocking hook, which has already run."""
-    if isinstance(admitted, Generator):
-        yield from admitted
 
 
 def _millis(seconds: float) -> int:
