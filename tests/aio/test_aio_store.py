@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.aio.support import run
-from tierstore import ABSENT, StoreClosed, TierStore, Versioned
+from tierstore import ABSENT, SharedUnavailable, StoreClosed, TierStore, Versioned
 from tierstore.aio import AsyncSortedIndex, AsyncTierStore
 
 
@@ -157,10 +157,15 @@ def test_reads_writes_and_hits_stay_on_the_loop_while_long_work_goes_to_threads(
     executor.shutdown()
 
 
-def test_the_shared_tier_is_refused_with_the_reason(tmp_path: Path) -> None:
-    with pytest.raises(NotImplementedError, match=r"redis\.asyncio"):
-        AsyncTierStore(str(tmp_path / "s"), shared="redis://127.0.0.1:1/0")
-    assert not (tmp_path / "s").exists()  # nothing was opened
+def test_an_unreachable_shared_tier_raises_at_open_and_a_wrapped_store_takes_no_options(tmp_path: Path) -> None:
+    async def body() -> None:
+        s = AsyncTierStore(str(tmp_path / "s"), shared="redis://127.0.0.1:1/0", shared_failure="raise")
+        assert not (tmp_path / "s").exists()  # nothing is opened before first use
+        with pytest.raises(SharedUnavailable, match="unreachable at open"):
+            await s.get("k")
+        assert s.store is None
+
+    run(body)
     with pytest.raises(TypeError, match="takes no options"):
         store = TierStore(None, checkpoint_interval=None)
         try:
