@@ -36,7 +36,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
-from .client import SharedClient, packed
+from .client import CALL_TIMEOUT, SharedClient, packed
 from .scripts import Scripts
 from .steps import Call, Listen, Step, Steps
 
@@ -58,6 +58,7 @@ class AsyncRedis:
         self._scripts = scripts
         self._client: SharedClient = scripts.client
         self._connection_class, self._kwargs = _async_settings(self._client.redis.connection_pool)
+        self._timeout = _round_trip_timeout(self._kwargs)
         self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()  # over ``_idle``'s keys: loops in several threads
 
@@ -119,8 +120,12 @@ class AsyncRedis:
                 idle = self._idle.setdefault(loop, [])
         conn = idle.pop() if idle else self._connection_class(**self._kwargs)
         try:
-            await conn.send_packed_command(packed(conn, args), check_health=False)
-            return await conn.read_response()
+            if _bounded is None:  # Python 3.10
+                return await asyncio.wait_for(_round_trip(conn, args), self._timeout)
+            async with _bounded(self._timeout):
+                return await _round_trip(conn, args)
+        except TimeoutError:  # redis.asyncio disconnected it when the timeout cancelled its read
+            raise redis.TimeoutError(f"no reply from Redis within {self._timeout} s") from None
         finally:  # after any error redis.asyncio has disconnected it: the next use reconnects
             if self._idle.get(loop) is idle:
                 idle.append(conn)
@@ -133,6 +138,14 @@ class AsyncRedis:
             idle = self._idle.pop(asyncio.get_running_loop(), [])
         for conn in idle:
             await conn.disconnect(nowait=True)
+
+
+async def _round_trip(conn: Any, args: tuple[Any, ...]) -> Any:
+    await conn.send_packed_command(packed(conn, args), check_health=False)
+    return await conn.read_response()
+
+
+_bounded = getattr(asyncio, "timeout", None)  # one timer per round trip (3.11+)
 
 
 class LoopWaiter:
@@ -169,3 +182,11 @@ def _async_settings(pool: Any) -> tuple[type[aconnection.AbstractConnection], di
     kwargs = {name: value for name, value in pool.connection_kwargs.items() if name in accepted}
     kwargs["retry"] = Retry(NoBackoff(), 0)  # never retried inside redis-py: a script could run twice
     return asynchronous, kwargs
+
+
+def _round_trip_timeout(kwargs: dict[str, Any]) -> float:
+    """The bound of one round trip (the client's socket timeout), taken off the connection's own reads and
+    writes: redis.asyncio times each of them with a timer and a task of its own, three times the round trip."""
+    timeout = kwargs.pop("socket_timeout", None)
+    kwargs["socket_timeout"] = None
+    return float(timeout) if timeout else CALL_TIMEOUT
