@@ -69,6 +69,8 @@ class AsyncTierStore:
             self._owned = True
             self._options = {"path": path, **options}
             self._store: TierStore | None = None
+            if options.get("shared") is not None:
+                self._open_first()
 
     @classmethod
     async def open(cls, path: Any = None, /, **options: Any) -> AsyncTierStore:
@@ -86,6 +88,19 @@ class AsyncTierStore:
         self._parts = AsyncLoading(
             store._loading, store._flights, store._lookup, store._options, store._stats, store.path
         )  # fmt: skip
+
+    def _open_first(self) -> None:
+        """Shared mode, not open yet: the calls bound at open (``AsyncShared``) open the store first, then
+        call the bound one (the class's forms would call the blocking store, which blocks on Redis)."""
+        from .shared.aio_calls import BOUND
+
+        for name in BOUND:
+
+            async def call(*args: Any, _name: str = name, **kwargs: Any) -> Any:
+                await self._ready()
+                return await getattr(self, _name)(*args, **kwargs)
+
+            self.__dict__[name] = call
 
     def _bind_shared(self, store: TierStore) -> None:
         """Shared mode: the calls that may need Redis await it (``shared.aio_calls``) instead of blocking."""

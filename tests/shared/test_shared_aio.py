@@ -474,3 +474,30 @@ def test_an_index_and_the_existence_filter_through_the_async_store(
             await s.close()
 
     run(body)
+
+
+def test_the_first_calls_of_a_store_not_yet_open_await_redis_too(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tierstore.shared.aio_redis import AsyncRedis
+
+    driven: list[str] = []
+    drive = AsyncRedis.run
+
+    async def counted(self: AsyncRedis, steps: Any) -> Any:
+        driven.append(steps.__name__)
+        return await drive(self, steps)
+
+    monkeypatch.setattr(AsyncRedis, "run", counted)
+
+    async def body() -> None:
+        for call, expected in [("set", "write_steps"), ("get", "remote_steps"), ("incr", "incr_steps")]:
+            s = AsyncTierStore(None, shared=redis_server.url, namespace=call)  # opened by its first call
+            try:
+                args = ("k", 1) if call == "set" else ("k",)
+                await getattr(s, call)(*args)
+                assert driven[-1] == expected  # the asyncio driver ran it: no blocking call on the loop
+            finally:
+                await s.close()
+
+    run(body)

@@ -32,9 +32,9 @@ from .reading import Ask
 if TYPE_CHECKING:
     from ..store import TierStore
 
-__all__ = ["AsyncShared"]
+__all__ = ["AsyncLeases", "AsyncShared", "BOUND"]
 
-_BOUND = (
+BOUND = (
     "get", "get_entry", "get_many", "set", "add", "touch", "replace_value", "pop", "delete", "invalidate",
     "set_many", "delete_many", "incr", "decr", "counter", "stats",
 )  # fmt: skip
@@ -53,7 +53,7 @@ class AsyncShared:
 
     def bind(self, attributes: dict[str, Any]) -> None:
         """Bind these calls over the facade's own, in its instance ``__dict__``."""
-        for name in _BOUND:
+        for name in BOUND:
             attributes[name] = getattr(self, name)
 
     def _open(self) -> TierStore:
@@ -93,11 +93,18 @@ class AsyncShared:
 
     async def get(self, key: Key, default: Any = None) -> Any:
         store = self._open()
-        record, hit = await self.lookup(key)
+        try:
+            record = store._memory_get(key)
+        except TypeError:
+            encode_key(key)  # raises the key error callers expect
+            raise
+        if record is not None:  # a tier-1 hit: no round trip, no coroutine of its own
+            return store._answer(record, default, store._hit_memory)
+        record = await self.fetch(key)
         if record is None:
             store._miss()
             return default
-        return store._answer(record, default, store._hit_memory if hit == "hits_memory" else store._hit_disk)
+        return store._answer(record, default, store._hit_disk)
 
     async def get_entry(self, key: Key) -> Entry | None:
         record = await self.read(key)
