@@ -18,7 +18,8 @@ start a fresh load).
 - Then, besides the local test's comparison, what Redis holds (read through
   the blocking store) must be the model's stored value, and neither store may
   have seen a Redis call fail or its listener resync.
-- One server per test function; each example has its own namespace.
+- One server per test function; each example has its own namespace. Budget: 60
+  examples of 10 to 30 steps (about 15 s), times ``ROUNDS_FACTOR``.
 
 Below it, the plain regression test of what the model found: a delete in another
 store, once heard, detaches the load in flight here (later callers used to join
@@ -39,6 +40,7 @@ from hypothesis import strategies as st
 
 from tests.aio.load_model import KEYS, NEGATIVE, OPS, Driver, step_invalidate
 from tests.aio.support import run
+from tests.conftest import ROUNDS_FACTOR
 from tests.shared.redis_server import RedisServer
 from tests.shared.support import wait_for
 from tierstore import TierStore
@@ -116,13 +118,16 @@ class SharedCheck:
         self.elsewhere = 0  # deletes by the other store: the messages the async store must hear
 
     async def step(self, op: str, arg: Any) -> None:
+        model, started, loads = self.driver.model, self.quiet.started, len(self.driver.model.loads)
         if op == "invalidate_elsewhere":
-            step_invalidate(self.driver.model, arg)
+            step_invalidate(model, arg)
             self.other.delete(arg)  # blocks the loop for one round trip: nothing else is running
             self.elsewhere += 1
         elif not await self.driver.apply(op, arg):
             return
         await self.quiet.settle()
+        if len(model.loads) > loads:  # a new load takes its lease in Redis: the count must have seen it
+            assert self.quiet.started > started, "no round trip counted: Quiet is not hooked in"
         await self.heard_everything()
         await self.driver.compare()
         self.compare_redis()
@@ -168,7 +173,7 @@ async def check(url: str, raw: redis.Redis, namespace: str, ops: list[tuple[str,
 def test_interleaved_loads_and_invalidations_here_and_elsewhere_follow_the_model(redis_server: RedisServer) -> None:
     raw = redis.Redis(unix_socket_path=redis_server.socket)
 
-    @settings(max_examples=60, deadline=None)
+    @settings(max_examples=60 * ROUNDS_FACTOR, deadline=None)
     @given(st.lists(SHARED_OPS, min_size=10, max_size=30))
     def examples(ops: list[tuple[str, Any]]) -> None:
         namespace = f"model-{next(_namespaces)}"  # each example its own data set in the one server
