@@ -73,6 +73,34 @@ def test_an_invalidation_in_one_process_refuses_a_fill_running_in_another(
     wait_for(lambda: loader.call("get", "k") == "after")
 
 
+def test_a_delete_in_another_store_detaches_a_load_in_flight_here_so_later_callers_load_afresh(
+    stores: Callable[..., TierStore],
+) -> None:
+    here, there = stores(), stores()
+    entered, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        entered.set()
+        release.wait(10)
+        return "before the delete"
+
+    early: list[Any] = []
+    thread = threading.Thread(target=lambda: early.append(here.get_or_load("k", slow)))
+    thread.start()
+    try:
+        assert entered.wait(10)
+        there.delete("k")
+        wait_for(lambda: here.stats()["invalidations_received"] == 1)  # heard: the load in flight is detached
+        answer = here.get_or_load("k", lambda: "after the delete", on_busy="default", default="joined the old load")
+        assert answer == "after the delete"
+    finally:
+        release.set()
+        thread.join(10)
+    assert early == ["before the delete"]
+    assert here.get("k") == "after the delete"  # the old load's fill was refused
+    wait_for(lambda: there.get("k") == "after the delete")
+
+
 def test_a_dead_holder_frees_the_key_when_its_lease_ends_and_not_before(
     workers: Callable[..., Worker], raw: redis.Redis, redis_server: RedisServer
 ) -> None:

@@ -6,7 +6,10 @@ an empty prefix: every key). The listener:
 
 - drops the key's copies from tiers 1 and 2 unless the message is this
   store's own (``origin``) or the local copy is trusted and stamped at that
-  ``seq`` or later in the same epoch (``mirror.Mirror.drop``); counted in
+  ``seq`` or later in the same epoch (``mirror.Mirror.drop``), and detaches
+  this process's load of the key in flight (``Flights.invalidate``: its fill
+  is refused in Redis anyway; callers from now on start a fresh load instead of
+  joining it, as after a write in this process); counted in
   ``invalidations_received``;
 - for a prefix message (not its own), drops every copy under the prefix from
   both tiers (``Mirror.drop_prefix``) and detaches this process's loads in
@@ -231,6 +234,8 @@ class Listener:
             else:
                 assert key is not None
                 mirror.drop(key, NS_ENTRY + tagged, hash(key) % mirror.stripe_count, below=seq)
+                if self._flights.in_flight:
+                    self._flights.invalidate(key)  # callers from now on start a fresh load, as after a write here
             self._count_received()
         if self.wake is not None:
             self.wake(tagged)
