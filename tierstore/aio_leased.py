@@ -12,7 +12,8 @@ tier's steps on the loop), so nothing blocks the loop:
   fills through the lease (the version rule and the token decided in Redis);
 - a loader that raises, or a load cancelled because every caller left, frees the
   lease at once (the next call, in any process, loads without waiting for the
-  lease to run out); a cancelled loader never stores;
+  lease to run out); a cancelled loader never stores, even one that swallows
+  its cancellation and returns (its flight no longer admits a fill);
 - renewals take the lease without waiting and skip while another process holds it.
 
 This module imports nothing of the shared tier; the store's shared parts give it
@@ -132,7 +133,7 @@ class AsyncLeasedLoading(AsyncLoading):
             return BUSY if taken is None else (ABSENT if taken[FLAGS] else taken[VALUE])
         self._stats.counts["loads"]()
         try:
-            return await self._fill_held(key, loader, ttl, coroutine, taken)
+            return await self._fill_held(flight, key, loader, ttl, coroutine, taken)
         except BaseException:
             self._stats.counts["load_errors"]()
             raise
@@ -142,14 +143,21 @@ class AsyncLeasedLoading(AsyncLoading):
         held = await self._lease.try_take(key)
         if held is None:
             return BUSY
-        return await self._fill_held(key, loader, ttl, is_coroutine_loader(loader), held)
+        return await self._fill_held(flight, key, loader, ttl, is_coroutine_loader(loader), held)
 
-    async def _fill_held(self, key: Key, loader: Callable[[], Any], ttl: Any, coroutine: bool, held: Held) -> Any:
-        """Call the loader and fill through the lease; on any error or cancellation free the lease first."""
+    async def _fill_held(
+        self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any, coroutine: bool, held: Held
+    ) -> Any:
+        """Call the loader and fill through the lease; on any error or cancellation free the lease first.
+
+        A load its callers all left (a loader that swallowed its cancellation and returned) fills nothing."""
         try:
             started = time.monotonic()
             value, version = self._loading.loaded(key, await invoke(loader, coroutine))
-            if not await self._lease.fill(key, held, value, version, ttl, time.monotonic() - started):
+            if not self._flights.admits(flight):
+                await self._lease.release(key, held)
+                self._stats.counts["fills_rejected"]()
+            elif not await self._lease.fill(key, held, value, version, ttl, time.monotonic() - started):
                 self._stats.counts["fills_rejected"]()
             return value
         except BaseException:

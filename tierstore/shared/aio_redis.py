@@ -9,11 +9,15 @@ Redis and shares every rule of the blocking one.
   timeouts: every read and write ends within ``socket_timeout``, a connect within
   ``socket_connect_timeout``), one idle list per event loop (an asyncio
   connection belongs to the loop it was opened on). A round trip takes an idle
-  connection (or opens one), so concurrent coroutines never share one.
+  connection (or opens one), so concurrent coroutines never share one. One left
+  idle through an outage (``SharedClient.generation`` moved on) is reconnected
+  before use: the server it spoke to may have restarted.
 - Errors map as the blocking client maps them (``SharedClient.check_up`` and
   ``failure``): ``SharedUnavailable``, counted, a lost connection marking Redis
   down. A call cancelled mid-reply leaves its connection disconnected by
-  redis.asyncio, so no half-read reply reaches the next caller.
+  redis.asyncio, so no half-read reply reaches the next caller; a cancellation
+  redis-py's send swallows (its ``wait_for`` on Python 3.11 returns when the
+  write ended meanwhile) is raised once the command is sent, never lost.
 - A ``Pause`` (a lease waiter) sleeps on an ``asyncio.Event`` that the listener
   thread sets through ``call_soon_threadsafe``.
 - ``NOSCRIPT``: the script is loaded again and run once more, as ``Scripts.run`` does.
@@ -59,7 +63,10 @@ class AsyncRedis:
         self._client: SharedClient = scripts.client
         self._connection_class, self._kwargs = _async_settings(self._client.redis.connection_pool)
         self._timeout = _round_trip_timeout(self._kwargs)
-        self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = weakref.WeakKeyDictionary()
+        # each loop's idle connections, with the client's generation when each was last used
+        self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[tuple[Any, int]]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()  # over ``_idle``'s keys: loops in several threads
 
     async def run(self, steps: Steps[_T]) -> _T:
@@ -118,17 +125,22 @@ class AsyncRedis:
         if idle is None:
             with self._lock:
                 idle = self._idle.setdefault(loop, [])
-        conn = idle.pop() if idle else self._connection_class(**self._kwargs)
+        generation = self._client.generation
+        conn, born = idle.pop() if idle else (self._connection_class(**self._kwargs), generation)
+        if born != generation:  # idle through an outage: its server may be gone (restarted); a new socket
+            await conn.disconnect(nowait=True)
+        task = asyncio.current_task()
+        asked = _cancelling(task)
         try:
             if _bounded is None:  # Python 3.10
-                return await asyncio.wait_for(_round_trip(conn, args), self._timeout)
+                return await asyncio.wait_for(_round_trip(conn, args, task, asked), self._timeout)
             async with _bounded(self._timeout):
-                return await _round_trip(conn, args)
-        except TimeoutError:  # redis.asyncio disconnected it when the timeout cancelled its read
+                return await _round_trip(conn, args, task, asked)
+        except asyncio.TimeoutError:  # noqa: UP041  # not the builtin on 3.10; redis.asyncio dropped the connection
             raise redis.TimeoutError(f"no reply from Redis within {self._timeout} s") from None
         finally:  # after any error redis.asyncio has disconnected it: the next use reconnects
             if self._idle.get(loop) is idle:
-                idle.append(conn)
+                idle.append((conn, generation))
             else:  # the loop's connections were closed meanwhile
                 await conn.disconnect(nowait=True)
 
@@ -136,13 +148,24 @@ class AsyncRedis:
         """Disconnect the calling loop's connections (each loop closes its own: they belong to it)."""
         with self._lock:
             idle = self._idle.pop(asyncio.get_running_loop(), [])
-        for conn in idle:
+        for conn, _ in idle:
             await conn.disconnect(nowait=True)
 
 
-async def _round_trip(conn: Any, args: tuple[Any, ...]) -> Any:
+async def _round_trip(conn: Any, args: tuple[Any, ...], task: asyncio.Task[Any] | None, asked: int) -> Any:
     await conn.send_packed_command(packed(conn, args), check_health=False)
+    if _cancelling(task) > asked:
+        # Cancelled while redis-py sent it, and a wait_for (Python 3.11) returned instead of raising:
+        # deliver the cancellation here, its reply unread (the connection is dropped).
+        await conn.disconnect(nowait=True)
+        raise asyncio.CancelledError
     return await conn.read_response()
+
+
+def _cancelling(task: asyncio.Task[Any] | None) -> int:
+    """How many cancellations ``task`` has pending (``Task.cancelling``, 3.11+; 0 on 3.10)."""
+    count = getattr(task, "cancelling", None)
+    return 0 if count is None else int(count())
 
 
 _bounded = getattr(asyncio, "timeout", None)  # one timer per round trip (3.11+)

@@ -145,6 +145,7 @@ class SharedClient:
         self.down = False  # Redis known unreachable: calls fail fast until the listener is back
         self.on_lost: Callable[[str], None] = _ignore  # set by the outage policy
         self._idle: list[Any] = []  # ``execute``'s connections
+        self.generation = 0  # bumped by ``back``: connections idle from before may speak to a dead server
 
     def call(self, what: str, command: Callable[..., _T], *args: Any, while_down: bool = False) -> _T:
         """``command(*args)``, any Redis error raised as ``SharedUnavailable`` (counted).
@@ -209,6 +210,20 @@ class SharedClient:
             raise
         idle.append(conn)
         return reply
+
+    def back(self) -> None:
+        """Redis answers again after an outage (the listener's): drop the idle connections from before
+        (the server may have restarted: their first use would fail and look like a new outage), then
+        let calls through. The asyncio driver's connections follow ``generation``."""
+        idle = self._idle
+        while idle:
+            try:
+                conn = idle.pop()
+            except IndexError:  # another thread took the last one meanwhile
+                break
+            conn.disconnect()
+        self.generation += 1
+        self.down = False
 
     def contact(self) -> None:
         """Note a reply that did not come through ``call`` (the listener's)."""

@@ -22,7 +22,8 @@ this process:
    without a lease and stores nothing (``UNSTORED``: the value is returned to
    the callers of that load only); ``"raise"`` raises ``SharedUnavailable``.
 
-Renewals (``try_take``) never wait: a busy lease means another process renews.
+A take cancelled with its script sent (an asyncio caller) frees the lease its
+token may have got, at once. Renewals (``try_take``) never wait: a busy lease means another process renews.
 ``job`` claims a periodic job (``refresh_every``, ``keep_fresh``) for one
 process: a claim under ``prefix + "job:" + kind + ":" + tagged key`` held for
 twice the interval and renewed by its holder each round; another process takes
@@ -164,7 +165,13 @@ class SharedLeases:
         stripe = hash(key) % mirror.stripe_count
         seen = mirror.seen(stripe)
         keys = [names.entry(tagged), names.lease(tagged), names.leases]
-        taken, data, version, seq, epoch = yield Call("get_or_load", TAKE, keys, [token, self._lease_ms, tagged])
+        try:
+            taken, data, version, seq, epoch = yield Call("get_or_load", TAKE, keys, [token, self._lease_ms, tagged])
+        except SharedUnavailable:
+            raise
+        except BaseException:  # cancelled with TAKE sent: Redis may have given this token the lease
+            yield from self.release_steps(key, Held(token, b""))
+            raise
         record = None
         if all(isinstance(field, bytes) for field in (data, version, seq, epoch)):
             try:

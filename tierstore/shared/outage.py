@@ -114,7 +114,7 @@ class Outage:
                 self._mirror.resync(listening=True)  # what a persisted directory holds is checked again
                 self._subscribed_once = True
             self._client.contact()
-            self._client.down = False
+            self._client.back()
 
     def resync(self, reason: str) -> None:
         """A gap while Redis answers (a lost or malformed message): distrust every copy at once."""
