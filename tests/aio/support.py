@@ -38,3 +38,24 @@ async def settle(rounds: int = 20) -> None:
     """Let every task that can progress without outside help do so (loop iterations, not time)."""
     for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+class Gate:
+    """A coroutine loader held until the test opens it; records its calls and whether it was cancelled."""
+
+    def __init__(self, value: Any = "v") -> None:
+        self.value = value
+        self.calls = 0
+        self.cancelled = 0
+        self.entered = asyncio.Event()
+        self.open = asyncio.Event()
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        self.entered.set()
+        try:
+            await self.open.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return self.value

@@ -8,34 +8,13 @@ from typing import Any
 
 import pytest
 
-from tests.aio.support import run, settle
+from tests.aio.support import Gate, run, settle
 from tierstore import LoadTimeout, TierStore, TierStoreError
 from tierstore.aio import AsyncTierStore
 
 
 def store() -> AsyncTierStore:
     return AsyncTierStore(TierStore(None, checkpoint_interval=None, stale_ttl=60.0))
-
-
-class Gate:
-    """A coroutine loader held until the test opens it; records its calls and whether it was cancelled."""
-
-    def __init__(self, value: Any = "v") -> None:
-        self.value = value
-        self.calls = 0
-        self.cancelled = 0
-        self.entered = asyncio.Event()
-        self.open = asyncio.Event()
-
-    async def __call__(self) -> Any:
-        self.calls += 1
-        self.entered.set()
-        try:
-            await self.open.wait()
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        return self.value
 
 
 async def closing(s: AsyncTierStore) -> None:

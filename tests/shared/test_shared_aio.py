@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.aio.support import run, settle
+from tests.aio.support import Gate, run, settle
 from tests.shared.redis_server import RedisServer
 from tests.shared.support import wait_for
 from tierstore import LoadTimeout, SharedUnavailable, TierStore, codec
@@ -42,27 +42,6 @@ def lease_of(key: str) -> bytes:
 async def opened(url: str, **options: Any) -> AsyncTierStore:
     options.setdefault("shared_ping_interval", 0.2)
     return await AsyncTierStore.open(None, shared=url, **options)
-
-
-class Gate:
-    """A coroutine loader held until the test opens it; counts its calls and cancellations."""
-
-    def __init__(self, value: Any = "loaded") -> None:
-        self.value = value
-        self.calls = 0
-        self.cancelled = 0
-        self.entered = asyncio.Event()
-        self.open = asyncio.Event()
-
-    async def __call__(self) -> Any:
-        self.calls += 1
-        self.entered.set()
-        try:
-            await self.open.wait()
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        return self.value
 
 
 def returning(value: Any) -> Callable[[], Any]:
