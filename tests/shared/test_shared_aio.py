@@ -480,3 +480,23 @@ def test_the_first_calls_of_a_store_not_yet_open_await_redis_too(
                 await s.close()
 
     run(body)
+
+
+def test_a_thousand_concurrent_calls_share_a_bounded_number_of_connections(
+    redis_server: RedisServer, raw: redis.Redis
+) -> None:
+    from tierstore.shared.aio_redis import MAX_CONNECTIONS
+
+    async def body() -> None:
+        s = await opened(redis_server.url)
+        try:
+            before = int(raw.info("stats")["total_connections_received"])
+            assert all(await asyncio.gather(*(s.set(f"k{i}", i) for i in range(1000))))
+            assert await asyncio.gather(*(s.get(f"absent{i}", i) for i in range(1000))) == list(range(1000))
+            opened_now = int(raw.info("stats")["total_connections_received"]) - before
+            assert opened_now <= MAX_CONNECTIONS < 1000  # not one per coroutine in flight
+            assert [await s.get(f"k{i}") for i in (0, 499, 999)] == [0, 499, 999]
+        finally:
+            await s.close()
+
+    run(body)

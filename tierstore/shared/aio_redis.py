@@ -6,10 +6,12 @@ blocking a thread, so the asyncio facade (``aio``) never blocks its loop on
 Redis and shares every rule of the blocking one.
 
 - Connections are this store's client's (same server, credentials, TLS and
-  timeouts: every read and write ends within ``socket_timeout``, a connect within
-  ``socket_connect_timeout``), one idle list per event loop (an asyncio
-  connection belongs to the loop it was opened on). A round trip takes an idle
-  connection (or opens one), so concurrent coroutines never share one. One left
+  timeouts: a round trip ends within ``socket_timeout``, a connect within
+  ``socket_connect_timeout``), one pool per event loop (an asyncio connection
+  belongs to the loop it was opened on). A round trip takes an idle connection
+  (or opens one), so concurrent coroutines never share one; at most
+  ``MAX_CONNECTIONS`` per loop are in use, further round trips queue (FIFO)
+  and fail fast if Redis is found down meanwhile. One left
   idle through an outage (``SharedClient.generation`` moved on) is reconnected
   before use: the server it spoke to may have restarted.
 - Errors map as the blocking client maps them (``SharedClient.check_up`` and
@@ -44,7 +46,9 @@ from .client import CALL_TIMEOUT, SharedClient, packed
 from .scripts import Scripts
 from .steps import Call, Listen, Step, Steps
 
-__all__ = ["AsyncRedis"]
+__all__ = ["AsyncRedis", "MAX_CONNECTIONS"]
+
+MAX_CONNECTIONS = 64  # per event loop: round trips beyond it queue for a connection
 
 _T = TypeVar("_T")
 
@@ -63,11 +67,8 @@ class AsyncRedis:
         self._client: SharedClient = scripts.client
         self._connection_class, self._kwargs = _async_settings(self._client.redis.connection_pool)
         self._timeout = _round_trip_timeout(self._kwargs)
-        # each loop's idle connections, with the client's generation when each was last used
-        self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[tuple[Any, int]]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()  # over ``_idle``'s keys: loops in several threads
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()  # over ``_pools``' keys: loops in several threads
 
     async def run(self, steps: Steps[_T]) -> _T:
         """Drive ``steps`` to their result, each round trip awaited (errors thrown in at its ``yield``)."""
@@ -121,11 +122,18 @@ class AsyncRedis:
 
     async def _send(self, args: tuple[Any, ...]) -> Any:
         loop = asyncio.get_running_loop()
-        idle = self._idle.get(loop)
-        if idle is None:
+        pool = self._pools.get(loop)
+        if pool is None:
             with self._lock:
-                idle = self._idle.setdefault(loop, [])
+                pool = self._pools.setdefault(loop, _LoopPool())
+        async with pool.slots:  # at most MAX_CONNECTIONS round trips of this loop at once; the rest queue
+            if self._client.down:  # found down while this call queued: fail fast, as calls made now do
+                raise redis.ConnectionError("Redis was found unreachable while this call waited for a connection")
+            return await self._on_connection(pool, args)
+
+    async def _on_connection(self, pool: _LoopPool, args: tuple[Any, ...]) -> Any:
         generation = self._client.generation
+        idle = pool.idle
         conn, born = idle.pop() if idle else (self._connection_class(**self._kwargs), generation)
         if born != generation:  # idle through an outage: its server may be gone (restarted); a new socket
             await conn.disconnect(nowait=True)
@@ -139,7 +147,7 @@ class AsyncRedis:
         except asyncio.TimeoutError:  # noqa: UP041  # not the builtin on 3.10; redis.asyncio dropped the connection
             raise redis.TimeoutError(f"no reply from Redis within {self._timeout} s") from None
         finally:  # after any error redis.asyncio has disconnected it: the next use reconnects
-            if self._idle.get(loop) is idle:
+            if pool.open:
                 idle.append((conn, generation))
             else:  # the loop's connections were closed meanwhile
                 await conn.disconnect(nowait=True)
@@ -147,9 +155,21 @@ class AsyncRedis:
     async def close(self) -> None:
         """Disconnect the calling loop's connections (each loop closes its own: they belong to it)."""
         with self._lock:
-            idle = self._idle.pop(asyncio.get_running_loop(), [])
-        for conn, _ in idle:
-            await conn.disconnect(nowait=True)
+            pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            pool.open = False
+            for conn, _ in pool.idle:
+                await conn.disconnect(nowait=True)
+
+
+class _LoopPool:
+    """One loop's connections: the idle ones (each with the client's generation when last used) and the
+    slots bounding how many are in use at once (a thousand coroutines need not hold a thousand sockets)."""
+
+    def __init__(self) -> None:
+        self.idle: list[tuple[Any, int]] = []
+        self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self.open = True
 
 
 async def _round_trip(conn: Any, args: tuple[Any, ...], task: asyncio.Task[Any] | None, asked: int) -> Any:
