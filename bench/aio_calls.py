@@ -58,13 +58,13 @@ def _set_call(store: TierStore, key: str, value: Any) -> Call:
     return call
 
 
-def _passes(keys: list[str], call: Callable[[str], Awaitable[Any]]) -> Loop:
-    """A loop awaiting ``call(key)`` for every key; its elapsed ns."""
+def _passes(call: Callable[..., Awaitable[Any]], arguments: list[tuple[Any, ...]]) -> Loop:
+    """A loop awaiting ``call(*args)`` for each of ``arguments`` (built beforehand: no frame of ours per call)."""
 
     async def loop() -> int:
         t0 = ns()
-        for key in keys:
-            await call(key)
+        for args in arguments:
+            await call(*args)
         return ns() - t0
 
     return loop
@@ -72,6 +72,19 @@ def _passes(keys: list[str], call: Callable[[str], Awaitable[Any]]) -> Loop:
 
 async def _trivial() -> None:
     return None
+
+
+def _sync_hits(get: Callable[[str], Any], keys: list[str]) -> Loop:
+    """The tier-1 hit's floor, inline as in the asyncio section: the sync ``get`` and one bare ``await``."""
+
+    async def loop() -> int:
+        t0 = ns()
+        for key in keys:
+            get(key)
+            await _trivial()
+        return ns() - t0
+
+    return loop
 
 
 class _Calls:
@@ -85,41 +98,46 @@ class _Calls:
         self.absent = [f"absent:{i}" for i in range(_CALLS)]
         self.written = [f"written:{i}" for i in range(_CALLS)]
         self.hot = [f"hot:{i}" for i in range(_HOT)]
-        names = store._shared.client.names
-        self.entries = {key: names.entry(encode_key(key)) for key in self.absent}  # what the store's HMGET reads
-        self.calls = {key: _set_call(store, key, self.value) for key in self.written}
-        self.digest = ""
+        self.names = store._shared.client.names
 
     async def prepare(self) -> None:
-        """Load the SET script for the floor; write the hot keys (a write's copy enters tier 1)."""
-        self.digest = await self.r.script_load(SET)
+        """Write the hot keys (a write's copy enters tier 1)."""
         for key in self.hot:
             await self.s.set(key, self.value)
 
-    def cases(self) -> dict[str, tuple[dict[str, Loop], int]]:
+    async def cases(self) -> dict[str, tuple[dict[str, Loop], int]]:
         """Each case: its loops, the floor first and ours second, and the calls per loop."""
-        s = self.s
+        s, store, value, to_thread, command = self.s, self.store, self.value, asyncio.to_thread, self.r.execute_command
+        fields = (b"d", b"v", b"s", b"e")
+        digest = await self.r.script_load(SET)
+        scripts = [_set_call(store, key, value) for key in self.written]
         return {
             "get, key no tier holds": (
                 {
-                    "redis.asyncio HMGET": _passes(self.absent, self.hmget),
-                    "AsyncTierStore.get": _passes(self.absent, s.get),
-                    "asyncio.to_thread(TierStore.get)": _passes(self.absent, self.thread_get),
+                    "redis.asyncio HMGET": _passes(
+                        command, [("HMGET", self.names.entry(encode_key(key)), *fields) for key in self.absent]
+                    ),
+                    "AsyncTierStore.get": _passes(s.get, [(key,) for key in self.absent]),
+                    "asyncio.to_thread(TierStore.get)": _passes(to_thread, [(store.get, key) for key in self.absent]),
                 },
                 _CALLS,
             ),
             "set": (
                 {
-                    "redis.asyncio EVALSHA of SET": _passes(self.written, self.evalsha),
-                    "AsyncTierStore.set": _passes(self.written, self.set),
-                    "asyncio.to_thread(TierStore.set)": _passes(self.written, self.thread_set),
+                    "redis.asyncio EVALSHA of SET": _passes(
+                        command, [("EVALSHA", digest, len(call.keys), *call.keys, *call.args) for call in scripts]
+                    ),
+                    "AsyncTierStore.set": _passes(s.set, [(key, value) for key in self.written]),
+                    "asyncio.to_thread(TierStore.set)": _passes(
+                        to_thread, [(store.set, key, value) for key in self.written]
+                    ),
                 },
                 _CALLS,
             ),
             "get, tier-1 hit": (
                 {
-                    "TierStore.get + bare await": _passes(self.hot, self.sync_get),
-                    "AsyncTierStore.get": _passes(self.hot, s.get),
+                    "TierStore.get + bare await": _sync_hits(store.get, self.hot),
+                    "AsyncTierStore.get": _passes(s.get, [(key,) for key in self.hot]),
                 },
                 _HOT,
             ),
@@ -130,27 +148,6 @@ class _Calls:
         before = self.store.stats()["shared_calls"]
         await loop()
         return self.store.stats()["shared_calls"] - before
-
-    async def hmget(self, key: str) -> Any:
-        return await self.r.execute_command("HMGET", self.entries[key], b"d", b"v", b"s", b"e")
-
-    async def evalsha(self, key: str) -> Any:
-        call = self.calls[key]
-        return await self.r.execute_command("EVALSHA", self.digest, len(call.keys), *call.keys, *call.args)
-
-    async def set(self, key: str) -> Any:
-        return await self.s.set(key, self.value)
-
-    async def thread_get(self, key: str) -> Any:
-        return await asyncio.to_thread(self.store.get, key)
-
-    async def thread_set(self, key: str) -> Any:
-        return await asyncio.to_thread(self.store.set, key, self.value)
-
-    async def sync_get(self, key: str) -> Any:
-        found = self.store.get(key)
-        await _trivial()
-        return found
 
 
 async def per_call(s: AsyncTierStore, socket: str, config: Config) -> dict[str, dict[str, Any]]:
@@ -166,7 +163,7 @@ async def per_call(s: AsyncTierStore, socket: str, config: Config) -> dict[str, 
         gc.freeze()  # what exists now is never traced again: each round's collection sees only its own garbage
         try:
             costs = {}
-            for name, (loops, count) in calls.cases().items():
+            for name, (loops, count) in (await calls.cases()).items():
                 rounds = (15 if count == _HOT else 8) * config.hot_rounds
                 costs[name] = await _interleaved(loops, rounds, count)
                 costs[name]["round_trips_per_call"] = {
