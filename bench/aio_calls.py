@@ -164,7 +164,7 @@ async def per_call(s: AsyncTierStore, socket: str, config: Config) -> dict[str, 
         try:
             costs = {}
             for name, (loops, count) in (await calls.cases()).items():
-                rounds = (15 if count == _HOT else 8) * config.hot_rounds
+                rounds = (15 if count == _HOT else 6) * config.hot_rounds
                 costs[name] = await _interleaved(loops, rounds, count)
                 costs[name]["round_trips_per_call"] = {
                     who: await calls.round_trips(loop) / count for who, loop in list(loops.items())[1:]
