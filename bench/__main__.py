@@ -31,16 +31,17 @@ SECTION_NAMES = (
     "shared-read-heavy",
     "shared-write-heavy",
     "shared-lag",
+    "asyncio-shared",
 )
 
-SHARED_SECTIONS = ("shared-read-heavy", "shared-write-heavy", "shared-lag")
+SHARED_SECTIONS = ("shared-read-heavy", "shared-write-heavy", "shared-lag", "asyncio-shared")
 
 Runner = Callable[[Config, str, set[str]], list[Section]]
 
 
 def _runners() -> list[tuple[tuple[str, ...], Runner]]:
     """Each runner with the section names it produces, in run order."""
-    from . import aio, data, durability, hotpath, scenarios, shared, sweeptime, throughput
+    from . import aio, aio_shared, data, durability, hotpath, scenarios, shared, sweeptime, throughput
 
     return [
         (throughput.SECTIONS, throughput.run_throughput),
@@ -51,6 +52,7 @@ def _runners() -> list[tuple[tuple[str, ...], Runner]]:
         (sweeptime.SECTIONS, sweeptime.run_sweep),
         (aio.SECTIONS, aio.run_aio),
         (shared.SECTIONS, shared.run_shared),
+        (aio_shared.SECTIONS, aio_shared.run_aio_shared),
     ]
 
 

@@ -32,11 +32,11 @@ from .measure import median, percentile
 from .report import Goal, Section, progress, timed
 from .workloads import sample_value
 
-__all__ = ["run_aio", "SECTIONS", "zipf_keys"]
+__all__ = ["run_aio", "SECTIONS", "SETTINGS", "Reader", "aiocache_reader", "scenario", "streams_of", "zipf_keys"]
 
 SECTIONS = ("asyncio",)
 _LEASE = 2.0  # aiocache RedLock lease, seconds: far longer than a load
-_SETTINGS: dict[str, Any] = {"checkpoint_interval": None, "sweep_interval": None}
+SETTINGS: dict[str, Any] = {"checkpoint_interval": None, "sweep_interval": None}
 ns = time.perf_counter_ns
 
 
@@ -46,6 +46,13 @@ def zipf_keys(keys: int, count: int, s: float, seed: int) -> list[str]:
     draw = random.Random(seed).random
     total = cumulative[-1]
     return [f"key:{bisect.bisect_left(cumulative, draw() * total)}" for _ in range(count)]
+
+
+def streams_of(config: Config) -> list[list[str]]:
+    """The scenario's key streams, one per coroutine (each its own seed)."""
+    return [
+        zipf_keys(config.aio_keys, config.aio_ops, config.zipf_s, config.seed + i) for i in range(config.aio_coroutines)
+    ]
 
 
 def run_aio(config: Config, parent: str, wanted: set[str]) -> list[Section]:
@@ -62,13 +69,11 @@ async def _section(config: Config, parent: str) -> Section:
         f"{config.source_delay * 1000:g} ms async source, cold start",
         columns=["system", "ops/s", "p99 ms", "source calls", "distinct keys"],
     )
-    streams = [
-        zipf_keys(config.aio_keys, config.aio_ops, config.zipf_s, config.seed + i) for i in range(config.aio_coroutines)
-    ]
+    streams = streams_of(config)
     distinct = len({key for stream in streams for key in stream})
     progress("asyncio: tierstore")
-    async with AsyncTierStore(os.path.join(root, "tierstore"), **_SETTINGS) as s:
-        ours = await _scenario(lambda key, load: s.get_or_load(key, load), streams, config.source_delay)
+    async with AsyncTierStore(os.path.join(root, "tierstore"), **SETTINGS) as s:
+        ours = await scenario(lambda key, load: s.get_or_load(key, load), streams, config.source_delay)
         section.figures["hot await get"] = await _await_overhead(s, config)
     _report(section, "tierstore AsyncTierStore.get_or_load", ours, distinct)
     try:
@@ -78,7 +83,7 @@ async def _section(config: Config, parent: str) -> Section:
     else:
         progress("asyncio: aiocache")
         cache = SimpleMemoryCache()
-        theirs = await _scenario(_aiocache_reader(cache), streams, config.source_delay)
+        theirs = await scenario(aiocache_reader(cache), streams, config.source_delay)
         await cache.close()
         _report(section, "aiocache SimpleMemoryCache + RedLock", theirs, distinct)
         section.figures["tierstore / aiocache ops/s"] = ours["ops_per_s"] / theirs["ops_per_s"]
@@ -100,7 +105,7 @@ async def _section(config: Config, parent: str) -> Section:
 Reader = Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 
-async def _scenario(read: Reader, streams: list[list[str]], delay: float) -> dict[str, Any]:
+async def scenario(read: Reader, streams: list[list[str]], delay: float) -> dict[str, Any]:
     """Every coroutine reads its stream; ops/s over the whole run, p99 of single reads, source calls."""
     calls = [0]
     latencies: list[int] = []
@@ -133,7 +138,7 @@ async def _scenario(read: Reader, streams: list[list[str]], delay: float) -> dic
     }
 
 
-def _aiocache_reader(cache: Any) -> Reader:
+def aiocache_reader(cache: Any) -> Reader:
     from aiocache.lock import RedLock
 
     async def read(key: str, load: Callable[[], Awaitable[Any]]) -> Any:

@@ -40,7 +40,7 @@ from .shared_worker import Spec, Workers
 from .throughput import tier1_hit_ratio
 from .workloads import READ_HEAVY, KeySpace, Workload
 
-__all__ = ["SECTIONS", "run_shared", "round_trips"]
+__all__ = ["SECTIONS", "run_shared", "round_trips", "missing_redis", "skipped_section", "find_redis_server"]
 
 SECTIONS = ("shared-read-heavy", "shared-write-heavy", "shared-lag")
 WORKLOADS = {
@@ -75,7 +75,8 @@ def round_trips(delta: dict[str, int], peer: str, shared_calls: int) -> int | No
     return shared_calls + delta.get("ping", 0)
 
 
-def _missing() -> tuple[str, str] | None:
+def missing_redis() -> tuple[str, str] | None:
+    """What the shared sections lack to run (the feature and how to get it), or None."""
     if importlib.util.find_spec("redis") is None:
         return "redis-py", "pip install redis, or install '.[bench]'"
     if find_redis_server() is None:
@@ -83,7 +84,8 @@ def _missing() -> tuple[str, str] | None:
     return None
 
 
-def _skipped(name: str, feature: str, what: str) -> Section:
+def skipped_section(name: str, feature: str, what: str) -> Section:
+    """A section that did not run for want of ``feature``."""
     section = Section(name, f"{name}: not run")
     section.skip(feature, what)
     return section
@@ -309,10 +311,10 @@ def run_shared(config: Config, parent: str, wanted: set[str]) -> list[Section]:
     names = [name for name in SECTIONS if name in wanted]
     if not names:
         return []
-    missing = _missing()
+    missing = missing_redis()
     if missing is not None:
         progress(f"shared sections skipped: no {missing[0]} ({missing[1]})")
-        return [_skipped(name, *missing) for name in names]
+        return [skipped_section(name, *missing) for name in names]
     binary = find_redis_server()
     assert binary is not None
     root = Path(parent) / "shared"

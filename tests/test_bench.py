@@ -433,6 +433,36 @@ def test_shared_lag_is_measured_between_processes(smoke: tuple[dict[str, Any], s
     assert [(goal["op"], goal["target"], goal["value"]) for goal in goals] == [("<=", 5.0, lag["p99_ms"])]
 
 
+def test_asyncio_shared_runs_the_scenario_and_prices_each_call_against_its_floor(
+    smoke: tuple[dict[str, Any], str],
+) -> None:
+    section = _shared(smoke[0])["asyncio-shared"]
+    figures = section["figures"]
+    local, ours = figures["tierstore AsyncTierStore, local"], figures["tierstore AsyncTierStore, shared"]
+    assert local["ops"] == ours["ops"] == 100 * 5  # the smoke profile's coroutines x reads
+    assert local["round_trips"] == 0  # no Redis
+    for run in (local, ours):  # one load per distinct key, across coroutines (and, shared, via the lease)
+        assert run["source_calls"] == run["distinct_keys"] > 0 and run["ops_per_s"] > 0
+    # a miss takes the HMGET, the lease and the fill; hits take none: between one and a few trips per key
+    assert ours["distinct_keys"] <= ours["round_trips"] <= 8 * ours["distinct_keys"]
+    assert ours["redis_connections_opened"] >= 1
+    costs = figures["per call"]
+    trips = {name: case["round_trips_per_call"] for name, case in costs.items()}
+    assert trips == {
+        "get, key no tier holds": {"AsyncTierStore.get": 1.0, "asyncio.to_thread(TierStore.get)": 1.0},
+        "set": {"AsyncTierStore.set": 1.0, "asyncio.to_thread(TierStore.set)": 1.0},
+        "get, tier-1 hit": {"AsyncTierStore.get": 0.0},
+    }
+    assert costs["get, key no tier holds"]["floor"] == "redis.asyncio HMGET"
+    assert costs["set"]["floor"] == "redis.asyncio EVALSHA of SET"
+    for case in costs.values():
+        assert all(ratio > 0 for ratio in case["ratio_to_floor"].values())
+        assert all(us > 0 for us in case["us_per_call"].values())
+    assert set(costs["set"]["ratio_to_ours"]) == {"asyncio.to_thread(TierStore.set)"}
+    assert section["goals"] == []  # no targets yet: the ratios are printed
+    assert sum(note.startswith("per call, ") for note in section["notes"]) == len(costs)
+
+
 def test_round_trips_count_what_the_clients_sent() -> None:
     delta = {"evalsha": 10, "hmget": 5, "ping": 1, "info": 2, "get": 7, "set": 3, "hset": 10}
     assert bench_shared.round_trips(delta, "tierstore", 15) == 16  # its stores' calls and its listeners' PINGs
