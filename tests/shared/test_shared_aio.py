@@ -500,3 +500,46 @@ def test_a_thousand_concurrent_calls_share_a_bounded_number_of_connections(
             await s.close()
 
     run(body)
+
+
+def test_a_tier1_read_answers_and_counts_as_the_blocking_get_in_every_state(
+    stores: Callable[..., TierStore],
+) -> None:
+    now = [1_000_000.0]
+    store = stores(clock=lambda: now[0], stale_ttl=2.0, negative_ttl=100.0)
+    wrapper = AsyncTierStore(store)
+    store.set("live", 1, ttl=100)
+    store.set("expires", 2, ttl=1)
+    store.set("stale", 3, ttl=4)
+    store.set("forever", 4, ttl=None)
+    assert store.get_or_load("negative", lambda: None, default="none") == "none"
+    store.set("deleted", 5)
+    store.delete("deleted")
+    keys = ["live", "expires", "stale", "forever", "negative", "deleted"]
+    for key in keys:  # into tier 1 (a first read may only remember the key)
+        store.get(key)
+        store.get(key)
+    now[0] += 5.0  # "expires" is past its stale window, "stale" within it
+
+    async def read_each() -> list[tuple[Any, dict[str, int]]]:
+        answers = []
+        for key in keys:
+            before = store.stats()
+            value = await wrapper.get(key, "default")
+            after = store.stats()
+            answers.append((value, {name: after[name] - before[name] for name in after if after[name] != before[name]}))
+        await wrapper.close()
+        return answers
+
+    def blocking_each() -> list[tuple[Any, dict[str, int]]]:
+        answers = []
+        for key in keys:
+            before = store.stats()
+            value = store.get(key, "default")
+            after = store.stats()
+            answers.append((value, {name: after[name] - before[name] for name in after if after[name] != before[name]}))
+        return answers
+
+    expected = blocking_each()
+    assert [value for value, _ in expected] == [1, "default", "default", 4, "default", "default"]
+    assert run(read_each) == expected
