@@ -127,9 +127,11 @@ def _row(section: Section, name: str, figures: dict[str, Any], distinct: int, *,
 
 
 def _notes(section: Section, costs: dict[str, dict[str, Any]], connections: int, server: RedisServer) -> None:
+    from tierstore.shared.aio_redis import MAX_CONNECTIONS  # redis-py is there: the section ran
+
     section.notes.append(
         f"the shared store's scenario: {connections:,} Redis connections opened (a round trip takes an idle "
-        "connection of its loop or opens one: about one per coroutine in a round trip at the same time)"
+        f"connection of its loop or opens one, at most {MAX_CONNECTIONS} in use per loop: the others queue)"
     )
     for name, case in costs.items():
         us, floor = case["us_per_call"], case["floor"]
