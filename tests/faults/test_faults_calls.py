@@ -12,7 +12,6 @@ import functools
 import inspect
 import math
 import os
-import pickle
 import random
 import signal
 import subprocess
@@ -20,6 +19,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any
 
@@ -675,17 +675,17 @@ class Pickled:
 def test_cached_functions_and_bound_methods_pickle_by_reference(
     store_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A decorated function replaces the plain one in its module: it pickles, as a function does,
-    by its module and qualified name (multiprocessing sends functions that way)."""
+    """A decorated function replaces the plain one in its module: multiprocessing sends it as it sends a
+    function, by its module and qualified name (its own reduction, as a pool does)."""
     with open_store(store_path) as store:
         handle = store.cached(kind)
         monkeypatch.setitem(globals(), "kind", handle)
-        assert pickle.loads(pickle.dumps(handle)) is handle
+        assert ForkingPickler.loads(ForkingPickler.dumps(handle)) is handle
         method = store.cached(key=lambda self, x: f"p:{self.name}:{x}")(lambda self, x: f"{self.name}{x}")
         method.__qualname__, method.__name__ = "Pickled.method", "method"
         monkeypatch.setattr(Pickled, "method", method, raising=False)
         bound = Pickled("a").method  # type: ignore[attr-defined]
-        again = pickle.loads(pickle.dumps(bound))
+        again = ForkingPickler.loads(ForkingPickler.dumps(bound))
         assert again.__func__ is method and again.__self__ == Pickled("a")
         assert again(1) == "a1" and store.get("p:a:1") == "a1"
 

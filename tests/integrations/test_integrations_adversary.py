@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import pickle
 import subprocess
 import sys
 import threading
@@ -539,12 +538,14 @@ def _planted(pickled: TierStoreCache, key: str, payload: Any) -> None:
 
 def test_forged_and_moved_payloads_are_counted_misses(pickled: TierStoreCache, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    evil = pickle.dumps(type("Evil", (), {"__reduce__": lambda self: (open, (str(marker), "w"))})())
+    # what an attacker plants: pickle opcodes that call open(marker, "w") when unpickled, written by hand
+    evil = b"cbuiltins\nopen\n(V" + str(marker).encode() + b"\nVw\ntR."
+    opens_marker = type("Evil", (), {"__reduce__": lambda self: (open, (str(marker), "w"))})()
     other = PickleCodec("another secret")
     pickled.set("real", {"a": 1})
     good = pickled.store.get(pickled.make_key("real"))
     forged = {
-        "other_secret": other.encode(pickled.make_key("f"), evil),
+        "other_secret": other.encode(pickled.make_key("f"), opens_marker),  # signed, but not with our secret
         "truncated": good[:-3],
         "tag_only": b"TSP1",
         "moved": good,  # valid, but signed for another key
