@@ -57,6 +57,7 @@ class AsyncTierStore:
         self._open_lock = threading.Lock()
         self._parts: AsyncLoading | None = None
         self._get: Callable[[Key, Any], Any] = _not_open  # the store's get once open: the hot path's one lookup
+        self._io: Any = None  # shared mode: the asyncio driver of Redis round trips (``shared.aio_redis``)
         if isinstance(path, TierStore):
             if options:
                 raise TypeError("AsyncTierStore(store) wraps an open store and takes no options")
@@ -112,8 +113,7 @@ class AsyncTierStore:
         io = AsyncRedis(store._shared.scripts)
         calls = AsyncShared(store, io)
         calls.bind(self.__dict__)
-        self._get = _not_open  # ``get`` is the bound coroutine
-        self._io: Any = io
+        self._io = io
         self._index_of = lambda index: AsyncSharedIndex(index, io.run)
         self._parts = AsyncLeasedLoading(
             store._loading, store._flights, store._options, store._stats, store.path,
@@ -163,9 +163,8 @@ class AsyncTierStore:
         """Cancel this loop's loads; close the store in a thread if this wrapper opened it (a given one stays open)."""
         if self._parts is not None:
             await self._parts.cancel_all()
-        io = getattr(self, "_io", None)
-        if io is not None:
-            await io.close()
+        if self._io is not None:
+            await self._io.close()
         store = self._store
         if self._owned and store is not None:
             await asyncio.to_thread(store.close)

@@ -6,8 +6,8 @@ binds the blocking ones over the store's). Each does what the blocking call
 does — the same argument checks, counts and answers, through the same
 operation of the shared tier (its steps) — with every round trip awaited on a
 redis.asyncio connection (``aio_redis``): a read of tier 1 or a trusted tier-2
-copy stays inline, with no round trip at all. ``stats`` runs in a thread (the
-shared filter's figures are read from Redis by a blocking call).
+copy stays inline, with no round trip at all. ``stats`` runs in a thread when
+the store has a shared filter (its figures are read from Redis by a blocking call).
 
 It also gives ``aio_leased.AsyncLeasedLoading`` its lease and reads. Delete the
 prefix, clear, sweep, checkpoint and the listings run the blocking calls in a
@@ -48,7 +48,6 @@ class AsyncShared:
         assert shared is not None
         self._store = store
         self._shared = shared
-        self.io = io
         self._run = io.run
 
     def bind(self, attributes: dict[str, Any]) -> None:
@@ -142,7 +141,9 @@ class AsyncShared:
         return await self._run(self._shared.counters.get_steps(key))
 
     async def stats(self) -> dict[str, int]:
-        return await asyncio.to_thread(self._store.stats)
+        if self._shared.guard is None:
+            return self._store.stats()  # local counters only
+        return await asyncio.to_thread(self._store.stats)  # the shared filter's figures are read from Redis
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -106,7 +106,6 @@ except ImportError:  # without hiredis (redis[hiredis] brings it): redis-py's pa
     _pack = None
 
 
-
 def packed(conn: Any, args: tuple[Any, ...]) -> Any:
     """``args`` as RESP bytes for ``conn`` (a blocking or an asyncio connection): hiredis's packing when installed."""
     return conn.pack_command(*args) if _pack is None else [_pack(args)]
