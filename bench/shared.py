@@ -15,9 +15,11 @@ the hit ratio and Redis round trips per op: for redis-py+msgpack its GETs and
 SETs (``INFO commandstats`` deltas over the round), for tierstore its stores'
 ``shared_calls`` plus its listeners' PINGs (Redis counts the commands a script
 runs inside it as calls too, so ``commandstats`` cannot tell them from the
-clients'). After the rounds one worker writes fresh values to the hottest
-keys and every worker must read them (coherence), then the source's values
-back. ``shared-lag`` measures the invalidation lag (``shared_lag``).
+clients'). Each round also takes the workers' CPU time and context switches
+(``getrusage`` in each) and redis-server's CPU time (``INFO cpu``), per op:
+where the time goes, and how often each system blocks. After the rounds one
+worker writes fresh values to the hottest keys and every worker must read them
+(coherence), then the source's values back. ``shared-lag`` measures the invalidation lag (``shared_lag``).
 """
 
 from __future__ import annotations
@@ -102,6 +104,9 @@ class _Round:
     samples: list[int]
     commands: dict[str, int]
     round_trips: int | None
+    worker_cpu_ns: int  # every worker process's CPU time (all threads), summed
+    switches: int  # the workers' context switches, voluntary and involuntary
+    redis_cpu_ns: int  # redis-server's CPU time (INFO cpu)
 
 
 @dataclass
@@ -137,6 +142,11 @@ class _Bench:
         info = self.client.info("commandstats")
         return {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in info.items()}
 
+    def redis_cpu_ns(self) -> int:
+        """redis-server's CPU time so far, every thread (``INFO cpu``)."""
+        info = self.client.info("cpu")
+        return round((float(info["used_cpu_sys"]) + float(info["used_cpu_user"])) * 1e9)
+
     def stats(self) -> dict[str, int]:
         """tierstore's ``stats()`` summed over the workers."""
         total = dict.fromkeys(_STATS, 0)
@@ -166,10 +176,10 @@ class _Bench:
         shape = (peer, workload.distribution, workload.set_fraction, ops)
         workers.each_with("prepare", [(*shape, seed * 100 + index) for index in range(len(workers))])
         calls_before = self.stats()["shared_calls"] if peer == "tierstore" else 0
-        before = self.commandstats()
+        before, redis_before = self.commandstats(), self.redis_cpu_ns()
         start_at = time.monotonic_ns() + 20_000_000  # every worker starts at this moment
         results = workers.each("go", start_at)
-        after = self.commandstats()
+        after, redis_after = self.commandstats(), self.redis_cpu_ns()
         shared_calls = self.stats()["shared_calls"] - calls_before if peer == "tierstore" else 0
         delta = {name: calls - before.get(name, 0) for name, calls in after.items() if calls != before.get(name, 0)}
         return _Round(
@@ -180,6 +190,9 @@ class _Bench:
             samples=[sample for r in results for sample in r["samples"]],
             commands=delta,
             round_trips=round_trips(delta, peer, shared_calls),
+            worker_cpu_ns=sum(r["cpu_ns"] for r in results),
+            switches=sum(r["voluntary_switches"] + r["involuntary_switches"] for r in results),
+            redis_cpu_ns=redis_after - redis_before,
         )
 
     def measure(self, name: str, workload: Workload, total_ops: int) -> dict[str, _Tally]:
@@ -239,6 +252,11 @@ class _Bench:
             "round_trips_per_op": None,
             "redis_commands_per_op": {name: calls / ops for name, calls in sorted(commands.items())},
             "latency_samples": sum(len(r.samples) for r in rounds),
+            # Where each op's time goes on this host: the CPU the workers and Redis spent per op,
+            # and how often a worker blocked or was preempted (each a context switch).
+            "worker_cpu_us_per_op": median([r.worker_cpu_ns / r.ops for r in rounds]) / 1000,
+            "redis_cpu_us_per_op": median([r.redis_cpu_ns / r.ops for r in rounds]) / 1000,
+            "switches_per_op": median([r.switches / r.ops for r in rounds]),
         }
         if rounds[0].round_trips is not None:
             summary["round_trips_per_op"] = sum(r.round_trips or 0 for r in rounds) / ops
@@ -262,7 +280,7 @@ class _Bench:
             f"{workload.set_fraction:.0%} sets, tier 1 = {TIER1_FRACTION:.0%} of keys, median of "
             f"{config.shared_repeats} rounds of {total:,} ops",
             columns=["system", "ops/s", "p50 us", "p99 us", "hit ratio", "round trips/op", "t1 hit ratio",
-                     "tierstore is x"],
+                     "CPU us/op", "Redis CPU us/op", "switches/op", "tierstore is x"],
         )  # fmt: skip
         ours = systems["tierstore"]["ops_per_s"]
         for peer, summary in systems.items():
@@ -270,7 +288,9 @@ class _Bench:
             summary["tierstore_speedup"] = speedup
             trips = summary["round_trips_per_op"]
             row = [peer, round(summary["ops_per_s"]), summary["p50_us"], summary["p99_us"], summary["hit_ratio"]]
-            row += ["" if trips is None else trips, summary.get("tier1_hit_ratio", ""), speedup]
+            row += ["" if trips is None else trips, summary.get("tier1_hit_ratio", "")]
+            row += [summary["worker_cpu_us_per_op"], summary["redis_cpu_us_per_op"], summary["switches_per_op"]]
+            row.append(speedup)
             section.rows.append(row)
             goal = GOALS.get((name, peer))
             if goal is not None:
@@ -291,6 +311,11 @@ class _Bench:
         section.notes.append(
             "round trips/op over the ops of each round: tierstore its stores' shared_calls (commands, scripts, "
             "pipelines) and its listeners' PINGs; redis-py+msgpack its GETs and SETs (INFO commandstats deltas)"
+        )
+        section.notes.append(
+            "CPU us/op: the worker processes' CPU time (every thread, tierstore's listeners included) over the "
+            "round's ops; Redis CPU us/op: redis-server's (INFO cpu); switches/op: the workers' context switches "
+            "(getrusage), one at least for every blocking wait (a round trip, a listener's wake-up)"
         )
         section.notes.append(
             f"tierstore: {ours['redis_reads_per_get']:.3f} Redis reads per get, "

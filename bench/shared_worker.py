@@ -8,6 +8,8 @@ pipe. A timed run is two commands: ``prepare`` builds the operations (untimed),
 one op in ``sample_every`` (``measure.drive``). Start and end are read on
 ``time.monotonic_ns``, one clock for every process on Linux (CLOCK_MONOTONIC),
 so the coordinator can take the span from the first start to the last end.
+``go`` also reports the process's CPU time and context switches over its run
+(``getrusage``: every thread, so a store's listener counts too).
 The coherence checks and the invalidation-lag writer and reader run inside
 the workers too, so their loops cost no pipe round trip.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import resource
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -107,13 +110,15 @@ class _Worker:
         samples: list[int] = []
         gc.collect()
         time.sleep(max(0, start_at_ns - time.monotonic_ns()) / 1e9)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         started = time.monotonic_ns()
         drive(self.work, samples)
         ended = time.monotonic_ns()
+        spent = _spent(usage, resource.getrusage(resource.RUSAGE_SELF))
         ops = sum(len(rest) + 1 for _, rest in self.work)
         self.work = []
         return {"ops": ops, "gets": self.gets, "misses": misses[0] - before, "start_ns": started,
-                "end_ns": ended, "samples": samples}  # fmt: skip
+                "end_ns": ended, "samples": samples, **spent}  # fmt: skip
 
     def stats(self, name: str) -> dict[str, int]:
         return self.peers[name].stats()
@@ -186,6 +191,16 @@ class _Worker:
                 last = value
             time.sleep(poll)
         return seen
+
+
+def _spent(before: resource.struct_rusage, after: resource.struct_rusage) -> dict[str, int]:
+    """The process's CPU time (every thread: its listener's too) and context switches between two readings."""
+    cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {
+        "cpu_ns": round(cpu_s * 1e9),
+        "voluntary_switches": after.ru_nvcsw - before.ru_nvcsw,
+        "involuntary_switches": after.ru_nivcsw - before.ru_nivcsw,
+    }
 
 
 def _serve(conn: Connection, spec: Spec) -> None:

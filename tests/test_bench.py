@@ -412,6 +412,11 @@ def test_shared_throughput_figures_are_consistent(smoke: tuple[dict[str, Any], s
         floor = (sets + ours["redis_reads_per_get"] * ours["gets"]) / ours["ops"]
         assert floor <= ours["round_trips_per_op"] <= floor + 0.05
         assert ours["round_trips_per_op"] < plain["round_trips_per_op"]  # tiers 1 and 2 absorb reads
+        for summary in systems.values():
+            assert summary["worker_cpu_us_per_op"] > 0 and summary["redis_cpu_us_per_op"] >= 0
+        # every round trip is a blocking wait, hence a context switch in the worker that made it
+        assert ours["switches_per_op"] > 0 and plain["switches_per_op"] > 0
+        assert plain["redis_cpu_us_per_op"] > 0  # Redis served every op of redis-py+msgpack
         assert 0.0 < ours["tier1_hit_ratio"] < 1.0 and ours["invalidations_per_op"] > 0
         if "diskcache" in systems:
             assert systems["diskcache"]["round_trips_per_op"] is None
