@@ -111,7 +111,9 @@ def test_a_write_without_begin_still_ends_on_an_even_epoch() -> None:
 def test_the_stores_inlined_admission_matches_tier_1s_promote(
     tmp_path_factory: Any, reads: list[str], items: int
 ) -> None:
-    """``TierStore._fetch`` inlines ``is_first_read``; it must decide as ``MemoryTier.promote`` does."""
+    """``TierStore.get`` inlines tier 1's read (``lookup``, then ``touch``: the recency ``get`` marks) and
+    ``TierStore._fetch`` inlines ``is_first_read``; together they must decide as ``MemoryTier.get`` and
+    ``MemoryTier.promote`` do."""
     from tierstore import TierStore
 
     model = MemoryTier(items, None, _S, second_read=True)

@@ -55,6 +55,10 @@ class MemoryTier:
         self._lock = threading.Lock()
         self.epochs = [0] * stripes.count
         self.get: Callable[[Key], Record | None] = self._reader()
+        # ``get`` as two C calls, for the store's inlined tier-1 hit: ``lookup``, then ``touch``
+        # of a key found (a ``KeyError`` from it: the key left meanwhile, and the record read stands).
+        self.lookup: Callable[[Key], Record | None] = self._data.get
+        self.touch: Callable[[Key], object] = self._data.move_to_end
 
     def _reader(self) -> Callable[[Key], Record | None]:
         """The lock-free read: the record held for a key (marked recently used), or None."""

@@ -51,7 +51,8 @@ class PolicyTier(MemoryTier):
         self._cache = _counting(_CACHES[policy], max(max_items, 1), self._evicted)
         self._data = self._cache  # type: ignore[assignment]  # the base class's calls work on any mapping
         self._simple = False  # every insert goes through _store
-        self.get = self._reader()
+        self.get = self.lookup = self._reader()
+        self.touch = _counted
 
     def _reader(self) -> Callable[[Key], Record | None]:
         """A read under the lock: the policy counts it (LFU) or ignores it (FIFO)."""
@@ -87,6 +88,10 @@ class PolicyTier(MemoryTier):
         cache[key] = record  # past max_items the cache evicts by its policy (and calls _evicted)
         while max_bytes is not None and self._bytes > max_bytes:
             cache.popitem()
+
+
+def _counted(key: Key) -> None:
+    """A policy tier's ``touch``: its ``lookup`` (the policy's own read) already counted the use."""
 
 
 def _counting(

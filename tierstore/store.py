@@ -150,6 +150,7 @@ class TierStore(MappingCalls, PartCalls):
         memory_items, memory_bytes = options.memory_items, options.memory_bytes
         self._memory = memory_tier(policy, memory_items, memory_bytes, self._stripes, second_read=second_read)
         self._memory_get = self._memory.get
+        self._memory_lookup, self._memory_touch = self._memory.lookup, self._memory.touch
         self._epochs = self._memory.epochs
         self._get_record = self._disk.decoding_getter(unpack_record, options.max_value_bytes)
         self._first_reads = self._memory.first_reads
@@ -225,11 +226,15 @@ class TierStore(MappingCalls, PartCalls):
         if self._closed:
             raise self._unusable()
         try:
-            record = self._memory_get(key)
+            record = self._memory_lookup(key)  # MemoryTier.get, inlined: lookup, then touch (tests/test_memory.py)
         except TypeError:
             encode_key(key)  # raises the key error callers expect
             raise
         if record is not None:
+            try:
+                self._memory_touch(key)
+            except KeyError:  # evicted or replaced since the lookup: the record read stands
+                pass
             if not record[3]:  # FLAGS: codec.record_state's LIVE test, inlined (tests/property/test_record_rule.py)
                 expires_at = record[2]  # EXPIRES_AT (literal indices: a constant beats a global lookup)
                 if expires_at is None or expires_at > self._clock():
@@ -331,10 +336,6 @@ class TierStore(MappingCalls, PartCalls):
             raise self._unusable()
         return self._delete(key, version)
 
-    def _current_record(self, key: Key) -> Record | None:
-        """The stored record from the key alone, for a fill's ``admit`` check under the key's lock."""
-        return self._writer.current(key, fast_entry_key(key))
-
     # -- loading: get_or_load, recomputation, background work (loading.py, calls.py) ------------
 
     def _open_loading(self) -> Loading:
@@ -344,7 +345,7 @@ class TierStore(MappingCalls, PartCalls):
             is_closed=lambda: self._closed,
             lookup=self._lookup,
             read=self._read,
-            current=self._current_record,
+            current=lambda key: self._writer.current(key, fast_entry_key(key)),  # a fill's admit check
             write=self._writer.write,
             delete=self.delete,
         )
@@ -389,7 +390,6 @@ class TierStore(MappingCalls, PartCalls):
     def _remove_temp_dir(self) -> None:
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
-
 
 
 _LIVE, _NEGATIVE = RecordState.LIVE, RecordState.NEGATIVE
