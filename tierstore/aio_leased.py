@@ -5,8 +5,9 @@ mode, with the rules of ``loading`` for leases (``Loading._run_leased``) and
 every Redis round trip awaited (``AsyncLease``, ``AsyncReads``: the shared
 tier's steps on the loop), so nothing blocks the loop:
 
-- the lookup of a miss, the guard's answer and the leader's second look are
-  awaited reads (tier 2 when trusted, else Redis);
+- the lookup of a miss and the guard's answer are awaited reads (tier 2 when
+  trusted, else Redis); the leader's second look reads this process's copy
+  only (taking the lease answers Redis's);
 - the leader takes the key's lease (waiting, woken by the fill's message, while
   another process holds it, unless ``on_busy`` answers), calls the loader and
   fills through the lease (the version rule and the token decided in Redis);
@@ -58,6 +59,10 @@ class AsyncReads(Protocol):
 
     async def read(self, key: Key) -> Record | None:
         """The stored record of ``key``, tombstones and expired ones included (``TierStore._read``)."""
+        ...
+
+    def held(self, key: Key) -> Record | None:
+        """The copy of ``key`` this process holds, Redis not asked (``LoadLease.held``)."""
         ...
 
     async def might_contain(self, key: Key) -> bool | None:
@@ -124,8 +129,11 @@ class AsyncLeasedLoading(AsyncLoading):
         self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any, coroutine: bool, wait: bool,
         give_up: float | None,
     ) -> Any:  # fmt: skip
-        """A foreground load as leader: check again, take the lease, load and fill; ``BUSY`` when not waiting."""
-        found = self._loading.filled_by(await self._reads.read(key))
+        """A foreground load as leader: check again, take the lease, load and fill; ``BUSY`` when not waiting.
+
+        The second look reads this process's copy only: taking the lease answers what Redis holds.
+        """
+        found = self._loading.filled_by(self._reads.held(key))
         if found is not NOTHING:
             return found
         taken = await self._lease.acquire(key, wait, give_up)

@@ -52,6 +52,13 @@ class LoadLease(Protocol):
         """Hold ``key``'s lease for a background renewal, whatever it stores; ``None`` when busy."""
         ...
 
+    def held(self, key: Key) -> Record | None:
+        """The copy of ``key`` this process holds (tombstones and expired ones included), Redis not asked.
+
+        A leader's second look (``Loading.filled_since``): ``acquire`` answers what Redis holds.
+        """
+        ...
+
     def fill(self, key: Key, held: Held, value: Any, version: int | None, ttl: Any, load_time: float) -> bool:
         """Store a loaded value while ``held`` is current and the version rule allows; free the lease."""
         ...

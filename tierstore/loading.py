@@ -250,8 +250,11 @@ class Loading:
             raise
 
     def filled_since(self, key: Key) -> Any:
-        """What another flight stored between a caller's miss and its lead: the value, ``ABSENT``, or ``NOTHING``."""
-        return self.filled_by(self._core.read(key))
+        """What another flight stored between a caller's miss and its lead: the value, ``ABSENT``, or ``NOTHING``.
+
+        With a lease, only this process's copy is read: taking the lease answers Redis's.
+        """
+        return self.filled_by(self._core.read(key) if self.lease is None else self.lease.held(key))
 
     def filled_by(self, record: Record | None) -> Any:
         """``filled_since`` of the record read: its value if live, ``ABSENT`` if negative, else ``NOTHING``."""

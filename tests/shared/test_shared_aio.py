@@ -543,3 +543,20 @@ def test_a_tier1_read_answers_and_counts_as_the_blocking_get_in_every_state(
     expected = blocking_each()
     assert [value for value, _ in expected] == [1, "default", "default", 4, "default", "default"]
     assert run(read_each) == expected
+
+
+def test_a_cold_load_asks_redis_once_then_takes_the_lease_and_fills(redis_server: RedisServer) -> None:
+    """As the blocking store: the leader's second look is local, so a cold key costs three round trips."""
+
+    async def body() -> tuple[Any, int]:
+        s = await opened(redis_server.url)
+        try:
+            store = s.store
+            assert store is not None
+            calls = store.stats()["shared_calls"]
+            value = await s.get_or_load("cold", returning("loaded"))
+            return value, store.stats()["shared_calls"] - calls
+        finally:
+            await s.close()
+
+    assert run(body) == ("loaded", 3)  # HMGET (a miss), TAKE, FILL

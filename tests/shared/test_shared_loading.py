@@ -356,3 +356,32 @@ def test_a_closing_store_frees_its_job_claim_and_another_takes_the_job_over(
     # freed at close, not left to lapse (the other store's next round may have claimed it since)
     assert raw.get(claim) != held_by_first
     wait_for(lambda: "second" in rounds, timeout=3.0)  # the next round of the other store runs
+
+
+def test_a_cold_load_asks_redis_once_then_takes_the_lease_and_fills(stores: Callable[..., TierStore]) -> None:
+    """The leader's second look reads this process's copy only: the lease's take answers what Redis holds.
+
+    Three round trips, not four (the second look read Redis again before the take).
+    """
+    store = stores()
+    calls = store.stats()["shared_calls"]
+    assert store.get_or_load("cold", lambda: "loaded") == "loaded"
+    assert store.stats()["shared_calls"] - calls == 3  # HMGET (a miss), TAKE, FILL
+    assert store.get("cold") == "loaded"
+
+
+def test_a_leader_still_finds_what_another_process_filled_after_its_miss(
+    stores: Callable[..., TierStore],
+) -> None:
+    """Filled elsewhere between a caller's miss and its lead: the take answers it and nothing loads here."""
+    here, there = stores(), stores()
+    loaded: list[str] = []
+    real_held = here._loading.lease.held  # type: ignore[union-attr]
+
+    def fill_elsewhere_first(key: Any) -> Any:
+        there.set("k", "from there")  # lands in Redis after this process's miss, before its lead
+        return real_held(key)
+
+    here._loading.lease.held = fill_elsewhere_first  # type: ignore[union-attr]
+    assert here.get_or_load("k", lambda: loaded.append("here") or "from here") == "from there"
+    assert loaded == [] and here.get("k") == "from there"

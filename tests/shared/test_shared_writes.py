@@ -383,11 +383,11 @@ def test_a_prefix_drop_refuses_a_copy_read_before_it(stores: Callable[..., TierS
     key = "user:9"
     disk_key = NS_ENTRY + codec.encode_key(key)
     stripe = hash(key) % mirror.stripe_count
-    seen = mirror.seen(stripe)  # what a read notes before its Redis call
+    seen = mirror.seen(key, stripe)  # what a read notes before its Redis call
     mirror.drop_prefix("user:")  # a prefix message arrives meanwhile
     record = (10, 0, None, 0, "old", time.time(), None, 0, 0.0)
     mirror.commit(key, disk_key, stripe, seen, record, (1, mirror.epoch), read=False)
     assert store._disk.get(disk_key) is None and store._memory.get(key) is None  # refused: dropped
-    seen = mirror.seen(stripe)
+    seen = mirror.seen(key, stripe)
     mirror.commit(key, disk_key, stripe, seen, record, (1, mirror.epoch), read=False)
     assert store._disk.get(disk_key) is not None  # a read after it lands

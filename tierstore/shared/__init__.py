@@ -100,7 +100,7 @@ class SharedTier:
         self.counters = SharedCounters(self.client, self.scripts)
         self.leases = SharedLeases(
             client=self.client, scripts=self.scripts, mirror=mirror, writer=writer, options=options, stats=stats,
-            on_corrupt=on_corrupt, outage=self.outage,
+            on_corrupt=on_corrupt, outage=self.outage, held=self.reads.held,
         )  # fmt: skip
         self.leases.closed_error = disk.closed_error
         self.listing = SharedListing(

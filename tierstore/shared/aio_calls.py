@@ -81,6 +81,11 @@ class AsyncShared:
             return record, "hits_memory"
         return await self.fetch(key), "hits_disk"
 
+    def held(self, key: Key) -> Record | None:
+        """``SharedReads.held``: this process's copy, Redis not asked (it blocks on nothing)."""
+        self._open()
+        return self._shared.reads.held(key)
+
     async def read(self, key: Key) -> Record | None:
         """``TierStore._read``: the stored record, tombstones and expired ones included."""
         record = self._open()._memory_get(key)

@@ -9,7 +9,7 @@ binds ``set_many``/``delete_many`` here through its ``_batch`` and
   (``bulk_scripts``) writes every key in Redis with one seq and one message per
   key (the listeners' seq check stays contiguous) and releases every key's
   lease; then the keys are copied locally in one tier-2 batch under their
-  stripes' locks (``Mirror.commit_many``, each stripe's ``seen`` read before the
+  stripes' locks (``Mirror.commit_many``, each key's ``seen`` read before the
   Redis call). In-process loads of the keys are detached first, as locally.
 - ``delete_under`` (``delete_prefix``, ``clear``): the in-process loads under the
   prefix are detached, then ONE script deletes every entry under it in Redis,
@@ -40,7 +40,7 @@ from ..flight import Flights
 from ..keyspace import NS_ENTRY
 from ..stats import Stats
 from .bulk_scripts import DELETE_MANY, DELETE_PREFIX, SET_MANY
-from .mirror import Change
+from .mirror import Change, Seen
 from .reading import shared_stamp, shared_version
 from .steps import Call, Steps, run
 from .writing import SharedWrites, _millis
@@ -68,11 +68,11 @@ class SharedBulk(SharedWrites):
             keys += [names.entry(tagged), names.lease(tagged)]
         return keys
 
-    def _seen(self, keys: list[Key]) -> tuple[list[int], dict[int, tuple[int, int]]]:
-        """Each key's stripe and each stripe's ``seen``, read before the Redis call."""
+    def _seen(self, keys: list[Key]) -> tuple[list[int], list[Seen]]:
+        """Each key's stripe and ``seen``, read before the Redis call."""
         mirror = self._mirror
         stripes = [hash(key) % mirror.stripe_count for key in keys]
-        return stripes, {stripe: mirror.seen(stripe) for stripe in set(stripes)}
+        return stripes, [mirror.seen(key, stripe) for key, stripe in zip(keys, stripes, strict=True)]
 
     def _call_steps(
         self, what: str, script: str, keys: list[bytes], args: list[bytes | str], forget: Iterator[Any], width: int

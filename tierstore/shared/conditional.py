@@ -5,7 +5,7 @@ binds ``add`` here as its ``_add`` and these ``touch``, ``pop`` and
 ``replace_value`` through its ``_batch`` (see ``shared``). Each decides in Redis
 by one script (``conditional_scripts``), takes one seq per message, and copies
 what Redis holds now into tiers 2 and 1 as ``writing`` does (``Mirror.commit``
-with the stripe's ``seen`` read before the Redis call, or a drop).
+with the key's ``seen`` read before the Redis call, or a drop).
 
 - ``add``: the ``ADD`` script: ``set``'s version rule and no live entry stored.
 - ``pop``: the ``POP`` script returns the old envelope it deleted, atomically.

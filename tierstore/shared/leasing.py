@@ -85,8 +85,10 @@ class SharedLeases:
         stats: Stats,
         on_corrupt: Callable[[bytes, CorruptRecord], None],
         outage: Outage,
+        held: Callable[[Key], Record | None],
     ) -> None:
         scripts.add(TAKE, FILL, RELEASE, JOB, UNCLAIM)
+        self.held = held  # the local copy a leader looks at again (``SharedReads.held``)
         self._outage = outage
         self.admit_key: Callable[[Key], Steps[None]] | None = None  # the shared filter's add (guard=True), set at open
         self._client = client
@@ -163,7 +165,7 @@ class SharedLeases:
         names, mirror = self._names, self._mirror
         token = os.urandom(16).hex().encode()
         stripe = hash(key) % mirror.stripe_count
-        seen = mirror.seen(stripe)
+        seen = mirror.seen(key, stripe)
         keys = [names.entry(tagged), names.lease(tagged), names.leases]
         try:
             taken, data, version, seq, epoch = yield Call("get_or_load", TAKE, keys, [token, self._lease_ms, tagged])
@@ -226,7 +228,7 @@ class SharedLeases:
         ]  # fmt: skip
         stripe = hash(key) % mirror.stripe_count
         disk_key = NS_ENTRY + tagged
-        seen = mirror.seen(stripe)  # before Redis: a resync or a drop after it refuses the copy
+        seen = mirror.seen(key, stripe)  # before Redis: a resync or a change of the key after it refuses the copy
         try:
             reply = yield Call("get_or_load", FILL, names.entry_keys(tagged), args)
             if reply[0] == 1:

@@ -20,10 +20,13 @@ reader of a directory still reads these records).
   stale. The copies held keep their trust meanwhile; when they stop being
   served is the outage policy's decision (``outage``), and getting the
   subscription back always resyncs.
-- **Commits race nothing.** A copy lands only if neither the stripe's write epoch
+- **Commits race nothing.** A copy lands only if neither the key's change mark
   nor the floor moved since the caller read them, before its Redis call: a
-  listener drop, a resync or another local write of the stripe meanwhile makes
-  the commit drop the key instead (a miss, never an older value).
+  listener drop of the key, a resync or another commit of the key meanwhile
+  refuses it. A refused copy leaves a trusted local copy at least as new (a
+  concurrent read of the same key that landed first) and drops anything else
+  (a miss, never an older value). Marks are per key (in 4,096 slots), not per
+  stripe, so concurrent reads of different keys never refuse each other.
 - **Many keys at once.** A script that wrote many keys is copied in one tier-2
   batch under the stripes' locks (``commit_many``); a prefix invalidation drops
   every copy under it and moves every stripe's epoch (``drop_prefix``).
@@ -67,6 +70,8 @@ __all__ = ["Change", "Mirror", "Stamp", "envelope_stamp"]
 
 Stamp = tuple[int, bytes]  # (seq, epoch id) of the Redis write a copy comes from
 Change = tuple[Key, bytes, int, Record | None, Stamp]  # key, disk key, stripe, record to copy (None: drop), stamp
+Seen = tuple[int, int, int]  # the stripe's write epoch, the trust floor and the key's change mark, before a Redis call
+_MARKS = 4096  # change-mark slots: a multiple of the stripe count, so a key's slot lies in its stripe
 _CHUNK = 1000  # tier-2 deletes per batch of a prefix drop
 
 
@@ -104,13 +109,15 @@ class Mirror:
         self._seq = seq
         self._writer = writer
         self.epochs = memory.epochs
+        self._marks = [0] * _MARKS  # moved by every commit or drop of a key of the slot (under its stripe lock)
         self.floor = next(seq)  # nothing an earlier session wrote is trusted
         self.epoch = b""  # the epoch id of Redis's data set, as last read
         self.listening = False  # whether the listener is subscribed: copies land only then
 
-    def seen(self, stripe: int) -> tuple[int, int]:
-        """What a commit checks: the stripe's write epoch and the floor, read before a Redis call."""
-        return self.epochs[stripe], self.floor
+    def seen(self, key: Key, stripe: int) -> Seen:
+        """What a commit checks, read before a Redis call: the floor and the key's change mark (and the stripe's
+        write epoch, for a promotion into tier 1 of a copy already held)."""
+        return self.epochs[stripe], self.floor, self._marks[hash(key) % _MARKS]
 
     def resync(self, *, listening: bool) -> None:
         """Distrust every copy: raise the floor above all of them and clear tier 1.
@@ -137,18 +144,21 @@ class Mirror:
                 lock.release()
 
     def commit(
-        self, key: Key, disk_key: bytes, stripe: int, seen: tuple[int, int], record: Record, stamp: Stamp, *, read: bool
+        self, key: Key, disk_key: bytes, stripe: int, seen: Seen, record: Record, stamp: Stamp, *, read: bool
     ) -> Record:
         """Hold ``record`` (as Redis holds it) in both tiers with its stamp; the record to answer with.
 
-        Unless something moved since ``seen`` (then the key is dropped). ``read``: a copy
-        fetched by a read enters tier 1 by the store's admission rule; a write's always does.
+        Unless the key changed since ``seen`` (then it keeps a local copy at least as new, or is
+        dropped). ``read``: a copy fetched by a read enters tier 1 by the store's admission rule;
+        a write's always does.
         """
         lock = self._locks[stripe]
         with lock:
-            if not self._unmoved(stripe, seen):
-                self._drop_locked(key, disk_key, stripe)
+            if not self._unmoved(key, seen):
+                if not self._holds_as_new(disk_key, stamp):
+                    self._drop_locked(key, disk_key, stripe)
                 return record
+            self._marks[hash(key) % _MARKS] += 1
             item, local = self._copy(disk_key, record, stamp)
             memory = self._memory
             memory.begin_write(stripe, key)
@@ -176,23 +186,25 @@ class Mirror:
         local = (len(data), *record[VERSION:SEQ], seq, record[LOAD_TIME])
         return (disk_key, data, seq, extra), local  # type: ignore[return-value]
 
-    def commit_many(self, changes: list[Change], seen: dict[int, tuple[int, int]]) -> None:
+    def commit_many(self, changes: list[Change], seen: list[Seen]) -> None:
         """Copy what one script wrote to many keys (distinct): each ``(key, disk_key, stripe, record, stamp)``
-        lands in one tier-2 batch, or is dropped when its record is ``None`` or its stripe (``seen[stripe]``,
-        read before the Redis call) or the floor moved. Holds the stripes' locks, in ascending order."""
+        lands in one tier-2 batch, or is dropped when its record is ``None`` or its key changed (``seen``,
+        in the same order, read before the Redis call) or the floor moved. Holds the stripes' locks, in
+        ascending order."""
         stripes = sorted({change[2] for change in changes})
         locks = [self._locks[stripe] for stripe in stripes]
         for lock in locks:
             lock.acquire()
         try:
-            fresh = {stripe for stripe in stripes if self._unmoved(stripe, seen[stripe])}
+            fresh = [self._unmoved(change[0], noted) for change, noted in zip(changes, seen, strict=True)]
             memory = self._memory
             items: list[BatchItem] = []
             held: list[tuple[Key, int, Record | None]] = []
             local: Record | None
-            for key, disk_key, stripe, record, stamp in changes:
+            for (key, disk_key, stripe, record, stamp), landing in zip(changes, fresh, strict=True):
+                self._marks[hash(key) % _MARKS] += 1
                 memory.begin_write(stripe, key)
-                if record is not None and stripe in fresh:
+                if record is not None and landing:
                     item, local = self._copy(disk_key, record, stamp)
                     items.append(item)
                     held.append((key, stripe, local))
@@ -216,9 +228,18 @@ class Mirror:
             for lock in reversed(locks):
                 lock.release()
 
-    def _unmoved(self, stripe: int, seen: tuple[int, int]) -> bool:
-        epoch, floor = seen
-        return self.listening and not epoch & 1 and self.epochs[stripe] == epoch and self.floor == floor
+    def _unmoved(self, key: Key, seen: Seen) -> bool:
+        _, floor, mark = seen
+        return self.listening and self.floor == floor and self._marks[hash(key) % _MARKS] == mark
+
+    def _holds_as_new(self, disk_key: bytes, stamp: Stamp) -> bool:
+        """Whether tier 2 holds a trusted copy of this data set stamped at ``stamp`` or later (the lock held)."""
+        data = self._disk.get(disk_key)
+        found = None if data is None else envelope_stamp(data)
+        if found is None:
+            return False
+        local_seq, (seq, epoch) = found
+        return local_seq > self.floor and epoch == stamp[1] == self.epoch and seq >= stamp[0]
 
     def drop_prefix(self, prefix: Key | None) -> None:
         """Forget every copy of a key under ``prefix`` (``None``: every key), in both tiers.
@@ -228,6 +249,9 @@ class Mirror:
         """
         scan = NS_ENTRY if prefix is None else NS_ENTRY + encode_key(prefix)
         with self._every_stripe():
+            marks = self._marks
+            for slot in range(_MARKS):
+                marks[slot] += 1  # refuses every commit in flight (of a key under the prefix or not)
             memory = self._memory
             for stripe in range(self.stripe_count):
                 memory.begin_write(stripe)
@@ -261,6 +285,7 @@ class Mirror:
 
     def _drop_locked(self, key: Key, disk_key: bytes, stripe: int, *, held: bool | None = None) -> None:
         """Drop ``key`` from both tiers (the lock held); ``held``: whether tier 2 has a copy, when known."""
+        self._marks[hash(key) % _MARKS] += 1
         memory = self._memory
         memory.begin_write(stripe, key)
         try:

@@ -31,7 +31,7 @@ from ..keyspace import NS_ENTRY
 from ..memory import MemoryTier
 from ..stats import Stats
 from .client import SharedClient, wrong_type
-from .mirror import Mirror, Stamp
+from .mirror import Mirror, Seen, Stamp
 from .outage import Outage
 from .scripts import Scripts
 from .steps import Call, Steps, run
@@ -71,7 +71,7 @@ class Ask(NamedTuple):
     tagged: bytes
     disk_key: bytes
     stripe: int
-    seen: tuple[int, int]  # the stripe's write epoch and trust floor before the read (``Mirror.seen``)
+    seen: Seen  # the stripe's write epoch, the trust floor and the key's change mark before the read
     record: Record | None  # the untrusted tier-2 copy, dropped when Redis does not confirm it
 
 
@@ -115,7 +115,7 @@ class SharedReads:
         disk_key = NS_ENTRY + tagged
         mirror = self._mirror
         stripe = hash(key) % mirror.stripe_count
-        seen = mirror.seen(stripe)
+        seen = mirror.seen(key, stripe)
         if self._client.down and not self._outage.within_grace():
             self._unavailable()
             return None
@@ -129,6 +129,14 @@ class SharedReads:
                 self._memory.admit(key, record, stripe, seen[0])
             return record
         return Ask(key, tagged, disk_key, stripe, seen, record)
+
+    def held(self, key: Key) -> Record | None:
+        """The copy of ``key`` this process holds (tier 1, else a trusted tier-2 copy); Redis is not asked."""
+        record = self._memory.get(key)
+        if record is not None:
+            return record
+        found = self.local(key)
+        return None if type(found) is Ask else found  # type: ignore[return-value]
 
     def remote_steps(self, ask: Ask) -> Steps[Record | None]:
         """Read the entry from Redis (one ``HMGET``) and keep it locally; ``None`` for a miss."""

@@ -7,13 +7,14 @@ mapping protocol go through them). A write:
 1. checks and packs its envelope exactly as the local writer does (a value that
    cannot be stored raises before Redis is asked), its expiry from this
    process's clock (TTL jitter included);
-2. notes the stripe's write epoch and the trust floor (``mirror.Mirror.seen``);
+2. notes the key's change mark and the trust floor (``mirror.Mirror.seen``);
 3. runs its script (``scripts``): the version rule decided in Redis, the value
    kept ``ttl + stale_ttl`` (a negative entry: its TTL; a tombstone:
    ``tombstone_ttl``), a sequence number taken, the invalidation published;
 4. only then copies what Redis accepted into tiers 2 and 1, stamped
-   (``Mirror.commit``; if a resync or another write of the stripe ran
-   meanwhile, the key is dropped locally instead).
+   (``Mirror.commit``; if a resync or another change of the key ran
+   meanwhile, the key is dropped locally instead, unless a copy at least as
+   new landed).
 
 A refused versioned write changes nothing (``sets_rejected``). A reply that
 carries a damaged version or stamp (a hash in Redis with a ``v`` that is no
@@ -47,7 +48,7 @@ from ..options import Options
 from ..stats import Stats
 from ..writer import Writer
 from .client import SharedClient
-from .mirror import Mirror
+from .mirror import Mirror, Seen
 from .reading import shared_record, shared_stamp, shared_version
 from .scripts import DELETE, SET, Scripts
 from .steps import Call, Steps, run
@@ -175,7 +176,7 @@ class SharedWrites:
         stripe = hash(key) % mirror.stripe_count
         disk_key = NS_ENTRY + tagged
         names = self._client.names
-        seen = mirror.seen(stripe)  # before Redis: a resync or a drop after it refuses the copy
+        seen = mirror.seen(key, stripe)  # before Redis: a resync or a change of the key after it refuses the copy
         try:
             reply = yield Call(what, script, names.entry_keys(tagged), args)
             if len(reply) >= 4:  # a write that landed: its version and stamp become the local copy's
@@ -193,7 +194,7 @@ class SharedWrites:
             flights.invalidate(key)  # callers from now on start a fresh load, as after a local write
         return reply, (disk_key, stripe, seen)
 
-    def _copy(self, key: Key, where: tuple[bytes, int, tuple[int, int]], record: Record | None, reply: Any) -> None:
+    def _copy(self, key: Key, where: tuple[bytes, int, Seen], record: Record | None, reply: Any) -> None:
         disk_key, stripe, seen = where
         if record is None:
             self._mirror.drop(key, disk_key, stripe)
