@@ -16,6 +16,11 @@ for one cold key cause one load. What this module adds:
   led by a task, the table abandons it (detached at once: the next caller loads
   at once) and cancels the task, whose result is never stored. A follower woken
   by an abandoned flight starts or joins the next one.
+- *Interruption*: a leader task its own loop cancels while callers follow it
+  (``close`` on that loop, the loop shutting down) ends its flight through
+  ``Flights.interrupt``: followers on that loop get ``TierStoreError``
+  ("interrupted"), followers on other loops (and threads) start or join the
+  next flight, so one loop's close never fails another loop's callers.
 - *Reentry*: a loader awaiting its own key (from its task or a task it started)
   would wait for itself: ``RuntimeError`` at once, as in the threaded path.
 
@@ -76,6 +81,7 @@ class AsyncFlights:
         waits at most ``wait_timeout`` seconds in all (then ``LoadTimeout``).
         """
         flights = self._flights
+        loop = asyncio.get_running_loop()
         give_up = None if wait_timeout is None else time.monotonic() + wait_timeout
         counted = False
         while True:
@@ -93,8 +99,8 @@ class AsyncFlights:
                 counted = True
                 limit = give_up
             if await self._follow(flight, limit, until_lease=not leader):
-                if flight.abandoned:
-                    continue  # every caller left it while this one joined: start over
+                if flight.starts_over(loop):
+                    continue  # abandoned as this one joined, or interrupted by another loop: start over
                 return flight.result()
             if limit is not None and time.monotonic() >= limit:
                 raise LoadTimeout(f"the load of {key!r} did not end within wait_timeout={wait_timeout}s")

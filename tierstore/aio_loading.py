@@ -15,7 +15,10 @@ caller that starts a flight starts a task that leads it:
   waiter, threads and coroutines alike;
 - cancelled because every caller left (``aio_flight``), it ends the flight at
   once and stores nothing; a plain loader's thread cannot be stopped: its result
-  is dropped.
+  is dropped. Cancelled by its loop while callers follow (``cancel_all`` at
+  close, the loop shutting down), it *interrupts* the flight: callers on other
+  loops and in threads load again (``Flights.interrupt``); a loader that raises
+  ``CancelledError`` of its own, its task not cancelled, fails its callers as any error.
 
 Renewals ahead of expiry (refresh-ahead, XFetch) run as background tasks on the
 loop, single-flight with the rest and rate limited as in ``loading``. The tasks
@@ -116,7 +119,7 @@ class AsyncLoading:
         def ended(task: asyncio.Task[None]) -> None:
             self._tasks.discard(task)
             if not flight.done:  # cancelled before its first step: its body never ran to end the flight
-                flights.finish(flight, error=asyncio.CancelledError())
+                flights.interrupt(flight, loop, asyncio.CancelledError())
 
         task.add_done_callback(ended)
         if cancellable:
@@ -127,11 +130,20 @@ class AsyncLoading:
         try:
             value = await load()
         except BaseException as exc:
-            self._flights.finish(flight, error=exc)
+            self._end(flight, exc)
             if not isinstance(exc, (Exception, asyncio.CancelledError)):
                 raise  # KeyboardInterrupt, SystemExit: the loop's to handle
             return
         self._flights.finish(flight, value)
+
+    def _end(self, flight: Flight, exc: BaseException) -> None:
+        """End the flight this task leads with what it raised: interrupted when the task itself was
+        cancelled (its loop's doing, not the loader's error: callers elsewhere load again)."""
+        task = asyncio.current_task()
+        if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+            self._flights.interrupt(flight, task.get_loop(), exc)
+        else:
+            self._flights.finish(flight, error=exc)
 
     async def _load(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any, coroutine: bool) -> Any:
         """A foreground load as leader: check again, call the loader, fill; the plain value."""
@@ -162,7 +174,7 @@ class AsyncLoading:
         try:
             value = await self._renewal(flight, key, loader, ttl)
         except BaseException as exc:
-            self._flights.finish(flight, error=exc)
+            self._end(flight, exc)
             if isinstance(exc, Exception):
                 self._stats.counts["refresh_errors"]()
                 log.warning("%s: background refresh of %r failed; the old value stays", self._path, key, exc_info=True)

@@ -19,6 +19,11 @@ This module knows nothing of tiers or LevelDB; the store hands it callables.
   with the leader's traceback); a ``BaseException`` that is not an
   ``Exception`` (such as ``KeyboardInterrupt``) reaches waiters as a
   ``TierStoreError`` whose ``__cause__`` is it. Nothing is kept: the key is free.
+- A flight *interrupted* (``interrupt``: its leader task cancelled by its own
+  loop, at ``close`` or as the loop shuts down) ended through no error of the
+  loader: callers in other scopes (threads, other loops) start or join the next
+  flight, as after an abandon (it reloads, or finds the value if one landed);
+  callers in the interrupted scope get the ``TierStoreError`` above.
 - A caller that would wait for a load its own thread is running (a loader
   asking for its own key) raises ``RuntimeError`` at once instead.
 - ``invalidate_prefix(prefix)`` does the same for every key in flight that
@@ -80,7 +85,7 @@ class Flight:
     """One load of one key: its lease, its result and the event its waiters wait on."""
 
     __slots__ = (
-        "key", "deadline", "waiters", "owner", "following", "cancel", "abandoned", "listeners",
+        "key", "deadline", "waiters", "owner", "following", "cancel", "abandoned", "interrupted_in", "listeners",
         "_done", "_value", "_error", "_traceback",
     )  # fmt: skip
 
@@ -92,6 +97,7 @@ class Flight:
         self.following = 0  # callers waiting on it now, threads and coroutines (under the table lock)
         self.cancel: Callable[[], None] | None = None  # stops its leader (a task) once nobody follows
         self.abandoned = False  # cancelled because every caller left: followers start over
+        self.interrupted_in: object = None  # the scope (an event loop) that stopped its leader: others start over
         self.listeners: list[Callable[[], None]] | None = None  # wake-ups of coroutines (aio_flight)
         self._done = threading.Event()
         self._value: Any = None
@@ -105,6 +111,12 @@ class Flight:
     def wait(self, timeout: float | None) -> bool:
         """Block until the flight ends or ``timeout`` passes; ``True`` when it ended."""
         return self._done.wait(timeout)
+
+    def starts_over(self, scope: object) -> bool:
+        """Whether a caller in ``scope`` (its event loop; ``None`` for a thread) woken by this ended
+        flight starts or joins the next one rather than take its result (see the module doc)."""
+        interrupted_in = self.interrupted_in
+        return self.abandoned or (interrupted_in is not None and interrupted_in is not scope)
 
     def result(self) -> Any:
         """The loaded value, or raise what the loader raised."""
@@ -173,6 +185,12 @@ class Flights:
                 listeners, flight.listeners = flight.listeners, []
             for wake in listeners:
                 wake()
+
+    def interrupt(self, flight: Flight, scope: object, error: BaseException) -> None:
+        """End ``flight`` whose leader ``scope`` stopped (not the loader's own error): callers in
+        ``scope`` get ``error`` (as ``finish``), callers elsewhere start or join the next flight."""
+        flight.interrupted_in = scope  # before the publish that wakes the callers
+        self.finish(flight, error=error)
 
     def listen(self, flight: Flight, wake: Callable[[], None]) -> bool:
         """Call ``wake()`` (in the finishing thread) when ``flight`` ends; ``False`` when it has ended."""
@@ -271,8 +289,8 @@ class Flights:
             self.note_wait(flight, count=not counted)
             counted = True
             if self._follow(flight, give_up):
-                if flight.abandoned:
-                    continue  # its coroutine callers all left while this thread joined: start over
+                if flight.starts_over(None):
+                    continue  # abandoned as this thread joined, or its task's loop stopped it: start over
                 return flight.result()
             if give_up is not None and time.monotonic() >= give_up:
                 raise LoadTimeout(f"the load of {key!r} did not end within wait_timeout={wait_timeout}s")

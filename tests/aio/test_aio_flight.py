@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from tests.conftest import start, wait_until
 from tierstore import TierStoreError
 from tierstore.flight import Flight, Flights
@@ -62,6 +64,21 @@ def test_a_thread_woken_by_an_abandoned_flight_starts_over() -> None:
     flights.finish(flight, error=TierStoreError("cancelled"))
     thread.join(5)
     assert out == ["reloaded"]
+
+
+def test_an_interrupted_flight_sends_callers_elsewhere_to_the_next_load_and_fails_its_own_scope() -> None:
+    flights = Flights(lease=30.0)
+    flight, _ = cancellable(flights, "k")
+    thread, out = start(lambda: flights.run("k", lambda f: "reloaded"))
+    wait_until(lambda: flight.following == 1)
+    scope, cause = object(), KeyboardInterrupt()
+    flights.interrupt(flight, scope, cause)  # its leader's loop stopped it: no error of the loader
+    thread.join(5)
+    assert out == ["reloaded"]  # a thread is in no loop: it loads again
+    assert flight.starts_over(object()) and not flight.starts_over(scope)
+    with pytest.raises(TierStoreError, match="interrupted") as raised:
+        flight.result()  # what a caller in that loop gets
+    assert raised.value.__cause__ is cause
 
 
 def test_listeners_are_called_once_when_the_flight_ends_and_not_after() -> None:

@@ -17,12 +17,14 @@ from typing import Any
 import pytest
 import redis
 
-from tests.aio.support import run
+from tests.aio.support import Gate, run
+from tests.conftest import start
 from tests.shared.redis_server import RedisServer
 from tests.shared.support import wait_for
-from tests.shared.test_shared_aio import eventually, opened, returning
+from tests.shared.test_shared_aio import eventually, lease_of, opened, returning
+from tests.shared.test_shared_aio_adversarial import leaders, seq_of
 from tests.shared.workers import Worker
-from tierstore import TierStore, Versioned
+from tierstore import TierStore, TierStoreError, Versioned
 from tierstore.aio import AsyncTierStore
 
 pytestmark = [
@@ -155,11 +157,6 @@ def test_loops_in_several_threads_share_one_load_and_one_loop_closing_leaves_the
     assert [store.get(f"{tag}:29") for tag in (1, 2, 3)] == [29, 29, 29]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="close() cancels this loop's leader tasks (aio_loading.cancel_all); a caller on another loop "
-    "following that load gets TierStoreError('interrupted') instead of starting the next load",
-)
 def test_a_loop_closing_its_wrapper_while_it_leads_a_load_others_follow_does_not_cancel_them(
     stores: Callable[..., TierStore],
 ) -> None:
@@ -193,6 +190,55 @@ def test_a_loop_closing_its_wrapper_while_it_leads_a_load_others_follow_does_not
     run(leader_body)
     follower.join(30)
     assert "reloaded" in outcome or "value" in outcome, outcome
+
+
+@pytest.mark.parametrize("when", ["loading", "filled"])
+def test_a_leader_task_its_loop_cancels_leaves_a_caller_on_another_loop_the_landed_value_or_the_next_load(
+    stores: Callable[..., TierStore], raw: redis.Redis, when: str
+) -> None:
+    """Cancelled while its loader runs, the lease is freed and the other loop's caller loads at once
+    (not after the 60 s lease); cancelled once its fill landed in Redis, that caller gets the value."""
+    store = stores(lock_timeout=60.0)
+    wrapper = AsyncTierStore(store)
+    led = threading.Event()
+    calls: list[str] = []
+
+    async def reload() -> str:
+        calls.append("other loop")
+        return "reloaded"
+
+    async def follower_body() -> Any:
+        await asyncio.to_thread(led.wait, 10)
+        try:
+            return await wrapper.get_or_load("k", reload)
+        finally:
+            await wrapper.close()  # this loop's connections
+
+    async def leader_body() -> None:
+        gate = Gate("filled")
+        caller = asyncio.ensure_future(wrapper.get_or_load("k", gate))
+        await gate.entered.wait()
+        led.set()
+        await asyncio.to_thread(wait_for, lambda: store._flights.in_flight["k"].following == 2)
+        if when == "filled":
+            gate.open.set()
+            while seq_of(raw, "k") is None:  # the loop held between rounds: FILL ran, its reply unread
+                await asyncio.sleep(0)
+        [leader] = leaders(wrapper)
+        leader.cancel()  # as this loop's close, or its shutdown, cancels it
+        with pytest.raises(TierStoreError, match="interrupted"):
+            await caller  # this loop's caller is told
+        await wrapper.close()
+
+    follower, out = start(lambda: run(follower_body))
+    try:
+        run(leader_body)
+        follower.join(30)
+        expected = "filled" if when == "filled" else "reloaded"
+        assert out == [expected] and calls == ([] if when == "filled" else ["other loop"])
+        assert store.get("k") == expected and not raw.exists(lease_of("k"))
+    finally:
+        led.set()
 
 
 def _caught(call: Callable[[], Any]) -> Any:
