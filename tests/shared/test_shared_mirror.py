@@ -53,6 +53,13 @@ def mirror_of(store: TierStore) -> Mirror:
     return store._shared.mirror
 
 
+def on_key_k(stores: Callable[..., TierStore]) -> tuple[TierStore, Mirror, int]:
+    """A store, its mirror and the stripe of the key ``"k"``."""
+    store = stores()
+    mirror = mirror_of(store)
+    return store, mirror, hash("k") % mirror.stripe_count
+
+
 def test_a_commit_of_another_key_of_the_stripe_meanwhile_does_not_refuse_a_copy(
     stores: Callable[..., TierStore],
 ) -> None:
@@ -67,10 +74,8 @@ def test_a_commit_of_another_key_of_the_stripe_meanwhile_does_not_refuse_a_copy(
 
 
 def test_a_read_refused_by_a_newer_read_of_the_same_key_keeps_the_newer_copy(stores: Callable[..., TierStore]) -> None:
-    store = stores()
-    mirror = mirror_of(store)
+    store, mirror, stripe = on_key_k(stores)
     key = "k"
-    stripe = hash(key) % mirror.stripe_count
     slow, fast = mirror.seen(key, stripe), mirror.seen(key, stripe)
     mirror.commit(key, disk_key_of(key), stripe, fast, record_of("new"), (7, mirror.epoch), read=False)
     answered = mirror.commit(key, disk_key_of(key), stripe, slow, record_of("old"), (5, mirror.epoch), read=True)
@@ -80,10 +85,8 @@ def test_a_read_refused_by_a_newer_read_of_the_same_key_keeps_the_newer_copy(sto
 
 def test_a_refused_copy_drops_an_older_copy_that_landed_meanwhile(stores: Callable[..., TierStore]) -> None:
     """A write accepted by Redis at seq 5 whose copy is refused must not leave a read's older copy (seq 3)."""
-    store = stores()
-    mirror = mirror_of(store)
+    store, mirror, stripe = on_key_k(stores)
     key = "k"
-    stripe = hash(key) % mirror.stripe_count
     write, read = mirror.seen(key, stripe), mirror.seen(key, stripe)
     mirror.commit(key, disk_key_of(key), stripe, read, record_of("older"), (3, mirror.epoch), read=False)
     mirror.commit(key, disk_key_of(key), stripe, write, record_of("written"), (5, mirror.epoch), read=False)
@@ -91,10 +94,8 @@ def test_a_refused_copy_drops_an_older_copy_that_landed_meanwhile(stores: Callab
 
 
 def test_a_copy_from_before_a_resync_is_neither_landed_nor_kept(stores: Callable[..., TierStore]) -> None:
-    store = stores()
-    mirror = mirror_of(store)
+    store, mirror, stripe = on_key_k(stores)
     key = "k"
-    stripe = hash(key) % mirror.stripe_count
     before = mirror.seen(key, stripe)
     mirror.commit(key, disk_key_of(key), stripe, before, record_of("v"), (9, mirror.epoch), read=False)
     mirror.resync(listening=True)  # what this process held is distrusted now
@@ -103,10 +104,8 @@ def test_a_copy_from_before_a_resync_is_neither_landed_nor_kept(stores: Callable
 
 
 def test_a_listener_drop_of_the_key_meanwhile_refuses_the_copy(stores: Callable[..., TierStore]) -> None:
-    store = stores()
-    mirror = mirror_of(store)
+    store, mirror, stripe = on_key_k(stores)
     key = "k"
-    stripe = hash(key) % mirror.stripe_count
     seen = mirror.seen(key, stripe)
     mirror.drop(key, disk_key_of(key), stripe, below=4)  # an invalidation at seq 4 heard meanwhile
     mirror.commit(key, disk_key_of(key), stripe, seen, record_of("read before"), (3, mirror.epoch), read=True)
