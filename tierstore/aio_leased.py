@@ -61,8 +61,8 @@ class AsyncReads(Protocol):
         """The stored record of ``key``, tombstones and expired ones included (``TierStore._read``)."""
         ...
 
-    def held(self, key: Key) -> Record | None:
-        """The copy of ``key`` this process holds, Redis not asked (``LoadLease.held``)."""
+    def held(self, key: Key) -> tuple[Record | None, str]:
+        """The copy of ``key`` this process holds, Redis not asked, and its hit stat (``LoadLease.held``)."""
         ...
 
     async def might_contain(self, key: Key) -> bool | None:
@@ -100,7 +100,10 @@ class AsyncLeasedLoading(AsyncLoading):
         """As ``AsyncLoading.get_or_load``, one load across processes (``Loading._run_leased``'s rules)."""
         loading = self._loading
         loading.check_load_args(loader, ttl, on_busy, wait_timeout)
-        record, hit_stat = await self._reads.lookup(key)
+        if loading.joins_running_load(key, on_busy):
+            record, hit_stat = self._reads.held(key)  # the running load's take answers Redis's
+        else:
+            record, hit_stat = await self._reads.lookup(key)
         answer, stale = loading.stored_answer(key, record, hit_stat, loader, ttl, default, self._renew)
         if answer is not NOTHING:
             return answer
@@ -133,7 +136,7 @@ class AsyncLeasedLoading(AsyncLoading):
 
         The second look reads this process's copy only: taking the lease answers what Redis holds.
         """
-        found = self._loading.filled_by(self._reads.held(key))
+        found = self._loading.filled_by(self._reads.held(key)[0])
         if found is not NOTHING:
             return found
         taken = await self._lease.acquire(key, wait, give_up)

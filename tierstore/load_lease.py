@@ -52,10 +52,12 @@ class LoadLease(Protocol):
         """Hold ``key``'s lease for a background renewal, whatever it stores; ``None`` when busy."""
         ...
 
-    def held(self, key: Key) -> Record | None:
-        """The copy of ``key`` this process holds (tombstones and expired ones included), Redis not asked.
+    def held(self, key: Key) -> tuple[Record | None, str]:
+        """The copy of ``key`` this process holds (tombstones and expired ones included), Redis not asked,
+        and the stat a hit on it counts in.
 
-        A leader's second look (``Loading.filled_since``): ``acquire`` answers what Redis holds.
+        A leader's second look (``Loading.filled_since``), and the lookup of a caller that will wait for
+        a load of the key already running here: ``acquire`` answers what Redis holds.
         """
         ...
 

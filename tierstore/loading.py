@@ -122,7 +122,11 @@ class Loading:
         inline: one frame less on a hit).
         """
         self.check_load_args(loader, ttl, on_busy, wait_timeout)
-        record, hit_stat = self._core.lookup(key)
+        lease = self.lease
+        if lease is not None and self.joins_running_load(key, on_busy):
+            record, hit_stat = lease.held(key)
+        else:
+            record, hit_stat = self._core.lookup(key)
         answer, stale = self.stored_answer(key, record, hit_stat, loader, ttl, default, self._renew)
         if answer is not NOTHING:
             return answer
@@ -140,6 +144,14 @@ class Loading:
             wait_timeout=wait_timeout,
         )
         return default if value is ABSENT else value
+
+    def joins_running_load(self, key: Key, on_busy: str) -> bool:
+        """Whether a caller will wait for a load of ``key`` already running in this process.
+
+        With a lease, such a caller looks up only this process's copy (``LoadLease.held``): the running
+        load's lease take answers what Redis holds, so callers joining one cold load ask Redis nothing more.
+        """
+        return on_busy == WAIT and self._flights.running(key)
 
     def _run_leased(
         self, key: Key, loader: Callable[[], Any], ttl: Any, on_busy: str, wait_timeout: float | None,
@@ -254,7 +266,7 @@ class Loading:
 
         With a lease, only this process's copy is read: taking the lease answers Redis's.
         """
-        return self.filled_by(self._core.read(key) if self.lease is None else self.lease.held(key))
+        return self.filled_by(self._core.read(key) if self.lease is None else self.lease.held(key)[0])
 
     def filled_by(self, record: Record | None) -> Any:
         """``filled_since`` of the record read: its value if live, ``ABSENT`` if negative, else ``NOTHING``."""

@@ -560,3 +560,34 @@ def test_a_cold_load_asks_redis_once_then_takes_the_lease_and_fills(redis_server
             await s.close()
 
     assert run(body) == ("loaded", 3)  # HMGET (a miss), TAKE, FILL
+
+
+def test_coroutines_joining_a_load_running_here_ask_redis_nothing(redis_server: RedisServer) -> None:
+    """200 coroutines arrive while a load of the cold key runs on their loop: no Redis read of their own."""
+
+    async def body() -> tuple[list[Any], int, int]:
+        s = await opened(redis_server.url)
+        try:
+            store = s.store
+            assert store is not None
+            gate = asyncio.Event()
+
+            async def load() -> str:
+                await gate.wait()
+                return "loaded"
+
+            calls = store.stats()["shared_calls"]
+            leader = asyncio.ensure_future(s.get_or_load("cold", load))
+            await eventually(lambda: "cold" in store._flights.in_flight)
+            followers = [asyncio.ensure_future(s.get_or_load("cold", returning("second"))) for _ in range(200)]
+            await eventually(lambda: store._flights.in_flight["cold"].following >= 200)
+            while_loading = store.stats()["shared_calls"] - calls
+            gate.set()
+            answers = await asyncio.gather(leader, *followers)
+            return list(answers), while_loading, store.stats()["shared_calls"] - calls
+        finally:
+            await s.close()
+
+    answers, while_loading, in_all = run(body)
+    assert answers == ["loaded"] * 201
+    assert while_loading == 2 and in_all == 3  # the leader's HMGET and TAKE, then its FILL

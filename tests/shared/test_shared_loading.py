@@ -385,3 +385,34 @@ def test_a_leader_still_finds_what_another_process_filled_after_its_miss(
     here._loading.lease.held = fill_elsewhere_first  # type: ignore[union-attr]
     assert here.get_or_load("k", lambda: loaded.append("here") or "from here") == "from there"
     assert loaded == [] and here.get("k") == "from there"
+
+
+def test_callers_joining_a_load_running_here_ask_redis_nothing(stores: Callable[..., TierStore]) -> None:
+    """50 threads arrive while this process loads a cold key: they follow the load without a Redis read
+    of their own (the load's lease take answers what Redis holds); one load, three round trips in all."""
+    store = stores()
+    entered, release = threading.Event(), threading.Event()
+
+    def load() -> str:
+        entered.set()
+        assert release.wait(10)
+        return "loaded"
+
+    calls = store.stats()["shared_calls"]
+    answers: list[Any] = []
+    leader = threading.Thread(target=lambda: answers.append(store.get_or_load("cold", load)))
+    leader.start()
+    assert entered.wait(10)
+    followers = [
+        threading.Thread(target=lambda: answers.append(store.get_or_load("cold", lambda: "second load")))
+        for _ in range(50)
+    ]
+    for thread in followers:
+        thread.start()
+    wait_for(lambda: store._flights.in_flight["cold"].following == 50)
+    assert store.stats()["shared_calls"] - calls == 2  # the leader's HMGET and TAKE: none of the followers'
+    release.set()
+    for thread in [leader, *followers]:
+        thread.join(10)
+    assert answers == ["loaded"] * 51
+    assert store.stats()["shared_calls"] - calls == 3  # and the FILL

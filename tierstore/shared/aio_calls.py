@@ -81,7 +81,7 @@ class AsyncShared:
             return record, "hits_memory"
         return await self.fetch(key), "hits_disk"
 
-    def held(self, key: Key) -> Record | None:
+    def held(self, key: Key) -> tuple[Record | None, str]:
         """``SharedReads.held``: this process's copy, Redis not asked (it blocks on nothing)."""
         self._open()
         return self._shared.reads.held(key)

@@ -85,7 +85,7 @@ class SharedLeases:
         stats: Stats,
         on_corrupt: Callable[[bytes, CorruptRecord], None],
         outage: Outage,
-        held: Callable[[Key], Record | None],
+        held: Callable[[Key], tuple[Record | None, str]],
     ) -> None:
         scripts.add(TAKE, FILL, RELEASE, JOB, UNCLAIM)
         self.held = held  # the local copy a leader looks at again (``SharedReads.held``)

@@ -130,13 +130,14 @@ class SharedReads:
             return record
         return Ask(key, tagged, disk_key, stripe, seen, record)
 
-    def held(self, key: Key) -> Record | None:
-        """The copy of ``key`` this process holds (tier 1, else a trusted tier-2 copy); Redis is not asked."""
+    def held(self, key: Key) -> tuple[Record | None, str]:
+        """The copy of ``key`` this process holds (tier 1, else a trusted tier-2 copy), Redis not asked,
+        and the stat a hit on it counts in (as ``TierStore._lookup``)."""
         record = self._memory.get(key)
         if record is not None:
-            return record
+            return record, "hits_memory"
         found = self.local(key)
-        return None if type(found) is Ask else found  # type: ignore[return-value]
+        return (None if type(found) is Ask else found), "hits_disk"  # type: ignore[return-value]
 
     def remote_steps(self, ask: Ask) -> Steps[Record | None]:
         """Read the entry from Redis (one ``HMGET``) and keep it locally; ``None`` for a miss."""
