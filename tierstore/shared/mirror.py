@@ -26,14 +26,19 @@ reader of a directory still reads these records).
   refuses it. A refused copy leaves a trusted local copy at least as new (a
   concurrent read of the same key that landed first) and drops anything else
   (a miss, never an older value). Marks are per key (in 4,096 slots), not per
-  stripe, so concurrent reads of different keys never refuse each other.
+  stripe, so concurrent reads of different keys never refuse each other. A
+  read that found no entry in Redis moves the key's mark too (``absent``): a
+  key deleted outright leaves no tombstone to keep, and a copy read before the
+  delete must not land after that miss was answered.
 - **Many keys at once.** A script that wrote many keys is copied in one tier-2
   batch under the stripes' locks (``commit_many``); a prefix invalidation drops
   every copy under it and moves every stripe's epoch (``drop_prefix``).
 - **Drops.** The listener's invalidation of a key at ``seq`` keeps a trusted copy
   stamped at ``seq`` or later in the same epoch, and drops anything else from
-  both tiers (the stripe's epoch moves either way, so a read in flight does not
-  store what it fetched before the message).
+  both tiers (the drop moves the key's mark, so a read in flight does not store
+  what it fetched before the message; keeping a copy moves nothing: a read in
+  flight either noted the mark after that copy landed, so it asked Redis after
+  it, or is refused by its landing).
 """
 
 from __future__ import annotations
@@ -282,6 +287,20 @@ class Mirror:
                         return True
             self._drop_locked(key, disk_key, stripe, held=data is not None)
             return False
+
+    def absent(self, key: Key, disk_key: bytes, stripe: int, seen: Seen, *, held: bool) -> None:
+        """Redis answered a read with no entry of ``key`` (or a damaged one): the read's miss is a change.
+
+        The key's mark moves, so a copy fetched before (a read still in flight) never lands after this
+        miss was answered; a copy held (``held``: the untrusted one the read found) or landed since
+        ``seen`` is dropped. Without either, only the mark moves (no tier-2 read).
+        """
+        with self._locks[stripe]:
+            slot = hash(key) % _MARKS
+            if held or self._marks[slot] != seen[2]:
+                self._drop_locked(key, disk_key, stripe)
+            else:
+                self._marks[slot] += 1
 
     def _drop_locked(self, key: Key, disk_key: bytes, stripe: int, *, held: bool | None = None) -> None:
         """Drop ``key`` from both tiers (the lock held); ``held``: whether tier 2 has a copy, when known."""

@@ -7,11 +7,12 @@ the caller, as always. A tier-2 copy written above the trust floor is served
 Redis (one ``HMGET`` of the entry's hash: envelope, version, seq and epoch id,
 atomically), counted in ``hits_shared`` when Redis holds a record, and kept in
 both tiers with its write stamp (``mirror.Mirror.commit``). A key Redis does not
-hold drops any untrusted copy; a damaged entry there (a field that is not what
-the scripts write, a name that is not a hash) is a miss counted in
-``corrupt_records``, never a copy. The caller counts the read as a tier-2 read
-(``hits_disk``, ``negative_hits`` or ``misses`` by the record's state), so
-``hits_shared`` says how many of those Redis answered.
+hold drops any untrusted copy and moves the key's change mark (``Mirror.absent``:
+no copy read before the miss lands after it); a damaged entry there (a field
+that is not what the scripts write, a name that is not a hash) is a miss
+counted in ``corrupt_records``, never a copy. The caller counts the read as a
+tier-2 read (``hits_disk``, ``negative_hits`` or ``misses`` by the record's
+state), so ``hits_shared`` says how many of those Redis answered.
 
 While Redis is known unreachable (``outage``): with ``shared_failure="local"``
 a trusted tier-2 copy is served within the grace and anything that needs Redis
@@ -148,23 +149,21 @@ class SharedReads:
         except SharedUnavailable as exc:
             if wrong_type(exc):  # not a hash: a damaged entry, a counted miss
                 self._on_corrupt(disk_key, CorruptRecord(f"shared entry of {key!r} is not a hash"))
-                if record is not None:
-                    mirror.drop(key, disk_key, stripe)
+                mirror.absent(key, disk_key, stripe, seen, held=record is not None)
                 return None
             if client.down and not self._outage.raising:
                 return None  # "local": a read that needs an unreachable Redis is a miss
             raise
         if not (isinstance(data, bytes) and isinstance(version, bytes) and isinstance(epoch, bytes) and seq):
-            if record is not None:
-                mirror.drop(key, disk_key, stripe)  # an untrusted copy of what Redis does not hold
+            # a miss: no copy read before it lands after it (an untrusted one held is dropped)
+            mirror.absent(key, disk_key, stripe, seen, held=record is not None)
             return None
         try:
             remote = shared_record(data, version, self._max_bytes)
             stamp = shared_stamp(seq, epoch)
         except CorruptRecord as exc:
             self._on_corrupt(disk_key, exc)
-            if record is not None:
-                mirror.drop(key, disk_key, stripe)  # an untrusted copy of what Redis holds damaged
+            mirror.absent(key, disk_key, stripe, seen, held=record is not None)  # Redis holds it damaged
             return None
         self._count_shared()
         return mirror.commit(key, disk_key, stripe, seen, remote, stamp, read=True)
