@@ -140,7 +140,7 @@ class AsyncLoading:
         """End the flight this task leads with what it raised: interrupted when the task itself was
         cancelled (its loop's doing, not the loader's error: callers elsewhere load again)."""
         task = asyncio.current_task()
-        if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+        if isinstance(exc, asyncio.CancelledError) and task is not None and _cancelled_itself(task):
             self._flights.interrupt(flight, task.get_loop(), exc)
         else:
             self._flights.finish(flight, error=exc)
@@ -256,3 +256,11 @@ def _close(awaitable: object) -> None:
     close = getattr(awaitable, "close", None)
     if callable(close):
         close()
+
+
+def _cancelled_itself(task: asyncio.Task[Any]) -> bool:
+    """Whether ``task`` was cancelled (``Task.cancelling``, Python 3.11+). Python 3.10 cannot tell it
+    from a loader raising ``CancelledError`` of its own: there a leader's ``CancelledError`` counts as
+    its task's cancellation."""
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
