@@ -88,7 +88,7 @@ class BackendCacheMiddlewareTest(django_cache_tests.CacheMiddlewareTest):
 class Counts:
     """A run's outcome by test (a test with failing subtests counts once, as failed)."""
 
-    ran: int
+    ran: int  # run or skipped
     failed: list[str]
     errors: list[str]
     skipped: int
@@ -181,8 +181,13 @@ def run(backend: str, *, timeout: float = 900) -> Counts:
 
 
 def parse(output: str, seconds: float) -> Counts:
-    """The outcome of a unittest run: ``Ran N tests``, the ``FAIL:``/``ERROR:`` reports, ``OK``/``FAILED (...)``."""
+    """The outcome of a unittest run: ``Ran N tests``, the ``FAIL:``/``ERROR:`` reports, ``OK``/``FAILED (...)``.
+
+    The tests run or skipped are Django's ``Found N test(s)``: from Python 3.12 unittest's
+    ``Ran N`` leaves out the tests a skip decorator skips (3.11 and before count them).
+    """
     ran = re.search(r"^Ran (\d+) tests? in", output, re.MULTILINE)
+    found = re.search(r"^Found (\d+) test\(s\)\.", output, re.MULTILINE)
     summary = re.search(r"^(OK|FAILED)\b(?: \((.*)\))?\s*$", output[ran.end() :] if ran else "", re.MULTILINE)
     if ran is None or summary is None:
         raise RuntimeError(f"Django's test runner printed no summary:\n{output[-4000:]}")
@@ -199,7 +204,7 @@ def parse(output: str, seconds: float) -> Counts:
     if summary.group(1) == "FAILED" and not reported["FAIL"] and not reported["ERROR"]:
         reported["ERROR"].add("(the runner failed without naming a test)")
     return Counts(
-        ran=int(ran.group(1)),
+        ran=int((found or ran).group(1)),
         failed=sorted(reported["FAIL"]),
         errors=sorted(reported["ERROR"] - reported["FAIL"]),
         skipped=counts["skipped"] + counts["expected failures"],

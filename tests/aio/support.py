@@ -16,6 +16,8 @@ import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tierstore.deadline import bounded
+
 HANG = 30.0  # seconds: never a hang, not a timing assertion
 
 
@@ -25,7 +27,7 @@ def run(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
 
     async def main() -> Any:
         asyncio.get_running_loop().set_exception_handler(lambda loop, context: problems.append(context))
-        async with asyncio.timeout(HANG):
+        async with bounded(HANG):  # asyncio.timeout (3.11+)
             return await fn(*args)
 
     result = asyncio.run(main())

@@ -11,6 +11,7 @@ import pytest
 from tests.aio.support import Gate, run, settle
 from tierstore import LoadTimeout, TierStore, TierStoreError
 from tierstore.aio import AsyncTierStore
+from tierstore.deadline import bounded
 
 
 def store() -> AsyncTierStore:
@@ -195,8 +196,8 @@ def test_busy_policies_and_wait_timeout() -> None:
             await s.get_or_load("k", gate, on_busy="stale", wait_timeout=0.01)
         with pytest.raises(LoadTimeout):
             await s.get_or_load("k", gate, wait_timeout=0.01)
-        with pytest.raises(TimeoutError):  # asyncio.timeout around a follower: it just leaves
-            async with asyncio.timeout(0.01):
+        with pytest.raises(TimeoutError):  # asyncio.timeout (3.11+) around a follower: it just leaves
+            async with bounded(0.01):
                 await s.get_or_load("k", gate)
         assert gate.cancelled == 0
         gate.open.set()
@@ -231,7 +232,7 @@ def test_asyncio_timeout_around_the_only_caller_cancels_the_load() -> None:
         s = store()
         gate = Gate()
         with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.01):
+            async with bounded(0.01):
                 await s.get_or_load("k", gate)
         await settle()
         assert gate.calls == 1 and gate.cancelled == 1

@@ -173,7 +173,7 @@ def test_a_caller_cancelled_while_waiting_on_another_store_s_lease_leaves_no_wai
         try:
             await asyncio.to_thread(entered.wait, 10)
             for timeout in (0.0, 0.001, 0.01, 0.05):
-                with pytest.raises(TimeoutError):
+                with pytest.raises(asyncio.TimeoutError):  # wait_for's: not the builtin TimeoutError on 3.10
                     await asyncio.wait_for(s.get_or_load("k", returning("ours")), timeout)
             await eventually(lambda: not leaders(s))
             assert not leases._waiting  # every waiter unlistened
@@ -252,7 +252,7 @@ def test_calls_cancelled_at_any_point_never_garble_the_answers_of_the_next_ones(
                 for call in attack:
                     try:
                         await asyncio.wait_for(call, timeouts[i % len(timeouts)])
-                    except TimeoutError:
+                    except asyncio.TimeoutError:  # noqa: UP041  # not the builtin on 3.10
                         pass
                 assert await s.incr("sequence") == i + 1
                 assert await s.get(f"r{i}") == i
@@ -282,7 +282,7 @@ def test_calls_cancelled_while_redis_is_paused_leave_every_connection_answering_
             try:
                 stuck = [s.set("w0", "during"), s.get("remote"), s.pop("w1", None), s.set_many({"w2": "during"})]
                 for call in stuck:
-                    with pytest.raises(TimeoutError):
+                    with pytest.raises(asyncio.TimeoutError):  # wait_for's: not the builtin TimeoutError on 3.10
                         await asyncio.wait_for(call, 0.05)  # stuck reading the reply: cancelled there
             finally:
                 redis_server.resume()

@@ -6,7 +6,8 @@ blocking a thread, so the asyncio facade (``aio``) never blocks its loop on
 Redis and shares every rule of the blocking one.
 
 - Connections are this store's client's (same server, credentials, TLS and
-  timeouts: a round trip ends within ``socket_timeout``, a connect within
+  timeouts: a round trip ends within ``socket_timeout``, one timer in the
+  caller's task (``deadline.bounded``), a connect within
   ``socket_connect_timeout``), one pool per event loop (an asyncio connection
   belongs to the loop it was opened on). A round trip takes an idle connection
   (or opens one), so concurrent coroutines never share one; at most
@@ -42,6 +43,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
+from ..deadline import bounded
 from .client import CALL_TIMEOUT, SharedClient, packed
 from .scripts import Scripts
 from .steps import Call, Listen, Step, Steps
@@ -140,11 +142,9 @@ class AsyncRedis:
         task = asyncio.current_task()
         asked = _cancelling(task)
         try:
-            if _bounded is None:  # Python 3.10
-                return await asyncio.wait_for(_round_trip(conn, args, task, asked), self._timeout)
-            async with _bounded(self._timeout):
+            async with bounded(self._timeout):
                 return await _round_trip(conn, args, task, asked)
-        except asyncio.TimeoutError:  # noqa: UP041  # not the builtin on 3.10; redis.asyncio dropped the connection
+        except TimeoutError:  # redis.asyncio disconnected it when the timeout cancelled its read
             raise redis.TimeoutError(f"no reply from Redis within {self._timeout} s") from None
         finally:  # after any error redis.asyncio has disconnected it: the next use reconnects
             if pool.open:
@@ -188,9 +188,6 @@ def _cancelling(task: asyncio.Task[Any] | None) -> int:
     return 0 if count is None else int(count())
 
 
-_bounded = getattr(asyncio, "timeout", None)  # one timer per round trip (3.11+)
-
-
 class LoopWaiter:
     """A lease waiter on one loop; ``set`` from any thread (the listener's)."""
 
@@ -208,7 +205,7 @@ class LoopWaiter:
         """Until set or ``seconds`` pass; cleared for the next wait."""
         try:
             await asyncio.wait_for(self._event.wait(), seconds)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # noqa: UP041  # not the builtin TimeoutError on 3.10
             pass
         self._event.clear()
 
