@@ -400,3 +400,25 @@ def test_a_delete_in_another_thread_between_the_second_look_and_the_take(stores:
     b._loading.lease.held = delete_in_between  # type: ignore[method-assign]
     assert b.get_or_load("k", lambda: "loaded") == "loaded"
     assert b.get("k") == "loaded"
+
+
+@pytest.mark.parametrize("call", ["touch", "replace_value"])
+def test_a_touch_that_found_the_key_gone_refuses_an_older_copy_landing_after_it(
+    stores: Stores, raw: redis.Redis, call: str
+) -> None:
+    """As a read's miss: ``touch``/``replace_value`` answered ``False`` (Redis holds no live entry), so no
+    copy read before the delete may land after it, nor a copy held be served."""
+    b, a = stores(), stores()
+    a.set("k", "old")
+    wait_for(heard(b, 1))
+    assert b._shared is not None
+    with messages_held_back(b):
+        slow = read_steps(b, "k")
+        fetched = _blocking(next(slow), b._shared.scripts)  # "old": read before the delete
+        a.delete("k")
+        assert not entry_hash(raw, "k")
+        answered = b.touch("k", ttl=60) if call == "touch" else b.replace_value("k", "new")
+        assert answered is False
+        with pytest.raises(StopIteration):
+            slow.send(fetched)
+        assert b.get("k") is None  # the slow read's copy did not land after the miss

@@ -152,13 +152,16 @@ class SharedConditional(SharedWrites):
     def _rewrite_steps(self, key: Key, disk_key: bytes, what: str, change: Any, *, release: bool) -> Steps[bool]:
         """Read the entry, and while it is live land ``change(record, now)`` (value, expiry, TTL, load
         time, milliseconds to keep) over it unless its write stamp moved meanwhile."""
-        client = self._client
+        client, mirror = self._client, self._mirror
         tagged = disk_key[len(NS_ENTRY) :]
         names = client.names
+        stripe = hash(key) % mirror.stripe_count
         for _ in range(ATTEMPTS):
             now = self._writer.write_time()
+            seen = mirror.seen(key, stripe)
             found = yield from self._read_steps(tagged, what, now)
-            if found is None:
+            if found is None:  # Redis holds no live entry: no copy, held or read before, answers after this
+                mirror.absent(key, disk_key, stripe, seen, held=True)
                 return False
             record, (_, _, seq, epoch) = found
             value, expires_at, ttl, load_time, keep = change(record, now)
