@@ -126,6 +126,30 @@ def messages_held_back(store: TierStore) -> Iterator[None]:
 # -- a read's copy fetched before a change of its key ------------------------------------
 
 
+@contextmanager
+def a_read_in_flight_across_a_delete(stores: Stores, raw: redis.Redis) -> Iterator[tuple[TierStore, Callable[[], Any]]]:
+    """B has read ``k`` = "old" from Redis, its copy not landed yet, when A deletes ``k`` (unversioned:
+    removed outright in Redis); B's listener has not heard the delete. Yields B and the call that lands
+    the slow read's copy (and returns what the read answers)."""
+    b, a = stores(), stores()
+    a.set("k", "old")
+    wait_for(heard(b, 1))
+    assert b._shared is not None
+    scripts = b._shared.scripts
+    with messages_held_back(b):
+        slow = read_steps(b, "k")
+        fetched = _blocking(next(slow), scripts)  # "old": read before the delete
+        a.delete("k")
+        assert not entry_hash(raw, "k")  # an unversioned key: removed outright in Redis
+
+        def slow_lands() -> Any:
+            with pytest.raises(StopIteration) as slow_ends:
+                slow.send(fetched)
+            return slow_ends.value.value
+
+        yield b, slow_lands
+
+
 def test_a_read_that_found_the_key_gone_refuses_an_older_copy_landing_after_it(
     stores: Stores, raw: redis.Redis
 ) -> None:
@@ -133,19 +157,9 @@ def test_a_read_that_found_the_key_gone_refuses_an_older_copy_landing_after_it(
     second read of B finds the key gone in Redis and returns the miss. The slow read's copy must not land
     after that: a read that starts after the miss returned would serve "old" again, a version older than
     the absence B already answered."""
-    b, a = stores(), stores()
-    a.set("k", "old")
-    wait_for(heard(b, 1))
-    assert b._shared is not None
-    with messages_held_back(b):
-        slow = read_steps(b, "k")
-        fetched = _blocking(next(slow), b._shared.scripts)  # "old": read before the delete
-        a.delete("k")
-        assert not entry_hash(raw, "k")  # an unversioned key: removed outright in Redis
+    with a_read_in_flight_across_a_delete(stores, raw) as (b, slow_lands):
         assert b.get("k") is None  # B asks Redis: the key is gone
-        with pytest.raises(StopIteration) as slow_ends:
-            slow.send(fetched)
-        assert slow_ends.value.value[codec.VALUE] == "old"  # the slow read answers what it read
+        assert slow_lands()[codec.VALUE] == "old"  # the slow read answers what it read
         assert b.get("k") is None  # and no later read goes back to it
 
 
@@ -408,17 +422,8 @@ def test_a_touch_that_found_the_key_gone_refuses_an_older_copy_landing_after_it(
 ) -> None:
     """As a read's miss: ``touch``/``replace_value`` answered ``False`` (Redis holds no live entry), so no
     copy read before the delete may land after it, nor a copy held be served."""
-    b, a = stores(), stores()
-    a.set("k", "old")
-    wait_for(heard(b, 1))
-    assert b._shared is not None
-    with messages_held_back(b):
-        slow = read_steps(b, "k")
-        fetched = _blocking(next(slow), b._shared.scripts)  # "old": read before the delete
-        a.delete("k")
-        assert not entry_hash(raw, "k")
+    with a_read_in_flight_across_a_delete(stores, raw) as (b, slow_lands):
         answered = b.touch("k", ttl=60) if call == "touch" else b.replace_value("k", "new")
         assert answered is False
-        with pytest.raises(StopIteration):
-            slow.send(fetched)
+        slow_lands()
         assert b.get("k") is None  # the slow read's copy did not land after the miss
