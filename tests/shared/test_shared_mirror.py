@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.aio.support import run
+from tests.shared.support import wait_for
 from tierstore import TierStore, codec
 from tierstore.aio import AsyncTierStore
 from tierstore.keyspace import NS_ENTRY
@@ -122,6 +123,8 @@ def test_concurrent_reads_of_distinct_keys_all_keep_their_copies(stores: Callabl
     writer, store = stores(), stores(memory_items=1_000, shared_ping_interval=10.0)
     keys = keys_apart(200)
     writer.set_many({key: key.upper() for key in keys})
+    # every message heard first: one heard while a read of its key is in flight rightly refuses that copy
+    wait_for(lambda: store.stats()["invalidations_received"] >= len(keys))
 
     async def body() -> tuple[list[Any], int]:
         s = AsyncTierStore(store)
