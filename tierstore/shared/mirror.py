@@ -77,6 +77,13 @@ Stamp = tuple[int, bytes]  # (seq, epoch id) of the Redis write a copy comes fro
 Change = tuple[Key, bytes, int, Record | None, Stamp]  # key, disk key, stripe, record to copy (None: drop), stamp
 Seen = tuple[int, int, int]  # the stripe's write epoch, the trust floor and the key's change mark, before a Redis call
 _MARKS = 4096  # change-mark slots: a multiple of the stripe count, so a key's slot lies in its stripe
+
+
+def _slot(key: Key) -> int:
+    """The change-mark slot of ``key``."""
+    return hash(key) % _MARKS
+
+
 _CHUNK = 1000  # tier-2 deletes per batch of a prefix drop
 
 
@@ -122,7 +129,7 @@ class Mirror:
     def seen(self, key: Key, stripe: int) -> Seen:
         """What a commit checks, read before a Redis call: the floor and the key's change mark (and the stripe's
         write epoch, for a promotion into tier 1 of a copy already held)."""
-        return self.epochs[stripe], self.floor, self._marks[hash(key) % _MARKS]
+        return self.epochs[stripe], self.floor, self._marks[_slot(key)]
 
     def resync(self, *, listening: bool) -> None:
         """Distrust every copy: raise the floor above all of them and clear tier 1.
@@ -163,7 +170,7 @@ class Mirror:
                 if not self._holds_as_new(disk_key, stamp):
                     self._drop_locked(key, disk_key, stripe)
                 return record
-            self._marks[hash(key) % _MARKS] += 1
+            self._marks[_slot(key)] += 1
             item, local = self._copy(disk_key, record, stamp)
             memory = self._memory
             memory.begin_write(stripe, key)
@@ -207,7 +214,7 @@ class Mirror:
             held: list[tuple[Key, int, Record | None]] = []
             local: Record | None
             for (key, disk_key, stripe, record, stamp), landing in zip(changes, fresh, strict=True):
-                self._marks[hash(key) % _MARKS] += 1
+                self._marks[_slot(key)] += 1
                 memory.begin_write(stripe, key)
                 if record is not None and landing:
                     item, local = self._copy(disk_key, record, stamp)
@@ -235,11 +242,14 @@ class Mirror:
 
     def _unmoved(self, key: Key, seen: Seen) -> bool:
         _, floor, mark = seen
-        return self.listening and self.floor == floor and self._marks[hash(key) % _MARKS] == mark
+        return self.listening and self.floor == floor and self._marks[_slot(key)] == mark
 
     def _holds_as_new(self, disk_key: bytes, stamp: Stamp) -> bool:
         """Whether tier 2 holds a trusted copy of this data set stamped at ``stamp`` or later (the lock held)."""
-        data = self._disk.get(disk_key)
+        return self._as_new(self._disk.get(disk_key), stamp)
+
+    def _as_new(self, data: bytes | None, stamp: Stamp) -> bool:
+        """Whether the tier-2 envelope ``data`` is a trusted copy of this data set stamped at ``stamp`` or later."""
         found = None if data is None else envelope_stamp(data)
         if found is None:
             return False
@@ -279,12 +289,8 @@ class Mirror:
         """
         with self._locks[stripe]:
             data = self._disk.get(disk_key)  # read once: whether a copy is kept, and whether to delete one
-            if below is not None and data is not None:
-                found = envelope_stamp(data)
-                if found is not None:
-                    local_seq, (seq, epoch) = found
-                    if local_seq > self.floor and epoch == self.epoch and seq >= below:
-                        return True
+            if below is not None and self._as_new(data, (below, self.epoch)):
+                return True
             self._drop_locked(key, disk_key, stripe, held=data is not None)
             return False
 
@@ -296,7 +302,7 @@ class Mirror:
         ``seen`` is dropped. Without either, only the mark moves (no tier-2 read).
         """
         with self._locks[stripe]:
-            slot = hash(key) % _MARKS
+            slot = _slot(key)
             if held or self._marks[slot] != seen[2]:
                 self._drop_locked(key, disk_key, stripe)
             else:
@@ -304,7 +310,7 @@ class Mirror:
 
     def _drop_locked(self, key: Key, disk_key: bytes, stripe: int, *, held: bool | None = None) -> None:
         """Drop ``key`` from both tiers (the lock held); ``held``: whether tier 2 has a copy, when known."""
-        self._marks[hash(key) % _MARKS] += 1
+        self._marks[_slot(key)] += 1
         memory = self._memory
         memory.begin_write(stripe, key)
         try:
