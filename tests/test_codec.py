@@ -11,6 +11,7 @@ from tierstore.codec import (
     ABSENT,
     EXPIRES_AT,
     FLAGS,
+    LATER_FIELDS_ROOM,
     LOAD_TIME,
     MAX_DEPTH,
     MAX_KEY_BYTES,
@@ -173,6 +174,19 @@ def test_nesting_one_past_what_tier_2_reads_is_refused_at_encoding() -> None:
 def test_malformed_envelopes_are_corrupt_records(data: bytes) -> None:
     with pytest.raises(CorruptRecord):
         unpack_record(data)
+
+
+def test_a_record_reads_up_to_max_value_bytes_plus_the_room_for_later_fields() -> None:
+    """A shared-tier copy adds a write stamp to an envelope ``set`` kept within ``max_value_bytes``."""
+    def envelope(value: str) -> bytes:
+        return msgpack.packb([1, 0, None, 0, value, 0.0, None, 1, 0.0, [7, b"e" * 16]])
+
+    limit = 1000
+    fits = envelope("x" * (limit + LATER_FIELDS_ROOM - len(envelope("")) - 2))  # a str16 header: 2 bytes more
+    assert len(fits) == limit + LATER_FIELDS_ROOM
+    assert unpack_record(fits, limit)[SIZE] == len(fits)
+    with pytest.raises(CorruptRecord, match="not decoded"):
+        unpack_record(fits[:5] + b"x" + fits[5:], limit)  # one byte longer: refused before decoding
 
 
 def test_absent_is_a_falsy_singleton() -> None:

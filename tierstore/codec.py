@@ -82,6 +82,7 @@ TOMBSTONE = 2
 MAX_KEY_BYTES = 4096
 MAX_VERSION = 2**63 - 1
 _KNOWN_FLAGS = NEGATIVE | TOMBSTONE  # a record with other bits set was written by something else
+LATER_FIELDS_ROOM = 64  # bytes a record may read past max_value_bytes: a shared copy's stamp (shared.mirror)
 
 STR_TAG = b"s"
 BYTES_TAG = b"b"
@@ -356,15 +357,16 @@ def unpack_record(
     _float: Any = float,
     _len: Any = len,
     _tuple: Any = tuple,
+    _room: int = LATER_FIELDS_ROOM,
 ) -> Record:
     """Decode and validate an envelope; ``CorruptRecord`` on anything malformed.
 
-    ``max_bytes`` refuses a longer record before decoding it (a record no ``set``
-    of this store could have written costs an error, not memory). The checks are
-    written for the tier-2 read path: exact type tests (callers pass one or two arguments).
+    ``max_bytes`` (``max_value_bytes``) refuses a record longer than it plus ``LATER_FIELDS_ROOM``
+    before decoding it (a record no ``set`` could have written costs an error, not memory). The
+    checks are written for the tier-2 read path: exact type tests (callers pass one or two arguments).
     """
-    if max_bytes is not None and _len(data) > max_bytes:
-        raise CorruptRecord(f"record is {len(data)} bytes, over max_value_bytes ({max_bytes}); not decoded")
+    if max_bytes is not None and _len(data) > max_bytes + _room:
+        raise CorruptRecord(f"record is {len(data)} bytes, over max_value_bytes ({max_bytes}) + {_room}; not decoded")
     try:
         items = _unpackb(data, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types on bad input

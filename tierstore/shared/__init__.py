@@ -88,7 +88,10 @@ class SharedTier:
         self.closed = False
         self._disk = disk
         self.scripts = Scripts(self.client)
-        mirror = Mirror(disk=disk, writes=writes, memory=memory, stripes=stripes, seq=seq, writer=writer)
+        mirror = Mirror(
+            disk=disk, writes=writes, memory=memory, stripes=stripes, seq=seq, writer=writer,
+            max_bytes=options.max_value_bytes,
+        )  # fmt: skip
         self.mirror = mirror
         self.outage = Outage(
             self.client, mirror, failure=options.shared_failure, grace=options.shared_grace, stats=stats

@@ -53,6 +53,7 @@ from ..codec import (
     EXPIRES_AT,
     FLAGS,
     FORMAT,
+    LATER_FIELDS_ROOM,
     LOAD_TIME,
     SEQ,
     TTL,
@@ -112,8 +113,10 @@ class Mirror:
         stripes: Stripes,
         seq: Iterator[int],
         writer: Writer,
+        max_bytes: int,
     ) -> None:
         self._disk = disk
+        self._max_bytes = max_bytes
         self._writes = writes
         self._memory = memory
         self._locks = stripes.locks
@@ -171,7 +174,11 @@ class Mirror:
                     self._drop_locked(key, disk_key, stripe)
                 return record
             self._marks[_slot(key)] += 1
-            item, local = self._copy(disk_key, record, stamp)
+            copied = self._copy(disk_key, record, stamp)
+            if copied is None:
+                self._drop_locked(key, disk_key, stripe)
+                return record
+            item, local = copied
             memory = self._memory
             memory.begin_write(stripe, key)
             try:
@@ -185,13 +192,19 @@ class Mirror:
                 memory.put(key, local, stripe)
             return local
 
-    def _copy(self, disk_key: bytes, record: Record, stamp: Stamp) -> tuple[BatchItem, Record]:
-        """The tier-2 write of a copy (its envelope stamped, a local seq taken) and its tier-1 record."""
+    def _copy(self, disk_key: bytes, record: Record, stamp: Stamp) -> tuple[BatchItem, Record] | None:
+        """The tier-2 write of a copy (its envelope stamped, a local seq taken) and its tier-1 record.
+
+        ``None`` when the copy would be longer than tier 2 reads back (``unpack_record``): a value at
+        ``max_value_bytes`` fits with its stamp; one under a hostile, overlong epoch id is not copied.
+        """
         seq = next(self._seq)
         version, expires_at = record[VERSION], record[EXPIRES_AT]
         envelope: list[Any] = [FORMAT, version, expires_at, record[FLAGS], record[VALUE], record[WRITTEN_AT]]
         envelope += [record[TTL], seq, record[LOAD_TIME], list(stamp)]
         data: bytes = msgpack.packb(envelope)
+        if len(data) > self._max_bytes + LATER_FIELDS_ROOM:
+            return None
         if version:
             self._writer.mark_versioned()  # before the entry, as the writer does
         extra = None if expires_at is None else [index_op(disk_key, expires_at)]
@@ -216,10 +229,10 @@ class Mirror:
             for (key, disk_key, stripe, record, stamp), landing in zip(changes, fresh, strict=True):
                 self._marks[_slot(key)] += 1
                 memory.begin_write(stripe, key)
-                if record is not None and landing:
-                    item, local = self._copy(disk_key, record, stamp)
-                    items.append(item)
-                    held.append((key, stripe, local))
+                copied = self._copy(disk_key, record, stamp) if record is not None and landing else None
+                if copied is not None:
+                    items.append(copied[0])
+                    held.append((key, stripe, copied[1]))
                 else:
                     if self._disk.get(disk_key) is not None:
                         items.append((disk_key, None, 0, None))

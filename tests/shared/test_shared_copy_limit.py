@@ -1,0 +1,55 @@
+"""A value near ``max_value_bytes``: its local copy (the writer's envelope plus a write stamp) reads back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgpack
+import redis
+
+from tests.shared.support import wait_for
+from tierstore import TierStore, codec
+from tierstore.keyspace import NS_ENTRY
+from tierstore.shared.client import Names
+
+LIMIT = 4096
+
+
+def largest_value(store: TierStore) -> str:
+    """A str whose envelope, as ``set`` packs it, is exactly ``LIMIT`` bytes."""
+    size = LIMIT - 200
+    while True:
+        value = "x" * size
+        envelope = [1, 0, None, 0, value, 1.7e9, None, 2**62, 0.0]
+        if len(msgpack.packb(envelope)) >= LIMIT:
+            return "x" * (size - (len(msgpack.packb(envelope)) - LIMIT))
+        size += 1
+
+
+def test_a_copy_at_the_limit_reads_back_from_tier_2(stores: Callable[..., TierStore]) -> None:
+    writer = stores(memory_items=1, max_value_bytes=LIMIT)
+    reader = stores(memory_items=1, max_value_bytes=LIMIT)
+    value = largest_value(writer)
+    assert writer.set("big", value)
+    for store in (writer, reader):
+        assert store.get("big") == value  # the reader copies it from Redis
+        store.set("other", 1)  # tier 1 (one item) forgets "big"
+        assert store.get("big") == value  # from the local copy in tier 2
+        assert store.stats()["corrupt_records"] == 0
+
+
+def test_under_an_overlong_epoch_id_copies_are_not_kept_and_reads_stay_right(
+    stores: Callable[..., TierStore], raw: redis.Redis
+) -> None:
+    raw.set(Names("tierstore").epoch, b"e" * 5000)  # hostile: a stamp longer than any copy may be
+    writer = stores(memory_items=1, max_value_bytes=LIMIT)
+    reader = stores(memory_items=1, max_value_bytes=LIMIT)
+    assert writer.set("k", "v")
+    for store in (writer, reader):
+        for _ in range(2):
+            assert store.get("k") == "v"
+            store.set("other", 1)  # tier 1 (one item) forgets "k"
+        assert store._disk.get(NS_ENTRY + codec.encode_key("k")) is None  # no copy kept in tier 2
+        assert store.stats()["corrupt_records"] == 0
+    assert writer.set("k", "w")
+    wait_for(lambda: reader.get("k") == "w")
