@@ -147,7 +147,7 @@ def test_a_loop_shutting_down_mid_load_lets_a_caller_on_another_loop_load_again(
 
 
 _OWN_CANCEL = pytest.param(
-    asyncio.CancelledError(),
+    asyncio.CancelledError,
     marks=pytest.mark.skipif(
         sys.version_info < (3, 11),
         reason="Python 3.10 has no Task.cancelling(): a loader's own CancelledError counts as its task's (README)",
@@ -155,10 +155,13 @@ _OWN_CANCEL = pytest.param(
 )
 
 
-@pytest.mark.parametrize("error", [LookupError("source down"), _OWN_CANCEL], ids=repr)
-def test_the_loader_s_own_error_still_reaches_a_caller_on_another_loop(error: BaseException) -> None:
+# Error types, raised afresh in each test: an instance kept in the parameters would keep the
+# test's frames (its traceback) alive until the interpreter's finalization.
+@pytest.mark.parametrize("error_type", [LookupError, _OWN_CANCEL], ids=lambda kind: kind.__name__)
+def test_the_loader_s_own_error_still_reaches_a_caller_on_another_loop(error_type: type[BaseException]) -> None:
     """Even ``CancelledError`` raised by the loader itself (its task not cancelled): an error of the
     load, reported to every caller, not an interruption that makes the others load again."""
+    error = error_type("source down")
     s = wrapped()
     store = s.store
     assert store is not None
