@@ -301,15 +301,15 @@ def test_close_while_the_listener_handles_a_message_is_bounded_and_quiet_after(
     shared = store._shared
     assert shared is not None
     entered, release = threading.Event(), threading.Event()
-    real_drop = shared.mirror.drop
+    real_replace = shared.mirror.replace
 
-    def slow_drop(*args: Any, **kwargs: Any) -> bool:
+    def slow_replace(*args: Any, **kwargs: Any) -> None:
         entered.set()
         release.wait(30)
-        return real_drop(*args, **kwargs)
+        real_replace(*args, **kwargs)
 
-    monkeypatch.setattr(shared.mirror, "drop", slow_drop)
-    other.set("k", 1)
+    monkeypatch.setattr(shared.mirror, "replace", slow_replace)
+    other.set("k", 1)  # its message carries the record: the listener replaces (or skips) the copy
     assert entered.wait(10)  # the listener is inside the message
     closer = threading.Thread(target=store.close)
     started = time.monotonic()

@@ -1,12 +1,18 @@
 """The listener: one thread per store subscribed to its namespace's channel, dropping what others wrote.
 
 Each message is ``seq:version:origin:tagged key`` (see ``scripts``), or, for
+a write that landed an envelope of at most ``PUSH_BYTES``,
+``seq:version+length:origin:tagged key`` followed by that envelope, or, for
 ``delete_prefix``/``clear``, ``seq:P:origin:tagged prefix`` (``bulk_scripts``;
 an empty prefix: every key). The listener:
 
-- drops the key's copies from tiers 1 and 2 unless the message is this
-  store's own (``origin``) or the local copy is trusted and stamped at that
-  ``seq`` or later in the same epoch (``mirror.Mirror.drop``), and detaches
+- unless the message is this store's own (``origin``) or the local copy is
+  trusted and stamped at that ``seq`` or later in the same epoch: replaces a
+  copy of the key held in tier 1 or 2 with the record the message carried,
+  stamped at its ``seq`` (``mirror.Mirror.replace``: the next read here needs
+  no round trip; a key held in neither tier stays so), or, when it carried
+  none (or one that does not decode), drops the key's copies from tiers 1
+  and 2 (``mirror.Mirror.drop``); and detaches
   this process's load of the key in flight (``Flights.invalidate``: its fill
   is refused in Redis anyway; callers from now on start a fresh load instead of
   joining it, as after a write in this process); counted in
@@ -50,7 +56,7 @@ from collections.abc import Callable
 
 import redis
 
-from ..codec import decode_key
+from ..codec import Key, decode_key
 from ..errors import CorruptRecord, SharedUnavailable
 from ..flight import Flights
 from ..keyspace import NS_ENTRY
@@ -58,6 +64,7 @@ from ..stats import Stats
 from .client import CALL_TIMEOUT, SharedClient
 from .mirror import Mirror
 from .outage import Outage
+from .reading import shared_record
 
 __all__ = ["Listener"]
 
@@ -213,6 +220,11 @@ class Listener:
         try:
             seq_text, version, origin, tagged = data.split(b":", 3)
             seq = int(seq_text)
+            version, _, pushed_size = version.partition(b"+")  # a write's envelope follows its key
+            pushed = tagged[len(tagged) - int(pushed_size) :] if pushed_size else b""
+            if pushed_size and not 0 < len(pushed) < len(tagged):
+                raise ValueError("pushed envelope length")
+            tagged = tagged[: len(tagged) - len(pushed)]
             whole = version == b"P"  # a prefix message: every key under the tagged prefix (b"": all)
             own = origin == self._client.origin  # its own: only the seq and ``wake`` matter
             key = None if own or (whole and not tagged) else decode_key(tagged)
@@ -233,13 +245,28 @@ class Listener:
                 self._flights.invalidate_prefix(key)
             else:
                 assert key is not None
-                mirror.drop(key, NS_ENTRY + tagged, hash(key) % mirror.stripe_count, below=seq)
+                self._apply(key, NS_ENTRY + tagged, seq, version, pushed)
                 if self._flights.in_flight:
                     self._flights.invalidate(key)  # callers from now on start a fresh load, as after a write here
             self._count_received()
         if self.wake is not None:
             self.wake(tagged)
         return seq
+
+    def _apply(self, key: Key, disk_key: bytes, seq: int, version: bytes, pushed: bytes) -> None:
+        """Another store's write at ``seq``: a copy held here is replaced by the record its message
+        carried (``pushed``), or dropped (no record carried, or one that does not decode)."""
+        mirror = self._mirror
+        stripe = hash(key) % mirror.stripe_count
+        if pushed:
+            try:
+                record = shared_record(pushed, version, mirror.max_bytes)
+            except CorruptRecord:
+                log.warning("tierstore: a malformed envelope in an invalidation of %r; the key is dropped", key)
+            else:
+                mirror.replace(key, disk_key, stripe, record, (seq, mirror.epoch))
+                return
+        mirror.drop(key, disk_key, stripe, below=seq)
 
     def _check_epoch(self) -> None:
         """The first message after a subscription has no ``seq`` to follow: it may come from a data set

@@ -116,7 +116,7 @@ class Mirror:
         max_bytes: int,
     ) -> None:
         self._disk = disk
-        self._max_bytes = max_bytes
+        self.max_bytes = max_bytes
         self._writes = writes
         self._memory = memory
         self._locks = stripes.locks
@@ -203,7 +203,7 @@ class Mirror:
         envelope: list[Any] = [FORMAT, version, expires_at, record[FLAGS], record[VALUE], record[WRITTEN_AT]]
         envelope += [record[TTL], seq, record[LOAD_TIME], list(stamp)]
         data: bytes = msgpack.packb(envelope)
-        if len(data) > self._max_bytes + LATER_FIELDS_ROOM:
+        if len(data) > self.max_bytes + LATER_FIELDS_ROOM:
             return None
         if version:
             self._writer.mark_versioned()  # before the entry, as the writer does
@@ -306,6 +306,37 @@ class Mirror:
                 return True
             self._drop_locked(key, disk_key, stripe, held=data is not None)
             return False
+
+    def replace(self, key: Key, disk_key: bytes, stripe: int, record: Record, stamp: Stamp) -> None:
+        """A write elsewhere left ``record`` in Redis at ``stamp`` (its message carried it): a copy of
+        ``key`` held here that is older becomes this record, in the tiers that held it.
+
+        What a ``drop`` keeps it keeps (a trusted copy stamped at ``stamp`` or later); a key held in
+        neither tier stays so, and nothing is copied while the listener is not subscribed. The mark
+        moves, so a read in flight from before lands only if its copy is newer still.
+        """
+        memory = self._memory
+        with self._locks[stripe]:
+            data = self._disk.get(disk_key)
+            if self._as_new(data, stamp):
+                return
+            in_memory = memory.lookup(key) is not None
+            copied = self._copy(disk_key, record, stamp) if self.listening and (in_memory or data) else None
+            if copied is None:
+                self._drop_locked(key, disk_key, stripe, held=data is not None)
+                return
+            self._marks[_slot(key)] += 1
+            (_, envelope, seq, extra), local = copied
+            memory.begin_write(stripe, key)
+            try:
+                self._writes.put(disk_key, envelope, seq, extra)  # type: ignore[arg-type]  # a copy: bytes
+            except BaseException:
+                memory.discard(key, stripe)  # the listener's error ends in a resync: no copy is trusted
+                raise
+            if in_memory:
+                memory.put(key, local, stripe)
+            else:
+                memory.discard(key, stripe)
 
     def absent(self, key: Key, disk_key: bytes, stripe: int, seen: Seen, *, held: bool) -> None:
         """Redis answered a read with no entry of ``key`` (or a damaged one): the read's miss is a change.

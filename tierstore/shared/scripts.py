@@ -18,6 +18,10 @@ sequence number and the invalidation message are one atomic step in Redis:
 - Every accepted write takes ``INCR`` of the namespace's ``seq`` and publishes
   ``seq:version:origin:tagged key`` on its channel (the key last: it may hold
   ``:``). The epoch id is created when missing (``ARGV[7]`` is a fresh one).
+  A landing (``land``) whose envelope is at most ``PUSH_BYTES`` long publishes
+  ``seq:version+length:origin:tagged key`` followed by the envelope instead: a
+  listener holding a copy of the key replaces it with this record rather than
+  dropping it, so the next read here needs no round trip (see ``listener``).
 
 Every accepted write also deletes the key's load lease (``release``): a fill
 that began before it finds its token gone and is refused, in every process.
@@ -49,9 +53,11 @@ from redis.exceptions import NoScriptError
 
 from .client import SharedClient
 
-__all__ = ["Scripts", "SET", "DELETE"]
+__all__ = ["Scripts", "SET", "DELETE", "PUSH_BYTES"]
 
-_COMMON = """
+PUSH_BYTES = 1024  # the longest envelope a message carries to the listeners (see the module doc)
+
+_COMMON = f"local PUSH_BYTES = {PUSH_BYTES}\n" + """
 local function gt(a, b)
   if #a ~= #b then return #a > #b end
   for i = 1, #a do
@@ -71,6 +77,11 @@ end
 local function publish(seq, version)
   redis.call('PUBLISH', ARGV[4], seq .. ':' .. version .. ':' .. ARGV[5] .. ':' .. ARGV[6])
 end
+local function publish_entry(seq, version)
+  local size = #ARGV[1]
+  if size > PUSH_BYTES then return publish(seq, version) end
+  redis.call('PUBLISH', ARGV[4], seq .. ':' .. version .. '+' .. size .. ':' .. ARGV[5] .. ':' .. ARGV[6] .. ARGV[1])
+end
 local function release()
   redis.call('DEL', KEYS[4])
   redis.call('ZREM', KEYS[5], ARGV[6])
@@ -81,7 +92,7 @@ local function land(version)
   if ARGV[3] == '' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
   redis.call('ZADD', KEYS[6], 0, ARGV[6])
   release()
-  publish(seq, version)
+  publish_entry(seq, version)
   return {1, version, seq, epoch}
 end
 local current = redis.call('HGET', KEYS[1], 'v') or '0'
