@@ -230,6 +230,11 @@ def test_writes_during_an_outage_raise_and_change_nothing_locally(
 
         raises(assign)
         raises(remove)
+        raises(lambda: store.set_many({"k": "new", "fresh": 1}))
+        raises(lambda: store.delete_many(["k", "gone"]))
+        raises(lambda: store.delete_prefix("k"))
+        raises(lambda: store.delete_prefix("go"))
+        raises(store.clear)
         assert store.get("k") == "old" and store.get("gone") == "kept"  # tier 1 unchanged
         assert store.get("fresh", "none") == "none"
         store._memory.clear()  # tier 2 answers as well, with its copies unchanged

@@ -20,7 +20,9 @@ binds ``set_many``/``delete_many`` here through its ``_batch`` and
   changed, as locally.
 
 A script that failed raises ``SharedUnavailable`` and forgets its keys (or the
-prefix) locally: Redis may have applied it. ``set_many``/``delete_many`` are
+prefix) locally: Redis may have applied it. Once Redis is known to be down,
+nothing changes locally (as ``writing``'s calls): the resync when the listener
+is subscribed again covers whatever Redis applied. ``set_many``/``delete_many`` are
 written as steps (``set_many_steps``, ``delete_many_steps``) as ``writing``'s
 calls are; ``delete_under`` stays blocking (under asyncio it runs in a thread).
 Thread-safety: as ``writing``.
@@ -90,9 +92,11 @@ class SharedBulk(SharedWrites):
                 shared_stamp(done[j + width - 1], epoch)
             return reply[0], reply[1:]
         except BaseException as exc:
-            for key, disk_key, stripe in forget:
-                self._mirror.drop(key, disk_key, stripe)
-            if isinstance(exc, CorruptRecord):
+            damaged = isinstance(exc, CorruptRecord)
+            if damaged or not self._client.down:  # down: nothing changes here, the resync on reconnect covers it
+                for key, disk_key, stripe in forget:
+                    self._mirror.drop(key, disk_key, stripe)
+            if damaged:
                 raise CorruptRecord(f"{what}: Redis applied it, but an entry there is damaged: {exc}") from None
             raise
 
@@ -180,7 +184,8 @@ class SharedBulk(SharedWrites):
         try:
             live, changed, _, _ = self._scripts.run("delete_prefix", DELETE_PREFIX, keys, args)
         except BaseException:
-            self._mirror.drop_prefix(prefix)  # Redis may have applied it
+            if not self._client.down:  # Redis may have applied it (down: the resync on reconnect covers it)
+                self._mirror.drop_prefix(prefix)
             raise
         self._mirror.drop_prefix(prefix)
         self._stats.add("deletes", int(changed))
