@@ -23,7 +23,8 @@ table (``mutex.py``), apart from the fill leases of ``get_or_load``: held until
 released, or until ``lock_timeout`` seconds (the store's setting, default 30)
 have passed, so ``has_lock_timeout()`` is ``True``. The table outlives closes
 and reopens of the store: a lock taken before a close frees itself when its
-lease ends.
+lease ends. A store in shared mode (``shared=``) takes its locks in Redis
+instead (``shared.mutexes``), so they exclude every process of the namespace.
 
 Importing this module registers the backend; the ``dogpile.cache`` entry point
 of the package makes ``"tierstore"`` known without an import.
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dogpile.cache import register_backend
 from dogpile.cache.api import NO_VALUE, CacheBackend, CachedValue, CacheMutex
@@ -41,6 +42,9 @@ from dogpile.cache.api import NO_VALUE, CacheBackend, CachedValue, CacheMutex
 from ..mutex import LeaseLock, LeaseLocks
 from ..store import TierStore
 from .registry import StoreHolder, lease_locks, store_settings
+
+if TYPE_CHECKING:
+    from ..shared.mutexes import SharedLeaseLock  # only shared mode imports redis-py
 
 __all__ = ["TierStoreBackend", "LeaseMutex"]
 
@@ -50,7 +54,7 @@ _MISSING = object()
 class LeaseMutex(CacheMutex):
     """dogpile's mutex on a lease lock: ``acquire(wait=True)``, ``release()``, ``locked()``."""
 
-    def __init__(self, lock: LeaseLock) -> None:
+    def __init__(self, lock: LeaseLock | SharedLeaseLock) -> None:
         self._lock = lock
 
     def acquire(self, wait: bool = True) -> bool:
@@ -75,12 +79,14 @@ class TierStoreBackend(CacheBackend):
             if not isinstance(store, TierStore):
                 raise TypeError(f"the 'store' argument must be an open TierStore, got {type(store).__name__}")
             self._use: StoreHolder | _Given = _Given(store)
+            self._shared_mode = store._shared is not None
             self._locks = lease_locks(store.path, float(settings.get("lock_timeout", 30.0)))
         else:
             path = rest.get("path")
             if path is None:
                 raise ValueError("the tierstore backend needs a 'path' (the store's directory) or a 'store'")
             self._use = self._holder = StoreHolder(path, settings)
+            self._shared_mode = settings.get("shared") is not None
 
     @property
     def store(self) -> TierStore:
@@ -146,6 +152,11 @@ class TierStoreBackend(CacheBackend):
     # -- locking ---------------------------------------------------------------------
 
     def get_mutex(self, key: str) -> LeaseMutex:
+        if self._shared_mode:  # the store opened may still be local (the first settings of a directory win)
+            with self._use as store:
+                shared = store._shared  # the shared tier's parts are the store's own, not a public surface
+            if shared is not None:
+                return LeaseMutex(shared.lease_locks.lock(key))  # every process of the namespace
         locks = self._locks if self._holder is None else self._holder.locks  # a forked child's own table
         assert locks is not None
         return LeaseMutex(locks.lock(key))

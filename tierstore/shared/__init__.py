@@ -49,6 +49,7 @@ from .leasing import SharedLeases
 from .listener import Listener
 from .listing import SharedListing
 from .mirror import Mirror
+from .mutexes import SharedLeaseLocks
 from .outage import Outage
 from .ranking import SharedIndex
 from .reading import SharedReads
@@ -106,6 +107,7 @@ class SharedTier:
             on_corrupt=on_corrupt, outage=self.outage, held=self.reads.held,
         )  # fmt: skip
         self.leases.closed_error = disk.closed_error
+        self.lease_locks = SharedLeaseLocks(self.client, self.scripts, options.lock_timeout)  # dogpile's mutexes
         self.listing = SharedListing(
             client=self.client, scripts=self.scripts, clock=options.clock,
             max_bytes=options.max_value_bytes, on_corrupt=on_corrupt,
