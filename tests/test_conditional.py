@@ -310,3 +310,47 @@ def test_replace_value_detaches_a_load_in_flight(store_path: str, clock: FakeClo
         assert out == ["loaded"]  # returned to its caller ...
         assert store.get("k") == "replaced"  # ... never stored over the new value
         assert store.stats()["fills_rejected"] == 1
+
+
+# -- update_value ---------------------------------------------------------------------------------
+
+
+def test_update_value_from_many_threads_loses_no_increment(store_path: str) -> None:
+    with open_store(store_path, memory_items=4) as store:
+        store.set("n", 0, ttl=100, version=5)
+        barrier = threading.Barrier(8)
+
+        def bump() -> None:
+            barrier.wait(WAIT)
+            for _ in range(200):
+                assert store.update_value("n", lambda value: value + 1)
+                store.set(f"other:{threading.get_ident()}", 1)  # tier 1 (4 items) keeps evicting "n"
+
+        threads = [threading.Thread(target=bump) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT)
+        entry = store.get_entry("n")
+        assert entry is not None and (entry.value, entry.version) == (1600, 5)
+
+
+def test_update_value_without_a_live_entry_or_with_a_failing_update_writes_nothing(
+    store_path: str, clock: FakeClock
+) -> None:
+    called: list[Any] = []
+    with open_store(store_path, clock, negative_ttl=5) as store:
+        store.set("neg", ABSENT)
+        store.delete("gone")
+        store.set("old", 1, ttl=1)
+        clock.advance(2)
+        for key in ("missing", "neg", "gone", "old"):
+            assert store.update_value(key, called.append) is False
+        assert called == []
+        store.set("k", "text", ttl=10)
+        with pytest.raises(TypeError):
+            store.update_value("k", lambda value: value + 1)
+        with pytest.raises(TypeError):
+            store.update_value("k", lambda value: object())  # not storable: refused before any write
+        assert store.get("k") == "text"
+        assert store.update_value("k", lambda value: value + "!") is True and store.get("k") == "text!"

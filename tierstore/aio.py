@@ -212,6 +212,10 @@ class AsyncTierStore:
         """Replace the value of a live entry, keeping its expiry and version."""
         return (self._store or await self._ready()).replace_value(key, value)
 
+    async def update_value(self, key: Key, update: Callable[[Any], Any]) -> bool:
+        """Replace the value of a live entry by ``update(value)``, atomically."""
+        return (self._store or await self._ready()).update_value(key, update)
+
     async def pop(self, key: Key, default: Any = _RAISE) -> Any:
         """Remove ``key`` and return its value (``KeyError`` without ``default``)."""
         return (self._store or await self._ready()).pop(key, default)

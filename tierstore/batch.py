@@ -230,12 +230,18 @@ class Batch:
 
     def replace_value(self, key: Key, disk_key: bytes, value: Any) -> bool:
         """Store ``value`` in the live entry of ``key``, its expiry, TTL and version unchanged; ``False`` if none."""
+        return self.update_value(key, disk_key, lambda _: value)
+
+    def update_value(self, key: Key, disk_key: bytes, update: Callable[[Any], Any]) -> bool:
+        """Store ``update(value)`` in the live entry of ``key`` as ``replace_value`` does; ``False`` if none.
+
+        ``update`` runs under the key's lock; what it raises propagates, nothing written."""
         with self.locked([self.stripe(key)]):
             current = self._writer.current(key, disk_key)
             now = self._writer.write_time()
             if current is None or record_state(current, now) is not _LIVE:
                 return False
-            expires_at, ttl = current[EXPIRES_AT], current[TTL]
+            expires_at, ttl, value = current[EXPIRES_AT], current[TTL], update(current[VALUE])
             change = self._entry(codec.new_packer(), key, disk_key, value, current[VERSION], expires_at, 0, now, ttl)
             self._invalidate(key)  # a new value: a load in flight must not land over it
             self._commit([change])

@@ -10,6 +10,7 @@ through ``batch.Batch``. This module never imports the store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .batch import BatchAccess
@@ -102,6 +103,19 @@ class ConditionalCalls(BatchAccess):
         if self._closed:
             raise self._unusable()
         return self._batch.replace_value(key, entry_key(key), value)
+
+    def update_value(self, key: Key, update: Callable[[Any], Any]) -> bool:
+        """Store ``update(value)`` in the live entry of ``key``, as ``replace_value`` stores a value.
+
+        An atomic read-modify-write (an increment never lost to a concurrent one): ``update``
+        gets the current value and runs under the key's stripe lock, or, in shared mode, once
+        per attempt of a compare-and-set in Redis (so it must not have side effects beyond its
+        answer). ``False``, nothing written, without a live entry; what ``update`` raises
+        propagates with nothing written.
+        """
+        if self._closed:
+            raise self._unusable()
+        return self._batch.update_value(key, entry_key(key), update)
 
     def pop(self, key: Key, default: Any = _RAISE) -> Any:
         """The live value of ``key``, deleted in the same step (as ``delete`` does: tombstone, fill generation).

@@ -44,6 +44,8 @@ def test_every_call_has_the_sync_semantics(tmp_path: Path) -> None:
             assert await s.add("a", 2) is False and await s.add("b", 2) is True
             assert await s.touch("b", 60.0) is True
             assert await s.replace_value("b", 3) is True and await s.get("b") == 3
+            assert await s.update_value("b", lambda value: value * 2) is True and await s.get("b") == 6
+            assert await s.update_value("b", lambda value: value // 2) is True
             assert await s.pop("b") == 3 and await s.pop("b", "gone") == "gone"
             with pytest.raises(KeyError):
                 await s.pop("b")

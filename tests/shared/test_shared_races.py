@@ -325,3 +325,32 @@ def test_close_while_the_listener_handles_a_message_is_bounded_and_quiet_after(
     while _listeners() > 1:  # only the other store's listener is left
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def increments(store: TierStore, key: str, count: int, start_at: float) -> int:
+    """In a worker: from the wall-clock moment ``start_at``, ``count`` increments of ``key`` by ``update_value``."""
+    time.sleep(max(0.0, start_at - time.time()))
+    landed = 0
+    for _ in range(count):
+        landed += store.update_value(key, lambda value: value + 1)
+    return landed
+
+
+def test_update_value_from_three_processes_and_this_one_loses_no_increment(
+    stores: Stores, workers: Callable[..., Any]
+) -> None:
+    store = stores()
+    store.set("n", 0, version=4)
+    racers = [workers() for _ in range(3)]
+    start_at = time.time() + 1.0
+    for racer in racers:
+        racer.start(f"{__name__}:increments", "n", 150, start_at)
+    time.sleep(max(0.0, start_at - time.time()))
+    mine = sum(store.update_value("n", lambda value: value + 1) for _ in range(150))
+    assert [racer.result(timeout=120) for racer in racers] == [150, 150, 150] and mine == 150
+    deadline = time.monotonic() + 10
+    while store.get("n") != 600:  # this process hears the last of them
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    entry = store.get_entry("n")
+    assert entry is not None and entry.version == 4

@@ -32,7 +32,7 @@ alias's ``TIMEOUT``; keys are made by ``KEY_PREFIX``, ``VERSION`` and
 ``KEY_FUNCTION`` and checked by ``validate_key``; a made key longer than 1024
 characters is stored as its first 256 characters and a SHA-256 of the whole. ``incr``/``decr`` act on the
 cached value, keep its expiry, raise ``ValueError`` for a missing key and are
-atomic among the backends of one process. ``clear()`` deletes every entry of
+atomic (``TierStore.update_value``: in shared mode, across processes too). ``clear()`` deletes every entry of
 the directory (counters and indexes of the store stay). ``MAX_ENTRIES`` and
 ``CULL_FREQUENCY`` are not supported (tier 2 is bounded in bytes by
 ``disk_capacity_bytes``): they are accepted and ignored, with a warning.
@@ -222,16 +222,19 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
 
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         made = self._key(key, version)
+        result: list[Any] = []
         with self._holder as store, self._holder.update_lock:
-            stored = store.get(made, _MISSING)
-            value = _MISSING if stored is _MISSING else self._decode(store, made, stored, _MISSING)
-            if value is _MISSING:
+
+            def bumped(stored: Any) -> Any:  # atomic in the store (in shared mode, retried in Redis)
+                value = self._decode(store, made, stored, _MISSING)
+                if value is _MISSING:
+                    raise ValueError(f"Key '{key}' not found")
+                result[:] = [value + delta]
+                return self._codec.encode(made, result[0])
+
+            if not store.update_value(made, bumped):  # its expiry kept exactly
                 raise ValueError(f"Key '{key}' not found")
-            new_value = value + delta
-            encoded = self._codec.encode(made, new_value)
-            if not self._write(lambda: store.replace_value(made, encoded)):  # its expiry kept exactly
-                raise ValueError(f"Key '{key}' not found")  # it expired or was deleted meanwhile
-            return new_value
+        return result[0]
 
     def decr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         return self.incr(key, -delta, version)

@@ -157,7 +157,7 @@ class SharedTier:
         Instance attributes shadow the class's methods: ``get`` and ``_fetch`` stay as they
         are and ``get`` finds this ``_fetch``; ``set``/``delete`` call ``_write``/``_delete``;
         ``add``/``delete_prefix``/``clear``/the listings/``sweep`` call ``_add``/``_delete_under``/
-        ``_live_records``/``_sweep_shared``; ``touch``/``pop``/``replace_value``/``set_many``/
+        ``_live_records``/``_sweep_shared``; ``touch``/``pop``/``replace_value``/``update_value``/``set_many``/
         ``delete_many`` call ``_batch``'s (the store's own calls keep their argument checks and
         counts). Counters, indexes (``index`` builds them with ``_make_index``) and the guard
         (``get_or_load``'s check, ``guard_keys``, ``rebuild_guard``, ``stats()``) are Redis's.
@@ -172,6 +172,7 @@ class SharedTier:
         attributes["_add"] = self.conditional.add
         attributes["_batch"] = SimpleNamespace(
             touch=self.conditional.touch, pop=self.conditional.pop, replace_value=self.conditional.replace_value,
+            update_value=self.conditional.update_value,
             set_many=self.bulk.set_many, delete_many=self.bulk.delete_many,
         )  # fmt: skip
         attributes["_delete_under"] = self.bulk.delete_under

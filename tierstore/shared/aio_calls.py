@@ -17,7 +17,7 @@ thread, as for a local store (``aio``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..bulk import checked_keys, set_many_items
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["AsyncLeases", "AsyncShared", "BOUND"]
 
 BOUND = (
-    "get", "get_entry", "get_many", "set", "add", "touch", "replace_value", "pop", "delete", "invalidate",
-    "set_many", "delete_many", "incr", "decr", "counter", "stats",
+    "get", "get_entry", "get_many", "set", "add", "touch", "replace_value", "update_value", "pop", "delete",
+    "invalidate", "set_many", "delete_many", "incr", "decr", "counter", "stats",
 )  # fmt: skip
 
 
@@ -179,6 +179,10 @@ class AsyncShared:
     async def replace_value(self, key: Key, value: Any) -> bool:
         self._open()
         return await self._run(self._shared.conditional.replace_value_steps(key, entry_key(key), value))
+
+    async def update_value(self, key: Key, update: Callable[[Any], Any]) -> bool:
+        self._open()
+        return await self._run(self._shared.conditional.update_value_steps(key, entry_key(key), update))
 
     async def pop(self, key: Key, default: Any = _RAISE) -> Any:
         store = self._open()

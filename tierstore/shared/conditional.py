@@ -26,6 +26,7 @@ blocking call runs in its thread, as ``writing``'s. Thread-safety: as ``writing`
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .. import codec
@@ -122,9 +123,20 @@ class SharedConditional(SharedWrites):
 
     def replace_value_steps(self, key: Key, disk_key: bytes, value: Any) -> Steps[bool]:
         """``replace_value`` as steps."""
+        return self.update_value_steps(key, disk_key, lambda _: value)
+
+    def update_value(self, key: Key, disk_key: bytes, update: Callable[[Any], Any]) -> bool:
+        """Store ``update(value)`` in the live entry of ``key`` as ``replace_value`` does; ``False`` if none.
+
+        ``update`` gets the value Redis holds and runs again on each retry (another write landed
+        between the read and the compare-and-set): an increment through it is never lost."""
+        return run(self.update_value_steps(key, disk_key, update), self._scripts)
+
+    def update_value_steps(self, key: Key, disk_key: bytes, update: Callable[[Any], Any]) -> Steps[bool]:
+        """``update_value`` as steps."""
 
         def replaced(record: Any, now: float) -> tuple[Any, float | None, float | None, float, str]:
-            return value, record[codec.EXPIRES_AT], record[TTL], 0.0, "-"
+            return update(record[VALUE]), record[codec.EXPIRES_AT], record[TTL], 0.0, "-"
 
         if (yield from self._rewrite_steps(key, disk_key, "replace_value", replaced, release=True)):
             if self._flights.in_flight:
