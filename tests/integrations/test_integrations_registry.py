@@ -79,6 +79,16 @@ def test_different_settings_first_wins_and_the_second_warns(tmp_path: Path, capl
         StoreHolder(path, {"colour": "blue"})
 
 
+def test_settings_given_at_their_default_are_no_difference(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = str(tmp_path / "s")
+    first, second = StoreHolder(path, {}), StoreHolder(path, {"memory_items": 10_000, "lock_timeout": 30})
+    with caplog.at_level(logging.WARNING, logger="tierstore.integrations"):
+        assert second.store is first.store
+    assert not [r for r in caplog.records if "first settings win" in r.getMessage()]
+    first.close()
+    second.close()
+
+
 def test_a_forgotten_holder_gives_its_reference_back(tmp_path: Path) -> None:
     path = str(tmp_path / "s")
     keeper, forgotten = StoreHolder(path, {}), StoreHolder(path, {})

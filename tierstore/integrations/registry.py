@@ -44,6 +44,7 @@ log = logging.getLogger("tierstore.integrations")
 
 STORE_SETTINGS: frozenset[str] = frozenset(inspect.signature(TierStore.__init__).parameters) - {"self", "path"}
 _DEFAULT_LEASE = float(inspect.signature(TierStore.__init__).parameters["lock_timeout"].default)
+_DEFAULTS = {name: p.default for name, p in inspect.signature(TierStore.__init__).parameters.items()}
 
 
 def store_settings(arguments: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -70,7 +71,7 @@ class _Directory:
     def take(self, settings: dict[str, Any]) -> TierStore:
         with self.lock:
             first = dict(settings) if self.settings is None else self.settings
-            if settings != first:
+            if _effective(settings) != _effective(first):
                 self._warn(first, settings)
             if self.store is None or self.store.closed:
                 self.store = TierStore(self.path, **first)
@@ -121,9 +122,9 @@ class _Directory:
         if shown in self.warned:
             return
         self.warned.add(shown)
-        differing = sorted(
-            name for name in set(first) | set(settings) if first.get(name, _UNSET) != settings.get(name, _UNSET)
-        )
+        mine, theirs = _effective(first), _effective(settings)
+        names = mine.keys() | theirs.keys()
+        differing = sorted(name for name in names if mine.get(name, _UNSET) != theirs.get(name, _UNSET))
         log.warning(
             "%s is already used in this process with settings %r; the first settings win and %r are ignored "
             "(differing: %s)",
@@ -135,6 +136,11 @@ class _Directory:
 
 
 _UNSET: Any = object()
+
+
+def _effective(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` without those given at their default: ``memory_items=10_000`` is no difference."""
+    return {name: value for name, value in settings.items() if _DEFAULTS.get(name, _UNSET) != value}
 _directories: dict[str, _Directory] = {}
 _table_lock = threading.Lock()
 _fork_lock = threading.Lock()  # one thread of a forked child at a time moves a holder over to it
