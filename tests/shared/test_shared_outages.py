@@ -117,6 +117,26 @@ def test_local_mode_serves_copies_within_the_grace_then_misses(
     wait_for(lambda: store.get("k") == "new")  # subscribed again
 
 
+def test_a_grace_shorter_than_the_ping_interval_still_bounds_how_long_copies_are_served(
+    redis_server: RedisServer, stores: Callable[..., TierStore]
+) -> None:
+    """PINGs at most every half grace: a silent outage (a paused server, no call failing) is noticed
+    within about the grace, not twice ``shared_ping_interval`` (2 s here) after the last contact."""
+    grace = 0.6
+    store, other = stores(shared_grace=grace, shared_ping_interval=1.0), stores()
+    warm(store, other, {"k": "old"})
+    client = client_of(store)
+    redis_server.pause()
+    try:
+        while store.get("k") == "old":  # tier 1, until the grace's end clears it
+            assert time.monotonic() - client.last_contact < 5.0
+            time.sleep(0.01)
+        assert time.monotonic() - client.last_contact < grace + 0.8  # was about 2 s (2 x 1 s of pings)
+    finally:
+        redis_server.resume()
+    recovers(store, "k", "old", other)
+
+
 def test_raise_mode_raises_on_every_call_once_the_loss_is_detected(
     redis_server: RedisServer, stores: Callable[..., TierStore]
 ) -> None:

@@ -65,6 +65,19 @@ SHARED_STATS = ("hits_shared", "invalidations_received", "shared_errors", "resyn
 _FIRST_ATTEMPT = CALL_TIMEOUT * 2 + 1
 
 
+_PING_FLOOR = 0.25  # seconds: shorter, a loaded machine's late PONG would look like an outage
+
+
+def ping_interval(options: Options) -> float:
+    """The listener's PING interval: ``shared_ping_interval``, but with ``"local"`` at most half of
+    ``shared_grace`` (not under ``_PING_FLOOR``), so a silent outage is noticed within about the grace
+    and copies are not served much past ``shared_grace`` after the last contact."""
+    interval = options.shared_ping_interval
+    if options.shared_failure == "local":
+        interval = min(interval, max(_PING_FLOOR, options.shared_grace / 2))
+    return interval
+
+
 class SharedTier:
     """The shared tier of one open store: connected, subscribed, and closed with it."""
 
@@ -115,7 +128,7 @@ class SharedTier:
         self.guard: SharedGuard | None = None
         try:
             listener = Listener(
-                self.client, mirror, self.outage, flights, options.shared_ping_interval, stats,
+                self.client, mirror, self.outage, flights, ping_interval(options), stats,
                 prepare=self.scripts.load,
             )  # fmt: skip
             listener.wake = self.leases.wake
