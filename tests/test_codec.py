@@ -135,6 +135,12 @@ def test_the_value_for_tier_1_is_what_tier_2_decodes(value: object) -> None:
     assert plain_value(value, data) == decoded
 
 
+@pytest.mark.parametrize("buffer", [bytearray(b"xy"), memoryview(b"xy"), memoryview(b"axy")[1:]])
+def test_a_buffer_value_is_held_as_the_bytes_tier_2_gives_back(buffer: object) -> None:
+    data, held = encode_record(new_packer(), buffer, 0, None, 0, 1.0, None, 1)
+    assert type(held) is bytes and held == unpack_record(data)[VALUE] == b"xy"
+
+
 def test_a_value_of_exact_plain_types_is_kept_as_it_is() -> None:
     value = {"id": 7, "tags": ["a", "b"], "nested": {"x": 1.5, "y": None, b"raw": True}}
     _, plain = encode_record(new_packer(), value, 0, None, 0, 0.0, None, 1)

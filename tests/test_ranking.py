@@ -620,3 +620,16 @@ def test_parse_index_key_refuses_damaged_keys() -> None:
         index_codec.check_index_record(NS_INDEX_MEMBER + name + bytes(8) + b"sm", b"\x00" * 7)
     with pytest.raises(CorruptRecord, match="is corrupt"):
         index_codec.decode_index_meta(b"\xc1", b"where")
+
+
+@pytest.mark.parametrize("damage", [b"\xc1", b"\x00" * 9, encode_score(0.0)[:4]])
+def test_a_damaged_member_record_raises_corrupt_record_from_score_and_rank(store: TierStore, damage: bytes) -> None:
+    index = store.index("board")
+    index.add_many([("a", 1.0), ("b", 2.0)])
+    [member_key] = [key for key, _ in store._disk.scan(NS_INDEX_MEMBER) if key.endswith(encode_key("a"))]
+    store._disk.put(member_key, damage)
+    with pytest.raises(CorruptRecord, match="malformed score"):
+        index.score("a")
+    with pytest.raises(CorruptRecord, match="malformed score"):
+        index.rank("a")
+    assert index.score("b") == 2.0 and index.rank("b") == 1

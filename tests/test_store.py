@@ -14,7 +14,7 @@ import msgpack
 import pytest
 
 from tests.conftest import FakeClock
-from tierstore import ABSENT, Entry, StoreClosed, TierStore
+from tierstore import ABSENT, Entry, StoreClosed, StoreLocked, TierStore
 from tierstore._plyvel import plyvel
 from tierstore.codec import SEQ, encode_key
 from tierstore.keyspace import NS_ENTRY
@@ -452,3 +452,26 @@ def test_shared_mode_without_redis_py_says_which_extra_to_install(tmp_path: Path
     assert done.returncode == 0, done.stderr
     assert "ImportError: shared= needs redis-py: pip install 'tierstore[redis]'" in done.stdout
     assert "reopened True" in done.stdout
+
+
+class PlainPathLike(os.PathLike[str]):
+    """An ``os.PathLike`` whose ``str()`` is not its path (unlike ``pathlib.Path``)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def __fspath__(self) -> str:
+        return self._path
+
+
+def test_any_path_like_names_the_directory_it_stands_for(tmp_path: Path) -> None:
+    work, persist = tmp_path / "w", tmp_path / "p"
+    with TierStore(PlainPathLike(str(work)), persist_path=PlainPathLike(str(persist))) as store:
+        assert store.path == str(work)
+        store.set("k", 1)
+        with pytest.raises(StoreLocked):
+            TierStore(PlainPathLike(str(work)))  # the same directory: refused, not a directory of its own
+    assert sorted(os.listdir(tmp_path)) == ["p", "w"]
+    with TierStore(work) as store:
+        assert store.get("k") == 1
+

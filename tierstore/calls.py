@@ -93,6 +93,8 @@ class PartCalls:
         return self._closed
 
     def __enter__(self: _Self) -> _Self:
+        if self._forked:
+            raise self._unusable()
         return self
 
     def __exit__(

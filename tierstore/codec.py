@@ -303,6 +303,8 @@ def encode_record(
     is also the check that tier 2 can give it back at all. Raises
     ``TypeError``/``ValueError``/``OverflowError`` naming a value that cannot be stored.
     """
+    if type(value) is bytearray or (type(value) is memoryview and value.c_contiguous):  # read back as bytes
+        value = bytes(value)  # so tier 1 holds bytes too (a strided view is refused, as msgpack refuses it)
     envelope = [FORMAT, version, expires_at, flags, value, written_at, ttl, seq, load_time]
     try:
         data: bytes = packer.pack(envelope)

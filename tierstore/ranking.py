@@ -35,7 +35,7 @@ from .index_codec import (
     Pairs,
     check_stamp,
     decode_cursor,
-    decode_score,
+    decode_stored_score,
     encode_cursor,
     encode_score,
     iter_pairs,
@@ -270,7 +270,7 @@ class SortedIndex:
         tag = encode_key(member)
         with self._lock:
             raw = self._disk.get(self._keys.member(self._meta.gen, tag))
-        return None if raw is None else decode_score(raw)
+        return None if raw is None else decode_stored_score(raw)  # a damaged record: CorruptRecord
 
     def rank(self, member: Key, reverse: bool = False) -> int | None:
         """0-based position of ``member`` in ``(score, member)`` order; O(rank) as it counts."""
@@ -281,6 +281,7 @@ class SortedIndex:
             raw = snapshot_get(self._disk, snapshot, self._keys.member(gen, tag))
             if raw is None:
                 return None
+            decode_stored_score(raw)  # a damaged member record raises CorruptRecord, not a wrong rank
             before = count_keys(self._disk, snapshot, prefix, self._keys.order(gen, raw, tag))
         finally:
             self._disk.release(snapshot)

@@ -115,7 +115,7 @@ class TierStore(MappingCalls, PartCalls):
         arguments = {name: value for name, value in locals().items() if name != "self"}
         self._options = options = Options(**arguments)
         self._temp_dir = tempfile.mkdtemp(prefix="tierstore-") if path is None else None
-        self.path = str(path) if path is not None else str(self._temp_dir)
+        self.path = os.fsdecode(path) if path is not None else str(self._temp_dir)  # any os.PathLike
         self._clock = options.clock
         self._max_value_bytes = options.max_value_bytes
         self._scheduler = Scheduler(workers=2, name="tierstore")  # background work; threads start lazily

@@ -137,7 +137,12 @@ def _write_calls(store: TierStore) -> list[tuple[str, Callable[[], Any]]]:
 
 
 def _close_calls(store: TierStore) -> list[tuple[str, Callable[[], Any]]]:
-    return [("close", store.close), ("exit", lambda: store.__exit__(None, None, None)), ("again", store.close)]
+    return [
+        ("enter", store.__enter__),  # a with block in the child fails at its start, not at its end
+        ("close", store.close),
+        ("exit", lambda: store.__exit__(None, None, None)),
+        ("again", store.close),
+    ]
 
 
 @pytest.mark.parametrize("shape", ["reads", "writes", "closes"])

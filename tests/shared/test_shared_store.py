@@ -197,7 +197,8 @@ SERVED = {
     "get", "get_entry", "get_many", "set", "delete", "invalidate", "stats", "sweep", "checkpoint", "drain",
     "close", "closed", "report_corrupt", "path", "incr", "decr", "counter", "index", "guard_keys", "rebuild_guard",
     "get_or_load", "cached", "refresh_every", "keep_fresh",
-    "add", "touch", "pop", "replace_value", "set_many", "delete_many", "delete_prefix", "clear", "keys", "items",
+    "add", "touch", "pop", "replace_value", "update_value", "set_many", "delete_many", "delete_prefix", "clear",
+    "keys", "items",
 }  # fmt: skip
 
 
