@@ -8,9 +8,10 @@ an empty prefix: every key). The listener:
 
 - unless the message is this store's own (``origin``) or the local copy is
   trusted and stamped at that ``seq`` or later in the same epoch: replaces a
-  copy of the key held in tier 1 or 2 with the record the message carried,
-  stamped at its ``seq`` (``mirror.Mirror.replace``: the next read here needs
-  no round trip; a key held in neither tier stays so), or, when it carried
+  trusted copy of the key held in tier 1 or 2 with the record the message
+  carried, stamped at its ``seq`` (``mirror.Mirror.replace``: the next read
+  here needs no round trip; a key held in neither tier stays so, an untrusted
+  copy is dropped), or, when it carried
   none (or one that does not decode), drops the key's copies from tiers 1
   and 2 (``mirror.Mirror.drop``); and detaches
   this process's load of the key in flight (``Flights.invalidate``: its fill
