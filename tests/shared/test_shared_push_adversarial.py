@@ -11,12 +11,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import pytest
 import redis
 
-from tests.shared.support import wait_for
-from tests.shared.test_shared_mirror_adversarial import Stores, heard
+from tests.shared.support import entry_hash, wait_for
+from tests.shared.test_shared_mirror_adversarial import Stores, drive, heard, stamp_held
 from tierstore import TierStore
+from tierstore.shared.client import Names
+from tierstore.shared.steps import Call
 
 
 @contextmanager
@@ -67,3 +71,106 @@ def test_a_reset_does_not_push_an_older_record_over_a_newer_copy(stores: Stores,
         assert b.get("k") == "y"
         step()  # seq 2 ("y")
         assert b.get("k") == "y"
+
+
+def test_a_resync_does_not_push_an_older_record_over_a_copy_it_distrusted(stores: Stores, raw: redis.Redis) -> None:
+    """A malformed message is on the channel ahead of A's writes v2 and v3; B, behind on messages, reads
+    v3 from Redis. The malformed message resyncs B (its copy of v3 distrusted); v2's pushed record, heard
+    next, must not replace that copy: B would serve v2 after v3."""
+    a, b = stores(), stores()
+    a.set("other", "o")
+    wait_for(heard(b, 1))
+    with stepping(b) as step:
+        raw.publish(Names("tierstore").channel, b"junk")
+        a.set("k", "v2")
+        a.set("k", "v3")
+        assert b.get("k") == "v3"  # read from Redis
+        step()  # the malformed message: a resync
+        assert b.stats()["resyncs"] == 1
+        step()  # v2 pushed (the first message after the resync: the epoch checked)
+        assert b.get("k") == "v3"
+        step()
+        assert b.get("k") == "v3"
+
+
+@pytest.mark.parametrize("key", ["a+5:b", "1:0+3:x:", ":", "+", b"a+2:\x00"])
+def test_a_key_with_colons_and_pluses_round_trips_through_a_push(stores: Stores, raw: redis.Redis, key: Any) -> None:
+    """The key is the message's last field and the envelope's length rides on the version field: a key
+    spelling ``:`` and ``+`` (or a length) is still the key, and its copy is replaced, not another's."""
+    a, b = stores(), stores()
+    a.set(key, "v1")
+    wait_for(heard(b, 1))
+    assert b.get(key) == "v1" and b.stats()["hits_shared"] == 1
+    a.set(key, "v2")
+    wait_for(heard(b, 2))
+    assert b.get(key) == "v2" and b.stats()["hits_shared"] == 1  # replaced, no round trip
+    found = entry_hash(raw, key)
+    assert stamp_held(b, key) == (int(found[b"s"]), found[b"e"])
+    assert b.stats()["resyncs"] == 0
+
+
+def test_an_unversioned_write_pushes_the_version_it_keeps_and_lower_versions_stay_refused(stores: Stores) -> None:
+    """A's versioned write (7) then an unversioned one (which keeps version 7 in Redis) are pushed to B;
+    B's copy carries version 7, and B's own writes at a version not above it are refused."""
+    a, b = stores(), stores()
+    a.set("k", "v1")
+    wait_for(heard(b, 1))
+    assert b.get("k") == "v1"
+    assert a.set("k", "v7", version=7)
+    assert a.set("k", "plain")
+    wait_for(heard(b, 3))
+    assert b.get_entry("k").version == 7  # type: ignore[union-attr]
+    assert b.stats()["hits_shared"] == 1  # both replaced B's copy: no round trip
+    assert not b.set("k", "older", version=6) and not b.set("k", "same", version=7)
+    assert b.get("k") == "plain" and a.get("k") == "plain"
+    assert b.set("k", "newer", version=8)
+    wait_for(heard(a, 1))
+    assert a.get("k") == "newer" and a.get_entry("k").version == 8  # type: ignore[union-attr]
+
+
+def at_write(action: Callable[[], None]) -> Callable[[Call], None]:
+    """An ``after`` hook running ``action`` once the write's script answered (before its copy lands)."""
+
+    def hook(call: Call) -> None:
+        if call.what == "set":
+            action()
+
+    return hook
+
+
+def holding(stores: Stores) -> tuple[TierStore, TierStore]:
+    """A and B, B holding a trusted copy of ``k`` = "v1"."""
+    a, b = stores(), stores()
+    a.set("k", "v1")
+    wait_for(heard(b, 1))
+    assert b.get("k") == "v1" and b.stats()["hits_shared"] == 1
+    return a, b
+
+
+def test_an_earlier_write_pushed_during_a_local_write_leaves_the_local_write(stores: Stores) -> None:
+    """A writes a2 first; B writes b2 after it in Redis, and hears a2's push before its own copy lands:
+    B's copy is refused (a2 is older than b2), so B reads b2 (from Redis), never a2."""
+    a, b = holding(stores)
+    assert b._shared is not None
+    with stepping(b) as step:
+        a.set("k", "a2")
+        assert drive(b, b._shared.writes.write_steps("k", "b2"), at_write(step))  # a2 heard before b2 lands
+        assert stamp_held(b, "k") is None  # a2 was not kept over b2
+        assert b.get("k") == "b2"
+        step()  # B's own message
+        assert b.get("k") == "b2"
+
+
+def test_a_later_write_pushed_during_a_local_write_is_kept(stores: Stores) -> None:
+    """B's write lands in Redis, then A's (a3); B hears both before its copy lands: a3 is kept."""
+    a, b = holding(stores)
+    assert b._shared is not None
+
+    def write_elsewhere() -> None:
+        a.set("k", "a3")
+        step()  # B's own message
+        step()  # a3 pushed: replaces v1
+
+    with stepping(b) as step:
+        assert drive(b, b._shared.writes.write_steps("k", "b2"), at_write(write_elsewhere))
+        assert b.get("k") == "a3" and b.stats()["hits_shared"] == 1  # kept: no round trip
