@@ -9,6 +9,7 @@ served after a resync, version rules hold, and keys of any shape round-trip.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 import redis
 
 from tests.shared.support import entry_hash, wait_for
-from tests.shared.test_shared_mirror_adversarial import Stores, drive, heard, stamp_held
+from tests.shared.test_shared_mirror_adversarial import Stores, disk_key_of, drive, heard, stamp_held
 from tierstore import TierStore
 from tierstore.shared.client import Names
 from tierstore.shared.steps import Call
@@ -174,3 +175,74 @@ def test_a_later_write_pushed_during_a_local_write_is_kept(stores: Stores) -> No
     with stepping(b) as step:
         assert drive(b, b._shared.writes.write_steps("k", "b2"), at_write(write_elsewhere))
         assert b.get("k") == "a3" and b.stats()["hits_shared"] == 1  # kept: no round trip
+
+
+@pytest.mark.parametrize(
+    "memory", [{}, {"memory_bytes": 100_000}, {"memory_policy": "lfu"}, {"memory_policy": "fifo", "memory_items": 4}]
+)
+def test_a_pushed_copy_in_tier_1_of_any_policy_replaces_the_held_one(stores: Stores, memory: dict[str, Any]) -> None:
+    """Tier 1 of any kind (byte-bounded, a policy tier): the copy it held becomes the pushed record."""
+    a, b = stores(**memory), stores(memory_admission="always", **memory)
+    a.set("k", "v1")
+    wait_for(heard(b, 1))
+    assert b.get("k") == "v1" and b._memory.lookup("k") is not None
+    a.set("k", "v2")
+    wait_for(heard(b, 2))
+    held = b._memory.lookup("k")
+    assert held is not None and held[4] == "v2"
+    assert b.get("k") == "v2" and b.stats()["hits_shared"] == 1
+
+
+def test_a_pushed_copy_with_a_ttl_is_indexed_and_swept(stores: Stores) -> None:
+    """A pushed copy carries the writer's expiry and is indexed like any copy: B's sweep purges it once
+    it expired (B's clock runs ahead), and B never serves it after that."""
+    now = [0.0]
+    a = stores()
+    b = stores(clock=lambda: time.time() + now[0], sweep_interval=None)
+    a.set("k", "v1")
+    wait_for(heard(b, 1))
+    assert b.get("k") == "v1"
+    a.set("k", "v2", ttl=60)
+    wait_for(heard(b, 2))
+    assert stamp_held(b, "k") is not None and b.get("k") == "v2"
+    now[0] = 120.0
+    assert b.sweep()["expired_purged"] == 1
+    assert b._disk.get(disk_key_of("k")) is None
+    assert b.get("k") is None  # expired in B's time (Redis still holds it: A's clock)
+
+
+def test_a_push_over_a_local_tombstone_replaces_it_and_versions_hold(stores: Stores) -> None:
+    """B deletes ``k`` at version 5 (a tombstone copy); A's later write at version 6 is pushed over it;
+    B's write at version 5 stays refused."""
+    a, b = stores(), stores()
+    assert b.set("k", "b", version=4)
+    b.delete("k", version=5)
+    wait_for(heard(a, 2))
+    assert b.get("k") is None and stamp_held(b, "k") is not None  # B's tombstone, stamped
+    assert a.set("k", "a6", version=6)
+    wait_for(heard(b, 1))
+    assert b.get("k") == "a6" and b.get_entry("k").version == 6  # type: ignore[union-attr]
+    assert not b.set("k", "old", version=5)
+    assert b.get("k") == "a6"
+
+
+def test_a_push_during_a_load_in_flight_refuses_the_fill_and_keeps_the_pushed_copy(stores: Stores) -> None:
+    """B loads ``k`` (its copy expired); A writes ``k`` meanwhile and B hears it (the expired copy
+    replaced by A's record). B's fill is refused: B serves A's value from then on, never the load's."""
+    now = [0.0]
+    a = stores()
+    b = stores(clock=lambda: time.time() + now[0])
+    b.set("k", "short", ttl=10)
+    wait_for(heard(a, 1))
+    now[0] = 20.0  # expired for B
+    assert b.get("k") is None
+
+    def loader() -> str:
+        a.set("k", "from-a")
+        wait_for(heard(b, 1))
+        return "loaded"
+
+    answered = b.get_or_load("k", loader)
+    assert answered in ("loaded", "from-a")
+    assert b.get("k") == "from-a" and a.get("k") == "from-a"
+    assert b.get_or_load("k", lambda: "again") == "from-a"
