@@ -94,6 +94,37 @@ def test_a_resync_does_not_push_an_older_record_over_a_copy_it_distrusted(stores
         assert b.get("k") == "v3"
 
 
+def test_a_first_message_from_before_a_reset_pushes_nothing_into_the_new_data_set(
+    stores: Stores, raw: redis.Redis
+) -> None:
+    """B's first message ("old", seq 3) was published before a FLUSHALL; A then wrote "new" (seq 1 of the
+    new data set). Hearing "old", B finds the epoch id changed and resyncs; a read of B right then lands
+    "new" (stamped in the new data set). The pushed "old", whose data set is gone, must not replace it:
+    stamped at seq 3 of the new data set it would look newer, and B would serve "old" after "new"."""
+    a = stores()
+    a.set("x", 1)
+    a.set("y", 2)  # seq 2: "old" comes at seq 3, above the new data set's first writes
+    b = stores()
+    assert b._shared is not None and b._shared.listener is not None
+    listener = b._shared.listener
+    real_check = listener._check_epoch
+    served: list[object] = []
+
+    def check_then_read() -> bool:
+        resynced = real_check()
+        served.append(b.get("k"))  # a read of B between the resync and the message's copy
+        return resynced
+
+    listener._check_epoch = check_then_read  # type: ignore[method-assign]
+    with stepping(b) as step:
+        a.set("k", "old")
+        raw.flushall()
+        a.set("k", "new")
+        step()  # "old": B's first message, from the emptied data set
+        assert served == ["new"] and b.stats()["resyncs"] == 1
+        assert b.get("k") == "new"
+
+
 @pytest.mark.parametrize("key", ["a+5:b", "1:0+3:x:", ":", "+", b"a+2:\x00"])
 def test_a_key_with_colons_and_pluses_round_trips_through_a_push(stores: Stores, raw: redis.Redis, key: Any) -> None:
     """The key is the message's last field and the envelope's length rides on the version field: a key
