@@ -110,10 +110,9 @@ def test_a_first_message_from_before_a_reset_pushes_nothing_into_the_new_data_se
     real_check = listener._check_epoch
     served: list[object] = []
 
-    def check_then_read() -> bool:
-        resynced = real_check()
+    def check_then_read() -> None:
+        real_check()
         served.append(b.get("k"))  # a read of B between the resync and the message's copy
-        return resynced
 
     listener._check_epoch = check_then_read  # type: ignore[method-assign]
     with stepping(b) as step:
@@ -122,6 +121,28 @@ def test_a_first_message_from_before_a_reset_pushes_nothing_into_the_new_data_se
         a.set("k", "new")
         step()  # "old": B's first message, from the emptied data set
         assert served == ["new"] and b.stats()["resyncs"] == 1
+        assert b.get("k") == "new"
+
+
+def test_a_message_after_a_malformed_one_pushes_nothing_from_an_emptied_data_set(
+    stores: Stores, raw: redis.Redis
+) -> None:
+    """A malformed message, then "old" (seq 4) are on B's channel when Redis is emptied and A writes
+    "new" (seq 1 of the new data set). The malformed message resyncs B and re-reads the epoch id (the
+    new one already); B then reads "new". "old" comes next, its data set gone: its record, stamped in
+    the new data set at seq 4, must not replace "new"."""
+    a, b = stores(), stores()
+    a.set("x", 1)
+    a.set("y", 2)
+    wait_for(heard(b, 2))
+    with stepping(b) as step:
+        raw.publish(Names("tierstore").channel, b"junk")
+        a.set("k", "old")
+        raw.flushall()
+        a.set("k", "new")
+        step()  # the malformed message: a resync, the epoch id re-read
+        assert b.get("k") == "new"
+        step()  # "old", from the emptied data set
         assert b.get("k") == "new"
 
 

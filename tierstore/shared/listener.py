@@ -39,8 +39,10 @@ an empty prefix: every key). The listener:
   (``Outage.regained``). The first message after a subscription sets the
   baseline ``seq`` (writes before the subscription are covered by that resync),
   and resyncs if the epoch id changed since it was read (a ``FLUSHALL``: its
-  ``seq`` counts from 1 again); that message may predate the new data set, so
-  a record it carried is not copied (the key is dropped).
+  ``seq`` counts from 1 again). A record is copied only from a message whose
+  ``seq`` follows the last one heard: the first after a subscription, a
+  malformed message or a gap may predate the data set whose epoch id was
+  read since, so its key is dropped instead.
 - Each wake-up handles every reply already waiting (up to ``_DRAIN``), read
   straight off the subscription's connection (RESP2 arrays); idle, it wakes
   every ``_POLL`` seconds to check its clock and ``client.down``.
@@ -235,9 +237,10 @@ class Listener:
             self._outage.resync("malformed message")
             self._mirror.epoch = self._client.epoch()
             return None
+        if last is None or seq != last + 1:
+            pushed = b""  # its data set may be gone (the epoch id read since is newer): no record is copied
         if last is None:
-            if self._check_epoch():
-                pushed = b""  # the message may predate the new data set: its record is not copied there
+            self._check_epoch()
         elif seq != last + 1:
             self._outage.resync(f"seq {seq} after {last}")
             self._mirror.epoch = self._client.epoch()  # a reset: Redis may hold a new data set
@@ -271,16 +274,12 @@ class Listener:
                 return
         mirror.drop(key, disk_key, stripe, below=seq)
 
-    def _check_epoch(self) -> bool:
+    def _check_epoch(self) -> None:
         """The first message after a subscription has no ``seq`` to follow: it may come from a data set
         emptied since the epoch id was read (``FLUSHALL``, its ``seq`` counting from 1 again), whose
         messages would keep the copies stamped before it. A changed epoch id resyncs. The listener's
-        own read (one ``GET`` a subscription), not one of the store's calls (``shared_calls``). Whether it
-        resynced: the message may then come from the emptied data set, so a record it carried, stamped
-        in the new one, would pass for a write there; it is dropped instead."""
+        own read (one ``GET`` a subscription), not one of the store's calls (``shared_calls``)."""
         client = self._client
-        if client.redis.get(client.names.epoch) == self._mirror.epoch:
-            return False
-        self._outage.resync("the data set's epoch id changed")
-        self._mirror.epoch = client.epoch()
-        return True
+        if client.redis.get(client.names.epoch) != self._mirror.epoch:
+            self._outage.resync("the data set's epoch id changed")
+            self._mirror.epoch = client.epoch()
