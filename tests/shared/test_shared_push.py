@@ -124,14 +124,16 @@ def test_a_fill_elsewhere_over_an_expired_copy_is_pushed(stores: Stores) -> None
 
 
 def test_a_read_in_flight_from_before_the_write_keeps_the_pushed_copy(stores: Stores, raw: redis.Redis) -> None:
-    """B's read fetched v1 from Redis; A writes v2 and B's listener replaces B's copy with v2 before the
-    read lands: the read answers what it read, and v2 stays (no later read goes back to v1)."""
+    """B's read fetched v1 from Redis; another read of B lands a trusted copy of v1, A writes v2 and B's
+    listener replaces that copy with v2 before the first read lands: the read answers what it read, and
+    v2 stays (no later read goes back to v1)."""
     a, b = two_stores(stores)
     b._memory.discard("k", hash("k") % b._shared.mirror.stripe_count)  # type: ignore[union-attr]
     b._shared.mirror.resync(listening=True)  # type: ignore[union-attr]  # the copy is distrusted: a read asks Redis
     count = b.stats()["invalidations_received"]
 
     def write_elsewhere() -> None:
+        assert b.get("k") == "v1"  # a second read asks Redis too: its trusted copy lands first
         a.set("k", "v2")
         wait_for(heard(b, count + 1))
 

@@ -300,6 +300,11 @@ def test_close_while_the_listener_handles_a_message_is_bounded_and_quiet_after(
     other = stores()
     shared = store._shared
     assert shared is not None
+    other.set("first", 0)  # the first message heard sets the baseline seq (no record is copied from it)
+    deadline = time.monotonic() + 10
+    while store.stats()["invalidations_received"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     entered, release = threading.Event(), threading.Event()
     real_replace = shared.mirror.replace
 

@@ -8,9 +8,10 @@ an empty prefix: every key). The listener:
 
 - unless the message is this store's own (``origin``) or the local copy is
   trusted and stamped at that ``seq`` or later in the same epoch: replaces a
-  copy of the key held in tier 1 or 2 with the record the message carried,
-  stamped at its ``seq`` (``mirror.Mirror.replace``: the next read here needs
-  no round trip; a key held in neither tier stays so), or, when it carried
+  trusted copy of the key held in tier 1 or 2 with the record the message
+  carried, stamped at its ``seq`` (``mirror.Mirror.replace``: the next read
+  here needs no round trip; a key held in neither tier stays so, an untrusted
+  copy is dropped), or, when it carried
   none (or one that does not decode), drops the key's copies from tiers 1
   and 2 (``mirror.Mirror.drop``); and detaches
   this process's load of the key in flight (``Flights.invalidate``: its fill
@@ -38,7 +39,10 @@ an empty prefix: every key). The listener:
   (``Outage.regained``). The first message after a subscription sets the
   baseline ``seq`` (writes before the subscription are covered by that resync),
   and resyncs if the epoch id changed since it was read (a ``FLUSHALL``: its
-  ``seq`` counts from 1 again).
+  ``seq`` counts from 1 again). A record is copied only from a message whose
+  ``seq`` follows the last one heard: the first after a subscription, a
+  malformed message or a gap may predate the data set whose epoch id was
+  read since, so its key is dropped instead.
 - Each wake-up handles every reply already waiting (up to ``_DRAIN``), read
   straight off the subscription's connection (RESP2 arrays); idle, it wakes
   every ``_POLL`` seconds to check its clock and ``client.down``.
@@ -233,6 +237,8 @@ class Listener:
             self._outage.resync("malformed message")
             self._mirror.epoch = self._client.epoch()
             return None
+        if last is None or seq != last + 1:
+            pushed = b""  # its data set may be gone (the epoch id read since is newer): no record is copied
         if last is None:
             self._check_epoch()
         elif seq != last + 1:

@@ -263,11 +263,16 @@ class Mirror:
 
     def _as_new(self, data: bytes | None, stamp: Stamp) -> bool:
         """Whether the tier-2 envelope ``data`` is a trusted copy of this data set stamped at ``stamp`` or later."""
+        held = self._trusted_seq(data)
+        return held is not None and stamp[1] == self.epoch and held >= stamp[0]
+
+    def _trusted_seq(self, data: bytes | None) -> int | None:
+        """The Redis ``seq`` the tier-2 envelope ``data`` is stamped at, if a trusted copy of this data set."""
         found = None if data is None else envelope_stamp(data)
         if found is None:
-            return False
+            return None
         local_seq, (seq, epoch) = found
-        return local_seq > self.floor and epoch == stamp[1] == self.epoch and seq >= stamp[0]
+        return seq if local_seq > self.floor and epoch == self.epoch else None
 
     def drop_prefix(self, prefix: Key | None) -> None:
         """Forget every copy of a key under ``prefix`` (``None``: every key), in both tiers.
@@ -311,17 +316,20 @@ class Mirror:
         """A write elsewhere left ``record`` in Redis at ``stamp`` (its message carried it): a copy of
         ``key`` held here that is older becomes this record, in the tiers that held it.
 
-        What a ``drop`` keeps it keeps (a trusted copy stamped at ``stamp`` or later); a key held in
-        neither tier stays so, and nothing is copied while the listener is not subscribed. The mark
-        moves, so a read in flight from before lands only if its copy is newer still.
+        What a ``drop`` keeps it keeps (a trusted copy stamped at ``stamp`` or later). Only a trusted
+        older copy is replaced: an untrusted one (below the floor after a resync, of another data set,
+        unstamped as a sweep's tombstone) may be newer than ``record``, so it is dropped, as is a key
+        held in neither tier; nothing is copied while the listener is not subscribed. The mark moves,
+        so a read in flight from before lands only if its copy is newer still.
         """
         memory = self._memory
         with self._locks[stripe]:
             data = self._disk.get(disk_key)
-            if self._as_new(data, stamp):
+            held = self._trusted_seq(data) if stamp[1] == self.epoch else None
+            if held is not None and held >= stamp[0]:
                 return
             in_memory = memory.lookup(key) is not None
-            copied = self._copy(disk_key, record, stamp) if self.listening and (in_memory or data) else None
+            copied = self._copy(disk_key, record, stamp) if self.listening and held is not None else None
             if copied is None:
                 self._drop_locked(key, disk_key, stripe, held=data is not None)
                 return
