@@ -17,10 +17,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Hashable
+from typing import TypeVar
 
 from .flight import Flight, Flights
 
-__all__ = ["LeaseLock", "LeaseLocks"]
+__all__ = ["Held", "LeaseLock", "LeaseLocks"]
 
 
 class LeaseLocks:
@@ -44,7 +45,29 @@ class LeaseLocks:
         return self._flights.running(name)
 
 
-class LeaseLock:
+class Held:
+    """``with lock:`` over ``acquire()``/``release()``, for this table's locks and the shared tier's."""
+
+    __slots__ = ()
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Lock) -> _Lock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+_Lock = TypeVar("_Lock", bound=Held)
+
+
+class LeaseLock(Held):
     """One handle on a named lease: ``acquire``/``release``/``locked``, and a context manager."""
 
     __slots__ = ("_flights", "_flight", "name")
@@ -80,13 +103,6 @@ class LeaseLock:
     def locked(self) -> bool:
         """Whether the name is held now, through this handle or another."""
         return self._flights.running(self.name)
-
-    def __enter__(self) -> LeaseLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
     def __repr__(self) -> str:
         return f"LeaseLock({self.name!r}, {'locked' if self.locked() else 'free'})"

@@ -223,7 +223,7 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         made = self._key(key, version)
         result: list[Any] = []
-        with self._holder as store, self._holder.update_lock:
+        with self._holder as store:
 
             def bumped(stored: Any) -> Any:  # atomic in the store (in shared mode, retried in Redis)
                 value = self._decode(store, made, stored, _MISSING)

@@ -43,8 +43,8 @@ __all__ = ["StoreHolder", "STORE_SETTINGS", "store_settings", "lease_locks", "op
 log = logging.getLogger("tierstore.integrations")
 
 STORE_SETTINGS: frozenset[str] = frozenset(inspect.signature(TierStore.__init__).parameters) - {"self", "path"}
-_DEFAULT_LEASE = float(inspect.signature(TierStore.__init__).parameters["lock_timeout"].default)
 _DEFAULTS = {name: p.default for name, p in inspect.signature(TierStore.__init__).parameters.items()}
+_DEFAULT_LEASE = float(_DEFAULTS["lock_timeout"])
 
 
 def store_settings(arguments: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -63,7 +63,6 @@ class _Directory:
         self.store: TierStore | None = None
         self.refs = 0
         self.lock = threading.Lock()  # guards store and refs; held while opening or closing
-        self.update_lock = threading.RLock()  # read-modify-write calls of the backends (incr, decr)
         self.locks = LeaseLocks(lease)
         self.warned: set[str] = set()
         self._pending: list[TierStore] = []  # references of collected holders that found the lock taken
@@ -141,6 +140,8 @@ _UNSET: Any = object()
 def _effective(settings: Mapping[str, Any]) -> dict[str, Any]:
     """``settings`` without those given at their default: ``memory_items=10_000`` is no difference."""
     return {name: value for name, value in settings.items() if _DEFAULTS.get(name, _UNSET) != value}
+
+
 _directories: dict[str, _Directory] = {}
 _table_lock = threading.Lock()
 _fork_lock = threading.Lock()  # one thread of a forked child at a time moves a holder over to it
@@ -271,12 +272,6 @@ class StoreHolder:
         """The directory's lease locks (they outlive the store's closes)."""
         self._check_process()
         return self._directory.locks
-
-    @property
-    def update_lock(self) -> threading.RLock:
-        """The directory's lock for read-modify-write calls in this process."""
-        self._check_process()
-        return self._directory.update_lock
 
     def close(self) -> None:
         """Give the reference back (the store closes with its last one); the next use takes a new one."""

@@ -43,7 +43,7 @@ reader of a directory still reads these records).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -173,24 +173,31 @@ class Mirror:
                 if not self._holds_as_new(disk_key, stamp):
                     self._drop_locked(key, disk_key, stripe)
                 return record
-            self._marks[_slot(key)] += 1
             copied = self._copy(disk_key, record, stamp)
             if copied is None:
                 self._drop_locked(key, disk_key, stripe)
                 return record
-            item, local = copied
             memory = self._memory
-            memory.begin_write(stripe, key)
-            try:
-                self._writes.put(item[0], item[1], item[2], item[3])  # type: ignore[arg-type]  # data is bytes
-            except BaseException:
-                memory.discard(key, stripe)
-                raise
-            if read and memory.first_reads is not None and memory.is_first_read(key):
-                memory.discard(key, stripe)  # a first read: remembered, held in tier 2 only
-            else:
-                memory.put(key, local, stripe)
-            return local
+            # a first read is remembered and held in tier 2 only
+            return self._land(key, stripe, copied, lambda: not (read and memory.is_first_read(key)))
+
+    def _land(self, key: Key, stripe: int, copied: tuple[BatchItem, Record], hold: Callable[[], bool]) -> Record:
+        """Write a copy (the key's lock held): its mark moves, tier 2, then tier 1 when ``hold()``
+        (asked once tier 2 holds it); the local record."""
+        (disk_key, envelope, seq, extra), local = copied
+        memory = self._memory
+        self._marks[_slot(key)] += 1
+        memory.begin_write(stripe, key)  # until put/discard, tier 1 holds no record of key
+        try:
+            self._writes.put(disk_key, envelope, seq, extra)  # type: ignore[arg-type]  # a copy: bytes
+        except BaseException:
+            memory.discard(key, stripe)  # what tier 2 holds is unknown (the listener's error ends in a resync)
+            raise
+        if hold():
+            memory.put(key, local, stripe)
+        else:
+            memory.discard(key, stripe)
+        return local
 
     def _copy(self, disk_key: bytes, record: Record, stamp: Stamp) -> tuple[BatchItem, Record] | None:
         """The tier-2 write of a copy (its envelope stamped, a local seq taken) and its tier-1 record.
@@ -333,18 +340,7 @@ class Mirror:
             if copied is None:
                 self._drop_locked(key, disk_key, stripe, held=data is not None)
                 return
-            self._marks[_slot(key)] += 1
-            (_, envelope, seq, extra), local = copied
-            memory.begin_write(stripe, key)
-            try:
-                self._writes.put(disk_key, envelope, seq, extra)  # type: ignore[arg-type]  # a copy: bytes
-            except BaseException:
-                memory.discard(key, stripe)  # the listener's error ends in a resync: no copy is trusted
-                raise
-            if in_memory:
-                memory.put(key, local, stripe)
-            else:
-                memory.discard(key, stripe)
+            self._land(key, stripe, copied, lambda: in_memory)  # tier 1 only where it held the key
 
     def absent(self, key: Key, disk_key: bytes, stripe: int, seen: Seen, *, held: bool) -> None:
         """Redis answered a read with no entry of ``key`` (or a damaged one): the read's miss is a change.

@@ -26,6 +26,7 @@ import os
 import time
 
 from ..codec import Key, encode_key
+from ..mutex import Held
 from .client import SharedClient
 from .lease_scripts import UNCLAIM
 from .scripts import Scripts
@@ -54,7 +55,7 @@ class SharedLeaseLocks:
         return self.lock(name).locked()
 
 
-class SharedLeaseLock:
+class SharedLeaseLock(Held):
     """One handle on a named lease in Redis: ``acquire``/``release``/``locked``, and a context manager."""
 
     __slots__ = ("_locks", "_key", "_token", "name")
@@ -96,13 +97,6 @@ class SharedLeaseLock:
         """Whether the name is held now, through this handle or another, in any process."""
         client = self._locks._client
         return bool(client.call("mutex", client.redis.exists, self._key))
-
-    def __enter__(self) -> SharedLeaseLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
     def __repr__(self) -> str:
         return f"SharedLeaseLock({self.name!r})"
