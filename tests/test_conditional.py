@@ -354,3 +354,6 @@ def test_update_value_without_a_live_entry_or_with_a_failing_update_writes_nothi
             store.update_value("k", lambda value: object())  # not storable: refused before any write
         assert store.get("k") == "text"
         assert store.update_value("k", lambda value: value + "!") is True and store.get("k") == "text!"
+        with pytest.raises(TypeError, match="update_value needs a callable"):
+            store.update_value("k", "text!!")  # type: ignore[arg-type]
+        assert store.get("k") == "text!"

@@ -19,7 +19,7 @@ from .codec import Key, RecordState, record_state
 from .errors import TierStoreError
 from .keyspace import entry_key
 
-__all__ = ["ConditionalCalls", "popped"]
+__all__ = ["ConditionalCalls", "checked_update", "popped"]
 
 _LIVE = RecordState.LIVE
 
@@ -32,6 +32,13 @@ class _Raise:
 
 
 _RAISE: Any = _Raise()
+
+
+def checked_update(update: Any) -> Callable[[Any], Any]:
+    """``update_value``'s function, refused before anything is read unless it is callable."""
+    if not callable(update):
+        raise TypeError(f"update_value needs a callable taking the current value, got {type(update).__name__}")
+    return update  # type: ignore[no-any-return]
 
 
 def popped(key: Key, found: bool, value: Any, default: Any) -> Any:
@@ -115,7 +122,7 @@ class ConditionalCalls(BatchAccess):
         """
         if self._closed:
             raise self._unusable()
-        return self._batch.update_value(key, entry_key(key), update)
+        return self._batch.update_value(key, entry_key(key), checked_update(update))
 
     def pop(self, key: Key, default: Any = _RAISE) -> Any:
         """The live value of ``key``, deleted in the same step (as ``delete`` does: tombstone, fill generation).

@@ -121,6 +121,7 @@ async def script(s: Any, awaiting: bool) -> list[Any]:
         ("update_value", ("b", lambda value: value + "!"), {}),
         ("update_value", ("missing", lambda value: value + "!"), {}),
         ("update_value", ("b", lambda value: value + 1), {}),
+        ("update_value", ("b", "not callable"), {}),
         ("get", ("b",), {}),
         ("pop", ("b",), {}),
         ("pop", ("b", "default"), {}),

@@ -8,6 +8,7 @@ nothing of the next holder's) and raises ``SharedUnavailable`` while Redis is do
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import pytest
 from tests.shared.redis_server import RedisServer
 from tests.shared.support import wait_for
 from tests.shared.workers import Worker
-from tierstore import SharedUnavailable, TierStore
+from tierstore import SharedUnavailable, StoreClosed, TierStore
 
 pytest.importorskip("dogpile.cache")
 
@@ -97,6 +98,51 @@ def test_while_redis_is_down_a_lock_cannot_be_taken(
             mutex.acquire()
     finally:
         redis_server.resume()
+
+
+def test_a_release_that_cannot_reach_redis_is_logged_and_the_lease_ends_by_itself(
+    redis_server: RedisServer, stores: Callable[..., TierStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = stores(shared_grace=60.0, lock_timeout=1.0)
+    mutex = TierStoreBackend({"store": store}).get_mutex("k")
+    assert mutex.acquire()
+    client = store._shared.client  # type: ignore[union-attr]
+    redis_server.pause()
+    try:
+        wait_for(lambda: client.down, 3.0)
+        with caplog.at_level(logging.WARNING, logger="tierstore"):
+            mutex.release()  # no SharedUnavailable over the holder's own outcome
+        assert "could not free the lease lock" in caplog.text
+    finally:
+        redis_server.resume()
+    other = stores(lock_timeout=1.0)  # opened once Redis answers again
+    assert TierStoreBackend({"store": other}).get_mutex("k")._lock.acquire(timeout=5.0)
+
+
+def test_a_lock_of_a_closed_or_inherited_store_raises_its_error(stores: Callable[..., TierStore]) -> None:
+    store = stores()
+    mutex = TierStoreBackend({"store": store}).get_mutex("k")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's connections must never be used here
+        try:
+            mutex.acquire()
+            answer = b"acquired"
+        except BaseException as exc:
+            answer = type(exc).__name__.encode()
+        os.write(write, answer)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        assert pipe.read() == b"StoreForked"
+    os.waitpid(pid, 0)
+    assert mutex.acquire(False)  # the parent is unharmed
+    mutex.release()
+    store.close()
+    with pytest.raises(StoreClosed):
+        mutex.acquire()
+    with pytest.raises(StoreClosed):
+        mutex.locked()
 
 
 def test_a_local_store_keeps_the_directory_s_table(tmp_path: Path) -> None:

@@ -120,7 +120,7 @@ class SharedTier:
             on_corrupt=on_corrupt, outage=self.outage, held=self.reads.held,
         )  # fmt: skip
         self.leases.closed_error = disk.closed_error
-        self.lease_locks = SharedLeaseLocks(self.client, self.scripts, options.lock_timeout)  # dogpile's mutexes
+        self.lease_locks = SharedLeaseLocks(self.client, self.scripts, options.lock_timeout, self._gate)  # dogpile's
         self.listing = SharedListing(
             client=self.client, scripts=self.scripts, clock=options.clock,
             max_bytes=options.max_value_bytes, on_corrupt=on_corrupt,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..bulk import checked_keys, set_many_items
 from ..clock import TTL, check_seconds, check_ttl
 from ..codec import Entry, Key, Record, encode_key, entry_of
-from ..conditional import _RAISE, popped
+from ..conditional import _RAISE, checked_update, popped
 from ..keyspace import entry_key
 from ..load_lease import Held
 from .aio_redis import AsyncRedis
@@ -182,7 +182,7 @@ class AsyncShared:
 
     async def update_value(self, key: Key, update: Callable[[Any], Any]) -> bool:
         self._open()
-        return await self._run(self._shared.conditional.update_value_steps(key, entry_key(key), update))
+        return await self._run(self._shared.conditional.update_value_steps(key, entry_key(key), checked_update(update)))
 
     async def pop(self, key: Key, default: Any = _RAISE) -> Any:
         store = self._open()

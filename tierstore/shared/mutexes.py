@@ -15,17 +15,22 @@ of the namespace, not only this one. A lock on ``name`` is the Redis string
 
 Every call goes through the store's client: bounded by its timeouts, counted in
 ``shared_calls``, and ``SharedUnavailable`` while Redis is unreachable (a lock
-cannot be granted without the authority). Thread-safety: a handle is used by one
+cannot be granted without the authority; a ``release`` that cannot reach Redis
+is logged, not raised: the lease ends by itself). A handle used after its store
+closed raises ``StoreClosed``, in a forked child ``StoreForked``. Thread-safety: a handle is used by one
 holder at a time, as ``threading.Lock``; handles of one name may be shared freely.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
+from collections.abc import Callable
 
 from ..codec import Key, encode_key
+from ..errors import SharedUnavailable
 from ..mutex import Held
 from .client import SharedClient
 from .lease_scripts import UNCLAIM
@@ -33,18 +38,21 @@ from .scripts import Scripts
 
 __all__ = ["SharedLeaseLocks", "SharedLeaseLock"]
 
+log = logging.getLogger("tierstore")
+
 _POLL_MIN, _POLL_MAX = 0.002, 0.05  # seconds between attempts of a waiting acquire
 
 
 class SharedLeaseLocks:
     """Named lease locks of one namespace in Redis, each held for at most ``lease`` seconds."""
 
-    def __init__(self, client: SharedClient, scripts: Scripts, lease: float) -> None:
+    def __init__(self, client: SharedClient, scripts: Scripts, lease: float, gate: Callable[[], None]) -> None:
         if not lease > 0:
             raise ValueError(f"a lease must be a positive number of seconds, got {lease!r}")
         self._client = client
         self._scripts = scripts
         self.lease = lease
+        self.gate = gate  # raises the store's closed (or forked) error: a handle outlives its store
 
     def lock(self, name: Key) -> SharedLeaseLock:
         """A lock on ``name`` (a str or bytes key); every lock of one name excludes the others, everywhere."""
@@ -76,6 +84,7 @@ class SharedLeaseLock(Held):
         take = lambda: client.redis.set(key, token, nx=True, px=lease_ms)  # noqa: E731
         pause = _POLL_MIN
         while True:
+            self._locks.gate()
             if client.call("mutex", take):
                 self._token = token
                 return True
@@ -91,10 +100,15 @@ class SharedLeaseLock(Held):
         if token is None:
             raise RuntimeError(f"release of lease lock {self.name!r}, which this handle does not hold")
         self._token = None
-        self._locks._scripts.run("mutex", UNCLAIM, [self._key], [token])  # frees it only while still this lease
+        self._locks.gate()
+        try:
+            self._locks._scripts.run("mutex", UNCLAIM, [self._key], [token])  # frees it only while still this lease
+        except SharedUnavailable as exc:  # counted in shared_errors; not raised over the holder's own outcome
+            log.warning("tierstore: could not free the lease lock %r (it ends by itself): %s", self.name, exc)
 
     def locked(self) -> bool:
         """Whether the name is held now, through this handle or another, in any process."""
+        self._locks.gate()
         client = self._locks._client
         return bool(client.call("mutex", client.redis.exists, self._key))
 
