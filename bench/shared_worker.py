@@ -36,8 +36,9 @@ _CTX = multiprocessing.get_context("spawn")
 LAG_KEY = "lag"
 _COMMANDS = frozenset(
     {"prefill", "read_all", "prepare", "go", "stats", "write_check", "read_check", "verify", "restore"}
-    | {"lag_write", "lag_read"}
+    | {"lag_write", "lag_read", "stream_write"}
 )
+STREAM_KEYS = 100  # the keys a stream writer cycles over (none is the lag key)
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,17 @@ class _Worker:
             returned.append(time.monotonic())
             time.sleep(pause)
         return returned
+
+    def stream_write(self, duration: float, pause: float) -> int:
+        """Set keys other than the lag key through tierstore, ``pause`` s apart, for ``duration`` s; how many."""
+        put = self.peers["tierstore"].put
+        end = time.monotonic() + duration
+        count = 0
+        while time.monotonic() < end:
+            put(f"stream:{count % STREAM_KEYS}", count)
+            count += 1
+            time.sleep(pause)
+        return count
 
     def lag_read(self, conn: Connection, writes: int, poll: float, timeout: float) -> dict[int, float]:
         """Poll the lag key every ``poll`` s; the moment each value was first read (tells ``ready`` first).
