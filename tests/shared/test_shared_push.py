@@ -162,15 +162,38 @@ def test_a_damaged_pushed_envelope_drops_the_copy_and_is_logged(
     raw.set(names.seq, seq)  # the message's seq follows the last one: no gap
     tagged = codec.encode_key("k")
     junk = b"\xc1not msgpack"
+    epoch = raw.get(names.epoch)
+    assert epoch
     with caplog.at_level(logging.WARNING, logger="tierstore"):
-        raw.publish(names.channel, b"%d:0+%d:elsewhere:%s%s" % (seq, len(junk), tagged, junk))
+        message = b"%d:0+%d+%d:elsewhere:%s%s%s" % (seq, len(junk), len(epoch), tagged, junk, epoch)
+        raw.publish(names.channel, message)
         wait_for(heard(b, 2))
     assert b._disk.get(disk_key_of("k")) is None and b._memory.lookup("k") is None
     assert "malformed envelope" in caplog.text and b.stats()["resyncs"] == 0
     assert b.get("k") == "v1"  # from Redis again
 
 
-@pytest.mark.parametrize("size", [b"0", b"-3", b"x", b"999999"])
+def test_a_pushed_record_of_another_data_set_drops_the_copy(stores: Stores, raw: redis.Redis) -> None:
+    """A pushed record whose epoch id is not the data set B last read (one emptied since, or a newer
+    one B has not heard of) is not copied: the key is dropped and read from Redis again."""
+    _, b = two_stores(stores)
+    names = Names("tierstore")
+    seq = int(raw.get(names.seq) or 0) + 1
+    raw.set(names.seq, seq)  # the message's seq follows the last one: no gap
+    tagged = codec.encode_key("k")
+    envelope = entry_hash(raw, "k")[b"d"]  # a well-formed record ("v1" at version 0)
+    foreign = b"0123456789abcdef"
+    assert raw.get(names.epoch) != foreign
+    raw.publish(names.channel, b"%d:0+%d+%d:elsewhere:%s%s%s" % (seq, len(envelope), 16, tagged, envelope, foreign))
+    wait_for(heard(b, 2))
+    assert b._disk.get(disk_key_of("k")) is None and b._memory.lookup("k") is None
+    assert b.stats()["resyncs"] == 0
+    assert b.get("k") == "v1" and b.stats()["hits_shared"] == 2  # from Redis again
+
+
+@pytest.mark.parametrize(
+    "size", [b"0", b"-3", b"x", b"999999", b"3", b"3+0", b"3+x", b"3+-1", b"0+3", b"3+999999", b"+3+3", b"3+3+3"]
+)
 def test_a_pushed_length_that_does_not_fit_is_a_malformed_message(
     stores: Stores, raw: redis.Redis, size: bytes
 ) -> None:

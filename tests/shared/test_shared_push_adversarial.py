@@ -298,3 +298,27 @@ def test_a_push_during_a_load_in_flight_refuses_the_fill_and_keeps_the_pushed_co
     assert answered in ("loaded", "from-a")
     assert b.get("k") == "from-a" and a.get("k") == "from-a"
     assert b.get_or_load("k", lambda: "again") == "from-a"
+
+
+def test_a_push_from_a_data_set_emptied_twice_is_not_stamped_in_the_newest(stores: Stores, raw: redis.Redis) -> None:
+    """Redis is emptied twice in a row: A writes "w1" and "w2" into the data set in between, then "z"
+    into the newest. B, behind on messages, hears "w1" (seq 1 after seq 1: a reset) and re-reads the
+    epoch id: the newest data set's. B then reads "z" from Redis. "w2" comes next at seq 2, the last
+    plus one: its record belongs to the data set in between, so it must not replace "z" (stamped
+    at seq 2 of the newest data set it would look newer, and B would serve "w2" after "z")."""
+    a, b = stores(), stores()
+    a.set("other", "o")
+    wait_for(heard(b, 1))
+    with stepping(b) as step:
+        raw.flushall()
+        a.set("k", "w1")
+        a.set("k", "w2")
+        raw.flushall()
+        a.set("k", "z")
+        step()  # "w1": a reset, the epoch id re-read (the newest)
+        assert b.stats()["resyncs"] == 1
+        assert b.get("k") == "z"  # read from Redis, stamped in the newest data set
+        step()  # "w2", from the data set in between
+        assert b.get("k") == "z"
+        step()  # "z": seq 1 again, a reset
+        assert b.get("k") == "z"

@@ -2,16 +2,18 @@
 
 Each message is ``seq:version:origin:tagged key`` (see ``scripts``), or, for
 a write that landed an envelope of at most ``PUSH_BYTES``,
-``seq:version+length:origin:tagged key`` followed by that envelope, or, for
+``seq:version+length+epoch length:origin:tagged key`` followed by that
+envelope and the epoch id of its data set, or, for
 ``delete_prefix``/``clear``, ``seq:P:origin:tagged prefix`` (``bulk_scripts``;
 an empty prefix: every key). The listener:
 
 - unless the message is this store's own (``origin``) or the local copy is
   trusted and stamped at that ``seq`` or later in the same epoch: replaces a
   trusted copy of the key held in tier 1 or 2 with the record the message
-  carried, stamped at its ``seq`` (``mirror.Mirror.replace``: the next read
-  here needs no round trip; a key held in neither tier stays so, an untrusted
-  copy is dropped), or, when it carried
+  carried, stamped at its ``seq`` and epoch id (``mirror.Mirror.replace``: the
+  next read here needs no round trip; a key held in neither tier stays so, an
+  untrusted copy or a record of another data set than the one last read is
+  dropped), or, when it carried
   none (or one that does not decode), drops the key's copies from tiers 1
   and 2 (``mirror.Mirror.drop``); and detaches
   this process's load of the key in flight (``Flights.invalidate``: its fill
@@ -71,7 +73,7 @@ from ..flight import Flights
 from ..keyspace import NS_ENTRY
 from ..stats import Stats
 from .client import CALL_TIMEOUT, SharedClient
-from .mirror import Mirror
+from .mirror import Mirror, Stamp
 from .outage import Outage
 from .reading import shared_record
 
@@ -235,11 +237,8 @@ class Listener:
         try:
             seq_text, version, origin, tagged = data.split(b":", 3)
             seq = int(seq_text)
-            version, _, pushed_size = version.partition(b"+")  # a write's envelope follows its key
-            pushed = tagged[len(tagged) - int(pushed_size) :] if pushed_size else b""
-            if pushed_size and not 0 < len(pushed) < len(tagged):
-                raise ValueError("pushed envelope length")
-            tagged = tagged[: len(tagged) - len(pushed)]
+            version, _, sizes = version.partition(b"+")  # a write's envelope and epoch id follow its key
+            tagged, pushed, pushed_epoch = _split_pushed(tagged, sizes) if sizes else (tagged, b"", b"")
             whole = version == b"P"  # a prefix message: every key under the tagged prefix (b"": all)
             own = origin == self._client.origin  # its own: only the seq and ``wake`` matter
             key = None if own or (whole and not tagged) else decode_key(tagged)
@@ -262,7 +261,7 @@ class Listener:
                 self._flights.invalidate_prefix(key)
             else:
                 assert key is not None
-                self._apply(key, NS_ENTRY + tagged, seq, version, pushed)
+                self._apply(key, NS_ENTRY + tagged, (seq, pushed_epoch), version, pushed)
                 if self._flights.in_flight:
                     self._flights.invalidate(key)  # callers from now on start a fresh load, as after a write here
             self._count_received()
@@ -270,9 +269,10 @@ class Listener:
             self.wake(tagged)
         return seq
 
-    def _apply(self, key: Key, disk_key: bytes, seq: int, version: bytes, pushed: bytes) -> None:
-        """Another store's write at ``seq``: a copy held here is replaced by the record its message
-        carried (``pushed``), or dropped (no record carried, or one that does not decode)."""
+    def _apply(self, key: Key, disk_key: bytes, stamp: Stamp, version: bytes, pushed: bytes) -> None:
+        """Another store's write at ``stamp`` (its seq and, for a pushed record, its data set's epoch id):
+        a copy held here is replaced by the record its message carried (``pushed``), or dropped (no
+        record carried, or one that does not decode)."""
         mirror = self._mirror
         stripe = hash(key) % mirror.stripe_count
         if pushed:
@@ -281,9 +281,9 @@ class Listener:
             except CorruptRecord:
                 log.warning("tierstore: a malformed envelope in an invalidation of %r; the key is dropped", key)
             else:
-                mirror.replace(key, disk_key, stripe, record, (seq, mirror.epoch))
+                mirror.replace(key, disk_key, stripe, record, stamp)  # of another data set: dropped there
                 return
-        mirror.drop(key, disk_key, stripe, below=seq)
+        mirror.drop(key, disk_key, stripe, below=stamp[0])
 
     def _check_epoch(self) -> None:
         """The first message after a subscription has no ``seq`` to follow: it may come from a data set
@@ -294,3 +294,16 @@ class Listener:
         if client.redis.get(client.names.epoch) != self._mirror.epoch:
             self._outage.resync("the data set's epoch id changed")
             self._mirror.epoch = client.epoch()
+
+
+def _split_pushed(tagged: bytes, sizes: bytes) -> tuple[bytes, bytes, bytes]:
+    """The tagged key, the envelope and the epoch id of a pushed message's tail (``sizes``: the
+    envelope's length and the epoch id's, ``length+length``); ``ValueError`` if they do not fit."""
+    size_text, _, epoch_text = sizes.partition(b"+")
+    if not (size_text.isdigit() and epoch_text.isdigit()):
+        raise ValueError("pushed lengths")
+    size, epoch_size = int(size_text), int(epoch_text)
+    key_size = len(tagged) - size - epoch_size
+    if size == 0 or epoch_size == 0 or key_size <= 0:
+        raise ValueError("pushed lengths")
+    return tagged[:key_size], tagged[key_size : key_size + size], tagged[key_size + size :]

@@ -326,7 +326,8 @@ class Mirror:
         What a ``drop`` keeps it keeps (a trusted copy stamped at ``stamp`` or later). Only a trusted
         older copy is replaced: an untrusted one (below the floor after a resync, of another data set,
         unstamped as a sweep's tombstone) may be newer than ``record``, so it is dropped, as is a key
-        held in neither tier; nothing is copied while the listener is not subscribed. The mark moves,
+        held in neither tier or a record of another data set than ``epoch`` (``stamp``'s epoch id,
+        the message's); nothing is copied while the listener is not subscribed. The mark moves,
         so a read in flight from before lands only if its copy is newer still.
         """
         memory = self._memory

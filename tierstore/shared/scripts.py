@@ -19,9 +19,11 @@ sequence number and the invalidation message are one atomic step in Redis:
   ``seq:version:origin:tagged key`` on its channel (the key last: it may hold
   ``:``). The epoch id is created when missing (``ARGV[7]`` is a fresh one).
   A landing (``land``) whose envelope is at most ``PUSH_BYTES`` long publishes
-  ``seq:version+length:origin:tagged key`` followed by the envelope instead: a
-  listener holding a copy of the key replaces it with this record rather than
-  dropping it, so the next read here needs no round trip (see ``listener``).
+  ``seq:version+length+epoch length:origin:tagged key`` followed by the
+  envelope and the epoch id instead: a listener holding a copy of the key
+  replaces it with this record rather than dropping it, so the next read here
+  needs no round trip (see ``listener``). The epoch id says which data set the
+  record belongs to: a listener that has since read another one's drops the key.
 
 Every accepted write also deletes the key's load lease (``release``): a fill
 that began before it finds its token gone and is refused, in every process.
@@ -77,10 +79,11 @@ end
 local function publish(seq, version)
   redis.call('PUBLISH', ARGV[4], seq .. ':' .. version .. ':' .. ARGV[5] .. ':' .. ARGV[6])
 end
-local function publish_entry(seq, version)
+local function publish_entry(seq, version, epoch)
   local size = #ARGV[1]
   if size > PUSH_BYTES then return publish(seq, version) end
-  redis.call('PUBLISH', ARGV[4], seq .. ':' .. version .. '+' .. size .. ':' .. ARGV[5] .. ':' .. ARGV[6] .. ARGV[1])
+  local sizes = '+' .. size .. '+' .. #epoch
+  redis.call('PUBLISH', ARGV[4], seq .. ':' .. version .. sizes .. ':' .. ARGV[5] .. ':' .. ARGV[6] .. ARGV[1] .. epoch)
 end
 local function release()
   redis.call('DEL', KEYS[4])
@@ -92,7 +95,7 @@ local function land(version)
   if ARGV[3] == '' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
   redis.call('ZADD', KEYS[6], 0, ARGV[6])
   release()
-  publish_entry(seq, version)
+  publish_entry(seq, version, epoch)
   return {1, version, seq, epoch}
 end
 local current = redis.call('HGET', KEYS[1], 'v') or '0'
