@@ -22,7 +22,11 @@ from tests.shared.redis_server import RedisServer
 from tests.shared.support import wait_for
 from tests.shared.test_shared_mirror_adversarial import (
     Stores,
+    drive,
     heard,
+    messages_held_back,
+    once,
+    read_steps,
     stamp_held,
 )
 from tests.shared.test_shared_push_adversarial import stepping
@@ -371,3 +375,42 @@ def test_the_async_facade_never_serves_a_record_of_a_data_set_emptied_twice(
             await s.close()
 
     asyncio.run(body())
+
+
+# -- listings ---------------------------------------------------------------------------------
+
+
+def test_a_listing_that_served_a_newer_value_is_not_followed_by_an_older_one(stores: Stores) -> None:
+    """A writes v2 while B's listener has not heard it (a message in the socket, or the batching
+    window): ``items()`` reads Redis and serves v2; B's ``get`` must not serve its copy of v1 after
+    that, nor ``keys()`` list a key that ``in`` then denies."""
+    a, b = holding(stores)
+    a.set("gone", "x")
+    wait_for(heard(b, 2))
+    b.delete("gone")  # B holds its tombstone
+    wait_for(heard(a, 1))
+    with messages_held_back(b):
+        a.set("k", "v2")
+        a.set("gone", "back")
+        assert dict(b.items()) == {"k": "v2", "gone": "back"}
+        assert b.get("k") == "v2"
+        assert "gone" in list(b.keys()) and "gone" in b
+
+
+def test_a_read_in_flight_across_a_listing_lands_nothing_older_than_it_served(stores: Stores) -> None:
+    """B's read fetched v1 (its copy not landed yet) when A writes v2 and B's ``items()`` serves v2
+    (B's listener not having heard it): the read answers v1, as it began before, but its copy must
+    not land: B's next ``get`` would go back to v1."""
+    a, b = stores(), stores()
+    a.set("k", "v1")
+    wait_for(heard(b, 1))
+    listed: list[dict[Any, Any]] = []
+
+    def write_and_list() -> None:
+        a.set("k", "v2")
+        listed.append(dict(b.items()))
+
+    with messages_held_back(b):
+        answered = drive(b, read_steps(b, "k"), once(write_and_list))
+        assert answered[codec.VALUE] == "v1" and listed == [{"k": "v2"}]
+        assert b.get("k") == "v2"
