@@ -54,14 +54,14 @@ def holding(stores: Stores, **options: Any) -> tuple[TierStore, TierStore]:
 
 
 class Reads:
-    """Every value B serves for ``k``, in order, checked never to go back in ``order``."""
+    """Every value B serves for ``key``, in order, checked never to go back in ``order``."""
 
-    def __init__(self, store: TierStore, order: list[Any]) -> None:
-        self.store, self.order = store, order
-        self.seen = [order.index(store.get("k"))]
+    def __init__(self, store: TierStore, order: list[Any], key: str = "k") -> None:
+        self.store, self.order, self.key = store, order, key
+        self.seen = [order.index(store.get(key))]
 
     def __call__(self) -> Any:
-        value = self.store.get("k")
+        value = self.store.get(self.key)
         rank = self.order.index(value)
         assert rank >= self.seen[-1], f"served {value!r} after {self.order[self.seen[-1]]!r}"
         self.seen.append(rank)
@@ -414,3 +414,43 @@ def test_a_read_in_flight_across_a_listing_lands_nothing_older_than_it_served(st
         answered = drive(b, read_steps(b, "k"), once(write_and_list))
         assert answered[codec.VALUE] == "v1" and listed == [{"k": "v2"}]
         assert b.get("k") == "v2"
+
+
+def test_a_listing_of_a_data_set_the_listener_has_not_noticed_drops_the_copies_of_the_old_one(
+    stores: Stores, raw: redis.Redis
+) -> None:
+    """Redis is emptied and A writes "z" (seq 1 of a new data set, below B's copy's seq); B's listener
+    has not heard it. ``items()`` serves "z": B's copy of the emptied data set, stamped higher in
+    another epoch, is dropped, so ``get`` serves "z" too."""
+    a, b = holding(stores)
+    for n in range(3):
+        a.set("k", f"v{n + 2}")  # B's copy of k will be stamped above the new data set's seq 1
+    wait_for(heard(b, 4))
+    assert b.get("k") == "v4"
+    with messages_held_back(b):
+        raw.flushall()
+        a.set("k", "z")
+        assert dict(b.items()) == {"k": "z"}
+        assert b.get("k") == "z"
+
+
+def test_a_resync_and_a_reset_arriving_during_the_window_never_serve_an_older_value(
+    stores: Stores, raw: redis.Redis
+) -> None:
+    """While B's listener sleeps (a widened window) a malformed message arrives, Redis is emptied and A
+    writes "z" then "z2" to ``m``; B reads "z" from Redis in between. Handling them all at the next
+    wake-up, B never serves nothing or "z" after "z2", and once it noticed the emptied data set it
+    no longer serves its copy of ``k`` from before."""
+    a, b = holding(stores)
+    listener_of(b).coalesce = 0.5
+    a.set("j", "wake")
+    wait_for(heard(b, 2))  # B's listener now sleeps
+    raw.publish(NAMES.channel, b"junk")
+    raw.flushall()
+    a.set("m", "z")
+    reads = Reads(b, [None, "z", "z2"], "m")
+    assert reads() == "z"  # from Redis, during the window
+    a.set("m", "z2")
+    wait_for(lambda: b.stats()["resyncs"] >= 1)
+    wait_for(lambda: reads() == "z2")
+    assert b.get("k") is None and b.get("j") is None
