@@ -455,3 +455,30 @@ def test_a_resync_and_a_reset_arriving_during_the_window_never_serve_an_older_va
     wait_for(lambda: b.stats()["resyncs"] >= 1)
     wait_for(lambda: reads() == "z2")
     assert b.get("k") is None and b.get("j") is None
+
+
+def test_a_flushall_during_the_listener_s_epoch_read_is_no_outage(stores: Stores, raw: redis.Redis) -> None:
+    """B's listener re-reads the epoch id at a reset (FLUSHALL: seq 1 again) and a second FLUSHALL lands
+    in the middle of that read (after the id is created when missing, before it is read back). Redis
+    answered every call: B must resync, not declare it unreachable (writes would raise
+    ``SharedUnavailable`` until the listener reconnected)."""
+    a, b = holding(stores)
+    client = b._shared.client  # type: ignore[union-attr]
+    real = client.redis.execute_command
+    flushed: list[bool] = []
+
+    def flush_after_creating_the_epoch_id(*args: Any, **options: Any) -> Any:
+        answer = real(*args, **options)
+        if args[:2] == ("SET", NAMES.epoch) and not flushed:
+            flushed.append(True)
+            raw.flushall()  # another client's FLUSHALL, between this step and the next
+        return answer
+
+    mirror = b._shared.mirror  # type: ignore[union-attr]
+    read_before = mirror.epoch
+    client.redis.execute_command = flush_after_creating_the_epoch_id  # type: ignore[method-assign]
+    raw.flushall()
+    a.set("k", "z")  # seq 1: B's listener sees a reset and re-reads the epoch id
+    wait_for(lambda: client.down or mirror.epoch != read_before)
+    assert not client.down and b.stats()["resyncs"] == 1
+    assert b.set("k", "mine") and b.get("k") == "mine"
