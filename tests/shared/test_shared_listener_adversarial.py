@@ -482,3 +482,31 @@ def test_a_flushall_during_the_listener_s_epoch_read_is_no_outage(stores: Stores
     wait_for(lambda: client.down or mirror.epoch != read_before)
     assert not client.down and b.stats()["resyncs"] == 1
     assert b.set("k", "mine") and b.get("k") == "mine"
+
+
+# -- refused writes ---------------------------------------------------------------------------
+
+
+def test_an_add_refused_by_a_write_not_heard_yet_is_not_followed_by_an_absent_read(stores: Stores) -> None:
+    """B holds its tombstone of ``k``; A writes v3 and B's listener has not heard it. B's ``add`` is
+    refused (Redis holds a live entry): B's ``get`` and ``in`` must not then answer from the older
+    tombstone, as no local store would after refusing an ``add``."""
+    a, b = stores(), stores()
+    a.set("k", "v1", version=1)
+    wait_for(heard(b, 1))
+    b.delete("k", version=2)
+    wait_for(heard(a, 1))
+    assert b.get("k") is None and stamp_held(b, "k") is not None  # B's tombstone
+    with messages_held_back(b):
+        a.set("k", "v3", version=3)
+        assert not b.add("k", "x")
+        assert b.get("k") == "v3" and "k" in b
+
+
+def test_a_versioned_set_refused_by_a_write_not_heard_yet_leaves_no_lower_version_served(stores: Stores) -> None:
+    a, b = holding(stores)
+    with messages_held_back(b):
+        a.set("k", "v7", version=7)
+        assert not b.set("k", "b5", version=5)
+        entry = b.get_entry("k")
+        assert entry is not None and (entry.value, entry.version) == ("v7", 7)
