@@ -233,10 +233,19 @@ class SharedClient:
         self._count_error()
 
     def epoch(self, *, while_down: bool = False) -> bytes:
-        """The epoch id of the data set in Redis, created when missing."""
+        """The epoch id of the data set in Redis, created when missing.
+
+        One transaction (``MULTI``/``EXEC``): a ``FLUSHALL`` by another client cannot fall between
+        the creation and the read back, which would find no id although Redis answered."""
         fresh = os.urandom(8).hex().encode()
-        self.call("epoch", lambda: self.redis.set(self.names.epoch, fresh, nx=True), while_down=while_down)
-        epoch = self.call("epoch", self.redis.get, self.names.epoch, while_down=while_down)
+
+        def create_and_read() -> object:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.set(self.names.epoch, fresh, nx=True)
+            pipe.get(self.names.epoch)
+            return pipe.execute()[1]
+
+        epoch = self.call("epoch", create_and_read, while_down=while_down)
         if not isinstance(epoch, bytes):
             raise SharedUnavailable(f"epoch: Redis at {self.where} lost the epoch id just written")
         return epoch

@@ -10,6 +10,10 @@ local copies:
   bytes; bytes keys before str keys, in byte order, as locally), and each page's
   hashes with one pipeline of ``HMGET``. The live entries (by this process's
   clock, as locally) are yielded; negative, expired and tombstoned ones are not.
+- Each member read first drops a local copy of its key older than what Redis
+  holds (``Mirror.listed``, by the write stamp): the listener may not have
+  heard of that write yet, and a ``get`` after the listing must not serve an
+  older value than the listing did.
 - A member whose hash is gone (Redis expired it) is pruned from the set by the
   ``PRUNE`` script, which checks again atomically (a key written again
   meanwhile stays).
@@ -35,7 +39,8 @@ from ..errors import CorruptRecord, SharedUnavailable
 from ..keyspace import NS_ENTRY
 from .bulk_scripts import PRUNE
 from .client import SharedClient
-from .reading import shared_record
+from .mirror import Mirror
+from .reading import shared_record, shared_stamp
 from .scripts import Scripts
 
 __all__ = ["SharedListing", "PAGE", "SWEEP_PAGES"]
@@ -45,7 +50,7 @@ log = logging.getLogger("tierstore")
 PAGE = 500  # members of the keys set read per round trip
 SWEEP_PAGES = 20  # pages of the keys set one sweep prunes
 _LIVE = RecordState.LIVE
-_DAMAGED: list[bytes | None] = [b"", b""]  # an envelope no record unpacks from
+_DAMAGED: list[bytes | None] = [b"", b"", None, None]  # an envelope no record unpacks from
 
 
 class SharedListing:
@@ -59,8 +64,10 @@ class SharedListing:
         clock: Callable[[], float],
         max_bytes: int,
         on_corrupt: Callable[[bytes, CorruptRecord], None],
+        mirror: Mirror,
     ) -> None:
         self._client = client
+        self._mirror = mirror
         self._scripts = scripts
         self._clock = clock
         self._max_bytes = max_bytes
@@ -76,11 +83,12 @@ class SharedListing:
             low, high = b"[" + tagged, _after(tagged)
         while True:
             members, found = self._page(low, high)
-            gone = [member for member, (data, _) in zip(members, found, strict=True) if data is None]
+            gone = [member for member, (data, *_) in zip(members, found, strict=True) if data is None]
             if gone:
                 self._prune(gone)
             now = self._clock()
-            for member, (data, version) in zip(members, found, strict=True):
+            for member, (data, version, seq, epoch) in zip(members, found, strict=True):
+                self._forget_older(member, seq, epoch)
                 if data is None or version is None:
                     continue
                 try:
@@ -97,7 +105,7 @@ class SharedListing:
             low = b"(" + members[-1]
 
     def _page(self, low: bytes, high: bytes) -> tuple[list[bytes], list[list[bytes | None]]]:
-        """One page of members from ``low`` and the envelope and version of each one's hash."""
+        """One page of members from ``low`` and the envelope, version, seq and epoch id of each one's hash."""
         client = self._client
         names = client.names
         members: list[bytes] = client.call("listing", _lex_range, client.redis, names.keys, low, high)
@@ -107,11 +115,23 @@ class SharedListing:
         def read() -> list[list[bytes | None]]:
             pipe = client.redis.pipeline(transaction=False)
             for member in members:
-                pipe.hmget(names.entry(member), [b"d", b"v"])
+                pipe.hmget(names.entry(member), [b"d", b"v", b"s", b"e"])
             # a name that is not a hash (WRONGTYPE) reads as a damaged entry: skipped and counted
             return [found if isinstance(found, list) else _DAMAGED for found in pipe.execute(raise_on_error=False)]
 
         return members, client.call("listing", read)
+
+    def _forget_older(self, member: bytes, seq: bytes | None, epoch: bytes | None) -> None:
+        """Drop a local copy of ``member``'s key older than the entry Redis holds (``Mirror.listed``)."""
+        try:
+            key = decode_key(member)
+        except CorruptRecord:
+            return  # no local copy has that key
+        try:
+            stamp = shared_stamp(seq, epoch)
+        except CorruptRecord:
+            stamp = None  # no entry, or an unreadable stamp: any copy held may be older
+        self._mirror.listed(key, stamp)
 
     def _prune(self, members: list[bytes]) -> int:
         """Take members whose hash is gone out of the keys set; how many left it."""

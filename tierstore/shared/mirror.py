@@ -343,6 +343,18 @@ class Mirror:
                 return
             self._land(key, stripe, copied, lambda: in_memory)  # tier 1 only where it held the key
 
+    def listed(self, key: Key, stamp: Stamp | None) -> None:
+        """A listing answered what Redis holds of ``key``, written at ``stamp`` (``None``: no entry, or
+        its stamp unreadable): a copy held here that is not a trusted one of that data set stamped at
+        ``stamp`` or later is dropped and the key's mark moves, so no read after the listing (nor one
+        in flight across it) serves an older value than the listing did."""
+        disk_key = NS_ENTRY + encode_key(key)
+        stripe = hash(key) % self.stripe_count
+        with self._locks[stripe]:
+            data = self._disk.get(disk_key)
+            if stamp is None or not self._as_new(data, stamp):
+                self._drop_locked(key, disk_key, stripe, held=data is not None)
+
     def absent(self, key: Key, disk_key: bytes, stripe: int, seen: Seen, *, held: bool) -> None:
         """Redis answered a read with no entry of ``key`` (or a damaged one): the read's miss is a change.
 

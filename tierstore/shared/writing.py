@@ -136,6 +136,10 @@ class SharedWrites:
         reply, where = yield from self._run_steps(key, tagged, "set" if script is SET else "add", script, args)
         if reply[0] != 1:
             self._count_rejected()
+            # Redis holds an entry this write could not pass (a live one, or a version at least its own),
+            # maybe one the listener has not heard of yet: the copy held here may be older, so the next
+            # read asks Redis rather than answer from it what the refusal contradicts.
+            self._mirror.drop(key, where[0], where[1])
             return False
         self._copy(key, where, (len(data), int(reply[1]), expires_at, flags, plain, now, ttl, 0, 0.0), reply)
         self._count_sets()
