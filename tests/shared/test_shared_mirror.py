@@ -108,7 +108,7 @@ def test_a_listener_drop_of_the_key_meanwhile_refuses_the_copy(stores: Callable[
     store, mirror, stripe = on_key_k(stores)
     key = "k"
     seen = mirror.seen(key, stripe)
-    mirror.drop(key, disk_key_of(key), stripe, below=4)  # an invalidation at seq 4 heard meanwhile
+    mirror.drop(key, disk_key_of(key), stripe, keep=(4, mirror.epoch))  # an invalidation at seq 4 heard meanwhile
     mirror.commit(key, disk_key_of(key), stripe, seen, record_of("read before"), (3, mirror.epoch), read=True)
     assert store._disk.get(disk_key_of(key)) is None and store._memory.get(key) is None
 

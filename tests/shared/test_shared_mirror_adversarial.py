@@ -249,7 +249,7 @@ def test_a_read_of_the_old_value_after_a_kept_newer_copy_is_then_invalidated(sto
 
 
 def test_the_listener_keep_path_does_not_let_an_older_read_overwrite(stores: Stores, raw: redis.Redis) -> None:
-    """A copy kept by the listener's ``drop(below=seq)`` (no mark moved) stays; a read fetched before it
+    """A copy kept by the listener's ``drop(keep=(seq, epoch))`` (no mark moved) stays; a read fetched before it
     is refused by the copy's own commit and keeps it."""
     b, a = stores(), stores()
     a.set("k", "v1")

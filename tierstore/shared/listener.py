@@ -247,11 +247,13 @@ class Listener:
             self._outage.resync("malformed message")
             self._mirror.epoch = self._client.epoch()
             return None
-        if last is None or seq != last + 1:
-            pushed = b""  # its data set may be gone (the epoch id read since is newer): no record is copied
+        # After no seq or a gap the message's data set may be gone (the epoch id read since is newer):
+        # no record it carried is copied.
         if last is None:
+            pushed = b""
             self._check_epoch()
         elif seq != last + 1:
+            pushed = b""
             self._outage.resync(f"seq {seq} after {last}")
             self._mirror.epoch = self._client.epoch()  # a reset: Redis may hold a new data set
         if not own:
@@ -283,7 +285,7 @@ class Listener:
             else:
                 mirror.replace(key, disk_key, stripe, record, stamp)  # of another data set: dropped there
                 return
-        mirror.drop(key, disk_key, stripe, below=stamp[0])
+        mirror.drop(key, disk_key, stripe, keep=(stamp[0], mirror.epoch))
 
     def _check_epoch(self) -> None:
         """The first message after a subscription has no ``seq`` to follow: it may come from a data set

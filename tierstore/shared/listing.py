@@ -11,7 +11,7 @@ local copies:
   hashes with one pipeline of ``HMGET``. The live entries (by this process's
   clock, as locally) are yielded; negative, expired and tombstoned ones are not.
 - Each member read first drops a local copy of its key older than what Redis
-  holds (``Mirror.listed``, by the write stamp): the listener may not have
+  holds (``Mirror.drop`` keeping only a copy at the entry's write stamp or later): the listener may not have
   heard of that write yet, and a ``get`` after the listing must not serve an
   older value than the listing did.
 - A member whose hash is gone (Redis expired it) is pruned from the set by the
@@ -39,7 +39,7 @@ from ..errors import CorruptRecord, SharedUnavailable
 from ..keyspace import NS_ENTRY
 from .bulk_scripts import PRUNE
 from .client import SharedClient
-from .mirror import Mirror
+from .mirror import Mirror, Stamp
 from .reading import shared_record, shared_stamp
 from .scripts import Scripts
 
@@ -122,16 +122,18 @@ class SharedListing:
         return members, client.call("listing", read)
 
     def _forget_older(self, member: bytes, seq: bytes | None, epoch: bytes | None) -> None:
-        """Drop a local copy of ``member``'s key older than the entry Redis holds (``Mirror.listed``)."""
+        """Drop a local copy of ``member``'s key older than the entry Redis holds (written at ``seq`` in
+        ``epoch``; an entry gone, or its stamp unreadable: any copy held may be older)."""
         try:
             key = decode_key(member)
         except CorruptRecord:
             return  # no local copy has that key
         try:
-            stamp = shared_stamp(seq, epoch)
+            stamp: Stamp | None = shared_stamp(seq, epoch)
         except CorruptRecord:
-            stamp = None  # no entry, or an unreadable stamp: any copy held may be older
-        self._mirror.listed(key, stamp)
+            stamp = None
+        mirror = self._mirror
+        mirror.drop(key, NS_ENTRY + member, hash(key) % mirror.stripe_count, keep=stamp)
 
     def _prune(self, members: list[bytes]) -> int:
         """Take members whose hash is gone out of the keys set; how many left it."""

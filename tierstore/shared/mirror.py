@@ -307,14 +307,16 @@ class Mirror:
             finally:
                 memory.discard_under(prefix)
 
-    def drop(self, key: Key, disk_key: bytes, stripe: int, *, below: int | None = None) -> bool:
-        """Forget the copies of ``key``; with ``below``, keep a trusted one stamped at ``below`` or later.
+    def drop(self, key: Key, disk_key: bytes, stripe: int, *, keep: Stamp | None = None) -> bool:
+        """Forget the copies of ``key``; with ``keep``, keep a trusted one of that data set stamped at
+        ``keep`` or later (a listener's message: its ``seq`` in the epoch last read; a listing: the
+        stamp of the entry it read, so no read after it serves an older value than it did).
 
         ``True`` when a copy was kept.
         """
         with self._locks[stripe]:
             data = self._disk.get(disk_key)  # read once: whether a copy is kept, and whether to delete one
-            if below is not None and self._as_new(data, (below, self.epoch)):
+            if keep is not None and self._as_new(data, keep):
                 return True
             self._drop_locked(key, disk_key, stripe, held=data is not None)
             return False
@@ -342,18 +344,6 @@ class Mirror:
                 self._drop_locked(key, disk_key, stripe, held=data is not None)
                 return
             self._land(key, stripe, copied, lambda: in_memory)  # tier 1 only where it held the key
-
-    def listed(self, key: Key, stamp: Stamp | None) -> None:
-        """A listing answered what Redis holds of ``key``, written at ``stamp`` (``None``: no entry, or
-        its stamp unreadable): a copy held here that is not a trusted one of that data set stamped at
-        ``stamp`` or later is dropped and the key's mark moves, so no read after the listing (nor one
-        in flight across it) serves an older value than the listing did."""
-        disk_key = NS_ENTRY + encode_key(key)
-        stripe = hash(key) % self.stripe_count
-        with self._locks[stripe]:
-            data = self._disk.get(disk_key)
-            if stamp is None or not self._as_new(data, stamp):
-                self._drop_locked(key, disk_key, stripe, held=data is not None)
 
     def absent(self, key: Key, disk_key: bytes, stripe: int, seen: Seen, *, held: bool) -> None:
         """Redis answered a read with no entry of ``key`` (or a damaged one): the read's miss is a change.
