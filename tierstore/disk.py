@@ -82,6 +82,7 @@ class DiskTier:
             self._db.put(_META_OPEN, b"\x01", sync=False)
             self._db_get = self._db.get
             self._db_put = self._db.put
+            self._releases: list[Callable[[], None]] = []  # closures holding the plyvel object, let go at close
             on_fork(self)
         except BaseException:
             self._db.close()
@@ -153,6 +154,12 @@ class DiskTier:
         """
         active = self._active
         db_get = self._db_get
+
+        def release() -> None:  # close() lets the plyvel object go (see LevelDB.close)
+            nonlocal db_get
+            db_get = self._refuse_closed
+
+        self._releases.append(release)
 
         def get_decoded(key: bytes) -> _T | None:
             active.append(None)
@@ -389,3 +396,14 @@ class DiskTier:
                 raise write_error(self.path, exc) from None
             finally:
                 self._db.close()
+                self._let_go()
+
+    def _let_go(self) -> None:
+        """Drop every reference to the closed plyvel object, so it is freed now (see ``LevelDB.close``)."""
+        self._db_get = self._db_put = self._refuse_closed
+        for release in self._releases:
+            release()
+        self._releases.clear()
+
+    def _refuse_closed(self, *args: object, **kwargs: object) -> Any:
+        raise self.closed_error()

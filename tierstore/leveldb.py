@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ._plyvel import plyvel
-from .errors import CorruptStore, PermissionDenied, StorageFull, StoreForked, StoreLocked, TierStoreError
+from .errors import CorruptStore, PermissionDenied, StorageFull, StoreClosed, StoreForked, StoreLocked, TierStoreError
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -177,7 +177,7 @@ class LevelDB:
     """
 
     def __init__(self, db: Any, path: str, real: str) -> None:
-        self._db = db
+        self._db: Any = db
         self.path = path
         self._real = real
         self.forked = False
@@ -187,6 +187,8 @@ class LevelDB:
     def __getattr__(self, name: str) -> Any:
         if self.forked:
             raise forked_error(self.path)
+        if self._db is None:
+            raise StoreClosed(f"store {self.path} is closed")
         return getattr(self._db, name)
 
     @property
@@ -203,6 +205,10 @@ class LevelDB:
         try:
             self._db.close()
         finally:
+            # The plyvel object goes now, while the interpreter is whole: one freed in its
+            # last collection (a closed store in a reference cycle) fails in its own
+            # finalizer and prints "Error in sys.excepthook" at exit.
+            self._db = None
             _release(self._real)
 
     def _forked_(self) -> None:

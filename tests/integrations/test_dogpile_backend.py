@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -95,3 +98,37 @@ def test_a_lock_held_by_a_closed_store_frees_itself_when_its_lease_ends(tmp_path
     assert time.monotonic() - taken >= LEASE * 0.9
     mutex.release()
     second.close()
+
+
+SUITE_LIKE = """
+import os
+from tierstore.integrations.dogpile import TierStoreBackend
+
+
+class TestKept:
+    def test_mutex_then_a_delete(self):
+        self.backend = TierStoreBackend({"path": os.environ["STORE_PATH"], "checkpoint_interval": None})
+        self.backend.get_mutex("foo")
+
+    def teardown_method(self, method):
+        self.backend.delete("some key")  # as dogpile's own suites tear down
+"""
+
+
+def test_a_backend_kept_by_a_test_until_exit_closes_quietly(tmp_path: Path) -> None:
+    """dogpile's suites keep their backends on test instances that live until the interpreter's last
+    collection; the closed store's LevelDB handle must not be freed there (plyvel's finalizer then
+    fails and Python prints "Error in sys.excepthook" at exit)."""
+    module = tmp_path / "test_kept.py"
+    module.write_text(SUITE_LIKE)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", str(module)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "STORE_PATH": str(tmp_path / "store")},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+    assert "sys.excepthook" not in done.stderr and "Original exception" not in done.stderr, done.stderr
