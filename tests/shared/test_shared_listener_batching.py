@@ -15,7 +15,7 @@ import time
 from tests.shared.support import wait_for
 from tests.shared.test_shared_mirror_adversarial import Stores, heard
 from tierstore import TierStore
-from tierstore.shared.listener import COALESCE, Listener
+from tierstore.shared.listener import _DRAIN, COALESCE, Listener
 
 WINDOW = 1.5  # seconds: the widened sleep after each wake-up
 QUIET: dict[str, object] = {"shared_ping_interval": 60.0, "shared_failure": "raise"}  # no PING in a test
@@ -83,3 +83,21 @@ def test_close_does_not_wait_for_the_window(stores: Stores) -> None:
     started = time.monotonic()
     b.close()
     assert time.monotonic() - started < 5.0
+
+
+def test_a_backlog_past_one_wake_ups_cap_is_read_on_without_the_window(stores: Stores) -> None:
+    a, b = stores(**QUIET), stores(**QUIET)
+    listener = listener_of(b)
+    window = 4.0
+    listener.coalesce = window
+    a.set("k0", "first")
+    wait_for(heard(b, 1))  # B's listener now sleeps for the window
+    started = time.monotonic()
+    backlog = _DRAIN + 200
+    a.set_many({f"k{index}": index for index in range(backlog)})  # one message per key, in one script
+    assert time.monotonic() - started < window / 2, "the writes were too slow for the window to cover them"
+    wait_for(heard(b, 1 + backlog), timeout=3 * window)
+    # The first wake-up after the window reads the cap's worth; sleeping again before the
+    # rest would take a second window.
+    assert time.monotonic() - started < 1.5 * window
+    assert b.get(f"k{backlog - 1}") == backlog - 1

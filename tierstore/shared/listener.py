@@ -51,7 +51,9 @@ an empty prefix: every key). The listener:
   2 ms wait in the socket and are read in one go, one wake-up (a context switch
   and a GIL hand-over, tens of microseconds each) for many messages instead of
   one each. An isolated message is handled at once; one that follows another
-  within 2 ms waits up to that long. Idle, it wakes every ``_POLL`` seconds to
+  within 2 ms waits up to that long. A wake-up that read ``_DRAIN`` replies
+  and found more waiting reads on without the sleep (a backlog only grows
+  while it sleeps). Idle, it wakes every ``_POLL`` seconds to
   check its clock and ``client.down``.
 - Errors are counted in ``shared_errors`` and logged; the thread never dies of one.
 - ``wake``, when set, is called with each message's tagged key (its own too):
@@ -211,6 +213,7 @@ class Listener:
             if conn.can_read(timeout=_POLL):
                 self.wakeups += 1
                 client.contact()
+                caught_up = False
                 for _ in range(_DRAIN):
                     reply = conn.read_response()
                     kind = reply[0] if type(reply) is list and reply else reply
@@ -219,9 +222,10 @@ class Listener:
                     elif kind == b"pong" or kind == b"PONG":
                         pinged_at = None
                     if not conn.can_read(timeout=0):
+                        caught_up = True
                         break
                 client.contact()  # and after the last reply read: the grace runs from it
-                if self.coalesce:
+                if caught_up and self.coalesce:  # behind a backlog, reading on comes first
                     stop.wait(self.coalesce)  # what arrives meanwhile is read at the next wake-up, in one go
             if client.down:
                 raise _Gap("a call found Redis unreachable")
