@@ -76,3 +76,19 @@ def test_a_fill_refused_by_the_version_rule_leaves_no_stale_copy_of_a_deleted_ke
         assert b.get_or_load("k", lambda: Versioned("b3", 3)) == "b3"
         assert b.stats()["fills_rejected"] == 1
         assert b.get_entry("k") is None and b.get("k") is None
+
+
+def test_an_add_of_an_unstorable_value_refused_by_a_write_not_heard_yet_drops_the_tombstone(stores: Stores) -> None:
+    """As a refused ``add``: B's ``add`` of a value it cannot store finds A's live v3 in Redis and
+    answers ``False`` (as locally, where a live entry refuses it first); B's ``get`` must then not
+    answer from its older tombstone."""
+    a, b = stores(), stores()
+    a.set("k", "v1", version=1)
+    wait_for(heard(b, 1))
+    b.delete("k", version=2)
+    wait_for(heard(a, 1))
+    assert b.get("k") is None and stamp_held(b, "k") is not None
+    with messages_held_back(b):
+        a.set("k", "v3", version=3)
+        assert not b.add("k", object())
+        assert b.get("k") == "v3" and "k" in b
