@@ -29,6 +29,7 @@ Thread-safety: as ``TierStore``'s; one wrapper may serve several loops at once.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
@@ -96,12 +97,20 @@ class AsyncTierStore:
         from .shared.aio_calls import BOUND
 
         for name in BOUND:
+            self.__dict__[name] = self._opening(name)
 
-            async def call(*args: Any, _name: str = name, **kwargs: Any) -> Any:
-                await self._ready()
-                return await getattr(self, _name)(*args, **kwargs)
+    def _opening(self, name: str) -> Callable[..., Awaitable[Any]]:
+        """The call ``name`` that opens the store first; it shows the class's name, doc and arguments."""
 
-            self.__dict__[name] = call
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            await self._ready()
+            return await getattr(self, name)(*args, **kwargs)
+
+        own = getattr(type(self), name)
+        signature = inspect.signature(own)
+        call.__name__, call.__qualname__, call.__doc__ = own.__name__, own.__qualname__, own.__doc__
+        call.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])  # type: ignore[attr-defined]
+        return call
 
     def _bind_shared(self, store: TierStore) -> None:
         """Shared mode: the calls that may need Redis await it (``shared.aio_calls``) instead of blocking."""
