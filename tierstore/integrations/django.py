@@ -12,7 +12,9 @@
 ``LOCATION`` is the directory; its store is shared by every backend of the
 process that names it (Django makes one backend object per thread and calls
 ``close()`` after each request, which gives the reference back: see
-``registry.py``). ``OPTIONS`` takes the store's settings (by their names, in
+``registry.py``). With ``OPTIONS`` ``shared=`` (Redis), an empty ``LOCATION``
+gives each process a private temp directory, so every worker process can take
+the same settings. ``OPTIONS`` takes the store's settings (by their names, in
 any case) plus ``serializer`` and ``secret``:
 
 - ``serializer="msgpack"`` (the default): values are what the store takes
@@ -72,9 +74,9 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         super().__init__(params)
-        if not location:
-            raise ImproperlyConfigured("TierStoreCache needs LOCATION: the directory of its store")
         settings, serializer, secret = _read_options(params.get("OPTIONS") or {})
+        if not location and settings.get("shared") is None:
+            raise ImproperlyConfigured("TierStoreCache needs LOCATION, the directory of its store (or OPTIONS shared=)")
         if serializer == "msgpack":
             self._codec: Codec = MsgpackCodec()
         elif serializer == "pickle":

@@ -3,7 +3,8 @@
     region = make_region().configure("tierstore", arguments={"path": "/var/cache/app", "memory_items": 50_000})
 
 Arguments: ``path`` (the directory; its store is shared with every backend in
-the process that names it, see ``registry.py``) or ``store`` (an open
+the process that names it, see ``registry.py``; with ``shared`` it may be left
+out: each process then keeps a private temp directory) or ``store`` (an open
 ``TierStore``, which the backend never closes), plus any of the store's
 settings (``default_ttl``, ``lock_timeout``...). Other arguments are ignored, and
 the dict given is never changed.
@@ -83,8 +84,8 @@ class TierStoreBackend(CacheBackend):
             self._locks = lease_locks(store.path, store._options.lock_timeout)  # the lease of that store's settings
         else:
             path = rest.get("path")
-            if path is None:
-                raise ValueError("the tierstore backend needs a 'path' (the store's directory) or a 'store'")
+            if path is None and settings.get("shared") is None:
+                raise ValueError("the tierstore backend needs a 'path' (the store's directory), a 'store' or 'shared'")
             self._use = self._holder = StoreHolder(path, settings)
             self._shared_mode = settings.get("shared") is not None
 
