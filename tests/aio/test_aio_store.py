@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import inspect
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.aio.support import run
-from tierstore import ABSENT, SharedUnavailable, StoreClosed, TierStore, Versioned
+from tierstore import ABSENT, SharedUnavailable, StoreClosed, TierStore, TierStoreError, Versioned
 from tierstore.aio import AsyncSortedIndex, AsyncTierStore
 
 
@@ -154,6 +155,35 @@ def test_reads_writes_and_hits_stay_on_the_loop_while_long_work_goes_to_threads(
         await s.sweep()
         await s.close()
         assert executor.submitted[1:] == ["checkpoint", "sweep", "close"]
+
+    run(body)
+    executor.shutdown()
+
+
+def test_the_existence_filter_calls_are_coroutines_run_in_threads(tmp_path: Path) -> None:
+    """``guard_keys`` and ``rebuild_guard`` take the sync calls' arguments and rules; they write the
+    filter (in shared mode, to Redis), so they run in a thread."""
+    executor = CountingExecutor()
+
+    async def body() -> None:
+        asyncio.get_running_loop().set_default_executor(executor)
+        async with AsyncTierStore(str(tmp_path / "s"), guard=True) as s:
+            for name in ("guard_keys", "rebuild_guard"):
+                call = getattr(AsyncTierStore, name)
+                assert asyncio.iscoroutinefunction(call)
+                assert inspect.signature(call) == inspect.signature(getattr(TierStore, name))
+            executor.submitted.clear()
+            await s.guard_keys(["known"])
+            assert executor.submitted == ["guard_keys"]
+            assert await s.get_or_load("known", lambda: "loaded") == "loaded"
+            assert await s.get_or_load("unknown", lambda: "loaded", default="ruled out") == "ruled out"
+            with pytest.raises(TypeError, match=r"\[key\]"):
+                await s.guard_keys("one-key")
+            await s.rebuild_guard(["unknown"])
+            assert await s.get_or_load("unknown", lambda: "loaded") == "loaded"
+        async with AsyncTierStore(str(tmp_path / "unguarded")) as s:
+            with pytest.raises(TierStoreError, match="guard=True"):
+                await s.guard_keys(["k"])
 
     run(body)
     executor.shutdown()
