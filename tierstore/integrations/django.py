@@ -25,7 +25,7 @@ any case) plus ``serializer`` and ``secret``:
   ``settings.SECRET_KEY``). Each payload is stored with an HMAC-SHA256 of the
   key and the pickle, and the HMAC is checked before anything is unpickled: a
   payload that fails (written without the secret, or damaged) is a miss (and
-  absent to ``add``), counted in the store's ``stats()["corrupt_records"]``,
+  absent to ``add``, ``touch`` and ``delete``), counted in the store's ``stats()["corrupt_records"]``,
   and is never unpickled.
 
 Django's rules hold: ``timeout=None`` (or infinity) keeps a value for ever, ``0`` or less
@@ -167,6 +167,8 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         made, ttl = self._key(key, version), self._ttl(timeout)
         with self._holder as store:
+            if not self._holds(store, made):  # absent, or a payload its codec refuses: a miss
+                return False
             if ttl is _EXPIRED:
                 return store.delete(made)
             return store.touch(made, ttl=ttl)
@@ -174,7 +176,8 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
     def delete(self, key: Any, version: int | None = None) -> bool:
         made = self._key(key, version)
         with self._holder as store:
-            return store.delete(made)
+            held = self._holds(store, made)  # a payload its codec refuses is removed, but answered as a miss
+            return store.delete(made) and held
 
     def has_key(self, key: Any, version: int | None = None) -> bool:
         made = self._key(key, version)
