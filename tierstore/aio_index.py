@@ -77,8 +77,8 @@ class AsyncSortedIndex:
         return self.sync.page(offset, limit, reverse)
 
     async def page_after(
-        self, cursor: Any, limit: int = 20, reverse: bool = False
-    ) -> tuple[list[tuple[Key, float]], Any]:
+        self, cursor: str | None, limit: int = 20, reverse: bool = False
+    ) -> tuple[list[tuple[Key, float]], str | None]:
         return self.sync.page_after(cursor, limit, reverse)
 
     async def range_by_score(self, lo: float, hi: float, limit: int | None = None) -> list[tuple[Key, float]]:

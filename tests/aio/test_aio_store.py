@@ -189,6 +189,16 @@ def test_the_existence_filter_calls_are_coroutines_run_in_threads(tmp_path: Path
     executor.shutdown()
 
 
+def test_every_coroutine_of_an_async_index_takes_the_sync_index_s_arguments() -> None:
+    from tierstore.ranking import SortedIndex
+
+    calls = [name for name in vars(AsyncSortedIndex) if asyncio.iscoroutinefunction(getattr(AsyncSortedIndex, name))]
+    shared = [name for name in calls if hasattr(SortedIndex, name)]
+    assert {"add", "page", "page_after", "replace"} <= set(shared)
+    for name in shared:
+        assert inspect.signature(getattr(AsyncSortedIndex, name)) == inspect.signature(getattr(SortedIndex, name)), name
+
+
 def test_an_unreachable_shared_tier_raises_at_open_and_a_wrapped_store_takes_no_options(tmp_path: Path) -> None:
     async def body() -> None:
         s = AsyncTierStore(str(tmp_path / "s"), shared="redis://127.0.0.1:1/0", shared_failure="raise")
