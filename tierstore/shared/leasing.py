@@ -238,8 +238,10 @@ class SharedLeases:
             mirror.drop(key, disk_key, stripe)
             raise CorruptRecord(f"get_or_load: Redis stored it, but the entry of {key!r} is damaged: {exc}") from None
         except SharedUnavailable:
-            mirror.drop(key, disk_key, stripe)  # Redis may have taken it before its reply was lost
-            if self._outage.raising or not self._client.down:  # a refusal by a reachable Redis raises
+            down = self._client.down
+            if not down:  # an error reply: Redis may have applied part of it (down: the reconnect's resync covers it)
+                mirror.drop(key, disk_key, stripe)
+            if self._outage.raising or not down:  # a refusal by a reachable Redis raises
                 raise
             return False  # "local": the value loaded is answered, not stored, as during an outage
         except BaseException:
