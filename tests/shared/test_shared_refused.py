@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tests.aio.support import run
 from tests.shared.support import wait_for
 from tests.shared.test_shared_mirror_adversarial import Stores, heard, messages_held_back, stamp_held
 from tierstore import Versioned
+from tierstore.aio import AsyncTierStore
 
 
 def writing(action: Callable[[], object], value: Any) -> Callable[[], Any]:
@@ -92,3 +94,29 @@ def test_an_add_of_an_unstorable_value_refused_by_a_write_not_heard_yet_drops_th
         a.set("k", "v3", version=3)
         assert not b.add("k", object())
         assert b.get("k") == "v3" and "k" in b
+
+
+def test_a_fill_refused_through_the_asyncio_facade_is_not_followed_by_an_absent_read(stores: Stores) -> None:
+    """The first case through ``AsyncTierStore``: its fill is the same steps, awaited on the loop."""
+    a, b = stores(), stores()
+    a.set("k", "v1", version=1)
+    wait_for(heard(b, 1))
+    b.delete("k", version=2)
+    wait_for(heard(a, 1))
+    assert b.get("k") is None and stamp_held(b, "k") is not None
+
+    async def loader() -> str:
+        a.set("k", "v3", version=3)  # another process's write during the load
+        return "b-loaded"
+
+    async def body() -> None:
+        s = AsyncTierStore(b)
+        try:
+            assert await s.get_or_load("k", loader) == "b-loaded"
+            assert (await s.stats())["fills_rejected"] == 1
+            assert await s.get("k") == "v3"
+        finally:
+            await s.close()
+
+    with messages_held_back(b):
+        run(body)
