@@ -31,6 +31,7 @@ name the same Redis and namespace, as a directory is.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import inspect
 import logging
 import os
@@ -182,8 +183,9 @@ def _named(path: str | os.PathLike[str] | None, settings: Mapping[str, Any]) -> 
     shared = settings.get("shared")
     if shared is None:
         raise ValueError("a store's directory is needed (none: only in shared mode, with shared=)")
-    target = shared if isinstance(shared, str) else f"{type(shared).__name__} at {id(shared):#x}"
-    return f"<temp directory: shared={target}, namespace={settings.get('namespace', 'tierstore')}>", None
+    # a URL may carry a password: the name (logged) shows a digest of it
+    target = hashlib.sha256(shared.encode()).hexdigest()[:16] if isinstance(shared, str) else f"{id(shared):#x}"
+    return f"<temp directory: Redis {target}, namespace {settings.get('namespace', 'tierstore')!r}>", None
 
 
 def lease_locks(path: str | os.PathLike[str], lease: float = _DEFAULT_LEASE) -> LeaseLocks:
