@@ -15,7 +15,8 @@ costs well under one):
   keys the caller passes), ``stats``;
 - in a thread (``asyncio.to_thread``: the loop's default executor): what scans
   or may wait for long: ``delete_prefix``, ``clear``, ``checkpoint``, ``sweep``,
-  ``drain``, an index's ``replace``, and ``close``, plain (non-async) loaders;
+  ``drain``, ``guard_keys``, ``rebuild_guard``, an index's ``replace``, and ``close``,
+  plain (non-async) loaders;
 - as tasks on the loop: coroutine loaders and renewals (``aio_loading``).
 
 Loads are single-flight across threads and coroutines, on every event loop that
@@ -29,12 +30,14 @@ Thread-safety: as ``TierStore``'s; one wrapper may serve several loops at once.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 from .aio_cached import async_memoizer
+from .aio_index import AsyncSortedIndex
 from .aio_leased import AsyncLeasedLoading
 from .aio_loading import AsyncLoading
 from .calls import OnBusy
@@ -42,12 +45,11 @@ from .clock import TTL
 from .codec import Entry, Key
 from .conditional import _RAISE
 from .errors import StoreClosed
-from .index_codec import Pairs
 from .memoize import Cached
-from .ranking import SortedIndex
 from .store import TierStore
 
 __all__ = ["AsyncTierStore", "AsyncSortedIndex"]
+
 
 class AsyncTierStore:
     """A ``TierStore`` behind coroutines (see the module doc for what runs on the loop and what in threads)."""
@@ -96,12 +98,20 @@ class AsyncTierStore:
         from .shared.aio_calls import BOUND
 
         for name in BOUND:
+            self.__dict__[name] = self._opening(name)
 
-            async def call(*args: Any, _name: str = name, **kwargs: Any) -> Any:
-                await self._ready()
-                return await getattr(self, _name)(*args, **kwargs)
+    def _opening(self, name: str) -> Callable[..., Awaitable[Any]]:
+        """The call ``name`` that opens the store first; it shows the class's name, doc and arguments."""
 
-            self.__dict__[name] = call
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            await self._ready()
+            return await getattr(self, name)(*args, **kwargs)
+
+        own = getattr(type(self), name)
+        signature = inspect.signature(own)
+        call.__name__, call.__qualname__, call.__doc__ = own.__name__, own.__qualname__, own.__doc__
+        call.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])  # type: ignore[attr-defined]
+        return call
 
     def _bind_shared(self, store: TierStore) -> None:
         """Shared mode: the calls that may need Redis await it (``shared.aio_calls``) instead of blocking."""
@@ -266,6 +276,14 @@ class AsyncTierStore:
         """Wait for the store's background work (in a thread)."""
         return await asyncio.to_thread((self._store or await self._ready()).drain, timeout)
 
+    async def guard_keys(self, keys: Iterable[Key]) -> None:
+        """Admit ``keys`` to the existence filter and save it (in a thread: in shared mode it writes to Redis)."""
+        await asyncio.to_thread((self._store or await self._ready()).guard_keys, keys)
+
+    async def rebuild_guard(self, keys: Iterable[Key]) -> None:
+        """Replace the existence filter with one holding ``keys`` (in a thread)."""
+        await asyncio.to_thread((self._store or await self._ready()).rebuild_guard, keys)
+
     # -- loading ---------------------------------------------------------------------------------
 
     async def get_or_load(
@@ -336,69 +354,3 @@ class _NotOpen(Exception):
 
 def _not_open(key: Key, default: Any) -> Any:
     raise _NotOpen
-
-
-class AsyncSortedIndex:
-    """A ``SortedIndex`` with coroutine methods: reads and small writes inline, ``replace`` in a thread."""
-
-    def __init__(self, index: SortedIndex) -> None:
-        self.sync = index
-
-    @property
-    def name(self) -> Key:
-        return self.sync.name
-
-    @property
-    def stamp(self) -> Any:
-        return self.sync.stamp
-
-    def __len__(self) -> int:
-        return len(self.sync)
-
-    def __contains__(self, member: object) -> bool:
-        return member in self.sync
-
-    async def count(self) -> int:
-        """How many members the index holds (``len``, as a coroutine: the form a shared index needs)."""
-        return len(self.sync)
-
-    async def contains(self, member: Key) -> bool:
-        """Whether ``member`` is in the index (``in``, as a coroutine)."""
-        return member in self.sync
-
-    async def read_stamp(self) -> Any:
-        """The stamp of the index's last ``replace`` (``stamp``, as a coroutine)."""
-        return self.sync.stamp
-
-    async def add(self, member: Key, score: float) -> None:
-        self.sync.add(member, score)
-
-    async def add_many(self, pairs: Pairs) -> None:
-        self.sync.add_many(pairs)
-
-    async def remove(self, member: Key) -> bool:
-        return self.sync.remove(member)
-
-    async def mark_dirty(self) -> None:
-        self.sync.mark_dirty()
-
-    async def replace(self, pairs: Pairs, stamp: Any = ...) -> None:
-        """Rebuild the index atomically (in a thread: it writes every member)."""
-        await asyncio.to_thread(self.sync.replace, pairs, stamp)
-
-    async def score(self, member: Key) -> float | None:
-        return self.sync.score(member)
-
-    async def rank(self, member: Key, reverse: bool = False) -> int | None:
-        return self.sync.rank(member, reverse)
-
-    async def page(self, offset: int = 0, limit: int = 20, reverse: bool = False) -> list[tuple[Key, float]]:
-        return self.sync.page(offset, limit, reverse)
-
-    async def page_after(
-        self, cursor: Any, limit: int = 20, reverse: bool = False
-    ) -> tuple[list[tuple[Key, float]], Any]:
-        return self.sync.page_after(cursor, limit, reverse)
-
-    async def range_by_score(self, lo: float, hi: float, limit: int | None = None) -> list[tuple[Key, float]]:
-        return self.sync.range_by_score(lo, hi, limit)

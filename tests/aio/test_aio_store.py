@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import inspect
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.aio.support import run
-from tierstore import ABSENT, SharedUnavailable, StoreClosed, TierStore, Versioned
+from tierstore import ABSENT, SharedUnavailable, StoreClosed, TierStore, TierStoreError, Versioned
 from tierstore.aio import AsyncSortedIndex, AsyncTierStore
 
 
@@ -157,6 +158,45 @@ def test_reads_writes_and_hits_stay_on_the_loop_while_long_work_goes_to_threads(
 
     run(body)
     executor.shutdown()
+
+
+def test_the_existence_filter_calls_are_coroutines_run_in_threads(tmp_path: Path) -> None:
+    """``guard_keys`` and ``rebuild_guard`` take the sync calls' arguments and rules; they write the
+    filter (in shared mode, to Redis), so they run in a thread."""
+    executor = CountingExecutor()
+
+    async def body() -> None:
+        asyncio.get_running_loop().set_default_executor(executor)
+        async with AsyncTierStore(str(tmp_path / "s"), guard=True) as s:
+            for name in ("guard_keys", "rebuild_guard"):
+                call = getattr(AsyncTierStore, name)
+                assert asyncio.iscoroutinefunction(call)
+                assert inspect.signature(call) == inspect.signature(getattr(TierStore, name))
+            executor.submitted.clear()
+            await s.guard_keys(["known"])
+            assert executor.submitted == ["guard_keys"]
+            assert await s.get_or_load("known", lambda: "loaded") == "loaded"
+            assert await s.get_or_load("unknown", lambda: "loaded", default="ruled out") == "ruled out"
+            with pytest.raises(TypeError, match=r"\[key\]"):
+                await s.guard_keys("one-key")
+            await s.rebuild_guard(["unknown"])
+            assert await s.get_or_load("unknown", lambda: "loaded") == "loaded"
+        async with AsyncTierStore(str(tmp_path / "unguarded")) as s:
+            with pytest.raises(TierStoreError, match="guard=True"):
+                await s.guard_keys(["k"])
+
+    run(body)
+    executor.shutdown()
+
+
+def test_every_coroutine_of_an_async_index_takes_the_sync_index_s_arguments() -> None:
+    from tierstore.ranking import SortedIndex
+
+    calls = [name for name in vars(AsyncSortedIndex) if asyncio.iscoroutinefunction(getattr(AsyncSortedIndex, name))]
+    shared = [name for name in calls if hasattr(SortedIndex, name)]
+    assert {"add", "page", "page_after", "replace"} <= set(shared)
+    for name in shared:
+        assert inspect.signature(getattr(AsyncSortedIndex, name)) == inspect.signature(getattr(SortedIndex, name)), name
 
 
 def test_an_unreachable_shared_tier_raises_at_open_and_a_wrapped_store_takes_no_options(tmp_path: Path) -> None:

@@ -93,6 +93,21 @@ def test_a_payload_signed_under_another_secret_is_a_counted_miss_and_never_unpic
     assert marker.exists()
 
 
+def test_touch_and_delete_answer_a_payload_that_fails_the_check_as_a_miss(cache: TierStoreCache) -> None:
+    """As ``get``, ``has_key`` and ``add`` do: ``touch`` and ``delete`` answer ``False`` (Django's answer for
+    a missing key), counted in ``corrupt_records``; ``delete`` still removes it."""
+    made = cache.make_key("k")
+    cache.store.set(made, PickleCodec("another secret").encode(made, "forged"))
+    before = cache.store.stats()["corrupt_records"]
+    assert cache.touch("k", 60) is False
+    assert cache.touch("k", 0) is False
+    assert cache.delete("k") is False
+    assert cache.store.stats()["corrupt_records"] >= before + 3
+    assert cache.store.get(made) is None  # removed all the same
+    cache.set("k", "fine")
+    assert cache.touch("k", 60) is True and cache.delete("k") is True
+
+
 def test_pickle_needs_a_secret_and_options_are_checked(location: str) -> None:
     with pytest.raises(ImproperlyConfigured, match="secret"):
         make(location, serializer="pickle", secret="")

@@ -100,6 +100,18 @@ def test_a_lock_held_by_a_closed_store_frees_itself_when_its_lease_ends(tmp_path
     second.close()
 
 
+def test_the_mutex_of_a_store_passed_in_lasts_that_store_s_lock_timeout(tmp_path: Path) -> None:
+    with TierStore(tmp_path / "own", lock_timeout=0.3) as store:
+        backend = TierStoreBackend({"store": store})
+        held = backend.get_mutex("k")
+        assert held.acquire()
+        other = backend.get_mutex("k")
+        assert not other.acquire(False)
+        time.sleep(0.4)
+        assert other.acquire(False)  # the store's lock_timeout ended the first lease
+        other.release()
+
+
 SUITE_LIKE = """
 import os
 from tierstore.integrations.dogpile import TierStoreBackend

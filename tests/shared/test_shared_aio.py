@@ -11,6 +11,7 @@ was called (``tests.aio.support.run``).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -483,6 +484,38 @@ def test_the_first_calls_of_a_store_not_yet_open_await_redis_too(
                 assert driven[-1] == expected  # the asyncio driver ran it: no blocking call on the loop
             finally:
                 await s.close()
+
+    run(body)
+
+
+def signature_of(call: Callable[..., Any]) -> inspect.Signature:
+    """``call``'s signature as its callers see it (without ``self``)."""
+    signature = inspect.signature(call)
+    parameters = list(signature.parameters.values())
+    if parameters and parameters[0].name == "self":
+        parameters = parameters[1:]
+    return signature.replace(parameters=parameters)
+
+
+def test_every_coroutine_call_takes_the_blocking_call_s_arguments_opened_or_not(redis_server: RedisServer) -> None:
+    """``inspect.signature`` of each coroutine call, on a shared store not opened yet, opened, and on
+    the class, is the blocking call's: the calls bound before the open name their arguments too."""
+
+    async def body() -> None:
+        s = AsyncTierStore(None, shared=redis_server.url, shared_ping_interval=0.2)
+        try:
+            names = [name for name, call in vars(s).items() if not name.startswith("_") and callable(call)]
+            assert "get" in names
+            for state in ("not opened", "opened"):
+                for name in names:
+                    call = getattr(s, name)
+                    assert inspect.iscoroutinefunction(call), (state, name)
+                    expected = signature_of(getattr(TierStore, name))
+                    assert signature_of(call) == expected, (state, name)
+                    assert signature_of(getattr(AsyncTierStore, name)) == expected, name
+                await s.get("k")
+        finally:
+            await s.close()
 
     run(body)
 

@@ -226,6 +226,37 @@ def test_get_or_load_during_an_outage_loads_without_storing_or_raises(
     assert other.get("far") == "loaded"
 
 
+def test_a_renewal_whose_fill_meets_an_outage_leaves_the_copy_served_within_the_grace(
+    redis_server: RedisServer, stores: Callable[..., TierStore]
+) -> None:
+    """A refresh-ahead renewal loads while Redis goes away: its fill fails, and the live copy it
+    renewed stays served for the grace like every other copy (nothing changes locally)."""
+    now = [1_000_000.0]
+    store = stores(clock=lambda: now[0], refresh_ahead=0.5, min_refresh_interval=0, shared_grace=60.0)
+    other = stores(clock=lambda: now[0])
+    other.set("k", "v1", ttl=10)
+    wait_for(lambda: store.stats()["invalidations_received"] >= 1)
+    assert store.get("k") == "v1"
+    client = client_of(store)
+
+    def loader() -> str:  # Redis goes away while the renewal loads
+        redis_server.pause()
+        wait_for(lambda: client.down, 3.0)
+        return "v2"
+
+    now[0] += 6  # in the last half of its TTL: a hit starts a renewal
+    try:
+        assert store.get_or_load("k", loader) == "v1"
+        assert store.drain(10)
+        assert client.down and store.stats()["fills_rejected"] == 1
+        assert timed(lambda: store.get("k")) == "v1"
+        store._memory.clear()
+        assert timed(lambda: store.get("k")) == "v1"  # tier 2 kept its copy too
+    finally:
+        redis_server.resume()
+    recovers(store, "k", "v1", other)
+
+
 def test_writes_during_an_outage_raise_and_change_nothing_locally(
     redis_server: RedisServer, stores: Callable[..., TierStore]
 ) -> None:

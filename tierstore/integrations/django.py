@@ -12,7 +12,9 @@
 ``LOCATION`` is the directory; its store is shared by every backend of the
 process that names it (Django makes one backend object per thread and calls
 ``close()`` after each request, which gives the reference back: see
-``registry.py``). ``OPTIONS`` takes the store's settings (by their names, in
+``registry.py``). With ``OPTIONS`` ``shared=`` (Redis), an empty ``LOCATION``
+gives each process a private temp directory, so every worker process can take
+the same settings. ``OPTIONS`` takes the store's settings (by their names, in
 any case) plus ``serializer`` and ``secret``:
 
 - ``serializer="msgpack"`` (the default): values are what the store takes
@@ -23,7 +25,7 @@ any case) plus ``serializer`` and ``secret``:
   ``settings.SECRET_KEY``). Each payload is stored with an HMAC-SHA256 of the
   key and the pickle, and the HMAC is checked before anything is unpickled: a
   payload that fails (written without the secret, or damaged) is a miss (and
-  absent to ``add``), counted in the store's ``stats()["corrupt_records"]``,
+  absent to ``add``, ``touch`` and ``delete``), counted in the store's ``stats()["corrupt_records"]``,
   and is never unpickled.
 
 Django's rules hold: ``timeout=None`` (or infinity) keeps a value for ever, ``0`` or less
@@ -72,9 +74,9 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         super().__init__(params)
-        if not location:
-            raise ImproperlyConfigured("TierStoreCache needs LOCATION: the directory of its store")
         settings, serializer, secret = _read_options(params.get("OPTIONS") or {})
+        if not location and settings.get("shared") is None:
+            raise ImproperlyConfigured("TierStoreCache needs LOCATION, the directory of its store (or OPTIONS shared=)")
         if serializer == "msgpack":
             self._codec: Codec = MsgpackCodec()
         elif serializer == "pickle":
@@ -165,6 +167,8 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         made, ttl = self._key(key, version), self._ttl(timeout)
         with self._holder as store:
+            if not self._holds(store, made):  # absent, or a payload its codec refuses: a miss
+                return False
             if ttl is _EXPIRED:
                 return store.delete(made)
             return store.touch(made, ttl=ttl)
@@ -172,7 +176,8 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
     def delete(self, key: Any, version: int | None = None) -> bool:
         made = self._key(key, version)
         with self._holder as store:
-            return store.delete(made)
+            held = self._holds(store, made)  # a payload its codec refuses is removed, but answered as a miss
+            return store.delete(made) and held
 
     def has_key(self, key: Any, version: int | None = None) -> bool:
         made = self._key(key, version)

@@ -3,7 +3,8 @@
     region = make_region().configure("tierstore", arguments={"path": "/var/cache/app", "memory_items": 50_000})
 
 Arguments: ``path`` (the directory; its store is shared with every backend in
-the process that names it, see ``registry.py``) or ``store`` (an open
+the process that names it, see ``registry.py``; with ``shared`` it may be left
+out: each process then keeps a private temp directory) or ``store`` (an open
 ``TierStore``, which the backend never closes), plus any of the store's
 settings (``default_ttl``, ``lock_timeout``...). Other arguments are ignored, and
 the dict given is never changed.
@@ -21,7 +22,7 @@ bounds how long an entry stays on disk.
 ``get_mutex(key)`` returns a lock on a lease of the directory's lease-lock
 table (``mutex.py``), apart from the fill leases of ``get_or_load``: held until
 released, or until ``lock_timeout`` seconds (the store's setting, default 30)
-have passed, so ``has_lock_timeout()`` is ``True``. The table outlives closes
+have passed (with ``store``, that store's own), so ``has_lock_timeout()`` is ``True``. The table outlives closes
 and reopens of the store: a lock taken before a close frees itself when its
 lease ends. A store in shared mode (``shared=``) takes its locks in Redis
 instead (``shared.mutexes``), so they exclude every process of the namespace.
@@ -80,11 +81,11 @@ class TierStoreBackend(CacheBackend):
                 raise TypeError(f"the 'store' argument must be an open TierStore, got {type(store).__name__}")
             self._use: StoreHolder | _Given = _Given(store)
             self._shared_mode = store._shared is not None
-            self._locks = lease_locks(store.path, float(settings.get("lock_timeout", 30.0)))
+            self._locks = lease_locks(store.path, store._options.lock_timeout)  # the lease of that store's settings
         else:
             path = rest.get("path")
-            if path is None:
-                raise ValueError("the tierstore backend needs a 'path' (the store's directory) or a 'store'")
+            if path is None and settings.get("shared") is None:
+                raise ValueError("the tierstore backend needs a 'path' (the store's directory), a 'store' or 'shared'")
             self._use = self._holder = StoreHolder(path, settings)
             self._shared_mode = settings.get("shared") is not None
 

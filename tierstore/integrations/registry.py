@@ -21,11 +21,17 @@ lease ends, not before. A forked child starts with an empty registry: a holder
 inherited from the parent forgets the parent's store (never touching it) and
 its next use opens the directory in the child, which raises ``StoreLocked``
 while the parent still has it open.
+
+In shared mode (``shared=``) a backend may name no directory: its process then
+keeps tiers 1 and 2 in a private temp directory (each process its own, so every
+worker can take the same settings), shared by the backends of the process that
+name the same Redis and namespace, as a directory is.
 """
 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import inspect
 import logging
 import os
@@ -57,8 +63,9 @@ def store_settings(arguments: Mapping[str, Any]) -> tuple[dict[str, Any], dict[s
 class _Directory:
     """The registry's record of one directory: its store while open, its references, its first settings."""
 
-    def __init__(self, real: str, lease: float) -> None:
-        self.path = real
+    def __init__(self, name: str, path: str | None, lease: float) -> None:
+        self.name = name  # the real path, or what names a private temp directory (``_named``)
+        self.path = path  # None: a private temp directory, made at each open
         self.settings: dict[str, Any] | None = None  # those of the first open
         self.store: TierStore | None = None
         self.refs = 0
@@ -127,7 +134,7 @@ class _Directory:
         log.warning(
             "%s is already used in this process with settings %r; the first settings win and %r are ignored "
             "(differing: %s)",
-            self.path,
+            self.name,
             first,
             settings,
             ", ".join(differing),
@@ -159,17 +166,32 @@ def _forget_the_parent() -> None:
 os.register_at_fork(after_in_child=_forget_the_parent)
 
 
-def _directory(real: str, lease: float) -> _Directory:
+def _directory(name: str, path: str | None, lease: float) -> _Directory:
     with _table_lock:
-        directory = _directories.get(real)
+        directory = _directories.get(name)
         if directory is None:
-            directory = _directories[real] = _Directory(real, lease)
+            directory = _directories[name] = _Directory(name, path, lease)
         return directory
+
+
+def _named(path: str | os.PathLike[str] | None, settings: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The registry's name of a holder's store and its directory (``None``: a private temp directory,
+    only in shared mode: per Redis and namespace)."""
+    if path is not None and os.fspath(path) != "":
+        real = os.path.realpath(os.fspath(path))  # later chdir calls do not move the directory
+        return real, real
+    shared = settings.get("shared")
+    if shared is None:
+        raise ValueError("a store's directory is needed (none: only in shared mode, with shared=)")
+    # a URL may carry a password: the name (logged) shows a digest of it
+    target = hashlib.sha256(shared.encode()).hexdigest()[:16] if isinstance(shared, str) else f"{id(shared):#x}"
+    return f"<temp directory: Redis {target}, namespace {settings.get('namespace', 'tierstore')!r}>", None
 
 
 def lease_locks(path: str | os.PathLike[str], lease: float = _DEFAULT_LEASE) -> LeaseLocks:
     """The lease-lock table of the directory ``path`` (created with ``lease`` if it has none yet)."""
-    return _directory(os.path.realpath(os.fspath(path)), lease).locks
+    real = os.path.realpath(os.fspath(path))
+    return _directory(real, real, lease).locks
 
 
 def open_count(path: str | os.PathLike[str]) -> int:
@@ -190,11 +212,12 @@ class StoreHolder:
     reference back when the last of them ends.
     """
 
-    def __init__(self, path: str | os.PathLike[str], settings: Mapping[str, Any]) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None, settings: Mapping[str, Any]) -> None:
+        """``path``: the directory (``None`` or ``""``: a private temp directory, in shared mode only)."""
         unknown = set(settings) - STORE_SETTINGS
         if unknown:
             raise TypeError(f"unknown store settings: {', '.join(sorted(unknown))}")
-        self.path = os.path.realpath(os.fspath(path))  # later chdir calls do not move the directory
+        self._name, self.path = _named(path, settings)
         self.settings = dict(settings)
         Options(path=self.path, **self.settings)  # a bad value fails here (TypeError/ValueError), not at each use
         self._lease = float(self.settings.get("lock_timeout", _DEFAULT_LEASE))
@@ -203,7 +226,7 @@ class StoreHolder:
     def _attach(self) -> None:
         """Start afresh in this process: no reference, new locks, the directory's record of this process."""
         self._forks = _forks
-        self._directory = _directory(self.path, self._lease)
+        self._directory = _directory(self._name, self.path, self._lease)
         self._lock = threading.Lock()
         self._store: TierStore | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
@@ -301,7 +324,7 @@ def close_all() -> None:
             try:
                 store.close()
             except Exception as exc:  # one store that cannot close must not keep the others open
-                log.warning("%s: closing the store failed: %s", directory.path, exc)
+                log.warning("%s: closing the store failed: %s", directory.name, exc)
 
 
 atexit.register(close_all)

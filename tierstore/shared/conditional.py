@@ -69,10 +69,13 @@ class SharedConditional(SharedWrites):
         except (TypeError, ValueError, OverflowError):
             # A value that cannot be stored: locally a live entry refuses the add before the value
             # is packed, so the answer is False then; the error otherwise.
-            found = yield from self._read_steps(codec.encode_key(key), "add", self._writer.write_time())
+            tagged = codec.encode_key(key)
+            found = yield from self._read_steps(tagged, "add", self._writer.write_time())
             if found is None:
                 raise
             self._count_rejected()
+            # a refused add, as in ``_store_steps``: the copy held here may predate that live entry
+            self._mirror.drop(key, NS_ENTRY + tagged, hash(key) % self._mirror.stripe_count)
             return False
         if added and self._flights.in_flight:
             self._flights.invalidate(key)  # a write: bump the fill generation

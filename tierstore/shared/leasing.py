@@ -16,7 +16,8 @@ this process:
    (``LoadTimeout``). Without ``wait`` it returns ``None`` at once.
 3. Fills with ``FILL``: only while its token is current (every write deletes the
    lease) and by the version rule of a local fill, then copies what Redis
-   accepted into tiers 2 and 1 (``Mirror.commit``), as ``writing`` does.
+   accepted into tiers 2 and 1 (``Mirror.commit``), as ``writing`` does. A
+   refused fill drops the local copy, as a refused ``set`` does.
 4. A loader that raised frees the lease at once (``RELEASE``, compare-and-delete).
 5. While Redis is unreachable (``outage``), ``shared_failure="local"`` loads
    without a lease and stores nothing (``UNSTORED``: the value is returned to
@@ -237,14 +238,19 @@ class SharedLeases:
             mirror.drop(key, disk_key, stripe)
             raise CorruptRecord(f"get_or_load: Redis stored it, but the entry of {key!r} is damaged: {exc}") from None
         except SharedUnavailable:
-            mirror.drop(key, disk_key, stripe)  # Redis may have taken it before its reply was lost
-            if self._outage.raising or not self._client.down:  # a refusal by a reachable Redis raises
+            down = self._client.down
+            if not down:  # an error reply: Redis may have applied part of it (down: the reconnect's resync covers it)
+                mirror.drop(key, disk_key, stripe)
+            if self._outage.raising or not down:  # a refusal by a reachable Redis raises
                 raise
             return False  # "local": the value loaded is answered, not stored, as during an outage
         except BaseException:
             mirror.drop(key, disk_key, stripe)
             raise
         if reply[0] != 1:
+            # Redis holds a write since the lease was taken, or a version at least the load's, maybe one
+            # the listener has not heard of yet: the copy held here may be older, so the next read asks Redis.
+            mirror.drop(key, disk_key, stripe)
             return False
         record = (len(data), stored, expires_at, flags, plain, now, ttl, 0, load_time)
         mirror.commit(key, disk_key, stripe, seen, record, stamp, read=False)

@@ -1,0 +1,82 @@
+"""The Django and dogpile backends in shared mode: many worker processes with one configuration.
+
+Real redis-server and real worker processes. A deployment gives every worker the
+same settings; with ``shared=`` and no directory each process keeps its tiers 1 and
+2 in a private temp directory (never one LevelDB directory for two processes), and
+the workers share their values through Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.shared.redis_server import RedisServer
+from tests.shared.workers import Worker
+from tierstore import TierStore
+
+pytest.importorskip("django")
+pytest.importorskip("dogpile.cache")
+
+from dogpile.cache.api import CachedValue
+
+from tierstore.integrations.dogpile import TierStoreBackend
+
+
+def django_cache(store: TierStore, url: str, mine: str, theirs: str, start_at: float) -> tuple[Any, str]:
+    """In a worker: the one Django configuration of every worker (no LOCATION, ``shared=``); sets
+    ``mine`` from ``start_at`` on, then reads ``theirs`` until another worker has set it.
+    Returns what it read and the directory of its store."""
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(SECRET_KEY="tierstore-tests-secret", USE_TZ=True)
+        django.setup()
+    from tierstore.integrations.django import TierStoreCache
+
+    cache = TierStoreCache("", {"OPTIONS": {"shared": url, "shared_ping_interval": 0.2}})
+    time.sleep(max(0.0, start_at - time.time()))
+    try:
+        cache.set(mine, {"from": mine})
+        deadline = time.monotonic() + 10
+        while (found := cache.get(theirs)) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return found, cache.store.path
+    finally:
+        cache.close()
+
+
+def test_django_workers_with_one_configuration_and_no_location_share_values_through_redis(
+    workers: Callable[..., Worker], redis_server: RedisServer
+) -> None:
+    one, two = workers(), workers()
+    start_at = time.time() + 1.0
+    one.start(f"{__name__}:django_cache", redis_server.url, "one", "two", start_at)
+    two.start(f"{__name__}:django_cache", redis_server.url, "two", "one", start_at)
+    (read_by_one, path_one), (read_by_two, path_two) = one.result(), two.result()
+    assert read_by_one == {"from": "two"} and read_by_two == {"from": "one"}
+    assert path_one != path_two  # each process its own tier-2 directory
+
+
+def test_dogpile_backends_without_a_path_share_one_store_per_namespace_in_a_process(
+    redis_server: RedisServer,
+) -> None:
+    arguments = {"shared": redis_server.url, "shared_ping_interval": 0.2}
+    first, second = TierStoreBackend(dict(arguments)), TierStoreBackend(dict(arguments))
+    other = TierStoreBackend({**arguments, "namespace": "other"})
+    try:
+        assert first.store is second.store  # one store in the process, as for a directory
+        assert other.store is not first.store and other.store._shared is not None
+        value = CachedValue("v", {"ct": 1.0, "v": 2})
+        first.set("k", value)
+        assert second.get("k") == value
+        assert other.get("k") != value  # another namespace, another store
+    finally:
+        for backend in (first, second, other):
+            backend.close()
+    with pytest.raises(ValueError, match="path"):
+        TierStoreBackend({"memory_items": 5})  # no directory and no shared=: refused
