@@ -212,6 +212,27 @@ def test_bad_input_is_refused_and_changes_nothing(
         assert store.get_entry("k") == Entry("original", 2, None, False, False)
 
 
+@pytest.mark.parametrize("ttl", [True, False, "10"], ids=["True", "False", "str"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s, ttl: s.set("k", "new", ttl=ttl),
+        lambda s, ttl: s.add("fresh", "new", ttl=ttl),
+        lambda s, ttl: s.touch("k", ttl),
+        lambda s, ttl: s.set_many({"k": "new"}, ttl=ttl),
+        lambda s, ttl: s.get_or_load("fresh", lambda: "new", ttl=ttl),
+    ],
+    ids=["set", "add", "touch", "set_many", "get_or_load"],
+)
+def test_a_ttl_that_is_not_a_number_is_a_value_error_as_every_refused_ttl(store_path: str, call: Any, ttl: Any) -> None:
+    with open_store(store_path) as store:
+        store.set("k", "original")
+        with pytest.raises(ValueError, match="ttl") as raised:
+            call(store, ttl)
+        assert isinstance(raised.value, TypeError)  # and a TypeError, by Python's convention for a wrong type
+        assert store.get("k") == "original" and "fresh" not in store
+
+
 def test_values_over_max_value_bytes_are_refused(store_path: str) -> None:
     with open_store(store_path, max_value_bytes=1000) as store:
         store.set("k", "small")
