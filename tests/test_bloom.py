@@ -114,6 +114,15 @@ def test_update_validates_every_key_before_adding_any() -> None:
     assert len(bloom) == 0 and bloom.bits_set == 0 and "good" not in bloom
 
 
+@pytest.mark.parametrize("single", ["abc", b"abc"])
+def test_update_refuses_a_single_key_rather_than_admitting_its_characters(single: str | bytes) -> None:
+    bloom = BloomFilter(1000, 0.01)
+    with pytest.raises(TypeError, match=r"\[key\]"):
+        bloom.update(single)
+    assert len(bloom) == 0 and bloom.bits_set == 0
+    assert bloom.update([single]) == 1 and single in bloom
+
+
 @pytest.mark.parametrize("key", [1, 1.5, None, ("a",), bytearray(b"a")])
 def test_keys_other_than_str_and_bytes_are_type_errors(key: object) -> None:
     bloom = BloomFilter(10, 0.1)

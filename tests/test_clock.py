@@ -22,9 +22,11 @@ def test_ttl_rejects_non_positive_and_non_finite(bad: float) -> None:
         check_ttl(bad)
 
 
-@pytest.mark.parametrize("bad", ["5", True, [5]])
-def test_ttl_rejects_non_numbers(bad: object) -> None:
+@pytest.mark.parametrize("bad", ["5", True, False, [5], b"5"])
+def test_ttl_rejects_non_numbers_with_an_error_that_is_both_type_and_value_error(bad: object) -> None:
     with pytest.raises(TypeError, match="ttl"):
+        check_ttl(bad)
+    with pytest.raises(ValueError, match="ttl"):  # every refused ttl is a ValueError
         check_ttl(bad)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -61,6 +62,20 @@ def test_persist_path_must_be_apart_from_path(tmp_path: Path, where: str) -> Non
     with pytest.raises(ValueError, match="persist_path"):
         TierStore(str(working), persist_path=str(persist), **OPTS)
     assert os.listdir(working) == []  # nothing created
+
+
+def test_persist_path_must_not_contain_the_temporary_directory_of_path_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temp_root = tmp_path / "tmp"
+    temp_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp_root))  # where path=None makes its directory
+    with pytest.raises(ValueError, match=r"persist_path .* temporary directory"):
+        TierStore(None, persist_path=str(tmp_path), **OPTS)
+    assert os.listdir(temp_root) == []  # the temporary directory is gone again
+    with TierStore(None, persist_path=str(tmp_path / "persist"), **OPTS) as store:  # beside it: fine
+        store.set("k", 1)
+        assert store.checkpoint()["records"] > 0
 
 
 def test_checkpoint_without_persist_path_raises(tmp_path: Path) -> None:

@@ -202,6 +202,17 @@ def test_page_after_walks_every_member_once_in_both_directions(store: TierStore)
     assert items == expected and cursor is None
 
 
+def test_reverse_is_read_for_its_truth_as_rank_reads_it(store: TierStore) -> None:
+    index = store.index("board")
+    index.add_many({"a": 1.0, "b": 2.0, "c": 3.0})
+    for truthy, falsy in [(1, 0), ("yes", None)]:
+        assert index.page(0, 2, reverse=truthy) == index.page(0, 2, reverse=True)
+        assert index.page(0, 2, reverse=falsy) == index.page(0, 2)
+        assert index.page_after(None, 2, reverse=truthy) == index.page_after(None, 2, reverse=True)
+        assert index.page_after(None, 2, reverse=falsy) == index.page_after(None, 2)
+        assert index.rank("a", reverse=truthy) == 2
+
+
 def test_page_after_on_an_empty_index(store: TierStore) -> None:
     assert store.index("empty").page_after(None) == ([], None)
 

@@ -212,6 +212,27 @@ def test_bad_input_is_refused_and_changes_nothing(
         assert store.get_entry("k") == Entry("original", 2, None, False, False)
 
 
+@pytest.mark.parametrize("ttl", [True, False, "10"], ids=["True", "False", "str"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s, ttl: s.set("k", "new", ttl=ttl),
+        lambda s, ttl: s.add("fresh", "new", ttl=ttl),
+        lambda s, ttl: s.touch("k", ttl),
+        lambda s, ttl: s.set_many({"k": "new"}, ttl=ttl),
+        lambda s, ttl: s.get_or_load("fresh", lambda: "new", ttl=ttl),
+    ],
+    ids=["set", "add", "touch", "set_many", "get_or_load"],
+)
+def test_a_ttl_that_is_not_a_number_is_a_value_error_as_every_refused_ttl(store_path: str, call: Any, ttl: Any) -> None:
+    with open_store(store_path) as store:
+        store.set("k", "original")
+        with pytest.raises(ValueError, match="ttl") as raised:
+            call(store, ttl)
+        assert isinstance(raised.value, TypeError)  # and a TypeError, by Python's convention for a wrong type
+        assert store.get("k") == "original" and "fresh" not in store
+
+
 def test_values_over_max_value_bytes_are_refused(store_path: str) -> None:
     with open_store(store_path, max_value_bytes=1000) as store:
         store.set("k", "small")
@@ -402,6 +423,33 @@ def test_set_refuses_a_value_tier_2_could_not_give_back(
         assert store.stats()["corrupt_records"] == 0
 
 
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(object(), TypeError), ({(1, 2): 1}, TypeError), (_nested(1100, 0), ValueError), (b"x" * 2000, ValueError)],
+    ids=["unencodable", "tuple-key", "too-deep", "over-max_value_bytes"],
+)
+@pytest.mark.parametrize(
+    "refused",
+    [
+        lambda s, v: s.set("k", v, version=3),
+        lambda s, v: s.set("k", v, version=5),
+        lambda s, v: s.set("d", v, version=5),
+    ],
+    ids=["older-version", "same-version", "under-a-tombstone"],
+)
+def test_a_value_that_cannot_be_stored_raises_even_from_a_set_the_version_rule_refuses(
+    store_path: str, value: Any, error: type[Exception], refused: Any
+) -> None:
+    with open_store(store_path, max_value_bytes=1000) as store:
+        store.set("k", "kept", version=5)
+        store.delete("d", version=6)
+        with pytest.raises(error):
+            refused(store, value)
+        assert store.get_entry("k") == Entry("kept", 5, None, False, False)
+        assert store.set("d", "newer", version=7)  # the tombstone kept its version
+        assert store.stats()["sets_rejected"] == 0
+
+
 def test_second_read_admission_promotes_a_key_on_its_second_read_from_tier_2(store_path: str) -> None:
     with open_store(store_path, memory_items=2) as store:  # memory_admission="second_read" is the default
         for key in ("a", "b", "c", "d"):
@@ -474,4 +522,3 @@ def test_any_path_like_names_the_directory_it_stands_for(tmp_path: Path) -> None
     assert sorted(os.listdir(tmp_path)) == ["p", "w"]
     with TierStore(work) as store:
         assert store.get("k") == 1
-

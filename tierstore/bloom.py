@@ -31,7 +31,7 @@ import mmh3
 
 from .codec import encode_key
 
-__all__ = ["BloomFilter", "probe_positions"]
+__all__ = ["BloomFilter", "encode_keys", "probe_positions"]
 
 _MAGIC = b"TSBF"
 _FORMAT = 1
@@ -170,7 +170,7 @@ class BloomFilter:
 
     def update(self, keys: Iterable[str | bytes]) -> int:
         """Admit every key; all are validated first, so a bad key changes nothing. Returns keys newly counted."""
-        encoded = [encode_key(key) for key in keys]
+        encoded = encode_keys(keys)  # a single str or bytes is refused, not iterated
         before = self._count
         for data in encoded:
             self.add_encoded(data)
@@ -266,6 +266,20 @@ class BloomFilter:
             f"BloomFilter(capacity={self._capacity}, error_rate={self._error_rate}, nbits={self._nbits}, "
             f"nhashes={self._nhashes}, keys={self._count})"
         )
+
+
+def encode_keys(keys: object) -> list[bytes]:
+    """Encode every key of an iterable of keys; a single str/bytes key is refused, not iterated."""
+    if isinstance(keys, (str, bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"expected an iterable of keys such as [key], not a single {type(keys).__name__}: "
+            "a str or bytes is one key, not a sequence of keys"
+        )
+    try:
+        iterator = iter(keys)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"expected an iterable of keys, not {type(keys).__name__}") from None
+    return [encode_key(key) for key in iterator]
 
 
 def _check_params(capacity: object, error_rate: object) -> None:

@@ -13,7 +13,17 @@ import time
 from collections.abc import Callable
 from types import EllipsisType
 
-__all__ = ["Clock", "DEFAULT", "TTL", "monotonic", "check_ttl", "check_seconds", "check_fraction", "Jitter"]
+__all__ = [
+    "Clock",
+    "DEFAULT",
+    "TTL",
+    "TTLTypeError",
+    "monotonic",
+    "check_ttl",
+    "check_seconds",
+    "check_fraction",
+    "Jitter",
+]
 
 Clock = Callable[[], float]
 monotonic = time.monotonic
@@ -22,6 +32,14 @@ monotonic = time.monotonic
 DEFAULT = ...
 # A ``ttl`` argument: seconds, ``None`` for no expiry, or ``...`` (the default) for the store's ``default_ttl``.
 TTL = float | None | EllipsisType
+
+
+class TTLTypeError(TypeError, ValueError):
+    """A TTL that is not a number (a bool, a str...): refused as every other bad TTL is.
+
+    A ``TypeError`` by Python's convention for a wrong type, and a ``ValueError`` as
+    a TTL of 0, below 0, NaN or infinite is: a caller catching either sees it.
+    """
 
 
 def _as_float(value: int | float, name: str) -> float:
@@ -37,7 +55,7 @@ def check_ttl(ttl: object, name: str = "ttl") -> float | None:
     if ttl is None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None, not {type(ttl).__name__}")
+        raise TTLTypeError(f"{name} must be a number of seconds or None, not {type(ttl).__name__}")
     seconds = _as_float(ttl, name)
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {ttl!r}")

@@ -48,7 +48,7 @@ import threading
 from collections.abc import Iterable, Iterator
 
 from . import codec
-from .bloom import BloomFilter
+from .bloom import BloomFilter, encode_keys
 from .codec import Key
 from .disk import DiskTier
 from .errors import CorruptRecord, TierStoreError
@@ -180,7 +180,7 @@ class Guard:
 
     def add_many(self, keys: Iterable[Key]) -> None:
         """Admit every key (all validated first: a bad key changes nothing)."""
-        encoded = _encode_keys(keys)
+        encoded = encode_keys(keys)
         with self._lock:
             for data in encoded:
                 self._changes += self._filter.add_encoded(data)
@@ -225,7 +225,7 @@ class Guard:
         with self._lock:
             self._carry = carry
         try:
-            encoded = _encode_keys(keys)
+            encoded = encode_keys(keys)
             bloom = BloomFilter(max(self._capacity, 2 * len(encoded)), self._error_rate)
             for data in encoded:
                 bloom.add_encoded(data)
@@ -293,15 +293,4 @@ class Guard:
         return self._changes - self._saved_changes
 
 
-def _encode_keys(keys: object) -> list[bytes]:
-    """Encode every key of an iterable of keys; a single str/bytes key is refused, not iterated."""
-    if isinstance(keys, (str, bytes, bytearray, memoryview)):
-        raise TypeError(
-            f"expected an iterable of keys such as [key], not a single {type(keys).__name__}: "
-            "a str or bytes is one key, not a sequence of keys"
-        )
-    try:
-        iterator = iter(keys)  # type: ignore[call-overload]
-    except TypeError:
-        raise TypeError(f"expected an iterable of keys, not {type(keys).__name__}") from None
-    return [codec.encode_key(key) for key in iterator]
+_encode_keys = encode_keys  # the name the shared tier's guard imports

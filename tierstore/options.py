@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .bloom import optimal_nbits
 from .clock import Clock, check_fraction, check_seconds, check_ttl
 
-__all__ = ["Options", "STAT_KEYS", "MAX_FILTER_BYTES"]
+__all__ = ["Options", "STAT_KEYS", "MAX_FILTER_BYTES", "check_persist_path"]
 
 MAX_FILTER_BYTES = 8 * 1024**3  # decision: an in-process existence filter larger than this is a mistake
 
@@ -43,15 +43,19 @@ STAT_KEYS = (
 )
 
 
-def _check_persist_path(path: object, persist_path: object) -> None:
-    """``persist_path`` must be another directory: not ``path``, not inside it, not around it."""
+def check_persist_path(path: object, persist_path: object, *, temporary: bool = False) -> None:
+    """``persist_path`` must be another directory: not ``path``, not inside it, not around it.
+
+    ``temporary``: ``path`` is the private directory that ``path=None`` made (checked once it exists).
+    """
     if path is None or persist_path is None:
         return
     store = os.path.realpath(os.fspath(path))  # type: ignore[call-overload]
     persist = os.path.realpath(os.fspath(persist_path))  # type: ignore[call-overload]
     if os.path.commonpath([store, persist]) in (store, persist):
+        where = f"the temporary directory {path!r} of path=None" if temporary else f"path {path!r}"
         raise ValueError(
-            f"persist_path {persist_path!r} must be a directory apart from path {path!r}: "
+            f"persist_path {persist_path!r} must be a directory apart from {where}: "
             "not the same, not inside it and not containing it"
         )
 
@@ -144,7 +148,7 @@ class Options:
         # Paths are kept as str: plyvel takes nothing else.
         object.__setattr__(self, "path", _check_directory(self.path, "path"))
         object.__setattr__(self, "persist_path", _check_directory(self.persist_path, "persist_path"))
-        _check_persist_path(self.path, self.persist_path)
+        check_persist_path(self.path, self.persist_path)
         _check_count(self.memory_items, "memory_items", minimum=0)
         _check_count(self.memory_bytes, "memory_bytes", minimum=1, optional=True)
         _check_choice(self.memory_policy, "memory_policy", ("lru", "lfu", "fifo"))

@@ -297,7 +297,7 @@ class SortedIndex:
         try:
             prefix = self._keys.order_prefix(gen)
             keys = take_keys(
-                self._disk, snapshot, prefix, prefix_end(prefix), reverse=reverse, skip=offset, limit=limit
+                self._disk, snapshot, prefix, prefix_end(prefix), reverse=bool(reverse), skip=offset, limit=limit
             )
         finally:
             self._disk.release(snapshot)
@@ -330,7 +330,7 @@ class SortedIndex:
                 else:
                     lower, after = prefix + position, True
             keys = take_keys(
-                self._disk, snapshot, lower, upper, reverse=reverse, skip=0, limit=limit + 1, exclude_lower=after
+                self._disk, snapshot, lower, upper, reverse=bool(reverse), skip=0, limit=limit + 1, exclude_lower=after
             )
         finally:
             self._disk.release(snapshot)

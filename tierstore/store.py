@@ -45,7 +45,7 @@ from .load_core import StoreCore
 from .loading import Loading
 from .mapping import MappingCalls
 from .memory_policy import Policy, memory_tier
-from .options import STAT_KEYS, Options
+from .options import STAT_KEYS, Options, check_persist_path
 from .ranking import SortedIndex
 from .restore import open_disk
 from .scheduler import Scheduler
@@ -115,6 +115,11 @@ class TierStore(MappingCalls, PartCalls):
         arguments = {name: value for name, value in locals().items() if name != "self"}
         self._options = options = Options(**arguments)
         self._temp_dir = tempfile.mkdtemp(prefix="tierstore-") if path is None else None
+        try:
+            check_persist_path(self._temp_dir, options.persist_path, temporary=True)  # path=None's directory
+        except ValueError:
+            self._remove_temp_dir()
+            raise
         self.path = os.fsdecode(path) if path is not None else str(self._temp_dir)  # any os.PathLike
         self._clock = options.clock
         self._max_value_bytes = options.max_value_bytes

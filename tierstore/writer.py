@@ -42,6 +42,7 @@ __all__ = ["Writer", "MAX_TIME"]
 log = logging.getLogger("tierstore")
 
 MAX_TIME = 1e15  # seconds: far past any real clock, well inside a float's exact range
+_SIZED_SEQ = 2**63 - 1  # packs to as many bytes as every real write sequence (past the clock in microseconds)
 _LIVE = RecordState.LIVE
 
 
@@ -115,7 +116,12 @@ class Writer:
             else:
                 current = self.current(key, disk_key)
                 current_version = current[VERSION] if current is not None else 0
-            if (version is not None and version <= current_version) or (admit is not None and not admit()):
+            if version is not None and version <= current_version:
+                if admit is None:  # a set: a value no write could store raises all the same
+                    self._check_storable(stripe, value, version, ttl, load_time)
+                self._count_rejected()
+                return False
+            if admit is not None and not admit():
                 self._count_rejected()
                 return False
             now = self.write_time()
@@ -139,6 +145,22 @@ class Writer:
             return True
         finally:
             lock.release()
+
+    def _check_storable(self, stripe: int, value: Any, version: int, ttl: float | None, load_time: float) -> None:
+        """For a ``set`` the version rule refused: raise as its write would have for a value no write can store.
+
+        What a bad value does never depends on the stored version (the shared tier's ``set``
+        packs before Redis decides, too). Conditional writes (``add``, fills) keep their
+        answer: a live entry refuses them first, whatever the value.
+        """
+        if value is not ABSENT:
+            now = self.write_time()
+            ttl = self._jitter.draw(ttl)
+            expires_at = None if ttl is None else now + ttl
+            packer = self._packers[stripe]
+            data, _ = codec.encode_record(packer, value, version, expires_at, 0, now, ttl, _SIZED_SEQ, load_time)
+            if len(data) > self._max_bytes:
+                raise ValueError(f"value is {len(data)} bytes encoded; max_value_bytes is {self._max_bytes}")
 
     def drawn_ttl(self, ttl: Any, negative: bool = False) -> float | None:
         """The TTL an entry written now gets: ``...`` is ``default_ttl`` (``negative_ttl`` for a
