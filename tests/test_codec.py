@@ -9,13 +9,15 @@ from hypothesis import strategies as st
 
 from tierstore.codec import (
     ABSENT,
+    ENVELOPE_ROOM,
     EXPIRES_AT,
     FLAGS,
-    LATER_FIELDS_ROOM,
     LOAD_TIME,
     MAX_DEPTH,
     MAX_KEY_BYTES,
+    MAX_VERSION,
     NEGATIVE,
+    RECORD_ROOM,
     SEQ,
     SIZE,
     TOMBSTONE,
@@ -182,14 +184,19 @@ def test_malformed_envelopes_are_corrupt_records(data: bytes) -> None:
         unpack_record(data)
 
 
-def test_a_record_reads_up_to_max_value_bytes_plus_the_room_for_later_fields() -> None:
-    """A shared-tier copy adds a write stamp to an envelope ``set`` kept within ``max_value_bytes``."""
+def test_the_widest_envelope_fields_fit_the_envelope_room() -> None:
+    widest, _ = encode_record(new_packer(), None, MAX_VERSION, 1e15, NEGATIVE | TOMBSTONE, 1e15, 1e9, 2**63 - 1, 1e9)
+    assert len(widest) - len(msgpack.packb(None)) == 57 <= ENVELOPE_ROOM
+
+
+def test_a_record_reads_up_to_max_value_bytes_plus_the_room_for_its_envelope_and_later_fields() -> None:
+    """An envelope may add up to ``ENVELOPE_ROOM`` to a value within ``max_value_bytes``, a shared copy its stamp."""
     def envelope(value: str) -> bytes:
         return msgpack.packb([1, 0, None, 0, value, 0.0, None, 1, 0.0, [7, b"e" * 16]])
 
     limit = 1000
-    fits = envelope("x" * (limit + LATER_FIELDS_ROOM - len(envelope("")) - 2))  # a str16 header: 2 bytes more
-    assert len(fits) == limit + LATER_FIELDS_ROOM
+    fits = envelope("x" * (limit + RECORD_ROOM - len(envelope("")) - 2))  # a str16 header: 2 bytes more
+    assert len(fits) == limit + RECORD_ROOM
     assert unpack_record(fits, limit)[SIZE] == len(fits)
     with pytest.raises(CorruptRecord, match="not decoded"):
         unpack_record(fits[:5] + b"x" + fits[5:], limit)  # one byte longer: refused before decoding

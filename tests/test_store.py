@@ -241,6 +241,36 @@ def test_values_over_max_value_bytes_are_refused(store_path: str) -> None:
         assert store.get("k") == "small"
 
 
+@pytest.mark.parametrize("call", ["set", "set_many", "add", "get_or_load", "set(version)"])
+def test_max_value_bytes_bounds_the_value_not_its_envelope(store_path: str, call: str) -> None:
+    """A value whose own encoding is exactly the limit is stored and read back from either tier; one byte
+    more is refused with the value's size named, and the store is left as it was."""
+    limit = 1000
+    at_limit, over = b"x" * (limit - 3), b"x" * (limit - 2)  # bin16: a 3-byte header
+    assert len(msgpack.packb(at_limit)) == limit and len(msgpack.packb(over)) == limit + 1
+
+    def write(store: TierStore, key: str, value: bytes) -> object:
+        if call == "set":
+            return store.set(key, value, ttl=3600.0)  # an expiry: the widest envelope fields
+        if call == "set_many":
+            return store.set_many({key: value}, ttl=3600.0)
+        if call == "add":
+            return store.add(key, value, ttl=3600.0)
+        if call == "get_or_load":
+            return store.get_or_load(key, lambda: value, ttl=3600.0)
+        return store.set(key, value, ttl=3600.0, version=2**62)
+
+    with open_store(store_path, max_value_bytes=limit, memory_items=1) as store:
+        write(store, "fits", at_limit)
+        store.set("other", 1)  # tier 1 (one item) forgets "fits"
+        assert store.get("fits") == at_limit  # from tier 2: the record is longer than the limit
+        with pytest.raises(ValueError, match=f"{limit + 1} bytes encoded; max_value_bytes is {limit}"):
+            write(store, "over", over)
+        assert "over" not in store and store.get("fits") == at_limit
+    with open_store(store_path, max_value_bytes=limit) as store:
+        assert store.get("fits") == at_limit and store.stats()["corrupt_records"] == 0
+
+
 @pytest.mark.parametrize(
     ("settings", "error"),
     [

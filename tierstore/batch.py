@@ -56,6 +56,7 @@ from .memory import MemoryTier
 from .options import Options
 from .stats import Stats
 from .stripes import Stripes
+from .values import check_value_size
 from .writer import Writer
 from .writes import BatchItem, EntryWrites, entry_writes
 
@@ -271,8 +272,7 @@ class Batch:
         """The change writing an entry: its envelope packed (and checked) now, nothing written yet."""
         seq = next(self._seq)
         data, value = codec.encode_record(packer, value, version, expires_at, flags, now, ttl, seq, load_time)
-        if len(data) > self._max_bytes:
-            raise ValueError(f"value of {key!r} is {len(data)} bytes encoded; max_value_bytes is {self._max_bytes}")
+        check_value_size(data, self._max_bytes, f"value of {key!r}")
         record = (len(data), version, expires_at, flags, value, now, ttl, seq, load_time)  # codec.Record's order
         return Change(key, disk_key, self.stripe(key), record, data)
 

@@ -82,7 +82,9 @@ TOMBSTONE = 2
 MAX_KEY_BYTES = 4096
 MAX_VERSION = 2**63 - 1
 _KNOWN_FLAGS = NEGATIVE | TOMBSTONE  # a record with other bits set was written by something else
-LATER_FIELDS_ROOM = 64  # bytes a record may read past max_value_bytes: a shared copy's stamp (shared.mirror)
+ENVELOPE_ROOM = 64  # bytes an envelope's own fields may take beside its value (57 at their widest)
+LATER_FIELDS_ROOM = 64  # bytes a shared copy's stamp may add to the writer's envelope (shared.mirror)
+RECORD_ROOM = ENVELOPE_ROOM + LATER_FIELDS_ROOM  # bytes a record may read past max_value_bytes
 
 STR_TAG = b"s"
 BYTES_TAG = b"b"
@@ -359,11 +361,11 @@ def unpack_record(
     _float: Any = float,
     _len: Any = len,
     _tuple: Any = tuple,
-    _room: int = LATER_FIELDS_ROOM,
+    _room: int = RECORD_ROOM,
 ) -> Record:
     """Decode and validate an envelope; ``CorruptRecord`` on anything malformed.
 
-    ``max_bytes`` (``max_value_bytes``) refuses a record longer than it plus ``LATER_FIELDS_ROOM``
+    ``max_bytes`` (``max_value_bytes``) refuses a record longer than it plus ``RECORD_ROOM``
     before decoding it (a record no ``set`` could have written costs an error, not memory). The
     checks are written for the tier-2 read path: exact type tests (callers pass one or two arguments).
     """

@@ -292,5 +292,3 @@ class Guard:
         """Changes not yet saved (newly admitted keys, plus one for a filter never saved)."""
         return self._changes - self._saved_changes
 
-
-_encode_keys = encode_keys  # the name the shared tier's guard imports

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["MAX_DEPTH", "PLAIN_TYPES", "NotPlain", "new_packer", "pack_naming", "unreadable"]
+__all__ = ["MAX_DEPTH", "PLAIN_TYPES", "NotPlain", "check_value_size", "new_packer", "pack_naming", "unreadable"]
 
 # Lists/dicts a value may nest: msgpack's unpacker holds 1024 levels and the envelope takes one.
 MAX_DEPTH = 1023
@@ -99,3 +99,26 @@ def new_packer() -> msgpack.Packer:
     path for that value.
     """
     return msgpack.Packer(strict_types=True, default=_not_plain)
+
+
+_VALUE_FIELD = 4  # the value's place in an envelope (``codec.VALUE``; tests/property/test_inlined_layout.py)
+
+
+def check_value_size(data: bytes, max_bytes: int, what: str = "value") -> None:
+    """``ValueError`` when the value in the envelope ``data`` takes over ``max_bytes`` encoded.
+
+    ``max_value_bytes`` bounds the value, not its envelope. A record within the limit holds a
+    value within it; only a longer one is parsed, its value skipped over rather than built.
+    """
+    if len(data) <= max_bytes:
+        return
+    unpacker = msgpack.Unpacker(max_buffer_size=len(data))
+    unpacker.feed(data)
+    unpacker.read_array_header()
+    for _ in range(_VALUE_FIELD):
+        unpacker.skip()
+    start = unpacker.tell()
+    unpacker.skip()
+    size = unpacker.tell() - start
+    if size > max_bytes:
+        raise ValueError(f"{what} is {size} bytes encoded; max_value_bytes is {max_bytes}")

@@ -35,6 +35,7 @@ from .memory import MemoryTier
 from .options import Options
 from .stats import Stats
 from .stripes import Stripes
+from .values import check_value_size
 from .writes import EntryWrites
 
 __all__ = ["Writer", "MAX_TIME"]
@@ -159,8 +160,7 @@ class Writer:
             expires_at = None if ttl is None else now + ttl
             packer = self._packers[stripe]
             data, _ = codec.encode_record(packer, value, version, expires_at, 0, now, ttl, _SIZED_SEQ, load_time)
-            if len(data) > self._max_bytes:
-                raise ValueError(f"value is {len(data)} bytes encoded; max_value_bytes is {self._max_bytes}")
+            check_value_size(data, self._max_bytes)
 
     def drawn_ttl(self, ttl: Any, negative: bool = False) -> float | None:
         """The TTL an entry written now gets: ``...`` is ``default_ttl`` (``negative_ttl`` for a
@@ -223,8 +223,7 @@ class Writer:
         data, value = codec.encode_record(
             self._packers[stripe], value, version, expires_at, flags, now, ttl, seq, load_time
         )
-        if len(data) > self._max_bytes:
-            raise ValueError(f"value is {len(data)} bytes encoded; max_value_bytes is {self._max_bytes}")
+        check_value_size(data, self._max_bytes)
         if version and not self.versioned:
             self._mark_versioned()
         memory = self._memory

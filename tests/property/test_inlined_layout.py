@@ -4,12 +4,13 @@ The write and read paths inline parts of the key and envelope layout for
 speed: ``keyspace.fast_entry_key`` builds ``NS_ENTRY + codec.BYTES_TAG/STR_TAG +
 key`` without calling ``encode_key``, and the header readers
 (``codec.envelope_version``, ``expiry.envelope_expiry``,
-``capacity.header_seq``) pick fields out of an envelope by position without
+``capacity.header_seq``, ``values.check_value_size``) pick fields out of an envelope by position without
 decoding its value. Each must say what the full encoders and decoders say.
 """
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from tierstore.capacity import header_seq
 from tierstore.codec import EXPIRES_AT, MAX_KEY_BYTES, NEGATIVE, SAFE_STR_LEN, SEQ, TOMBSTONE, VERSION
 from tierstore.expiry import envelope_expiry
 from tierstore.keyspace import NS_ENTRY, entry_key, fast_entry_key
+from tierstore.values import check_value_size
 
 
 class StrKey(str):
@@ -129,3 +131,8 @@ def test_header_readers_read_the_fields_unpack_record_reads(
     assert codec.envelope_version(data) == record[VERSION] == version
     assert envelope_expiry(data) == record[EXPIRES_AT] == expires_at
     assert header_seq(data) == record[SEQ] == seq
+    size = len(msgpack.packb(value))  # the value's own encoding, which max_value_bytes bounds
+    check_value_size(data, size)
+    if len(data) > size - 1:
+        with pytest.raises(ValueError, match=f"{size} bytes encoded"):
+            check_value_size(data, size - 1)

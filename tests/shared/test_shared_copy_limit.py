@@ -1,10 +1,11 @@
-"""A value near ``max_value_bytes``: its local copy (the writer's envelope plus a write stamp) reads back."""
+"""A value at ``max_value_bytes``: its local copy (the writer's envelope plus a write stamp) reads back."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import msgpack
+import pytest
 import redis
 
 from tests.shared.support import wait_for
@@ -16,21 +17,19 @@ LIMIT = 4096
 
 
 def largest_value(store: TierStore) -> str:
-    """A str whose envelope, as ``set`` packs it, is exactly ``LIMIT`` bytes."""
-    size = LIMIT - 200
-    while True:
-        value = "x" * size
-        envelope = [1, 0, None, 0, value, 1.7e9, None, 2**62, 0.0]
-        if len(msgpack.packb(envelope)) >= LIMIT:
-            return "x" * (size - (len(msgpack.packb(envelope)) - LIMIT))
-        size += 1
+    """A str whose own encoding is exactly ``LIMIT`` bytes: the largest value ``set`` takes."""
+    value = "x" * (LIMIT - 3)  # str16: a 3-byte header
+    assert len(msgpack.packb(value)) == LIMIT
+    return value
 
 
 def test_a_copy_at_the_limit_reads_back_from_tier_2(stores: Callable[..., TierStore]) -> None:
     writer = stores(memory_items=1, max_value_bytes=LIMIT)
     reader = stores(memory_items=1, max_value_bytes=LIMIT)
     value = largest_value(writer)
-    assert writer.set("big", value)
+    with pytest.raises(ValueError, match=f"{LIMIT + 1} bytes encoded"):
+        writer.set("big", value + "x")  # one byte over, in Redis as locally: refused, nothing written
+    assert writer.set("big", value, ttl=3600.0)  # an expiry: the widest envelope fields
     for store in (writer, reader):
         assert store.get("big") == value  # the reader copies it from Redis
         store.set("other", 1)  # tier 1 (one item) forgets "big"

@@ -41,6 +41,7 @@ from ..errors import CorruptRecord
 from ..flight import Flights
 from ..keyspace import NS_ENTRY
 from ..stats import Stats
+from ..values import check_value_size
 from .bulk_scripts import DELETE_MANY, DELETE_PREFIX, SET_MANY
 from .mirror import Change, Seen
 from .reading import shared_stamp, shared_version
@@ -116,9 +117,7 @@ class SharedBulk(SharedWrites):
             expires_at = None if drawn is None else now + drawn
             flags = NEGATIVE if negative else 0
             data, plain = codec.encode_record(packer, None if negative else value, 0, expires_at, flags, now, drawn, 0)
-            limit = self._options.max_value_bytes
-            if len(data) > limit:
-                raise ValueError(f"value of {key!r} is {len(data)} bytes encoded; max_value_bytes is {limit}")
+            check_value_size(data, self._options.max_value_bytes, f"value of {key!r}")
             keep = "" if drawn is None else str(_millis(drawn + (0.0 if negative else self._options.stale_ttl)))
             args += [disk_key[len(NS_ENTRY) :], data, keep]
             planned.append((len(data), expires_at, flags, plain, drawn))

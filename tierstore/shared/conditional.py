@@ -35,6 +35,7 @@ from ..codec import LOAD_TIME, TOMBSTONE, TTL, VALUE, Key, Record, RecordState, 
 from ..errors import CorruptRecord, SharedUnavailable
 from ..flight import Flights
 from ..keyspace import NS_ENTRY
+from ..values import check_value_size
 from .conditional_scripts import ADD, POP, REWRITE
 from .reading import shared_record
 from .steps import Call, Steps, run
@@ -181,9 +182,7 @@ class SharedConditional(SharedWrites):
             record, (_, _, seq, epoch) = found
             value, expires_at, ttl, load_time, keep = change(record, now)
             new, plain = codec.encode_record(codec.new_packer(), value, 0, expires_at, 0, now, ttl, 0, load_time)
-            limit = self._options.max_value_bytes
-            if len(new) > limit:
-                raise ValueError(f"value is {len(new)} bytes encoded; max_value_bytes is {limit}")
+            check_value_size(new, self._options.max_value_bytes)
             args: list[bytes | str] = [new, seq, keep, names.channel, client.origin, tagged]
             args += [os.urandom(8).hex(), epoch, "1" if release else "0"]
             reply, where = yield from self._run_steps(key, tagged, what, REWRITE, args)

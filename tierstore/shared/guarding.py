@@ -50,10 +50,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import codec
-from ..bloom import BloomFilter, probe_positions
+from ..bloom import BloomFilter, encode_keys, probe_positions
 from ..codec import Key
 from ..errors import SharedUnavailable, TierStoreError
-from ..guard import Guard, _encode_keys
+from ..guard import Guard
 from .client import SharedClient
 from .scripts import Scripts
 from .steps import Call, Steps, run
@@ -232,7 +232,7 @@ class SharedGuard(Guard):
 
     def add_many_steps(self, keys: Iterable[Key]) -> Steps[None]:
         """``add_many`` as steps (``set_many``'s admission hook)."""
-        encoded = _encode_keys(keys)
+        encoded = encode_keys(keys)
         for start in range(0, len(encoded), _ADD_CHUNK):
             yield from self._add_steps(encoded[start : start + _ADD_CHUNK])
 
@@ -279,7 +279,7 @@ class SharedGuard(Guard):
 
     def rebuild(self, keys: Iterable[Key]) -> None:
         """Replace the filter with one of ``keys`` (plus keys any process adds meanwhile)."""
-        self._install(_encode_keys(keys), only_if_missing=False)
+        self._install(encode_keys(keys), only_if_missing=False)
         self._probe = None
         self._read_params()
         self.degraded = self._probe is None

@@ -52,6 +52,7 @@ from ..keyspace import NS_ENTRY
 from ..load_lease import Held
 from ..options import Options
 from ..stats import Stats
+from ..values import check_value_size
 from ..writer import Writer
 from .client import SharedClient
 from .lease_scripts import FILL, JOB, RELEASE, TAKE, UNCLAIM
@@ -216,9 +217,7 @@ class SharedLeases:
         data, plain = codec.encode_record(
             codec.new_packer(), None if negative else value, 0, expires_at, flags, now, ttl, 0, load_time
         )
-        max_bytes = self._options.max_value_bytes
-        if len(data) > max_bytes:
-            raise ValueError(f"the value loaded for {key!r} is {len(data)} bytes encoded; max_value_bytes: {max_bytes}")
+        check_value_size(data, self._options.max_value_bytes, f"the value loaded for {key!r}")
         keep = "" if ttl is None else str(_millis(ttl + (0.0 if negative else self._options.stale_ttl)))
         if self.admit_key is not None and not negative:
             yield from self.admit_key(key)  # before Redis, as ``set`` admits: a written key is always in the filter

@@ -53,8 +53,8 @@ from ..codec import (
     EXPIRES_AT,
     FLAGS,
     FORMAT,
-    LATER_FIELDS_ROOM,
     LOAD_TIME,
+    RECORD_ROOM,
     SEQ,
     TTL,
     VALUE,
@@ -210,7 +210,7 @@ class Mirror:
         envelope: list[Any] = [FORMAT, version, expires_at, record[FLAGS], record[VALUE], record[WRITTEN_AT]]
         envelope += [record[TTL], seq, record[LOAD_TIME], list(stamp)]
         data: bytes = msgpack.packb(envelope)
-        if len(data) > self.max_bytes + LATER_FIELDS_ROOM:
+        if len(data) > self.max_bytes + RECORD_ROOM:
             return None
         if version:
             self._writer.mark_versioned()  # before the entry, as the writer does

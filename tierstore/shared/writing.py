@@ -46,6 +46,7 @@ from ..flight import Flights
 from ..keyspace import NS_ENTRY
 from ..options import Options
 from ..stats import Stats
+from ..values import check_value_size
 from ..writer import Writer
 from .client import SharedClient
 from .mirror import Mirror, Seen
@@ -127,8 +128,7 @@ class SharedWrites:
         data, plain = codec.encode_record(
             codec.new_packer(), None if negative else value, 0, expires_at, flags, now, ttl, 0
         )
-        if len(data) > self._options.max_value_bytes:
-            raise ValueError(f"value is {len(data)} bytes encoded; max_value_bytes is {self._options.max_value_bytes}")
+        check_value_size(data, self._options.max_value_bytes)
         keep_ms = None if ttl is None else _millis(ttl + (0.0 if negative else self._options.stale_ttl))
         if not negative:
             yield from self._admit_key_steps(key)
