@@ -30,6 +30,7 @@ from tests.shared.test_shared_mirror_adversarial import (
     stamp_held,
 )
 from tests.shared.test_shared_push_adversarial import stepping
+from tests.shared.test_shared_refused import b_holding_a_tombstone
 from tierstore import TierStore, codec
 from tierstore.aio import AsyncTierStore
 from tierstore.shared import leasing
@@ -491,12 +492,7 @@ def test_an_add_refused_by_a_write_not_heard_yet_is_not_followed_by_an_absent_re
     """B holds its tombstone of ``k``; A writes v3 and B's listener has not heard it. B's ``add`` is
     refused (Redis holds a live entry): B's ``get`` and ``in`` must not then answer from the older
     tombstone, as no local store would after refusing an ``add``."""
-    a, b = stores(), stores()
-    a.set("k", "v1", version=1)
-    wait_for(heard(b, 1))
-    b.delete("k", version=2)
-    wait_for(heard(a, 1))
-    assert b.get("k") is None and stamp_held(b, "k") is not None  # B's tombstone
+    a, b = b_holding_a_tombstone(stores)
     with messages_held_back(b):
         a.set("k", "v3", version=3)
         assert not b.add("k", "x")

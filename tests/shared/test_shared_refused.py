@@ -14,8 +14,19 @@ from typing import Any
 from tests.aio.support import run
 from tests.shared.support import wait_for
 from tests.shared.test_shared_mirror_adversarial import Stores, heard, messages_held_back, stamp_held
-from tierstore import Versioned
+from tierstore import TierStore, Versioned
 from tierstore.aio import AsyncTierStore
+
+
+def b_holding_a_tombstone(stores: Stores) -> tuple[TierStore, TierStore]:
+    """Stores A and B on one Redis, B holding its tombstone of ``k`` at version 2 (over A's v1), both heard."""
+    a, b = stores(), stores()
+    a.set("k", "v1", version=1)
+    wait_for(heard(b, 1))
+    b.delete("k", version=2)
+    wait_for(heard(a, 1))
+    assert b.get("k") is None and stamp_held(b, "k") is not None  # B's tombstone
+    return a, b
 
 
 def writing(action: Callable[[], object], value: Any) -> Callable[[], Any]:
@@ -31,12 +42,7 @@ def writing(action: Callable[[], object], value: Any) -> Callable[[], Any]:
 def test_a_fill_refused_by_a_write_not_heard_yet_is_not_followed_by_an_absent_read(stores: Stores) -> None:
     """B holds its tombstone of ``k`` and loads it; A writes v3 during the load (its write frees B's
     lease), so B's fill is refused. B's ``get`` and ``in`` must not answer from the older tombstone."""
-    a, b = stores(), stores()
-    a.set("k", "v1", version=1)
-    wait_for(heard(b, 1))
-    b.delete("k", version=2)
-    wait_for(heard(a, 1))
-    assert b.get("k") is None and stamp_held(b, "k") is not None  # B's tombstone
+    a, b = b_holding_a_tombstone(stores)
     with messages_held_back(b):
         loader = writing(lambda: a.set("k", "v3", version=3), "b-loaded")
         assert b.get_or_load("k", loader) == "b-loaded"
@@ -84,12 +90,7 @@ def test_an_add_of_an_unstorable_value_refused_by_a_write_not_heard_yet_drops_th
     """As a refused ``add``: B's ``add`` of a value it cannot store finds A's live v3 in Redis and
     answers ``False`` (as locally, where a live entry refuses it first); B's ``get`` must then not
     answer from its older tombstone."""
-    a, b = stores(), stores()
-    a.set("k", "v1", version=1)
-    wait_for(heard(b, 1))
-    b.delete("k", version=2)
-    wait_for(heard(a, 1))
-    assert b.get("k") is None and stamp_held(b, "k") is not None
+    a, b = b_holding_a_tombstone(stores)
     with messages_held_back(b):
         a.set("k", "v3", version=3)
         assert not b.add("k", object())
@@ -98,12 +99,7 @@ def test_an_add_of_an_unstorable_value_refused_by_a_write_not_heard_yet_drops_th
 
 def test_a_fill_refused_through_the_asyncio_facade_is_not_followed_by_an_absent_read(stores: Stores) -> None:
     """The first case through ``AsyncTierStore``: its fill is the same steps, awaited on the loop."""
-    a, b = stores(), stores()
-    a.set("k", "v1", version=1)
-    wait_for(heard(b, 1))
-    b.delete("k", version=2)
-    wait_for(heard(a, 1))
-    assert b.get("k") is None and stamp_held(b, "k") is not None
+    a, b = b_holding_a_tombstone(stores)
 
     async def loader() -> str:
         a.set("k", "v3", version=3)  # another process's write during the load
