@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.shared.redis_server import RedisServer
+from tests.shared.support import wait_for
 from tests.shared.workers import Worker
-from tierstore import TierStore
+from tierstore import StoreLocked, TierStore
 
 pytest.importorskip("django")
 pytest.importorskip("dogpile.cache")
@@ -80,3 +82,26 @@ def test_dogpile_backends_without_a_path_share_one_store_per_namespace_in_a_proc
             backend.close()
     with pytest.raises(ValueError, match="path"):
         TierStoreBackend({"memory_items": 5})  # no directory and no shared=: refused
+
+
+def hold_directory(store: TierStore, path: str, opened: str, seconds: float) -> str:
+    """In a worker: hold ``path`` open (``opened`` is created once it is) as another worker would."""
+    with TierStore(path, checkpoint_interval=None):
+        Path(opened).touch()
+        time.sleep(seconds)
+    return path
+
+
+def test_one_directory_named_by_workers_in_shared_mode_is_refused_with_the_way_out(
+    workers: Callable[..., Worker], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    path, opened = str(tmp_path / "one"), tmp_path / "opened"
+    holder = workers()
+    holder.start(f"{__name__}:hold_directory", path, str(opened), 3.0)
+    wait_for(opened.exists)
+    backend = TierStoreBackend({"path": path, "shared": redis_server.url})
+    with pytest.raises(StoreLocked, match=r"in use by another process.*name no directory"):
+        backend.get("k")
+    assert holder.result() == path
+    backend.get("k")  # once the other process has let it go, it opens
+    backend.close()

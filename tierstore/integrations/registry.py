@@ -40,6 +40,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import StoreLocked
 from ..mutex import LeaseLocks
 from ..options import Options
 from ..store import TierStore
@@ -80,13 +81,25 @@ class _Directory:
             if _effective(settings) != _effective(first):
                 self._warn(first, settings)
             if self.store is None or self.store.closed:
-                self.store = TierStore(self.path, **first)
+                self.store = self._open(first)
                 self.refs = 0
             self.settings = first  # those of an open that succeeded
             self.refs += 1
             store = self.store
             self._settle()
             return store
+
+    def _open(self, settings: dict[str, Any]) -> TierStore:
+        try:
+            return TierStore(self.path, **settings)
+        except StoreLocked as exc:
+            if settings.get("shared") is None or self.path is None:
+                raise
+            # Worker processes share one configuration: in shared mode each needs a directory of its own.
+            raise StoreLocked(
+                f"{exc}; with shared=, name no directory (an empty LOCATION, no path) and each "
+                "process keeps tiers 1 and 2 in a private temporary directory"
+            ) from None
 
     def give_back(self, store: TierStore) -> None:
         with self.lock:
