@@ -16,8 +16,10 @@ costs well under one):
 - in a thread (``asyncio.to_thread``: the loop's default executor): what scans
   or may wait for long: ``delete_prefix``, ``clear``, ``checkpoint``, ``sweep``,
   ``drain``, ``guard_keys``, ``rebuild_guard``, an index's ``replace``, and ``close``,
-  plain (non-async) loaders;
-- as tasks on the loop: coroutine loaders and renewals (``aio_loading``).
+  plain (non-async) loaders, ``keys``/``items`` (a chunk per hop, ``aio_listing``);
+- as tasks on the loop: coroutine loaders and renewals (``aio_loading``), and the
+  coroutine functions of ``refresh_every``/``keep_fresh`` jobs, which the store's
+  scheduler thread awaits there (``aio_background``).
 
 Loads are single-flight across threads and coroutines, on every event loop that
 uses the store (one flight table; waiters are woken in their own loop).
@@ -32,20 +34,25 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
+from .aio_background import on_loop
 from .aio_cached import async_memoizer
 from .aio_index import AsyncSortedIndex
 from .aio_leased import AsyncLeasedLoading
+from .aio_listing import AsyncListing
 from .aio_loading import AsyncLoading
 from .calls import OnBusy
 from .clock import TTL
 from .codec import Entry, Key
 from .conditional import _RAISE
 from .errors import StoreClosed
+from .index_codec import Pairs
+from .index_refresher import DEFAULT_REFRESH_INTERVAL
 from .memoize import Cached
+from .scheduler import Handle
 from .store import TierStore
 
 __all__ = ["AsyncTierStore", "AsyncSortedIndex"]
@@ -283,6 +290,43 @@ class AsyncTierStore:
     async def rebuild_guard(self, keys: Iterable[Key]) -> None:
         """Replace the existence filter with one holding ``keys`` (in a thread)."""
         await asyncio.to_thread((self._store or await self._ready()).rebuild_guard, keys)
+
+    def keys(self, prefix: Key | None = None) -> AsyncListing[Key]:
+        """Live keys in key order, read in a thread a chunk at a time: ``async for``, or ``await`` a list."""
+        return AsyncListing(lambda: self._listing("keys", prefix))
+
+    def items(self, prefix: Key | None = None) -> AsyncListing[tuple[Key, Any]]:
+        """Live ``(key, value)`` pairs in key order, as ``keys`` reads them."""
+        return AsyncListing(lambda: self._listing("items", prefix))
+
+    async def _listing(self, name: str, prefix: Key | None) -> Iterator[Any]:
+        return getattr(self._store or await self._ready(), name)(prefix)  # type: ignore[no-any-return]
+
+    async def report_corrupt(self, key: Key, reason: str) -> None:
+        """Count (and log) a value of ``key`` that the caller's own check refused."""
+        (self._store or await self._ready()).report_corrupt(key, reason)
+
+    # -- background work: coroutine functions run on this loop (``aio_background``) ----------------
+
+    async def refresh_every(self, key: Key, loader: Callable[[], Any], interval: float, *, ttl: TTL = ...) -> Handle:
+        """``TierStore.refresh_every``; a coroutine-function ``loader`` is awaited on the calling loop."""
+        store = self._store or await self._ready()
+        loader = on_loop(loader, asyncio.get_running_loop(), store._options.lock_timeout)
+        return store.refresh_every(key, loader, interval, ttl=ttl)
+
+    async def keep_fresh(
+        self,
+        name: Key,
+        rebuild: Callable[[], Pairs],
+        *,
+        stamp: Callable[[], Any] | None = None,
+        interval: float = DEFAULT_REFRESH_INTERVAL,
+    ) -> Handle:
+        """``TierStore.keep_fresh``; coroutine functions ``rebuild``/``stamp`` are awaited on the calling loop."""
+        store = self._store or await self._ready()
+        loop, timeout = asyncio.get_running_loop(), store._options.lock_timeout
+        fresh_stamp = None if stamp is None else on_loop(stamp, loop, timeout)
+        return store.keep_fresh(name, on_loop(rebuild, loop, timeout), stamp=fresh_stamp, interval=interval)
 
     # -- loading ---------------------------------------------------------------------------------
 

@@ -629,3 +629,29 @@ def test_coroutines_joining_a_load_running_here_ask_redis_nothing(redis_server: 
     answers, while_loading, in_all = run(body)
     assert answers == ["loaded"] * 201
     assert while_loading == 2 and in_all == 3  # the leader's HMGET and TAKE, then its FILL
+
+
+def test_listings_and_coroutine_jobs_of_a_shared_store_see_every_process_s_writes(redis_server: RedisServer) -> None:
+    """``keys``/``items`` list Redis's live entries (written by another store too); a ``refresh_every``
+    coroutine loader runs on the caller's loop and its value reaches the other store."""
+
+    async def body() -> None:
+        a, b = await opened(redis_server.url), await opened(redis_server.url)
+        try:
+            await a.set("k1", 1)
+            await b.set("k2", 2)
+            assert await a.keys() == ["k1", "k2"] and [pair async for pair in b.items("k")] == [("k1", 1), ("k2", 2)]
+
+            async def loader() -> str:
+                await asyncio.sleep(0)
+                return "fresh"
+
+            handle = await a.refresh_every("r", loader, 60.0)
+            assert await a.drain(10.0)
+            handle.cancel()
+            assert await b.get("r") == "fresh"
+        finally:
+            await a.close()
+            await b.close()
+
+    run(body)
