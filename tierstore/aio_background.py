@@ -15,17 +15,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from .aio_loading import is_coroutine_loader
 
 __all__ = ["on_loop"]
 
 
 def on_loop(fn: Callable[..., Any], loop: asyncio.AbstractEventLoop, timeout: float) -> Callable[..., Any]:
     """``fn`` itself when it is plain; for a coroutine function, a plain callable that awaits it on ``loop``."""
-    if not inspect.iscoroutinefunction(fn):
+    if not is_coroutine_loader(fn):
         return fn
 
     @functools.wraps(fn)

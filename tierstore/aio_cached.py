@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from .aio_loading import is_coroutine_loader
+from .aio_loading import is_coroutine_loader, mark_coroutine_function
 from .codec import Key
 from .memoize import Cached, CallKeys, Handle, check_cached_args
 
@@ -57,6 +57,7 @@ def async_memoizer(
             return sum([await delete_prefix(part) for part in cache_key.clear_prefixes()])
 
         handle = Handle(fn, call, cache_key, invalidate_call, cache_clear)  # type: ignore[arg-type]
+        mark_coroutine_function(handle)  # frameworks that await coroutine functions await it
         return cast("Cached[..., Awaitable[Any]]", handle)
 
     return decorate

@@ -52,8 +52,29 @@ _LIVE, _NEGATIVE, _STALE = RecordState.LIVE, RecordState.NEGATIVE, RecordState.S
 
 
 def is_coroutine_loader(loader: object) -> bool:
-    """Whether ``loader`` is a coroutine function (awaited in a task) rather than a plain one (run in a thread)."""
-    return inspect.iscoroutinefunction(loader) or inspect.iscoroutinefunction(getattr(loader, "__call__", None))  # noqa: B004
+    """Whether ``loader`` is a coroutine function (awaited in a task) rather than a plain one (run in a thread).
+
+    A callable marked as one (``mark_coroutine_function``, as ``AsyncTierStore.cached`` marks its
+    functions) counts on every Python version: ``inspect`` reads the mark only from 3.12 on.
+    """
+    return (
+        inspect.iscoroutinefunction(loader)
+        or inspect.iscoroutinefunction(getattr(loader, "__call__", None))  # noqa: B004
+        or getattr(loader, "_is_coroutine", None) is _ASYNCIO_MARK
+    )
+
+
+_ASYNCIO_MARK = getattr(asyncio.coroutines, "_is_coroutine", None)  # asyncio's own mark (asgiref sets it too)
+
+
+def mark_coroutine_function(obj: Any) -> None:
+    """Mark a callable object that returns coroutines so that frameworks await it: ``inspect`` (3.12+),
+    ``asyncio.iscoroutinefunction`` and ``asgiref`` (Django's async views) see a coroutine function."""
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is not None:
+        mark(obj)
+    if _ASYNCIO_MARK is not None:
+        obj._is_coroutine = _ASYNCIO_MARK
 
 
 class AsyncLoading:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -153,3 +154,34 @@ def test_a_coroutine_job_whose_loop_does_not_run_fails_its_round_and_never_hangs
     loop.close()
     with pytest.raises(RuntimeError, match="closed"):
         call()  # and no "coroutine was never awaited" warning (warnings are errors here)
+
+
+def test_a_cached_coroutine_function_is_seen_as_one_by_frameworks_and_by_the_store(tmp_path: Path) -> None:
+    """Django's async views (asgiref) and Starlette's endpoints await what they see as a coroutine function:
+    a cached one, and a cached method bound to its instance, must look like one."""
+    asgiref_sync = pytest.importorskip("asgiref.sync")
+    from tierstore.aio_loading import is_coroutine_loader
+
+    async def body() -> None:
+        async with AsyncTierStore(None, checkpoint_interval=None) as s:
+
+            @s.cached(name="square")
+            async def square(x: int) -> int:
+                return x * x
+
+            class Rows:
+                @s.cached(key=lambda self, x: f"rows:{x}")
+                async def get(self, x: int) -> int:
+                    return -x
+
+            bound = Rows().get
+            for function in (square, bound):
+                assert asgiref_sync.iscoroutinefunction(function)
+                assert is_coroutine_loader(function)
+                if sys.version_info >= (3, 12):
+                    assert inspect.iscoroutinefunction(function)
+            assert await square(3) == 9 and await bound(2) == -2
+            assert s.store is not None
+            assert not asgiref_sync.iscoroutinefunction(s.store.cached(name="plain")(lambda: 1))
+
+    run(body)
