@@ -145,3 +145,16 @@ def test_close_all_goes_on_past_a_store_that_fails_to_close(
     assert any("disk gone" in record.getMessage() for record in caplog.records)
     monkeypatch.undo()
     real_close()
+
+
+def test_the_warning_never_shows_a_password_of_the_shared_url(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = str(tmp_path / "s")
+    first = StoreHolder(path, {})
+    second = StoreHolder(path, {"shared": "redis://cache-user:hunter2@redis.internal:6380/3"})
+    with caplog.at_level(logging.WARNING, logger="tierstore.integrations"):
+        assert second.store is first.store  # the first settings (local) win: no connection is made
+    [message] = [r.getMessage() for r in caplog.records if "first settings win" in r.getMessage()]
+    assert "hunter2" not in message
+    assert "redis://cache-user:***@redis.internal:6380/3" in message  # what differs is still told
+    first.close()
+    second.close()

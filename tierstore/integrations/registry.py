@@ -36,6 +36,7 @@ import inspect
 import logging
 import os
 import threading
+import urllib.parse
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -148,13 +149,26 @@ class _Directory:
             "%s is already used in this process with settings %r; the first settings win and %r are ignored "
             "(differing: %s)",
             self.name,
-            first,
-            settings,
+            _redacted(first),
+            _redacted(settings),
             ", ".join(differing),
         )
 
 
 _UNSET: Any = object()
+
+
+def _redacted(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` as a log may show them: a password in the ``shared`` URL reads ``***``."""
+    shared = settings.get("shared")
+    if not isinstance(shared, str):
+        return dict(settings)
+    parts = urllib.parse.urlsplit(shared)
+    if parts.password is None:
+        return dict(settings)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username or ''}:***@{host}"
+    return {**settings, "shared": urllib.parse.urlunsplit(parts._replace(netloc=netloc))}
 
 
 def _effective(settings: Mapping[str, Any]) -> dict[str, Any]:
