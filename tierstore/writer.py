@@ -43,7 +43,6 @@ __all__ = ["Writer", "MAX_TIME"]
 log = logging.getLogger("tierstore")
 
 MAX_TIME = 1e15  # seconds: far past any real clock, well inside a float's exact range
-_SIZED_SEQ = 2**63 - 1  # packs to as many bytes as every real write sequence (past the clock in microseconds)
 _LIVE = RecordState.LIVE
 
 
@@ -119,7 +118,7 @@ class Writer:
                 current_version = current[VERSION] if current is not None else 0
             if version is not None and version <= current_version:
                 if admit is None:  # a set: a value no write could store raises all the same
-                    self._check_storable(stripe, value, version, ttl, load_time)
+                    self._check_storable(stripe, value)
                 self._count_rejected()
                 return False
             if admit is not None and not admit():
@@ -147,19 +146,15 @@ class Writer:
         finally:
             lock.release()
 
-    def _check_storable(self, stripe: int, value: Any, version: int, ttl: float | None, load_time: float) -> None:
+    def _check_storable(self, stripe: int, value: Any) -> None:
         """For a ``set`` the version rule refused: raise as its write would have for a value no write can store.
 
         What a bad value does never depends on the stored version (the shared tier's ``set``
         packs before Redis decides, too). Conditional writes (``add``, fills) keep their
         answer: a live entry refuses them first, whatever the value.
         """
-        if value is not ABSENT:
-            now = self.write_time()
-            ttl = self._jitter.draw(ttl)
-            expires_at = None if ttl is None else now + ttl
-            packer = self._packers[stripe]
-            data, _ = codec.encode_record(packer, value, version, expires_at, 0, now, ttl, _SIZED_SEQ, load_time)
+        if value is not ABSENT:  # the envelope's own fields do not count (``check_value_size``)
+            data, _ = codec.encode_record(self._packers[stripe], value, 0, None, 0, 0.0, None, 0)
             check_value_size(data, self._max_bytes)
 
     def drawn_ttl(self, ttl: Any, negative: bool = False) -> float | None:
