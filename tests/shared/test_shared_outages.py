@@ -441,3 +441,27 @@ def test_a_loss_found_by_a_call_reconnects_and_an_ended_outages_timer_changes_no
     assert store.stats()["hits_shared"] == shared_hits + 1  # copies land again: the store is listening
     other.set("k", "new")
     wait_for(lambda: store.get("k") == "new")
+
+
+@pytest.mark.parametrize(
+    ("what", "call"),
+    [
+        ("add", lambda store: store.add("k", 1)),
+        ("pop", lambda store: store.pop("k", None)),
+        ("set_many", lambda store: store.set_many({"k": 1})),
+        ("delete_many", lambda store: store.delete_many(["k"])),
+        ("delete_prefix", lambda store: store.delete_prefix("k")),
+    ],
+)
+def test_a_call_whose_script_is_loaded_on_first_use_names_itself_in_an_outage(
+    redis_server: RedisServer, stores: Callable[..., TierStore], what: str, call: Callable[[TierStore], Any]
+) -> None:
+    store = stores(shared_failure="raise")  # none of these calls ran yet: their scripts load on first use
+    client = client_of(store)
+    redis_server.pause()
+    try:
+        wait_for(lambda: client.down, 3.0)
+        error = timed(lambda: call(store))
+        assert isinstance(error, SharedUnavailable) and str(error).startswith(f"{what}"), error
+    finally:
+        redis_server.resume()

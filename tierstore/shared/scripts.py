@@ -154,9 +154,10 @@ class Scripts:
         for source in list(self._digests):  # a first run elsewhere may register one meanwhile
             self._load(source, while_down=True)
 
-    def _load(self, source: str, *, while_down: bool = False) -> None:
+    def _load(self, source: str, *, what: str = "SCRIPT LOAD", while_down: bool = False) -> None:
+        """``SCRIPT LOAD`` of ``source``; ``what`` names the call it is for in a ``SharedUnavailable``."""
         call = self._client.call
-        digest = call("SCRIPT LOAD", self._client.redis.script_load, source, while_down=while_down)
+        digest = call(what, self._client.redis.script_load, source, while_down=while_down)
         if digest != self._digests[source]:  # the server hashes the source as we do
             raise RuntimeError(f"Redis returned digest {digest!r} for a script whose SHA-1 is {self._digests[source]}")
 
@@ -172,11 +173,11 @@ class Scripts:
         digest = self._digests.get(source)
         if digest is None:  # a script of another module, run for the first time: loaded now
             digest = self._digests.setdefault(source, hashlib.sha1(source.encode()).hexdigest())
-            self._load(source)
+            self._load(source, what=f"{what} (SCRIPT LOAD)")
         result = self._client.call(what, self._evalsha, digest, keys, args)
         if result is _FORGOTTEN:
             self.reloads += 1
-            self._load(source)
+            self._load(source, what=f"{what} (SCRIPT LOAD)")
             result = self._client.execute(what, b"EVALSHA", digest, len(keys), *keys, *args)
         return result
 
