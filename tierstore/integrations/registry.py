@@ -163,12 +163,27 @@ def _redacted(settings: Mapping[str, Any]) -> dict[str, Any]:
     shared = settings.get("shared")
     if not isinstance(shared, str):
         return dict(settings)
-    parts = urllib.parse.urlsplit(shared)
-    if parts.password is None:
-        return dict(settings)
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{parts.username or ''}:***@{host}"
-    return {**settings, "shared": urllib.parse.urlunsplit(parts._replace(netloc=netloc))}
+    return {**settings, "shared": _redacted_url(shared)}
+
+
+def _redacted_url(url: str) -> str:
+    """``url`` with its password shown as ``***``, where redis-py reads one: the user part, or a
+    ``password=`` query argument (its form for a ``unix://`` socket)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:  # a URL that does not parse (a bracket left open) may hold anything
+        return "<a URL that does not parse>"
+    if password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    arguments = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if any(name.lower() == "password" for name, _ in arguments):
+        shown = [(name, "***" if name.lower() == "password" else value) for name, value in arguments]
+        parts = parts._replace(query=urllib.parse.urlencode(shown, safe="*"))
+    query = f"?{parts.query}" if parts.query else ""
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{parts.scheme}://{parts.netloc}{parts.path}{query}{fragment}"  # urlunsplit drops unix:///'s "//"
 
 
 def _effective(settings: Mapping[str, Any]) -> dict[str, Any]:
