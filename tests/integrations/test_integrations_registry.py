@@ -183,3 +183,12 @@ def test_the_warning_hides_the_password_of_any_shape_of_url(
     assert "differing: shared" in message
     first.close()
     second.close()
+
+
+def test_no_directory_in_shared_mode_refuses_a_persist_path(tmp_path: Path) -> None:
+    """Every worker would keep a private temp directory and restore from, and checkpoint into, the one
+    persist_path: all but one got StoreLocked at open (found by opening four such stores in four processes)."""
+    for path in (None, ""):
+        with pytest.raises(ValueError, match="persist_path"):
+            StoreHolder(path, {"shared": "redis://redis.internal:6380/0", "persist_path": str(tmp_path / "cp")})
+    StoreHolder(None, {"shared": "redis://redis.internal:6380/0", "persist_path": None}).close()  # no connection yet

@@ -25,7 +25,8 @@ while the parent still has it open.
 In shared mode (``shared=``) a backend may name no directory: its process then
 keeps tiers 1 and 2 in a private temp directory (each process its own, so every
 worker can take the same settings), shared by the backends of the process that
-name the same Redis and namespace, as a directory is.
+name the same Redis and namespace, as a directory is. A ``persist_path`` is then
+refused: every worker would restore from and checkpoint into that one directory.
 """
 
 from __future__ import annotations
@@ -225,6 +226,11 @@ def _named(path: str | os.PathLike[str] | None, settings: Mapping[str, Any]) -> 
     shared = settings.get("shared")
     if shared is None:
         raise ValueError("a store's directory is needed (none: only in shared mode, with shared=)")
+    if settings.get("persist_path") is not None:  # each worker would restore from and checkpoint into it
+        raise ValueError(
+            "persist_path needs a directory named for the store: with none, each worker process keeps a "
+            "private temp directory, and every one of them would use the one persist_path (StoreLocked)"
+        )
     # a URL may carry a password: the name (logged) shows a digest of it
     target = hashlib.sha256(shared.encode()).hexdigest()[:16] if isinstance(shared, str) else f"{id(shared):#x}"
     return f"<temp directory: Redis {target}, namespace {settings.get('namespace', 'tierstore')!r}>", None
