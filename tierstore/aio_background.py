@@ -44,11 +44,13 @@ def on_loop(fn: Callable[..., Any], loop: asyncio.AbstractEventLoop, timeout: fl
         except RuntimeError:  # the loop is closed
             coroutine.close()  # never run: no "was never awaited" warning
             raise
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
+        # Waited for apart from the result: a TimeoutError the coroutine raised itself (a source
+        # that timed out) is its own error, not the wait's.
+        done, _ = concurrent.futures.wait((future,), timeout)
+        if not done:
             given_up.set()
             future.cancel()
-            raise TimeoutError(f"{fn.__qualname__} did not finish on its event loop within {timeout} s") from None
+            raise TimeoutError(f"{fn.__qualname__} did not finish on its event loop within {timeout} s")
+        return future.result()
 
     return call

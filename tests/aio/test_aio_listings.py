@@ -185,3 +185,23 @@ def test_a_cached_coroutine_function_is_seen_as_one_by_frameworks_and_by_the_sto
             assert not asgiref_sync.iscoroutinefunction(s.store.cached(name="plain")(lambda: 1))
 
     run(body)
+
+
+def test_a_coroutine_job_that_raises_timeout_error_itself_fails_with_its_own_error() -> None:
+    """A source that timed out (``asyncio.wait_for``, a client's own timeout) is not a loop that did not run."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    thread = threading.Thread(target=lambda: (loop.call_soon(ready.set), loop.run_forever()), daemon=True)
+    thread.start()
+    assert ready.wait(10.0)
+
+    async def loader() -> int:
+        raise TimeoutError("the source timed out")
+
+    try:
+        with pytest.raises(TimeoutError, match="the source timed out"):
+            on_loop(loader, loop, 30.0)()  # at once, not after the 30 s wait
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10.0)
+        loop.close()

@@ -152,9 +152,43 @@ def test_the_warning_never_shows_a_password_of_the_shared_url(tmp_path: Path, ca
     first = StoreHolder(path, {})
     second = StoreHolder(path, {"shared": "redis://cache-user:hunter2@redis.internal:6380/3"})
     with caplog.at_level(logging.WARNING, logger="tierstore.integrations"):
-        assert second.store is first.store  # the first settings (local) win: no connection is made
+        assert first.store is second.store  # the first settings (local) win: no connection is made
     [message] = [r.getMessage() for r in caplog.records if "first settings win" in r.getMessage()]
     assert "hunter2" not in message
     assert "redis://cache-user:***@redis.internal:6380/3" in message  # what differs is still told
     first.close()
     second.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "unix:///run/redis.sock?db=0&password=hunter2",  # redis-py's own form of a socket with a password
+        "redis://redis.internal:6380/3?password=hunter2",
+        "unix://:hunter2@/run/redis.sock",
+        "rediss://:hunter2@[2001:db8::1]:6380/0",
+        "redis://:hunter2@[2001:db8::1",  # no closing bracket: urlsplit refuses it, the warning still comes
+    ],
+)
+def test_the_warning_hides_the_password_of_any_shape_of_url(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, url: str
+) -> None:
+    path = str(tmp_path / "s")
+    first = StoreHolder(path, {})
+    second = StoreHolder(path, {"shared": url})
+    with caplog.at_level(logging.WARNING, logger="tierstore.integrations"):
+        assert first.store is second.store  # the first settings (local) win: no connection is made
+    [message] = [r.getMessage() for r in caplog.records if "first settings win" in r.getMessage()]
+    assert "hunter2" not in message
+    assert "differing: shared" in message
+    first.close()
+    second.close()
+
+
+def test_no_directory_in_shared_mode_refuses_a_persist_path(tmp_path: Path) -> None:
+    """Every worker would keep a private temp directory and restore from, and checkpoint into, the one
+    persist_path: all but one got StoreLocked at open (found by opening four such stores in four processes)."""
+    for path in (None, ""):
+        with pytest.raises(ValueError, match="persist_path"):
+            StoreHolder(path, {"shared": "redis://redis.internal:6380/0", "persist_path": str(tmp_path / "cp")})
+    StoreHolder(None, {"shared": "redis://redis.internal:6380/0", "persist_path": None}).close()  # no connection yet

@@ -25,7 +25,8 @@ while the parent still has it open.
 In shared mode (``shared=``) a backend may name no directory: its process then
 keeps tiers 1 and 2 in a private temp directory (each process its own, so every
 worker can take the same settings), shared by the backends of the process that
-name the same Redis and namespace, as a directory is.
+name the same Redis and namespace, as a directory is. A ``persist_path`` is then
+refused: every worker would restore from and checkpoint into that one directory.
 """
 
 from __future__ import annotations
@@ -163,12 +164,27 @@ def _redacted(settings: Mapping[str, Any]) -> dict[str, Any]:
     shared = settings.get("shared")
     if not isinstance(shared, str):
         return dict(settings)
-    parts = urllib.parse.urlsplit(shared)
-    if parts.password is None:
-        return dict(settings)
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{parts.username or ''}:***@{host}"
-    return {**settings, "shared": urllib.parse.urlunsplit(parts._replace(netloc=netloc))}
+    return {**settings, "shared": _redacted_url(shared)}
+
+
+def _redacted_url(url: str) -> str:
+    """``url`` with its password shown as ``***``, where redis-py reads one: the user part, or a
+    ``password=`` query argument (its form for a ``unix://`` socket)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:  # a URL that does not parse (a bracket left open) may hold anything
+        return "<a URL that does not parse>"
+    if password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    arguments = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if any(name.lower() == "password" for name, _ in arguments):
+        shown = [(name, "***" if name.lower() == "password" else value) for name, value in arguments]
+        parts = parts._replace(query=urllib.parse.urlencode(shown, safe="*"))
+    query = f"?{parts.query}" if parts.query else ""
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{parts.scheme}://{parts.netloc}{parts.path}{query}{fragment}"  # urlunsplit drops unix:///'s "//"
 
 
 def _effective(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -210,6 +226,11 @@ def _named(path: str | os.PathLike[str] | None, settings: Mapping[str, Any]) -> 
     shared = settings.get("shared")
     if shared is None:
         raise ValueError("a store's directory is needed (none: only in shared mode, with shared=)")
+    if settings.get("persist_path") is not None:  # each worker would restore from and checkpoint into it
+        raise ValueError(
+            "persist_path needs a directory named for the store: with none, each worker process keeps a "
+            "private temp directory, and every one of them would use the one persist_path (StoreLocked)"
+        )
     # a URL may carry a password: the name (logged) shows a digest of it
     target = hashlib.sha256(shared.encode()).hexdigest()[:16] if isinstance(shared, str) else f"{id(shared):#x}"
     return f"<temp directory: Redis {target}, namespace {settings.get('namespace', 'tierstore')!r}>", None
