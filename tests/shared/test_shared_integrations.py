@@ -26,6 +26,7 @@ pytest.importorskip("dogpile.cache")
 from dogpile.cache.api import CachedValue
 
 from tierstore.integrations.dogpile import TierStoreBackend
+from tierstore.integrations.registry import close_all
 
 
 def django_cache(store: TierStore, url: str, mine: str, theirs: str, start_at: float) -> tuple[Any, str]:
@@ -80,6 +81,7 @@ def test_dogpile_backends_without_a_path_share_one_store_per_namespace_in_a_proc
     finally:
         for backend in (first, second, other):
             backend.close()
+        close_all()  # the stores of temp directories stay open until then
     with pytest.raises(ValueError, match="path"):
         TierStoreBackend({"memory_items": 5})  # no directory and no shared=: refused
 
@@ -105,3 +107,23 @@ def test_one_directory_named_by_workers_in_shared_mode_is_refused_with_the_way_o
     assert holder.result() == path
     backend.get("k")  # once the other process has let it go, it opens
     backend.close()
+
+
+def test_a_store_without_a_directory_stays_open_from_one_request_to_the_next(redis_server: RedisServer) -> None:
+    """Django gives its reference back after every request; a store in a private temp directory
+    stays open and warm (a reopen would start from a new, empty directory and subscription)."""
+    arguments = {"shared": redis_server.url, "shared_ping_interval": 0.2}
+    backend = TierStoreBackend(dict(arguments))
+    try:
+        store = backend.store
+        value = CachedValue("v", {"ct": 1.0, "v": 2})
+        backend.set("k", value)
+        backend.close()  # as after a request: the last reference given back
+        assert not store.closed
+        hits = store.stats()["hits_memory"]
+        assert backend.get("k") == value and backend.store is store  # the next request: the same store
+        assert store.stats()["hits_memory"] == hits + 1  # tier 1 still warm
+        backend.close()
+    finally:
+        close_all()  # at exit, the registry closes what it kept open
+    assert store.closed

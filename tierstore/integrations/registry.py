@@ -25,8 +25,10 @@ while the parent still has it open.
 In shared mode (``shared=``) a backend may name no directory: its process then
 keeps tiers 1 and 2 in a private temp directory (each process its own, so every
 worker can take the same settings), shared by the backends of the process that
-name the same Redis and namespace, as a directory is. A ``persist_path`` is then
-refused: every worker would restore from and checkpoint into that one directory.
+name the same Redis and namespace, as a directory is. Such a store stays open
+when its last reference is given back (a reopen would start from a new, empty
+directory): it closes at exit. A ``persist_path`` is then refused: every worker
+would restore from and checkpoint into that one directory.
 """
 
 from __future__ import annotations
@@ -134,8 +136,13 @@ class _Directory:
         self.refs -= 1
         if self.refs > 0:
             return
-        self.store = None
         self.refs = 0
+        if self.path is None:
+            # A private temp directory stays open until exit (``close_all``): nothing else can use
+            # it, and a reopen would start from a new empty one and a new Redis subscription
+            # (tens of milliseconds, every tier cold), as Django's close after each request would ask.
+            return
+        self.store = None
         store.close()  # under the lock: a reopen waits until the directory is released
 
     def _warn(self, first: dict[str, Any], settings: dict[str, Any]) -> None:
