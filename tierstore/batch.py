@@ -272,7 +272,7 @@ class Batch:
         """The change writing an entry: its envelope packed (and checked) now, nothing written yet."""
         seq = next(self._seq)
         data, value = codec.encode_record(packer, value, version, expires_at, flags, now, ttl, seq, load_time)
-        check_value_size(data, self._max_bytes, f"value of {key!r}")
+        check_value_size(data, self._max_bytes, "value of", key)
         record = (len(data), version, expires_at, flags, value, now, ttl, seq, load_time)  # codec.Record's order
         return Change(key, disk_key, self.stripe(key), record, data)
 

@@ -203,9 +203,6 @@ class Handle:
         return f"<cached {getattr(self, '__qualname__', '?')}>"
 
 
-_COROUTINE_MARKS = ("_is_coroutine_marker", "_is_coroutine")  # inspect's (3.12+) and asyncio's
-
-
 class _Bound:
     """A ``cached`` method bound to an instance: the instance goes first in its calls, keys and invalidations."""
 
@@ -215,9 +212,13 @@ class _Bound:
         self.__name__ = getattr(handle, "__name__", "?")
         self.__doc__ = getattr(handle, "__doc__", None)
         self.cache_clear = handle.cache_clear
-        for mark in _COROUTINE_MARKS:  # an async handle's: its bound method is a coroutine function too
-            if mark in handle.__dict__:
-                setattr(self, mark, handle.__dict__[mark])
+
+    def __getattr__(self, name: str) -> Any:
+        """What the handle has and this does not, as a bound method reads its function's attributes
+        (an async handle's coroutine marks among them: the bound method is a coroutine function too)."""
+        if name == "__func__":  # not set yet (a copy being built): never recurse
+            raise AttributeError(name)
+        return getattr(self.__func__, name)
 
     @property
     def __signature__(self) -> inspect.Signature:

@@ -101,14 +101,16 @@ def new_packer() -> msgpack.Packer:
     return msgpack.Packer(strict_types=True, default=_not_plain)
 
 
+_NO_KEY: Any = object()
 _VALUE_FIELD = 4  # the value's place in an envelope (``codec.VALUE``; tests/property/test_inlined_layout.py)
 
 
-def check_value_size(data: bytes, max_bytes: int, what: str = "value") -> None:
+def check_value_size(data: bytes, max_bytes: int, what: str = "value", key: Any = _NO_KEY) -> None:
     """``ValueError`` when the value in the envelope ``data`` takes over ``max_bytes`` encoded.
 
     ``max_value_bytes`` bounds the value, not its envelope. A record within the limit holds a
     value within it; only a longer one is parsed, its value skipped over rather than built.
+    The message names ``what`` and, given, ``key`` (its repr built only for an error).
     """
     if len(data) <= max_bytes:
         return
@@ -121,4 +123,5 @@ def check_value_size(data: bytes, max_bytes: int, what: str = "value") -> None:
     unpacker.skip()
     size = unpacker.tell() - start
     if size > max_bytes:
-        raise ValueError(f"{what} is {size} bytes encoded; max_value_bytes is {max_bytes}")
+        named = what if key is _NO_KEY else f"{what} {key!r}"
+        raise ValueError(f"{named} is {size} bytes encoded; max_value_bytes is {max_bytes}")

@@ -218,7 +218,8 @@ class Writer:
         data, value = codec.encode_record(
             self._packers[stripe], value, version, expires_at, flags, now, ttl, seq, load_time
         )
-        check_value_size(data, self._max_bytes)
+        if len(data) > self._max_bytes:  # only then may the value itself be over (no call otherwise)
+            check_value_size(data, self._max_bytes)
         if version and not self.versioned:
             self._mark_versioned()
         memory = self._memory

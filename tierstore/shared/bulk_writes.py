@@ -117,7 +117,7 @@ class SharedBulk(SharedWrites):
             expires_at = None if drawn is None else now + drawn
             flags = NEGATIVE if negative else 0
             data, plain = codec.encode_record(packer, None if negative else value, 0, expires_at, flags, now, drawn, 0)
-            check_value_size(data, self._options.max_value_bytes, f"value of {key!r}")
+            check_value_size(data, self._options.max_value_bytes, "value of", key)
             keep = "" if drawn is None else str(_millis(drawn + (0.0 if negative else self._options.stale_ttl)))
             args += [disk_key[len(NS_ENTRY) :], data, keep]
             planned.append((len(data), expires_at, flags, plain, drawn))

@@ -217,7 +217,7 @@ class SharedLeases:
         data, plain = codec.encode_record(
             codec.new_packer(), None if negative else value, 0, expires_at, flags, now, ttl, 0, load_time
         )
-        check_value_size(data, self._options.max_value_bytes, f"the value loaded for {key!r}")
+        check_value_size(data, self._options.max_value_bytes, "the value loaded for", key)
         keep = "" if ttl is None else str(_millis(ttl + (0.0 if negative else self._options.stale_ttl)))
         if self.admit_key is not None and not negative:
             yield from self.admit_key(key)  # before Redis, as ``set`` admits: a written key is always in the filter
