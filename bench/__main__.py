@@ -63,13 +63,13 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
         description="tierstore against raw plyvel+msgpack, cachetools and diskcache, plus its scenario figures.",
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a smoke run (under a minute on 2 cores)")
+    size.add_argument("--quick", action="store_true", help="a smoke run (about half a minute on 2 cores)")
     size.add_argument("--smoke", action="store_true", help="the smallest run, for the test suite")
     parser.add_argument("--json", metavar="FILE", help="write every figure and the machine to FILE")
     parser.add_argument(
         "--shared",
         action="store_true",
-        help="run only the shared-tier sections: worker processes on a redis-server the bench starts "
+        help="also run the shared-tier sections: worker processes on a redis-server the bench starts "
         "(skipped with a note when none is found)",
     )
     parser.add_argument(
@@ -87,10 +87,8 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
     )
     args = parser.parse_args(argv)
     if args.shared and args.only:
-        parser.error("--shared runs the shared sections; --only picks sections itself (name them there)")
-    if args.shared and args.plot:
-        parser.error("--plot draws the throughput sections; --shared runs none of them")
-    wanted = set(SHARED_SECTIONS) if args.shared else _wanted(args.only)
+        parser.error("--shared adds the shared sections to the default run; --only picks sections itself")
+    wanted = set(SECTION_NAMES) if args.shared else _wanted(args.only)
     if args.plot:
         _check_plot(parser, args.plot, wanted)
     return args, wanted
@@ -111,8 +109,9 @@ def _check_plot(parser: argparse.ArgumentParser, path: str, wanted: set[str]) ->
 
 
 def _wanted(only: list[str] | None) -> set[str]:
+    """The sections ``--only`` names; without it the embedded sections (the shared ones need ``--shared``)."""
     if not only:
-        return set(SECTION_NAMES)
+        return set(SECTION_NAMES) - set(SHARED_SECTIONS)
     names = {name.strip() for item in only for name in item.split(",") if name.strip()}
     unknown = names - set(SECTION_NAMES)
     if unknown:

@@ -45,6 +45,13 @@ class Sequence:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def head(self, share: int) -> Sequence:
+        """The first ``1/share`` of the operations (the whole sequence for 1)."""
+        if share == 1:
+            return self
+        count = max(1, len(self.keys) // share)
+        return Sequence(self.keys[:count], self.values[:count])
+
     def split(self, parts: int) -> list[Sequence]:
         """Contiguous slices, one per thread."""
         size = -(-len(self.keys) // parts)

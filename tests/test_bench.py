@@ -37,12 +37,12 @@ def smoke_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def smoke(smoke_dir: Path) -> tuple[dict[str, Any], str]:
-    """One smoke run for every test of this module: (the JSON document, stdout)."""
+    """One smoke run of every section for the tests of this module: (the JSON document, stdout)."""
     folder = smoke_dir
     out = folder / "bench.json"
     plot = ["--plot", str(folder / "bench.png")] if importlib.util.find_spec("matplotlib") else []
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--json", str(out), *plot],
+        [sys.executable, "-m", "bench", "--smoke", "--shared", "--json", str(out), *plot],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -98,6 +98,9 @@ def test_throughput_figures_are_sane(smoke: tuple[dict[str, Any], str]) -> None:
             assert systems["cachetools"]["hit_ratio"] < 1.0  # memory only, 10% of the keys
             assert 0.0 < systems["tierstore"]["tier1_hit_ratio"] < 1.0
             assert "tier1_hit_ratio" not in systems["plyvel+msgpack"]
+            if "diskcache" in systems:  # the slowest peer runs the first quarter of each round
+                quarter = systems["tierstore"]["latency_samples"] / 4
+                assert systems["diskcache"]["latency_samples"] == pytest.approx(quarter, rel=0.1)
 
 
 def test_small_tier1_scenario(smoke: tuple[dict[str, Any], str]) -> None:
@@ -140,6 +143,9 @@ def test_hotpath_ratios_are_positive(smoke: tuple[dict[str, Any], str]) -> None:
         else:
             assert case["ratio_of"] == "theirs / ours"
         assert 0.5 < case["ratio"] / per_op < 2  # the median of ratios points the way the label says
+    peer_set = figures["set vs diskcache set"]
+    assert peer_set["their_ops_per_loop"] == peer_set["ops_per_loop"] // 8  # diskcache's slow set, fewer calls
+    assert figures["set"]["their_ops_per_loop"] == figures["set"]["ops_per_loop"]
     goals = {goal["name"]: (goal["op"], goal["target"]) for goal in document["goals"] if goal["section"] == "hotpath"}
     assert goals == {
         "tier-1 hit get / LRUCache.get": ("<=", 1.0),
@@ -489,10 +495,18 @@ def test_without_redis_server_the_shared_sections_are_skipped_and_the_rest_runs(
     out = capsys.readouterr().out
     assert "== counters:" in out  # the rest of the bench ran
     assert "skipped: redis-server not available" in out
-    assert bench_main.main(["--smoke", "--shared"]) == 0
+    assert bench_main.main(["--smoke", "--only", ",".join(SHARED_SECTIONS)]) == 0
     out = capsys.readouterr().out
     assert out.count("skipped: redis-server not available") == len(SHARED_SECTIONS)
-    assert "== counters:" not in out  # --shared runs the shared sections only
+
+
+def test_the_default_run_is_the_embedded_store_and_shared_adds_the_shared_sections() -> None:
+    _, default = bench_main._parse([])
+    assert default == set(SECTION_NAMES) - set(SHARED_SECTIONS)  # no Redis needed, about a minute
+    _, everything = bench_main._parse(["--shared"])
+    assert everything == set(SECTION_NAMES)
+    _, only = bench_main._parse(["--only", "shared-lag"])
+    assert only == {"shared-lag"}  # a shared section on its own
 
 
 def test_shared_and_only_together_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
