@@ -22,6 +22,7 @@ from tierstore.codec import (
     SIZE,
     TOMBSTONE,
     TTL,
+    UNREADABLE,
     VALUE,
     VERSION,
     WRITTEN_AT,
@@ -32,6 +33,7 @@ from tierstore.codec import (
     encode_key,
     encode_record,
     entry_of,
+    envelope_header,
     is_negative,
     is_tombstone,
     make_record,
@@ -200,6 +202,59 @@ def test_a_record_reads_up_to_max_value_bytes_plus_the_room_for_its_envelope_and
     assert unpack_record(fits, limit)[SIZE] == len(fits)
     with pytest.raises(CorruptRecord, match="not decoded"):
         unpack_record(fits[:5] + b"x" + fits[5:], limit)  # one byte longer: refused before decoding
+
+
+@given(
+    value=st.recursive(
+        st.none() | st.integers(-(2**63), 2**64 - 1) | st.text(),
+        lambda inner: st.lists(inner, max_size=4),
+        max_leaves=8,
+    ),
+    version=st.integers(0, MAX_VERSION),
+    expires_at=st.none() | st.floats(0, 1e12),
+    flags=st.sampled_from([0, NEGATIVE, TOMBSTONE]),
+    ttl=st.none() | st.floats(0.001, 1e9),
+    seq=st.integers(0, 2**63 - 1),
+    stamp=st.none() | st.just([7, b"epoch-id"]),
+)
+def test_envelope_header_reads_every_field_but_the_value(
+    value: object, version: int, expires_at: float | None, flags: int, ttl: float | None, seq: int, stamp: object
+) -> None:
+    """The header of a record too long for this open: what ``unpack_record`` reads, the value left unread."""
+    data, _ = encode_record(new_packer(), value, version, expires_at, flags, 12.5, ttl, seq, 0.25)
+    if stamp is not None:  # a shared copy's tenth field
+        items = msgpack.unpackb(data, strict_map_key=False)
+        data = msgpack.packb([*items, stamp])
+    full = unpack_record(data)
+    header = envelope_header(data)
+    assert header[VALUE] is UNREADABLE
+    assert header[:VALUE] + header[VALUE + 1 :] == full[:VALUE] + full[VALUE + 1 :]
+    assert header[SIZE] == len(data)
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [1, 2, None, 0, "v", 0.0, None],  # too few fields
+        [2, 2, None, 0, "v", 0.0, None, 1, 0.0],  # an unknown format
+        [1, -1, None, 0, "v", 0.0, None, 1, 0.0],  # a negative version
+        [1, 2, float("nan"), 0, "v", 0.0, None, 1, 0.0],  # a NaN expiry
+        [1, 2, None, 8, "v", 0.0, None, 1, 0.0],  # unknown flag bits
+    ],
+)
+def test_envelope_header_refuses_what_unpack_record_refuses(items: list[object]) -> None:
+    data = msgpack.packb(items)
+    with pytest.raises(CorruptRecord):
+        unpack_record(data)
+    with pytest.raises(CorruptRecord):
+        envelope_header(data)
+
+
+def test_envelope_header_of_a_truncated_or_foreign_record_is_corrupt() -> None:
+    data, _ = encode_record(new_packer(), "x" * 100, 3, None, 0, 1.0, None, 1)
+    for damaged in (data[:-1], data[:20], b"", b"\xc1", msgpack.packb({"not": "an envelope"})):
+        with pytest.raises(CorruptRecord):
+            envelope_header(damaged)
 
 
 def test_absent_is_a_falsy_singleton() -> None:

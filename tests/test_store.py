@@ -514,6 +514,54 @@ def test_a_record_over_max_value_bytes_on_disk_reads_as_a_counted_miss(store_pat
         assert store.get("small") == "y"
 
 
+def test_a_record_over_max_value_bytes_keeps_its_version_against_older_writes(store_path: str) -> None:
+    """Reopened with a smaller limit, a longer record is a miss to reads, but the version rule still sees it."""
+    big = "x" * 5000
+    with open_store(store_path) as store:
+        for key in ("a", "b", "c", "d"):
+            store.set(key, big, version=10)
+    with open_store(store_path, max_value_bytes=1000) as store:
+        assert store.get("a", "miss") == "miss"
+        assert store.set("a", "older", version=5) is False
+        assert store.set("a", "same", version=10) is False
+        assert store.set_many({"b": "unversioned"}) == 1  # keeps the stored version 10
+        assert store.set("b", "older", version=9) is False
+        assert store.delete("c") is True  # a tombstone at version 10
+        assert store.set("c", "older", version=9) is False
+        assert store.add("d", "added") is False  # a live entry, though too long to read here
+        assert store.set("d", "newer", version=11) is True
+        assert store.get("d") == "newer"
+        assert store.stats()["sets_rejected"] == 5
+    with open_store(store_path) as store:
+        assert store.get("a") == big and store.get_entry("a").version == 10  # type: ignore[union-attr]
+        assert store.get("b") == "unversioned" and store.get_entry("b").version == 10  # type: ignore[union-attr]
+        assert store.get("c", "gone") == "gone"
+
+
+def test_calls_needing_a_value_too_long_for_this_open_find_none_and_change_nothing(store_path: str) -> None:
+    big = {"blob": "x" * 5000}
+    with open_store(store_path) as store:
+        store.set("k", big, version=3, ttl=3600)
+        expires_at = store.get_entry("k").expires_at  # type: ignore[union-attr]
+    seen: list[object] = []
+
+    def update(value: object) -> str:
+        seen.append(value)
+        return "other"
+
+    with open_store(store_path, max_value_bytes=1000) as store:
+        assert store.pop("k", "dflt") == "dflt"
+        with pytest.raises(KeyError):
+            store.pop("k")
+        assert store.touch("k", ttl=60) is False
+        assert store.replace_value("k", "other") is False
+        assert store.update_value("k", update) is False
+    assert seen == []  # the update never saw a value it could not be given
+    with open_store(store_path) as store:
+        entry = store.get_entry("k")
+        assert entry is not None and entry.value == big and entry.version == 3 and entry.expires_at == expires_at
+
+
 def test_shared_mode_without_redis_py_says_which_extra_to_install(tmp_path: Path) -> None:
     script = (
         "import sys\n"

@@ -30,7 +30,7 @@ import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 
 import msgpack
 
@@ -68,6 +68,11 @@ if TYPE_CHECKING:
 __all__ = ["Batch", "BatchAccess", "Change", "Outcome"]
 
 _LIVE, _TOMBSTONE = RecordState.LIVE, RecordState.TOMBSTONE
+
+
+def _readable_live(current: Record | None, now: float) -> TypeGuard[Record]:
+    """Whether ``current`` is a live entry whose value this open can read (not too long for it)."""
+    return current is not None and current[VALUE] is not codec.UNREADABLE and record_state(current, now) is _LIVE
 
 
 class Change(NamedTuple):
@@ -201,6 +206,8 @@ class Batch:
                 if self._damaged(disk_key):
                     self._commit([Change(key, disk_key, self.stripe(key), None, None)])
                 return False, None
+            if current[VALUE] is codec.UNREADABLE:  # too long for this open: a miss to it, left in place
+                return False, None
             state = record_state(current, now)
             if state is not _TOMBSTONE:
                 self._commit([self._removal(codec.new_packer(), key, disk_key, current, now)])
@@ -211,7 +218,7 @@ class Batch:
         with self.locked([self.stripe(key)]):
             current = self._writer.current(key, disk_key)
             now = self._writer.write_time()
-            if current is None or record_state(current, now) is not _LIVE:
+            if not _readable_live(current, now):
                 return False
             expires_at, drawn = self._expiry(ttl, False, now)
             change = self._entry(
@@ -240,7 +247,7 @@ class Batch:
         with self.locked([self.stripe(key)]):
             current = self._writer.current(key, disk_key)
             now = self._writer.write_time()
-            if current is None or record_state(current, now) is not _LIVE:
+            if not _readable_live(current, now):
                 return False
             expires_at, ttl, value = current[EXPIRES_AT], current[TTL], update(current[VALUE])
             change = self._entry(codec.new_packer(), key, disk_key, value, current[VERSION], expires_at, 0, now, ttl)

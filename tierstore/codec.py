@@ -32,46 +32,12 @@ from .errors import CorruptRecord
 from .values import MAX_DEPTH, PLAIN_TYPES, NotPlain, new_packer, pack_naming, unreadable
 
 __all__ = [
-    "ABSENT",
-    "Absent",
-    "Entry",
-    "Versioned",
-    "Record",
-    "make_record",
-    "is_negative",
-    "is_tombstone",
-    "SIZE",
-    "VERSION",
-    "EXPIRES_AT",
-    "FLAGS",
-    "VALUE",
-    "WRITTEN_AT",
-    "TTL",
-    "SEQ",
-    "LOAD_TIME",
-    "Key",
-    "FORMAT",
-    "NEGATIVE",
-    "TOMBSTONE",
-    "MAX_KEY_BYTES",
-    "MAX_VERSION",
-    "MAX_DEPTH",
-    "encode_key",
-    "decode_key",
-    "check_version",
-    "encode_record",
-    "new_packer",
-    "unpack_record",
-    "envelope_version",
-    "plain_value",
-    "PLAIN_TYPES",
-    "STR_TAG",
-    "BYTES_TAG",
-    "SAFE_STR_LEN",
-    "RecordState",
-    "record_state",
-    "purge_time",
-    "entry_of",
+    "ABSENT", "Absent", "Entry", "Versioned", "Record", "make_record", "is_negative", "is_tombstone", "SIZE",
+    "VERSION", "EXPIRES_AT", "FLAGS", "VALUE", "WRITTEN_AT", "TTL", "SEQ", "LOAD_TIME", "Key", "FORMAT", "NEGATIVE",
+    "TOMBSTONE", "MAX_KEY_BYTES", "MAX_VERSION", "MAX_DEPTH", "encode_key", "decode_key", "check_version",
+    "encode_record", "new_packer", "unpack_record", "envelope_version", "envelope_header", "UNREADABLE",
+    "plain_value", "PLAIN_TYPES", "STR_TAG", "BYTES_TAG", "SAFE_STR_LEN", "RecordState", "record_state",
+    "purge_time", "entry_of"
 ]
 
 Key = str | bytes
@@ -350,6 +316,37 @@ def envelope_version(data: bytes) -> int:
     except Exception:  # msgpack raises several unrelated types; a damaged envelope keeps no version
         return 0
     return version if type(version) is int and 0 <= version <= MAX_VERSION else 0
+
+
+class _Unreadable:
+    """The value slot of a record read by ``envelope_header``: its value was not decoded."""
+
+    def __repr__(self) -> str:
+        return "UNREADABLE"
+
+
+UNREADABLE: Final = _Unreadable()
+
+
+def envelope_header(data: bytes) -> Record:
+    """The record ``data`` holds, checked as ``unpack_record`` checks it, its value skipped: ``UNREADABLE``.
+
+    For a record longer than this open's ``max_value_bytes`` allows (written under a larger
+    limit): its value is not built, while the version rule still reads its version, flags and
+    expiry. ``CorruptRecord`` when the envelope is damaged.
+    """
+    unpacker = msgpack.Unpacker(max_buffer_size=len(data), strict_map_key=False)
+    unpacker.feed(data)
+    try:
+        fields = min(unpacker.read_array_header(), LOAD_TIME + 1)
+        header = [unpacker.unpack() for _ in range(min(fields, VALUE))]
+        if fields > VALUE:
+            unpacker.skip()
+            header += [None] + [unpacker.unpack() for _ in range(fields - VALUE - 1)]
+    except Exception:  # msgpack raises several unrelated types on bad input
+        raise CorruptRecord("undecodable record header") from None
+    record = unpack_record(msgpack.packb(header))  # the same checks, on the header alone
+    return (len(data), *record[VERSION:VALUE], UNREADABLE, *record[WRITTEN_AT:])
 
 
 def unpack_record(

@@ -253,13 +253,22 @@ class Writer:
             self._mark_versioned()
 
     def current(self, key: Key, disk_key: bytes) -> Record | None:
-        """The stored record (tombstones and expired ones included), read under the key's stripe lock."""
+        """The stored record (tombstones and expired ones included), read under the key's stripe lock.
+
+        A record too long for this open's ``max_value_bytes`` (written under a larger limit)
+        comes back with its value ``codec.UNREADABLE``: reads miss it, but its version still
+        holds against older writes, as its tombstone would.
+        """
         record = self._memory_get(key)
         if record is not None:
             return record
         try:
             data = self._disk_get(disk_key)
-            return None if data is None else codec.unpack_record(data, self._max_bytes)
+            if data is None:
+                return None
+            if len(data) > self._max_bytes + codec.RECORD_ROOM:
+                return codec.envelope_header(data)
+            return codec.unpack_record(data)
         except CorruptRecord as exc:
             self._on_corrupt(disk_key, exc)
             return None
