@@ -193,6 +193,7 @@ def test_the_widest_envelope_fields_fit_the_envelope_room() -> None:
 
 def test_a_record_reads_up_to_max_value_bytes_plus_the_room_for_its_envelope_and_later_fields() -> None:
     """An envelope may add up to ``ENVELOPE_ROOM`` to a value within ``max_value_bytes``, a shared copy its stamp."""
+
     def envelope(value: str) -> bytes:
         return msgpack.packb([1, 0, None, 0, value, 0.0, None, 1, 0.0, [7, b"e" * 16]])
 

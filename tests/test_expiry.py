@@ -213,9 +213,7 @@ def test_a_delete_leaves_the_index_record_to_the_sweep(store_path: str, clock: F
         assert index_records(store) == []
 
 
-def test_a_corrupt_due_entry_is_purged_and_an_unindexed_one_reads_as_a_miss(
-    store_path: str, clock: FakeClock
-) -> None:
+def test_a_corrupt_due_entry_is_purged_and_an_unindexed_one_reads_as_a_miss(store_path: str, clock: FakeClock) -> None:
     with open_store(store_path, clock) as store:
         store.set("due", 1, ttl=10)
         store.set("plain", 2)

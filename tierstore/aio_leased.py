@@ -178,4 +178,3 @@ class AsyncLeasedLoading(AsyncLoading):
 
 def _no_blocking_lookup(key: Key) -> tuple[Record | None, str]:
     raise AssertionError("a shared store's asyncio loading reads through AsyncReads")
-

@@ -291,4 +291,3 @@ class Guard:
     def pending(self) -> int:
         """Changes not yet saved (newly admitted keys, plus one for a filter never saved)."""
         return self._changes - self._saved_changes
-

@@ -84,6 +84,7 @@ log = logging.getLogger("tierstore")
 
 _LIVE, _NEGATIVE, _STALE = RecordState.LIVE, RecordState.NEGATIVE, RecordState.STALE
 
+
 class Loading:
     """The loading algorithm of one store: foreground loads, background renewals (``memoize`` builds on it)."""
 

@@ -546,4 +546,3 @@ def test_two_processes_restoring_one_lost_directory_never_replace_each_others(tm
         check_whole(store)
         assert store.get("acknowledged") == "by the restoring process"
     assert not list(tmp_path.glob("*.restoring*"))
-

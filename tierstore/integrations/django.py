@@ -67,8 +67,6 @@ _LONG_KEY = 1024  # characters; a longer made key is stored under a digest
 _warned_unsupported = False
 
 
-
-
 class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type hints
     """Django's cache API over a shared ``TierStore`` (see the module's docstring)."""
 

@@ -211,4 +211,3 @@ class SharedTier:
             self.listener.stop()
         self.outage.close()
         self.client.close()
-

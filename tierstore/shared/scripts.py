@@ -59,7 +59,9 @@ __all__ = ["Scripts", "SET", "DELETE", "PUSH_BYTES"]
 
 PUSH_BYTES = 1024  # the longest envelope a message carries to the listeners (see the module doc)
 
-_COMMON = f"local PUSH_BYTES = {PUSH_BYTES}\n" + """
+_COMMON = (
+    f"local PUSH_BYTES = {PUSH_BYTES}\n"
+    + """
 local function gt(a, b)
   if #a ~= #b then return #a > #b end
   for i = 1, #a do
@@ -100,6 +102,7 @@ local function land(version)
 end
 local current = redis.call('HGET', KEYS[1], 'v') or '0'
 """
+)
 
 SET = (
     _COMMON
