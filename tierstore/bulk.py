@@ -69,6 +69,7 @@ class BulkCalls(BatchAccess):
 
         One pass over tier 1, then the tier-2 reads of the keys it did not hold,
         each promoted into tier 1 as ``get`` does; stats count as ``get`` counts.
+        In shared mode the reads Redis must answer share round trips (a pipeline).
         Thread-safety: as ``get`` (no lock; each key is read as one ``get`` would).
         """
         if self._closed:
@@ -85,13 +86,18 @@ class BulkCalls(BatchAccess):
                 missing.append(key)
             else:
                 self._tally(found, key, record, now, "hits_memory")
-        for key in missing:
-            record = self._fetch(key)
+        for key, record in zip(missing, self._fetch_many(missing), strict=True):
             if record is None:
                 counts["misses"]()
             else:
                 self._tally(found, key, record, now, "hits_disk")
         return found
+
+    def _fetch_many(self, keys: list[Key]) -> list[Record | None]:
+        """The tier-2 reads of ``get_many``, each as ``get`` reads (shared mode binds one that pipelines
+        the reads Redis answers)."""
+        fetch = self._fetch
+        return [fetch(key) for key in keys]
 
     def _tally(self, found: dict[Key, Any], key: Key, record: Record, now: float, hit: str) -> None:
         state = record_state(record, now)

@@ -16,6 +16,7 @@ from tests.shared.support import wait_for
 from tierstore import TierStore, codec
 from tierstore.errors import SharedUnavailable
 from tierstore.shared.client import Names
+from tierstore.shared.mirror import mark_slot
 
 
 def test_an_error_reply_leaves_the_connection_in_step(stores: Callable[..., TierStore], raw: redis.Redis) -> None:
@@ -66,3 +67,60 @@ def test_a_burst_of_messages_is_handled_in_full(stores: Callable[..., TierStore]
     wait_for(lambda: reader.stats()["invalidations_received"] == 2 * len(keys))
     assert [reader.get(key) for key in keys] == [1] * len(keys)
     assert reader.stats()["resyncs"] == writer.stats()["resyncs"]  # no gap was seen: only the opens' resyncs
+
+
+def _keys_in_distinct_slots(count: int) -> list[str]:
+    """``count`` keys no two of which share a change-mark slot (str hashes vary by process)."""
+    keys: dict[int, str] = {}
+    candidate = 0
+    while len(keys) < count:
+        keys.setdefault(mark_slot(f"k{candidate}"), f"k{candidate}")
+        candidate += 1
+    return list(keys.values())
+
+
+def test_get_many_pipelines_the_reads_redis_must_answer(stores: Callable[..., TierStore]) -> None:
+    writer = stores()
+    *present, absent = _keys_in_distinct_slots(601)
+    values = {key: {"i": index} for index, key in enumerate(present)}
+    writer.set_many(values)
+    reader = stores()  # opened after the writes: it holds no copy and hears of none
+    before = reader.stats()
+    assert reader.get_many([*values, absent]) == values
+    after = reader.stats()
+    assert after["shared_calls"] - before["shared_calls"] == 3  # 601 reads, 256 to a round trip (one each before)
+    assert after["hits_shared"] - before["hits_shared"] == 600
+    assert after["misses"] - before["misses"] == 1
+    assert reader.get_many(list(values)) == values  # every copy kept: no round trip now
+    assert reader.stats()["shared_calls"] == after["shared_calls"]
+
+
+def test_get_many_reads_keys_of_one_change_mark_slot_in_separate_round_trips(stores: Callable[..., TierStore]) -> None:
+    """A copy landing moves its slot's mark; a read of another key of that slot sent with it would then
+    find its mark moved and drop its own copy. So they go one round trip apart, and both copies stay."""
+    first = "k0"
+    second = next(f"k{i}" for i in range(1, 1_000_000) if mark_slot(f"k{i}") == mark_slot(first))
+    writer = stores()
+    writer.set_many({first: 1, second: 2})
+    reader = stores()
+    before = reader.stats()["shared_calls"]
+    assert reader.get_many([first, second]) == {first: 1, second: 2}
+    assert reader.stats()["shared_calls"] - before == 2
+    assert reader.get_many([first, second]) == {first: 1, second: 2}
+    assert reader.stats()["shared_calls"] - before == 2  # both held as local copies
+
+
+def test_get_many_counts_a_damaged_entry_and_reads_the_others(
+    stores: Callable[..., TierStore], raw: redis.Redis
+) -> None:
+    writer = stores()
+    writer.set_many({"a": 1, "b": 2})
+    raw.set(Names("tierstore").entry(codec.encode_key("bad")), b"not a hash")  # its HMGET: a WRONGTYPE reply
+    reader = stores()
+    assert reader.get_many(["a", "bad", "b"]) == {"a": 1, "b": 2}
+    assert reader.stats()["corrupt_records"] == 1
+    shared = reader._shared
+    assert shared is not None and not shared.client.down  # an error reply is no outage
+    writer.set("c", 3)
+    assert reader.get("c") == 3  # the pipeline's connection stayed in step: this reply is this call's
+    assert len(shared.client._idle) == 1

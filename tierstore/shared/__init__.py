@@ -168,7 +168,8 @@ class SharedTier:
         """Bind the shared reads, writes and parts over the store's own, in its instance ``__dict__``.
 
         Instance attributes shadow the class's methods: ``get`` and ``_fetch`` stay as they
-        are and ``get`` finds this ``_fetch``; ``set``/``delete`` call ``_write``/``_delete``;
+        are and ``get`` finds this ``_fetch`` (``get_many`` this ``_fetch_many``);
+        ``set``/``delete`` call ``_write``/``_delete``;
         ``add``/``delete_prefix``/``clear``/the listings/``sweep`` call ``_add``/``_delete_under``/
         ``_live_records``/``_sweep_shared``; ``touch``/``pop``/``replace_value``/``update_value``/``set_many``/
         ``delete_many`` call ``_batch``'s (the store's own calls keep their argument checks and
@@ -176,6 +177,7 @@ class SharedTier:
         (``get_or_load``'s check, ``guard_keys``, ``rebuild_guard``, ``stats()``) are Redis's.
         """
         attributes["_fetch"] = self.reads.fetch
+        attributes["_fetch_many"] = self.reads.fetch_many
         attributes["_write"] = self.writes.write
         attributes["_delete"] = self.writes.delete
         attributes["_counters"] = self.counters

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -209,6 +209,47 @@ class SharedClient:
             raise
         idle.append(conn)
         return reply
+
+    def execute_many(self, what: str, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """``commands`` pipelined in one round trip (as ``execute`` runs one); their raw replies in order.
+
+        A command Redis refuses (an error reply) leaves a counted ``SharedUnavailable`` in its
+        place, its cause the reply (``wrong_type`` reads it), and the others stand; a lost
+        connection fails them all, raised as ``execute`` raises it.
+        """
+        replies = self.call(what, self.send_many, commands)
+        for index, reply in enumerate(replies):
+            if isinstance(reply, redis.ResponseError):
+                error = self.failure(what, reply)
+                error.__cause__ = reply
+                replies[index] = error
+        return replies
+
+    def send_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """``commands`` sent together on one idle connection, then their replies read in order; inside ``call``.
+
+        An error reply is kept in its command's place (the connection stays in step); any
+        other failure disconnects the connection, as in ``send``.
+        """
+        idle = self._idle
+        try:
+            conn = idle.pop()
+        except IndexError:
+            conn = self.redis.connection_pool.make_connection()
+        replies: list[Any] = []
+        try:
+            conn.send_packed_command([part for args in commands for part in packed(conn, tuple(args))])
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            conn.disconnect()
+            idle.append(conn)
+            raise
+        idle.append(conn)
+        return replies
 
     def back(self) -> None:
         """Redis answers again after an outage (the listener's): drop the idle connections from before

@@ -72,7 +72,7 @@ from ..stripes import Stripes
 from ..writer import Writer
 from ..writes import BatchItem, EntryWrites
 
-__all__ = ["Change", "Mirror", "Stamp", "envelope_stamp"]
+__all__ = ["Change", "Mirror", "Stamp", "envelope_stamp", "mark_slot"]
 
 Stamp = tuple[int, bytes]  # (seq, epoch id) of the Redis write a copy comes from
 Change = tuple[Key, bytes, int, Record | None, Stamp]  # key, disk key, stripe, record to copy (None: drop), stamp
@@ -80,7 +80,7 @@ Seen = tuple[int, int, int]  # the stripe's write epoch, the trust floor and the
 _MARKS = 4096  # change-mark slots: a multiple of the stripe count, so a key's slot lies in its stripe
 
 
-def _slot(key: Key) -> int:
+def mark_slot(key: Key) -> int:
     """The change-mark slot of ``key``."""
     return hash(key) % _MARKS
 
@@ -132,7 +132,7 @@ class Mirror:
     def seen(self, key: Key, stripe: int) -> Seen:
         """What a commit checks, read before a Redis call: the floor and the key's change mark (and the stripe's
         write epoch, for a promotion into tier 1 of a copy already held)."""
-        return self.epochs[stripe], self.floor, self._marks[_slot(key)]
+        return self.epochs[stripe], self.floor, self._marks[mark_slot(key)]
 
     def resync(self, *, listening: bool) -> None:
         """Distrust every copy: raise the floor above all of them and clear tier 1.
@@ -186,7 +186,7 @@ class Mirror:
         (asked once tier 2 holds it); the local record."""
         (disk_key, envelope, seq, extra), local = copied
         memory = self._memory
-        self._marks[_slot(key)] += 1
+        self._marks[mark_slot(key)] += 1
         memory.begin_write(stripe, key)  # until put/discard, tier 1 holds no record of key
         try:
             self._writes.put(disk_key, envelope, seq, extra)  # type: ignore[arg-type]  # a copy: bytes
@@ -234,7 +234,7 @@ class Mirror:
             held: list[tuple[Key, int, Record | None]] = []
             local: Record | None
             for (key, disk_key, stripe, record, stamp), landing in zip(changes, fresh, strict=True):
-                self._marks[_slot(key)] += 1
+                self._marks[mark_slot(key)] += 1
                 memory.begin_write(stripe, key)
                 copied = self._copy(disk_key, record, stamp) if record is not None and landing else None
                 if copied is not None:
@@ -262,7 +262,7 @@ class Mirror:
 
     def _unmoved(self, key: Key, seen: Seen) -> bool:
         _, floor, mark = seen
-        return self.listening and self.floor == floor and self._marks[_slot(key)] == mark
+        return self.listening and self.floor == floor and self._marks[mark_slot(key)] == mark
 
     def _holds_as_new(self, disk_key: bytes, stamp: Stamp) -> bool:
         """Whether tier 2 holds a trusted copy of this data set stamped at ``stamp`` or later (the lock held)."""
@@ -353,7 +353,7 @@ class Mirror:
         ``seen`` is dropped. Without either, only the mark moves (no tier-2 read).
         """
         with self._locks[stripe]:
-            slot = _slot(key)
+            slot = mark_slot(key)
             if held or self._marks[slot] != seen[2]:
                 self._drop_locked(key, disk_key, stripe)
             else:
@@ -361,7 +361,7 @@ class Mirror:
 
     def _drop_locked(self, key: Key, disk_key: bytes, stripe: int, *, held: bool | None = None) -> None:
         """Drop ``key`` from both tiers (the lock held); ``held``: whether tier 2 has a copy, when known."""
-        self._marks[_slot(key)] += 1
+        self._marks[mark_slot(key)] += 1
         memory = self._memory
         memory.begin_write(stripe, key)
         try:

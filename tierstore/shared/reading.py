@@ -23,8 +23,8 @@ grace every read is a miss; with ``"raise"`` every read raises
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from ..codec import MAX_VERSION, SEQ, VERSION, Key, Record, encode_key, unpack_record
 from ..errors import CorruptRecord, SharedUnavailable
@@ -32,14 +32,15 @@ from ..keyspace import NS_ENTRY
 from ..memory import MemoryTier
 from ..stats import Stats
 from .client import SharedClient, wrong_type
-from .mirror import Mirror, Seen, Stamp
+from .mirror import Mirror, Seen, Stamp, mark_slot
 from .outage import Outage
 from .scripts import Scripts
-from .steps import Call, Steps, run
+from .steps import Call, Steps, resume, run
 
 __all__ = ["Ask", "SharedReads", "shared_record", "shared_version", "shared_stamp"]
 
 _FIELDS = (b"d", b"v", b"s", b"e")
+_PIPELINED = 256  # reads of ``fetch_many`` per round trip: a bounded reply buffer, few round trips
 
 
 def shared_record(data: bytes, version: bytes, max_bytes: int) -> Record:
@@ -108,6 +109,51 @@ class SharedReads:
         if type(found) is not Ask:
             return found  # type: ignore[return-value]
         return run(self.remote_steps(found), self._scripts)
+
+    def fetch_many(self, keys: Sequence[Key]) -> list[Record | None]:
+        """The records of ``keys`` below tier 1, each read as ``fetch`` reads it, the reads Redis must
+        answer pipelined: up to ``_PIPELINED`` per round trip, no two of one change-mark slot (one's
+        copy landing moves the mark the other's commit checks), the rest in the next round trip."""
+        found: list[Record | None] = [None] * len(keys)
+        pending = list(enumerate(keys))
+        while pending:
+            asked: list[tuple[int, Ask]] = []
+            slots: set[int] = set()
+            later = []
+            for index, key in pending:
+                slot = mark_slot(key)
+                if slot in slots or len(asked) == _PIPELINED:
+                    later.append((index, key))
+                    continue
+                answer = self.local(key)  # what a commit checks is read now, before the round trip
+                if isinstance(answer, Ask):
+                    slots.add(slot)
+                    asked.append((index, answer))
+                else:
+                    found[index] = answer
+            self._pipelined(asked, found)
+            pending = later
+        return found
+
+    def _pipelined(self, asked: list[tuple[int, Ask]], found: list[Record | None]) -> None:
+        """``remote_steps`` of each ``Ask``, their ``HMGET``s sent in one round trip; each result into ``found``."""
+        if not asked:
+            return
+        reads = [(index, self.remote_steps(ask)) for index, ask in asked]
+        commands = []
+        for _, steps in reads:
+            call = steps.send(None)  # the read's HMGET, not yet sent
+            assert isinstance(call, Call) and call.script is None
+            commands.append(call.args)
+        try:
+            replies: list[Any] = self._client.execute_many("get_many", commands)
+        except SharedUnavailable as exc:  # no reply at all: each read goes on as if its own call failed
+            replies = [exc] * len(reads)
+        for (index, steps), reply in zip(reads, replies, strict=True):
+            if isinstance(reply, SharedUnavailable):
+                found[index] = resume(steps, self._scripts, error=reply)
+            else:
+                found[index] = resume(steps, self._scripts, reply)
 
     def local(self, key: Key) -> Record | Ask | None:
         """What tier 2 answers alone: a trusted copy, ``None`` (a miss: Redis is out of reach), or an ``Ask``

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 if TYPE_CHECKING:
     from .scripts import Scripts
 
-__all__ = ["Call", "Listen", "Pause", "Steps", "Waiter", "run"]
+__all__ = ["Call", "Listen", "Pause", "Steps", "Waiter", "resume", "run"]
 
 _T = TypeVar("_T")
 
@@ -66,8 +66,12 @@ Steps = Generator[Step, Any, _T]
 
 def run(steps: Steps[_T], scripts: Scripts) -> _T:
     """Drive ``steps`` to their result in this thread, each ``Call`` through ``scripts``'s blocking client."""
-    answer: Any = None
-    error: BaseException | None = None
+    return resume(steps, scripts)
+
+
+def resume(steps: Steps[_T], scripts: Scripts, answer: Any = None, error: BaseException | None = None) -> _T:
+    """``run`` from where ``steps`` wait: sent ``answer`` (or thrown ``error``) for the step they yielded last
+    (a caller that made that round trip itself, such as ``get_many``'s pipeline)."""
     while True:
         try:
             step = steps.send(answer) if error is None else steps.throw(error)
