@@ -26,6 +26,7 @@ from tests.shared.support import wait_for
 from tierstore import LoadTimeout, SharedUnavailable, TierStore, codec
 from tierstore.aio import AsyncTierStore
 from tierstore.shared.client import CALL_TIMEOUT, Names
+from tierstore.shared.mirror import mark_slot
 
 pytestmark = [
     pytest.mark.filterwarnings("error::ResourceWarning"),
@@ -653,5 +654,35 @@ def test_listings_and_coroutine_jobs_of_a_shared_store_see_every_process_s_write
         finally:
             await a.close()
             await b.close()
+
+    run(body)
+
+
+def test_get_many_pipelines_its_round_trips_as_the_blocking_one_does(
+    redis_server: RedisServer, stores: Callable[..., TierStore], raw: redis.Redis
+) -> None:
+    keys: dict[int, str] = {}
+    candidate = 0
+    while len(keys) < 602:  # no two in one change-mark slot (str hashes vary by process)
+        keys.setdefault(mark_slot(f"k{candidate}"), f"k{candidate}")
+        candidate += 1
+    *present, absent, bad = keys.values()
+    values = {key: [index] for index, key in enumerate(present)}
+    stores().set_many(values)
+    raw.set(NAMES.entry(codec.encode_key(bad)), b"not a hash")  # its HMGET: a WRONGTYPE reply
+
+    async def body() -> None:
+        s = await opened(redis_server.url)
+        try:
+            before = await s.stats()
+            assert await s.get_many([*values, absent, bad]) == values
+            after = await s.stats()
+            assert after["shared_calls"] - before["shared_calls"] == 3  # 602 reads, 256 to a round trip
+            assert after["hits_shared"] - before["hits_shared"] == 600
+            assert after["corrupt_records"] - before["corrupt_records"] == 1
+            assert await s.get_many(list(values)) == values  # every copy kept: no round trip now
+            assert (await s.stats())["shared_calls"] == after["shared_calls"]
+        finally:
+            await s.close()
 
     run(body)

@@ -277,19 +277,22 @@ def test_calls_cancelled_while_redis_is_paused_leave_every_connection_answering_
         s = await opened(redis_server.url, shared_failure="raise")
         try:
             writer.set("remote", "r")
+            writer.set_many({"r1": 1, "r2": 2})  # read by one pipeline
             await asyncio.gather(*(s.set(f"w{i}", "before") for i in range(8)))  # several warm connections
             redis_server.pause()
             try:
                 stuck = [s.set("w0", "during"), s.get("remote"), s.pop("w1", None), s.set_many({"w2": "during"})]
+                stuck.append(s.get_many(["r1", "r2"]))
                 for call in stuck:
                     with pytest.raises(asyncio.TimeoutError):  # wait_for's: not the builtin TimeoutError on 3.10
                         await asyncio.wait_for(call, 0.05)  # stuck reading the reply: cancelled there
             finally:
                 redis_server.resume()
             fresh = stores()
-            for key in ("w0", "w1", "w2", "remote"):
+            for key in ("w0", "w1", "w2", "remote", "r1", "r2"):
                 await eventually(lambda: up(s))
                 assert await s.get(key) == fresh.get(key), key
+            assert await s.get_many(["r1", "r2", "remote"]) == {"r1": 1, "r2": 2, "remote": "r"}
             for i in range(20):
                 assert await s.set(f"after{i}", i) and await s.get(f"after{i}") == i
         finally:

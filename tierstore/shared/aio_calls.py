@@ -133,8 +133,8 @@ class AsyncShared:
                 missing.append(key)
             else:
                 store._tally(found, key, record, now, "hits_memory")
-        for key in missing:
-            record = await self.fetch(key)
+        records = await self._run(self._shared.reads.fetch_many_steps(missing)) if missing else []
+        for key, record in zip(missing, records, strict=True):
             if record is None:
                 store._miss()
             else:

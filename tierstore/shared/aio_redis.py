@@ -35,6 +35,7 @@ import asyncio
 import inspect
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -46,7 +47,7 @@ from redis.exceptions import NoScriptError
 from ..deadline import bounded
 from .client import CALL_TIMEOUT, SharedClient, packed
 from .scripts import Scripts
-from .steps import Call, Listen, Step, Steps
+from .steps import Call, Listen, Pipeline, Step, Steps
 
 __all__ = ["AsyncRedis", "MAX_CONNECTIONS"]
 
@@ -93,6 +94,8 @@ class AsyncRedis:
             if step.script is None:
                 return await self.execute(step.what, *step.args)
             return await self._script(step.what, step.script, tuple(step.keys), tuple(step.args))
+        if isinstance(step, Pipeline):
+            return await self.execute_many(step.what, step.commands)
         if isinstance(step, Listen):
             return LoopWaiter(asyncio.get_running_loop())
         waiter = step.waiter
@@ -105,13 +108,24 @@ class AsyncRedis:
         client = self._client
         client.check_up(what)
         try:
-            reply = await self._send(args)
+            (reply,) = await self._send([args], keep_errors=False)
         except NoScriptError:
             raise  # the script runner loads it again
         except redis.RedisError as exc:
             raise client.failure(what, exc) from exc
         client.contact()
         return reply
+
+    async def execute_many(self, what: str, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """``commands`` in one round trip, as ``SharedClient.execute_many`` runs them (error replies in place)."""
+        client = self._client
+        client.check_up(what)
+        try:
+            replies = await self._send([tuple(args) for args in commands], keep_errors=True)
+        except redis.RedisError as exc:
+            raise client.failure(what, exc) from exc
+        client.contact()
+        return client.refusals_in_place(what, replies)
 
     async def _script(self, what: str, source: str, keys: tuple[bytes, ...], args: tuple[Any, ...]) -> Any:
         command = (b"EVALSHA", self._scripts.digest(source), len(keys), *keys, *args)
@@ -122,7 +136,7 @@ class AsyncRedis:
         await self.execute("SCRIPT LOAD", b"SCRIPT", b"LOAD", source)
         return await self.execute(what, *command)
 
-    async def _send(self, args: tuple[Any, ...]) -> Any:
+    async def _send(self, commands: list[tuple[Any, ...]], *, keep_errors: bool) -> list[Any]:
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None:
@@ -131,9 +145,9 @@ class AsyncRedis:
         async with pool.slots:  # at most MAX_CONNECTIONS round trips of this loop at once; the rest queue
             if self._client.down:  # found down while this call queued: fail fast, as calls made now do
                 raise redis.ConnectionError("Redis was found unreachable while this call waited for a connection")
-            return await self._on_connection(pool, args)
+            return await self._on_connection(pool, commands, keep_errors)
 
-    async def _on_connection(self, pool: _LoopPool, args: tuple[Any, ...]) -> Any:
+    async def _on_connection(self, pool: _LoopPool, commands: list[tuple[Any, ...]], keep_errors: bool) -> list[Any]:
         generation = self._client.generation
         idle = pool.idle
         conn, born = idle.pop() if idle else (self._connection_class(**self._kwargs), generation)
@@ -143,7 +157,7 @@ class AsyncRedis:
         asked = _cancelling(task)
         try:
             async with bounded(self._timeout):
-                return await _round_trip(conn, args, task, asked)
+                return await _round_trip(conn, commands, task, asked, keep_errors)
         except TimeoutError:  # redis.asyncio disconnected it when the timeout cancelled its read
             raise redis.TimeoutError(f"no reply from Redis within {self._timeout} s") from None
         finally:  # after any error redis.asyncio has disconnected it: the next use reconnects
@@ -172,14 +186,25 @@ class _LoopPool:
         self.open = True
 
 
-async def _round_trip(conn: Any, args: tuple[Any, ...], task: asyncio.Task[Any] | None, asked: int) -> Any:
-    await conn.send_packed_command(packed(conn, args), check_health=False)
+async def _round_trip(
+    conn: Any, commands: list[tuple[Any, ...]], task: asyncio.Task[Any] | None, asked: int, keep_errors: bool
+) -> list[Any]:
+    """Send ``commands`` and read their replies; ``keep_errors``: an error reply in its place, else raised."""
+    await conn.send_packed_command([part for args in commands for part in packed(conn, args)], check_health=False)
     if _cancelling(task) > asked:
         # Cancelled while redis-py sent it, and a wait_for (Python 3.11) returned instead of raising:
         # deliver the cancellation here, its reply unread (the connection is dropped).
         await conn.disconnect(nowait=True)
         raise asyncio.CancelledError
-    return await conn.read_response()
+    if not keep_errors:
+        return [await conn.read_response()]
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(await conn.read_response())
+        except redis.ResponseError as exc:  # the reply was read whole: the connection stays in step
+            replies.append(exc)
+    return replies
 
 
 def _cancelling(task: asyncio.Task[Any] | None) -> int:

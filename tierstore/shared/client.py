@@ -217,7 +217,10 @@ class SharedClient:
         place, its cause the reply (``wrong_type`` reads it), and the others stand; a lost
         connection fails them all, raised as ``execute`` raises it.
         """
-        replies = self.call(what, self.send_many, commands)
+        return self.refusals_in_place(what, self.call(what, self.send_many, commands))
+
+    def refusals_in_place(self, what: str, replies: list[Any]) -> list[Any]:
+        """``replies`` with each error reply turned into the counted ``SharedUnavailable`` ``call`` raises."""
         for index, reply in enumerate(replies):
             if isinstance(reply, redis.ResponseError):
                 error = self.failure(what, reply)

@@ -35,7 +35,7 @@ from .client import SharedClient, wrong_type
 from .mirror import Mirror, Seen, Stamp, mark_slot
 from .outage import Outage
 from .scripts import Scripts
-from .steps import Call, Steps, resume, run
+from .steps import Call, Pipeline, Steps, carry_on, run
 
 __all__ = ["Ask", "SharedReads", "shared_record", "shared_version", "shared_stamp"]
 
@@ -111,6 +111,10 @@ class SharedReads:
         return run(self.remote_steps(found), self._scripts)
 
     def fetch_many(self, keys: Sequence[Key]) -> list[Record | None]:
+        """``fetch`` of every key of ``keys``, the reads Redis must answer pipelined (``fetch_many_steps``)."""
+        return run(self.fetch_many_steps(keys), self._scripts)
+
+    def fetch_many_steps(self, keys: Sequence[Key]) -> Steps[list[Record | None]]:
         """The records of ``keys`` below tier 1, each read as ``fetch`` reads it, the reads Redis must
         answer pipelined: up to ``_PIPELINED`` per round trip, no two of one change-mark slot (one's
         copy landing moves the mark the other's commit checks), the rest in the next round trip."""
@@ -131,14 +135,13 @@ class SharedReads:
                     asked.append((index, answer))
                 else:
                     found[index] = answer
-            self._pipelined(asked, found)
+            if asked:
+                yield from self._pipelined(asked, found)
             pending = later
         return found
 
-    def _pipelined(self, asked: list[tuple[int, Ask]], found: list[Record | None]) -> None:
-        """``remote_steps`` of each ``Ask``, their ``HMGET``s sent in one round trip; each result into ``found``."""
-        if not asked:
-            return
+    def _pipelined(self, asked: list[tuple[int, Ask]], found: list[Record | None]) -> Steps[None]:
+        """``remote_steps`` of each ``Ask``, their ``HMGET``s in one ``Pipeline``; each result into ``found``."""
         reads = [(index, self.remote_steps(ask)) for index, ask in asked]
         commands = []
         for _, steps in reads:
@@ -146,14 +149,14 @@ class SharedReads:
             assert isinstance(call, Call) and call.script is None
             commands.append(call.args)
         try:
-            replies: list[Any] = self._client.execute_many("get_many", commands)
+            replies: list[Any] = yield Pipeline("get_many", commands)
         except SharedUnavailable as exc:  # no reply at all: each read goes on as if its own call failed
             replies = [exc] * len(reads)
         for (index, steps), reply in zip(reads, replies, strict=True):
             if isinstance(reply, SharedUnavailable):
-                found[index] = resume(steps, self._scripts, error=reply)
+                found[index] = yield from carry_on(steps, error=reply)
             else:
-                found[index] = resume(steps, self._scripts, reply)
+                found[index] = yield from carry_on(steps, reply)
 
     def local(self, key: Key) -> Record | Ask | None:
         """What tier 2 answers alone: a trusted copy, ``None`` (a miss: Redis is out of reach), or an ``Ask``

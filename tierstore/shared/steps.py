@@ -7,6 +7,9 @@ needs and is sent the answer back:
   ``NOSCRIPT``) or a plain command. It is sent the raw reply, or has the call's
   error (``SharedUnavailable``, a cancellation, ...) thrown in at the ``yield``,
   so its ``try``/``except`` reads as if the call were made in place;
+- ``Pipeline``: plain commands sent in one round trip; sent their replies in
+  order, a command Redis refused as a ``SharedUnavailable`` in its place (a
+  lost connection throws one in at the ``yield``, as for a ``Call``);
 - ``Listen``: a new waiter, for a lease waiter to register before it asks again;
 - ``Pause``: sleep until the waiter is set or ``seconds`` pass.
 
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 if TYPE_CHECKING:
     from .scripts import Scripts
 
-__all__ = ["Call", "Listen", "Pause", "Steps", "Waiter", "resume", "run"]
+__all__ = ["Call", "Listen", "Pause", "Pipeline", "Steps", "Waiter", "carry_on", "run"]
 
 _T = TypeVar("_T")
 
@@ -48,6 +51,14 @@ class Waiter(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Pipeline:
+    """One round trip of plain ``commands`` (each its name and arguments), for ``what``."""
+
+    what: str
+    commands: Sequence[Sequence[Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class Listen:
     """Ask the driver for a new ``Waiter`` (sent back)."""
 
@@ -60,18 +71,31 @@ class Pause:
     seconds: float
 
 
-Step = Call | Listen | Pause
+Step = Call | Pipeline | Listen | Pause
 Steps = Generator[Step, Any, _T]
+
+
+def carry_on(steps: Steps[_T], answer: Any = None, error: BaseException | None = None) -> Steps[_T]:
+    """``steps`` (waiting at a ``yield``) sent ``answer`` or thrown ``error``, then their further steps yielded
+    to whoever drives this: an operation that answered another's step itself (a pipeline of several
+    operations' first calls) hands the rest back to its driver with ``yield from``."""
+    while True:
+        try:
+            step = steps.send(answer) if error is None else steps.throw(error)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
+        answer = error = None
+        try:
+            answer = yield step
+        except BaseException as exc:  # thrown in at the yield: the operation's own handlers decide
+            error = exc
 
 
 def run(steps: Steps[_T], scripts: Scripts) -> _T:
     """Drive ``steps`` to their result in this thread, each ``Call`` through ``scripts``'s blocking client."""
-    return resume(steps, scripts)
-
-
-def resume(steps: Steps[_T], scripts: Scripts, answer: Any = None, error: BaseException | None = None) -> _T:
-    """``run`` from where ``steps`` wait: sent ``answer`` (or thrown ``error``) for the step they yielded last
-    (a caller that made that round trip itself, such as ``get_many``'s pipeline)."""
+    answer: Any = None
+    error: BaseException | None = None
     while True:
         try:
             step = steps.send(answer) if error is None else steps.throw(error)
@@ -90,6 +114,8 @@ def _blocking(step: Step, scripts: Scripts) -> Any:
         if step.script is None:
             return scripts.client.execute(step.what, *step.args)
         return scripts.run(step.what, step.script, list(step.keys), list(step.args))
+    if isinstance(step, Pipeline):
+        return scripts.client.execute_many(step.what, step.commands)
     if isinstance(step, Listen):
         return threading.Event()
     waiter = step.waiter
