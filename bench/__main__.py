@@ -63,7 +63,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
         description="tierstore against raw plyvel+msgpack, cachetools and diskcache, plus its scenario figures.",
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a smoke run (about half a minute on 2 cores)")
+    size.add_argument("--quick", action="store_true", help="smaller sizes: about 15 s on 2 cores (30 s with --shared)")
     size.add_argument("--smoke", action="store_true", help="the smallest run, for the test suite")
     parser.add_argument("--json", metavar="FILE", help="write every figure and the machine to FILE")
     parser.add_argument(
