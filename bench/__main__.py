@@ -91,9 +91,18 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
     if args.shared and args.only:
         parser.error("--shared adds the shared sections to the default run; --only picks sections itself")
     wanted = set(SECTION_NAMES) if args.shared else _wanted(parser, args.only)
+    if args.json:
+        _check_folder(parser, "--json", args.json)
     if args.plot:
         _check_plot(parser, args.plot, wanted)
     return args, wanted
+
+
+def _check_folder(parser: argparse.ArgumentParser, flag: str, path: str) -> None:
+    """An output file's directory must exist before the run, not be found missing after minutes of it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        parser.error(f"{flag}: no directory {folder} to write {os.path.basename(path)} into")
 
 
 def _check_plot(parser: argparse.ArgumentParser, path: str, wanted: set[str]) -> None:
@@ -105,9 +114,7 @@ def _check_plot(parser: argparse.ArgumentParser, path: str, wanted: set[str]) ->
         parser.error(f"--plot needs matplotlib ({missing}): pip install matplotlib, or install '.[bench]'")
     if not wanted.intersection(PLOTTED):
         parser.error(f"--plot draws the throughput sections ({', '.join(PLOTTED)}); --only leaves none of them")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        parser.error(f"--plot: no directory {folder} to write {os.path.basename(path)} into")
+    _check_folder(parser, "--plot", path)
 
 
 def _wanted(parser: argparse.ArgumentParser, only: list[str] | None) -> set[str]:

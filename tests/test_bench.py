@@ -255,6 +255,17 @@ def test_unknown_section_is_a_usage_error() -> None:
     assert "unknown section" in done.stderr
 
 
+def test_a_json_file_in_a_missing_directory_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "missing" / "bench.json"
+    with pytest.raises(SystemExit) as raised:
+        bench_main.main(["--smoke", "--only", "counters", "--json", str(target)])
+    assert raised.value.code == 2
+    out = capsys.readouterr()
+    assert "--json: no directory" in out.err and "counters" not in out.out  # refused before any section ran
+
+
 @pytest.mark.parametrize(("threads", "message"), [("x", "not an integer"), ("0", "positive"), (",", "positive")])
 def test_bad_thread_counts_are_a_usage_error(capsys: pytest.CaptureFixture[str], threads: str, message: str) -> None:
     with pytest.raises(SystemExit) as raised:
