@@ -63,7 +63,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
         description="tierstore against raw plyvel+msgpack, cachetools and diskcache, plus its scenario figures.",
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a smoke run (about 15 s on 2 cores; 30 s with --shared)")
+    size.add_argument("--quick", action="store_true", help="smaller sizes: about 15 s on 2 cores (30 s with --shared)")
     size.add_argument("--smoke", action="store_true", help="the smallest run, for the test suite")
     parser.add_argument("--json", metavar="FILE", help="write every figure and the machine to FILE")
     parser.add_argument(
@@ -78,7 +78,9 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
         action="append",
         help=f"run only this section (repeatable or comma-separated): {', '.join(SECTION_NAMES)}",
     )
-    parser.add_argument("--threads", metavar="N,N", help="thread counts of the throughput workloads (e.g. 1,4)")
+    parser.add_argument(
+        "--threads", metavar="N,N", type=_thread_counts, help="thread counts of the throughput workloads (e.g. 1,4)"
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when any goal is missed (by default a report: 0)")
     parser.add_argument(
         "--plot",
@@ -88,10 +90,19 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
     args = parser.parse_args(argv)
     if args.shared and args.only:
         parser.error("--shared adds the shared sections to the default run; --only picks sections itself")
-    wanted = set(SECTION_NAMES) if args.shared else _wanted(args.only)
+    wanted = set(SECTION_NAMES) if args.shared else _wanted(parser, args.only)
+    if args.json:
+        _check_folder(parser, "--json", args.json)
     if args.plot:
         _check_plot(parser, args.plot, wanted)
     return args, wanted
+
+
+def _check_folder(parser: argparse.ArgumentParser, flag: str, path: str) -> None:
+    """An output file's directory must exist before the run, not be found missing after minutes of it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        parser.error(f"{flag}: no directory {folder} to write {os.path.basename(path)} into")
 
 
 def _check_plot(parser: argparse.ArgumentParser, path: str, wanted: set[str]) -> None:
@@ -103,20 +114,29 @@ def _check_plot(parser: argparse.ArgumentParser, path: str, wanted: set[str]) ->
         parser.error(f"--plot needs matplotlib ({missing}): pip install matplotlib, or install '.[bench]'")
     if not wanted.intersection(PLOTTED):
         parser.error(f"--plot draws the throughput sections ({', '.join(PLOTTED)}); --only leaves none of them")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        parser.error(f"--plot: no directory {folder} to write {os.path.basename(path)} into")
+    _check_folder(parser, "--plot", path)
 
 
-def _wanted(only: list[str] | None) -> set[str]:
+def _wanted(parser: argparse.ArgumentParser, only: list[str] | None) -> set[str]:
     """The sections ``--only`` names; without it the embedded sections (the shared ones need ``--shared``)."""
     if not only:
         return set(SECTION_NAMES) - set(SHARED_SECTIONS)
     names = {name.strip() for item in only for name in item.split(",") if name.strip()}
     unknown = names - set(SECTION_NAMES)
-    if unknown:
-        raise SystemExit(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTION_NAMES)}")
+    if unknown:  # parser.error: a usage error exits 2, before anything runs
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTION_NAMES)}")
     return names
+
+
+def _thread_counts(text: str) -> tuple[int, ...]:
+    """``--threads N,N``: positive ints (argparse turns the error into a usage error, exit 2)."""
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer in {text!r}; give positive integers, e.g. 1,4") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"takes positive integers, e.g. 1,4; got {text!r}")
+    return counts
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -124,10 +144,7 @@ def _config(args: argparse.Namespace) -> Config:
     if args.threads:
         from dataclasses import replace
 
-        counts = tuple(int(part) for part in args.threads.split(",") if part.strip())
-        if not counts or min(counts) < 1:
-            raise SystemExit("--threads takes positive integers, e.g. 1,4")
-        config = replace(config, threads=counts, write_threads=counts)
+        config = replace(config, threads=args.threads, write_threads=args.threads)
     return config
 
 

@@ -251,8 +251,28 @@ def test_unknown_section_is_a_usage_error() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--only", "nonsense"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
-    assert done.returncode != 0
+    assert done.returncode == 2  # usage errors exit 2, as argparse's own do
     assert "unknown section" in done.stderr
+
+
+def test_a_json_file_in_a_missing_directory_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "missing" / "bench.json"
+    with pytest.raises(SystemExit) as raised:
+        bench_main.main(["--smoke", "--only", "counters", "--json", str(target)])
+    assert raised.value.code == 2
+    out = capsys.readouterr()
+    assert "--json: no directory" in out.err and "counters" not in out.out  # refused before any section ran
+
+
+@pytest.mark.parametrize(("threads", "message"), [("x", "not an integer"), ("0", "positive"), (",", "positive")])
+def test_bad_thread_counts_are_a_usage_error(capsys: pytest.CaptureFixture[str], threads: str, message: str) -> None:
+    with pytest.raises(SystemExit) as raised:
+        bench_main.main(["--smoke", "--only", "counters", "--threads", threads])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "--threads" in err and message in err and "Traceback" not in err
 
 
 def test_settings_note_names_only_what_differs_from_the_defaults() -> None:

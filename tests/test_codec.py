@@ -186,6 +186,12 @@ def test_malformed_envelopes_are_corrupt_records(data: bytes) -> None:
         unpack_record(data)
 
 
+def test_an_undecodable_record_says_why_even_when_msgpack_gives_no_message() -> None:
+    # b"\xc1" is msgpack's one reserved byte: its FormatError has an empty message
+    with pytest.raises(CorruptRecord, match=r"^undecodable record: \S"):
+        unpack_record(b"\xc1garbage")
+
+
 def test_the_widest_envelope_fields_fit_the_envelope_room() -> None:
     widest, _ = encode_record(new_packer(), None, MAX_VERSION, 1e15, NEGATIVE | TOMBSTONE, 1e15, 1e9, 2**63 - 1, 1e9)
     assert len(widest) - len(msgpack.packb(None)) == 57 <= ENVELOPE_ROOM

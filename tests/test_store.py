@@ -280,6 +280,8 @@ def test_max_value_bytes_bounds_the_value_not_its_envelope(store_path: str, call
         ({"default_ttl": 0}, ValueError),
         ({"ttl_jitter": -0.1}, ValueError),
         ({"negative_ttl": float("inf")}, ValueError),
+        ({"negative_ttl": None}, TypeError),
+        ({"tombstone_ttl": None}, TypeError),
         ({"stale_ttl": -1}, ValueError),
         ({"lock_timeout": 0}, ValueError),
         ({"bloom_error_rate": 1.0}, ValueError),
@@ -291,6 +293,14 @@ def test_max_value_bytes_bounds_the_value_not_its_envelope(store_path: str, call
 def test_bad_settings_fail_at_construction(store_path: str, settings: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error):
         TierStore(store_path, **settings)
+    assert not os.path.exists(store_path)
+
+
+@pytest.mark.parametrize("setting", ["negative_ttl", "tombstone_ttl"])
+def test_ttls_that_must_end_refuse_none_naming_the_setting(store_path: str, setting: str) -> None:
+    # None would mean "never expires": a negative entry held for ever, or a tombstone whose expiry cannot be computed
+    with pytest.raises(TypeError, match=setting):
+        TierStore(store_path, **{setting: None})
     assert not os.path.exists(store_path)
 
 

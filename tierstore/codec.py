@@ -371,7 +371,7 @@ def unpack_record(
     try:
         items = _unpackb(data, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types on bad input
-        raise CorruptRecord(f"undecodable record: {exc}") from None
+        raise CorruptRecord(f"undecodable record: {str(exc) or type(exc).__name__}") from None
     if _type(items) is list and _len(items) >= 9:
         if _len(items) > 9:
             del items[9:]  # later fields, of a newer writer, are not read

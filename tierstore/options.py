@@ -91,6 +91,13 @@ def _check_count(value: object, name: str, *, minimum: int, optional: bool = Fal
     return value
 
 
+def _check_ending_ttl(value: object, name: str) -> None:
+    """A TTL that must end: ``None`` ("no expiry") would keep negative entries or tombstones for ever."""
+    if value is None:
+        raise TypeError(f"{name} must be a number of seconds, not None: these records always expire")
+    check_ttl(value, name)
+
+
 def _check_choice(value: object, name: str, choices: tuple[str, ...]) -> None:
     """A setting that names one of ``choices``."""
     if not isinstance(value, str):
@@ -158,8 +165,8 @@ class Options:
         _check_count(self.max_value_bytes, "max_value_bytes", minimum=1)
         _check_count(self.disk_cache_bytes, "disk_cache_bytes", minimum=0)
         check_ttl(self.default_ttl, "default_ttl")
-        check_ttl(self.negative_ttl, "negative_ttl")
-        check_ttl(self.tombstone_ttl, "tombstone_ttl")
+        _check_ending_ttl(self.negative_ttl, "negative_ttl")
+        _check_ending_ttl(self.tombstone_ttl, "tombstone_ttl")
         check_fraction(self.ttl_jitter, "ttl_jitter", upper=10.0)
         check_fraction(self.refresh_ahead, "refresh_ahead", upper=0.99)
         check_seconds(self.stale_ttl, "stale_ttl")
