@@ -280,7 +280,6 @@ def test_max_value_bytes_bounds_the_value_not_its_envelope(store_path: str, call
         ({"default_ttl": 0}, ValueError),
         ({"ttl_jitter": -0.1}, ValueError),
         ({"negative_ttl": float("inf")}, ValueError),
-        ({"negative_ttl": None}, TypeError),
         ({"tombstone_ttl": None}, TypeError),
         ({"stale_ttl": -1}, ValueError),
         ({"lock_timeout": 0}, ValueError),
@@ -296,12 +295,22 @@ def test_bad_settings_fail_at_construction(store_path: str, settings: dict[str, 
     assert not os.path.exists(store_path)
 
 
-@pytest.mark.parametrize("setting", ["negative_ttl", "tombstone_ttl"])
-def test_ttls_that_must_end_refuse_none_naming_the_setting(store_path: str, setting: str) -> None:
-    # None would mean "never expires": a negative entry held for ever, or a tombstone whose expiry cannot be computed
-    with pytest.raises(TypeError, match=setting):
-        TierStore(store_path, **{setting: None})
+def test_tombstone_ttl_refuses_none_naming_the_setting(store_path: str) -> None:
+    # every delete computes its tombstone's expiry from it: None would fail each delete instead of the open
+    with pytest.raises(TypeError, match="tombstone_ttl"):
+        TierStore(store_path, tombstone_ttl=None)
     assert not os.path.exists(store_path)
+
+
+def test_negative_ttl_none_keeps_negative_entries_without_expiry(store_path: str) -> None:
+    """As ``default_ttl=None`` does for values: a negative entry stays until written over or deleted."""
+    with open_store(store_path, negative_ttl=None) as store:
+        store.set("gone", ABSENT)
+        entry = store.get_entry("gone")
+        assert entry is not None and entry.value is ABSENT and entry.expires_at is None
+        assert store.get("gone", "dflt") == "dflt" and store.stats()["negative_hits"] == 1
+        store.set("gone", "back")
+        assert store.get("gone") == "back"
 
 
 def test_memory_bytes_bounds_tier_1(store_path: str) -> None:

@@ -92,7 +92,7 @@ def _check_count(value: object, name: str, *, minimum: int, optional: bool = Fal
 
 
 def _check_ending_ttl(value: object, name: str) -> None:
-    """A TTL that must end: ``None`` ("no expiry") would keep negative entries or tombstones for ever."""
+    """A TTL that must end: a tombstone's expiry is computed at every delete, so ``None`` cannot stand."""
     if value is None:
         raise TypeError(f"{name} must be a number of seconds, not None: these records always expire")
     check_ttl(value, name)
@@ -165,7 +165,7 @@ class Options:
         _check_count(self.max_value_bytes, "max_value_bytes", minimum=1)
         _check_count(self.disk_cache_bytes, "disk_cache_bytes", minimum=0)
         check_ttl(self.default_ttl, "default_ttl")
-        _check_ending_ttl(self.negative_ttl, "negative_ttl")
+        check_ttl(self.negative_ttl, "negative_ttl")  # None: negative entries never expire, as default_ttl's
         _check_ending_ttl(self.tombstone_ttl, "tombstone_ttl")
         check_fraction(self.ttl_jitter, "ttl_jitter", upper=10.0)
         check_fraction(self.refresh_ahead, "refresh_ahead", upper=0.99)
