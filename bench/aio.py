@@ -5,9 +5,12 @@
   source (``asyncio.sleep``), starting cold. tierstore: ``await
   s.get_or_load(key, source)``. The peer is aiocache's ``SimpleMemoryCache`` with
   its own stampede lock (``aiocache.lock.RedLock``: get, else take the key's lock,
-  get again, load and set), the pattern aiocache documents. Reported: ops/s, p99
-  latency of one read, and source calls (the fewest possible is the number of
-  distinct keys read).
+  get again, load and set), the pattern aiocache documents. The sync store runs
+  the same scenario from the same coroutines the way code without an async
+  facade would: ``await asyncio.to_thread(store.get_or_load, key, source)``
+  with a blocking 5 ms source (``time.sleep``), on asyncio's default executor.
+  Reported: ops/s, p99 latency of one read, and source calls (the fewest
+  possible is the number of distinct keys read).
 - *Micro-goal*: a tier-1 hit through ``await s.get(k)`` against the sync
   ``get`` plus one bare ``await`` of a trivial coroutine, in interleaved rounds
   (median of the per-round ratios, as in the hot-path section): at most 1.5x.
@@ -25,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tierstore import TierStore
 from tierstore.aio import AsyncTierStore
 
 from .config import Config
@@ -32,7 +36,10 @@ from .measure import median, percentile
 from .report import Goal, Section, progress, timed
 from .workloads import sample_value
 
-__all__ = ["run_aio", "SECTIONS", "SETTINGS", "Reader", "aiocache_reader", "scenario", "streams_of", "zipf_keys"]
+__all__ = [
+    "run_aio", "SECTIONS", "SETTINGS", "Reader", "aiocache_reader", "scenario", "streams_of", "to_thread_reader",
+    "zipf_keys",
+]
 
 SECTIONS = ("asyncio",)
 _LEASE = 2.0  # aiocache RedLock lease, seconds: far longer than a load
@@ -76,6 +83,11 @@ async def _section(config: Config, parent: str) -> Section:
         ours = await scenario(lambda key, load: s.get_or_load(key, load), streams, config.source_delay)
         section.figures["hot await get"] = await _await_overhead(s, config)
     _report(section, "tierstore AsyncTierStore.get_or_load", ours, distinct)
+    progress("asyncio: the sync store through asyncio.to_thread")
+    with TierStore(os.path.join(root, "sync"), **SETTINGS) as store:
+        threaded = await scenario(to_thread_reader(store), streams, config.source_delay, blocking=True)
+    _report(section, _THREADED, threaded, distinct)
+    section.figures["AsyncTierStore / to_thread(TierStore) ops/s"] = ours["ops_per_s"] / threaded["ops_per_s"]
     try:
         from aiocache import SimpleMemoryCache
     except ImportError:
@@ -91,6 +103,10 @@ async def _section(config: Config, parent: str) -> Section:
     section.goals.append(Goal("await get (tier-1 hit) / (get + bare await)", hot["ratio"], "<=", 1.5))
     section.goals.append(Goal("tierstore source calls / distinct keys", ours["source_calls"] / distinct, "==", 1.0))
     section.notes.append(
+        f"{_THREADED}: the sync TierStore (same settings) from the same coroutines, each read in asyncio's default "
+        f"executor ({_default_workers()} threads here) with a blocking source (time.sleep of the same 5 ms)"
+    )
+    section.notes.append(
         f"await get, tier-1 hit: {hot['ours_ns_per_op']:.0f} ns against {hot['theirs_ns_per_op']:.0f} ns for the sync "
         f"get plus one bare await (median of {15 * config.hot_rounds} interleaved rounds of 1,000 calls)"
     )
@@ -102,21 +118,44 @@ async def _section(config: Config, parent: str) -> Section:
     return section
 
 
-Reader = Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+Reader = Callable[[str, Callable[[], Any]], Awaitable[Any]]
+_THREADED = "tierstore TierStore.get_or_load in asyncio.to_thread"
 
 
-async def scenario(read: Reader, streams: list[list[str]], delay: float) -> dict[str, Any]:
-    """Every coroutine reads its stream; ops/s over the whole run, p99 of single reads, source calls."""
-    calls = [0]
+def to_thread_reader(store: TierStore) -> Reader:
+    """The sync store read from coroutines through ``asyncio.to_thread`` (its loader blocks a worker thread)."""
+
+    async def read(key: str, load: Callable[[], Any]) -> Any:
+        return await asyncio.to_thread(store.get_or_load, key, load)
+
+    return read
+
+
+def _default_workers() -> int:
+    """The thread count of asyncio's default executor (``ThreadPoolExecutor``'s default)."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+async def scenario(read: Reader, streams: list[list[str]], delay: float, *, blocking: bool = False) -> dict[str, Any]:
+    """Every coroutine reads its stream; ops/s over the whole run, p99 of single reads, source calls.
+
+    ``blocking``: the source is a plain function sleeping in its thread, for a reader that runs loads in threads.
+    """
+    calls = itertools.count()
     latencies: list[int] = []
 
-    def loader_of(key: str) -> Callable[[], Awaitable[Any]]:
+    def loader_of(key: str) -> Callable[[], Any]:
         async def load() -> Any:
-            calls[0] += 1
+            next(calls)
             await asyncio.sleep(delay)
             return sample_value(len(key))
 
-        return load
+        def load_blocking() -> Any:
+            next(calls)  # one C call: atomic from several threads
+            time.sleep(delay)
+            return sample_value(len(key))
+
+        return load_blocking if blocking else load
 
     async def reader(stream: list[str]) -> None:
         for key in stream:
@@ -134,7 +173,7 @@ async def scenario(read: Reader, streams: list[list[str]], delay: float) -> dict
         "seconds": elapsed,
         "ops_per_s": ops / elapsed,
         "p99_ms": percentile(latencies, 99) / 1e6,
-        "source_calls": calls[0],
+        "source_calls": next(calls),
     }
 
 

@@ -534,3 +534,26 @@ def test_shared_and_only_together_are_a_usage_error(capsys: pytest.CaptureFixtur
         bench_main.main(["--smoke", "--shared", "--only", "counters"])
     assert raised.value.code == 2
     assert "--shared" in capsys.readouterr().err
+
+
+def test_asyncio_runs_the_scenario_on_the_async_store_the_sync_store_and_aiocache(
+    smoke: tuple[dict[str, Any], str],
+) -> None:
+    section = smoke[0]["sections"]["asyncio"]
+    figures = section["figures"]
+    ours = figures["tierstore AsyncTierStore.get_or_load"]
+    threaded = figures["tierstore TierStore.get_or_load in asyncio.to_thread"]
+    for run in (ours, threaded):  # single-flight, whether the loads run on the loop or in threads
+        assert run["source_calls"] == run["distinct_keys"] > 0
+        assert run["ops"] == 100 * 5 and run["ops_per_s"] > 0  # the smoke run: 100 coroutines x 5 reads
+    assert figures["AsyncTierStore / to_thread(TierStore) ops/s"] == pytest.approx(
+        ours["ops_per_s"] / threaded["ops_per_s"]
+    )
+    if importlib.util.find_spec("aiocache"):
+        assert figures["aiocache SimpleMemoryCache + RedLock"]["source_calls"] == ours["distinct_keys"]
+    goals = {goal["name"]: (goal["op"], goal["target"]) for goal in smoke[0]["goals"] if goal["section"] == "asyncio"}
+    assert goals == {
+        "await get (tier-1 hit) / (get + bare await)": ("<=", 1.5),
+        "tierstore source calls / distinct keys": ("==", 1.0),
+    }
+    assert any("asyncio's default executor" in note for note in section["notes"])
