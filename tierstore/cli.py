@@ -72,7 +72,7 @@ from .cli_commands import (
     cmd_scan,
     cmd_verify,
 )
-from .cli_json import to_json
+from .cli_json import json_text, to_json
 from .errors import CorruptRecord, CorruptStore
 from .reader import Unreadable
 
@@ -177,6 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _failed(args: argparse.Namespace, message: str, code: int) -> int:
+    """Say why the command failed on stderr and, with ``--json``, as a JSON document on stdout too
+    (``{"error": ..., "exit_code": ...}``: a script reading stdout learns why it got no answer)."""
+    log.error("%s", message)
+    if args.json:
+        print(json_text({"error": message, "exit_code": code}), flush=True)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     logging.basicConfig(format="tierstore: %(message)s", level=logging.WARNING)
@@ -192,17 +201,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         return code
     except CliError as exc:
-        log.error("%s", exc)
-        return exc.code
+        return _failed(args, str(exc), exc.code)
     except Unreadable as exc:
-        log.error("%s", exc)
-        return EXIT_FINDING if exc.corrupt else EXIT_USAGE
+        return _failed(args, str(exc), EXIT_FINDING if exc.corrupt else EXIT_USAGE)
     except plyvel.Error as exc:  # damage met mid-pass: a bad block, a truncated or missing table
-        log.error("%s; run 'tierstore verify'", reader.damage_message(args.path, exc))
-        return EXIT_FINDING
+        return _failed(args, f"{reader.damage_message(args.path, exc)}; run 'tierstore verify'", EXIT_FINDING)
     except (CorruptRecord, CorruptStore) as exc:
-        log.error("%s: the store is corrupt (%s); run 'tierstore verify'", args.path, exc)
-        return EXIT_FINDING
+        return _failed(args, f"{args.path}: the store is corrupt ({exc}); run 'tierstore verify'", EXIT_FINDING)
     except BrokenPipeError:
         # The reader went away (``| head``): stop quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -80,6 +80,25 @@ def test_leveldb_files_without_current_are_a_damaged_store(sound: Path, tmp_path
         assert "damaged" in proc.stderr and "CURRENT" in proc.stderr
 
 
+def test_with_json_a_failed_command_says_why_on_stdout_too(sound: Path, tmp_path: Path) -> None:
+    """A script reading ``--json`` output gets a JSON document naming the problem, not an empty stdout."""
+    damaged = copy(sound, tmp_path / "store")
+    (damaged / "CURRENT").unlink()
+    missing = tmp_path / "missing"
+    for args, code, words in [
+        (["verify", damaged], 1, "CURRENT"),
+        (["get", damaged, "k1"], 1, "damaged"),
+        (["inspect", missing], 2, "no such directory"),
+        (["index", sound, "no-such-index"], 1, "no-such-index"),
+    ]:
+        proc = tierstore(*args, "--json")
+        assert proc.returncode == code, (args, proc.stderr)
+        document = json.loads(proc.stdout)
+        assert document["exit_code"] == code and words in document["error"], (args, document)
+        assert document["error"] in proc.stderr  # the same words as on stderr
+        assert tierstore(*args).stdout == ""  # without --json, stdout stays empty
+
+
 def test_a_directory_without_leveldb_files_is_still_not_a_tierstore(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     proc = tierstore("verify", tmp_path)
