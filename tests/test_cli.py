@@ -205,7 +205,9 @@ def test_get_says_why_there_is_no_live_entry(cli: Run, store: Path, key: str, re
 
 def test_get_usage_errors(cli: Run, store: Path) -> None:
     bad_hex = cli("get", store, "zz", "--bytes")
-    assert bad_hex.returncode == 2 and "hex" in bad_hex.stderr
+    assert bad_hex.returncode == 2 and "the key in hex" in bad_hex.stderr
+    bad_name = cli("index", store, "zz", "--bytes")
+    assert bad_name.returncode == 2 and "the index name in hex" in bad_name.stderr
     too_long = cli("get", store, "k" * 5000)
     assert too_long.returncode == 2 and "limit" in too_long.stderr
 

@@ -93,14 +93,14 @@ def key_prefix(prefix: str | None, hex_bytes: bool) -> bytes:
         raise CliError(f"--prefix: {exc}") from None
 
 
-def parse_key(text: str, hex_bytes: bool) -> Key:
-    """A command-line key: str, or bytes from hex with ``--bytes``."""
+def parse_key(text: str, hex_bytes: bool, what: str = "key") -> Key:
+    """A command-line key (or index name, ``what``): str, or bytes from hex with ``--bytes``."""
     if not hex_bytes:
         return text
     try:
         return bytes.fromhex(text)
     except ValueError:
-        raise CliError(f"--bytes takes the key in hex, got {text!r}") from None
+        raise CliError(f"--bytes takes the {what} in hex, got {text!r}") from None
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def cmd_counters(args: argparse.Namespace, out: IO[str]) -> int:
 
 def cmd_index(args: argparse.Namespace, out: IO[str]) -> int:
     """One page of a sorted index, in ``(score, member)`` order."""
-    name = parse_key(args.name, args.bytes)
+    name = parse_key(args.name, args.bytes, "index name")
     with open_store(args.path) as db:
         try:
             info = reader.find_index(db, name)
