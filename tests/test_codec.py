@@ -8,7 +8,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tierstore.codec import (
-    ABSENT,
     ENVELOPE_ROOM,
     EXPIRES_AT,
     FLAGS,
@@ -32,7 +31,6 @@ from tierstore.codec import (
     decode_key,
     encode_key,
     encode_record,
-    entry_of,
     envelope_header,
     is_negative,
     is_tombstone,
@@ -43,6 +41,7 @@ from tierstore.codec import (
     record_state,
     unpack_record,
 )
+from tierstore.entries import ABSENT, entry_of
 from tierstore.errors import CorruptRecord
 
 

@@ -1,7 +1,7 @@
 """tierstore: an embedded, persistent two-tier cache engine for Python services."""
 
 from .bloom import BloomFilter
-from .codec import ABSENT, Entry, Versioned
+from .entries import ABSENT, Entry, Versioned
 from .errors import (
     CorruptRecord,
     CorruptStore,

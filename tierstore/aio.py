@@ -46,8 +46,9 @@ from .aio_listing import AsyncListing
 from .aio_loading import AsyncLoading
 from .calls import OnBusy
 from .clock import TTL
-from .codec import Entry, Key
+from .codec import Key
 from .conditional import _RAISE
+from .entries import Entry
 from .errors import StoreClosed
 from .index_codec import Pairs
 from .index_refresher import DEFAULT_REFRESH_INTERVAL

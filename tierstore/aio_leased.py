@@ -28,7 +28,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .aio_loading import AsyncLoading, invoke, is_coroutine_loader
-from .codec import ABSENT, FLAGS, VALUE, Key, Record
+from .codec import FLAGS, VALUE, Key, Record
+from .entries import ABSENT
 from .flight import NOTHING, STALE, WAIT, Flight, Flights
 from .load_lease import BUSY, Held
 from .loading import Loading

@@ -37,7 +37,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .aio_flight import AsyncFlights, lead_context
-from .codec import ABSENT, Key, RecordState
+from .codec import Key, RecordState
+from .entries import ABSENT
 from .flight import NOTHING, WAIT, Flight, Flights
 from .load_lease import BUSY
 from .loading import Loading

@@ -49,6 +49,7 @@ from .codec import (
     RecordState,
     record_state,
 )
+from .entries import ABSENT
 from .expiry import index_op
 from .flight import Flights
 from .keyspace import Op
@@ -156,7 +157,7 @@ class Batch:
             versioned = self._writer.versioned
             changes = []
             for key, disk_key, value in items:
-                negative = value is codec.ABSENT
+                negative = value is ABSENT
                 version = 0
                 if versioned:
                     current = self._writer.current(key, disk_key)

@@ -1,4 +1,4 @@
-"""Keys, the Entry types, the msgpack envelope every cache record is stored in, and what a record is.
+"""Keys, the msgpack envelope every cache record is stored in, what msgpack stores as given, and what a record is.
 
 An envelope is a msgpack array::
 
@@ -9,8 +9,8 @@ restart), ``ttl`` is the TTL that was drawn (``None`` for no expiry), ``seq`` th
 store-wide write sequence (eviction order, promotion checks) and ``load_time``
 how long the loader took (XFetch). Records are decoded with ``msgpack.unpackb``,
 whose limits follow the record's own length, so a hostile record costs an error,
-not memory. No pickle, ever. The errors naming a value msgpack cannot store are
-``values``'.
+not memory. No pickle, ever. A value msgpack cannot store, or could not give
+back as given, raises an error naming its type or problem (``pack_naming``).
 
 A decoded record (``Record``) is a plain tuple of the envelope's fields in their
 own order, the format slot replaced by the encoded size, read at the constant
@@ -24,20 +24,18 @@ ask it (``TierStore.get`` inlines its ``LIVE`` test, tied to it by a test).
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any, Final, NamedTuple, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import msgpack
 
 from .errors import CorruptRecord
-from .values import MAX_DEPTH, PLAIN_TYPES, NotPlain, new_packer, pack_naming, unreadable
 
 __all__ = [
-    "ABSENT", "Absent", "Entry", "Versioned", "Record", "make_record", "is_negative", "is_tombstone", "SIZE",
-    "VERSION", "EXPIRES_AT", "FLAGS", "VALUE", "WRITTEN_AT", "TTL", "SEQ", "LOAD_TIME", "Key", "FORMAT", "NEGATIVE",
-    "TOMBSTONE", "MAX_KEY_BYTES", "MAX_VERSION", "MAX_DEPTH", "encode_key", "decode_key", "check_version",
-    "encode_record", "new_packer", "unpack_record", "envelope_version", "envelope_header", "UNREADABLE",
-    "plain_value", "PLAIN_TYPES", "STR_TAG", "BYTES_TAG", "SAFE_STR_LEN", "RecordState", "record_state",
-    "purge_time", "entry_of"
+    "Record", "make_record", "is_negative", "is_tombstone", "SIZE", "VERSION", "EXPIRES_AT", "FLAGS", "VALUE",
+    "WRITTEN_AT", "TTL", "SEQ", "LOAD_TIME", "Key", "FORMAT", "NEGATIVE", "TOMBSTONE", "MAX_KEY_BYTES", "MAX_VERSION",
+    "MAX_DEPTH", "PLAIN_TYPES", "NotPlain", "pack_naming", "unreadable", "encode_key", "decode_key", "check_version",
+    "encode_record", "new_packer", "unpack_record", "envelope_header", "UNREADABLE", "plain_value", "STR_TAG",
+    "BYTES_TAG", "SAFE_STR_LEN", "RecordState", "record_state", "purge_time",
 ]
 
 Key = str | bytes
@@ -57,46 +55,6 @@ BYTES_TAG = b"b"
 # A str of at most this many code points cannot exceed MAX_KEY_BYTES in UTF-8.
 SAFE_STR_LEN = MAX_KEY_BYTES // 4
 _unpackb = msgpack.unpackb  # raw=False is msgpack's default: str stays str, bin stays bytes
-
-
-class Absent:
-    """The type of ``ABSENT``: the source has no value for a key (a negative entry)."""
-
-    _instance: Absent | None = None
-
-    def __new__(cls) -> Absent:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "ABSENT"
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __reduce__(self) -> str:
-        return "ABSENT"
-
-
-ABSENT = Absent()
-
-
-class Entry(NamedTuple):
-    """What ``get_entry`` returns: a value and its metadata."""
-
-    value: Any
-    version: int
-    expires_at: float | None
-    negative: bool
-    stale: bool
-
-
-class Versioned(NamedTuple):
-    """A loader's result stamped with the source's version."""
-
-    value: Any
-    version: int
 
 
 # A record is a decoded envelope, as tier 1 holds it and tier 2 stores it: an exact
@@ -189,14 +147,94 @@ def purge_time(record: Record, stale_ttl: float = 0.0) -> float | None:
     return expires_at + stale_ttl
 
 
-def entry_of(record: Record, now: float, stale_ttl: float = 0.0) -> Entry | None:
-    """What ``get_entry`` returns for ``record`` at ``now``: live, negative or stale, else ``None``."""
-    state = record_state(record, now, stale_ttl)
-    if state is _LIVE or state is _STALE:
-        return Entry(record[VALUE], record[VERSION], record[EXPIRES_AT], False, state is _STALE)
-    if state is _NEGATIVE:
-        return Entry(ABSENT, record[VERSION], record[EXPIRES_AT], True, False)
+# -- values: what msgpack stores and gives back as given, and the errors naming one it cannot
+
+# Lists/dicts a value may nest: msgpack's unpacker holds 1024 levels and the envelope takes one.
+MAX_DEPTH = 1023
+PLAIN_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
+
+
+def pack_naming(packer: msgpack.Packer, obj: Any, value: Any) -> bytes:
+    """Pack ``obj`` (which holds ``value``) with ``packer``, turning msgpack's errors into ones that name the value."""
+    try:
+        data: bytes = packer.pack(obj)
+    except TypeError as exc:
+        raise TypeError(f"cannot store a value of type {_offending_type(value)}: {exc}") from None
+    except OverflowError as exc:
+        raise OverflowError(f"cannot store this value: {exc}") from None
+    except ValueError as exc:  # UnicodeEncodeError (a lone surrogate) among them
+        raise unreadable(value) or ValueError(f"cannot store this value: {exc}") from None
+    except BufferError as exc:  # a memoryview that is not C-contiguous (a strided slice)
+        raise ValueError(f"cannot store this value: {exc}") from None
+    return data
+
+
+def _offending_type(value: Any) -> str:
+    """Name the first type inside ``value`` that msgpack cannot encode."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) in PLAIN_TYPES or isinstance(item, (str, bytes, int, float)):
+            continue
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif not isinstance(item, (bytearray, memoryview, msgpack.ExtType, msgpack.Timestamp)):
+            return type(item).__name__
+    return type(value).__name__
+
+
+def unreadable(value: Any) -> Exception | None:
+    """Why msgpack could not read ``value`` back: an array or map as a dict key, or nesting too deep.
+
+    Walks iteratively (a value too deep for msgpack is too deep for recursion) and
+    stops at the first problem, so a cyclic value ends as too deep.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            for key in item:
+                if _is_container(key):
+                    return TypeError(
+                        f"cannot store a dict key of type {type(key).__name__}: msgpack reads it back as a "
+                        "list or dict, which cannot be a dict key"
+                    )
+            children: Any = item.values()
+        elif _is_container(item):
+            children = item
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return ValueError(f"cannot store a value that nests lists/dicts more than {MAX_DEPTH} deep")
+        stack.extend((child, depth + 1) for child in children)
     return None
+
+
+def _is_container(item: Any) -> bool:
+    """Whether msgpack encodes ``item`` as an array or a map (an ``ExtType`` is a tuple but not an array)."""
+    return isinstance(item, (list, tuple, dict)) and not isinstance(item, msgpack.ExtType)
+
+
+class NotPlain(Exception):
+    """Raised by the strict packer at the first object msgpack would not give back as it is."""
+
+
+def _not_plain(obj: Any) -> Any:
+    raise NotPlain
+
+
+def new_packer() -> msgpack.Packer:
+    """A packer for ``codec.encode_record``: one per writer thread or lock (packers are not thread-safe).
+
+    It packs exact plain types only; a tuple, a subclass of dict/list/str/int or
+    anything msgpack does not know stops it, and ``codec.encode_record`` takes the slow
+    path for that value.
+    """
+    return msgpack.Packer(strict_types=True, default=_not_plain)
+
 
 
 def encode_key(key: object) -> bytes:
@@ -303,19 +341,6 @@ def plain_value(value: Any, data: bytes) -> Any:
         return _unpackb(data, strict_map_key=False)[4]
     except Exception as exc:  # msgpack raises several unrelated types
         raise unreadable(value) or ValueError(f"msgpack cannot read this value back: {exc!r}") from None
-
-
-def envelope_version(data: bytes) -> int:
-    """The version field of an entry envelope, read without decoding the value; 0 for a damaged one."""
-    unpacker = msgpack.Unpacker()
-    unpacker.feed(data)
-    try:
-        unpacker.read_array_header()
-        unpacker.skip()  # the format
-        version = unpacker.unpack()
-    except Exception:  # msgpack raises several unrelated types; a damaged envelope keeps no version
-        return 0
-    return version if type(version) is int and 0 <= version <= MAX_VERSION else 0
 
 
 class _Unreadable:

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import codec
-from .codec import ABSENT, FLAGS, TOMBSTONE, VERSION, Key, Record
+from .codec import FLAGS, TOMBSTONE, VERSION, Key, Record
+from .entries import ABSENT
 
 __all__ = ["plain_value", "fill"]
 

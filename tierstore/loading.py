@@ -53,21 +53,8 @@ from typing import Any
 
 from . import codec
 from .clock import check_seconds, check_ttl
-from .codec import (
-    ABSENT,
-    EXPIRES_AT,
-    FLAGS,
-    LOAD_TIME,
-    SEQ,
-    TTL,
-    VALUE,
-    Key,
-    Record,
-    RecordState,
-    Versioned,
-    encode_key,
-    record_state,
-)
+from .codec import EXPIRES_AT, FLAGS, LOAD_TIME, SEQ, TTL, VALUE, Key, Record, RecordState, encode_key, record_state
+from .entries import ABSENT, Versioned
 from .errors import StoreClosed
 from .flight import DEFAULT, NOTHING, STALE, WAIT, Flight, Flights, check_policy
 from .guard import Guard

@@ -14,6 +14,8 @@ import logging
 import time
 from collections.abc import Iterator
 
+import msgpack
+
 from . import codec
 from .disk import DiskTier
 from .keyspace import META_SEQ, META_VERSIONED, NS_ENTRY
@@ -62,6 +64,20 @@ def holds_versions(disk: DiskTier) -> bool:
     if saved is not None:
         log.warning("%s: the meta record 'versioned' holds %r; assuming the store holds versions", disk.path, saved)
         return True
-    versioned = any(codec.envelope_version(data) for _, data in disk.scan(NS_ENTRY))
+    versioned = any(envelope_version(data) for _, data in disk.scan(NS_ENTRY))
     disk.put_meta(META_VERSIONED, versioned)
     return versioned
+
+
+def envelope_version(data: bytes) -> int:
+    """The version field of an entry envelope (``codec``'s layout: its second field), read without decoding
+    the value; 0 for a damaged one. Tied to ``codec.unpack_record`` by tests/property/test_inlined_layout.py."""
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(data)
+    try:
+        unpacker.read_array_header()
+        unpacker.skip()  # the format
+        version = unpacker.unpack()
+    except Exception:  # msgpack raises several unrelated types; a damaged envelope keeps no version
+        return 0
+    return version if type(version) is int and 0 <= version <= codec.MAX_VERSION else 0

@@ -22,20 +22,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .calls import PartCalls
 from .clock import TTL
-from .codec import (
-    SAFE_STR_LEN,
-    VALUE,
-    Entry,
-    Key,
-    Record,
-    RecordState,
-    encode_key,
-    entry_of,
-    record_state,
-    unpack_record,
-)
+from .codec import SAFE_STR_LEN, VALUE, Key, Record, RecordState, encode_key, record_state, unpack_record
 from .counters import Counters
 from .durability import Durability
+from .entries import Entry, entry_of
 from .errors import CorruptRecord
 from .flight import Flights
 from .guard import Guard, open_guard

@@ -25,8 +25,9 @@ from typing import Any
 
 from . import codec
 from .clock import Jitter, check_ttl
-from .codec import ABSENT, NEGATIVE, TOMBSTONE, VERSION, Key, Record, RecordState, record_state
+from .codec import NEGATIVE, TOMBSTONE, VERSION, Key, Record, RecordState, record_state
 from .disk import DiskTier
+from .entries import ABSENT
 from .errors import CorruptRecord
 from .expiry import index_op
 from .flight import Flights

@@ -3,7 +3,7 @@
 The write and read paths inline parts of the key and envelope layout for
 speed: ``keyspace.fast_entry_key`` builds ``NS_ENTRY + codec.BYTES_TAG/STR_TAG +
 key`` without calling ``encode_key``, and the header readers
-(``codec.envelope_version``, ``expiry.envelope_expiry``,
+(``session.envelope_version``, ``expiry.envelope_expiry``,
 ``capacity.header_seq``, ``values.check_value_size``) pick fields out of an envelope by position without
 decoding its value. Each must say what the full encoders and decoders say.
 """
@@ -20,6 +20,7 @@ from tierstore.capacity import header_seq
 from tierstore.codec import EXPIRES_AT, MAX_KEY_BYTES, NEGATIVE, SAFE_STR_LEN, SEQ, TOMBSTONE, VERSION
 from tierstore.expiry import envelope_expiry
 from tierstore.keyspace import NS_ENTRY, entry_key, fast_entry_key
+from tierstore.session import envelope_version
 from tierstore.values import check_value_size
 
 
@@ -128,7 +129,7 @@ def test_header_readers_read_the_fields_unpack_record_reads(
 ) -> None:
     data, _ = codec.encode_record(codec.new_packer(), value, version, expires_at, flags, written_at, ttl, seq)
     record = codec.unpack_record(data)
-    assert codec.envelope_version(data) == record[VERSION] == version
+    assert envelope_version(data) == record[VERSION] == version
     assert envelope_expiry(data) == record[EXPIRES_AT] == expires_at
     assert header_seq(data) == record[SEQ] == seq
     size = len(msgpack.packb(value))  # the value's own encoding, which max_value_bytes bounds

@@ -20,7 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tierstore import ABSENT, TierStore, codec
-from tierstore.codec import NEGATIVE, TOMBSTONE, Entry, Record, RecordState, record_state
+from tierstore.codec import NEGATIVE, TOMBSTONE, Record, RecordState, record_state
+from tierstore.entries import Entry
 
 T0 = 1_000_000.0
 KEY = "k"

@@ -18,7 +18,7 @@ import redis
 from tests.shared import part_workers
 from tests.shared.parts_support import PREFIX, SPAWN, dump, guard_of, round_trips
 from tests.shared.redis_server import RedisServer
-from tierstore import StoreClosed, TierStore, TierStoreError, codec
+from tierstore import ABSENT, StoreClosed, TierStore, TierStoreError, codec
 from tierstore.bloom import BloomFilter, probe_positions
 
 
@@ -28,7 +28,7 @@ def test_a_key_written_in_one_store_is_admitted_by_the_others(stores: Callable[.
     assert not guard_of(second).might_contain("k")
     first.set("k", "v")
     assert guard_of(second).might_contain("k")
-    first.set("absent", codec.ABSENT)  # a negative entry admits nothing: the source said no
+    first.set("absent", ABSENT)  # a negative entry admits nothing: the source said no
     assert not guard_of(second).might_contain("absent")
     second.guard_keys(["g1", b"g2"])
     assert guard_of(first).might_contain("g1") and guard_of(first).might_contain(b"g2")

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..bulk import checked_keys, set_many_items
 from ..clock import TTL, check_seconds, check_ttl
-from ..codec import Entry, Key, Record, encode_key, entry_of
+from ..codec import Key, Record, encode_key
 from ..conditional import _RAISE, checked_update, popped
+from ..entries import Entry, entry_of
 from ..keyspace import entry_key
 from ..load_lease import Held
 from .aio_redis import AsyncRedis

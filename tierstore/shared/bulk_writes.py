@@ -37,6 +37,7 @@ from typing import Any
 from .. import codec
 from ..batch import Outcome
 from ..codec import NEGATIVE, TOMBSTONE, Key
+from ..entries import ABSENT
 from ..errors import CorruptRecord
 from ..flight import Flights
 from ..keyspace import NS_ENTRY
@@ -112,7 +113,7 @@ class SharedBulk(SharedWrites):
         args = self._head(now)
         planned = []
         for key, disk_key, value in items:
-            negative = value is codec.ABSENT
+            negative = value is ABSENT
             drawn = self._writer.drawn_ttl(ttl, negative)
             expires_at = None if drawn is None else now + drawn
             flags = NEGATIVE if negative else 0
@@ -122,7 +123,7 @@ class SharedBulk(SharedWrites):
             args += [disk_key[len(NS_ENTRY) :], data, keep]
             planned.append((len(data), expires_at, flags, plain, drawn))
         # the existence filter admits before Redis, as ``set`` does
-        yield from self._admit_keys_steps([key for key, _, value in items if value is not codec.ABSENT])
+        yield from self._admit_keys_steps([key for key, _, value in items if value is not ABSENT])
         if self._flights.in_flight:
             for key, _, _ in items:
                 self._flights.invalidate(key)  # bump the fill generation

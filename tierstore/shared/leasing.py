@@ -46,7 +46,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import codec
-from ..codec import ABSENT, FLAGS, NEGATIVE, TOMBSTONE, Key, Record, RecordState, encode_key, record_state
+from ..codec import FLAGS, NEGATIVE, TOMBSTONE, Key, Record, RecordState, encode_key, record_state
+from ..entries import ABSENT
 from ..errors import CorruptRecord, LoadTimeout, SharedUnavailable, StoreClosed
 from ..keyspace import NS_ENTRY
 from ..load_lease import Held

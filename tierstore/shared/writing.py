@@ -40,7 +40,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import codec
-from ..codec import ABSENT, NEGATIVE, TOMBSTONE, Key, Record, RecordState, record_state
+from ..codec import NEGATIVE, TOMBSTONE, Key, Record, RecordState, record_state
+from ..entries import ABSENT
 from ..errors import CorruptRecord
 from ..flight import Flights
 from ..keyspace import NS_ENTRY
