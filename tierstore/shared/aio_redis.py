@@ -47,7 +47,7 @@ from redis.exceptions import NoScriptError
 from ..deadline import bounded
 from .client import CALL_TIMEOUT, SharedClient, packed
 from .scripts import Scripts
-from .steps import Call, Listen, Pipeline, Step, Steps
+from .steps import Call, Listen, Pipeline, Step, Steps, advance
 
 __all__ = ["AsyncRedis", "MAX_CONNECTIONS"]
 
@@ -78,11 +78,9 @@ class AsyncRedis:
         answer: Any = None
         error: BaseException | None = None
         while True:
-            try:
-                step = steps.send(answer) if error is None else steps.throw(error)
-            except StopIteration as stop:
-                result: _T = stop.value
-                return result
+            done, step = advance(steps, answer, error)
+            if done:
+                return step  # type: ignore[no-any-return]
             answer = error = None
             try:
                 answer = await self._answer(step)

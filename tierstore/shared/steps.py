@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 if TYPE_CHECKING:
     from .scripts import Scripts
 
-__all__ = ["Call", "Listen", "Pause", "Pipeline", "Steps", "Waiter", "carry_on", "run"]
+__all__ = ["Call", "Listen", "Pause", "Pipeline", "Steps", "Waiter", "advance", "carry_on", "run"]
 
 _T = TypeVar("_T")
 
@@ -75,16 +75,23 @@ Step = Call | Pipeline | Listen | Pause
 Steps = Generator[Step, Any, _T]
 
 
+def advance(steps: Steps[_T], answer: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Send ``answer`` into ``steps`` (or throw ``error`` in at their ``yield``): ``(True, result)`` once
+    they finished, else ``(False, the next step)``. Each driver below loops over this."""
+    try:
+        return False, steps.send(answer) if error is None else steps.throw(error)
+    except StopIteration as stop:
+        return True, stop.value
+
+
 def carry_on(steps: Steps[_T], answer: Any = None, error: BaseException | None = None) -> Steps[_T]:
     """``steps`` (waiting at a ``yield``) sent ``answer`` or thrown ``error``, then their further steps yielded
     to whoever drives this: an operation that answered another's step itself (a pipeline of several
     operations' first calls) hands the rest back to its driver with ``yield from``."""
     while True:
-        try:
-            step = steps.send(answer) if error is None else steps.throw(error)
-        except StopIteration as stop:
-            result: _T = stop.value
-            return result
+        done, step = advance(steps, answer, error)
+        if done:
+            return step  # type: ignore[no-any-return]
         answer = error = None
         try:
             answer = yield step
@@ -97,11 +104,9 @@ def run(steps: Steps[_T], scripts: Scripts) -> _T:
     answer: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            step = steps.send(answer) if error is None else steps.throw(error)
-        except StopIteration as stop:
-            result: _T = stop.value
-            return result
+        done, step = advance(steps, answer, error)
+        if done:
+            return step  # type: ignore[no-any-return]
         answer = error = None
         try:
             answer = _blocking(step, scripts)
