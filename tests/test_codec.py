@@ -278,6 +278,13 @@ def test_a_header_field_nested_past_python_s_repr_limit_is_a_corrupt_record(dept
         assert len(str(refused.value)) < 300
 
 
+@pytest.mark.parametrize("depth", [600, 1000, 1023, 1024, 5000])
+def test_envelope_header_of_a_field_nested_past_the_packer_s_limit_is_corrupt(depth: int) -> None:
+    """msgpack reads 1024 levels but packs at most 511: the header's repacking refuses as corrupt, never ValueError."""
+    with pytest.raises(CorruptRecord):
+        envelope_header(_nested_header(depth, msgpack.packb("x" * 1000)))
+
+
 def test_absent_is_a_falsy_singleton() -> None:
     assert not ABSENT
     assert repr(ABSENT) == "ABSENT"

@@ -369,9 +369,11 @@ def envelope_header(data: bytes) -> Record:
         if fields > VALUE:
             unpacker.skip()
             header += [None] + [unpacker.unpack() for _ in range(fields - VALUE - 1)]
+        # Packing back may fail where reading did not (a field nesting past the packer's limit).
+        header_data = msgpack.packb(header)
     except Exception:  # msgpack raises several unrelated types on bad input
         raise CorruptRecord("undecodable record header") from None
-    record = unpack_record(msgpack.packb(header))  # the same checks, on the header alone
+    record = unpack_record(header_data)  # the same checks, on the header alone
     return (len(data), *record[VERSION:VALUE], UNREADABLE, *record[WRITTEN_AT:])
 
 
