@@ -103,6 +103,8 @@ def _check_folder(parser: argparse.ArgumentParser, flag: str, path: str) -> None
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         parser.error(f"{flag}: no directory {folder} to write {os.path.basename(path)} into")
+    if os.path.isdir(path):
+        parser.error(f"{flag}: {path} is a directory; name a file to write")
 
 
 def _check_plot(parser: argparse.ArgumentParser, path: str, wanted: set[str]) -> None:
