@@ -266,6 +266,15 @@ def test_a_json_file_in_a_missing_directory_is_a_usage_error(
     assert "--json: no directory" in out.err and "counters" not in out.out  # refused before any section ran
 
 
+@pytest.mark.parametrize("only", [",", " ", ", ,"])
+def test_an_only_naming_no_section_is_a_usage_error(capsys: pytest.CaptureFixture[str], only: str) -> None:
+    """It ran nothing and exited 0 with "goals: all 0 met", as if a run had passed."""
+    with pytest.raises(SystemExit) as raised:
+        bench_main.main(["--smoke", "--only", only])
+    assert raised.value.code == 2
+    assert "--only names no section" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flag", ["--json", "--plot"])
 def test_an_output_file_that_is_a_directory_is_a_usage_error(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: str
