@@ -72,3 +72,17 @@ def test_pop_of_an_entry_too_long_for_this_open_leaves_it_in_redis(
     raw.hset(Names("tierstore").entry(codec.encode_key("bad")), mapping={"d": b"\xc1" * (LIMIT * 2), "v": b"1"})
     assert small.pop("bad", "none") == "none"  # a damaged one is removed, as before
     assert Names("tierstore").entry(codec.encode_key("bad")) not in raw.keys("*")
+
+
+def test_delete_of_an_entry_too_long_for_this_open_says_it_was_live(stores: Callable[..., TierStore]) -> None:
+    """As the local delete (and delete_many) says: its header is read, its value not; it answered False."""
+    writer = stores(max_value_bytes=LIMIT * 4)
+    small = stores(max_value_bytes=LIMIT)
+    big = "x" * (LIMIT * 2)
+    writer.set_many({"big": big, "also": big})
+    writer.set("gone", big, ttl=0.001)
+    wait_for(lambda: writer.get("gone") is None)
+    assert small.delete("big") is True
+    assert small.delete_many(["also"]) == 1
+    assert small.delete("gone") is False  # expired: not live, whatever its length
+    wait_for(lambda: writer.get("big") is None and writer.get("also") is None)  # the writer hears of both
