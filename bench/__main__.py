@@ -103,6 +103,8 @@ def _check_folder(parser: argparse.ArgumentParser, flag: str, path: str) -> None
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         parser.error(f"{flag}: no directory {folder} to write {os.path.basename(path)} into")
+    if os.path.isdir(path):
+        parser.error(f"{flag}: {path} is a directory; name a file to write")
 
 
 def _check_plot(parser: argparse.ArgumentParser, path: str, wanted: set[str]) -> None:
@@ -122,6 +124,8 @@ def _wanted(parser: argparse.ArgumentParser, only: list[str] | None) -> set[str]
     if not only:
         return set(SECTION_NAMES) - set(SHARED_SECTIONS)
     names = {name.strip() for item in only for name in item.split(",") if name.strip()}
+    if not names:  # "--only ," would run nothing and report "all 0 met"
+        parser.error(f"--only names no section; choose from {', '.join(SECTION_NAMES)}")
     unknown = names - set(SECTION_NAMES)
     if unknown:  # parser.error: a usage error exits 2, before anything runs
         parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTION_NAMES)}")

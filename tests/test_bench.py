@@ -266,6 +266,29 @@ def test_a_json_file_in_a_missing_directory_is_a_usage_error(
     assert "--json: no directory" in out.err and "counters" not in out.out  # refused before any section ran
 
 
+@pytest.mark.parametrize("only", [",", " ", ", ,"])
+def test_an_only_naming_no_section_is_a_usage_error(capsys: pytest.CaptureFixture[str], only: str) -> None:
+    """It ran nothing and exited 0 with "goals: all 0 met", as if a run had passed."""
+    with pytest.raises(SystemExit) as raised:
+        bench_main.main(["--smoke", "--only", only])
+    assert raised.value.code == 2
+    assert "--only names no section" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+def test_an_output_file_that_is_a_directory_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: str
+) -> None:
+    """Found only when writing, after the whole run, it was an IsADirectoryError traceback (exit 1)."""
+    if flag == "--plot" and importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("--plot needs matplotlib")
+    with pytest.raises(SystemExit) as raised:
+        bench_main.main(["--smoke", "--only", "counters,read-heavy", flag, str(tmp_path)])
+    assert raised.value.code == 2
+    out = capsys.readouterr()
+    assert f"{flag}: {tmp_path} is a directory" in out.err and "counters" not in out.out  # refused before the run
+
+
 @pytest.mark.parametrize(("threads", "message"), [("x", "not an integer"), ("0", "positive"), (",", "positive")])
 def test_bad_thread_counts_are_a_usage_error(capsys: pytest.CaptureFixture[str], threads: str, message: str) -> None:
     with pytest.raises(SystemExit) as raised:

@@ -263,6 +263,28 @@ def test_envelope_header_of_a_truncated_or_foreign_record_is_corrupt() -> None:
             envelope_header(damaged)
 
 
+def _nested_header(depth: int, value: bytes = b"\x00") -> bytes:
+    """An envelope whose version field is a list nested ``depth`` deep (built byte by byte: no packer limit)."""
+    nested = b"\x91" * depth + b"\x00"
+    return b"\x99\x01" + nested + b"\xc0\x00" + value + msgpack.packb(1.0) + b"\xc0\x01" + msgpack.packb(0.0)
+
+
+@pytest.mark.parametrize("depth", [600, 1000, 1023, 1024, 5000])
+def test_a_header_field_nested_past_python_s_repr_limit_is_a_corrupt_record(depth: int) -> None:
+    """The refusal's message sketches the header: a deep or long field neither recurses nor grows it."""
+    for data in (_nested_header(depth), msgpack.packb([1, "9" * 100_000, None, 0, "v", 0.0, None, 1, 0.0])):
+        with pytest.raises(CorruptRecord) as refused:
+            unpack_record(data)
+        assert len(str(refused.value)) < 300
+
+
+@pytest.mark.parametrize("depth", [600, 1000, 1023, 1024, 5000])
+def test_envelope_header_of_a_field_nested_past_the_packer_s_limit_is_corrupt(depth: int) -> None:
+    """msgpack reads 1024 levels but packs at most 511: the header's repacking refuses as corrupt, never ValueError."""
+    with pytest.raises(CorruptRecord):
+        envelope_header(_nested_header(depth, msgpack.packb("x" * 1000)))
+
+
 def test_absent_is_a_falsy_singleton() -> None:
     assert not ABSENT
     assert repr(ABSENT) == "ABSENT"

@@ -23,6 +23,7 @@ ask it (``TierStore.get`` inlines its ``LIVE`` test, tied to it by a test).
 
 from __future__ import annotations
 
+import reprlib
 from enum import IntEnum
 from typing import Any, Final, TypeAlias
 
@@ -368,9 +369,11 @@ def envelope_header(data: bytes) -> Record:
         if fields > VALUE:
             unpacker.skip()
             header += [None] + [unpacker.unpack() for _ in range(fields - VALUE - 1)]
+        # Packing back may fail where reading did not (a field nesting past the packer's limit).
+        header_data = msgpack.packb(header)
     except Exception:  # msgpack raises several unrelated types on bad input
         raise CorruptRecord("undecodable record header") from None
-    record = unpack_record(msgpack.packb(header))  # the same checks, on the header alone
+    record = unpack_record(header_data)  # the same checks, on the header alone
     return (len(data), *record[VERSION:VALUE], UNREADABLE, *record[WRITTEN_AT:])
 
 
@@ -426,4 +429,11 @@ def _malformed(items: Any) -> str:
     expires_at = items[2]
     if type(expires_at) is float and expires_at != expires_at:
         return "record expiry is NaN"
-    return f"record header is malformed: {items[:4]!r}"
+    return f"record header is malformed: {_FIELDS_REPR.repr(items[:4])}"
+
+
+# A hostile header field may nest as deep as msgpack reads (past Python's repr recursion)
+# or be as long as the record: the message shows a bounded sketch of it.
+_FIELDS_REPR = reprlib.Repr()
+_FIELDS_REPR.maxlevel = 4
+_FIELDS_REPR.maxstring = _FIELDS_REPR.maxother = 40

@@ -7,7 +7,8 @@ process over one real redis-server stand for two processes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 import redis
@@ -124,3 +125,38 @@ def test_get_many_counts_a_damaged_entry_and_reads_the_others(
     writer.set("c", 3)
     assert reader.get("c") == 3  # the pipeline's connection stayed in step: this reply is this call's
     assert len(shared.client._idle) == 1
+
+
+@pytest.mark.parametrize("change", ["set", "delete"])
+def test_a_write_landing_between_get_many_s_replies_and_their_commits_leaves_no_stale_copy(
+    stores: Callable[..., TierStore], change: str
+) -> None:
+    """The pipeline's replies predate another store's write, whose message the listener handles before the
+    reads commit: get_many answers what Redis held when it asked, and keeps no copy of it (as ``get``)."""
+    writer = stores()
+    keys = _keys_in_distinct_slots(40)
+    target = keys[7]
+    writer.set_many(dict.fromkeys(keys, "old"))
+    reader = stores()
+    shared = reader._shared
+    assert shared is not None
+    client, mirror = shared.client, shared.mirror
+    pipelined = client.execute_many
+    slot = mark_slot(target)
+
+    def write_then_answer(what: str, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        replies = pipelined(what, commands)  # the reads are answered: old values
+        before = mirror._marks[slot]
+        writer.set(target, "new") if change == "set" else writer.delete(target)
+        wait_for(lambda: mirror._marks[slot] != before)  # the reader's listener has handled the write
+        return replies
+
+    client.execute_many = write_then_answer  # type: ignore[method-assign]
+    try:
+        assert reader.get_many(keys)[target] == "old"  # the value Redis held when asked
+    finally:
+        del client.execute_many
+    expected = "new" if change == "set" else None
+    assert reader.get(target) == expected  # no stale copy kept
+    assert reader.get_many([target]) == ({} if expected is None else {target: expected})
+    assert reader.get_many(keys[:5]) == dict.fromkeys(keys[:5], "old")  # the other copies stand

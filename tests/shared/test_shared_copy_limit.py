@@ -52,3 +52,37 @@ def test_under_an_overlong_epoch_id_copies_are_not_kept_and_reads_stay_right(
         assert store.stats()["corrupt_records"] == 0
     assert writer.set("k", "w")
     wait_for(lambda: reader.get("k") == "w")
+
+
+def test_pop_of_an_entry_too_long_for_this_open_leaves_it_in_redis(
+    stores: Callable[..., TierStore], raw: redis.Redis
+) -> None:
+    """As the local ``pop``: no value to give back, so nothing changes (it used to be deleted, its value lost)."""
+    writer = stores(max_value_bytes=LIMIT * 4)
+    small = stores(max_value_bytes=LIMIT)
+    big = "x" * (LIMIT * 2)
+    writer.set("big", big, version=5)
+    writer.set("fits", "v", version=5)
+    assert small.pop("big", "none") == "none"
+    assert small.pop("fits", "none") == "v"  # the limit spares only what it cannot read
+    assert Names("tierstore").entry(codec.encode_key("big")) in raw.keys("*")
+    entry = writer.get_entry("big")
+    assert entry is not None and (entry.value, entry.version) == (big, 5)
+    assert not small.set("big", "older", version=4)  # its version still holds
+    raw.hset(Names("tierstore").entry(codec.encode_key("bad")), mapping={"d": b"\xc1" * (LIMIT * 2), "v": b"1"})
+    assert small.pop("bad", "none") == "none"  # a damaged one is removed, as before
+    assert Names("tierstore").entry(codec.encode_key("bad")) not in raw.keys("*")
+
+
+def test_delete_of_an_entry_too_long_for_this_open_says_it_was_live(stores: Callable[..., TierStore]) -> None:
+    """As the local delete (and delete_many) says: its header is read, its value not; it answered False."""
+    writer = stores(max_value_bytes=LIMIT * 4)
+    small = stores(max_value_bytes=LIMIT)
+    big = "x" * (LIMIT * 2)
+    writer.set_many({"big": big, "also": big})
+    writer.set("gone", big, ttl=0.001)
+    wait_for(lambda: writer.get("gone") is None)
+    assert small.delete("big") is True
+    assert small.delete_many(["also"]) == 1
+    assert small.delete("gone") is False  # expired: not live, whatever its length
+    wait_for(lambda: writer.get("big") is None and writer.get("also") is None)  # the writer hears of both

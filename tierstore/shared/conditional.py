@@ -94,7 +94,9 @@ class SharedConditional(SharedWrites):
         data, _ = codec.encode_record(codec.new_packer(), None, 0, now + ttl, TOMBSTONE, now, ttl, 0)
         if self._flights.in_flight:
             self._flights.invalidate(key)
-        args = [*self._args(data, None, _millis(ttl), tagged), repr(now)]
+        # An envelope too long for this open is left in Redis: its value could not be given back.
+        longest = str(self._options.max_value_bytes + codec.RECORD_ROOM)
+        args = [*self._args(data, None, _millis(ttl), tagged), repr(now), longest]
         reply, where = yield from self._run_steps(key, tagged, "pop", POP, args)
         old, kept, _, _, state, action = reply
         tombstone = (len(data), int(kept), now + ttl, TOMBSTONE, None, now, ttl, 0, 0.0) if action == b"w" else None

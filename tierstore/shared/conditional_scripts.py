@@ -15,7 +15,9 @@ message, as ``set`` and ``delete`` do.
 - ``ADD``: ``SET`` behind one more check: refused (``{0, version}``) while a live
   entry is stored.
 - ``POP``: ``DELETE`` with the local ``pop``'s rule: a tombstone already stored is
-  left as it is (its expiry too). Returns ``{old envelope or nil, version, seq,
+  left as it is (its expiry too), and so is an envelope longer than ``ARGV[9]``
+  (too long for the caller's ``max_value_bytes``: its value could not be given
+  back, state ``too long``). Returns ``{old envelope or nil, version, seq,
   epoch, state of the old entry ("missing" without one), action}``, action ``w``
   (a tombstone written), ``r`` (removed) or ``n`` (nothing changed).
 - ``REWRITE``: a compare-and-set of the entry's envelope for ``touch`` and
@@ -91,7 +93,9 @@ local seq, epoch = stamp()
 local state, action = 'missing', 'n'
 if old then
   state = entry_state(old, tonumber(ARGV[8]))
-  if state ~= 'tombstone' then
+  if state ~= 'damaged' and #old > tonumber(ARGV[9]) then
+    state = 'too long'
+  elseif state ~= 'tombstone' then
     if current == '0' or state == 'damaged' then
       redis.call('DEL', KEYS[1])
       redis.call('ZREM', KEYS[6], ARGV[6])

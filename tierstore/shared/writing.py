@@ -51,7 +51,7 @@ from ..values import check_value_size
 from ..writer import Writer
 from .client import SharedClient
 from .mirror import Mirror, Seen
-from .reading import shared_record, shared_stamp, shared_version
+from .reading import shared_stamp, shared_version
 from .scripts import DELETE, SET, Scripts
 from .steps import Call, Steps, run
 
@@ -161,16 +161,21 @@ class SharedWrites:
         args = self._args(data, version, _millis(ttl), tagged)
         reply, where = yield from self._run_steps(key, tagged, "delete", DELETE, args)
         old, kept = reply[0], reply[1]
-        was_live = False
-        if old is not None:
-            try:
-                was_live = record_state(shared_record(old, b"0", self._options.max_value_bytes), now) is _LIVE
-            except CorruptRecord:
-                was_live = False
+        was_live = old is not None and self._was_live(old, now)
         tombstone = None if kept == b"0" else (len(data), int(kept), now + ttl, TOMBSTONE, None, now, ttl, 0, 0.0)
         self._copy(key, where, tombstone, reply)
         self._count_deletes()
         return was_live
+
+    def _was_live(self, old: bytes, now: float) -> bool:
+        """Whether the envelope a delete replaced held a live entry, read as ``Writer.current`` reads it: one
+        too long for this open's ``max_value_bytes`` by its header alone (live, as the local delete says)."""
+        try:
+            if len(old) > self._options.max_value_bytes + codec.RECORD_ROOM:
+                return record_state(codec.envelope_header(old), now) is _LIVE
+            return record_state(codec.unpack_record(old), now) is _LIVE
+        except CorruptRecord:
+            return False
 
     def _run_steps(self, key: Key, tagged: bytes, what: str, script: str, args: list[bytes | str]) -> Steps[Any]:
         """Run a write script (one step); on failure forget the key locally and raise.
