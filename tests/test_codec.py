@@ -21,7 +21,6 @@ from tierstore.codec import (
     SIZE,
     TOMBSTONE,
     TTL,
-    UNREADABLE,
     VALUE,
     VERSION,
     WRITTEN_AT,
@@ -31,7 +30,6 @@ from tierstore.codec import (
     decode_key,
     encode_key,
     encode_record,
-    envelope_header,
     is_negative,
     is_tombstone,
     make_record,
@@ -43,6 +41,7 @@ from tierstore.codec import (
 )
 from tierstore.entries import ABSENT, entry_of
 from tierstore.errors import CorruptRecord
+from tierstore.values import UNREADABLE, envelope_header
 
 
 def test_str_and_bytes_keys_stay_distinct_and_round_trip() -> None:

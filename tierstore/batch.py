@@ -57,7 +57,7 @@ from .memory import MemoryTier
 from .options import Options
 from .stats import Stats
 from .stripes import Stripes
-from .values import check_value_size
+from .values import UNREADABLE, check_value_size
 from .writer import Writer
 from .writes import BatchItem, EntryWrites, entry_writes
 
@@ -73,7 +73,7 @@ _LIVE, _TOMBSTONE = RecordState.LIVE, RecordState.TOMBSTONE
 
 def _readable_live(current: Record | None, now: float) -> TypeGuard[Record]:
     """Whether ``current`` is a live entry whose value this open can read (not too long for it)."""
-    return current is not None and current[VALUE] is not codec.UNREADABLE and record_state(current, now) is _LIVE
+    return current is not None and current[VALUE] is not UNREADABLE and record_state(current, now) is _LIVE
 
 
 class Change(NamedTuple):
@@ -207,7 +207,7 @@ class Batch:
                 if self._damaged(disk_key):
                     self._commit([Change(key, disk_key, self.stripe(key), None, None)])
                 return False, None
-            if current[VALUE] is codec.UNREADABLE:  # too long for this open: a miss to it, left in place
+            if current[VALUE] is UNREADABLE:  # too long for this open: a miss to it, left in place
                 return False, None
             state = record_state(current, now)
             if state is not _TOMBSTONE:

@@ -35,7 +35,7 @@ __all__ = [
     "Record", "make_record", "is_negative", "is_tombstone", "SIZE", "VERSION", "EXPIRES_AT", "FLAGS", "VALUE",
     "WRITTEN_AT", "TTL", "SEQ", "LOAD_TIME", "Key", "FORMAT", "NEGATIVE", "TOMBSTONE", "MAX_KEY_BYTES", "MAX_VERSION",
     "MAX_DEPTH", "PLAIN_TYPES", "NotPlain", "pack_naming", "unreadable", "encode_key", "decode_key", "check_version",
-    "encode_record", "new_packer", "unpack_record", "envelope_header", "UNREADABLE", "plain_value", "STR_TAG",
+    "encode_record", "new_packer", "unpack_record", "plain_value", "STR_TAG",
     "BYTES_TAG", "SAFE_STR_LEN", "RecordState", "record_state", "purge_time",
 ]
 
@@ -342,39 +342,6 @@ def plain_value(value: Any, data: bytes) -> Any:
         return _unpackb(data, strict_map_key=False)[4]
     except Exception as exc:  # msgpack raises several unrelated types
         raise unreadable(value) or ValueError(f"msgpack cannot read this value back: {exc!r}") from None
-
-
-class _Unreadable:
-    """The value slot of a record read by ``envelope_header``: its value was not decoded."""
-
-    def __repr__(self) -> str:
-        return "UNREADABLE"
-
-
-UNREADABLE: Final = _Unreadable()
-
-
-def envelope_header(data: bytes) -> Record:
-    """The record ``data`` holds, checked as ``unpack_record`` checks it, its value skipped: ``UNREADABLE``.
-
-    For a record longer than this open's ``max_value_bytes`` allows (written under a larger
-    limit): its value is not built, while the version rule still reads its version, flags and
-    expiry. ``CorruptRecord`` when the envelope is damaged.
-    """
-    unpacker = msgpack.Unpacker(max_buffer_size=len(data), strict_map_key=False)
-    unpacker.feed(data)
-    try:
-        fields = min(unpacker.read_array_header(), LOAD_TIME + 1)
-        header = [unpacker.unpack() for _ in range(min(fields, VALUE))]
-        if fields > VALUE:
-            unpacker.skip()
-            header += [None] + [unpacker.unpack() for _ in range(fields - VALUE - 1)]
-        # Packing back may fail where reading did not (a field nesting past the packer's limit).
-        header_data = msgpack.packb(header)
-    except Exception:  # msgpack raises several unrelated types on bad input
-        raise CorruptRecord("undecodable record header") from None
-    record = unpack_record(header_data)  # the same checks, on the header alone
-    return (len(data), *record[VERSION:VALUE], UNREADABLE, *record[WRITTEN_AT:])
 
 
 def unpack_record(

@@ -36,7 +36,7 @@ from .memory import MemoryTier
 from .options import Options
 from .stats import Stats
 from .stripes import Stripes
-from .values import check_value_size
+from .values import check_value_size, envelope_header
 from .writes import EntryWrites
 
 __all__ = ["Writer", "MAX_TIME"]
@@ -257,7 +257,7 @@ class Writer:
         """The stored record (tombstones and expired ones included), read under the key's stripe lock.
 
         A record too long for this open's ``max_value_bytes`` (written under a larger limit)
-        comes back with its value ``codec.UNREADABLE``: reads miss it, but its version still
+        comes back with its value ``values.UNREADABLE``: reads miss it, but its version still
         holds against older writes, as its tombstone would.
         """
         record = self._memory_get(key)
@@ -268,7 +268,7 @@ class Writer:
             if data is None:
                 return None
             if len(data) > self._max_bytes + codec.RECORD_ROOM:
-                return codec.envelope_header(data)
+                return envelope_header(data)
             return codec.unpack_record(data)
         except CorruptRecord as exc:
             self._on_corrupt(disk_key, exc)
