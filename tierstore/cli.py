@@ -49,6 +49,7 @@ commands read.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import math
 import os
@@ -191,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="tierstore: %(message)s", level=logging.WARNING)
     # msgpack decodes values nested about a thousand deep; showing them recurses twice per level.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a key the terminal's encoding lacks is shown escaped
+        sys.stdout.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     args.json = getattr(args, "json", False)
     args.now = getattr(args, "now", None)
@@ -212,3 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (``| head``): stop quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except OSError as exc:  # the output could not be written (a full disk, a closed descriptor)
+        log.error("%s: I/O error: %s", args.path, exc)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return EXIT_FINDING

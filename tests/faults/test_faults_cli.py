@@ -147,3 +147,35 @@ def test_no_command_prints_a_traceback_on_a_damaged_directory(sound: Path, tmp_p
         proc = tierstore(command[0], path, *command[1:])
         assert proc.returncode in (0, 1), (command, proc.stderr)  # damage is a finding, never a usage error
     assert tierstore("verify", path).returncode == 1
+
+
+def test_output_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with TierStore(path) as store:
+        for i in range(2000):  # more than one buffer of output
+            store.set(f"k{i}", "v" * 50)
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tierstore", "scan", str(path)],
+            cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "No space left on device" in proc.stderr
+    assert proc.stderr.count("\n") == 1  # one line: nothing more when the exit flushes
+
+
+def test_a_key_the_terminal_cannot_encode_is_shown_escaped(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with TierStore(path) as store:
+        store.set("clé", "välue")
+    for command in (["scan", path], ["get", path, "clé"], ["dump", path]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "tierstore", *map(str, command)],
+            cwd=ROOT, capture_output=True, timeout=60,
+            env={**os.environ, "PYTHONIOENCODING": "ascii", "LC_ALL": "C"},
+        )  # fmt: skip
+        assert proc.returncode == 0, (command, proc.stderr)
+        assert b"Traceback" not in proc.stderr
+        assert b"\\xe9" in proc.stdout or b"\\u00e9" in proc.stdout, (command, proc.stdout)
