@@ -35,6 +35,7 @@ SECTION_NAMES = (
 )
 
 SHARED_SECTIONS = ("shared-read-heavy", "shared-write-heavy", "shared-lag", "asyncio-shared")
+MAX_THREADS = 256  # --threads: more only measures the machine's thread limits (each thread holds a stack)
 
 Runner = Callable[[Config, str, set[str]], list[Section]]
 
@@ -140,6 +141,8 @@ def _thread_counts(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"not an integer in {text!r}; give positive integers, e.g. 1,4") from None
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError(f"takes positive integers, e.g. 1,4; got {text!r}")
+    if max(counts) > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_THREADS} threads per run; got {max(counts)}")
     return counts
 
 

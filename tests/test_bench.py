@@ -289,7 +289,10 @@ def test_an_output_file_that_is_a_directory_is_a_usage_error(
     assert f"{flag}: {tmp_path} is a directory" in out.err and "counters" not in out.out  # refused before the run
 
 
-@pytest.mark.parametrize(("threads", "message"), [("x", "not an integer"), ("0", "positive"), (",", "positive")])
+@pytest.mark.parametrize(
+    ("threads", "message"),
+    [("x", "not an integer"), ("0", "positive"), (",", "positive"), ("1,99999999999", "at most 256")],
+)
 def test_bad_thread_counts_are_a_usage_error(capsys: pytest.CaptureFixture[str], threads: str, message: str) -> None:
     with pytest.raises(SystemExit) as raised:
         bench_main.main(["--smoke", "--only", "counters", "--threads", threads])
