@@ -237,7 +237,6 @@ def new_packer() -> msgpack.Packer:
     return msgpack.Packer(strict_types=True, default=_not_plain)
 
 
-
 def encode_key(key: object) -> bytes:
     """Encode a str/bytes key as tagged bytes; ``"a"`` and ``b"a"`` stay distinct."""
     if isinstance(key, str):

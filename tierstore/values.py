@@ -13,10 +13,10 @@ from typing import Any, Final
 
 import msgpack
 
-from .codec import LOAD_TIME, VALUE, VERSION, WRITTEN_AT, Record, unpack_record
+from .codec import LOAD_TIME, RECORD_ROOM, VALUE, VERSION, WRITTEN_AT, Record, unpack_record
 from .errors import CorruptRecord
 
-__all__ = ["UNREADABLE", "check_value_size", "envelope_header"]
+__all__ = ["UNREADABLE", "check_value_size", "envelope_header", "stored_record"]
 
 _NO_KEY: Any = object()
 
@@ -74,3 +74,10 @@ def envelope_header(data: bytes) -> Record:
         raise CorruptRecord("undecodable record header") from None
     record = unpack_record(header_data)  # the same checks, on the header alone
     return (len(data), *record[VERSION:VALUE], UNREADABLE, *record[WRITTEN_AT:])
+
+
+def stored_record(data: bytes, max_bytes: int) -> Record:
+    """A stored envelope as writes read it (the version rule, ``delete``'s answer): decoded whole, or,
+    when longer than ``max_bytes`` (``max_value_bytes``) plus ``RECORD_ROOM``, its header with the
+    value ``UNREADABLE``. ``CorruptRecord`` when damaged."""
+    return envelope_header(data) if len(data) > max_bytes + RECORD_ROOM else unpack_record(data)

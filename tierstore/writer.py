@@ -36,7 +36,7 @@ from .memory import MemoryTier
 from .options import Options
 from .stats import Stats
 from .stripes import Stripes
-from .values import check_value_size, envelope_header
+from .values import check_value_size, stored_record
 from .writes import EntryWrites
 
 __all__ = ["Writer", "MAX_TIME"]
@@ -265,11 +265,7 @@ class Writer:
             return record
         try:
             data = self._disk_get(disk_key)
-            if data is None:
-                return None
-            if len(data) > self._max_bytes + codec.RECORD_ROOM:
-                return envelope_header(data)
-            return codec.unpack_record(data)
+            return None if data is None else stored_record(data, self._max_bytes)
         except CorruptRecord as exc:
             self._on_corrupt(disk_key, exc)
             return None

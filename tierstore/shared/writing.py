@@ -47,7 +47,7 @@ from ..flight import Flights
 from ..keyspace import NS_ENTRY
 from ..options import Options
 from ..stats import Stats
-from ..values import check_value_size, envelope_header
+from ..values import check_value_size, stored_record
 from ..writer import Writer
 from .client import SharedClient
 from .mirror import Mirror, Seen
@@ -171,9 +171,7 @@ class SharedWrites:
         """Whether the envelope a delete replaced held a live entry, read as ``Writer.current`` reads it: one
         too long for this open's ``max_value_bytes`` by its header alone (live, as the local delete says)."""
         try:
-            if len(old) > self._options.max_value_bytes + codec.RECORD_ROOM:
-                return record_state(envelope_header(old), now) is _LIVE
-            return record_state(codec.unpack_record(old), now) is _LIVE
+            return record_state(stored_record(old, self._options.max_value_bytes), now) is _LIVE
         except CorruptRecord:
             return False
 
