@@ -827,3 +827,22 @@ def test_a_waiter_in_another_thread_still_waits_for_the_loader(store: TierStore)
     leader.join(WAIT)
     follower.join(WAIT)
     assert out == ["v"] and follower_out == ["v"]
+
+
+def test_durations_longer_than_a_lock_can_wait_are_waited_as_forever(clock: FakeClock) -> None:
+    with open_store(clock=clock, lock_timeout=1e300) as store:
+        store.invalidate("other", again_after=1e300)  # a timer the timer thread must survive
+        source = Source()
+        source.hold()
+        leader, leader_out = start(lambda: store.get_or_load("k", source.load))
+        assert source.started.wait(WAIT)
+        follower, follower_out = start(lambda: store.get_or_load("k", source.load, wait_timeout=1e300))
+        wait_until(lambda: waiters(store, "k") == 1)
+        source.gate.set()
+        leader.join(WAIT)
+        follower.join(WAIT)
+        assert leader_out == ["v1"] and follower_out == ["v1"] and source.calls == 1
+        again = threading.Event()
+        store.refresh_every("r", lambda: again.set() or 1, 0.01)
+        assert again.wait(WAIT)
+        assert store.drain(1e300)

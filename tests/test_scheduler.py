@@ -253,3 +253,17 @@ def test_bad_constructor_arguments() -> None:
         Scheduler(workers=0)
     with pytest.raises(TypeError, match="workers"):
         Scheduler(workers=1.5)  # type: ignore[arg-type]
+
+
+def test_waits_far_past_what_a_lock_can_wait_are_waited_as_forever(scheduler: Scheduler) -> None:
+    # 1e300 s is finite, so accepted; waiting for it must not raise OverflowError (from drain,
+    # or in the timer thread, which would stop every later timer of the store)
+    scheduler.after(1e300, lambda: None)
+    started, release = threading.Event(), threading.Event()
+    scheduler.submit(lambda: (started.set(), release.wait(WAIT)))
+    assert started.wait(WAIT)
+    threading.Timer(0.05, release.set).start()
+    assert scheduler.drain(1e300)  # waits for the running job, past which the timer thread waited too
+    ran = threading.Event()
+    scheduler.after(0.01, ran.set)
+    assert ran.wait(WAIT)

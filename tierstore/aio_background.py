@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .aio_loading import is_coroutine_loader
+from .clock import wait_bound
 
 __all__ = ["on_loop"]
 
@@ -46,7 +47,7 @@ def on_loop(fn: Callable[..., Any], loop: asyncio.AbstractEventLoop, timeout: fl
             raise
         # Waited for apart from the result: a TimeoutError the coroutine raised itself (a source
         # that timed out) is its own error, not the wait's.
-        done, _ = concurrent.futures.wait((future,), timeout)
+        done, _ = concurrent.futures.wait((future,), wait_bound(timeout))
         if not done:
             given_up.set()
             future.cancel()

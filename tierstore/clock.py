@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from types import EllipsisType
@@ -22,6 +23,7 @@ __all__ = [
     "check_ttl",
     "check_seconds",
     "check_fraction",
+    "wait_bound",
     "Jitter",
 ]
 
@@ -83,6 +85,16 @@ def check_fraction(value: object, name: str, *, upper: float = 1.0) -> float:
     if not math.isfinite(fraction) or not 0.0 <= fraction <= upper:
         raise ValueError(f"{name} must be between 0 and {upper}, got {value!r}")
     return fraction
+
+
+def wait_bound(seconds: float | None) -> float | None:
+    """A timeout the threading primitives take: at most ``threading.TIMEOUT_MAX`` (about 292 years).
+
+    Durations are only checked to be finite, and a wait on a longer one (a timer set
+    ``1e300`` seconds ahead, a ``lock_timeout`` meant as "never") raises ``OverflowError``
+    from the lock underneath; waiting that long is waiting forever either way.
+    """
+    return None if seconds is None else min(seconds, threading.TIMEOUT_MAX)
 
 
 class Jitter:

@@ -51,6 +51,7 @@ from collections.abc import Callable, Hashable
 from types import TracebackType
 from typing import Any, Final
 
+from .clock import wait_bound
 from .errors import LoadTimeout, TierStoreError
 from .stats import Stats
 
@@ -110,7 +111,7 @@ class Flight:
 
     def wait(self, timeout: float | None) -> bool:
         """Block until the flight ends or ``timeout`` passes; ``True`` when it ended."""
-        return self._done.wait(timeout)
+        return self._done.wait(wait_bound(timeout))
 
     def starts_over(self, scope: object) -> bool:
         """Whether a caller in ``scope`` (its event loop; ``None`` for a thread) woken by this ended

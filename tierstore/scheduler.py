@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .clock import check_seconds
+from .clock import check_seconds, wait_bound
 from .errors import StoreClosed
 
 __all__ = ["Scheduler", "Handle"]
@@ -185,7 +185,7 @@ class Scheduler:
                     continue
                 wait = self._timers[0].due - time.monotonic()
                 if wait > 0:
-                    self._cond.wait(wait)
+                    self._cond.wait(wait_bound(wait))
                     continue
                 self._enqueue(heapq.heappop(self._timers))
 
@@ -248,7 +248,7 @@ class Scheduler:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._cond.wait(remaining)
+                self._cond.wait(wait_bound(remaining))
             return not self._busy_before(start, me)
 
     def _busy_before(self, moment: float, me: int) -> bool:
@@ -276,11 +276,11 @@ class Scheduler:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._cond.wait(remaining)
+                self._cond.wait(wait_bound(remaining))
             threads = [*self._threads, *([self._timer_thread] if self._timer_thread else [])]
         for thread in threads:
             if thread.ident != me:
-                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                thread.join(wait_bound(None if deadline is None else max(0.0, deadline - time.monotonic())))
         return True
 
     @property
