@@ -173,6 +173,9 @@ def test_concurrent_adds_lose_no_key() -> None:
         (10, -0.1, "error_rate"),
         (10, 1.5, "error_rate"),
         (10, math.nan, "error_rate"),
+        (10**12, 0.01, "capacity 1000000000000 at error_rate 0.01 needs"),  # 1.2 TB: a MemoryError
+        (10**30, 0.01, "capacity"),  # an OverflowError from bytearray
+        (10**9, 1e-300, "8 GiB"),
     ],
 )
 def test_out_of_range_parameters_are_value_errors(capacity: int, error_rate: float, named: str) -> None:

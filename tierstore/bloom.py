@@ -31,7 +31,7 @@ import mmh3
 
 from .codec import encode_key
 
-__all__ = ["BloomFilter", "encode_keys", "probe_positions"]
+__all__ = ["BloomFilter", "MAX_FILTER_BYTES", "check_filter_size", "encode_keys", "probe_positions"]
 
 _MAGIC = b"TSBF"
 _FORMAT = 1
@@ -42,11 +42,22 @@ _LOW64 = (1 << 64) - 1
 _MAX_SEED = (1 << 32) - 1
 _MAX_HASHES = (1 << 16) - 1
 _LN2 = math.log(2)
+MAX_FILTER_BYTES = 8 * 1024**3  # decision: an in-process filter larger than this is a mistake, not a filter
 
 
 def optimal_nbits(capacity: int, error_rate: float) -> int:
     """Bits a filter of ``capacity`` keys at ``error_rate`` needs: ``-n ln p / (ln 2)^2``."""
     return max(1, math.ceil(-capacity * math.log(error_rate) / (_LN2 * _LN2)))
+
+
+def check_filter_size(capacity: int, error_rate: float, names: tuple[str, str] = ("capacity", "error_rate")) -> None:
+    """A filter of these parameters must fit in memory (it is one bytearray): ``ValueError`` naming them."""
+    nbytes = optimal_nbits(capacity, error_rate) // 8
+    if nbytes > MAX_FILTER_BYTES:
+        raise ValueError(
+            f"{names[0]} {capacity} at {names[1]} {error_rate!r} needs a {nbytes}-byte filter; "
+            f"the bound is {MAX_FILTER_BYTES} bytes (8 GiB)"
+        )
 
 
 def optimal_nhashes(nbits: int, capacity: int) -> int:
@@ -291,6 +302,7 @@ def _check_params(capacity: object, error_rate: object) -> None:
         raise TypeError(f"error_rate must be a number, not {type(error_rate).__name__}")
     if not 0.0 < error_rate < 1.0:
         raise ValueError(f"error_rate must be in (0, 1), got {error_rate!r}")
+    check_filter_size(capacity, error_rate)
 
 
 def _check_loaded(capacity: int, error_rate: float, nbits: int, nhashes: int, nbytes: int) -> None:

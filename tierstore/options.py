@@ -11,12 +11,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .bloom import optimal_nbits
+from .bloom import MAX_FILTER_BYTES, check_filter_size
 from .clock import Clock, check_fraction, check_seconds, check_ttl
 
 __all__ = ["Options", "STAT_KEYS", "MAX_FILTER_BYTES", "check_persist_path"]
-
-MAX_FILTER_BYTES = 8 * 1024**3  # decision: an in-process existence filter larger than this is a mistake
 
 STAT_KEYS = (
     "hits_memory",
@@ -106,16 +104,6 @@ def _check_choice(value: object, name: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
-def _check_filter_size(capacity: int, error_rate: float) -> None:
-    """The existence filter these settings ask for must fit in memory (it is one bytearray)."""
-    nbytes = optimal_nbits(capacity, error_rate) // 8
-    if nbytes > MAX_FILTER_BYTES:
-        raise ValueError(
-            f"bloom_capacity {capacity} at bloom_error_rate {error_rate!r} needs a {nbytes}-byte filter; "
-            f"the bound is {MAX_FILTER_BYTES} bytes (8 GiB)"
-        )
-
-
 @dataclass(frozen=True)
 class Options:
     """Validated store settings (the README's "Options" says what each one means)."""
@@ -182,7 +170,7 @@ class Options:
             raise TypeError(f"bloom_error_rate must be a number, not {type(self.bloom_error_rate).__name__}")
         if not 0.0 < self.bloom_error_rate < 1.0:
             raise ValueError(f"bloom_error_rate must be in (0, 1), got {self.bloom_error_rate!r}")
-        _check_filter_size(self.bloom_capacity, self.bloom_error_rate)
+        check_filter_size(self.bloom_capacity, self.bloom_error_rate, ("bloom_capacity", "bloom_error_rate"))
         if not callable(self.clock):
             raise TypeError("clock must be a callable returning wall-clock seconds")
         _check_shared(self)
