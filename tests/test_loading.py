@@ -266,21 +266,26 @@ def test_on_busy_stale_without_a_stale_value_waits(clock: FakeClock) -> None:
         assert follower_out == ["new"]
 
 
-def test_on_busy_stale_keeps_the_stale_value_within_min_refresh_interval(clock: FakeClock) -> None:
+def test_on_busy_stale_with_no_load_running_loads_even_within_min_refresh_interval(clock: FakeClock) -> None:
+    # min_refresh_interval limits background renewals; a caller that finds only a stale
+    # value and no load running loads itself, and after a failed load the next call loads again
     with open_store(clock=clock, stale_ttl=60.0, min_refresh_interval=60.0) as store:
         store.set("k", "old", ttl=1)
         clock.advance(2)
         source = Source()
         source.error = RuntimeError("down")
         with pytest.raises(RuntimeError):
-            store.get_or_load("k", source.load, on_busy="stale")  # the renewal fails
-        # within min_refresh_interval no new renewal: the stale value is kept
-        assert store.get_or_load("k", source.load, on_busy="stale") == "old"
-        assert source.calls == 1
-        # a caller that will not take a stale value still loads
-        source.error = None
-        assert store.get_or_load("k", source.load, on_busy="wait") == "v1"
+            store.get_or_load("k", source.load, on_busy="stale")
+        with pytest.raises(RuntimeError):
+            store.get_or_load("k", source.load, on_busy="stale")  # not cached: loads again
         assert source.calls == 2
+        source.error = None
+        assert store.get_or_load("k", source.load, on_busy="stale", ttl=1) == "v1"
+        clock.advance(2)  # stale again, well within min_refresh_interval of real time
+        source.value = "v2"
+        assert store.get_or_load("k", source.load, on_busy="stale") == "v2"
+        assert source.calls == 4
+        assert store.stats()["stale_served"] == 0
 
 
 def test_wait_timeout_raises_load_timeout(store: TierStore) -> None:

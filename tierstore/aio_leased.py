@@ -108,7 +108,7 @@ class AsyncLeasedLoading(AsyncLoading):
         answer, stale = loading.stored_answer(key, record, hit_stat, loader, ttl, default, self._renew)
         if answer is not NOTHING:
             return answer
-        answer = loading.screen_miss(key, stale, on_busy, default, await self._reads.might_contain(key))
+        answer = loading.screen_miss(key, default, await self._reads.might_contain(key))
         if answer is not NOTHING:
             return answer
         coroutine = is_coroutine_loader(loader)

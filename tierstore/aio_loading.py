@@ -116,7 +116,7 @@ class AsyncLoading:
         answer, stale = loading.stored_answer(key, record, hit_stat, loader, ttl, default, self._renew)
         if answer is not NOTHING:
             return answer
-        answer = loading.screen_miss(key, stale, on_busy, default)
+        answer = loading.screen_miss(key, default)
         if answer is not NOTHING:
             return answer
         coroutine = is_coroutine_loader(loader)

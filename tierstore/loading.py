@@ -26,8 +26,8 @@ imports the store; ``aio_loading`` builds the coroutine path on its public steps
   wrote the entry (entries written by ``set`` have none, so never renew early).
   Negative entries are not renewed ahead.
 - A caller with ``on_busy="stale"`` that finds a stale value and no load running
-  loads in the foreground, unless the key was renewed less than
-  ``min_refresh_interval`` ago: then it gets the stale value.
+  loads in the foreground, as any miss does (``min_refresh_interval`` limits
+  background renewals only): after a failed load the next call loads again.
 - Stats: ``loads``/``load_errors`` count foreground loader calls and their
   failures, ``refreshes``/``refresh_errors`` background ones (refresh-ahead,
   XFetch, ``refresh_every``); ``load_waits`` counts callers that waited.
@@ -118,7 +118,7 @@ class Loading:
         answer, stale = self.stored_answer(key, record, hit_stat, loader, ttl, default, self._renew)
         if answer is not NOTHING:
             return answer
-        answer = self.screen_miss(key, stale, on_busy, default)
+        answer = self.screen_miss(key, default)
         if answer is not NOTHING:
             return answer
         if self.lease is not None:
@@ -195,8 +195,8 @@ class Loading:
             return default, NOTHING
         return NOTHING, record[VALUE] if state is _STALE else NOTHING
 
-    def screen_miss(self, key: Key, stale: Any, on_busy: str, default: Any, known: bool | None = None) -> Any:
-        """Count a miss; what it returns without a load (guard rejection, stale), else ``NOTHING``.
+    def screen_miss(self, key: Key, default: Any, known: bool | None = None) -> Any:
+        """Count a miss; ``default`` when the guard rules the key out (no load), else ``NOTHING``.
 
         ``known``: the guard's answer for ``key`` when the caller asked it already (the asyncio path)."""
         self._stats.counts["misses"]()
@@ -204,16 +204,7 @@ class Loading:
         if guard is not None and not (guard.might_contain(key) if known is None else known):
             self._stats.counts["guard_rejections"]()
             return default
-        if stale is not NOTHING and on_busy == STALE and not self.may_renew_now(key):
-            self._stats.counts["stale_served"]()
-            return stale
         return NOTHING
-
-    def may_renew_now(self, key: Key) -> bool:
-        """Whether a renewal of ``key`` may start now (and claim it): none running, none too recent."""
-        if self._flights.running(key):
-            return True  # the caller follows it by policy
-        return self._flights.claim_renewal(key, self._options.min_refresh_interval)
 
     def busy_answer(self, on_busy: str, stale: Any, default: Any) -> Any:
         """What a caller gets at once while another loads the key; ``NOTHING`` means wait."""
