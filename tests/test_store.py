@@ -88,6 +88,27 @@ def test_keys_and_items_list_live_entries_by_prefix(store_path: str, clock: Fake
         assert list(store.keys(prefix="user:")) == ["user:1"]
 
 
+@pytest.mark.parametrize(
+    ("prefix", "error", "message"),
+    [(5, TypeError, "prefix must be str or bytes"), (bytearray(b"u"), TypeError, "prefix"),
+     ("\ud800", ValueError, "Unicode"), ("u" * 4097, ValueError, "4097 bytes")],
+)  # fmt: skip
+def test_keys_and_items_refuse_a_bad_prefix_at_the_call(
+    store_path: str, prefix: Any, error: type[Exception], message: str
+) -> None:
+    with open_store(store_path) as store:
+        store.set("user:1", 1)
+        with pytest.raises(error, match=message):
+            store.keys(prefix=prefix)  # not deferred to the first next()
+        with pytest.raises(error, match=message):
+            store.items(prefix)
+        listing = store.keys()
+    with pytest.raises(StoreClosed):
+        store.items()
+    with pytest.raises(StoreClosed):
+        list(listing)
+
+
 def test_versions_in_memory_on_disk_and_after_reopen(store_path: str) -> None:
     with open_store(store_path, memory_items=1) as store:
         assert store.set("k", "v5", version=5)

@@ -88,18 +88,23 @@ class MappingCalls(BulkCalls, ConditionalCalls):
         return self.keys()
 
     def keys(self, prefix: Key | None = None) -> Iterator[Key]:
-        """Live keys in key order (bytes keys before str keys); ``prefix`` narrows by type and start."""
-        for key, _ in self._live_items(prefix):
-            yield key
+        """Live keys in key order (bytes keys before str keys); ``prefix`` narrows by type and start.
+
+        A bad ``prefix`` or a closed store raises at the call, not at the first ``next()``.
+        """
+        return (key for key, _ in self._live_items(prefix))
 
     def items(self, prefix: Key | None = None) -> Iterator[tuple[Key, Any]]:
-        """Live ``(key, value)`` pairs in key order."""
-        for key, record in self._live_items(prefix):
-            yield key, record[VALUE]
+        """Live ``(key, value)`` pairs in key order (checked at the call, as ``keys``)."""
+        return ((key, record[VALUE]) for key, record in self._live_items(prefix))
 
     def _live_items(self, prefix: Key | None) -> Iterator[tuple[Key, Record]]:
         if self._closed:
             raise self._unusable()
+        if prefix is not None:
+            if not isinstance(prefix, (str, bytes)):
+                raise TypeError(f"prefix must be str or bytes (or None for every key), not {type(prefix).__name__}")
+            entry_key(prefix)  # a prefix longer than a key can be, or not valid Unicode: ValueError
         return self._live_records(prefix)
 
     def _live_records(self, prefix: Key | None) -> Iterator[tuple[Key, Record]]:
