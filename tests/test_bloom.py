@@ -175,6 +175,8 @@ def test_concurrent_adds_lose_no_key() -> None:
         (10, math.nan, "error_rate"),
         (10**12, 0.01, "capacity 1000000000000 at error_rate 0.01 needs"),  # 1.2 TB: a MemoryError
         (10**30, 0.01, "capacity"),  # an OverflowError from bytearray
+        (10**400, 0.01, "capacity an int of 1329 bits"),  # an OverflowError from float()
+        pytest.param(-(10**5000), 0.01, "capacity must be > 0, got a negative int", id="-10**5000"),  # str() fails
         (10**9, 1e-300, "8 GiB"),
     ],
 )

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 import mmh3
 
 from .codec import encode_key
+from .errors import shown
 
 __all__ = ["BloomFilter", "MAX_FILTER_BYTES", "check_filter_size", "encode_keys", "probe_positions"]
 
@@ -52,10 +53,14 @@ def optimal_nbits(capacity: int, error_rate: float) -> int:
 
 def check_filter_size(capacity: int, error_rate: float, names: tuple[str, str] = ("capacity", "error_rate")) -> None:
     """A filter of these parameters must fit in memory (it is one bytearray): ``ValueError`` naming them."""
-    nbytes = optimal_nbits(capacity, error_rate) // 8
+    try:
+        nbytes = optimal_nbits(capacity, error_rate) // 8
+        size = str(nbytes)
+    except OverflowError:  # a capacity too large for a float is far past the bound
+        nbytes, size = MAX_FILTER_BYTES + 1, "more than 10**300"
     if nbytes > MAX_FILTER_BYTES:
         raise ValueError(
-            f"{names[0]} {capacity} at {names[1]} {error_rate!r} needs a {nbytes}-byte filter; "
+            f"{names[0]} {shown(capacity)} at {names[1]} {error_rate!r} needs a {size}-byte filter; "
             f"the bound is {MAX_FILTER_BYTES} bytes (8 GiB)"
         )
 
@@ -297,7 +302,7 @@ def _check_params(capacity: object, error_rate: object) -> None:
     if isinstance(capacity, bool) or not isinstance(capacity, int):
         raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
     if capacity <= 0:
-        raise ValueError(f"capacity must be > 0, got {capacity}")
+        raise ValueError(f"capacity must be > 0, got {shown(capacity)}")
     if isinstance(error_rate, bool) or not isinstance(error_rate, (int, float)):
         raise TypeError(f"error_rate must be a number, not {type(error_rate).__name__}")
     if not 0.0 < error_rate < 1.0:

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from types import EllipsisType
 
+from .errors import shown
+
 __all__ = [
     "Clock",
     "DEFAULT",
@@ -60,7 +62,7 @@ def check_ttl(ttl: object, name: str = "ttl") -> float | None:
         raise TTLTypeError(f"{name} must be a number of seconds or None, not {type(ttl).__name__}")
     seconds = _as_float(ttl, name)
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {ttl!r}")
+        raise ValueError(f"{name} must be a finite number > 0, got {shown(ttl)}")
     return seconds
 
 
@@ -73,7 +75,7 @@ def check_seconds(value: object, name: str, *, allow_zero: bool = True, optional
     seconds = _as_float(value, name)
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+        raise ValueError(f"{name} must be a finite number {bound}, got {shown(value)}")
     return seconds
 
 
@@ -83,7 +85,7 @@ def check_fraction(value: object, name: str, *, upper: float = 1.0) -> float:
         raise TypeError(f"{name} must be a number, not {type(value).__name__}")
     fraction = _as_float(value, name)
     if not math.isfinite(fraction) or not 0.0 <= fraction <= upper:
-        raise ValueError(f"{name} must be between 0 and {upper}, got {value!r}")
+        raise ValueError(f"{name} must be between 0 and {upper}, got {shown(value)}")
     return fraction
 
 

@@ -29,7 +29,7 @@ from typing import Any, Final, TypeAlias
 
 import msgpack
 
-from .errors import CorruptRecord
+from .errors import CorruptRecord, shown
 
 __all__ = [
     "Record", "make_record", "is_negative", "is_tombstone", "SIZE", "VERSION", "EXPIRES_AT", "FLAGS", "VALUE",
@@ -277,9 +277,9 @@ def check_version(version: object) -> int:
     if not isinstance(version, int) or isinstance(version, bool):
         raise TypeError(f"version must be an int, not {type(version).__name__}")
     if version < 0:
-        raise ValueError(f"version must be >= 0, got {version}")
+        raise ValueError(f"version must be >= 0, got {shown(version)}")
     if version > MAX_VERSION:
-        raise ValueError(f"version must be < 2**63, got {version}")
+        raise ValueError(f"version must be < 2**63, got {shown(version)}")
     return version
 
 

@@ -18,7 +18,7 @@ import msgpack
 
 from .codec import Key, decode_key, encode_key
 from .disk import DiskTier
-from .errors import CorruptRecord
+from .errors import CorruptRecord, shown
 from .keyspace import NS_COUNTER
 from .stripes import Stripes
 
@@ -79,7 +79,7 @@ class Counters:
         with self._stripes.lock_for(disk_key):
             value = self._read(disk_key) + delta
             if not COUNTER_MIN <= value <= COUNTER_MAX:
-                raise OverflowError(f"counter {key!r} would become {value}, outside the signed 64-bit range")
+                raise OverflowError(f"counter {key!r} would become {shown(value)}, outside the signed 64-bit range")
             self._disk.put(disk_key, msgpack.packb(value))
             return value
 

@@ -15,7 +15,21 @@ __all__ = [
     "PermissionDenied",
     "NotAStore",
     "SharedUnavailable",
+    "shown",
 ]
+
+
+def shown(number: object) -> str:
+    """A number as an error message names it: in full up to 30 digits, else an int by its size.
+
+    ``str()`` of an int past 4,300 digits raises ``ValueError`` (Python's guard against slow
+    conversions), which would replace the error being raised; shorter huge ints only make
+    the message as long as the number.
+    """
+    if isinstance(number, int) and not -(10**30) < number < 10**30:
+        sign = "a negative" if number < 0 else "an"
+        return f"{sign} int of {number.bit_length()} bits"
+    return repr(number)
 
 
 class TierStoreError(Exception):

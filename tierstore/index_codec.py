@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from .codec import Key, decode_key, encode_key
-from .errors import CorruptRecord
+from .errors import CorruptRecord, shown
 from .keyspace import NS_INDEX_MEMBER, NS_INDEX_META, NS_INDEX_ORDER
 
 __all__ = [
@@ -87,7 +87,7 @@ def encode_score(score: object) -> bytes:
     try:
         value = float(score)
     except OverflowError:
-        raise OverflowError(f"score {score} does not fit in a float64") from None
+        raise OverflowError(f"score {shown(score)} does not fit in a float64") from None
     if math.isnan(value):
         raise ValueError("score must not be NaN")
     if value == 0.0:
@@ -118,7 +118,7 @@ def check_stamp(stamp: object) -> Any:
     if not isinstance(stamp, _STAMP_TYPES):
         raise TypeError(f"an index stamp must be None, bool, int, float, str or bytes, not {type(stamp).__name__}")
     if isinstance(stamp, int) and not -(2**63) <= stamp < 2**64:
-        raise OverflowError(f"an index stamp int must fit in 64 bits, got {stamp}")
+        raise OverflowError(f"an index stamp int must fit in 64 bits, got {shown(stamp)}")
     if isinstance(stamp, float) and math.isnan(stamp):
         raise ValueError("an index stamp must not be NaN (it would never compare equal)")
     return stamp

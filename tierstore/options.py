@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .bloom import MAX_FILTER_BYTES, check_filter_size
 from .clock import Clock, check_fraction, check_seconds, check_ttl
+from .errors import shown
 
 __all__ = ["Options", "STAT_KEYS", "MAX_FILTER_BYTES", "check_persist_path"]
 
@@ -83,9 +84,9 @@ def _check_count(value: object, name: str, *, minimum: int, optional: bool = Fal
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ValueError(f"{name} must be >= {minimum}, got {shown(value)}")
     if value > sys.maxsize:
-        raise ValueError(f"{name} must be at most {sys.maxsize} (sys.maxsize, a C size), got {value}")
+        raise ValueError(f"{name} must be at most {sys.maxsize} (sys.maxsize, a C size), got {shown(value)}")
     return value
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from .codec import Key, encode_key
 from .disk import DiskTier
+from .errors import shown
 from .index_codec import (
     IndexKeys,
     IndexMeta,
@@ -59,7 +60,7 @@ def _check_count(value: object, name: str, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ValueError(f"{name} must be >= {minimum}, got {shown(value)}")
     return value
 
 

@@ -264,8 +264,10 @@ BAD_VERSIONS: list[tuple[Any, Any, str]] = [
     (-1, ValueError, "version"),
     (2**63, (ValueError, OverflowError), "version"),
     (2**64, (ValueError, OverflowError), "version"),
+    (10**5000, (ValueError, OverflowError), "version.*int of 16610 bits"),  # past str()'s 4,300 digits
+    (-(10**5000), ValueError, "version.*negative int of 16610 bits"),
 ]
-VERSION_IDS = ["bool", "float", "nan", "inf", "str", "negative", "2**63", "2**64"]
+VERSION_IDS = ["bool", "float", "nan", "inf", "str", "negative", "2**63", "2**64", "10**5000", "-10**5000"]
 
 VERSION_CALLS: dict[str, Callable[[TierStore, Any], Any]] = {
     "set": lambda s, v: s.set("a", 1, version=v),
@@ -288,8 +290,9 @@ BAD_DURATIONS: list[Any] = [
     (math.nan, ValueError),
     (math.inf, ValueError),
     (10**400, ValueError),
+    (-(10**5000), ValueError),
 ]
-DURATION_IDS = ["bool", "str", "negative", "nan", "inf", "10**400"]
+DURATION_IDS = ["bool", "str", "negative", "nan", "inf", "10**400", "-10**5000"]
 
 DURATION_CALLS: dict[str, tuple[Callable[[TierStore, Any], Any], str]] = {
     "wait_timeout": (lambda s, d: s.get_or_load("new", lambda: 1, wait_timeout=d), "wait_timeout"),
@@ -380,8 +383,10 @@ BAD_DELTAS: list[tuple[Any, Any, str]] = [
     (2**64, OverflowError, "64-bit|range"),
     (-(2**64), OverflowError, "64-bit|range"),
     (2**200, OverflowError, "64-bit|range"),
+    (10**5000, OverflowError, "64-bit|range"),  # its str() alone would raise ValueError
+    (-(10**5000), OverflowError, "64-bit|range"),
 ]
-DELTA_IDS = ["bool", "float", "nan", "str", "none", "2**64", "-2**64", "2**200"]
+DELTA_IDS = ["bool", "float", "nan", "str", "none", "2**64", "-2**64", "2**200", "10**5000", "-10**5000"]
 
 
 @pytest.mark.parametrize("op", ["incr", "decr"])
@@ -410,8 +415,9 @@ BAD_SCORES: list[tuple[Any, Any, str]] = [
     ([1.0], TypeError, "score"),
     (1j, TypeError, "score"),
     (10**400, OverflowError, "score|float|large"),
+    (10**5000, OverflowError, "score.*float"),  # its str() alone would raise ValueError
 ]
-SCORE_IDS = ["nan", "-nan", "str", "none", "list", "complex", "10**400"]
+SCORE_IDS = ["nan", "-nan", "str", "none", "list", "complex", "10**400", "10**5000"]
 
 SCORE_CALLS: dict[str, Callable[[TierStore, Any], Any]] = {
     "add": lambda s, sc: s.index("ix").add("m1", sc),

@@ -24,6 +24,11 @@ HUGE = 2**70
 def test_an_int_setting_too_large_for_c_is_refused_naming_the_bound(store_path: str, setting: str) -> None:
     with pytest.raises(ValueError, match=rf"{setting} must be at most {sys.maxsize}"):
         TierStore(store_path, **{setting: HUGE})
+    # past 4,300 digits str() of the int raises a ValueError of its own: the message names its size
+    with pytest.raises(ValueError, match=rf"{setting} must be at most {sys.maxsize}.*int of 16610 bits"):
+        TierStore(store_path, **{setting: 10**5000})
+    with pytest.raises(ValueError, match=rf"{setting} must be >= .*negative int of 16610 bits"):
+        TierStore(store_path, **{setting: -(10**5000)})
     assert not Path(store_path).exists()
 
 

@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 from ..codec import encode_key
 from ..counters import COUNTER_MAX, COUNTER_MIN
-from ..errors import CorruptRecord
+from ..errors import CorruptRecord, shown
 from .client import SharedClient
 from .scripts import Scripts
 from .steps import Call, Steps, run
@@ -116,7 +116,7 @@ class SharedCounters:
         self._overflow(key, _count(name, reply[2]) + delta)
 
     def _overflow(self, key: object, value: int) -> NoReturn:
-        raise OverflowError(f"counter {key!r} would become {value}, outside the signed 64-bit range")
+        raise OverflowError(f"counter {key!r} would become {shown(value)}, outside the signed 64-bit range")
 
 
 def _count(name: bytes, raw: object) -> int:

@@ -37,7 +37,7 @@ from typing import Any
 import msgpack
 
 from ..codec import Key, decode_key, encode_key
-from ..errors import CorruptRecord
+from ..errors import CorruptRecord, shown
 from ..index_codec import Pairs, check_stamp, decode_cursor, decode_score, encode_score, iter_pairs
 from ..ranking import SortedIndex
 from .client import SharedClient
@@ -93,7 +93,7 @@ def _check_count(value: object, name: str, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ValueError(f"{name} must be >= {minimum}, got {shown(value)}")
     return value
 
 
