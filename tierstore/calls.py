@@ -201,7 +201,8 @@ class PartCalls:
 
         The wrapper has ``.key(*args, **kwargs)`` (the call's cache key),
         ``.invalidate(*args, **kwargs)`` and ``.cache_clear()`` (every entry of the
-        function; ``TypeError`` with ``key=``, whose keys share no known prefix).
+        function; with ``key=``, what the keys its calls built share as a prefix:
+        0 before the first call, ``ValueError`` when they share none).
         """
         loading = self._loading
 
