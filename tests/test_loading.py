@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -200,6 +200,48 @@ def test_write_during_a_load_keeps_the_old_value_out_of_both_tiers(store_path: s
         assert store.get_or_load("k", source.load) == "new"
     with open_store(store_path) as store:
         assert store.get("k") == "new"
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        lambda s: s.set("k", object()),
+        lambda s: s.set("k", 2**64),
+        lambda s: s.set("k", b"x" * 65),  # past max_value_bytes
+        lambda s: s.set("k", object(), version=5),
+        lambda s: s.add("k", object()),
+        lambda s: s.add("k", {(1, 2): 1}),  # a dict key tier 2 could not give back
+    ],
+    ids=["object", "65-bit-int", "too-long", "versioned-object", "add-object", "add-tuple-key"],
+)
+def test_a_write_refused_for_its_value_leaves_the_load_in_flight_free_to_fill(
+    clock: FakeClock, refused: Callable[[TierStore], Any]
+) -> None:
+    """Bad input changes nothing: the refused write never happened, so the fill is not detached by it."""
+    with open_store(clock=clock, max_value_bytes=64) as store:
+        source = Source("loaded")
+        source.hold()
+        reader, reader_out = start(lambda: store.get_or_load("k", source.load))
+        assert source.started.wait(WAIT)
+        with pytest.raises((TypeError, ValueError, OverflowError)):
+            refused(store)
+        source.gate.set()
+        reader.join(WAIT)
+        assert reader_out == ["loaded"]
+        assert store.get("k") == "loaded"
+        assert store.stats()["fills_rejected"] == 0
+
+
+def test_an_add_during_a_load_wins_over_its_fill(store: TierStore) -> None:
+    source = Source("old")
+    source.hold()
+    reader, reader_out = start(lambda: store.get_or_load("k", source.load))
+    assert source.started.wait(WAIT)
+    assert store.add("k", "added")
+    source.gate.set()
+    reader.join(WAIT)
+    assert reader_out == ["old"] and store.get("k") == "added"
+    assert store.stats()["fills_rejected"] == 1
 
 
 def test_caller_after_an_invalidation_does_not_join_the_old_load(store: TierStore) -> None:

@@ -75,16 +75,13 @@ class ConditionalCalls(BatchAccess):
     def _add(self, key: Key, value: Any, ttl: TTL, version: int | None) -> bool:
         """``add`` of an open store (the shared tier binds its own over this)."""
         disk_key = entry_key(key)
-        writer, flights, clock = self._writer, self._flights, self._clock
+        writer, clock = self._writer, self._clock
 
         def absent() -> bool:  # called by the writer under the key's lock
             current = writer.current(key, disk_key)
-            if current is not None and record_state(current, clock()) is _LIVE:
-                return False
-            flights.invalidate(key)  # a write: bump the fill generation
-            return True
+            return current is None or record_state(current, clock()) is not _LIVE
 
-        return writer.write(key, value, ttl, version, admit=absent)
+        return writer.write(key, value, ttl, version, admit=absent, detach=True)  # a write: bumps the fill generation
 
     def touch(self, key: Key, ttl: TTL = ...) -> bool:
         """Give the live entry of ``key`` a new expiry (``ttl`` as in ``set``), its value and version unchanged.

@@ -96,8 +96,14 @@ class Writer:
         version: int | None = None,
         load_time: float = 0.0,
         admit: Callable[[], bool] | None = None,
+        detach: bool | None = None,
     ) -> bool:
-        """Store ``value`` under the version rule; ``admit`` (called under the key's lock) may veto a fill."""
+        """Store ``value`` under the version rule; ``admit`` (called under the key's lock) may veto a fill.
+
+        ``detach``: the write bumps the key's fill generation (default: when there is no ``admit``,
+        as for a ``set``; ``add`` asks for it too). The bump follows the commit, under the key's lock,
+        so a value that cannot be stored raises with the load in flight still free to fill.
+        """
         disk_key = fast_entry_key(key)
         if version is not None:
             codec.check_version(version)
@@ -110,8 +116,6 @@ class Writer:
         lock = self._locks[stripe]
         lock.acquire()
         try:
-            if self._in_flight and admit is None:
-                self._flights.invalidate(key)  # bump the fill generation
             if version is None and not self.versioned:
                 current_version = 0  # no record of this store carries a version: nothing to read
             else:
@@ -120,6 +124,8 @@ class Writer:
             if version is not None and version <= current_version:
                 if admit is None:  # a set: a value no write could store raises all the same
                     self._check_storable(stripe, value)
+                    if self._in_flight:
+                        self._flights.invalidate(key)  # a refused set still bumps the fill generation
                 self._count_rejected()
                 return False
             if admit is not None and not admit():
@@ -140,6 +146,8 @@ class Writer:
                 ttl,
                 load_time,
             )
+            if self._in_flight and (admit is None if detach is None else detach):
+                self._flights.invalidate(key)  # bump the fill generation (a fill that began before never lands)
             self._count_sets()
             if self._admit_key is not None and not negative:
                 self._admit_key(key)
