@@ -132,6 +132,37 @@ def test_closures_still_need_a_name(store: TierStore) -> None:
     assert named(3) == 3 and named.cache_clear() == 1
 
 
+async def fetch_user(x: int) -> int:
+    return x
+
+
+class AsyncSource:
+    async def __call__(self, x: int) -> int:
+        return x
+
+
+@pytest.mark.parametrize("options", [{}, {"name": "users"}, {"key": lambda x: f"user:{x}"}])
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (fetch_user, "coroutine function.*AsyncTierStore.cached"),
+        (AsyncSource(), "coroutine function"),
+        (classmethod(double), "classmethod object: put @classmethod above"),
+        (staticmethod(double), "staticmethod object"),
+        (42, "decorates a function, not int"),
+    ],
+    ids=["async-def", "async-callable", "classmethod", "staticmethod", "int"],
+)
+def test_what_cached_cannot_memoize_is_refused_at_decoration(
+    store: TierStore, options: dict[str, Any], fn: Any, words: str
+) -> None:
+    """Also with name= or key=: a coroutine function would fail at every call (its coroutine cannot be
+    stored, and is never awaited), a classmethod object is not callable until bound."""
+    decorate = store.cached(**options)
+    with pytest.raises(TypeError, match=words):
+        decorate(fn)
+
+
 def test_handle_calls_on_a_closed_store_raise(store_path: str) -> None:
     store = TierStore(store_path, **OPTS)
     cached = store.cached(double)

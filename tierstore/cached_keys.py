@@ -21,7 +21,7 @@ import msgpack
 
 from . import codec
 
-__all__ = ["name_prefix", "function_prefix", "call_key", "call_prefixes"]
+__all__ = ["name_prefix", "function_prefix", "check_plain_function", "call_key", "call_prefixes"]
 
 _HASHED = b"sha256:"
 _HASHED_TAIL = len(_HASHED) + hashlib.sha256().digest_size
@@ -41,6 +41,27 @@ def name_prefix(name: object) -> bytes:
     if len(prefix) + _HASHED_TAIL > codec.MAX_KEY_BYTES:
         raise ValueError(f"cached name= is {len(prefix) - 1} bytes encoded; keys are limited to {codec.MAX_KEY_BYTES}")
     return prefix
+
+
+def check_plain_function(fn: object) -> None:
+    """What ``TierStore.cached`` decorates: a callable that is not a coroutine function (``TypeError``).
+
+    Checked at decoration whether or not ``name=``/``key=`` is given: a ``classmethod``
+    object is not callable until bound, and a coroutine function would cache nothing
+    but fail at every call (its coroutine cannot be stored) and leave it never awaited.
+    """
+    if isinstance(fn, (classmethod, staticmethod)):
+        raise TypeError(
+            f"cached decorates a function, not a {type(fn).__name__} object: put @{type(fn).__name__} above "
+            "the cached decorator"
+        )
+    if not callable(fn):
+        raise TypeError(f"cached decorates a function, not {type(fn).__name__}")
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):  # noqa: B004
+        raise TypeError(
+            f"TierStore.cached decorates plain functions, not the coroutine function {fn!r}; "
+            "use AsyncTierStore.cached (tierstore.aio) for async def"
+        )
 
 
 def function_prefix(fn: object) -> bytes:

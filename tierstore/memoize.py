@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
-from .cached_keys import call_key, call_prefixes, function_prefix, name_prefix
+from .cached_keys import call_key, call_prefixes, check_plain_function, function_prefix, name_prefix
 from .clock import check_ttl
 from .codec import Key
 
@@ -77,6 +77,7 @@ def memoizer(
     named = check_cached_args(ttl, key, name)
 
     def decorate(fn: Callable[_P, _R]) -> Cached[_P, _R]:
+        check_plain_function(fn)
         cache_key = CallKeys(fn, named, key)
 
         def call(*args: Any, **kwargs: Any) -> Any:
