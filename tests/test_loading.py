@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -893,3 +894,17 @@ def test_durations_longer_than_a_lock_can_wait_are_waited_as_forever(clock: Fake
         store.refresh_every("r", lambda: again.set() or 1, 0.01)
         assert again.wait(WAIT)
         assert store.drain(1e300)
+
+
+def test_an_async_loader_on_the_threaded_store_is_named_and_never_left_unawaited(
+    store: TierStore, recwarn: pytest.WarningsRecorder
+) -> None:
+    async def load() -> str:
+        return "v"
+
+    with pytest.raises(TypeError, match=r"returned a coroutine.*AsyncTierStore"):
+        store.get_or_load("k", load)
+    gc.collect()  # an unclosed coroutine warns "never awaited" when collected
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert store.get_entry("k") is None
+    assert store.get_or_load("k", lambda: "plain") == "plain"

@@ -10,6 +10,7 @@ at the same version, never resurrecting a tombstone), on the store's primitives.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,12 @@ def plain_value(key: Key, value: Any) -> Any:
         _, plain = codec.encode_record(codec.new_packer(), value, 0, None, 0, 0.0, None, 0)
         return plain
     except (TypeError, ValueError, OverflowError) as exc:
+        if inspect.iscoroutine(value):  # an async def loader on the threaded store: say so, and never run it
+            value.close()
+            raise TypeError(
+                f"the loader of {key!r} returned a coroutine: TierStore calls loaders as plain functions; "
+                "use AsyncTierStore (tierstore.aio) to await an async def loader"
+            ) from None
         raise _refusal(exc)(f"the loader of {key!r} returned a value that cannot be cached: {exc}") from None
 
 
