@@ -166,6 +166,10 @@ def test_bad_arguments(store: TierStore) -> None:
     for cursor in ("zz", "00", "00" * 8 + "ff"):
         with pytest.raises(ValueError, match="cursor"):
             index.page_after(cursor, 1)
+    for cursor in ("z" * 1_000_000, "00" * 1_000_000):  # a client's cursor: the message stays short
+        with pytest.raises(ValueError, match=r"malformed cursor '(z|0)+'\.\.\. \(\d+ characters\)") as caught:
+            index.page_after(cursor, 1)
+        assert len(str(caught.value)) < 200
     with pytest.raises(ValueError, match="NaN"):
         index.range_by_score(math.nan, 1)
     with pytest.raises(TypeError, match="stamp"):

@@ -334,7 +334,12 @@ def decode_cursor(cursor: object) -> bytes:
     try:
         raw = bytes.fromhex(cursor)
     except ValueError:
-        raise ValueError(f"malformed cursor {cursor!r}") from None
+        raise ValueError(f"malformed cursor {_sketch(cursor)}") from None
     if len(raw) < 9 or raw[8:9] not in (b"s", b"b"):
-        raise ValueError(f"malformed cursor {cursor!r}")
+        raise ValueError(f"malformed cursor {_sketch(cursor)}")
     return raw
+
+
+def _sketch(cursor: str) -> str:
+    """A cursor as an error names it: whole up to 80 characters (a client's cursor may be any length)."""
+    return repr(cursor) if len(cursor) <= 80 else f"{cursor[:60]!r}... ({len(cursor)} characters)"
