@@ -391,3 +391,25 @@ def test_a_prefix_drop_refuses_a_copy_read_before_it(stores: Callable[..., TierS
     seen = mirror.seen(key, stripe)
     mirror.commit(key, disk_key, stripe, seen, record, (1, mirror.epoch), read=False)
     assert store._disk.get(disk_key) is not None  # a read after it lands
+
+
+def test_durations_past_what_redis_takes_in_milliseconds_mean_never(
+    stores: Callable[..., TierStore], raw: redis.Redis
+) -> None:
+    """A TTL, stale_ttl, lock_timeout or interval is only checked to be finite: 1e300 s is "never".
+    Its milliseconds are past Redis's integers, which a script refused half way (the entry written,
+    its PEXPIRE refused): the write raised SharedUnavailable with its value stored."""
+    store = stores(stale_ttl=1e300, lock_timeout=1e300, tombstone_ttl=1e300)
+    assert store.set("a", 1, ttl=1e300) is True
+    assert store.add("b", 2, ttl=1e300) is True
+    assert store.set_many({"c": 3}, ttl=1e300) == 1
+    assert store.get_or_load("d", lambda: 4, ttl=1e300) == 4
+    assert store.delete("a", version=3) is True  # a tombstone living tombstone_ttl
+    store.refresh_every("e", lambda: 5, 1e300)
+    assert store.drain(10)
+    other = stores()
+    assert [other.get(key) for key in "bcde"] == [2, 3, 4, 5]
+    assert store.stats()["shared_errors"] == 0
+    names = Names("tierstore")
+    for key in "abcd":
+        assert raw.pttl(names.entry(codec.encode_key(key))) > 10**18  # about 146 million years

@@ -38,7 +38,6 @@ in any thread; the waiters' table is under a lock.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
@@ -62,6 +61,7 @@ from .outage import Outage
 from .reading import shared_record, shared_stamp, shared_version
 from .scripts import Scripts
 from .steps import Call, Listen, Pause, Steps, Waiter, run
+from .writing import _millis
 
 __all__ = ["POLL", "SharedLeases", "UNSTORED"]
 
@@ -325,7 +325,3 @@ class SharedLeases:
             if not events:
                 del self._waiting[tagged]
 
-
-def _millis(seconds: float) -> int:
-    """Milliseconds for ``PX``/``PEXPIRE``: rounded up, at least 1."""
-    return max(1, math.ceil(seconds * 1000))

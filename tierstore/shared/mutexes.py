@@ -24,7 +24,6 @@ holder at a time, as ``threading.Lock``; handles of one name may be shared freel
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from ..mutex import Held
 from .client import SharedClient
 from .lease_scripts import UNCLAIM
 from .scripts import Scripts
+from .writing import _millis
 
 __all__ = ["SharedLeaseLocks", "SharedLeaseLock"]
 
@@ -78,7 +78,7 @@ class SharedLeaseLock(Held):
         """Take the name; wait for it (at most ``timeout`` seconds) unless ``blocking`` is false."""
         give_up = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         token = os.urandom(16).hex().encode()
-        lease_ms = max(1, math.ceil(self._locks.lease * 1000))
+        lease_ms = _millis(self._locks.lease)
         client = self._locks._client
         key = self._key
         take = lambda: client.redis.set(key, token, nx=True, px=lease_ms)  # noqa: E731

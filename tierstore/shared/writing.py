@@ -210,6 +210,15 @@ class SharedWrites:
             self._mirror.commit(key, disk_key, stripe, seen, record, (int(reply[2]), reply[3]), read=False)
 
 
+REDIS_MAX_MS = 2**62  # about 146 million years: Redis refuses a PX/PEXPIRE past its integers, or now + it
+
+
 def _millis(seconds: float) -> int:
-    """Milliseconds for ``PEXPIRE``: rounded up, at least 1."""
-    return max(1, math.ceil(seconds * 1000))
+    """Milliseconds for ``PX``/``PEXPIRE``: rounded up, at least 1, at most ``REDIS_MAX_MS``.
+
+    Durations are only checked to be finite, so a TTL of ``1e300`` (or one plus ``stale_ttl``)
+    means "never" in practice; Redis would refuse its milliseconds mid-script, after the
+    script's earlier writes had landed.
+    """
+    ms = seconds * 1000
+    return REDIS_MAX_MS if ms >= REDIS_MAX_MS else max(1, math.ceil(ms))
