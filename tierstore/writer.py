@@ -101,7 +101,7 @@ class Writer:
         """Store ``value`` under the version rule; ``admit`` (called under the key's lock) may veto a fill.
 
         ``detach``: the write bumps the key's fill generation (default: when there is no ``admit``,
-        as for a ``set``; ``add`` asks for it too). The bump follows the commit, under the key's lock,
+        as for a ``set``; ``add`` asks for it too). The bump follows the packing, under the key's lock,
         so a value that cannot be stored raises with the load in flight still free to fill.
         """
         disk_key = fast_entry_key(key)
@@ -145,9 +145,8 @@ class Writer:
                 now,
                 ttl,
                 load_time,
+                admit is None if detach is None else detach,
             )
-            if self._in_flight and (admit is None if detach is None else detach):
-                self._flights.invalidate(key)  # bump the fill generation (a fill that began before never lands)
             self._count_sets()
             if self._admit_key is not None and not negative:
                 self._admit_key(key)
@@ -221,14 +220,22 @@ class Writer:
         now: float,
         ttl: float | None,
         load_time: float = 0.0,
+        detach: bool = False,
     ) -> None:
-        """Pack the envelope, write tier 2, then tier 1 (the caller holds the stripe lock)."""
+        """Pack the envelope, write tier 2, then tier 1 (the caller holds the stripe lock).
+
+        ``detach``: once the value is packed (a value no write can store raises first, changing
+        nothing), bump the key's fill generation, so a load that began before never lands, even
+        when the tier-2 write then fails.
+        """
         seq = next(self._seq)
         data, value = codec.encode_record(
             self._packers[stripe], value, version, expires_at, flags, now, ttl, seq, load_time
         )
         if len(data) > self._max_bytes:  # only then may the value itself be over (no call otherwise)
             check_value_size(data, self._max_bytes)
+        if detach and self._in_flight:
+            self._flights.invalidate(key)
         if version and not self.versioned:
             self._mark_versioned()
         memory = self._memory

@@ -949,3 +949,38 @@ def test_threads_mixing_every_call_keep_both_tiers_versions_and_stats_consistent
                 assert record[VERSION] >= top[key], key
         stats = store.stats()
         assert stats["memory_items"] <= 6 and min(v for v in stats.values() if isinstance(v, int)) >= 0
+
+
+def test_a_set_that_fails_on_a_full_disk_still_detaches_the_load_in_flight(
+    tmpfs: Callable[[str], Path],
+) -> None:
+    """The set was attempted (the caller may have updated the source first): a load that read the
+    source before it must not land afterwards, even though the set itself raised ``StorageFull``."""
+    mount = tmpfs("2m")
+    store = open_store(str(mount / "store"), memory_items=10)
+    try:
+        gate, started = threading.Event(), threading.Event()
+
+        def load() -> str:
+            started.set()
+            assert gate.wait(WAIT)
+            return "read before the set"
+
+        reader, out = start(lambda: store.get_or_load("k", load))
+        assert started.wait(WAIT)
+        with pytest.raises(StorageFull):
+            for i in range(10_000):
+                store.set(f"other{i}", f"{i}-" + os.urandom(2000).hex())
+        with pytest.raises(StorageFull):
+            store.set("k", "new")
+        resize_tmpfs(mount, "64m")
+        gate.set()
+        reader.join(WAIT)
+        assert out == ["read before the set"]  # its own caller gets it
+        assert store.stats()["fills_rejected"] == 1
+        assert store.get("k") != "read before the set"
+    finally:
+        try:
+            store.close()
+        except StorageFull:
+            pass
