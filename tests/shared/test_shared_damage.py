@@ -222,3 +222,22 @@ def test_a_seq_key_holding_text_makes_writes_raise_and_change_nothing_locally(st
             call()
     assert raw.get(PREFIX + b"seq") == b"not a number"
     assert store.get("k") in (1, None)  # never a value Redis did not take
+
+
+@pytest.mark.parametrize("garbage", [b"00007", b"1e5", b"0x10", b" 12", b"99999999999999999999"])
+def test_a_damaged_version_never_refuses_a_write_silently(stores: Stores, raw: redis.Redis, garbage: bytes) -> None:
+    """Versions compare as strings in Redis: a ``v`` the scripts never write (leading zeros, a float, padding)
+    would rank above a real one. It reads as a corrupt miss, and a write it refuses says why."""
+    store = stores()
+    other = stores()
+    store.set("k", 1, version=7)
+    raw.hset(_entry("k"), b"v", garbage)
+    _forget_locally(store)
+    assert store.get_entry("k") is None
+    for call in (lambda: store.set("k", 2, version=10), lambda: store.add("k", 3)):
+        with pytest.raises(CorruptRecord, match="refused"):
+            call()
+    assert other.get("k") is None
+    assert raw.hget(_entry("k"), b"v") == garbage
+    store.set("j", 4, version=1)
+    assert other.get("j") == 4

@@ -50,8 +50,13 @@ def shared_record(data: bytes, version: bytes, max_bytes: int) -> Record:
 
 
 def shared_version(version: object) -> int:
-    """An entry hash's ``v`` (or a script's reply of it); ``CorruptRecord`` unless a decimal version."""
-    if not isinstance(version, bytes) or not version.isdigit() or len(version) > 19 or int(version) > MAX_VERSION:
+    """An entry hash's ``v`` (or a script's reply of it); ``CorruptRecord`` unless a decimal version as the
+    scripts write it: no sign, no leading zero (the scripts compare versions as strings, longer first, so
+    ``"007"`` would rank above ``"10"``)."""
+    if (
+        not isinstance(version, bytes) or not version.isdigit() or len(version) > 19
+        or (version[:1] == b"0" and version != b"0") or int(version) > MAX_VERSION
+    ):  # fmt: skip
         shown = version[:32] if isinstance(version, bytes) else version
         raise CorruptRecord(f"shared entry version {shown!r} is not a version")
     return int(version)
