@@ -18,7 +18,7 @@ import redis
 from tests.shared import part_workers
 from tests.shared.parts_support import PREFIX, SPAWN, dump, guard_of, round_trips
 from tests.shared.redis_server import RedisServer
-from tierstore import ABSENT, StoreClosed, TierStore, TierStoreError, codec
+from tierstore import ABSENT, SharedUnavailable, StoreClosed, TierStore, TierStoreError, codec
 from tierstore.bloom import BloomFilter, probe_positions
 
 
@@ -264,3 +264,26 @@ def test_a_rebuild_whose_keys_expired_changes_nothing(
     assert raw.hgetall(PREFIX + b"g:params") == params
     assert guard_of(store).might_contain("kept") and not guard_of(store).might_contain("new")
     assert sorted(key for key in raw.keys("*") if b":g:" in key) == [PREFIX + b"g:bits", PREFIX + b"g:params"]
+
+
+@pytest.mark.parametrize("failure", ["local", "raise"])
+def test_get_or_load_with_the_filter_during_an_outage_loads_without_storing_or_raises(
+    redis_server: RedisServer, stores: Callable[..., TierStore], failure: str
+) -> None:
+    """The filter lives in Redis: with Redis unreachable and "local", a miss is a miss that loads (the filter
+    cannot say no, and admitting is never a wrong answer), as without a filter; "raise" raises."""
+    store = stores(guard=True, shared_failure=failure, shared_grace=60.0)
+    store.guard_keys(["far"])
+    calls: list[str] = []
+    redis_server.pause()
+    try:
+        for key in ("far", "never-guarded"):
+            if failure == "raise":
+                with pytest.raises(SharedUnavailable):
+                    store.get_or_load(key, lambda key=key: calls.append(key) or "loaded")
+                continue
+            assert store.get_or_load(key, lambda key=key: calls.append(key) or "loaded") == "loaded"
+            assert store.get(key, "none") == "none"  # loaded, not stored
+    finally:
+        redis_server.resume()
+    assert calls == ([] if failure == "raise" else ["far", "never-guarded"])

@@ -139,7 +139,10 @@ class SharedTier:
                     raise SharedUnavailable(f"Redis at {where} unreachable at open (shared_failure='raise'): {failure}")
                 self.outage.lost(f"at open: {failure}")  # "local": opened with Redis down
             if options.guard:
-                self.guard = SharedGuard(self.client, self.scripts, options.bloom_capacity, options.bloom_error_rate)
+                self.guard = SharedGuard(
+                    self.client, self.scripts, options.bloom_capacity, options.bloom_error_rate,
+                    raising=self.outage.raising,
+                )  # fmt: skip
                 self.leases.admit_key = self.guard.add_steps
             parts: dict[str, Any] = {
                 "client": self.client, "scripts": self.scripts, "mirror": mirror, "writer": writer,

@@ -149,9 +149,12 @@ _REVERSED = bytes(int(f"{byte:08b}"[::-1], 2) for byte in range(256))  # LSB-fir
 class SharedGuard(Guard):
     """``Guard``'s interface on the Redis bitmap (the store binds it as its ``_guard``)."""
 
-    def __init__(self, client: SharedClient, scripts: Scripts, capacity: int, error_rate: float) -> None:
+    def __init__(
+        self, client: SharedClient, scripts: Scripts, capacity: int, error_rate: float, *, raising: bool = False
+    ) -> None:
         prefix = client.names.prefix
         self._client = client
+        self._raising = raising  # shared_failure="raise": a check Redis cannot answer raises, else it admits
         self._redis = client.redis
         self._scripts = scripts
         self._capacity = capacity
@@ -208,7 +211,12 @@ class SharedGuard(Guard):
             if probe is None:
                 return True
             positions = map(str, self._positions(data, probe))
-            reply = yield Call("guard check", CHECK, [self._bits, self._params], [probe[0], probe[1], *positions])
+            try:
+                reply = yield Call("guard check", CHECK, [self._bits, self._params], [probe[0], probe[1], *positions])
+            except SharedUnavailable:
+                if self._raising or not self._client.down:
+                    raise
+                return True  # Redis unreachable with "local": the read is a miss that loads (and stores nothing)
             if reply[0] == _MISSING:
                 self._lost()
                 return True
