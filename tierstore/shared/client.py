@@ -82,11 +82,20 @@ class Names:
 
 
 def _connect(shared: object) -> redis.Redis:
+    """Our client for ``shared``: its settings, but replies as bytes, RESP2 and no retries whatever it or
+    its URL's query (``?decode_responses=...``, ``?protocol=3``) says; the default timeouts unless set."""
     options: dict[str, Any] = {"decode_responses": False, "retry": Retry(NoBackoff(), 0), "protocol": 2}
-    if isinstance(shared, str):
-        return redis.Redis.from_url(shared, socket_timeout=CALL_TIMEOUT, socket_connect_timeout=CALL_TIMEOUT, **options)
+    if isinstance(shared, str):  # a URL's query overrides from_url's arguments: ours are applied below
+        shared = redis.Redis.from_url(shared, socket_timeout=CALL_TIMEOUT, socket_connect_timeout=CALL_TIMEOUT)
+        pool = shared.connection_pool
+        if pool.connection_class is redis.UnixDomainSocketConnection and not pool.connection_kwargs.get("path"):
+            raise ValueError("shared: a unix:// URL names the socket's path, as unix:///run/redis.sock")
     if not isinstance(shared, redis.Redis):
-        raise TypeError(f"shared must be a URL or a redis.Redis, not {type(shared).__name__}")
+        kind = f"{type(shared).__module__}.{type(shared).__qualname__}"
+        hint = " (AsyncTierStore too makes its redis.asyncio connections from a URL or a redis.Redis)" * (
+            "asyncio" in kind
+        )
+        raise TypeError(f"shared must be a URL or a blocking redis.Redis, not {kind}{hint}")
     pool = shared.connection_pool
     kwargs = dict(pool.connection_kwargs)
     kwargs.update(options)
