@@ -18,8 +18,10 @@ import redis
 from tests.shared import part_workers
 from tests.shared.parts_support import PREFIX, SPAWN, dump, guard_of, round_trips
 from tests.shared.redis_server import RedisServer
+from tests.shared.support import wait_for
 from tierstore import ABSENT, SharedUnavailable, StoreClosed, TierStore, TierStoreError, codec
 from tierstore.bloom import BloomFilter, probe_positions
+from tierstore.shared.client import CALL_TIMEOUT
 
 
 def test_a_key_written_in_one_store_is_admitted_by_the_others(stores: Callable[..., TierStore]) -> None:
@@ -287,3 +289,28 @@ def test_get_or_load_with_the_filter_during_an_outage_loads_without_storing_or_r
     finally:
         redis_server.resume()
     assert calls == ([] if failure == "raise" else ["far", "never-guarded"])
+
+
+@pytest.mark.parametrize("filter_exists", [True, False])
+def test_a_store_with_the_filter_opens_while_redis_is_down_and_finds_the_filter_once_it_is_back(
+    redis_server: RedisServer, stores: Callable[..., TierStore], filter_exists: bool
+) -> None:
+    """With "local" a store opens without Redis, guard=True included: meanwhile every miss loads (nothing stored);
+    once Redis answers, the first check finds the filter (or builds it from the keys Redis holds)."""
+    writer = stores(guard=filter_exists)
+    writer.set("held", 1)
+    redis_server.pause()
+    try:
+        store = stores(guard=True)
+        assert store._shared is not None and store._shared.client.down
+        assert store.get_or_load("never", lambda: "loaded") == "loaded"
+        with pytest.raises(SharedUnavailable):
+            store.set("k", 1)
+    finally:
+        redis_server.resume()
+    wait_for(lambda: not store._shared.client.down, CALL_TIMEOUT + 5.0)  # type: ignore[union-attr]
+    calls: list[str] = []
+    assert store.get_or_load("never", lambda: calls.append("never") or "x") is None  # the filter says no
+    assert calls == [] and guard_of(store).might_contain("held")
+    store.set("new", 2)
+    assert guard_of(writer if filter_exists else stores(guard=True)).might_contain("new")

@@ -14,9 +14,9 @@ is imported.
 Opening talks to Redis only through the listener's first attempt (subscribe,
 epoch id, scripts): if it fails, ``shared_failure="raise"`` raises
 ``SharedUnavailable`` and ``"local"`` opens with Redis down (its grace counted
-from the open) while the listener keeps trying. ``guard=True`` is the
-exception: the shared filter's parameters are read (or the filter built) at
-open, so it needs Redis then.
+from the open) while the listener keeps trying. ``guard=True`` also reads the
+shared filter's parameters (or builds the filter) at open; opened without Redis,
+the first check or add once Redis answers does it (``SharedGuard``).
 """
 
 from __future__ import annotations

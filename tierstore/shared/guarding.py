@@ -46,6 +46,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -169,11 +170,25 @@ class SharedGuard(Guard):
         self.degraded = False
         self._last_stats = {"guard_keys": 0, "guard_over_capacity": 0, "guard_degraded": 0, "guard_error_ppm": 0}
         self._probe: _Probe | None = None
-        self._read_params()
-        if self._probe is None:
-            self._install(self._keys_in_redis(), only_if_missing=True)
-            self._read_params()
-        self.degraded = self._probe is None
+        self._opening = threading.Lock()
+        self._unopened = True
+        try:
+            self._find()
+        except SharedUnavailable:
+            if raising or not client.down:
+                raise  # "local" opens with Redis unreachable: the filter is found once it answers
+
+    def _find(self) -> None:
+        """Find the filter in Redis, or build one of the keys Redis holds (at open, or at the first check
+        or add once Redis answers, for a store opened without it: those calls block for it, once)."""
+        with self._opening:
+            if self._unopened:
+                self._read_params()
+                if self._probe is None:
+                    self._install(self._keys_in_redis(), only_if_missing=True)
+                    self._read_params()
+                self.degraded = self._probe is None
+                self._unopened = False
 
     # -- parameters -------------------------------------------------------------------
 
@@ -206,6 +221,13 @@ class SharedGuard(Guard):
     def might_contain_steps(self, key: Key) -> Steps[bool]:
         """``might_contain`` as steps."""
         data = codec.encode_key(key)
+        try:
+            if self._unopened:
+                self._find()
+        except SharedUnavailable:
+            if self._raising or not self._client.down:
+                raise
+            return True  # as below
         for _ in range(3):  # parameters replaced by another store's rebuild meanwhile: read again
             probe = self._probe
             if probe is None:
@@ -245,6 +267,8 @@ class SharedGuard(Guard):
             yield from self._add_steps(encoded[start : start + _ADD_CHUNK])
 
     def _add_steps(self, encoded: list[bytes]) -> Steps[None]:
+        if self._unopened:
+            self._find()  # while Redis is unreachable this raises, as the write would
         for _ in range(3):
             probe = self._probe
             if probe is None:
@@ -289,6 +313,7 @@ class SharedGuard(Guard):
         """Replace the filter with one of ``keys`` (plus keys any process adds meanwhile)."""
         self._install(encode_keys(keys), only_if_missing=False)
         self._probe = None
+        self._unopened = False
         self._read_params()
         self.degraded = self._probe is None
         self._warned = False
