@@ -241,3 +241,21 @@ def test_a_damaged_version_never_refuses_a_write_silently(stores: Stores, raw: r
     assert raw.hget(_entry("k"), b"v") == garbage
     store.set("j", 4, version=1)
     assert other.get("j") == 4
+
+
+@pytest.mark.parametrize("field, garbage", [(b"s", b"junk"), (b"s", None), (b"e", None), (b"v", None)])
+def test_listings_skip_and_count_an_entry_get_calls_damaged(
+    stores: Stores, raw: redis.Redis, field: bytes, garbage: bytes | None
+) -> None:
+    store = stores()
+    store.set("k", 1)
+    store.set("j", 2)
+    if garbage is None:
+        raw.hdel(_entry("k"), field)
+    else:
+        raw.hset(_entry("k"), field, garbage)
+    _forget_locally(store)
+    assert store.get("k") is None
+    before = store.stats()["corrupt_records"]
+    assert list(store.keys()) == ["j"] and list(store.items()) == [("j", 2)] and len(store) == 1
+    assert store.stats()["corrupt_records"] > before

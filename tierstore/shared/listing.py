@@ -89,10 +89,11 @@ class SharedListing:
             now = self._clock()
             for member, (data, version, seq, epoch) in zip(members, found, strict=True):
                 self._forget_older(member, seq, epoch)
-                if data is None or version is None:
+                if data is None:
                     continue
-                try:
+                try:  # an entry ``get`` calls damaged (its version or write stamp too) is not listed
                     record = shared_record(data, version, self._max_bytes)
+                    shared_stamp(seq, epoch)
                     if record_state(record, now) is not _LIVE:
                         continue
                     key = decode_key(member)

@@ -43,7 +43,7 @@ _FIELDS = (b"d", b"v", b"s", b"e")
 _PIPELINED = 256  # reads of ``fetch_many`` per round trip: a bounded reply buffer, few round trips
 
 
-def shared_record(data: bytes, version: bytes, max_bytes: int) -> Record:
+def shared_record(data: bytes, version: object, max_bytes: int) -> Record:
     """The record of an entry hash's envelope and version; ``CorruptRecord`` when either is malformed."""
     record = unpack_record(data, max_bytes)
     return (*record[:VERSION], shared_version(version), *record[VERSION + 1 :])  # type: ignore[return-value]
