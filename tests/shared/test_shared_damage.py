@@ -259,3 +259,28 @@ def test_listings_skip_and_count_an_entry_get_calls_damaged(
     before = store.stats()["corrupt_records"]
     assert list(store.keys()) == ["j"] and list(store.items()) == [("j", 2)] and len(store) == 1
     assert store.stats()["corrupt_records"] > before
+
+
+@pytest.mark.parametrize("name", [b"g:bits", b"g:params", b"g:building"])
+@pytest.mark.parametrize("reopen", [False, True])
+def test_a_filter_name_of_another_type_degrades_the_filter_until_rebuild_guard(
+    stores: Stores, raw: redis.Redis, name: bytes, reopen: bool
+) -> None:
+    """A name of the filter holding another type (``WRONGTYPE``) is damage, as damaged parameters are: loads
+    and writes go on with every key admitted, and ``rebuild_guard`` repairs it."""
+    store = stores(guard=True)
+    store.set("k", 1)
+    store.guard_keys(["n"])
+    raw.delete(PREFIX + name)
+    raw.rpush(PREFIX + name, b"junk")
+    if reopen:
+        store = stores(guard=True)
+    assert store.get_or_load("n", lambda: 2) == 2  # never a wrong "absent", never an error
+    assert store.set("m", 4) is True
+    store.set_many({"p": 5})
+    store.guard_keys(["q"])
+    assert store.stats()["guard_degraded"] == 1
+    store.rebuild_guard(["k", "m", "n", "p"])
+    assert store.stats()["guard_degraded"] == 0
+    assert store.get_or_load("never", lambda: 6) is None  # the rebuilt filter answers again
+    assert store.get_or_load("n", lambda: 7) == 2
