@@ -68,7 +68,7 @@ def test_writes_over_a_hash_with_a_garbage_field_raise_cleanly(
         lambda: store.delete("k"),
         lambda: store.touch("k", 10),
         lambda: store.replace_value("k", 3),
-        lambda: store.pop("k"),
+        lambda: store.pop("k", None),  # a damaged entry is none to pop: KeyError without a default
         lambda: store.set_many({"k": 4}),
         lambda: store.delete_many(["k"]),
         lambda: store.add("k", 5),
@@ -284,3 +284,25 @@ def test_a_filter_name_of_another_type_degrades_the_filter_until_rebuild_guard(
     assert store.stats()["guard_degraded"] == 0
     assert store.get_or_load("never", lambda: 6) is None  # the rebuilt filter answers again
     assert store.get_or_load("n", lambda: 7) == 2
+
+
+@pytest.mark.parametrize(
+    "field, garbage", [(b"v", None), (b"s", None), (b"e", None), (b"s", b"junk"), (b"s", b"9" * 20)]
+)
+def test_add_and_pop_see_an_entry_get_calls_damaged_as_damaged(
+    stores: Stores, raw: redis.Redis, field: bytes, garbage: bytes | None
+) -> None:
+    """A hash ``get`` reads as a corrupt miss is no live entry to ``add`` (which lands over it) or ``pop``
+    (which gives the default): their scripts judge the hash as a read does."""
+    store = stores()
+    for call, expected in ((lambda: store.add("k", 2), True), (lambda: store.pop("k", "none"), "none")):
+        store.set("k", 1)
+        if garbage is None:
+            raw.hdel(_entry("k"), field)
+        else:
+            raw.hset(_entry("k"), field, garbage)
+        _forget_locally(store)
+        assert store.get("k") is None
+        assert call() == expected
+    assert stores().get("k") is None  # popped
+    assert store.add("k", 3) and stores().get("k") == 3
