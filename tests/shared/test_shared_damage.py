@@ -306,3 +306,22 @@ def test_add_and_pop_see_an_entry_get_calls_damaged_as_damaged(
         assert call() == expected
     assert stores().get("k") is None  # popped
     assert store.add("k", 3) and stores().get("k") == 3
+
+
+@pytest.mark.parametrize("failure", ["local", "raise"])
+def test_an_epoch_name_of_another_type_is_replaced_not_an_outage(
+    stores: Stores, raw: redis.Redis, failure: str
+) -> None:
+    """The epoch id's name holding a hash is damage, not an unreachable Redis: a store opens and works (a new
+    id, as when the id is missing), and a store already open writes on."""
+    running = stores()
+    running.set("k", 1)
+    raw.delete(PREFIX + b"epoch")
+    raw.hset(PREFIX + b"epoch", "x", "y")
+    assert running.set("j", 2) is True
+    raw.delete(PREFIX + b"epoch")
+    raw.hset(PREFIX + b"epoch", "x", "y")
+    store = stores(shared_failure=failure)
+    assert store._shared is not None and not store._shared.client.down
+    assert store.set("k", 3) is True and store.get("k") == 3
+    assert raw.type(PREFIX + b"epoch") == b"string"

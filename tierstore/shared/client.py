@@ -286,7 +286,7 @@ class SharedClient:
         self._count_error()
 
     def epoch(self, *, while_down: bool = False) -> bytes:
-        """The epoch id of the data set in Redis, created when missing.
+        """The epoch id of the data set in Redis, created when missing (or holding another type of value: damage).
 
         One transaction (``MULTI``/``EXEC``): a ``FLUSHALL`` by another client cannot fall between
         the creation and the read back, which would find no id although Redis answered."""
@@ -298,7 +298,14 @@ class SharedClient:
             pipe.get(self.names.epoch)
             return pipe.execute()[1]
 
-        epoch = self.call("epoch", create_and_read, while_down=while_down)
+        try:
+            epoch = self.call("epoch", create_and_read, while_down=while_down)
+        except SharedUnavailable as exc:
+            if not wrong_type(exc):
+                raise
+            # the name holds another type of value (damage): as good as missing, so a new id, as the scripts do
+            self.call("epoch", self.redis.delete, self.names.epoch, while_down=while_down)
+            epoch = self.call("epoch", create_and_read, while_down=while_down)
         if not isinstance(epoch, bytes):
             raise SharedUnavailable(f"epoch: Redis at {self.where} lost the epoch id just written")
         return epoch
