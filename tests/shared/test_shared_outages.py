@@ -156,6 +156,11 @@ def test_raise_mode_raises_on_every_call_once_the_loss_is_detected(
         raises(lambda: store.set("k", "mine"))
         raises(lambda: store.delete("k"))
         raises(lambda: store.invalidate("k"))
+        raises(lambda: store.get_or_load("k", lambda: "loaded"))
+        raises(lambda: list(store.keys()))
+        raises(lambda: store.add("n", 1))
+        raises(lambda: store.delete_prefix("k"))
+        raises(lambda: store.sweep())  # its local part runs; the pruning in Redis raises, as every call does
         assert store.stats()["shared_errors"] >= 9
     finally:
         redis_server.resume()

@@ -123,7 +123,7 @@ class SharedTier:
         self.lease_locks = SharedLeaseLocks(self.client, self.scripts, options.lock_timeout, self._gate)  # dogpile's
         self.listing = SharedListing(
             client=self.client, scripts=self.scripts, clock=options.clock,
-            max_bytes=options.max_value_bytes, on_corrupt=on_corrupt, mirror=mirror,
+            max_bytes=options.max_value_bytes, on_corrupt=on_corrupt, mirror=mirror, raising=self.outage.raising,
         )  # fmt: skip
         self.guard: SharedGuard | None = None
         try:
