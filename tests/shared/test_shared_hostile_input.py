@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+import redis.sentinel
 
 from tests.shared.parts_support import PREFIX, dump
 from tests.shared.redis_server import RedisServer
@@ -200,3 +201,10 @@ def test_a_url_query_cannot_turn_on_decoding_or_resp3(redis_server: RedisServer,
 def test_shared_arguments_that_cannot_work_are_refused_clearly(shared: Any, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         TierStore(shared=shared, shared_failure="local").close()
+
+
+def test_a_sentinel_managed_client_is_refused_clearly() -> None:
+    """Its connections find the master through their own pool, which the store's connections cannot share."""
+    shared = redis.sentinel.Sentinel([("127.0.0.1", 1)], socket_timeout=0.2).master_for("mymaster")
+    with pytest.raises(ValueError, match="Sentinel"):
+        TierStore(shared=shared).close()

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import SentinelConnectionPool
 
 from ..errors import SharedUnavailable
 from ..stats import Stats
@@ -97,6 +98,8 @@ def _connect(shared: object) -> redis.Redis:
         )
         raise TypeError(f"shared must be a URL or a blocking redis.Redis, not {kind}{hint}")
     pool = shared.connection_pool
+    if isinstance(pool, SentinelConnectionPool):  # its connections ask the sentinels through their own pool
+        raise ValueError("shared: a Sentinel-managed redis.Redis is not supported; pass the master's URL")
     kwargs = dict(pool.connection_kwargs)
     kwargs.update(options)
     if kwargs.get("socket_timeout") is None:
