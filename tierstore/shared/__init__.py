@@ -14,7 +14,8 @@ is imported.
 Opening talks to Redis only through the listener's first attempt (subscribe,
 epoch id, scripts): if it fails, ``shared_failure="raise"`` raises
 ``SharedUnavailable`` and ``"local"`` opens with Redis down (its grace counted
-from the open) while the listener keeps trying. ``guard=True`` also reads the
+from the open) while the listener keeps trying; a Redis that answers but refuses
+(a wrong password or database, an ACL) raises in both. ``guard=True`` also reads the
 shared filter's parameters (or builds the filter) at open; opened without Redis,
 the first check or add once Redis answers does it (``SharedGuard``).
 """
@@ -135,6 +136,8 @@ class SharedTier:
             self.listener = listener
             if not listener.start(timeout=_FIRST_ATTEMPT):
                 where, failure = self.client.where, listener.failure
+                if listener.refusal is not None:  # answered, but no: a setting to fix, not an outage
+                    raise SharedUnavailable(f"Redis at {where} refused the store at open: {listener.refusal}")
                 if self.outage.raising:
                     raise SharedUnavailable(f"Redis at {where} unreachable at open (shared_failure='raise'): {failure}")
                 self.outage.lost(f"at open: {failure}")  # "local": opened with Redis down
