@@ -314,3 +314,20 @@ def test_a_store_with_the_filter_opens_while_redis_is_down_and_finds_the_filter_
     assert calls == [] and guard_of(store).might_contain("held")
     store.set("new", 2)
     assert guard_of(writer if filter_exists else stores(guard=True)).might_contain("new")
+
+
+def test_a_degraded_store_s_writes_reach_a_filter_another_store_installed_since(
+    stores: Callable[..., TierStore], raw: redis.Redis
+) -> None:
+    """A store that found the filter gone admits every key; once another store's ``rebuild_guard`` installs
+    a new one, its writes are added there, or that filter would turn away keys it wrote."""
+    first, second = stores(guard=True), stores(guard=True)
+    first.set("k", 1)
+    raw.delete(PREFIX + b"g:params", PREFIX + b"g:bits")  # Redis lost the filter
+    assert second.get_or_load("absent", lambda: 2) == 2  # its check finds it gone: degraded, admits
+    assert second.stats()["guard_degraded"] == 1
+    first.rebuild_guard(["k"])
+    second.set("new", 3)
+    assert guard_of(first).might_contain("new")
+    assert not guard_of(second).degraded and guard_of(second).might_contain("new")
+    assert second.get_or_load("never", lambda: 4) is None  # it checks the new filter again

@@ -35,8 +35,10 @@ a rebuilder that dies stops the carrying within the hour.
 
 A filter that disappears from Redis while stores use it (Redis lost its data),
 or whose names hold another type of value, could have held keys the source still
-has, so every check admits (``degraded``) and adds do nothing until
-``rebuild_guard`` installs a new one (deleting those names first); a store opening
+has, so every check admits (``degraded``) until ``rebuild_guard`` installs a
+new one (deleting those names first); adds still run their script, which carries
+their keys to rebuilds under way and names a filter installed since (by this
+store or another), which the add then fills and every check uses again; a store opening
 then builds one from the keys Redis holds. ``save`` and ``close`` have nothing
 to do: Redis holds the filter. Thread-safety: Redis orders every step; the
 cached parameters are replaced as a whole tuple.
@@ -259,12 +261,14 @@ class SharedGuard(Guard):
             self._damaged()
         for _ in range(3):
             probe = self._probe
-            if probe is None:
-                return
-            args: list[bytes | str] = [probe[0], probe[1], str(probe[2]), self._carry_prefix]
+            # Degraded (no filter known): the script still carries the keys to the rebuilds under way and
+            # names a filter another store installed since, which this add then fills: none is left out.
+            args: list[bytes | str] = [b"", b"", "0"] if probe is None else [probe[0], probe[1], str(probe[2])]
+            args.append(self._carry_prefix)
             for data in encoded:
                 args.append(data)
-                args.extend(map(str, self._positions(data, probe)))
+                if probe is not None:
+                    args.extend(map(str, self._positions(data, probe)))
             try:
                 reply = yield Call("guard add", ADD, [self._bits, self._params, self._building], args)
             except SharedUnavailable as exc:
@@ -276,10 +280,12 @@ class SharedGuard(Guard):
                 self._lost()
                 return
             if reply[0] != _STALE:
-                if reply[1]:  # new bits were set: the fill rate moved
+                if reply[1] and probe is not None:  # new bits were set: the fill rate moved
                     self._note_fill(int(reply[2]), int(reply[3]), probe)
                 return
-            self._adopt(reply)
+            if self._adopt(reply) is None:
+                return  # damaged parameters: degraded until rebuild_guard
+            self.degraded = False
 
     def _admits(self, exc: SharedUnavailable) -> bool:
         """Whether a check Redis did not answer admits its key: when Redis is unreachable with "local" (the
