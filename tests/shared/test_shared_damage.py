@@ -68,7 +68,7 @@ def test_writes_over_a_hash_with_a_garbage_field_raise_cleanly(
         lambda: store.delete("k"),
         lambda: store.touch("k", 10),
         lambda: store.replace_value("k", 3),
-        lambda: store.pop("k"),
+        lambda: store.pop("k", None),  # a damaged entry is none to pop: KeyError without a default
         lambda: store.set_many({"k": 4}),
         lambda: store.delete_many(["k"]),
         lambda: store.add("k", 5),
@@ -222,3 +222,106 @@ def test_a_seq_key_holding_text_makes_writes_raise_and_change_nothing_locally(st
             call()
     assert raw.get(PREFIX + b"seq") == b"not a number"
     assert store.get("k") in (1, None)  # never a value Redis did not take
+
+
+@pytest.mark.parametrize("garbage", [b"00007", b"1e5", b"0x10", b" 12", b"99999999999999999999"])
+def test_a_damaged_version_never_refuses_a_write_silently(stores: Stores, raw: redis.Redis, garbage: bytes) -> None:
+    """Versions compare as strings in Redis: a ``v`` the scripts never write (leading zeros, a float, padding)
+    would rank above a real one. It reads as a corrupt miss, and a write it refuses says why."""
+    store = stores()
+    other = stores()
+    store.set("k", 1, version=7)
+    raw.hset(_entry("k"), b"v", garbage)
+    _forget_locally(store)
+    assert store.get_entry("k") is None
+    for call in (lambda: store.set("k", 2, version=10), lambda: store.add("k", 3)):
+        with pytest.raises(CorruptRecord, match="refused"):
+            call()
+    assert other.get("k") is None
+    assert raw.hget(_entry("k"), b"v") == garbage
+    store.set("j", 4, version=1)
+    assert other.get("j") == 4
+
+
+@pytest.mark.parametrize("field, garbage", [(b"s", b"junk"), (b"s", None), (b"e", None), (b"v", None)])
+def test_listings_skip_and_count_an_entry_get_calls_damaged(
+    stores: Stores, raw: redis.Redis, field: bytes, garbage: bytes | None
+) -> None:
+    store = stores()
+    store.set("k", 1)
+    store.set("j", 2)
+    if garbage is None:
+        raw.hdel(_entry("k"), field)
+    else:
+        raw.hset(_entry("k"), field, garbage)
+    _forget_locally(store)
+    assert store.get("k") is None
+    before = store.stats()["corrupt_records"]
+    assert list(store.keys()) == ["j"] and list(store.items()) == [("j", 2)] and len(store) == 1
+    assert store.stats()["corrupt_records"] > before
+
+
+@pytest.mark.parametrize("name", [b"g:bits", b"g:params", b"g:building"])
+@pytest.mark.parametrize("reopen", [False, True])
+def test_a_filter_name_of_another_type_degrades_the_filter_until_rebuild_guard(
+    stores: Stores, raw: redis.Redis, name: bytes, reopen: bool
+) -> None:
+    """A name of the filter holding another type (``WRONGTYPE``) is damage, as damaged parameters are: loads
+    and writes go on with every key admitted, and ``rebuild_guard`` repairs it."""
+    store = stores(guard=True)
+    store.set("k", 1)
+    store.guard_keys(["n"])
+    raw.delete(PREFIX + name)
+    raw.rpush(PREFIX + name, b"junk")
+    if reopen:
+        store = stores(guard=True)
+    assert store.get_or_load("n", lambda: 2) == 2  # never a wrong "absent", never an error
+    assert store.set("m", 4) is True
+    store.set_many({"p": 5})
+    store.guard_keys(["q"])
+    assert store.stats()["guard_degraded"] == 1
+    store.rebuild_guard(["k", "m", "n", "p"])
+    assert store.stats()["guard_degraded"] == 0
+    assert store.get_or_load("never", lambda: 6) is None  # the rebuilt filter answers again
+    assert store.get_or_load("n", lambda: 7) == 2
+
+
+@pytest.mark.parametrize(
+    "field, garbage", [(b"v", None), (b"s", None), (b"e", None), (b"s", b"junk"), (b"s", b"9" * 20)]
+)
+def test_add_and_pop_see_an_entry_get_calls_damaged_as_damaged(
+    stores: Stores, raw: redis.Redis, field: bytes, garbage: bytes | None
+) -> None:
+    """A hash ``get`` reads as a corrupt miss is no live entry to ``add`` (which lands over it) or ``pop``
+    (which gives the default): their scripts judge the hash as a read does."""
+    store = stores()
+    for call, expected in ((lambda: store.add("k", 2), True), (lambda: store.pop("k", "none"), "none")):
+        store.set("k", 1)
+        if garbage is None:
+            raw.hdel(_entry("k"), field)
+        else:
+            raw.hset(_entry("k"), field, garbage)
+        _forget_locally(store)
+        assert store.get("k") is None
+        assert call() == expected
+    assert stores().get("k") is None  # popped
+    assert store.add("k", 3) and stores().get("k") == 3
+
+
+@pytest.mark.parametrize("failure", ["local", "raise"])
+def test_an_epoch_name_of_another_type_is_replaced_not_an_outage(
+    stores: Stores, raw: redis.Redis, failure: str
+) -> None:
+    """The epoch id's name holding a hash is damage, not an unreachable Redis: a store opens and works (a new
+    id, as when the id is missing), and a store already open writes on."""
+    running = stores()
+    running.set("k", 1)
+    raw.delete(PREFIX + b"epoch")
+    raw.hset(PREFIX + b"epoch", "x", "y")
+    assert running.set("j", 2) is True
+    raw.delete(PREFIX + b"epoch")
+    raw.hset(PREFIX + b"epoch", "x", "y")
+    store = stores(shared_failure=failure)
+    assert store._shared is not None and not store._shared.client.down
+    assert store.set("k", 3) is True and store.get("k") == 3
+    assert raw.type(PREFIX + b"epoch") == b"string"

@@ -18,8 +18,10 @@ import redis
 from tests.shared import part_workers
 from tests.shared.parts_support import PREFIX, SPAWN, dump, guard_of, round_trips
 from tests.shared.redis_server import RedisServer
-from tierstore import ABSENT, StoreClosed, TierStore, TierStoreError, codec
+from tests.shared.support import wait_for
+from tierstore import ABSENT, SharedUnavailable, StoreClosed, TierStore, TierStoreError, codec
 from tierstore.bloom import BloomFilter, probe_positions
+from tierstore.shared.client import CALL_TIMEOUT
 
 
 def test_a_key_written_in_one_store_is_admitted_by_the_others(stores: Callable[..., TierStore]) -> None:
@@ -264,3 +266,68 @@ def test_a_rebuild_whose_keys_expired_changes_nothing(
     assert raw.hgetall(PREFIX + b"g:params") == params
     assert guard_of(store).might_contain("kept") and not guard_of(store).might_contain("new")
     assert sorted(key for key in raw.keys("*") if b":g:" in key) == [PREFIX + b"g:bits", PREFIX + b"g:params"]
+
+
+@pytest.mark.parametrize("failure", ["local", "raise"])
+def test_get_or_load_with_the_filter_during_an_outage_loads_without_storing_or_raises(
+    redis_server: RedisServer, stores: Callable[..., TierStore], failure: str
+) -> None:
+    """The filter lives in Redis: with Redis unreachable and "local", a miss is a miss that loads (the filter
+    cannot say no, and admitting is never a wrong answer), as without a filter; "raise" raises."""
+    store = stores(guard=True, shared_failure=failure, shared_grace=60.0)
+    store.guard_keys(["far"])
+    calls: list[str] = []
+    redis_server.pause()
+    try:
+        for key in ("far", "never-guarded"):
+            if failure == "raise":
+                with pytest.raises(SharedUnavailable):
+                    store.get_or_load(key, lambda key=key: calls.append(key) or "loaded")
+                continue
+            assert store.get_or_load(key, lambda key=key: calls.append(key) or "loaded") == "loaded"
+            assert store.get(key, "none") == "none"  # loaded, not stored
+    finally:
+        redis_server.resume()
+    assert calls == ([] if failure == "raise" else ["far", "never-guarded"])
+
+
+@pytest.mark.parametrize("filter_exists", [True, False])
+def test_a_store_with_the_filter_opens_while_redis_is_down_and_finds_the_filter_once_it_is_back(
+    redis_server: RedisServer, stores: Callable[..., TierStore], filter_exists: bool
+) -> None:
+    """With "local" a store opens without Redis, guard=True included: meanwhile every miss loads (nothing stored);
+    once Redis answers, the first check finds the filter (or builds it from the keys Redis holds)."""
+    writer = stores(guard=filter_exists)
+    writer.set("held", 1)
+    redis_server.pause()
+    try:
+        store = stores(guard=True)
+        assert store._shared is not None and store._shared.client.down
+        assert store.get_or_load("never", lambda: "loaded") == "loaded"
+        with pytest.raises(SharedUnavailable):
+            store.set("k", 1)
+    finally:
+        redis_server.resume()
+    wait_for(lambda: not store._shared.client.down, CALL_TIMEOUT + 5.0)  # type: ignore[union-attr]
+    calls: list[str] = []
+    assert store.get_or_load("never", lambda: calls.append("never") or "x") is None  # the filter says no
+    assert calls == [] and guard_of(store).might_contain("held")
+    store.set("new", 2)
+    assert guard_of(writer if filter_exists else stores(guard=True)).might_contain("new")
+
+
+def test_a_degraded_store_s_writes_reach_a_filter_another_store_installed_since(
+    stores: Callable[..., TierStore], raw: redis.Redis
+) -> None:
+    """A store that found the filter gone admits every key; once another store's ``rebuild_guard`` installs
+    a new one, its writes are added there, or that filter would turn away keys it wrote."""
+    first, second = stores(guard=True), stores(guard=True)
+    first.set("k", 1)
+    raw.delete(PREFIX + b"g:params", PREFIX + b"g:bits")  # Redis lost the filter
+    assert second.get_or_load("absent", lambda: 2) == 2  # its check finds it gone: degraded, admits
+    assert second.stats()["guard_degraded"] == 1
+    first.rebuild_guard(["k"])
+    second.set("new", 3)
+    assert guard_of(first).might_contain("new")
+    assert not guard_of(second).degraded and guard_of(second).might_contain("new")
+    assert second.get_or_load("never", lambda: 4) is None  # it checks the new filter again

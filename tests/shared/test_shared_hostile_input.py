@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
+import redis.sentinel
 
 from tests.shared.parts_support import PREFIX, dump
 from tests.shared.redis_server import RedisServer
@@ -172,3 +174,37 @@ def test_bad_shared_settings_are_refused_at_open(redis_server: RedisServer, opti
         pytest.skip("an endless grace is a choice: copies served until Redis is back")
     with pytest.raises((TypeError, ValueError)):
         TierStore(shared=redis_server.url, **{option: bad}).close()
+
+
+@pytest.mark.parametrize("query", ["decode_responses=True", "decode_responses=False", "protocol=3"])
+def test_a_url_query_cannot_turn_on_decoding_or_resp3(redis_server: RedisServer, query: str) -> None:
+    """redis-py lets a URL's query override from_url's arguments (and reads ``decode_responses=False`` as a
+    true string): the store still gets bytes in RESP2, so it opens and works instead of seeing Redis down."""
+    store = TierStore(shared=f"{redis_server.url}?{query}", shared_failure="raise", shared_ping_interval=0.2)
+    other = TierStore(shared=redis_server.url, shared_ping_interval=0.2)
+    try:
+        assert store.set("k", "v", version=3)
+        assert other.get_entry("k") == store.get_entry("k") and other.get("k") == "v"
+        assert store.incr("c") == 1
+    finally:
+        store.close()
+        other.close()
+
+
+@pytest.mark.parametrize(
+    "shared, error, message",
+    [
+        ("unix://", ValueError, "socket's path"),
+        (redis.asyncio.Redis(), TypeError, "redis.asyncio"),
+    ],
+)
+def test_shared_arguments_that_cannot_work_are_refused_clearly(shared: Any, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        TierStore(shared=shared, shared_failure="local").close()
+
+
+def test_a_sentinel_managed_client_is_refused_clearly() -> None:
+    """Its connections find the master through their own pool, which the store's connections cannot share."""
+    shared = redis.sentinel.Sentinel([("127.0.0.1", 1)], socket_timeout=0.2).master_for("mymaster")
+    with pytest.raises(ValueError, match="Sentinel"):
+        TierStore(shared=shared).close()

@@ -156,6 +156,11 @@ def test_raise_mode_raises_on_every_call_once_the_loss_is_detected(
         raises(lambda: store.set("k", "mine"))
         raises(lambda: store.delete("k"))
         raises(lambda: store.invalidate("k"))
+        raises(lambda: store.get_or_load("k", lambda: "loaded"))
+        raises(lambda: list(store.keys()))
+        raises(lambda: store.add("n", 1))
+        raises(lambda: store.delete_prefix("k"))
+        raises(lambda: store.sweep())  # its local part runs; the pruning in Redis raises, as every call does
         assert store.stats()["shared_errors"] >= 9
     finally:
         redis_server.resume()
@@ -465,3 +470,23 @@ def test_a_call_whose_script_is_loaded_on_first_use_names_itself_in_an_outage(
         assert isinstance(error, SharedUnavailable) and str(error).startswith(f"{what}"), error
     finally:
         redis_server.resume()
+
+
+@pytest.mark.parametrize("failure", ["local", "raise"])
+@pytest.mark.parametrize("setting", ["wrong password", "no such database"])
+def test_a_redis_that_answers_but_refuses_the_store_is_no_outage_at_open(
+    redis_server: RedisServer, failure: str, setting: str
+) -> None:
+    """A wrong password or database is a setting to fix: the open raises at once, also with "local", instead
+    of opening as if Redis were down and retrying for ever."""
+    url = redis_server.url + "?db=99999"
+    if setting == "wrong password":
+        redis.Redis(unix_socket_path=redis_server.socket).config_set("requirepass", "right")
+        url = f"unix://:wrong@{redis_server.socket}"
+    started = time.monotonic()
+    with pytest.raises(SharedUnavailable, match="refused"):
+        TierStore(shared=url, shared_failure=failure).close()
+    assert time.monotonic() - started < SLOW
+    if setting == "wrong password":
+        with TierStore(shared=f"unix://:right@{redis_server.socket}", shared_failure=failure) as store:
+            assert store.set("k", 1) is True

@@ -14,9 +14,10 @@ is imported.
 Opening talks to Redis only through the listener's first attempt (subscribe,
 epoch id, scripts): if it fails, ``shared_failure="raise"`` raises
 ``SharedUnavailable`` and ``"local"`` opens with Redis down (its grace counted
-from the open) while the listener keeps trying. ``guard=True`` is the
-exception: the shared filter's parameters are read (or the filter built) at
-open, so it needs Redis then.
+from the open) while the listener keeps trying; a Redis that answers but refuses
+(a wrong password or database, an ACL) raises in both. ``guard=True`` also reads the
+shared filter's parameters (or builds the filter) at open; opened without Redis,
+the first check or add once Redis answers does it (``SharedGuard``).
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class SharedTier:
         self.lease_locks = SharedLeaseLocks(self.client, self.scripts, options.lock_timeout, self._gate)  # dogpile's
         self.listing = SharedListing(
             client=self.client, scripts=self.scripts, clock=options.clock,
-            max_bytes=options.max_value_bytes, on_corrupt=on_corrupt, mirror=mirror,
+            max_bytes=options.max_value_bytes, on_corrupt=on_corrupt, mirror=mirror, raising=self.outage.raising,
         )  # fmt: skip
         self.guard: SharedGuard | None = None
         try:
@@ -135,11 +136,16 @@ class SharedTier:
             self.listener = listener
             if not listener.start(timeout=_FIRST_ATTEMPT):
                 where, failure = self.client.where, listener.failure
+                if listener.refusal is not None:  # answered, but no: a setting to fix, not an outage
+                    raise SharedUnavailable(f"Redis at {where} refused the store at open: {listener.refusal}")
                 if self.outage.raising:
                     raise SharedUnavailable(f"Redis at {where} unreachable at open (shared_failure='raise'): {failure}")
                 self.outage.lost(f"at open: {failure}")  # "local": opened with Redis down
             if options.guard:
-                self.guard = SharedGuard(self.client, self.scripts, options.bloom_capacity, options.bloom_error_rate)
+                self.guard = SharedGuard(
+                    self.client, self.scripts, options.bloom_capacity, options.bloom_error_rate,
+                    raising=self.outage.raising,
+                )  # fmt: skip
                 self.leases.admit_key = self.guard.add_steps
             parts: dict[str, Any] = {
                 "client": self.client, "scripts": self.scripts, "mirror": mirror, "writer": writer,

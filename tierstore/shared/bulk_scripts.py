@@ -45,8 +45,8 @@ _BULK_COMMON = (
     ENTRY_STATE
     + """
 local function stamp()
-  local epoch = redis.call('GET', KEYS[2])
-  if not epoch then
+  local epoch = redis.pcall('GET', KEYS[2])
+  if type(epoch) ~= 'string' then  -- missing, or a name of another type (damage): a new data set id
     epoch = ARGV[3]
     redis.call('SET', KEYS[2], epoch)
   end

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import SentinelConnectionPool
 
 from ..errors import SharedUnavailable
 from ..stats import Stats
@@ -82,12 +83,23 @@ class Names:
 
 
 def _connect(shared: object) -> redis.Redis:
+    """Our client for ``shared``: its settings, but replies as bytes, RESP2 and no retries whatever it or
+    its URL's query (``?decode_responses=...``, ``?protocol=3``) says; the default timeouts unless set."""
     options: dict[str, Any] = {"decode_responses": False, "retry": Retry(NoBackoff(), 0), "protocol": 2}
-    if isinstance(shared, str):
-        return redis.Redis.from_url(shared, socket_timeout=CALL_TIMEOUT, socket_connect_timeout=CALL_TIMEOUT, **options)
+    if isinstance(shared, str):  # a URL's query overrides from_url's arguments: ours are applied below
+        shared = redis.Redis.from_url(shared, socket_timeout=CALL_TIMEOUT, socket_connect_timeout=CALL_TIMEOUT)
+        pool = shared.connection_pool
+        if pool.connection_class is redis.UnixDomainSocketConnection and not pool.connection_kwargs.get("path"):
+            raise ValueError("shared: a unix:// URL names the socket's path, as unix:///run/redis.sock")
     if not isinstance(shared, redis.Redis):
-        raise TypeError(f"shared must be a URL or a redis.Redis, not {type(shared).__name__}")
+        kind = f"{type(shared).__module__}.{type(shared).__qualname__}"
+        hint = " (AsyncTierStore too makes its redis.asyncio connections from a URL or a redis.Redis)" * (
+            "asyncio" in kind
+        )
+        raise TypeError(f"shared must be a URL or a blocking redis.Redis, not {kind}{hint}")
     pool = shared.connection_pool
+    if isinstance(pool, SentinelConnectionPool):  # its connections ask the sentinels through their own pool
+        raise ValueError("shared: a Sentinel-managed redis.Redis is not supported; pass the master's URL")
     kwargs = dict(pool.connection_kwargs)
     kwargs.update(options)
     if kwargs.get("socket_timeout") is None:
@@ -277,7 +289,7 @@ class SharedClient:
         self._count_error()
 
     def epoch(self, *, while_down: bool = False) -> bytes:
-        """The epoch id of the data set in Redis, created when missing.
+        """The epoch id of the data set in Redis, created when missing (or holding another type of value: damage).
 
         One transaction (``MULTI``/``EXEC``): a ``FLUSHALL`` by another client cannot fall between
         the creation and the read back, which would find no id although Redis answered."""
@@ -289,7 +301,14 @@ class SharedClient:
             pipe.get(self.names.epoch)
             return pipe.execute()[1]
 
-        epoch = self.call("epoch", create_and_read, while_down=while_down)
+        try:
+            epoch = self.call("epoch", create_and_read, while_down=while_down)
+        except SharedUnavailable as exc:
+            if not wrong_type(exc):
+                raise
+            # the name holds another type of value (damage): as good as missing, so a new id, as the scripts do
+            self.call("epoch", self.redis.delete, self.names.epoch, while_down=while_down)
+            epoch = self.call("epoch", create_and_read, while_down=while_down)
         if not isinstance(epoch, bytes):
             raise SharedUnavailable(f"epoch: Redis at {self.where} lost the epoch id just written")
         return epoch

@@ -12,6 +12,9 @@ message, as ``set`` and ``delete`` do.
   ``live``, ``negative``, ``expired`` (stale included), ``tombstone`` or
   ``damaged`` (a header no writer of this store packs). ``ARGV[8]`` is the
   writer's clock (``repr`` of a float: Lua's ``tonumber`` reads it exactly).
+  ``intact()``: whether the hash has the ``v``, ``s`` and ``e`` a read needs
+  (``s`` a decimal seq): ``ADD`` and ``POP`` treat a hash a read calls damaged as a
+  damaged entry, not a live one.
 - ``ADD``: ``SET`` behind one more check: refused (``{0, version}``) while a live
   entry is stored.
 - ``POP``: ``DELETE`` with the local ``pop``'s rule: a tombstone already stored is
@@ -72,6 +75,10 @@ local function entry_state(s, now)
   if flags ~= 0 then return 'negative' end
   return 'live'
 end
+local function intact()
+  local f = redis.call('HMGET', KEYS[1], 'v', 's', 'e')
+  return f[1] ~= false and f[3] ~= false and f[2] ~= false and #f[2] <= 19 and string.find(f[2], '^%d+$') ~= nil
+end
 """
 
 ADD = (
@@ -79,7 +86,7 @@ ADD = (
     + ENTRY_STATE
     + """
 local stored = redis.call('HGET', KEYS[1], 'd')
-if stored and entry_state(stored, tonumber(ARGV[8])) == 'live' then return {0, current} end
+if stored and entry_state(stored, tonumber(ARGV[8])) == 'live' and intact() then return {0, current} end
 """
     + SET[len(_COMMON) :]
 )
@@ -93,6 +100,7 @@ local seq, epoch = stamp()
 local state, action = 'missing', 'n'
 if old then
   state = entry_state(old, tonumber(ARGV[8]))
+  if not intact() then state = 'damaged' end
   if state ~= 'damaged' and #old > tonumber(ARGV[9]) then
     state = 'too long'
   elseif state ~= 'tombstone' then

@@ -49,7 +49,7 @@ return {1, redis.call('GET', KEYS[1])}
 """
 
 _PART_MAX = 2**63 - 1
-_COUNT = re.compile(rb"-?[0-9]{1,19}\Z")
+_COUNT = re.compile(rb"(0|-?[1-9][0-9]{0,18})\Z")  # as Redis reads an integer: no leading zero, no "-0"
 
 
 def _check_delta(delta: object) -> int:

@@ -24,7 +24,7 @@ checks again). Adds are one script call (``SETBIT``, counting new keys), written
 as steps (``add_steps``, ``add_many_steps``: the writes' admission, run by
 their driver, blocking or asyncio).
 
-``rebuild(keys)`` builds the new filter in this process (new seed, sized for
+``rebuild(keys)`` builds the new filter in this process (``guard_build``: new seed, sized for
 ``max(capacity, 2 * len(keys))``), writes it aside in one ``SET`` and installs
 it with its parameters by ``RENAME`` in one script. Keys added by any process
 from the start of the rebuild until the swap are carried over: every add
@@ -33,9 +33,12 @@ swap runs only when it has consumed the whole list (else the rebuilder adds
 the rest and tries again). The carry list expires, so
 a rebuilder that dies stops the carrying within the hour.
 
-A filter that disappears from Redis while stores use it (Redis lost its data)
-could have held keys the source still has, so every check admits (``degraded``)
-and adds do nothing until ``rebuild_guard`` installs a new one; a store opening
+A filter that disappears from Redis while stores use it (Redis lost its data),
+or whose names hold another type of value, could have held keys the source still
+has, so every check admits (``degraded``) until ``rebuild_guard`` installs a
+new one (deleting those names first); adds still run their script, which carries
+their keys to rebuilds under way and names a filter installed since (by this
+store or another), which the add then fills and every check uses again; a store opening
 then builds one from the keys Redis holds. ``save`` and ``close`` have nothing
 to do: Redis holds the filter. Thread-safety: Redis orders every step; the
 cached parameters are replaced as a whole tuple.
@@ -44,8 +47,7 @@ cached parameters are replaced as a whole tuple.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -54,7 +56,8 @@ from ..bloom import BloomFilter, encode_keys, probe_positions
 from ..codec import Key
 from ..errors import SharedUnavailable, TierStoreError
 from ..guard import Guard
-from .client import SharedClient
+from .client import SharedClient, wrong_type
+from .guard_build import SWAP, FilterBuild
 from .scripts import Scripts
 from .steps import Call, Steps, run
 
@@ -63,7 +66,6 @@ __all__ = ["SharedGuard", "CHECK", "ADD", "SWAP"]
 log = logging.getLogger("tierstore")
 
 _STALE, _MISSING = -1, -2
-_CARRY_TTL_MS = 3_600_000
 _ADD_CHUNK = 2_000
 _PARAMS = (b"seed", b"nbits", b"nhashes", b"error_rate")
 _Probe = tuple[bytes, bytes, int, float]  # seed and nbits as Redis holds them (the scripts compare them), nhashes, rate
@@ -125,33 +127,16 @@ if keys == 0 then return {1, 0} end
 return {1, keys, redis.call('HINCRBY', KEYS[2], 'count', keys), redis.call('HINCRBY', KEYS[2], 'ones', ones)}
 """
 
-# KEYS: bits, params, bits built aside, carry list, rebuilds under way. ARGV: token, carry entries consumed, "1" to
-# install only when there is no filter, then the parameters as field/value pairs.
-SWAP = """
-if redis.call('EXISTS', KEYS[3]) == 0 then return {3} end
-local n = redis.call('LLEN', KEYS[4])
-if n ~= tonumber(ARGV[2]) then return {0, n} end
-redis.call('SREM', KEYS[5], ARGV[1])
-if ARGV[3] == '1' and redis.call('HEXISTS', KEYS[2], 'seed') == 1 then
-  redis.call('DEL', KEYS[3], KEYS[4])
-  return {2}
-end
-redis.call('RENAME', KEYS[3], KEYS[1])
-redis.call('PERSIST', KEYS[1])
-redis.call('HSET', KEYS[2], unpack(ARGV, 4))
-redis.call('DEL', KEYS[4])
-return {1}
-"""
-
-_REVERSED = bytes(int(f"{byte:08b}"[::-1], 2) for byte in range(256))  # LSB-first bytes to Redis's MSB-first
-
 
 class SharedGuard(Guard):
     """``Guard``'s interface on the Redis bitmap (the store binds it as its ``_guard``)."""
 
-    def __init__(self, client: SharedClient, scripts: Scripts, capacity: int, error_rate: float) -> None:
+    def __init__(
+        self, client: SharedClient, scripts: Scripts, capacity: int, error_rate: float, *, raising: bool = False
+    ) -> None:
         prefix = client.names.prefix
         self._client = client
+        self._raising = raising  # shared_failure="raise": a check Redis cannot answer raises, else it admits
         self._redis = client.redis
         self._scripts = scripts
         self._capacity = capacity
@@ -161,16 +146,34 @@ class SharedGuard(Guard):
         self._carry_prefix = prefix + b"g:carry:"
         self._aside = prefix + b"g:build:"
         self._building = prefix + b"g:building"
+        self._build = FilterBuild(
+            client, scripts, bits=self._bits, params=self._params, building=self._building,
+            carry_prefix=self._carry_prefix, aside_prefix=self._aside,
+        )  # fmt: skip
         self._warned = False
         self.over_capacity = False
         self.degraded = False
         self._last_stats = {"guard_keys": 0, "guard_over_capacity": 0, "guard_degraded": 0, "guard_error_ppm": 0}
         self._probe: _Probe | None = None
-        self._read_params()
-        if self._probe is None:
-            self._install(self._keys_in_redis(), only_if_missing=True)
-            self._read_params()
-        self.degraded = self._probe is None
+        self._opening = threading.Lock()
+        self._unopened = True
+        try:
+            self._find()
+        except SharedUnavailable as exc:
+            if not self._admits(exc):
+                raise  # with "local" a store opens with Redis unreachable: the filter is found once it answers
+
+    def _find(self) -> None:
+        """Find the filter in Redis, or build one of the keys Redis holds (at open, or at the first check
+        or add once Redis answers, for a store opened without it: those calls block for it, once)."""
+        with self._opening:
+            if self._unopened:
+                self._read_params()
+                if self._probe is None:
+                    self._install(self._keys_in_redis(), only_if_missing=True)
+                    self._read_params()
+                self.degraded = self._probe is None
+                self._unopened = False
 
     # -- parameters -------------------------------------------------------------------
 
@@ -203,12 +206,24 @@ class SharedGuard(Guard):
     def might_contain_steps(self, key: Key) -> Steps[bool]:
         """``might_contain`` as steps."""
         data = codec.encode_key(key)
+        try:
+            if self._unopened:
+                self._find()
+        except SharedUnavailable as exc:
+            if not self._admits(exc):
+                raise
+            return True
         for _ in range(3):  # parameters replaced by another store's rebuild meanwhile: read again
             probe = self._probe
             if probe is None:
                 return True
             positions = map(str, self._positions(data, probe))
-            reply = yield Call("guard check", CHECK, [self._bits, self._params], [probe[0], probe[1], *positions])
+            try:
+                reply = yield Call("guard check", CHECK, [self._bits, self._params], [probe[0], probe[1], *positions])
+            except SharedUnavailable as exc:
+                if not self._admits(exc):
+                    raise
+                return True
             if reply[0] == _MISSING:
                 self._lost()
                 return True
@@ -237,23 +252,56 @@ class SharedGuard(Guard):
             yield from self._add_steps(encoded[start : start + _ADD_CHUNK])
 
     def _add_steps(self, encoded: list[bytes]) -> Steps[None]:
+        try:
+            if self._unopened:
+                self._find()  # while Redis is unreachable this raises, as the write would
+        except SharedUnavailable as exc:
+            if not wrong_type(exc):
+                raise
+            self._damaged()
         for _ in range(3):
             probe = self._probe
-            if probe is None:
-                return
-            args: list[bytes | str] = [probe[0], probe[1], str(probe[2]), self._carry_prefix]
+            # Degraded (no filter known): the script still carries the keys to the rebuilds under way and
+            # names a filter another store installed since, which this add then fills: none is left out.
+            args: list[bytes | str] = [b"", b"", "0"] if probe is None else [probe[0], probe[1], str(probe[2])]
+            args.append(self._carry_prefix)
             for data in encoded:
                 args.append(data)
-                args.extend(map(str, self._positions(data, probe)))
-            reply = yield Call("guard add", ADD, [self._bits, self._params, self._building], args)
+                if probe is not None:
+                    args.extend(map(str, self._positions(data, probe)))
+            try:
+                reply = yield Call("guard add", ADD, [self._bits, self._params, self._building], args)
+            except SharedUnavailable as exc:
+                if not wrong_type(exc):
+                    raise
+                self._damaged()  # the write goes on: a degraded filter admits every key
+                return
             if reply[0] == _MISSING:
                 self._lost()
                 return
             if reply[0] != _STALE:
-                if reply[1]:  # new bits were set: the fill rate moved
+                if reply[1] and probe is not None:  # new bits were set: the fill rate moved
                     self._note_fill(int(reply[2]), int(reply[3]), probe)
                 return
-            self._adopt(reply)
+            if self._adopt(reply) is None:
+                return  # damaged parameters: degraded until rebuild_guard
+            self.degraded = False
+
+    def _admits(self, exc: SharedUnavailable) -> bool:
+        """Whether a check Redis did not answer admits its key: when Redis is unreachable with "local" (the
+        read is a miss that loads and stores nothing), or when a name of the filter holds another type."""
+        if wrong_type(exc):
+            self._damaged()
+            return True
+        return not self._raising and self._client.down
+
+    def _damaged(self) -> None:
+        if not self.degraded:
+            log.warning("a name of the shared existence filter holds another type in Redis; every key is admitted "
+                        "until rebuild_guard()")  # fmt: skip
+        self.degraded = True
+        self._probe = None
+        self._unopened = False
 
     def _lost(self) -> None:
         if not self.degraded:
@@ -279,78 +327,21 @@ class SharedGuard(Guard):
 
     def rebuild(self, keys: Iterable[Key]) -> None:
         """Replace the filter with one of ``keys`` (plus keys any process adds meanwhile)."""
+        self._build.clear_wrong_types()  # damage rebuild_guard is there to repair
         self._install(encode_keys(keys), only_if_missing=False)
         self._probe = None
+        self._unopened = False
         self._read_params()
         self.degraded = self._probe is None
         self._warned = False
         self.over_capacity = False
 
     def _keys_in_redis(self) -> list[bytes]:
-        """The tagged keys Redis holds entries for (the ``keys`` set), read in chunks."""
-        found: list[bytes] = []
-        after = b"-"
-        while True:  # by member, not by rank: members removed meanwhile shift no later chunk
-            chunk: Any = self._client.call(
-                "guard", self._redis.zrangebylex, self._client.names.keys, after, b"+", 0, 10_000
-            )
-            found.extend(chunk)
-            if len(chunk) < 10_000:
-                return found
-            after = b"(" + chunk[-1]
+        return self._build.keys_in_redis()
 
     def _install(self, encoded: list[bytes], *, only_if_missing: bool) -> None:
-        token = os.urandom(8).hex().encode()
-        carry, aside = self._carry_prefix + token, self._aside + token
-        call = self._client.call
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.rpush(carry, b"")  # the list exists while the rebuild runs: adds append to it
-        pipe.pexpire(carry, _CARRY_TTL_MS)
-        pipe.sadd(self._building, token)
-        call("guard rebuild", pipe.execute)
-        try:
-            capacity = self._capacity if only_if_missing else max(self._capacity, 2 * len(encoded))
-            bloom = BloomFilter(capacity, self._error_rate, seed=secrets.randbits(32))
-            for data in encoded:
-                bloom.add_encoded(data)
-            call("guard rebuild", self._redis.set, aside, bloom.bit_array().translate(_REVERSED), None, _CARRY_TTL_MS)
-            consumed = 1
-            while True:
-                fields = {
-                    b"seed": bloom.seed, b"nbits": bloom.nbits, b"nhashes": bloom.nhashes, b"capacity": bloom.capacity,
-                    b"error_rate": repr(bloom.error_rate), b"count": len(bloom), b"ones": bloom.bits_set,
-                }  # fmt: skip
-                args: list[bytes | str] = [token, str(consumed), "1" if only_if_missing else "0"]
-                args.extend(x for field, value in fields.items() for x in (field, str(value)))
-                reply = self._scripts.run(
-                    "guard rebuild", SWAP, [self._bits, self._params, aside, carry, self._building], args
-                )
-                if reply[0] == 0 and int(reply[1]) > consumed:
-                    consumed = self._carry_over(bloom, carry, aside, consumed, int(reply[1]))
-                elif reply[0] in (1, 2):
-                    return
-                else:  # the filter built aside or its carry list expired: an hour went by
-                    raise TierStoreError("the existence filter's rebuild outlived its keys in Redis; nothing changed")
-        except BaseException:
-            try:
-                undo = self._redis.pipeline(transaction=False)
-                undo.delete(carry, aside)
-                undo.srem(self._building, token)
-                call("guard rebuild", undo.execute)
-            except Exception:  # the first error matters; both expire anyway
-                pass
-            raise
-
-    def _carry_over(self, bloom: BloomFilter, carry: bytes, aside: bytes, consumed: int, length: int) -> int:
-        """Set the bits of the keys appended to ``carry`` since ``consumed`` in the filter built aside."""
-        added: Any = self._client.call("guard rebuild", self._redis.lrange, carry, consumed, length - 1)
-        pipe = self._redis.pipeline(transaction=False)
-        for data in added:
-            if bloom.add_encoded(data):
-                for position in probe_positions(data, bloom.seed, bloom.nbits, bloom.nhashes):
-                    pipe.setbit(aside, position, 1)
-        self._client.call("guard rebuild", pipe.execute)
-        return consumed + len(added)
+        capacity = self._capacity if only_if_missing else max(self._capacity, 2 * len(encoded))
+        self._build.install(encoded, capacity, self._error_rate, only_if_missing=only_if_missing)
 
     # -- the rest of Guard's interface ----------------------------------------------------
 
@@ -374,7 +365,7 @@ class SharedGuard(Guard):
         try:
             found: Any = self._client.call("guard stats", self._redis.hmget, self._params, list(fields))
         except SharedUnavailable:
-            return dict(self._last_stats)
+            return {**self._last_stats, "guard_degraded": int(self.degraded)}
         count, ones, nbits, nhashes, error_rate = found
         probe = _checked_probe([b"0", nbits, nhashes, error_rate])
         if probe is None or not (ones or b"0").isdigit() or not (count or b"0").isdigit():

@@ -120,6 +120,7 @@ class Listener:
         self.subscribed = threading.Event()  # set once, by the first subscription
         self._attempted = threading.Event()  # set once the first attempt succeeded or failed
         self.failure = "no attempt finished"  # why the last attempt or subscription ended
+        self.refusal: str | None = None  # why Redis refused the last attempt (a wrong password, database or ACL)
         self._thread = threading.Thread(target=self._run, name="tierstore-shared-listener", daemon=True)
 
     def start(self, timeout: float) -> bool:
@@ -147,6 +148,7 @@ class Listener:
                 if not isinstance(exc, SharedUnavailable):
                     self._client.failed()
                 reason = f"{type(exc).__name__}: {exc}"
+                self.refusal = reason if _refused(exc) else None
             except Exception as exc:  # never die: a listener that stopped would serve stale copies
                 self._client.failed()
                 log.exception("tierstore: the shared-tier listener failed")
@@ -300,6 +302,15 @@ class Listener:
         if client.redis.get(client.names.epoch) != self._mirror.epoch:
             self._outage.resync("the data set's epoch id changed")
             self._mirror.epoch = client.epoch()
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a failed attempt was Redis answering no (credentials, ``SELECT``, ACL, a script refused)
+    rather than not answering: a setting to fix, not an outage to wait out."""
+    cause = exc.__cause__ if isinstance(exc, SharedUnavailable) else exc
+    if isinstance(cause, (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)):
+        return True
+    return isinstance(cause, redis.RedisError) and not isinstance(cause, (redis.ConnectionError, redis.TimeoutError))
 
 
 def _split_pushed(tagged: bytes, sizes: bytes) -> tuple[bytes, bytes, bytes]:

@@ -23,7 +23,8 @@ local copies:
 - ``sweep`` prunes at most ``SWEEP_PAGES`` pages of the set per call, from where
   the last sweep stopped (the whole set over successive sweeps), so a sweep's
   cost is bounded. A Redis error there is counted and logged, not raised: the
-  local sweep it follows has done its work.
+  local sweep it follows has done its work (with ``shared_failure="raise"`` it
+  raises, as every call does while Redis fails).
 
 Thread-safety: no lock; the sweep's cursor is one attribute, replaced whole.
 """
@@ -65,8 +66,10 @@ class SharedListing:
         max_bytes: int,
         on_corrupt: Callable[[bytes, CorruptRecord], None],
         mirror: Mirror,
+        raising: bool = False,
     ) -> None:
         self._client = client
+        self._raising = raising  # shared_failure="raise": a sweep's failed pruning raises too
         self._mirror = mirror
         self._scripts = scripts
         self._clock = clock
@@ -89,10 +92,11 @@ class SharedListing:
             now = self._clock()
             for member, (data, version, seq, epoch) in zip(members, found, strict=True):
                 self._forget_older(member, seq, epoch)
-                if data is None or version is None:
+                if data is None:
                     continue
-                try:
+                try:  # an entry ``get`` calls damaged (its version or write stamp too) is not listed
                     record = shared_record(data, version, self._max_bytes)
+                    shared_stamp(seq, epoch)
                     if record_state(record, now) is not _LIVE:
                         continue
                     key = decode_key(member)
@@ -159,6 +163,8 @@ class SharedListing:
                 if self._cursor == b"-":
                     break
         except SharedUnavailable as exc:
+            if self._raising:
+                raise
             log.warning("tierstore: pruning the shared keys set failed: %s", exc)
         return {"shared_pruned": pruned}
 

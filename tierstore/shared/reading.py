@@ -43,15 +43,20 @@ _FIELDS = (b"d", b"v", b"s", b"e")
 _PIPELINED = 256  # reads of ``fetch_many`` per round trip: a bounded reply buffer, few round trips
 
 
-def shared_record(data: bytes, version: bytes, max_bytes: int) -> Record:
+def shared_record(data: bytes, version: object, max_bytes: int) -> Record:
     """The record of an entry hash's envelope and version; ``CorruptRecord`` when either is malformed."""
     record = unpack_record(data, max_bytes)
     return (*record[:VERSION], shared_version(version), *record[VERSION + 1 :])  # type: ignore[return-value]
 
 
 def shared_version(version: object) -> int:
-    """An entry hash's ``v`` (or a script's reply of it); ``CorruptRecord`` unless a decimal version."""
-    if not isinstance(version, bytes) or not version.isdigit() or len(version) > 19 or int(version) > MAX_VERSION:
+    """An entry hash's ``v`` (or a script's reply of it); ``CorruptRecord`` unless a decimal version as the
+    scripts write it: no sign, no leading zero (the scripts compare versions as strings, longer first, so
+    ``"007"`` would rank above ``"10"``)."""
+    if (
+        not isinstance(version, bytes) or not version.isdigit() or len(version) > 19
+        or (version[:1] == b"0" and version != b"0") or int(version) > MAX_VERSION
+    ):  # fmt: skip
         shown = version[:32] if isinstance(version, bytes) else version
         raise CorruptRecord(f"shared entry version {shown!r} is not a version")
     return int(version)

@@ -17,7 +17,7 @@ sequence number and the invalidation message are one atomic step in Redis:
   Returns ``{old envelope or nil, kept version, seq, epoch}``.
 - Every accepted write takes ``INCR`` of the namespace's ``seq`` and publishes
   ``seq:version:origin:tagged key`` on its channel (the key last: it may hold
-  ``:``). The epoch id is created when missing (``ARGV[7]`` is a fresh one).
+  ``:``). The epoch id is created when missing or of another type (``ARGV[7]`` is a fresh one).
   A landing (``land``) whose envelope is at most ``PUSH_BYTES`` long publishes
   ``seq:version+length+epoch length:origin:tagged key`` followed by the
   envelope and the epoch id instead: a listener holding a copy of the key
@@ -71,8 +71,8 @@ local function gt(a, b)
   return false
 end
 local function stamp()
-  local epoch = redis.call('GET', KEYS[3])
-  if not epoch then
+  local epoch = redis.pcall('GET', KEYS[3])
+  if type(epoch) ~= 'string' then  -- missing, or a name of another type (damage): a new data set id
     epoch = ARGV[7]
     redis.call('SET', KEYS[3], epoch)
   end

@@ -190,9 +190,12 @@ class SharedWrites:
             if len(reply) >= 4:  # a write that landed: its version and stamp become the local copy's
                 shared_version(reply[1])
                 shared_stamp(reply[2], reply[3])
+            elif len(reply) == 2 and reply[0] == 0:  # refused by the stored version: a damaged one refuses wrongly
+                shared_version(reply[1])
         except CorruptRecord as exc:  # the entry's hash in Redis is damaged (a version that is not one)
             mirror.drop(key, disk_key, stripe)
-            raise CorruptRecord(f"{what}: Redis applied it, but the entry of {key!r} there is damaged: {exc}") from None
+            done = "applied it" if reply[0] != 0 else "refused it"
+            raise CorruptRecord(f"{what}: Redis {done}, but the entry of {key!r} there is damaged: {exc}") from None
         except BaseException:
             if not self._client.down:  # down: the resync on reconnect covers it
                 mirror.drop(key, disk_key, stripe)
