@@ -65,6 +65,7 @@ class AsyncTierStore:
     def __init__(self, path: Any = None, /, **options: Any) -> None:
         """``AsyncTierStore(path, **options)`` (opened on first use) or ``AsyncTierStore(store)`` (wrapped)."""
         self._open_lock = threading.Lock()
+        self._shut = False  # closed before it opened: it never opens (under ``_open_lock``)
         self._parts: AsyncLoading | None = None
         self._get: Callable[[Key, Any], Any] = _not_open  # the store's get once open: the hot path's one lookup
         self._io: Any = None  # shared mode: the asyncio driver of Redis round trips (``shared.aio_redis``)
@@ -149,10 +150,21 @@ class AsyncTierStore:
 
     def _open_once(self) -> None:
         with self._open_lock:
+            if self._shut:
+                raise StoreClosed(f"AsyncTierStore({self._options_path()!r}) was closed before it opened")
             if self._store is None:
                 assert self._options is not None
                 options = dict(self._options)
                 self._bind(TierStore(options.pop("path"), **options))
+
+    def _shut_before_open(self) -> TierStore | None:
+        """At close: a wrapper not open yet never opens; the store an open racing the close made, to close."""
+        with self._open_lock:
+            self._shut = self._store is None
+            return self._store
+
+    def _options_path(self) -> Any:
+        return None if self._options is None else self._options["path"]
 
     @property
     def store(self) -> TierStore | None:
@@ -162,7 +174,7 @@ class AsyncTierStore:
     @property
     def closed(self) -> bool:
         store = self._store
-        return store is not None and store.closed
+        return self._shut or (store is not None and store.closed)
 
     def __repr__(self) -> str:
         store = self._store
@@ -184,6 +196,8 @@ class AsyncTierStore:
         if self._io is not None:
             await self._io.close()
         store = self._store
+        if self._owned and store is None:
+            store = await asyncio.to_thread(self._shut_before_open)
         if self._owned and store is not None:
             await asyncio.to_thread(store.close)
 

@@ -4,11 +4,18 @@ and callers of every kind (threads, coroutines) on one load's outcome."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import gc
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.aio.support import run
+from tierstore import StoreClosed, TierStore
 from tierstore.aio import AsyncTierStore
 
 
@@ -39,3 +46,75 @@ def test_a_cached_function_given_arguments_that_build_no_key_raises_at_the_await
             assert await s.get(echo.key(1)) == 1 and (await s.stats())["sets"] == 1
 
     run(body)
+
+
+class OrderingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor (a real pool) that holds the calls named ``held`` until ``release`` is set."""
+
+    def __init__(self, held: str) -> None:
+        super().__init__(max_workers=4)
+        self.held = held
+        self.release = threading.Event()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        target: Any = fn
+        while isinstance(target, functools.partial):  # to_thread submits partial(context.run, func)
+            target = target.args[0] if target.func.__name__ == "run" else target.func
+        if getattr(target, "__name__", "") != self.held:
+            return super().submit(fn, *args, **kwargs)
+
+        def held_call() -> Any:
+            self.release.wait(10)
+            return fn(*args, **kwargs)
+
+        return super().submit(held_call)
+
+
+def test_a_wrapper_closed_before_it_opened_never_opens_and_says_it_is_closed(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+
+    async def body() -> None:
+        s = AsyncTierStore(path, checkpoint_interval=None)
+        await s.close()
+        assert s.closed
+        with pytest.raises(StoreClosed, match="closed before it opened"):
+            await s.get("k")
+        with pytest.raises(StoreClosed):
+            await s.set("k", 1)
+        with pytest.raises(StoreClosed):
+            async with s:
+                pass
+        assert s.store is None
+
+    run(body)
+    TierStore(path).close()  # nothing holds the directory
+
+
+@pytest.mark.parametrize("first", ["open", "close"])
+def test_a_close_racing_the_first_use_open_leaves_no_store_open(tmp_path: Path, first: str) -> None:
+    """The first call opens the store in a thread while ``close`` runs: whichever gets there first, the
+    wrapper ends closed and the directory free (an open that finished is closed, one not begun never runs)."""
+    path = str(tmp_path / "s")
+    executor = OrderingExecutor("_shut_before_open" if first == "open" else "_open_once")
+
+    async def body() -> None:
+        asyncio.get_running_loop().set_default_executor(executor)
+        s = AsyncTierStore(path, checkpoint_interval=None)
+        caller = asyncio.ensure_future(s.set("k", 1))
+        await asyncio.sleep(0)  # the caller's open is handed to a thread
+        closing = asyncio.ensure_future(s.close())
+        if first == "open":
+            assert await caller is True  # opened and written while the close is held
+            executor.release.set()
+            await closing
+        else:
+            await closing  # while the open is held
+            assert s.closed
+            executor.release.set()
+            with pytest.raises(StoreClosed):
+                await caller
+        assert s.closed
+
+    run(body)
+    executor.shutdown()
+    TierStore(path).close()  # nothing holds the directory
