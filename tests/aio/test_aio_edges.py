@@ -118,3 +118,26 @@ def test_a_close_racing_the_first_use_open_leaves_no_store_open(tmp_path: Path, 
     run(body)
     executor.shutdown()
     TierStore(path).close()  # nothing holds the directory
+
+
+def test_update_value_refuses_a_coroutine_function_and_an_awaitable_answer_changing_nothing() -> None:
+    """Its function runs under the key's lock and its answer is stored: nothing there can be awaited.
+    Neither form leaves a coroutine unawaited (RuntimeWarning is an error in these tests)."""
+
+    async def bump(value: int) -> int:
+        return value + 1
+
+    async def body() -> None:
+        async with AsyncTierStore(None, checkpoint_interval=None) as s:
+            await s.set("k", 1)
+            with pytest.raises(TypeError, match="coroutine function"):
+                await s.update_value("k", bump)
+            with pytest.raises(TypeError, match="coroutine function"):
+                await s.update_value("k", functools.partial(bump))
+            with pytest.raises(TypeError, match="awaitable"):
+                await s.update_value("k", lambda value: bump(value))
+            gc.collect()
+            assert await s.get("k") == 1 and (await s.get_entry("k")) is not None
+            assert await s.update_value("k", lambda value: value + 1) is True and await s.get("k") == 2
+
+    run(body)
