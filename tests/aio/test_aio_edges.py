@@ -141,3 +141,37 @@ def test_update_value_refuses_a_coroutine_function_and_an_awaitable_answer_chang
             assert await s.update_value("k", lambda value: value + 1) is True and await s.get("k") == 2
 
     run(body)
+
+
+def test_background_jobs_await_what_a_plain_callable_returns_on_the_calling_loop_as_get_or_load_does() -> None:
+    """``lambda: fetch(k)`` is a loader ``get_or_load`` awaits; ``refresh_every`` and ``keep_fresh`` take it too
+    (it failed every round, "cannot store a coroutine", and left each coroutine unawaited)."""
+
+    async def body() -> None:
+        loop_thread = threading.get_ident()
+        ran_in: list[int] = []
+
+        async def fetch(tag: str) -> str:
+            ran_in.append(threading.get_ident())
+            await asyncio.sleep(0)
+            return tag
+
+        async def build() -> list[tuple[str, float]]:
+            await asyncio.sleep(0)
+            return [("a", 2.0), ("b", 1.0)]
+
+        async def source_stamp() -> int:
+            return 7
+
+        async with AsyncTierStore(None, checkpoint_interval=None) as s:
+            refreshing = await s.refresh_every("k", lambda: fetch("fetched"), 60.0)
+            fresh = await s.keep_fresh("top", lambda: build(), stamp=lambda: source_stamp(), interval=60.0)
+            assert await s.drain(10.0)
+            assert await s.get("k") == "fetched" and ran_in == [loop_thread]
+            index = s.index("top")
+            assert await index.page() == [("b", 1.0), ("a", 2.0)] and await index.read_stamp() == 7
+            assert (await s.stats())["refresh_errors"] == 0
+            refreshing.cancel()
+            fresh.cancel()
+
+    run(body)
