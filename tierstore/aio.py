@@ -106,11 +106,10 @@ class AsyncTierStore:
         call the bound one (the class's forms would call the blocking store, which blocks on Redis)."""
         from .shared.aio_calls import BOUND
 
-        for name in BOUND:
-            self.__dict__[name] = self._opening(name)
+        self.__dict__.update((name, self._opening(name)) for name in BOUND)
 
     def _opening(self, name: str) -> Callable[..., Awaitable[Any]]:
-        """The call ``name`` that opens the store first; it shows the class's name, doc and arguments."""
+        """The call ``name`` that opens the store first, with the class's name, doc and arguments."""
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             await self._ready()
@@ -149,12 +148,11 @@ class AsyncTierStore:
         return store
 
     def _open_once(self) -> None:
+        options = dict(self._options or {})
         with self._open_lock:
             if self._shut:
-                raise StoreClosed(f"AsyncTierStore({self._options_path()!r}) was closed before it opened")
+                raise StoreClosed(f"AsyncTierStore({options['path']!r}) was closed before it opened")
             if self._store is None:
-                assert self._options is not None
-                options = dict(self._options)
                 self._bind(TierStore(options.pop("path"), **options))
 
     def _shut_before_open(self) -> TierStore | None:
@@ -162,9 +160,6 @@ class AsyncTierStore:
         with self._open_lock:
             self._shut = self._store is None
             return self._store
-
-    def _options_path(self) -> Any:
-        return None if self._options is None else self._options["path"]
 
     @property
     def store(self) -> TierStore | None:
