@@ -175,3 +175,19 @@ def test_background_jobs_await_what_a_plain_callable_returns_on_the_calling_loop
             fresh.cancel()
 
     run(body)
+
+
+def test_a_redis_asyncio_client_as_shared_is_refused_naming_what_it_is(tmp_path: Path) -> None:
+    """An asyncio service may hand its own redis.asyncio client: refused at open, the message naming it
+    (it said "not Redis", as if it were a redis.Redis), and nothing left open."""
+    redis_asyncio = pytest.importorskip("redis.asyncio")
+
+    async def body() -> None:
+        client = redis_asyncio.Redis(unix_socket_path=str(tmp_path / "none.sock"))
+        try:
+            with pytest.raises(TypeError, match=r"not redis\.asyncio\.client\.Redis .*opens its own"):
+                await AsyncTierStore.open(None, shared=client)
+        finally:
+            await client.aclose()
+
+    run(body)

@@ -86,7 +86,9 @@ def _connect(shared: object) -> redis.Redis:
     if isinstance(shared, str):
         return redis.Redis.from_url(shared, socket_timeout=CALL_TIMEOUT, socket_connect_timeout=CALL_TIMEOUT, **options)
     if not isinstance(shared, redis.Redis):
-        raise TypeError(f"shared must be a URL or a redis.Redis, not {type(shared).__name__}")
+        kind = f"{type(shared).__module__}.{type(shared).__qualname__}"
+        hint = " (an asyncio store opens its own redis.asyncio connections from either)" if ".asyncio" in kind else ""
+        raise TypeError(f"shared must be a URL or a redis.Redis, not {kind}{hint}")
     pool = shared.connection_pool
     kwargs = dict(pool.connection_kwargs)
     kwargs.update(options)
