@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.aio.support import run
-from tierstore import StoreClosed, TierStore
+from tierstore import BloomFilter, StoreClosed, TierStore
 from tierstore.aio import AsyncTierStore
 
 
@@ -189,5 +189,40 @@ def test_a_redis_asyncio_client_as_shared_is_refused_naming_what_it_is(tmp_path:
                 await AsyncTierStore.open(None, shared=client)
         finally:
             await client.aclose()
+
+    run(body)
+
+
+def test_a_set_crossing_the_filters_save_batch_leaves_the_save_to_the_background() -> None:
+    """The existence filter is megabytes (12 MB at 10 million keys: tens of milliseconds to write): the set
+    whose key completes a batch returns without writing it on the loop; the store's scheduler saves it.
+    Both scheduler threads are held busy meanwhile, so the order is forced, not timed."""
+    from tierstore.guard import META_FILTER
+
+    async def body() -> None:
+        async with AsyncTierStore(None, checkpoint_interval=None, guard=True, bloom_capacity=1000) as s:
+            store = s.store
+            assert store is not None
+            entered, release = threading.Semaphore(0), threading.Event()
+
+            def blocker() -> int:
+                entered.release()
+                release.wait(10)
+                return 0
+
+            jobs = [await s.refresh_every(f"busy{i}", blocker, 3600.0) for i in range(2)]  # the 2 workers
+            for _ in jobs:
+                assert await asyncio.to_thread(entered.acquire, True, 10)
+            try:
+                for i in range(1200):  # past a batch: 1000 keys that set new bits
+                    await s.set(f"k{i}", i)
+                assert store._disk.get_meta(META_FILTER) is None  # not written by the set, on the loop
+            finally:
+                release.set()
+            assert await s.drain(10.0)
+            raw = store._disk.get_meta(META_FILTER)
+            assert raw is not None and "k900" in BloomFilter.from_bytes(raw)
+            for job in jobs:
+                job.cancel()
 
     run(body)
