@@ -8,15 +8,16 @@ import concurrent.futures
 import functools
 import gc
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.aio.support import run
+from tests.aio.support import run, settle
 from tierstore import BloomFilter, StoreClosed, TierStore
-from tierstore.aio import AsyncTierStore
+from tierstore.aio import AsyncSortedIndex, AsyncTierStore
+from tierstore.aio_index import INLINE_WALK
 
 
 class Opaque:
@@ -226,3 +227,42 @@ def test_a_set_crossing_the_filters_save_batch_leaves_the_save_to_the_background
                 job.cancel()
 
     run(body)
+
+
+@pytest.mark.parametrize("read", ["page", "rank", "range_by_score"])
+def test_index_reads_that_walk_many_members_run_in_a_thread_and_short_ones_inline(read: str) -> None:
+    """A deep ``page`` offset, a ``rank`` in a large index, an unbounded ``range_by_score``: LevelDB walks
+    the members one by one (300,000 of them stalled the loop for about 0.1 s). The executor holds those
+    reads until released, so the order is forced: the long read waits there while short ones answer inline."""
+    executor = OrderingExecutor(read)
+    size = 3 * INLINE_WALK
+    long_reads: dict[str, Callable[[AsyncSortedIndex], Awaitable[Any]]] = {
+        "page": lambda index: index.page(offset=size - 10, limit=5),
+        "rank": lambda index: index.rank(f"m{size - 1:05d}"),
+        "range_by_score": lambda index: index.range_by_score(size - 3, size),
+    }
+    answers = {
+        "page": [(f"m{i:05d}", float(i)) for i in range(size - 10, size - 5)],
+        "rank": size - 1,
+        "range_by_score": [(f"m{i:05d}", float(i)) for i in range(size - 3, size)],
+    }
+
+    async def body() -> None:
+        asyncio.get_running_loop().set_default_executor(executor)
+        async with AsyncTierStore(None, checkpoint_interval=None) as s:
+            await s.get("open")
+            index = s.index("big")
+            await index.replace([(f"m{i:05d}", float(i)) for i in range(size)])
+            long_read = asyncio.ensure_future(long_reads[read](index))
+            await settle()
+            assert not long_read.done()  # held in the executor: it was not run on the loop
+            assert await index.page(limit=2) == [("m00000", 0.0), ("m00001", 1.0)]  # short ones: inline
+            assert await index.range_by_score(0, 1, limit=5) == [("m00000", 0.0), ("m00001", 1.0)]
+            executor.release.set()
+            assert await long_read == answers[read]
+
+    try:
+        run(body)
+    finally:
+        executor.release.set()
+        executor.shutdown()
