@@ -175,6 +175,15 @@ class AsyncTierStore:
         store = self._store
         return f"AsyncTierStore({store!r})" if store is not None else "AsyncTierStore(not opened yet)"
 
+    def __contains__(self, key: object) -> bool:
+        raise TypeError("`key in` an AsyncTierStore has no coroutine form: `await s.get_entry(key)`, or `in s.store`")
+
+    def __len__(self) -> int:
+        raise TypeError("len() of an AsyncTierStore is a scan: `len(await s.keys())`, or len(s.store) in a thread")
+
+    def __bool__(self) -> bool:
+        return True  # a store, empty or not (as TierStore), never its len()
+
     async def __aenter__(self) -> AsyncTierStore:
         await self._ready()
         return self

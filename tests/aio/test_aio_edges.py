@@ -266,3 +266,19 @@ def test_index_reads_that_walk_many_members_run_in_a_thread_and_short_ones_inlin
     finally:
         executor.release.set()
         executor.shutdown()
+
+
+def test_in_and_len_have_no_coroutine_form_and_say_what_to_use() -> None:
+    """``in`` said "argument of type 'AsyncTierStore' is not iterable" and ``len`` "has no len()"."""
+
+    async def body() -> None:
+        async with AsyncTierStore(None, checkpoint_interval=None) as s:
+            await s.set("k", 1)
+            with pytest.raises(TypeError, match="get_entry"):
+                assert "k" in s
+            with pytest.raises(TypeError, match="keys"):
+                len(s)
+            assert bool(s) and bool(AsyncTierStore(None))  # truth is not len(): a store is true
+            assert s.store is not None and "k" in s.store and len(await s.keys()) == 1
+
+    run(body)
