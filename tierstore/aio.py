@@ -1,31 +1,28 @@
 """``AsyncTierStore``: the store for asyncio services, every call a coroutine.
 
 ``AsyncTierStore(path, **options)`` takes ``TierStore``'s arguments and opens the
-store off the loop (in a thread: an open may restore a checkpoint) on first use,
-or at once with ``await AsyncTierStore.open(...)``; ``AsyncTierStore(store)``
-wraps an open ``TierStore`` and never closes it. ``async with`` closes a store
-the wrapper opened.
+store in a thread (an open may restore a checkpoint) on first use, or at once
+with ``await AsyncTierStore.open(...)``; ``AsyncTierStore(store)`` wraps an open
+``TierStore`` and never closes it. ``async with`` closes a store the wrapper opened.
 
-What runs where (a hop to a thread costs tens of microseconds; a tier-1 hit
-costs well under one):
+What runs where (a hop to a thread costs tens of microseconds; a tier-1 hit well under one):
 
-- inline on the loop: reads of tiers 1 and 2 (``get``, ``get_entry``,
-  ``get_many``, ``counter``, index reads), single-key writes and counters
-  (one LevelDB write each), ``set_many``/``delete_many`` (as much work as the
-  keys the caller passes), ``stats``;
-- in a thread (``asyncio.to_thread``: the loop's default executor): what scans
-  or may wait for long: ``delete_prefix``, ``clear``, ``checkpoint``, ``sweep``,
-  ``drain``, ``guard_keys``, ``rebuild_guard``, an index's ``replace``, and ``close``,
-  plain (non-async) loaders, ``keys``/``items`` (a chunk per hop, ``aio_listing``);
-- as tasks on the loop: coroutine loaders and renewals (``aio_loading``), and the
-  coroutine functions of ``refresh_every``/``keep_fresh`` jobs, which the store's
+- inline on the loop: reads of tiers 1 and 2 (``get``, ``get_entry``, ``get_many``,
+  ``counter``, short index reads), single-key writes and counters (one LevelDB
+  write each), ``set_many``/``delete_many`` (the keys the caller passes), ``stats``;
+- in a thread (``asyncio.to_thread``: the loop's default executor): what scans or
+  may wait for long: ``delete_prefix``, ``clear``, ``checkpoint``, ``sweep``, ``drain``,
+  ``guard_keys``, ``rebuild_guard``, ``close``, an index's ``replace`` and long walks
+  (``aio_index``), plain loaders, ``keys``/``items`` (a chunk per hop, ``aio_listing``);
+- as tasks on the loop: coroutine loaders and renewals (``aio_loading``), and what the
+  callables of ``refresh_every``/``keep_fresh`` jobs return to await, which the store's
   scheduler thread awaits there (``aio_background``).
 
-Loads are single-flight across threads and coroutines, on every event loop that
-uses the store (one flight table; waiters are woken in their own loop).
-With the shared tier (``shared=``), the calls that may need Redis await it on
-a redis.asyncio connection (``shared.aio_calls``): no call blocks the loop on
-Redis, and a read that tier 1 or a trusted tier-2 copy answers makes no round trip.
+Loads are single-flight across threads and coroutines, on every event loop that uses
+the store (one flight table; waiters are woken in their own loop). With the shared
+tier (``shared=``), the calls that may need Redis await it on a redis.asyncio
+connection (``shared.aio_calls``): no call blocks the loop on Redis, and a read that
+tier 1 or a trusted tier-2 copy answers makes no round trip.
 Thread-safety: as ``TierStore``'s; one wrapper may serve several loops at once.
 """
 
