@@ -146,8 +146,8 @@ class AsyncLeasedLoading(AsyncLoading):
         self._stats.counts["loads"]()
         try:
             return await self._fill_held(flight, key, loader, ttl, coroutine, taken)
-        except BaseException:
-            self._stats.counts["load_errors"]()
+        except BaseException as exc:
+            self.count_failure(exc)
             raise
 
     async def _renewal(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any) -> Any:

@@ -174,10 +174,16 @@ class AsyncLoading:
             self._stats.counts["loads"]()
             try:
                 value = await self._call(flight, key, loader, ttl, coroutine)
-            except BaseException:
-                self._stats.counts["load_errors"]()
+            except BaseException as exc:
+                self.count_failure(exc)
                 raise
         return value
+
+    def count_failure(self, exc: BaseException) -> None:
+        """Count a foreground load's failure in ``load_errors``; not its task's cancellation (every caller
+        left, or its loop stopped it): the loader did not fail."""
+        if not isinstance(exc, asyncio.CancelledError) or not _cancelled_itself(asyncio.current_task()):
+            self._stats.counts["load_errors"]()
 
     async def _call(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any, coroutine: bool) -> Any:
         """Call the loader (awaited, or in a thread) and fill from its result; the plain value."""
@@ -280,9 +286,11 @@ def _close(awaitable: object) -> None:
         close()
 
 
-def _cancelled_itself(task: asyncio.Task[Any]) -> bool:
+def _cancelled_itself(task: asyncio.Task[Any] | None) -> bool:
     """Whether ``task`` was cancelled (``Task.cancelling``, Python 3.11+). Python 3.10 cannot tell it
     from a loader raising ``CancelledError`` of its own: there a leader's ``CancelledError`` counts as
     its task's cancellation."""
+    if task is None:
+        return False
     cancelling = getattr(task, "cancelling", None)
     return cancelling is None or cancelling() > 0

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.aio.support import run, settle
+from tests.aio.support import Gate, run, settle
 from tierstore import BloomFilter, StoreClosed, TierStore
 from tierstore.aio import AsyncSortedIndex, AsyncTierStore
 from tierstore.aio_index import INLINE_WALK
@@ -280,5 +280,30 @@ def test_in_and_len_have_no_coroutine_form_and_say_what_to_use() -> None:
                 len(s)
             assert bool(s) and bool(AsyncTierStore(None))  # truth is not len(): a store is true
             assert s.store is not None and "k" in s.store and len(await s.keys()) == 1
+
+    run(body)
+
+
+def test_a_load_cancelled_because_its_callers_left_is_not_a_load_error() -> None:
+    """``load_errors`` counts loaders that failed; a client that went away (its task cancelled, so the
+    load abandoned) is no failure of the source, and dashboards alert on that count."""
+
+    async def body() -> None:
+        async with AsyncTierStore(None, checkpoint_interval=None) as s:
+            slow = Gate()
+            caller = asyncio.ensure_future(s.get_or_load("k", slow))
+            await slow.entered.wait()
+            caller.cancel()
+            await asyncio.gather(caller, return_exceptions=True)
+            await settle()
+            assert slow.cancelled == 1
+
+            async def failing() -> str:
+                raise LookupError("source down")
+
+            with pytest.raises(LookupError):
+                await s.get_or_load("j", failing)
+            stats = await s.stats()
+            assert stats["loads"] == 2 and stats["load_errors"] == 1
 
     run(body)
