@@ -165,7 +165,7 @@ class AsyncLeasedLoading(AsyncLoading):
         A load its callers all left (a loader that swallowed its cancellation and returned) fills nothing."""
         try:
             started = time.monotonic()
-            value, version = self._loading.loaded(key, await invoke(loader, coroutine))
+            value, version = self._loading.loaded(key, await invoke(loader, coroutine, flight))
             if not self._flights.admits(flight):
                 await self._lease.release(key, held)
                 self._stats.counts["fills_rejected"]()

@@ -188,7 +188,7 @@ class AsyncLoading:
     async def _call(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any, coroutine: bool) -> Any:
         """Call the loader (awaited, or in a thread) and fill from its result; the plain value."""
         started = time.monotonic()
-        result = await invoke(loader, coroutine)
+        result = await invoke(loader, coroutine, flight)
         return self._loading.fill_loaded(key, result, ttl, flight, time.monotonic() - started)
 
     def _renew(self, key: Key, loader: Callable[[], Any], ttl: Any, seen_seq: int) -> None:
@@ -227,12 +227,13 @@ class AsyncLoading:
             await asyncio.gather(*mine, return_exceptions=True)
 
 
-async def invoke(loader: Callable[[], Any], coroutine: bool) -> Any:
+async def invoke(loader: Callable[[], Any], coroutine: bool, flight: Flight | None = None) -> Any:
     """What ``loader`` returns: awaited when a coroutine function, else called in a thread (an awaitable
-    it returns is awaited here: ``lambda: fetch(k)`` works, one thread hop later)."""
+    it returns is awaited here: ``lambda: fetch(k)`` works, one thread hop later). That thread owns
+    ``flight`` while the loader runs: a blocking ``get_or_load`` of its own key there is refused at once."""
     if coroutine:
         return await loader()
-    call = _InThread(loader)
+    call = _InThread(loader, flight)
     try:
         result = await asyncio.to_thread(call)
     except BaseException:
@@ -254,14 +255,23 @@ class _InThread:
     (a coroutine nobody awaits would warn "never awaited"). Thread-safety: ``leave`` may run
     while the call runs; a lock orders them."""
 
-    def __init__(self, loader: Callable[[], Any]) -> None:
+    def __init__(self, loader: Callable[[], Any], flight: Flight | None) -> None:
         self._loader = self.__wrapped__ = loader  # __wrapped__: what it calls, for introspection
+        self._flight = flight
         self._lock = threading.Lock()
         self._left = False
         self._pending: Any = None
 
     def __call__(self) -> Any:
-        result = self._loader()
+        flight = self._flight
+        if flight is None:
+            result = self._loader()
+        else:
+            flight.owner = threading.get_ident()  # as a thread leading a load: reentry is refused
+            try:
+                result = self._loader()
+            finally:
+                flight.owner = None  # the pool thread goes on to other work
         if inspect.isawaitable(result):
             with self._lock:
                 if not self._left:

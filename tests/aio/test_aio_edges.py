@@ -307,3 +307,23 @@ def test_a_load_cancelled_because_its_callers_left_is_not_a_load_error() -> None
             assert stats["loads"] == 2 and stats["load_errors"] == 1
 
     run(body)
+
+
+def test_a_plain_loader_calling_the_blocking_get_or_load_of_its_own_key_is_refused_at_once() -> None:
+    """As in the blocking store, where such a loader gets ``RuntimeError`` in its own thread: here it
+    waited for itself until the lease ran out (``lock_timeout``, 30 s by default), then loaded again."""
+
+    async def body() -> None:
+        blocking = TierStore(None, checkpoint_interval=None, lock_timeout=1.0)
+        s = AsyncTierStore(blocking)
+        try:
+            with pytest.raises(RuntimeError, match="its own key"):
+                await s.get_or_load("k", lambda: blocking.get_or_load("k", lambda: "inner"))
+            assert await s.get("k") is None
+            # the pool thread that ran it is free of that load: the same call there now loads
+            assert await asyncio.to_thread(blocking.get_or_load, "k", lambda: "fresh") == "fresh"
+        finally:
+            await s.close()
+            blocking.close()
+
+    run(body)
