@@ -98,7 +98,7 @@ class AsyncLoading:
         self._clock = options.clock
         self._stats = stats
         self._path = path
-        self._tasks: set[asyncio.Task[None]] = set()  # leaders and renewals running now
+        self._tasks: dict[asyncio.Task[None], Flight] = {}  # leaders and renewals running now, and their flights
 
     async def get_or_load(
         self,
@@ -135,11 +135,11 @@ class AsyncLoading:
         """Run ``body`` as the task leading ``flight``; with ``cancellable``, the last caller to leave cancels it."""
         loop = asyncio.get_running_loop()
         task: asyncio.Task[None] = lead_context(flight).run(loop.create_task, body)
-        self._tasks.add(task)
+        self._tasks[task] = flight
         flights = self._flights
 
         def ended(task: asyncio.Task[None]) -> None:
-            self._tasks.discard(task)
+            self._tasks.pop(task, None)
             if not flight.done:  # cancelled before its first step: its body never ran to end the flight
                 flights.interrupt(flight, loop, asyncio.CancelledError())
 
@@ -156,12 +156,15 @@ class AsyncLoading:
             if not isinstance(exc, (Exception, asyncio.CancelledError)):
                 raise  # KeyboardInterrupt, SystemExit: the loop's to handle
             return
-        self._flights.finish(flight, value)
+        if not flight.done:  # else ended by ``cancel_all`` while its loader ignored the cancellation
+            self._flights.finish(flight, value)
 
     def _end(self, flight: Flight, exc: BaseException) -> None:
         """End the flight this task leads with what it raised: interrupted when the task itself was
         cancelled (its loop's doing, not the loader's error: callers elsewhere load again)."""
         task = asyncio.current_task()
+        if flight.done:
+            return  # ended by ``cancel_all`` while its loader ignored the cancellation
         if isinstance(exc, asyncio.CancelledError) and task is not None and _cancelled_itself(task):
             self._flights.interrupt(flight, task.get_loop(), exc)
         else:
@@ -209,7 +212,8 @@ class AsyncLoading:
             elif not isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        self._flights.finish(flight, value)
+        if not flight.done:
+            self._flights.finish(flight, value)
         if value is not BUSY:
             self._stats.counts["refreshes"]()
 
@@ -218,13 +222,20 @@ class AsyncLoading:
         return await self._call(flight, key, loader, ttl, is_coroutine_loader(loader))
 
     async def cancel_all(self) -> None:
-        """Cancel the tasks of this loop still running (at close) and wait for them to end."""
+        """Cancel the tasks of this loop still running (at close) and wait for them to end, at most
+        ``lock_timeout`` (as the store's close waits for its threads): a loader that ignores its
+        cancellation has its flight interrupted instead, so neither ``close`` nor its callers wait on it."""
         loop = asyncio.get_running_loop()
         mine = [task for task in list(self._tasks) if task.get_loop() is loop]
         for task in mine:
             task.cancel()
-        if mine:
-            await asyncio.gather(*mine, return_exceptions=True)
+        if not mine:
+            return
+        _, stubborn = await asyncio.wait(mine, timeout=self._options.lock_timeout)
+        for task in stubborn:
+            flight = self._tasks.get(task)
+            if flight is not None and not flight.done:
+                self._flights.interrupt(flight, loop, asyncio.CancelledError())
 
 
 async def invoke(loader: Callable[[], Any], coroutine: bool, flight: Flight | None = None) -> Any:

@@ -8,6 +8,7 @@ import concurrent.futures
 import functools
 import gc
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.aio.support import Gate, run, settle
-from tierstore import BloomFilter, StoreClosed, TierStore
+from tierstore import BloomFilter, StoreClosed, TierStore, TierStoreError
 from tierstore.aio import AsyncSortedIndex, AsyncTierStore
 from tierstore.aio_index import INLINE_WALK
 
@@ -325,5 +326,37 @@ def test_a_plain_loader_calling_the_blocking_get_or_load_of_its_own_key_is_refus
         finally:
             await s.close()
             blocking.close()
+
+    run(body)
+
+
+def test_close_waits_at_most_lock_timeout_for_a_loader_that_ignores_its_cancellation() -> None:
+    """``close`` cancels this loop's loads and waited for them to end: a loader swallowing every
+    cancellation hung it (and its callers) for ever, where the blocking store's close waits
+    ``lock_timeout`` for its threads. Now its flight is interrupted and the close goes on."""
+
+    async def body() -> None:
+        s = AsyncTierStore(None, checkpoint_interval=None, lock_timeout=0.2)
+        entered, finish = asyncio.Event(), asyncio.Event()
+
+        async def stubborn() -> str:
+            entered.set()
+            while not finish.is_set():
+                try:
+                    await finish.wait()
+                except asyncio.CancelledError:
+                    pass  # ignores every cancellation
+            return "late"
+
+        caller = asyncio.ensure_future(s.get_or_load("k", stubborn))
+        await entered.wait()
+        asyncio.get_running_loop().call_later(5.0, finish.set)  # so that a close waiting for it ends, and fails
+        started = time.monotonic()
+        await s.close()
+        assert time.monotonic() - started < 4.0 and s.closed
+        with pytest.raises(TierStoreError, match="interrupted"):
+            await caller
+        finish.set()  # the loader ends at last: nothing to store into, nothing left unretrieved
+        await settle()
 
     run(body)
