@@ -13,6 +13,8 @@ caller that starts a flight starts a task that leads it:
   the loader and fills through ``Loading.fill_loaded`` (the version rule, fills
   dropped after a write or past the lease), then ends the flight for every
   waiter, threads and coroutines alike;
+- the loader's coroutine runs in a task of its own (``_in_own_task``), so a cancelled
+  load ends at once even when its loader ignores the cancellation;
 - cancelled because every caller left (``aio_flight``), it ends the flight at
   once and stores nothing; a plain loader's thread cannot be stopped: its result
   is dropped. Cancelled by its loop while callers follow (``cancel_all`` at
@@ -243,14 +245,39 @@ async def invoke(loader: Callable[[], Any], coroutine: bool, flight: Flight | No
     it returns is awaited here: ``lambda: fetch(k)`` works, one thread hop later). That thread owns
     ``flight`` while the loader runs: a blocking ``get_or_load`` of its own key there is refused at once."""
     if coroutine:
-        return await loader()
+        return await _in_own_task(loader())
     call = _InThread(loader, flight)
     try:
         result = await asyncio.to_thread(call)
     except BaseException:
         call.leave()  # an awaitable it returns now is closed, never left unawaited
         raise
-    return (await result) if inspect.isawaitable(result) else result
+    return (await _in_own_task(result)) if inspect.isawaitable(result) else result
+
+
+_DETACHED: set[asyncio.Future[Any]] = set()  # loaders still running after their load was cancelled
+
+
+async def _in_own_task(awaitable: Any) -> Any:
+    """What ``awaitable`` gives, awaited in a task of its own: a cancelled load ends at once (its lease
+    freed, its flight ended) even when the loader ignores the cancellation; such a loader is left to
+    end by itself, referenced until it does and its outcome retrieved (never stored: its load is over)."""
+    inner = asyncio.ensure_future(awaitable)
+    try:
+        await asyncio.wait((inner,))
+    except BaseException:
+        inner.cancel()
+        if not inner.done():
+            _DETACHED.add(inner)
+            inner.add_done_callback(_forget)
+        raise
+    return inner.result()
+
+
+def _forget(inner: asyncio.Future[Any]) -> None:
+    _DETACHED.discard(inner)
+    if not inner.cancelled():
+        inner.exception()  # retrieved: no "exception was never retrieved" for an outcome nobody wants
 
 
 def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
