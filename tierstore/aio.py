@@ -1,31 +1,28 @@
 """``AsyncTierStore``: the store for asyncio services, every call a coroutine.
 
 ``AsyncTierStore(path, **options)`` takes ``TierStore``'s arguments and opens the
-store off the loop (in a thread: an open may restore a checkpoint) on first use,
-or at once with ``await AsyncTierStore.open(...)``; ``AsyncTierStore(store)``
-wraps an open ``TierStore`` and never closes it. ``async with`` closes a store
-the wrapper opened.
+store in a thread (an open may restore a checkpoint) on first use, or at once
+with ``await AsyncTierStore.open(...)``; ``AsyncTierStore(store)`` wraps an open
+``TierStore`` and never closes it. ``async with`` closes a store the wrapper opened.
 
-What runs where (a hop to a thread costs tens of microseconds; a tier-1 hit
-costs well under one):
+What runs where (a hop to a thread costs tens of microseconds; a tier-1 hit well under one):
 
-- inline on the loop: reads of tiers 1 and 2 (``get``, ``get_entry``,
-  ``get_many``, ``counter``, index reads), single-key writes and counters
-  (one LevelDB write each), ``set_many``/``delete_many`` (as much work as the
-  keys the caller passes), ``stats``;
-- in a thread (``asyncio.to_thread``: the loop's default executor): what scans
-  or may wait for long: ``delete_prefix``, ``clear``, ``checkpoint``, ``sweep``,
-  ``drain``, ``guard_keys``, ``rebuild_guard``, an index's ``replace``, and ``close``,
-  plain (non-async) loaders, ``keys``/``items`` (a chunk per hop, ``aio_listing``);
-- as tasks on the loop: coroutine loaders and renewals (``aio_loading``), and the
-  coroutine functions of ``refresh_every``/``keep_fresh`` jobs, which the store's
+- inline on the loop: reads of tiers 1 and 2 (``get``, ``get_entry``, ``get_many``,
+  ``counter``, short index reads), single-key writes and counters (one LevelDB
+  write each), ``set_many``/``delete_many`` (the keys the caller passes), ``stats``;
+- in a thread (``asyncio.to_thread``: the loop's default executor): what scans or
+  may wait for long: ``delete_prefix``, ``clear``, ``checkpoint``, ``sweep``, ``drain``,
+  ``guard_keys``, ``rebuild_guard``, ``close``, an index's ``replace`` and long walks
+  (``aio_index``), plain loaders, ``keys``/``items`` (a chunk per hop, ``aio_listing``);
+- as tasks on the loop: coroutine loaders and renewals (``aio_loading``), and what the
+  callables of ``refresh_every``/``keep_fresh`` jobs return to await, which the store's
   scheduler thread awaits there (``aio_background``).
 
-Loads are single-flight across threads and coroutines, on every event loop that
-uses the store (one flight table; waiters are woken in their own loop).
-With the shared tier (``shared=``), the calls that may need Redis await it on
-a redis.asyncio connection (``shared.aio_calls``): no call blocks the loop on
-Redis, and a read that tier 1 or a trusted tier-2 copy answers makes no round trip.
+Loads are single-flight across threads and coroutines, on every event loop that uses
+the store (one flight table; waiters are woken in their own loop). With the shared
+tier (``shared=``), the calls that may need Redis await it on a redis.asyncio
+connection (``shared.aio_calls``): no call blocks the loop on Redis, and a read that
+tier 1 or a trusted tier-2 copy answers makes no round trip.
 Thread-safety: as ``TierStore``'s; one wrapper may serve several loops at once.
 """
 
@@ -65,6 +62,7 @@ class AsyncTierStore:
     def __init__(self, path: Any = None, /, **options: Any) -> None:
         """``AsyncTierStore(path, **options)`` (opened on first use) or ``AsyncTierStore(store)`` (wrapped)."""
         self._open_lock = threading.Lock()
+        self._shut = False  # closed before it opened: it never opens (under ``_open_lock``)
         self._parts: AsyncLoading | None = None
         self._get: Callable[[Key, Any], Any] = _not_open  # the store's get once open: the hot path's one lookup
         self._io: Any = None  # shared mode: the asyncio driver of Redis round trips (``shared.aio_redis``)
@@ -105,11 +103,10 @@ class AsyncTierStore:
         call the bound one (the class's forms would call the blocking store, which blocks on Redis)."""
         from .shared.aio_calls import BOUND
 
-        for name in BOUND:
-            self.__dict__[name] = self._opening(name)
+        self.__dict__.update((name, self._opening(name)) for name in BOUND)
 
     def _opening(self, name: str) -> Callable[..., Awaitable[Any]]:
-        """The call ``name`` that opens the store first; it shows the class's name, doc and arguments."""
+        """The call ``name`` that opens the store first, with the class's name, doc and arguments."""
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             await self._ready()
@@ -148,11 +145,18 @@ class AsyncTierStore:
         return store
 
     def _open_once(self) -> None:
+        options = dict(self._options or {})
         with self._open_lock:
+            if self._shut:
+                raise StoreClosed(f"AsyncTierStore({options['path']!r}) was closed before it opened")
             if self._store is None:
-                assert self._options is not None
-                options = dict(self._options)
                 self._bind(TierStore(options.pop("path"), **options))
+
+    def _shut_before_open(self) -> TierStore | None:
+        """At close: a wrapper not open yet never opens; the store an open racing the close made, to close."""
+        with self._open_lock:
+            self._shut = self._store is None
+            return self._store
 
     @property
     def store(self) -> TierStore | None:
@@ -162,11 +166,20 @@ class AsyncTierStore:
     @property
     def closed(self) -> bool:
         store = self._store
-        return store is not None and store.closed
+        return self._shut or (store is not None and store.closed)
 
     def __repr__(self) -> str:
         store = self._store
         return f"AsyncTierStore({store!r})" if store is not None else "AsyncTierStore(not opened yet)"
+
+    def __contains__(self, key: object) -> bool:
+        raise TypeError("`key in` an AsyncTierStore has no coroutine form: `await s.get_entry(key)`, or `in s.store`")
+
+    def __len__(self) -> int:
+        raise TypeError("len() of an AsyncTierStore is a scan: `len(await s.keys())`, or len(s.store) in a thread")
+
+    def __bool__(self) -> bool:
+        return True  # a store, empty or not (as TierStore), never its len()
 
     async def __aenter__(self) -> AsyncTierStore:
         await self._ready()
@@ -184,6 +197,8 @@ class AsyncTierStore:
         if self._io is not None:
             await self._io.close()
         store = self._store
+        if self._owned and store is None:
+            store = await asyncio.to_thread(self._shut_before_open)
         if self._owned and store is not None:
             await asyncio.to_thread(store.close)
 

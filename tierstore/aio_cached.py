@@ -44,14 +44,16 @@ def async_memoizer(
             )
         cache_key = CallKeys(fn, named, key)
 
-        def call(*args: Any, **kwargs: Any) -> Awaitable[Any]:
+        # Coroutine functions, as the function they replace: arguments that build no key raise at the
+        # await, never at the call (a coroutine made before that raise would go unawaited, and warn).
+        async def call(*args: Any, **kwargs: Any) -> Any:
             async def load() -> Any:
                 return await fn(*args, **kwargs)
 
-            return get_or_load(cache_key(*args, **kwargs), load, ttl)
+            return await get_or_load(cache_key(*args, **kwargs), load, ttl)
 
-        def invalidate_call(*args: Any, **kwargs: Any) -> Awaitable[None]:
-            return invalidate(cache_key(*args, **kwargs))
+        async def invalidate_call(*args: Any, **kwargs: Any) -> None:
+            await invalidate(cache_key(*args, **kwargs))
 
         async def cache_clear() -> int:
             return sum([await delete_prefix(part) for part in cache_key.clear_prefixes()])

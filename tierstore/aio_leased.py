@@ -146,8 +146,8 @@ class AsyncLeasedLoading(AsyncLoading):
         self._stats.counts["loads"]()
         try:
             return await self._fill_held(flight, key, loader, ttl, coroutine, taken)
-        except BaseException:
-            self._stats.counts["load_errors"]()
+        except BaseException as exc:
+            self.count_failure(exc)
             raise
 
     async def _renewal(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any) -> Any:
@@ -165,7 +165,7 @@ class AsyncLeasedLoading(AsyncLoading):
         A load its callers all left (a loader that swallowed its cancellation and returned) fills nothing."""
         try:
             started = time.monotonic()
-            value, version = self._loading.loaded(key, await invoke(loader, coroutine))
+            value, version = self._loading.loaded(key, await invoke(loader, coroutine, flight))
             if not self._flights.admits(flight):
                 await self._lease.release(key, held)
                 self._stats.counts["fills_rejected"]()

@@ -13,6 +13,8 @@ caller that starts a flight starts a task that leads it:
   the loader and fills through ``Loading.fill_loaded`` (the version rule, fills
   dropped after a write or past the lease), then ends the flight for every
   waiter, threads and coroutines alike;
+- the loader's coroutine runs in a task of its own (``_in_own_task``), so a cancelled
+  load ends at once even when its loader ignores the cancellation;
 - cancelled because every caller left (``aio_flight``), it ends the flight at
   once and stores nothing; a plain loader's thread cannot be stopped: its result
   is dropped. Cancelled by its loop while callers follow (``cancel_all`` at
@@ -98,7 +100,7 @@ class AsyncLoading:
         self._clock = options.clock
         self._stats = stats
         self._path = path
-        self._tasks: set[asyncio.Task[None]] = set()  # leaders and renewals running now
+        self._tasks: dict[asyncio.Task[None], Flight] = {}  # leaders and renewals running now, and their flights
 
     async def get_or_load(
         self,
@@ -135,11 +137,11 @@ class AsyncLoading:
         """Run ``body`` as the task leading ``flight``; with ``cancellable``, the last caller to leave cancels it."""
         loop = asyncio.get_running_loop()
         task: asyncio.Task[None] = lead_context(flight).run(loop.create_task, body)
-        self._tasks.add(task)
+        self._tasks[task] = flight
         flights = self._flights
 
         def ended(task: asyncio.Task[None]) -> None:
-            self._tasks.discard(task)
+            self._tasks.pop(task, None)
             if not flight.done:  # cancelled before its first step: its body never ran to end the flight
                 flights.interrupt(flight, loop, asyncio.CancelledError())
 
@@ -156,12 +158,15 @@ class AsyncLoading:
             if not isinstance(exc, (Exception, asyncio.CancelledError)):
                 raise  # KeyboardInterrupt, SystemExit: the loop's to handle
             return
-        self._flights.finish(flight, value)
+        if not flight.done:  # else ended by ``cancel_all`` while its loader ignored the cancellation
+            self._flights.finish(flight, value)
 
     def _end(self, flight: Flight, exc: BaseException) -> None:
         """End the flight this task leads with what it raised: interrupted when the task itself was
         cancelled (its loop's doing, not the loader's error: callers elsewhere load again)."""
         task = asyncio.current_task()
+        if flight.done:
+            return  # ended by ``cancel_all`` while its loader ignored the cancellation
         if isinstance(exc, asyncio.CancelledError) and task is not None and _cancelled_itself(task):
             self._flights.interrupt(flight, task.get_loop(), exc)
         else:
@@ -174,15 +179,21 @@ class AsyncLoading:
             self._stats.counts["loads"]()
             try:
                 value = await self._call(flight, key, loader, ttl, coroutine)
-            except BaseException:
-                self._stats.counts["load_errors"]()
+            except BaseException as exc:
+                self.count_failure(exc)
                 raise
         return value
+
+    def count_failure(self, exc: BaseException) -> None:
+        """Count a foreground load's failure in ``load_errors``; not its task's cancellation (every caller
+        left, or its loop stopped it): the loader did not fail."""
+        if not isinstance(exc, asyncio.CancelledError) or not _cancelled_itself(asyncio.current_task()):
+            self._stats.counts["load_errors"]()
 
     async def _call(self, flight: Flight, key: Key, loader: Callable[[], Any], ttl: Any, coroutine: bool) -> Any:
         """Call the loader (awaited, or in a thread) and fill from its result; the plain value."""
         started = time.monotonic()
-        result = await invoke(loader, coroutine)
+        result = await invoke(loader, coroutine, flight)
         return self._loading.fill_loaded(key, result, ttl, flight, time.monotonic() - started)
 
     def _renew(self, key: Key, loader: Callable[[], Any], ttl: Any, seen_seq: int) -> None:
@@ -203,7 +214,8 @@ class AsyncLoading:
             elif not isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        self._flights.finish(flight, value)
+        if not flight.done:
+            self._flights.finish(flight, value)
         if value is not BUSY:
             self._stats.counts["refreshes"]()
 
@@ -212,27 +224,60 @@ class AsyncLoading:
         return await self._call(flight, key, loader, ttl, is_coroutine_loader(loader))
 
     async def cancel_all(self) -> None:
-        """Cancel the tasks of this loop still running (at close) and wait for them to end."""
+        """Cancel the tasks of this loop still running (at close) and wait for them to end, at most
+        ``lock_timeout`` (as the store's close waits for its threads): a loader that ignores its
+        cancellation has its flight interrupted instead, so neither ``close`` nor its callers wait on it."""
         loop = asyncio.get_running_loop()
         mine = [task for task in list(self._tasks) if task.get_loop() is loop]
         for task in mine:
             task.cancel()
-        if mine:
-            await asyncio.gather(*mine, return_exceptions=True)
+        if not mine:
+            return
+        _, stubborn = await asyncio.wait(mine, timeout=self._options.lock_timeout)
+        for task in stubborn:
+            flight = self._tasks.get(task)
+            if flight is not None and not flight.done:
+                self._flights.interrupt(flight, loop, asyncio.CancelledError())
 
 
-async def invoke(loader: Callable[[], Any], coroutine: bool) -> Any:
+async def invoke(loader: Callable[[], Any], coroutine: bool, flight: Flight | None = None) -> Any:
     """What ``loader`` returns: awaited when a coroutine function, else called in a thread (an awaitable
-    it returns is awaited here: ``lambda: fetch(k)`` works, one thread hop later)."""
+    it returns is awaited here: ``lambda: fetch(k)`` works, one thread hop later). That thread owns
+    ``flight`` while the loader runs: a blocking ``get_or_load`` of its own key there is refused at once."""
     if coroutine:
-        return await loader()
-    call = _InThread(loader)
+        return await _in_own_task(loader())
+    call = _InThread(loader, flight)
     try:
         result = await asyncio.to_thread(call)
     except BaseException:
         call.leave()  # an awaitable it returns now is closed, never left unawaited
         raise
-    return (await result) if inspect.isawaitable(result) else result
+    return (await _in_own_task(result)) if inspect.isawaitable(result) else result
+
+
+_DETACHED: set[asyncio.Future[Any]] = set()  # loaders still running after their load was cancelled
+
+
+async def _in_own_task(awaitable: Any) -> Any:
+    """What ``awaitable`` gives, awaited in a task of its own: a cancelled load ends at once (its lease
+    freed, its flight ended) even when the loader ignores the cancellation; such a loader is left to
+    end by itself, referenced until it does and its outcome retrieved (never stored: its load is over)."""
+    inner = asyncio.ensure_future(awaitable)
+    try:
+        await asyncio.wait((inner,))
+    except BaseException:
+        inner.cancel()
+        if not inner.done():
+            _DETACHED.add(inner)
+            inner.add_done_callback(_forget)
+        raise
+    return inner.result()
+
+
+def _forget(inner: asyncio.Future[Any]) -> None:
+    _DETACHED.discard(inner)
+    if not inner.cancelled():
+        inner.exception()  # retrieved: no "exception was never retrieved" for an outcome nobody wants
 
 
 def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
@@ -248,14 +293,23 @@ class _InThread:
     (a coroutine nobody awaits would warn "never awaited"). Thread-safety: ``leave`` may run
     while the call runs; a lock orders them."""
 
-    def __init__(self, loader: Callable[[], Any]) -> None:
+    def __init__(self, loader: Callable[[], Any], flight: Flight | None) -> None:
         self._loader = self.__wrapped__ = loader  # __wrapped__: what it calls, for introspection
+        self._flight = flight
         self._lock = threading.Lock()
         self._left = False
         self._pending: Any = None
 
     def __call__(self) -> Any:
-        result = self._loader()
+        flight = self._flight
+        if flight is None:
+            result = self._loader()
+        else:
+            flight.owner = threading.get_ident()  # as a thread leading a load: reentry is refused
+            try:
+                result = self._loader()
+            finally:
+                flight.owner = None  # the pool thread goes on to other work
         if inspect.isawaitable(result):
             with self._lock:
                 if not self._left:
@@ -280,9 +334,11 @@ def _close(awaitable: object) -> None:
         close()
 
 
-def _cancelled_itself(task: asyncio.Task[Any]) -> bool:
+def _cancelled_itself(task: asyncio.Task[Any] | None) -> bool:
     """Whether ``task`` was cancelled (``Task.cancelling``, Python 3.11+). Python 3.10 cannot tell it
     from a loader raising ``CancelledError`` of its own: there a leader's ``CancelledError`` counts as
     its task's cancellation."""
+    if task is None:
+        return False
     cancelling = getattr(task, "cancelling", None)
     return cancelling is None or cancelling() > 0

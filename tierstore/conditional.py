@@ -10,6 +10,7 @@ through ``batch.Batch``. This module never imports the store.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +36,29 @@ _RAISE: Any = _Raise()
 
 
 def checked_update(update: Any) -> Callable[[Any], Any]:
-    """``update_value``'s function, refused before anything is read unless it is callable."""
+    """``update_value``'s function, refused before anything is read unless it is a plain callable.
+
+    It runs under the key's lock and its answer is stored, so it cannot be awaited: a coroutine
+    function is refused up front, and an awaitable a plain one returns is closed (never left
+    unawaited, which would warn) and refused, nothing written."""
     if not callable(update):
         raise TypeError(f"update_value needs a callable taking the current value, got {type(update).__name__}")
-    return update  # type: ignore[no-any-return]
+    if inspect.iscoroutinefunction(update) or inspect.iscoroutinefunction(getattr(update, "__call__", None)):  # noqa: B004
+        raise TypeError(f"update_value needs a plain function, not the coroutine function {update!r}: {_AWAIT_FIRST}")
+
+    def plain_update(value: Any) -> Any:
+        answer = update(value)
+        if inspect.isawaitable(answer):
+            close = getattr(answer, "close", None)
+            if callable(close):
+                close()
+            raise TypeError(f"update_value's function returned {type(answer).__name__}, an awaitable: {_AWAIT_FIRST}")
+        return answer
+
+    return plain_update
+
+
+_AWAIT_FIRST = "it runs under the key's lock; await what it needs first, then call update_value or replace_value"
 
 
 def popped(key: Key, found: bool, value: Any, default: Any) -> Any:

@@ -35,8 +35,10 @@ Decisions (also in the README, "Decisions"):
   repeated sets of one key never count) is past twice the target: one warning
   per filter, and ``over_capacity`` for ``stats()``.
 * Saves are batched: after ``save_every`` newly admitted keys (by default 1% of the
-  capacity, at least 1000), in the thread whose add crossed the line; a failed
-  batch save is logged and retried at the next batch. ``save()``, ``guard_keys``
+  capacity, at least 1000), in the background (the store's scheduler, ``defer``),
+  not in the thread whose add crossed the line: a filter is megabytes, and that
+  thread may run an event loop; a failed batch save is logged and retried at the
+  next batch. ``save()``, ``guard_keys``
   and ``close()`` save at once. Saves use ``sync=False``: they survive a process
   crash, not a power cut.
 """
@@ -45,7 +47,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from . import codec
 from .bloom import BloomFilter, encode_keys
@@ -100,6 +102,10 @@ class Guard:
         self._carry: list[bytes] | None = None  # keys added while a rebuild runs
         self._changes = 0  # keys admitted (or filters swapped in) since the guard opened
         self._saved_changes = 0  # ``_changes`` as of the last save
+        self._save_queued = False  # a batch save is queued or running
+        # Runs a batch save in the background (the store's scheduler): the add that crosses the line
+        # never writes the whole filter itself (megabytes: milliseconds on an event loop's thread).
+        self.defer: Callable[[Callable[[], None]], None] | None = None
         self._warned = False
         self.over_capacity = False
         self.degraded = False
@@ -190,11 +196,24 @@ class Guard:
 
     def _after_adds(self) -> None:
         self._check_capacity()
-        if self._changes - self._saved_changes >= self._save_every and not self._save_lock.locked():
+        if self._changes - self._saved_changes >= self._save_every and not self._save_queued:
+            self._save_queued = True
+            defer = self.defer
+            if defer is None:
+                self._save_batch()
+                return
             try:
-                self.save()
-            except TierStoreError as exc:
-                log.warning("%s: saving the existence filter failed (retried later): %s", self._disk.path, exc)
+                defer(self._save_batch)
+            except TierStoreError:  # no background work any more (closing): the close saves
+                self._save_queued = False
+
+    def _save_batch(self) -> None:
+        """A batch save (in the background when ``defer`` is set); a failure is retried at the next batch."""
+        self._save_queued = False
+        try:
+            self.save()
+        except TierStoreError as exc:
+            log.warning("%s: saving the existence filter failed (retried later): %s", self._disk.path, exc)
 
     def _check_capacity(self) -> None:
         bloom = self._filter

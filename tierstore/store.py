@@ -160,6 +160,8 @@ class TierStore(MappingCalls, PartCalls):
         # In shared mode the existence filter is Redis's (bound by the shared tier), not this directory's.
         local_guard = options.guard and options.shared is None
         self._guard = open_guard(self._disk, local_guard, options.bloom_capacity, options.bloom_error_rate)
+        if self._guard is not None:
+            self._guard.defer = self._scheduler.submit
         writes = entry_writes(self._disk, self._durability.capacity)
         self._writer = Writer(
             disk=self._disk,
