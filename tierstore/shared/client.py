@@ -96,9 +96,7 @@ def _connect(shared: object) -> redis.Redis:
             raise ValueError("shared: a unix:// URL names the socket's path, as unix:///run/redis.sock")
     if not isinstance(shared, redis.Redis):
         kind = f"{type(shared).__module__}.{type(shared).__qualname__}"
-        hint = " (AsyncTierStore too makes its redis.asyncio connections from a URL or a redis.Redis)" * (
-            "asyncio" in kind
-        )
+        hint = " (an asyncio store opens its own redis.asyncio connections from either)" * ("asyncio" in kind)
         raise TypeError(f"shared must be a URL or a blocking redis.Redis, not {kind}{hint}")
     pool = shared.connection_pool
     if isinstance(pool, SentinelConnectionPool):  # its connections ask the sentinels through their own pool
