@@ -34,7 +34,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgpack
@@ -161,6 +161,8 @@ class Checkpointer:
                 return self._run(db, keys, expected)
             finally:
                 db.close()
+        except _WorkingDamaged as exc:  # the checkpoint is not to blame: it is kept
+            raise CorruptStore(f"{where} failed: {exc}; the checkpoint there is kept") from None
         except plyvel.CorruptionError as exc:
             raise _Damaged(leveldb_message(exc)) from None
         except CorruptStore as exc:
@@ -239,7 +241,7 @@ class Checkpointer:
         """The meta records (all of them, or those that changed), ahead of everything else."""
         if not full:
             return self._copy_keys(sorted(key for key in keys - WORKING_ONLY if key[:1] == NS_META), snapshot, writer)
-        for key, value in self._disk.scan(NS_META, snapshot=snapshot):
+        for key, value in _from_working(self._disk.scan(NS_META, snapshot=snapshot)):
             if key not in WORKING_ONLY:
                 writer.put(key, value)
         return 0
@@ -251,7 +253,9 @@ class Checkpointer:
             chunk = keys[start : start + _READ_CHUNK]
             disk.enter()
             try:
-                values = [snapshot.get(key) for key in chunk]
+                values = [snapshot.get(key, verify_checksums=True) for key in chunk]
+            except plyvel.CorruptionError as exc:
+                raise _WorkingDamaged(f"{disk.path}: a read met a corrupt block: {leveldb_message(exc)}") from None
             finally:
                 disk.exit()
             for key, value in zip(chunk, values, strict=True):
@@ -267,7 +271,7 @@ class Checkpointer:
         try:
             theirs = ours.iterator()
             try:
-                return merge(self._disk.scan(b"", snapshot=snapshot), theirs, writer)
+                return merge(_from_working(self._disk.scan(b"", snapshot=snapshot)), theirs, writer)
             finally:
                 theirs.close()
         finally:
@@ -307,6 +311,18 @@ def _check_target(db: Any, path: str) -> None:
 
 class _Damaged(Exception):
     """The checkpoint directory is corrupt (internal: it is set aside and written anew)."""
+
+
+class _WorkingDamaged(Exception):
+    """A read of the working directory met damage (internal: never blamed on the checkpoint)."""
+
+
+def _from_working(rows: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    """``rows`` of a scan of the working directory, its damage told apart from the checkpoint's."""
+    try:
+        yield from rows
+    except CorruptStore as exc:
+        raise _WorkingDamaged(str(exc)) from None
 
 
 def _pack_info(info: dict[str, Any]) -> bytes:

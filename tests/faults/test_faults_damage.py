@@ -1,0 +1,56 @@
+"""Damage found by an adversarial audit of the on-disk side: each test names what was broken."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tierstore import TierStore
+from tierstore._plyvel import plyvel
+from tierstore.errors import CorruptStore
+
+OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
+
+
+def _flip_table_middles(directory: str) -> None:
+    """Flip one bit in the middle of every table (its footer intact: LevelDB's open succeeds)."""
+    for name in os.listdir(directory):
+        if name.endswith(".ldb"):
+            path = os.path.join(directory, name)
+            middle = os.path.getsize(path) // 2
+            with open(path, "r+b") as table:
+                table.seek(middle)
+                byte = table.read(1)[0]
+                table.seek(middle)
+                table.write(bytes([byte ^ 0x40]))
+
+
+def _store_with_tables(working: str, persist: str | None, **settings: Any) -> None:
+    with TierStore(working, persist_path=persist, **OPTS, **settings) as store:
+        for i in range(300):
+            store.set(f"k{i}", {"i": i, "pad": "x" * 50})
+    plyvel.DB(working).close()  # reopening turns the log into a table
+    assert any(name.endswith(".ldb") for name in os.listdir(working))
+
+
+def test_a_checkpoint_of_a_damaged_working_directory_keeps_the_checkpoint(tmp_path: Path) -> None:
+    """A corrupt block read from the working directory is its damage, not the checkpoint's: the
+    checkpoint was set aside and a partial one written in its place."""
+    working, persist = str(tmp_path / "w"), str(tmp_path / "p")
+    _store_with_tables(working, persist)
+    TierStore(working, **OPTS).close()  # a session without persist_path: the next checkpoint is full
+    _flip_table_middles(working)
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        with pytest.raises(CorruptStore, match=working) as raised:
+            store.checkpoint()
+        assert "kept" in str(raised.value)
+        store.set("after", 1)
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("p.corrupt-")]
+    shutil.rmtree(working)
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        assert store.stats()["restored_from_checkpoint"] == 1
+        assert [store.get(f"k{i}") for i in range(300)] == [{"i": i, "pad": "x" * 50} for i in range(300)]
