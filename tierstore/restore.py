@@ -44,7 +44,7 @@ from .index_repair import repair_indexes
 from .keyspace import META_OPEN, META_SCHEMA, SCHEMA_VERSION, check_schema, meta_key
 from .leveldb import LEVELDB_FILE, holding, os_failure, set_aside
 
-__all__ = ["open_disk"]
+__all__ = ["open_disk", "restore_damaged"]
 
 log = logging.getLogger("tierstore")
 
@@ -94,6 +94,20 @@ def open_disk(
         return _create(path, factory), False
     restored = _restore_from(persist, path, problem)
     return (factory(path) if restored else _create(path, factory)), restored
+
+
+def restore_damaged(
+    path: str, persist_path: str | os.PathLike[str] | None, damage: CorruptStore, cache_bytes: int
+) -> DiskTier:
+    """Damage met by the scans of an open that LevelDB's own open did not see (a corrupt table
+    block): move the released working directory aside and restore it from the checkpoint.
+
+    Raises the damage (with why it cannot be restored) when there is no usable checkpoint.
+    """
+    if persist_path is None:
+        raise _without_checkpoint(damage, "no persist_path is set")
+    _restore_from(os.fspath(persist_path), path, damage)  # True, or raises: a problem is never ignored
+    return TrackedDisk(path, cache_bytes=cache_bytes)
 
 
 def _create(path: str, factory: Callable[[str], DiskTier]) -> DiskTier:

@@ -37,6 +37,34 @@ def _store_with_tables(working: str, persist: str | None, **settings: Any) -> No
     assert any(name.endswith(".ldb") for name in os.listdir(working))
 
 
+def test_a_corrupt_block_met_by_the_open_restores_from_the_checkpoint(tmp_path: Path) -> None:
+    """The capacity count scans tier 2 at an open after an unclean close: a checksum error there is a
+    corrupt working directory, which a checkpoint replaces (it was an error, the checkpoint unused)."""
+    working, persist = str(tmp_path / "w"), str(tmp_path / "p")
+    settings = {"disk_capacity_bytes": 10_000_000}
+    _store_with_tables(working, persist, **settings)
+    with TierStore(working, persist_path=persist, **OPTS, **settings) as store:
+        store.set("unclean", 1)
+        store._disk.abandon()  # type: ignore[attr-defined]  # not closed cleanly: the next open scans
+        store._closed = True  # type: ignore[attr-defined]
+    _flip_table_middles(working)
+    with TierStore(working, persist_path=persist, **OPTS, **settings) as store:
+        assert store.stats()["restored_from_checkpoint"] == 1
+        assert store.get("k10") == {"i": 10, "pad": "x" * 50}
+    assert [name for name in os.listdir(tmp_path) if name.startswith("w.corrupt-")]
+
+
+def test_a_corrupt_block_met_by_the_open_without_a_checkpoint_is_corrupt_store(tmp_path: Path) -> None:
+    working = str(tmp_path / "w")
+    _store_with_tables(working, None, disk_capacity_bytes=10_000_000)
+    with TierStore(working, **OPTS, disk_capacity_bytes=10_000_000) as store:
+        store._disk.abandon()  # type: ignore[attr-defined]
+        store._closed = True  # type: ignore[attr-defined]
+    _flip_table_middles(working)
+    with pytest.raises(CorruptStore, match=working):
+        TierStore(working, **OPTS, disk_capacity_bytes=10_000_000)
+
+
 def test_a_checkpoint_of_a_damaged_working_directory_keeps_the_checkpoint(tmp_path: Path) -> None:
     """A corrupt block read from the working directory is its damage, not the checkpoint's: the
     checkpoint was set aside and a partial one written in its place."""
