@@ -56,6 +56,13 @@ DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
 #: The names LevelDB gives the files of a directory.
 LEVELDB_FILE = re.compile(r"CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb|sst|dbtmp)")
 
+# LevelDB's refusal of a held lock: "IO error: lock <dir>/LOCK: already held by process" (this
+# process) or "...: Resource temporarily unavailable" (another).
+_LOCK_REFUSED = re.compile(r"IO error: lock .*LOCK: ")
+# What LevelDB's open says of a file of the directory that is not what it wrote (a directory in
+# its place, a truncated table): damage, like its checksum errors.
+_DAMAGED_FILE = ("is a directory", "not a directory", "invalid argument", "no such device")
+
 _registry_lock = threading.Lock()
 _open_dirs: dict[str, int] = {}  # real path -> pid of the process that opened it
 # Spellings of a directory that LevelDB's own in-process lock table (inherited through
@@ -252,8 +259,10 @@ def _open_error(path: str, exc: BaseException) -> TierStoreError:
             return PermissionDenied(f"cannot open store {path}: permission denied ({text})")
         if "no space" in lowered:
             return StorageFull(f"cannot open store {path}: the disk is full ({text})")
-        if "lock" in lowered:
+        if _LOCK_REFUSED.match(text):  # not any mention of "lock": a path may hold the word
             return StoreLocked(f"store {path} is in use by another process ({text})")
+        if any(damage in lowered for damage in _DAMAGED_FILE):
+            return CorruptStore(f"store {path} is corrupt: {text}")
         return TierStoreError(f"cannot open store {path}: {text}")
     if isinstance(exc, plyvel.CorruptionError):
         return CorruptStore(f"store {path} is corrupt: {text}")

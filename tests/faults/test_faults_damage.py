@@ -82,3 +82,24 @@ def test_a_checkpoint_of_a_damaged_working_directory_keeps_the_checkpoint(tmp_pa
     with TierStore(working, persist_path=persist, **OPTS) as store:
         assert store.stats()["restored_from_checkpoint"] == 1
         assert [store.get(f"k{i}") for i in range(300)] == [{"i": i, "pad": "x" * 50} for i in range(300)]
+
+
+def _replace_with_directory(path: str) -> None:
+    os.unlink(path)
+    os.mkdir(path)
+
+
+@pytest.mark.parametrize("name", ["CURRENT", "LOCK"])
+def test_a_file_replaced_by_a_directory_is_damage_not_a_lock(tmp_path: Path, name: str) -> None:
+    """LevelDB's "IO error: <dir>/LOCK: Is a directory" (or any IO error under a path holding the word
+    "lock", such as /srv/clock/cache) once read as StoreLocked, which never restores."""
+    working, persist = str(tmp_path / "clock" / "w"), str(tmp_path / "p")
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        store.set("k", "v")
+    _replace_with_directory(os.path.join(working, name))
+    shutil.copytree(working, working + "-alone")
+    with pytest.raises(CorruptStore, match="Is a directory"):
+        TierStore(working + "-alone", **OPTS)
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        assert store.stats()["restored_from_checkpoint"] == 1
+        assert store.get("k") == "v"
