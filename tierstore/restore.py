@@ -22,7 +22,7 @@ import functools
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -42,7 +42,7 @@ from .errors import (
 )
 from .index_repair import repair_indexes
 from .keyspace import META_OPEN, META_SCHEMA, SCHEMA_VERSION, check_schema, meta_key
-from .leveldb import LEVELDB_FILE, holding, os_failure, set_aside
+from .leveldb import LEVELDB_FILE, holding, os_failure, set_aside, write_error
 
 __all__ = ["open_disk", "restore_damaged"]
 
@@ -164,6 +164,8 @@ def _restore_from(persist_path: str, path: str, problem: TierStoreError | None) 
             raise CorruptStore(f"{problem}; the checkpoint in {persist_path} is unusable too: {damage}") from None
         log.error("%s: the checkpoint in %s is unusable, starting with an empty store: %s", path, persist_path, damage)
         return False
+    except plyvel.IOError as exc:  # a write into the copy being built (a full disk)
+        raise write_error(path, exc) from None
     except OSError as exc:
         raise os_failure(exc, f"restoring {path} from {persist_path}") from None
     reason = "missing or empty" if problem is None else f"unusable ({problem})"
@@ -285,6 +287,9 @@ def _open_checkpoint(persist_path: str) -> Any:
             db.close()
             return None
         _check_checkpoint_schema(db, persist_path)
+    except plyvel.Error as exc:  # a table LevelDB cannot read (truncated, replaced)
+        db.close()
+        raise CorruptStore(f"checkpoint {persist_path} cannot be read: {leveldb_message(exc)}") from None
     except BaseException:
         db.close()
         raise
@@ -317,7 +322,7 @@ def _restore(source: Any, path: str, *, aside: bool) -> _Restored:
     make_private_dirs(staging)
     target = open_leveldb(staging, create=True)
     try:
-        records = _copy(source, target)
+        records = _copy(source, target, os.fspath(source.path))
         repair_indexes(target)
         info = checkpoint_info(source.get(CHECKPOINT_RECORD))
     finally:
@@ -333,7 +338,25 @@ def _restore(source: Any, path: str, *, aside: bool) -> _Restored:
     return _Restored(records, bool(info.get("complete")), moved_to)
 
 
-def _copy(source: Any, target: Any) -> int:
+def _checkpoint_rows(source: Any, persist_path: str) -> Iterator[tuple[bytes, bytes]]:
+    """The checkpoint's records; a table LevelDB cannot read (truncated, replaced) is ``CorruptStore``."""
+    iterator = None
+    try:
+        while True:
+            try:  # plyvel reads the first block as it makes the iterator
+                iterator = source.iterator() if iterator is None else iterator
+                row = next(iterator, None)
+            except plyvel.Error as exc:
+                raise CorruptStore(f"checkpoint {persist_path} cannot be read: {leveldb_message(exc)}") from None
+            if row is None:
+                return
+            yield row
+    finally:
+        if iterator is not None:
+            iterator.close()
+
+
+def _copy(source: Any, target: Any, persist_path: str) -> int:
     """Copy the store's records; add what an interrupted checkpoint may lack. Returns the count.
 
     The schema record may be missing from a checkpoint killed early (an older
@@ -343,7 +366,7 @@ def _copy(source: Any, target: Any) -> int:
     """
     records = 0
     batch = target.write_batch()
-    for key, value in source.iterator():
+    for key, value in _checkpoint_rows(source, persist_path):
         if key == CHECKPOINT_RECORD or key in WORKING_ONLY:
             continue
         batch.put(key, value)

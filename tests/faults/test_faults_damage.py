@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from tierstore import TierStore
 from tierstore._plyvel import plyvel
 from tierstore.errors import CorruptStore
+from tierstore.keyspace import NS_META
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
 
@@ -103,3 +105,36 @@ def test_a_file_replaced_by_a_directory_is_damage_not_a_lock(tmp_path: Path, nam
     with TierStore(working, persist_path=persist, **OPTS) as store:
         assert store.stats()["restored_from_checkpoint"] == 1
         assert store.get("k") == "v"
+
+
+def _truncate_tables(directory: str) -> None:
+    for name in os.listdir(directory):
+        if name.endswith(".ldb"):
+            os.truncate(os.path.join(directory, name), os.path.getsize(os.path.join(directory, name)) // 2)
+
+
+@pytest.mark.parametrize("meta_in_log", [False, True])
+def test_a_checkpoint_with_a_truncated_table_is_unusable_not_an_os_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, meta_in_log: bool
+) -> None:
+    """Reading a truncated table raises plyvel's IOError ("Invalid argument"); the restore reported it as
+    an OS error (a raw b'...' message) instead of a damaged checkpoint. ``meta_in_log``: the checkpoint's
+    own records read fine (they are in its log), the entries' table does not."""
+    working, persist = str(tmp_path / "w"), str(tmp_path / "p")
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        for i in range(300):
+            store.set(f"k{i}", "x" * 50)
+    db = plyvel.DB(persist)  # reopening turns the checkpoint's log into a table
+    meta = dict(db.iterator(prefix=NS_META))
+    db.close()
+    _truncate_tables(persist)
+    if meta_in_log:
+        db = plyvel.DB(persist)
+        for key, value in meta.items():
+            db.put(key, value)
+        db.close()
+    shutil.rmtree(working)
+    with caplog.at_level(logging.ERROR, logger="tierstore"), TierStore(working, persist_path=persist, **OPTS) as store:
+        assert store.stats()["restored_from_checkpoint"] == 0  # a cold start, as the decision says
+        assert store.get("k1") is None
+    assert "unusable" in caplog.text
