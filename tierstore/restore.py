@@ -320,13 +320,17 @@ def _restore(source: Any, path: str, *, aside: bool) -> _Restored:
     staging = real + ".restoring"
     shutil.rmtree(staging, ignore_errors=True)  # left by a restore that was killed
     make_private_dirs(staging)
-    target = open_leveldb(staging, create=True)
     try:
-        records = _copy(source, target, os.fspath(source.path))
-        repair_indexes(target)
-        info = checkpoint_info(source.get(CHECKPOINT_RECORD))
-    finally:
-        target.close()
+        target = open_leveldb(staging, create=True)
+        try:
+            records = _copy(source, target, os.fspath(source.path))
+            repair_indexes(target)
+            info = checkpoint_info(source.get(CHECKPOINT_RECORD))
+        finally:
+            target.close()
+    except BaseException:  # a full disk, a damaged checkpoint: the half-built copy would only take space
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     _at("restore-built")
     moved_to = None
     if os.path.lexists(real):

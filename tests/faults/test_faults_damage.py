@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from tierstore import TierStore
 from tierstore._plyvel import plyvel
-from tierstore.errors import CorruptStore
+from tierstore.errors import CorruptStore, StorageFull
 from tierstore.keyspace import NS_META
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
@@ -138,3 +139,19 @@ def test_a_checkpoint_with_a_truncated_table_is_unusable_not_an_os_error(
         assert store.stats()["restored_from_checkpoint"] == 0  # a cold start, as the decision says
         assert store.get("k1") is None
     assert "unusable" in caplog.text
+
+
+def test_a_restore_onto_a_full_disk_leaves_no_half_built_copy(tmpfs: Callable[[str], Path], tmp_path: Path) -> None:
+    """The copy being built in ``<path>.restoring`` stayed behind, holding the space the disk lacked."""
+    persist = str(tmp_path / "p")
+    with TierStore(str(tmp_path / "source"), persist_path=persist, **OPTS) as store:
+        for i in range(3000):
+            store.set(f"k{i}", os.urandom(300).hex())
+    small = tmpfs("1m")
+    working = str(small / "w")
+    with pytest.raises(StorageFull, match="w"):
+        TierStore(working, persist_path=persist, **OPTS)
+    assert os.listdir(small) == []
+    with TierStore(str(tmp_path / "w2"), persist_path=persist, **OPTS) as store:  # the checkpoint is whole
+        assert store.stats()["restored_from_checkpoint"] == 1
+        assert len(store) == 3000
