@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from tierstore import TierStore
@@ -155,3 +156,20 @@ def test_a_restore_onto_a_full_disk_leaves_no_half_built_copy(tmpfs: Callable[[s
     with TierStore(str(tmp_path / "w2"), persist_path=persist, **OPTS) as store:  # the checkpoint is whole
         assert store.stats()["restored_from_checkpoint"] == 1
         assert len(store) == 3000
+
+
+@pytest.mark.parametrize("schema", [0, -1])
+def test_a_schema_record_no_tierstore_wrote_is_damage(tmp_path: Path, schema: int) -> None:
+    """A schema of 0 or -1 passed the "not newer" check and the store opened as if it were sound."""
+    working, persist = str(tmp_path / "w"), str(tmp_path / "p")
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        store.set("k", "v")
+    db = plyvel.DB(working)
+    db.put(NS_META + b"schema", msgpack.packb(schema))
+    db.close()
+    shutil.copytree(working, working + "-alone")
+    with pytest.raises(CorruptStore, match="schema record"):
+        TierStore(working + "-alone", **OPTS)
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        assert store.stats()["restored_from_checkpoint"] == 1
+        assert store.get("k") == "v"
