@@ -43,9 +43,9 @@ from ._plyvel import plyvel
 from .checkpoint_copy import CopyWriter, merge
 from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NOT_DATA, WORKING_ONLY, checkpoint_info
 from .disk import DEFAULT_CACHE_BYTES, DiskTier, leveldb_message, make_private_dirs, open_leveldb
-from .errors import CorruptStore, StorageFull, TierStoreError
+from .errors import CorruptStore, TierStoreError
 from .keyspace import META_SCHEMA, NS_META, Op, check_schema, meta_key
-from .leveldb import LEVELDB_FILE, os_failure, set_aside
+from .leveldb import LEVELDB_FILE, io_failure, os_failure, set_aside
 
 __all__ = [
     "TrackedDisk",
@@ -168,7 +168,7 @@ class Checkpointer:
         except CorruptStore as exc:
             raise _Damaged(str(exc)) from None
         except plyvel.IOError as exc:
-            raise StorageFull(f"{where} failed: {leveldb_message(exc)}") from None
+            raise io_failure(exc, f"{where} failed") from None
         except OSError as exc:
             raise os_failure(exc, where) from None
 

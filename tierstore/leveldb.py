@@ -49,6 +49,7 @@ __all__ = [
     "os_failure",
     "forked_error",
     "write_error",
+    "io_failure",
 ]
 
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
@@ -311,5 +312,15 @@ def write_error(path: str, exc: BaseException) -> TierStoreError:
             "(a store with a persist_path restores its last checkpoint at the next open)"
         )
     if isinstance(exc, plyvel.IOError):
-        return StorageFull(f"write to {path} failed: {text}")
+        return io_failure(exc, f"write to {path} failed")
     return TierStoreError(f"write to {path} failed: {text}")
+
+
+def io_failure(exc: BaseException, doing: str) -> TierStoreError:
+    """A LevelDB IO error of a write: ``PermissionDenied`` when the OS refused access, else ``StorageFull``
+    (no space, a quota, a file size limit)."""
+    text = leveldb_message(exc)
+    lowered = text.lower()
+    if "permission denied" in lowered or "read-only file system" in lowered or "operation not permitted" in lowered:
+        return PermissionDenied(f"{doing}: permission denied ({text})")
+    return StorageFull(f"{doing}: {text}")

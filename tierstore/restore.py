@@ -7,7 +7,9 @@ Decisions (also in the README, "Decisions"):
   LevelDB files but no ``CURRENT`` file, or a table file without its footer) is
   moved aside to ``<path>.corrupt-<time>`` (never deleted) and replaced by a
   copy of the checkpoint, built in ``<path>.restoring`` and renamed into place.
-  ``StoreLocked`` and ``SchemaTooNew`` never trigger a restore. Without a
+  ``StoreLocked``, ``SchemaTooNew``, ``StorageFull`` and ``PermissionDenied``
+  (a file the process may not read: its data may be sound and newer than the
+  checkpoint) never trigger a restore. Without a
   checkpoint a corrupt directory raises ``CorruptStore``. When the working
   directory is missing and the checkpoint itself is unreadable, the store starts
   empty and logs an error: a cold cache beats no service.
@@ -35,6 +37,7 @@ from .errors import (
     CorruptRecord,
     CorruptStore,
     NotAStore,
+    PermissionDenied,
     SchemaTooNew,
     StorageFull,
     StoreLocked,
@@ -82,11 +85,13 @@ def open_disk(
     if _directory_state(path) == "data":
         try:
             return _open_checked(path, factory), False
-        except (StoreLocked, SchemaTooNew, StorageFull, NotAStore):
-            raise  # never a reason to restore over the directory
+        except (StoreLocked, SchemaTooNew, StorageFull, NotAStore, PermissionDenied):
+            raise  # never a reason to restore over the directory: its data may be sound
         except TierStoreError as exc:
             problem = exc
         except plyvel.Error as exc:  # a damaged table read while checking the schema
+            if _refused_access(exc):
+                raise PermissionDenied(f"cannot open store {path}: {leveldb_message(exc)}") from None
             problem = CorruptStore(f"store {path} is corrupt: {leveldb_message(exc)}")
     if persist is None:
         if problem is not None:
@@ -194,6 +199,11 @@ def _untracked(path: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> DiskTier
     return disk
 
 
+def _refused_access(exc: BaseException) -> bool:
+    """Whether a LevelDB error is the operating system refusing access (not damage)."""
+    return isinstance(exc, plyvel.IOError) and "permission denied" in leveldb_message(exc).lower()
+
+
 def _without_checkpoint(problem: TierStoreError, why: str) -> TierStoreError:
     if isinstance(problem, CorruptStore):
         return CorruptStore(f"{problem}; cannot restore it: {why}")
@@ -268,6 +278,8 @@ def _open_table(path: str, number: int) -> tuple[str, Any]:
             return name, open(os.path.join(path, name), "rb")  # closed by the caller
         except FileNotFoundError:
             continue
+        except PermissionError as exc:
+            raise PermissionDenied(f"cannot open store {path}: table {name}: {exc.strerror}") from None
         except OSError as exc:
             raise CorruptStore(f"store {path} is corrupt: table {name} cannot be opened: {exc}") from None
     return f"{number:06d}.ldb", None

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 
+from tests.faults.test_faults_permissions import NOBODY, _open, as_unprivileged
 from tierstore import TierStore
 from tierstore._plyvel import plyvel
 from tierstore.errors import CorruptStore, StorageFull
@@ -173,3 +175,70 @@ def test_a_schema_record_no_tierstore_wrote_is_damage(tmp_path: Path, schema: in
     with TierStore(working, persist_path=persist, **OPTS) as store:
         assert store.stats()["restored_from_checkpoint"] == 1
         assert store.get("k") == "v"
+
+
+@pytest.fixture
+def reachable() -> Iterator[Path]:
+    """A temp directory the unprivileged user can reach (pytest's own sits under root-only ones)."""
+    path = Path(tempfile.mkdtemp(prefix="tierstore-damage-"))
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _owned_by_nobody(*paths: str) -> None:
+    for top in paths:
+        for root, dirs, files in os.walk(top):
+            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                os.chown(name, NOBODY, NOBODY)
+
+
+def _a_table(directory: str) -> str:
+    return next(name for name in sorted(os.listdir(directory)) if name.endswith(".ldb"))
+
+
+@pytest.mark.parametrize("name", ["CURRENT", "MANIFEST", "table"])
+def test_a_working_file_the_process_may_not_read_is_permission_denied_not_restored_over(
+    reachable: Path, name: str
+) -> None:
+    """A file of the working directory the process may not read was taken for damage: the directory
+    (sound, newer than the checkpoint) was moved aside and the older checkpoint served in its place."""
+    working, persist = str(reachable / "w"), str(reachable / "p")
+    _store_with_tables(working, persist)
+    with TierStore(working, **OPTS) as store:
+        store.set("newer", "than the checkpoint")
+    victim = {
+        "CURRENT": "CURRENT",
+        "MANIFEST": next(n for n in os.listdir(working) if n.startswith("MANIFEST-")),
+        "table": _a_table(working),
+    }[name]
+    _owned_by_nobody(working, persist)
+    os.chown(reachable, NOBODY, NOBODY)  # where a restore could move the directory aside
+    os.chmod(os.path.join(working, victim), 0)
+    outcome = as_unprivileged(_open(Path(working), persist_path=persist, **OPTS))
+    assert outcome.startswith("PermissionDenied: ") and working in outcome, outcome
+    assert sorted(os.listdir(reachable)) == ["p", "w"]
+    os.chmod(os.path.join(working, victim), 0o600)
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        assert store.get("newer") == "than the checkpoint"
+
+
+def test_a_checkpoint_file_the_process_may_not_read_is_permission_denied_not_a_full_disk(reachable: Path) -> None:
+    working, persist = str(reachable / "w"), str(reachable / "p")
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        for i in range(300):
+            store.set(f"k{i}", "x" * 50)
+    TierStore(working, **OPTS).close()  # a session without persist_path: the next checkpoint reads it all
+    plyvel.DB(persist).close()  # reopening turns the checkpoint's log into a table
+    _owned_by_nobody(working, persist)
+    os.chmod(os.path.join(persist, _a_table(persist)), 0)
+
+    def checkpoint() -> str:
+        with TierStore(working, persist_path=persist, **OPTS) as store:
+            store.checkpoint()
+            return "checkpointed"
+
+    outcome = as_unprivileged(checkpoint)
+    assert outcome.startswith("PermissionDenied: ") and persist in outcome, outcome
