@@ -299,9 +299,10 @@ def _open_checkpoint(persist_path: str) -> Any:
             db.close()
             return None
         _check_checkpoint_schema(db, persist_path)
-    except plyvel.Error as exc:  # a table LevelDB cannot read (truncated, replaced)
+    except plyvel.Error as exc:  # a table LevelDB cannot read (truncated, replaced; or refused to us)
         db.close()
-        raise CorruptStore(f"checkpoint {persist_path} cannot be read: {leveldb_message(exc)}") from None
+        error = PermissionDenied if _refused_access(exc) else CorruptStore
+        raise error(f"checkpoint {persist_path} cannot be read: {leveldb_message(exc)}") from None
     except BaseException:
         db.close()
         raise

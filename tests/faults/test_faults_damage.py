@@ -242,3 +242,21 @@ def test_a_checkpoint_file_the_process_may_not_read_is_permission_denied_not_a_f
 
     outcome = as_unprivileged(checkpoint)
     assert outcome.startswith("PermissionDenied: ") and persist in outcome, outcome
+
+
+def test_a_checkpoint_table_the_process_may_not_read_is_permission_denied_not_a_cold_start(
+    reachable: Path,
+) -> None:
+    """As for its CURRENT file: an unreadable checkpoint table is refused access, not a damaged
+    checkpoint to start cold beside (which the next checkpoint would then fail to write anyway)."""
+    working, persist = str(reachable / "w"), str(reachable / "p")
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        for i in range(300):
+            store.set(f"k{i}", "x" * 50)
+    plyvel.DB(persist).close()  # reopening turns the checkpoint's log into a table
+    shutil.rmtree(working)
+    _owned_by_nobody(persist)
+    os.chown(reachable, NOBODY, NOBODY)
+    os.chmod(os.path.join(persist, _a_table(persist)), 0)
+    outcome = as_unprivileged(_open(Path(working), persist_path=persist, **OPTS))
+    assert outcome.startswith("PermissionDenied: ") and persist in outcome, outcome
