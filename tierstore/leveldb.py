@@ -86,9 +86,10 @@ def make_private_dirs(path: str) -> None:
 
     ``os.makedirs`` gives parents the umask's default mode (0o755, or 0o777 under
     umask 0); a cache directory and the directories made for it stay private.
+    A symlink whose target is missing gets its target made; the link stays.
     """
     missing: list[str] = []
-    current = os.path.abspath(path)
+    current = os.path.realpath(path)  # a dangling symlink (its target set aside): the target is made
     while not os.path.isdir(current):
         missing.append(current)
         parent = os.path.dirname(current)

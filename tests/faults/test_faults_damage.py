@@ -260,3 +260,27 @@ def test_a_checkpoint_table_the_process_may_not_read_is_permission_denied_not_a_
     os.chmod(os.path.join(persist, _a_table(persist)), 0)
     outcome = as_unprivileged(_open(Path(working), persist_path=persist, **OPTS))
     assert outcome.startswith("PermissionDenied: ") and persist in outcome, outcome
+
+
+def test_a_damaged_checkpoint_behind_a_symlink_is_written_anew_in_the_links_target(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The damaged target was set aside, leaving the link dangling: every later checkpoint failed
+    with "File exists" (the link), so the store never checkpointed again."""
+    working, target, link = str(tmp_path / "w"), str(tmp_path / "real-p"), str(tmp_path / "p")
+    os.mkdir(target)
+    os.symlink(target, link)
+    with TierStore(working, persist_path=link, **OPTS) as store:
+        store.set("before", 1)
+        store.checkpoint()
+        Path(target, "CURRENT").write_text("MANIFEST-999999\n")  # the checkpoint is damaged
+        store.set("after", 2)
+        with caplog.at_level(logging.ERROR, logger="tierstore"):
+            assert store.checkpoint()["full"] is True
+    assert "was damaged" in caplog.text
+    assert os.path.islink(link) and os.path.isdir(target)
+    assert [name for name in os.listdir(tmp_path) if name.startswith("real-p.corrupt-")]
+    shutil.rmtree(working)
+    with TierStore(working, persist_path=link, **OPTS) as store:
+        assert store.stats()["restored_from_checkpoint"] == 1
+        assert (store.get("before"), store.get("after")) == (1, 2)
