@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -284,3 +286,31 @@ def test_a_damaged_checkpoint_behind_a_symlink_is_written_anew_in_the_links_targ
     with TierStore(working, persist_path=link, **OPTS) as store:
         assert store.stats()["restored_from_checkpoint"] == 1
         assert (store.get("before"), store.get("after")) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        (b"versioned", "yes"),
+        (b"expiry_index", 1),
+        (b"bloom_clean", [True]),
+        (b"seq", -5),
+        (b"capacity", {"total": "lots"}),
+        (b"capacity", 7),
+        (b"checkpoint_generation", 12),
+    ],
+)
+def test_verify_finds_a_meta_record_of_the_wrong_type(tmp_path: Path, name: bytes, value: object) -> None:
+    """A meta record that decodes to the wrong type (which the store reads as damaged and rebuilds
+    from) was reported sound: verify only checked that it was msgpack."""
+    working = str(tmp_path / "w")
+    with TierStore(working, **OPTS, guard=True, disk_capacity_bytes=1 << 20) as store:
+        store.set("k", 1, version=2)
+    sound = subprocess.run([sys.executable, "-m", "tierstore", "verify", working], capture_output=True, text=True)
+    assert sound.returncode == 0, sound.stdout + sound.stderr
+    db = plyvel.DB(working)
+    db.put(NS_META + name, msgpack.packb(value))
+    db.close()
+    found = subprocess.run([sys.executable, "-m", "tierstore", "verify", working], capture_output=True, text=True)
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert name.decode() in found.stdout and "Traceback" not in found.stderr
