@@ -45,7 +45,7 @@ from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NO
 from .disk import DEFAULT_CACHE_BYTES, DiskTier, leveldb_message, make_private_dirs, open_leveldb
 from .errors import CorruptStore, TierStoreError
 from .keyspace import META_SCHEMA, NS_META, Op, check_schema, meta_key
-from .leveldb import LEVELDB_FILE, io_failure, os_failure, set_aside
+from .leveldb import LEVELDB_FILE, io_failure, os_failure, read_error, set_aside
 
 __all__ = [
     "TrackedDisk",
@@ -256,6 +256,8 @@ class Checkpointer:
                 values = [snapshot.get(key, verify_checksums=True) for key in chunk]
             except plyvel.CorruptionError as exc:
                 raise _WorkingDamaged(f"{disk.path}: a read met a corrupt block: {leveldb_message(exc)}") from None
+            except plyvel.Error as exc:  # the working directory's, not the checkpoint's
+                raise read_error(disk.path, exc, "the changed records") from None
             finally:
                 disk.exit()
             for key, value in zip(chunk, values, strict=True):

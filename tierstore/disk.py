@@ -40,6 +40,7 @@ from .leveldb import (
     on_fork,
     open_leveldb,
     os_failure,
+    read_error,
     write_error,
 )
 
@@ -141,6 +142,8 @@ class DiskTier:
             return value
         except plyvel.CorruptionError as exc:
             raise self._corrupt_block(key, exc) from None
+        except plyvel.Error as exc:
+            raise read_error(self.path, exc, repr(key)) from None
         finally:
             active.pop()
 
@@ -169,6 +172,8 @@ class DiskTier:
                 data: bytes | None = db_get(key, verify_checksums=True)
             except plyvel.CorruptionError as exc:
                 raise self._corrupt_block(key, exc) from None
+            except plyvel.Error as exc:
+                raise read_error(self.path, exc, repr(key)) from None
             finally:
                 active.pop()
             return None if data is None else decode(data, limit)
@@ -312,6 +317,8 @@ class DiskTier:
                 iterator.close()
             except plyvel.CorruptionError as exc:
                 raise CorruptStore(f"{self.path}: a read met a corrupt block: {leveldb_message(exc)}") from None
+            except plyvel.Error as exc:
+                raise read_error(self.path, exc, "a range of records") from None
             finally:
                 self.exit()
             if chunk:

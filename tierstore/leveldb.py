@@ -50,6 +50,7 @@ __all__ = [
     "forked_error",
     "write_error",
     "io_failure",
+    "read_error",
 ]
 
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
@@ -315,6 +316,15 @@ def write_error(path: str, exc: BaseException) -> TierStoreError:
     if isinstance(exc, plyvel.IOError):
         return io_failure(exc, f"write to {path} failed")
     return TierStoreError(f"write to {path} failed: {text}")
+
+
+def read_error(path: str, exc: BaseException, what: str) -> TierStoreError:
+    """The typed error of a read LevelDB could not make for another reason than a damaged block:
+    a table file it could not open (refused access, too many open files, an I/O error)."""
+    text = leveldb_message(exc)
+    if "permission denied" in text.lower():
+        return PermissionDenied(f"{path}: reading {what} failed: permission denied ({text})")
+    return TierStoreError(f"{path}: reading {what} failed: {text}")
 
 
 def io_failure(exc: BaseException, doing: str) -> TierStoreError:

@@ -364,7 +364,8 @@ def _checkpoint_rows(source: Any, persist_path: str) -> Iterator[tuple[bytes, by
                 iterator = source.iterator() if iterator is None else iterator
                 row = next(iterator, None)
             except plyvel.Error as exc:
-                raise CorruptStore(f"checkpoint {persist_path} cannot be read: {leveldb_message(exc)}") from None
+                error = PermissionDenied if _refused_access(exc) else CorruptStore
+                raise error(f"checkpoint {persist_path} cannot be read: {leveldb_message(exc)}") from None
             if row is None:
                 return
             yield row

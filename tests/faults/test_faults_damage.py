@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from tests.faults.test_faults_permissions import NOBODY, _open, as_unprivileged
 from tierstore import TierStore
 from tierstore._plyvel import plyvel
-from tierstore.errors import CorruptStore, StorageFull
+from tierstore.errors import CorruptStore, PermissionDenied, StorageFull
 from tierstore.keyspace import NS_META
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
@@ -314,3 +315,45 @@ def test_verify_finds_a_meta_record_of_the_wrong_type(tmp_path: Path, name: byte
     found = subprocess.run([sys.executable, "-m", "tierstore", "verify", working], capture_output=True, text=True)
     assert found.returncode == 1, found.stdout + found.stderr
     assert name.decode() in found.stdout and "Traceback" not in found.stderr
+
+
+def _a_table_of_entries_only(directory: str) -> str:
+    """A table holding entries only: LevelDB opens it at the first read of one of them, not at open."""
+    db = plyvel.DB(directory)
+    try:
+        listing = db.get_property(b"leveldb.sstables").decode()
+    finally:
+        db.close()
+    for number, smallest, largest in re.findall(r"^ (\d+):\d+\['(.)[^']*' @ .*? \.\. '(.)[^']*' @", listing, re.M):
+        if smallest == largest == "e":
+            return f"{int(number):06d}.ldb"
+    raise AssertionError(f"no table of entries only in {listing}")
+
+
+def test_a_table_the_process_may_not_open_at_a_read_is_permission_denied_not_a_raw_error(reachable: Path) -> None:
+    """LevelDB opens a table at the first read that needs it: a refusal then (permission, too many
+    open files) came out of get, set, keys and sweep as plyvel's own IOError."""
+    working = str(reachable / "w")
+    for _ in range(2):  # two sessions over the same keys: the compaction merges, not moves, their tables
+        with TierStore(working, **OPTS) as store:
+            for i in range(5000):
+                store.set(f"k{i:05d}", os.urandom(500).hex())
+    db = plyvel.DB(working)
+    db.compact_range()  # tables of about 2 MiB, each over its own range of keys
+    db.close()
+    victim = _a_table_of_entries_only(working)
+    _owned_by_nobody(working)
+
+    def reads() -> str:
+        outcomes = []
+        with TierStore(working, **OPTS, memory_items=1) as store:
+            os.chmod(os.path.join(working, victim), 0)
+            for call in (lambda: store.get("k00000"), lambda: list(store.keys()), lambda: store.sweep()):
+                try:
+                    call()
+                    outcomes.append("read")
+                except PermissionDenied as exc:
+                    outcomes.append("PermissionDenied" if working in str(exc) else str(exc))
+        return ",".join(outcomes)
+
+    assert as_unprivileged(reads) == "PermissionDenied,PermissionDenied,PermissionDenied"
