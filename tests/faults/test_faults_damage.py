@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from tests.faults.test_faults_permissions import NOBODY, _open, as_unprivileged
 from tierstore import TierStore
 from tierstore._plyvel import plyvel
 from tierstore.errors import CorruptStore, PermissionDenied, StorageFull
-from tierstore.keyspace import NS_META
+from tierstore.keyspace import NS_ENTRY, NS_META
 
 OPTS: dict[str, Any] = {"sweep_interval": None, "checkpoint_interval": None}
 
@@ -317,31 +316,32 @@ def test_verify_finds_a_meta_record_of_the_wrong_type(tmp_path: Path, name: byte
     assert name.decode() in found.stdout and "Traceback" not in found.stderr
 
 
-def _a_table_of_entries_only(directory: str) -> str:
-    """A table holding entries only: LevelDB opens it at the first read of one of them, not at open."""
-    db = plyvel.DB(directory)
-    try:
-        listing = db.get_property(b"leveldb.sstables").decode()
-    finally:
-        db.close()
-    for number, smallest, largest in re.findall(r"^ (\d+):\d+\['(.)[^']*' @ .*? \.\. '(.)[^']*' @", listing, re.M):
-        if smallest == largest == "e":
-            return f"{int(number):06d}.ldb"
-    raise AssertionError(f"no table of entries only in {listing}")
+def _store_with_a_table_of_entries_only(working: str, source: str) -> str:
+    """A store whose entries sit in a table of their own (LevelDB opens it at the first read of one of
+    them, not at open); returns the table's name."""
+    with TierStore(source, **OPTS) as store:
+        for i in range(100):
+            store.set(f"k{i:05d}", os.urandom(50).hex())
+    db = plyvel.DB(source)
+    entries = list(db.iterator(prefix=NS_ENTRY))
+    db.close()
+    TierStore(working, **OPTS).close()
+    plyvel.DB(working).close()  # the meta records go into a table of their own
+    before = set(os.listdir(working))
+    db = plyvel.DB(working)
+    for key, value in entries:
+        db.put(key, value)
+    db.close()
+    plyvel.DB(working).close()  # and the entries into another
+    (table,) = [name for name in set(os.listdir(working)) - before if name.endswith(".ldb")]
+    return table
 
 
 def test_a_table_the_process_may_not_open_at_a_read_is_permission_denied_not_a_raw_error(reachable: Path) -> None:
     """LevelDB opens a table at the first read that needs it: a refusal then (permission, too many
     open files) came out of get, set, keys and sweep as plyvel's own IOError."""
     working = str(reachable / "w")
-    for _ in range(2):  # two sessions over the same keys: the compaction merges, not moves, their tables
-        with TierStore(working, **OPTS) as store:
-            for i in range(5000):
-                store.set(f"k{i:05d}", os.urandom(500).hex())
-    db = plyvel.DB(working)
-    db.compact_range()  # tables of about 2 MiB, each over its own range of keys
-    db.close()
-    victim = _a_table_of_entries_only(working)
+    victim = _store_with_a_table_of_entries_only(working, str(reachable / "source"))
     _owned_by_nobody(working)
 
     def reads() -> str:
