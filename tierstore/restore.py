@@ -151,18 +151,7 @@ def _restore_from(persist_path: str, path: str, problem: TierStoreError | None) 
     too; in place of a missing one the store starts cold, and says so in the log.
     """
     try:
-        source = _open_checkpoint(persist_path)
-        if source is None:
-            if problem is not None:
-                raise _without_checkpoint(problem, f"there is no checkpoint in {persist_path}")
-            return False
-        try:
-            with holding(path):  # StoreLocked, before anything is touched, if a store opened it meanwhile
-                if problem is None and _directory_state(path) == "data":
-                    return False  # restored by another open meanwhile: opened as it is
-                restored = _restore(source, path, aside=problem is not None)
-        finally:
-            source.close()
+        restored = _restore_checkpoint(persist_path, path, problem)
     except (CorruptStore, CorruptRecord, plyvel.CorruptionError) as exc:
         damage = leveldb_message(exc) if isinstance(exc, plyvel.Error) else str(exc)
         if problem is not None:
@@ -173,6 +162,10 @@ def _restore_from(persist_path: str, path: str, problem: TierStoreError | None) 
         raise write_error(path, exc) from None
     except OSError as exc:
         raise os_failure(exc, f"restoring {path} from {persist_path}") from None
+    if restored is None and problem is not None:
+        raise _without_checkpoint(problem, f"there is no checkpoint in {persist_path}")
+    if not isinstance(restored, _Restored):
+        return False
     reason = "missing or empty" if problem is None else f"unusable ({problem})"
     log.warning(
         "%s: working directory was %s; restored %d records from the checkpoint in %s%s",
@@ -185,6 +178,21 @@ def _restore_from(persist_path: str, path: str, problem: TierStoreError | None) 
     if restored.moved_to:
         log.warning("%s: the unusable directory was moved to %s", path, restored.moved_to)
     return True
+
+
+def _restore_checkpoint(persist_path: str, path: str, problem: TierStoreError | None) -> _Restored | bool | None:
+    """The restore itself: ``None`` without a checkpoint, ``False`` when another open restored
+    ``path`` meanwhile (it is then opened as it is)."""
+    source = _open_checkpoint(persist_path)
+    if source is None:
+        return None
+    try:
+        with holding(path):  # StoreLocked, before anything is touched, if a store opened it meanwhile
+            if problem is None and _directory_state(path) == "data":
+                return False
+            return _restore(source, path, aside=problem is not None)
+    finally:
+        source.close()
 
 
 def _untracked(path: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> DiskTier:

@@ -357,3 +357,45 @@ def test_a_table_the_process_may_not_open_at_a_read_is_permission_denied_not_a_r
         return ",".join(outcomes)
 
     assert as_unprivileged(reads) == "PermissionDenied,PermissionDenied,PermissionDenied"
+
+
+def _killed_creation(directory: Path) -> None:
+    """What a kill during LevelDB's creation of a directory leaves between its first manifest and
+    the CURRENT file naming it (files as LevelDB writes them, no record in any)."""
+    reference = directory.parent / "reference"
+    plyvel.DB(str(reference), create_if_missing=True).close()
+    directory.mkdir()
+    shutil.copy(reference / "MANIFEST-000002", directory / "MANIFEST-000001")
+    (directory / "000001.dbtmp").write_text("MANIFEST-000001\n")
+    for name in ("LOCK", "LOG"):
+        shutil.copy(reference / name, directory / name)
+
+
+@pytest.mark.parametrize("with_checkpoint", [False, True])
+def test_a_directory_whose_creation_was_killed_opens_as_new(tmp_path: Path, with_checkpoint: bool) -> None:
+    """It holds LevelDB files but no CURRENT, so it read as a damaged store for ever (CorruptStore
+    without a checkpoint), though no record could ever have been written to it."""
+    working, persist = tmp_path / "w", str(tmp_path / "p")
+    if with_checkpoint:
+        with TierStore(str(tmp_path / "source"), persist_path=persist, **OPTS) as store:
+            store.set("k", "from the checkpoint")
+    _killed_creation(working)
+    with TierStore(str(working), persist_path=persist if with_checkpoint else None, **OPTS) as store:
+        assert store.stats()["restored_from_checkpoint"] == int(with_checkpoint)
+        assert store.get("k") == ("from the checkpoint" if with_checkpoint else None)
+        store.set("after", 1)
+    assert not [name for name in os.listdir(tmp_path) if ".corrupt-" in name]
+    with TierStore(str(working), **OPTS) as store:
+        assert store.get("after") == 1
+
+
+def test_a_damaged_working_directory_without_a_checkpoint_says_there_is_none(tmp_path: Path) -> None:
+    """The message said the checkpoint was "unusable too" when there was no checkpoint at all."""
+    working, persist = str(tmp_path / "w"), str(tmp_path / "p")
+    with TierStore(working, **OPTS) as store:
+        store.set("k", 1)
+    os.unlink(os.path.join(working, "CURRENT"))
+    with pytest.raises(CorruptStore) as raised:
+        TierStore(working, persist_path=persist, **OPTS)
+    assert "there is no checkpoint in" in str(raised.value)
+    assert "unusable too" not in str(raised.value)
