@@ -45,7 +45,7 @@ from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NO
 from .disk import DEFAULT_CACHE_BYTES, DiskTier, leveldb_message, make_private_dirs, open_leveldb
 from .errors import CorruptStore, TierStoreError
 from .keyspace import META_SCHEMA, NS_META, Op, check_schema, meta_key
-from .leveldb import LEVELDB_FILE, io_failure, os_failure, read_error, set_aside
+from .leveldb import LEVELDB_FILE, damaged_file, io_failure, os_failure, read_error, set_aside
 
 __all__ = [
     "TrackedDisk",
@@ -168,6 +168,8 @@ class Checkpointer:
         except CorruptStore as exc:
             raise _Damaged(str(exc)) from None
         except plyvel.IOError as exc:
+            if damaged_file(exc):  # a table of the checkpoint truncated or replaced
+                raise _Damaged(leveldb_message(exc)) from None
             raise io_failure(exc, f"{where} failed") from None
         except OSError as exc:
             raise os_failure(exc, where) from None

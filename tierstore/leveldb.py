@@ -51,6 +51,7 @@ __all__ = [
     "write_error",
     "io_failure",
     "read_error",
+    "damaged_file",
 ]
 
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
@@ -264,12 +265,19 @@ def _open_error(path: str, exc: BaseException) -> TierStoreError:
             return StorageFull(f"cannot open store {path}: the disk is full ({text})")
         if _LOCK_REFUSED.match(text):  # not any mention of "lock": a path may hold the word
             return StoreLocked(f"store {path} is in use by another process ({text})")
-        if any(damage in lowered for damage in _DAMAGED_FILE):
+        if damaged_file(exc):
             return CorruptStore(f"store {path} is corrupt: {text}")
         return TierStoreError(f"cannot open store {path}: {text}")
     if isinstance(exc, plyvel.CorruptionError):
         return CorruptStore(f"store {path} is corrupt: {text}")
     return CorruptStore(f"cannot open store {path}: {text}")
+
+
+def damaged_file(exc: BaseException) -> bool:
+    """Whether a LevelDB IO error says a file of the directory is not what LevelDB wrote (a table
+    truncated or replaced by a directory): damage, like its checksum errors."""
+    lowered = leveldb_message(exc).lower()
+    return isinstance(exc, plyvel.IOError) and any(damage in lowered for damage in _DAMAGED_FILE)
 
 
 def forked_error(path: str) -> StoreForked:

@@ -399,3 +399,29 @@ def test_a_damaged_working_directory_without_a_checkpoint_says_there_is_none(tmp
         TierStore(working, persist_path=persist, **OPTS)
     assert "there is no checkpoint in" in str(raised.value)
     assert "unusable too" not in str(raised.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "directory"])
+def test_a_checkpoint_into_a_directory_with_a_damaged_table_writes_a_new_one(tmp_path: Path, damage: str) -> None:
+    """LevelDB reports a truncated table (or a directory in its place) as an IO error, not a checksum
+    error: every checkpoint raised StorageFull for ever instead of setting the damaged one aside."""
+    working, persist = str(tmp_path / "w"), str(tmp_path / "p")
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        for i in range(300):
+            store.set(f"k{i}", "x" * 50)
+    plyvel.DB(persist).close()  # reopening turns the checkpoint's log into a table
+    if damage == "truncated":
+        _truncate_tables(persist)
+    else:
+        table = os.path.join(persist, _a_table(persist))
+        os.unlink(table)
+        os.mkdir(table)
+    TierStore(working, **OPTS).close()  # a session without persist_path: the next checkpoint is full
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        store.set("after", 1)
+        assert store.checkpoint()["full"] is True
+    assert [name for name in os.listdir(tmp_path) if name.startswith("p.corrupt-")]
+    shutil.rmtree(working)
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        assert store.stats()["restored_from_checkpoint"] == 1
+        assert (store.get("after"), store.get("k299")) == (1, "x" * 50)
