@@ -163,14 +163,14 @@ class Checkpointer:
                 db.close()
         except _WorkingDamaged as exc:  # the checkpoint is not to blame: it is kept
             raise CorruptStore(f"{where} failed: {exc}; the checkpoint there is kept") from None
-        except plyvel.CorruptionError as exc:
-            raise _Damaged(leveldb_message(exc)) from None
         except CorruptStore as exc:
             raise _Damaged(str(exc)) from None
-        except plyvel.IOError as exc:
-            if damaged_file(exc):  # a table of the checkpoint truncated or replaced
+        except plyvel.Error as exc:
+            if isinstance(exc, plyvel.CorruptionError) or damaged_file(exc):  # a table truncated, replaced, lost
                 raise _Damaged(leveldb_message(exc)) from None
-            raise io_failure(exc, f"{where} failed") from None
+            if isinstance(exc, plyvel.IOError):
+                raise io_failure(exc, f"{where} failed") from None
+            raise TierStoreError(f"{where} failed: {leveldb_message(exc)}") from None
         except OSError as exc:
             raise os_failure(exc, where) from None
 

@@ -64,7 +64,7 @@ LEVELDB_FILE = re.compile(r"CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb
 _LOCK_REFUSED = re.compile(r"IO error: lock .*LOCK: ")
 # What LevelDB's open says of a file of the directory that is not what it wrote (a directory in
 # its place, a truncated table): damage, like its checksum errors.
-_DAMAGED_FILE = ("is a directory", "not a directory", "invalid argument", "no such device")
+_DAMAGED_FILE = ("is a directory", "not a directory", "invalid argument", "no such device", "no such file")
 
 _registry_lock = threading.Lock()
 _open_dirs: dict[str, int] = {}  # real path -> pid of the process that opened it
@@ -277,7 +277,7 @@ def damaged_file(exc: BaseException) -> bool:
     """Whether a LevelDB IO error says a file of the directory is not what LevelDB wrote (a table
     truncated or replaced by a directory): damage, like its checksum errors."""
     lowered = leveldb_message(exc).lower()
-    return isinstance(exc, plyvel.IOError) and any(damage in lowered for damage in _DAMAGED_FILE)
+    return isinstance(exc, plyvel.Error) and any(damage in lowered for damage in _DAMAGED_FILE)
 
 
 def forked_error(path: str) -> StoreForked:

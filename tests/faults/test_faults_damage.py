@@ -425,3 +425,26 @@ def test_a_checkpoint_into_a_directory_with_a_damaged_table_writes_a_new_one(tmp
     with TierStore(working, persist_path=persist, **OPTS) as store:
         assert store.stats()["restored_from_checkpoint"] == 1
         assert (store.get("after"), store.get("k299")) == (1, "x" * 50)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "directory", "deleted"])
+def test_a_table_damaged_before_its_first_read_is_a_corrupt_record_like_a_bad_block(
+    tmp_path: Path, damage: str
+) -> None:
+    """LevelDB opens a table at the first read that needs it and reports one truncated, replaced or
+    gone as an IO or NotFound error: that read is damage (a miss counted as a corrupt record, as
+    for a bad block; CorruptStore for a scan), not some other failure to raise from ``get``."""
+    working = str(tmp_path / "w")
+    table = os.path.join(working, _store_with_a_table_of_entries_only(working, str(tmp_path / "source")))
+    with TierStore(working, **OPTS, memory_items=1) as store:
+        if damage == "truncated":
+            os.truncate(table, os.path.getsize(table) // 2)
+        else:
+            os.unlink(table)
+            if damage == "directory":
+                os.mkdir(table)
+        assert store.get("k00001", "default") == "default"
+        # LevelDB answers a point read in a lost table as "not found", like an absent key: uncounted
+        assert store.stats()["corrupt_records"] == (0 if damage == "deleted" else 1)
+        with pytest.raises(CorruptStore, match=working):
+            list(store.keys())
