@@ -46,6 +46,7 @@ from .keyspace import (
     decode_schema,
 )
 from .reader import Tick, decode_bloom, namespace_name
+from .session import envelope_version
 
 __all__ = ["Problem", "Tally", "verify_records"]
 
@@ -127,9 +128,9 @@ class Tally:
     def __init__(self) -> None:
         self.counts: dict[str, list[int]] = {}
 
-    def add(self, namespace: str, *, corrupt: bool = False, checked: bool = True) -> None:
+    def add(self, namespace: str, *, corrupt: bool = False, checked: bool = True, counted: bool = True) -> None:
         counts = self.counts.setdefault(namespace, [0, 0, 0])
-        counts[0] += 1
+        counts[0] += counted  # False: a finding about a record already counted
         counts[1] += corrupt
         counts[2] += not checked
 
@@ -145,17 +146,34 @@ class Tally:
 def verify_records(db: Any, tally: Tally, tick: Tick) -> Iterator[Problem]:
     """Decode every record; yield each one that fails, and file-level corruption."""
     last: bytes | None = None
+    versioned: bytes | None = None  # an entry with a version (entries sort before the meta records)
     try:
         for count, (raw_key, data) in enumerate(db.iterator(verify_checksums=True, fill_cache=False)):
             tick(count)
             last = raw_key
             problem = check_record(raw_key, data, tally)
+            if versioned is None and raw_key[:1] == NS_ENTRY and envelope_version(data):
+                versioned = raw_key
+            elif raw_key == _VERSIONED_RECORD and problem is None and versioned is not None:
+                problem = _contradicted(raw_key, data, versioned, tally)
             if problem is not None:
                 yield problem
     except plyvel.Error as exc:  # a bad block (CorruptionError) or a truncated table (IOError)
         where = "at the start" if last is None else f"after key {last!r}"
         tally.add("(files)", corrupt=True)
         yield Problem(None, f"LevelDB damage {where}: {leveldb_message(exc)}")
+
+
+_VERSIONED_RECORD = NS_META + META_VERSIONED
+
+
+def _contradicted(raw_key: bytes, data: bytes, versioned: bytes, tally: Tally) -> Problem | None:
+    """The "holds versions" record saying no beside a versioned entry: the store would then let an
+    unversioned write reset that entry's version, and an older versioned write through."""
+    if decode_meta(data) is not False:
+        return None
+    tally.add(namespace_name(raw_key), corrupt=True, counted=False)
+    return Problem(raw_key, f"says the store holds no versions, but entry {versioned!r} has one")
 
 
 def check_record(raw_key: bytes, data: bytes, tally: Tally) -> Problem | None:

@@ -448,3 +448,17 @@ def test_a_table_damaged_before_its_first_read_is_a_corrupt_record_like_a_bad_bl
         assert store.stats()["corrupt_records"] == (0 if damage == "deleted" else 1)
         with pytest.raises(CorruptStore, match=working):
             list(store.keys())
+
+
+def test_verify_finds_a_versions_record_that_denies_a_versioned_entry(tmp_path: Path) -> None:
+    """ "Holds no versions" beside an entry with a version decodes fine, yet makes the store let an
+    unversioned write reset that version and an older versioned write through: verify said sound."""
+    working = str(tmp_path / "w")
+    with TierStore(working, **OPTS) as store:
+        store.set("k", "v5", version=5)
+    db = plyvel.DB(working)
+    db.put(NS_META + b"versioned", msgpack.packb(False))
+    db.close()
+    found = subprocess.run([sys.executable, "-m", "tierstore", "verify", working], capture_output=True, text=True)
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert "versioned" in found.stdout and "holds no versions" in found.stdout
