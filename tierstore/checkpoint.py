@@ -45,7 +45,7 @@ from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NO
 from .disk import DEFAULT_CACHE_BYTES, DiskTier, leveldb_message, make_private_dirs, open_leveldb
 from .errors import CorruptStore, TierStoreError
 from .keyspace import META_SCHEMA, NS_META, Op, check_schema, meta_key
-from .leveldb import LEVELDB_FILE, damaged_file, io_failure, os_failure, read_error, set_aside
+from .leveldb import LEVELDB_FILE, damaged_file, foreign_entries, io_failure, os_failure, read_error, set_aside
 
 __all__ = [
     "TrackedDisk",
@@ -178,7 +178,7 @@ class Checkpointer:
         """Move a damaged checkpoint directory aside (never deleted) so a new one can be written."""
         real = os.path.realpath(self.path)
         try:
-            strangers = [name for name in os.listdir(real) if not LEVELDB_FILE.fullmatch(name)]
+            strangers = [name for name in foreign_entries(real) if not LEVELDB_FILE.fullmatch(name)]
         except OSError as exc:
             raise os_failure(exc, f"checkpoint into {self.path}") from None
         if strangers:
@@ -284,7 +284,7 @@ class Checkpointer:
 
 def _open_persist(path: str) -> Any:
     make_private_dirs(path)
-    if not os.path.isfile(os.path.join(path, "CURRENT")) and set(os.listdir(path)) - NOT_DATA:
+    if not os.path.isfile(os.path.join(path, "CURRENT")) and set(foreign_entries(path)) - NOT_DATA:
         raise CorruptStore(f"checkpoint directory {path} holds files but no LevelDB CURRENT file")
     return open_leveldb(path, create=True)
 

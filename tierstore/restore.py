@@ -45,7 +45,7 @@ from .errors import (
 )
 from .index_repair import repair_indexes
 from .keyspace import META_OPEN, META_SCHEMA, SCHEMA_VERSION, check_schema, meta_key
-from .leveldb import LEVELDB_FILE, holding, os_failure, set_aside, write_error
+from .leveldb import LEVELDB_FILE, foreign_entries, holding, install, os_failure, staging_for, write_error
 
 __all__ = ["open_disk", "restore_damaged"]
 
@@ -221,7 +221,7 @@ def _without_checkpoint(problem: TierStoreError, why: str) -> TierStoreError:
 def _directory_state(path: str) -> str:
     """``"new"`` (missing, empty, or an unfinished LevelDB creation) or ``"data"``."""
     try:
-        names = set(os.listdir(path))
+        names = set(foreign_entries(path))
     except FileNotFoundError:
         return "new"
     except NotADirectoryError:
@@ -338,7 +338,7 @@ def _restore(source: Any, path: str, *, aside: bool) -> _Restored:
     A symlinked working directory is restored into the link's target; the link stays.
     """
     real = os.path.realpath(path)
-    staging = real + ".restoring"
+    staging = staging_for(real)
     shutil.rmtree(staging, ignore_errors=True)  # left by a restore that was killed
     make_private_dirs(staging)
     try:
@@ -353,13 +353,7 @@ def _restore(source: Any, path: str, *, aside: bool) -> _Restored:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _at("restore-built")
-    moved_to = None
-    if os.path.lexists(real):
-        if aside:
-            moved_to = set_aside(real)
-        else:
-            shutil.rmtree(real)  # empty, or what LevelDB leaves of a creation it never finished
-    os.rename(staging, real)
+    moved_to = install(staging, real, aside=aside)  # else it held what LevelDB leaves of a creation
     return _Restored(records, bool(info.get("complete")), moved_to)
 
 

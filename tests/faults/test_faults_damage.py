@@ -462,3 +462,45 @@ def test_verify_finds_a_versions_record_that_denies_a_versioned_entry(tmp_path: 
     found = subprocess.run([sys.executable, "-m", "tierstore", "verify", working], capture_output=True, text=True)
     assert found.returncode == 1, found.stdout + found.stderr
     assert "versioned" in found.stdout and "holds no versions" in found.stdout
+
+
+def test_a_working_directory_that_is_a_mount_point_is_restored_in_place(
+    tmpfs: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A disk of its own mounted at ``path``: a mount point cannot be renamed, so every restore (of an
+    emptied disk, or a damaged one) failed with "Device or resource busy"; ``lost+found`` read as data."""
+    working, persist = tmpfs("16m"), str(tmp_path / "p")
+    (working / "lost+found").mkdir()
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        store.set("k", "v")
+    for name in set(os.listdir(working)) - {"lost+found"}:
+        os.unlink(working / name)  # a new, empty disk
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        assert store.stats()["restored_from_checkpoint"] == 1
+        assert store.get("k") == "v"
+    (working / "CURRENT").write_text("MANIFEST-999999\n")  # a damaged one
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        assert store.stats()["restored_from_checkpoint"] == 1
+        assert store.get("k") == "v"
+    (aside,) = [name for name in os.listdir(working) if name.startswith(".tierstore-corrupt-")]
+    assert (working / aside / "CURRENT").read_text() == "MANIFEST-999999\n"  # set aside, never deleted
+    assert (working / "lost+found").is_dir()
+    with TierStore(working, **OPTS) as store:  # and it opens as it is
+        assert store.get("k") == "v"
+
+
+def test_a_damaged_checkpoint_on_a_mount_point_is_set_aside_in_place(
+    tmpfs: Callable[[str], Path], tmp_path: Path
+) -> None:
+    working, persist = str(tmp_path / "w"), tmpfs("16m")
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        store.set("before", 1)
+        store.checkpoint()
+        (persist / "CURRENT").write_text("MANIFEST-999999\n")
+        store.set("after", 2)
+        assert store.checkpoint()["full"] is True
+    assert [name for name in os.listdir(persist) if name.startswith(".tierstore-corrupt-")]
+    shutil.rmtree(working)
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        assert store.stats()["restored_from_checkpoint"] == 1
+        assert (store.get("before"), store.get("after")) == (1, 2)
