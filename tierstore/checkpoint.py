@@ -42,10 +42,11 @@ import msgpack
 from ._plyvel import plyvel
 from .checkpoint_copy import CopyWriter, merge
 from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NOT_DATA, WORKING_ONLY, checkpoint_info
+from .directories import foreign_entries, set_aside
 from .disk import DEFAULT_CACHE_BYTES, DiskTier, leveldb_message, make_private_dirs, open_leveldb
 from .errors import CorruptStore, TierStoreError
 from .keyspace import META_SCHEMA, NS_META, Op, check_schema, meta_key
-from .leveldb import LEVELDB_FILE, damaged_file, foreign_entries, io_failure, os_failure, read_error, set_aside
+from .leveldb import LEVELDB_FILE, damaged_file, io_failure, os_failure, read_error
 
 __all__ = [
     "TrackedDisk",

@@ -32,6 +32,7 @@ import msgpack
 from ._plyvel import plyvel
 from .checkpoint import TrackedDisk
 from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NOT_DATA, WORKING_ONLY, checkpoint_info
+from .directories import foreign_entries, install, staging_for
 from .disk import DEFAULT_CACHE_BYTES, DiskTier, leveldb_message, make_private_dirs, open_leveldb
 from .errors import (
     CorruptRecord,
@@ -45,7 +46,7 @@ from .errors import (
 )
 from .index_repair import repair_indexes
 from .keyspace import META_OPEN, META_SCHEMA, SCHEMA_VERSION, check_schema, meta_key
-from .leveldb import LEVELDB_FILE, foreign_entries, holding, install, os_failure, staging_for, write_error
+from .leveldb import LEVELDB_FILE, holding, os_failure, write_error
 
 __all__ = ["open_disk", "restore_damaged"]
 
