@@ -6,7 +6,9 @@ descriptor of that file, and LevelDB does exactly that when it refuses a second
 open in the same process: after one refused open, another process could open
 the directory too, and two writers would then lose acknowledged writes. So a
 process-wide registry of open directories, keyed by real path (a symlink and
-its target are one directory), is checked before LevelDB is asked.
+its target are one directory) and by device and inode (a bind mount, or another
+letter case on a case-insensitive filesystem, is one directory under another
+real path), is checked before LevelDB is asked.
 
 After ``os.fork()`` a child inherits the parent's handles but not its lock nor
 its LevelDB threads. Every handle (and every object registered with
@@ -71,6 +73,10 @@ _open_dirs: dict[str, int] = {}  # real path -> pid of the process that opened i
 # directory another way ("real/.") and lets the OS lock decide.
 _inherited: dict[str, set[str]] = {}
 _spellings: dict[str, str] = {}  # real path -> the spelling LevelDB was given for it
+# (device, inode) of each open directory -> its real path: a bind mount, or another case on a
+# case-insensitive filesystem, is the same directory under a real path of its own.
+_identities: dict[tuple[int, int], str] = {}
+_identity_of: dict[str, tuple[int, int]] = {}  # the reverse: real path -> (device, inode)
 _forkables: weakref.WeakSet[Any] = weakref.WeakSet()
 _kept_in_child: list[Any] = []  # plyvel handles a child must never release
 
@@ -148,15 +154,38 @@ def _claim(path: str) -> tuple[str, str]:
     Returns its real path (the registry key) and the spelling to give LevelDB.
     """
     real = os.path.realpath(path)
+    identity = _identity(real)
     with _registry_lock:
-        if real in _open_dirs:
+        if real in _open_dirs or (identity is not None and identity in _identities):
             raise StoreLocked(f"store {path} is already open in this process (one open store per directory)")
         spelling = real
         while spelling in _inherited.get(real, ()):
             spelling += "/."
+        # Registered last, by plain assignments: nothing can fail half way through.
         _open_dirs[real] = os.getpid()
         _spellings[real] = spelling
+        if identity is not None:
+            _identities[identity] = real
+            _identity_of[real] = identity
     return real, spelling
+
+
+def _identity(real: str) -> tuple[int, int] | None:
+    try:
+        status = os.stat(real)
+    except OSError:
+        return None  # not there yet: LevelDB creates it
+    return status.st_dev, status.st_ino
+
+
+def _note_identity(real: str) -> None:
+    """Record the identity of a directory LevelDB has just created."""
+    identity = _identity(real)
+    if identity is not None:
+        with _registry_lock:
+            if real in _open_dirs and real not in _identity_of:
+                _identities[identity] = real
+                _identity_of[real] = identity
 
 
 def _release(real: str) -> None:
@@ -164,6 +193,9 @@ def _release(real: str) -> None:
         if _open_dirs.get(real) == os.getpid():
             del _open_dirs[real]
             _spellings.pop(real, None)
+            identity = _identity_of.pop(real, None)
+            if identity is not None:
+                _identities.pop(identity, None)
 
 
 class LevelDB:
@@ -234,6 +266,7 @@ def open_leveldb(path: str, *, create: bool, cache_bytes: int = DEFAULT_CACHE_BY
             error = StoreLocked(f"{error}; this process was forked from one that had it open")
         raise error from None
     try:
+        _note_identity(real)  # a directory LevelDB has just created
         return LevelDB(db, path, real)
     except BaseException:  # even an interrupt here must not leave the directory held
         db.close()
@@ -281,6 +314,8 @@ def _after_fork_in_child() -> None:
         _inherited.setdefault(real, set()).add(_spellings[real])
     _open_dirs.clear()
     _spellings.clear()
+    _identities.clear()
+    _identity_of.clear()
     for obj in list(_forkables):
         obj._forked_()
 

@@ -16,7 +16,7 @@ import msgpack
 import pytest
 
 from tests.faults.test_faults_permissions import NOBODY, _open, as_unprivileged
-from tierstore import TierStore
+from tierstore import StoreLocked, TierStore
 from tierstore._plyvel import plyvel
 from tierstore.errors import CorruptStore, PermissionDenied, StorageFull
 from tierstore.keyspace import NS_ENTRY, NS_META
@@ -504,3 +504,32 @@ def test_a_damaged_checkpoint_on_a_mount_point_is_set_aside_in_place(
     with TierStore(working, persist_path=persist, **OPTS) as store:
         assert store.stats()["restored_from_checkpoint"] == 1
         assert (store.get("before"), store.get("after")) == (1, 2)
+
+
+@pytest.fixture
+def bind_mounted(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A directory and a bind mount of it: one directory under two real paths."""
+    source, view = tmp_path / "a", tmp_path / "b"
+    source.mkdir()
+    view.mkdir()
+    done = subprocess.run(["mount", "--bind", str(source), str(view)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield source, view
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+
+
+def test_a_second_open_through_a_bind_mount_is_store_locked(bind_mounted: tuple[Path, Path]) -> None:
+    """The registry went by real path only, which a bind mount (or another letter case on a case-
+    insensitive filesystem) does not share: LevelDB then granted a second handle in the same process
+    (fcntl locks are per process), and closing either one dropped the lock the other relied on."""
+    source, view = bind_mounted
+    with TierStore(source, **OPTS) as store:
+        store.set("k", 1)
+        with pytest.raises(StoreLocked, match="already open in this process"):
+            TierStore(view, **OPTS)
+        store.set("k", 2)
+    with TierStore(view, **OPTS) as store:  # once closed, the other spelling opens
+        assert store.get("k") == 2
