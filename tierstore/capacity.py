@@ -37,9 +37,10 @@ __all__ = [
     "header_seq",
     "entry_size",
     "open_capacity",
+    "META_CAPACITY",
 ]
 
-_CAPACITY_META = b"capacity"
+META_CAPACITY = b"capacity"  # the total at a clean close: {"total": bytes}
 
 
 def order_key(seq: int, disk_key: bytes) -> bytes:
@@ -154,7 +155,7 @@ class Capacity:
 
     def save(self) -> None:
         """Record the total at a clean close so the next open need not rebuild."""
-        self._disk.put_meta(_CAPACITY_META, {"total": self.total})
+        self._disk.put_meta(META_CAPACITY, {"total": self.total})
 
     def rebuild(self) -> None:
         """Rewrite every order record and recount the total from the entries (one scan)."""
@@ -185,9 +186,9 @@ def open_capacity(disk: DiskTier, limit: int | None) -> Capacity | None:
     whose writes do not keep order records), so only ``Capacity.save`` at a clean
     close can vouch for the next session.
     """
-    saved = disk.get_meta(_CAPACITY_META, damaged={})  # damaged: consumed, and the total recounted
+    saved = disk.get_meta(META_CAPACITY, damaged={})  # damaged: consumed, and the total recounted
     if saved is not None:
-        disk.put_meta(_CAPACITY_META, None, sync=True)
+        disk.put_meta(META_CAPACITY, None, sync=True)
     if limit is None:
         return None
     capacity = Capacity(disk, limit)

@@ -34,7 +34,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgpack
@@ -42,10 +42,11 @@ import msgpack
 from ._plyvel import plyvel
 from .checkpoint_copy import CopyWriter, merge
 from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NOT_DATA, WORKING_ONLY, checkpoint_info
+from .directories import foreign_entries, set_aside
 from .disk import DEFAULT_CACHE_BYTES, DiskTier, leveldb_message, make_private_dirs, open_leveldb
-from .errors import CorruptStore, StorageFull, TierStoreError
+from .errors import CorruptStore, TierStoreError
 from .keyspace import META_SCHEMA, NS_META, Op, check_schema, meta_key
-from .leveldb import LEVELDB_FILE, os_failure, set_aside
+from .leveldb import LEVELDB_FILE, damaged_file, io_failure, os_failure, read_error
 
 __all__ = [
     "TrackedDisk",
@@ -161,12 +162,16 @@ class Checkpointer:
                 return self._run(db, keys, expected)
             finally:
                 db.close()
-        except plyvel.CorruptionError as exc:
-            raise _Damaged(leveldb_message(exc)) from None
+        except _WorkingDamaged as exc:  # the checkpoint is not to blame: it is kept
+            raise CorruptStore(f"{where} failed: {exc}; the checkpoint there is kept") from None
         except CorruptStore as exc:
             raise _Damaged(str(exc)) from None
-        except plyvel.IOError as exc:
-            raise StorageFull(f"{where} failed: {leveldb_message(exc)}") from None
+        except plyvel.Error as exc:
+            if isinstance(exc, plyvel.CorruptionError) or damaged_file(exc):  # a table truncated, replaced, lost
+                raise _Damaged(leveldb_message(exc)) from None
+            if isinstance(exc, plyvel.IOError):
+                raise io_failure(exc, f"{where} failed") from None
+            raise TierStoreError(f"{where} failed: {leveldb_message(exc)}") from None
         except OSError as exc:
             raise os_failure(exc, where) from None
 
@@ -174,7 +179,7 @@ class Checkpointer:
         """Move a damaged checkpoint directory aside (never deleted) so a new one can be written."""
         real = os.path.realpath(self.path)
         try:
-            strangers = [name for name in os.listdir(real) if not LEVELDB_FILE.fullmatch(name)]
+            strangers = [name for name in foreign_entries(real) if not LEVELDB_FILE.fullmatch(name)]
         except OSError as exc:
             raise os_failure(exc, f"checkpoint into {self.path}") from None
         if strangers:
@@ -239,7 +244,7 @@ class Checkpointer:
         """The meta records (all of them, or those that changed), ahead of everything else."""
         if not full:
             return self._copy_keys(sorted(key for key in keys - WORKING_ONLY if key[:1] == NS_META), snapshot, writer)
-        for key, value in self._disk.scan(NS_META, snapshot=snapshot):
+        for key, value in _from_working(self._disk.scan(NS_META, snapshot=snapshot)):
             if key not in WORKING_ONLY:
                 writer.put(key, value)
         return 0
@@ -251,7 +256,11 @@ class Checkpointer:
             chunk = keys[start : start + _READ_CHUNK]
             disk.enter()
             try:
-                values = [snapshot.get(key) for key in chunk]
+                values = [snapshot.get(key, verify_checksums=True) for key in chunk]
+            except plyvel.CorruptionError as exc:
+                raise _WorkingDamaged(f"{disk.path}: a read met a corrupt block: {leveldb_message(exc)}") from None
+            except plyvel.Error as exc:  # the working directory's, not the checkpoint's
+                raise read_error(disk.path, exc, "the changed records") from None
             finally:
                 disk.exit()
             for key, value in zip(chunk, values, strict=True):
@@ -267,7 +276,7 @@ class Checkpointer:
         try:
             theirs = ours.iterator()
             try:
-                return merge(self._disk.scan(b"", snapshot=snapshot), theirs, writer)
+                return merge(_from_working(self._disk.scan(b"", snapshot=snapshot)), theirs, writer)
             finally:
                 theirs.close()
         finally:
@@ -276,7 +285,7 @@ class Checkpointer:
 
 def _open_persist(path: str) -> Any:
     make_private_dirs(path)
-    if not os.path.isfile(os.path.join(path, "CURRENT")) and set(os.listdir(path)) - NOT_DATA:
+    if not os.path.isfile(os.path.join(path, "CURRENT")) and set(foreign_entries(path)) - NOT_DATA:
         raise CorruptStore(f"checkpoint directory {path} holds files but no LevelDB CURRENT file")
     return open_leveldb(path, create=True)
 
@@ -307,6 +316,18 @@ def _check_target(db: Any, path: str) -> None:
 
 class _Damaged(Exception):
     """The checkpoint directory is corrupt (internal: it is set aside and written anew)."""
+
+
+class _WorkingDamaged(Exception):
+    """A read of the working directory met damage (internal: never blamed on the checkpoint)."""
+
+
+def _from_working(rows: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    """``rows`` of a scan of the working directory, its damage told apart from the checkpoint's."""
+    try:
+        yield from rows
+    except CorruptStore as exc:
+        raise _WorkingDamaged(str(exc)) from None
 
 
 def _pack_info(info: dict[str, Any]) -> bytes:

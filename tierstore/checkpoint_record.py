@@ -39,8 +39,9 @@ WORKING_ONLY = frozenset({_OPEN_MARK, meta_key(META_CHECKPOINT_GENERATION), meta
 # number, generation, time, complete, full, records, ...).
 META_CHECKPOINT = b"checkpoint"
 CHECKPOINT_RECORD = meta_key(META_CHECKPOINT)
-#: Files LevelDB may leave in a directory it never finished creating.
-NOT_DATA = frozenset({"LOCK", "LOG", "LOG.old"})
+#: Files LevelDB may leave in a directory it never finished creating: its first manifest (and the
+#: temporary file of the CURRENT naming it) come before any record can be written.
+NOT_DATA = frozenset({"LOCK", "LOG", "LOG.old", "MANIFEST-000001", "000001.dbtmp"})
 
 
 def decode_checkpoint_info(data: bytes) -> dict[str, Any]:

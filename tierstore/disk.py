@@ -34,12 +34,14 @@ from .keyspace import (
 )
 from .leveldb import (
     DEFAULT_CACHE_BYTES,
+    damaged_file,
     forked_error,
     leveldb_message,
     make_private_dirs,
     on_fork,
     open_leveldb,
     os_failure,
+    read_error,
     write_error,
 )
 
@@ -139,13 +141,17 @@ class DiskTier:
             # Checksums are verified: a damaged table block reads as an error, never as a wrong value.
             value: bytes | None = self._db_get(key, verify_checksums=True)
             return value
-        except plyvel.CorruptionError as exc:
-            raise self._corrupt_block(key, exc) from None
+        except plyvel.Error as exc:
+            raise self._read_failed(key, exc) from None
         finally:
             active.pop()
 
-    def _corrupt_block(self, key: bytes, exc: BaseException) -> CorruptRecord:
-        return CorruptRecord(f"{self.path}: the block holding {key!r} is corrupt: {leveldb_message(exc)}")
+    def _read_failed(self, key: bytes, exc: BaseException) -> TierStoreError:
+        """``CorruptRecord`` for damage (a bad block; a table truncated or replaced), else the typed
+        error of a table LevelDB could not open (refused access, too many open files)."""
+        if isinstance(exc, plyvel.CorruptionError) or damaged_file(exc):
+            return CorruptRecord(f"{self.path}: the block holding {key!r} is corrupt: {leveldb_message(exc)}")
+        return read_error(self.path, exc, repr(key))
 
     def decoding_getter(self, decode: Callable[[bytes, int], _T], limit: int) -> Callable[[bytes], _T | None]:
         """``get``, then ``decode(value, limit)`` of what it finds, in one frame: the store's tier-2 read path.
@@ -167,8 +173,8 @@ class DiskTier:
                 if self._closed:
                     raise self.closed_error()
                 data: bytes | None = db_get(key, verify_checksums=True)
-            except plyvel.CorruptionError as exc:
-                raise self._corrupt_block(key, exc) from None
+            except plyvel.Error as exc:
+                raise self._read_failed(key, exc) from None
             finally:
                 active.pop()
             return None if data is None else decode(data, limit)
@@ -310,8 +316,10 @@ class DiskTier:
                 )
                 chunk = list(itertools.islice(iterator, size))
                 iterator.close()
-            except plyvel.CorruptionError as exc:
-                raise CorruptStore(f"{self.path}: a read met a corrupt block: {leveldb_message(exc)}") from None
+            except plyvel.Error as exc:
+                if isinstance(exc, plyvel.CorruptionError) or damaged_file(exc):
+                    raise CorruptStore(f"{self.path}: a read met a corrupt block: {leveldb_message(exc)}") from None
+                raise read_error(self.path, exc, "a range of records") from None
             finally:
                 self.exit()
             if chunk:

@@ -137,11 +137,13 @@ def check_schema(raw: bytes, where: str) -> int:
 
 
 def decode_schema(data: bytes) -> int:
-    """The schema version a schema record holds; ``CorruptRecord`` when it is not a msgpack int."""
+    """The schema version a schema record holds; ``CorruptRecord`` when it is not a msgpack int >= 1."""
     try:
         schema = msgpack.unpackb(data)
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise CorruptRecord(str(exc) or type(exc).__name__) from None
     if type(schema) is not int:
         raise CorruptRecord("the schema record is not an int")
+    if schema < 1:  # no tierstore wrote one: the first schema is 1
+        raise CorruptRecord(f"the schema record holds {schema}, not a schema version")
     return schema

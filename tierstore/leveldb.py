@@ -6,7 +6,9 @@ descriptor of that file, and LevelDB does exactly that when it refuses a second
 open in the same process: after one refused open, another process could open
 the directory too, and two writers would then lose acknowledged writes. So a
 process-wide registry of open directories, keyed by real path (a symlink and
-its target are one directory), is checked before LevelDB is asked.
+its target are one directory) and by device and inode (a bind mount, or another
+letter case on a case-insensitive filesystem, is one directory under another
+real path), is checked before LevelDB is asked.
 
 After ``os.fork()`` a child inherits the parent's handles but not its lock nor
 its LevelDB threads. Every handle (and every object registered with
@@ -28,7 +30,6 @@ import fcntl
 import os
 import re
 import threading
-import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -43,18 +44,27 @@ __all__ = [
     "open_leveldb",
     "leveldb_message",
     "make_private_dirs",
-    "set_aside",
     "holding",
     "on_fork",
     "os_failure",
     "forked_error",
     "write_error",
+    "io_failure",
+    "read_error",
+    "damaged_file",
 ]
 
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
 
 #: The names LevelDB gives the files of a directory.
 LEVELDB_FILE = re.compile(r"CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb|sst|dbtmp)")
+
+# LevelDB's refusal of a held lock: "IO error: lock <dir>/LOCK: already held by process" (this
+# process) or "...: Resource temporarily unavailable" (another).
+_LOCK_REFUSED = re.compile(r"IO error: lock .*LOCK: ")
+# What LevelDB's open says of a file of the directory that is not what it wrote (a directory in
+# its place, a truncated table): damage, like its checksum errors.
+_DAMAGED_FILE = ("is a directory", "not a directory", "invalid argument", "no such device", "no such file")
 
 _registry_lock = threading.Lock()
 _open_dirs: dict[str, int] = {}  # real path -> pid of the process that opened it
@@ -63,6 +73,10 @@ _open_dirs: dict[str, int] = {}  # real path -> pid of the process that opened i
 # directory another way ("real/.") and lets the OS lock decide.
 _inherited: dict[str, set[str]] = {}
 _spellings: dict[str, str] = {}  # real path -> the spelling LevelDB was given for it
+# (device, inode) of each open directory -> its real path: a bind mount, or another case on a
+# case-insensitive filesystem, is the same directory under a real path of its own.
+_identities: dict[tuple[int, int], str] = {}
+_identity_of: dict[str, tuple[int, int]] = {}  # the reverse: real path -> (device, inode)
 _forkables: weakref.WeakSet[Any] = weakref.WeakSet()
 _kept_in_child: list[Any] = []  # plyvel handles a child must never release
 
@@ -78,9 +92,10 @@ def make_private_dirs(path: str) -> None:
 
     ``os.makedirs`` gives parents the umask's default mode (0o755, or 0o777 under
     umask 0); a cache directory and the directories made for it stay private.
+    A symlink whose target is missing gets its target made; the link stays.
     """
     missing: list[str] = []
-    current = os.path.abspath(path)
+    current = os.path.realpath(path)  # a dangling symlink (its target set aside): the target is made
     while not os.path.isdir(current):
         missing.append(current)
         parent = os.path.dirname(current)
@@ -95,18 +110,6 @@ def make_private_dirs(path: str) -> None:
                 raise
             continue
         os.chmod(directory, 0o700)  # mkdir's mode is masked by the umask
-
-
-def set_aside(path: str) -> str:
-    """Rename a damaged directory to ``<path>.corrupt-<time>-<pid>[-n]`` (never over another) and
-    return the new name. Raises ``OSError`` as ``os.rename`` does."""
-    base = f"{path.rstrip(os.sep)}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    name, number = base, 0
-    while os.path.lexists(name):  # a second damage within the same second
-        number += 1
-        name = f"{base}-{number}"
-    os.rename(path, name)
-    return name
 
 
 @contextlib.contextmanager
@@ -151,15 +154,38 @@ def _claim(path: str) -> tuple[str, str]:
     Returns its real path (the registry key) and the spelling to give LevelDB.
     """
     real = os.path.realpath(path)
+    identity = _identity(real)
     with _registry_lock:
-        if real in _open_dirs:
+        if real in _open_dirs or (identity is not None and identity in _identities):
             raise StoreLocked(f"store {path} is already open in this process (one open store per directory)")
         spelling = real
         while spelling in _inherited.get(real, ()):
             spelling += "/."
+        # Registered last, by plain assignments: nothing can fail half way through.
         _open_dirs[real] = os.getpid()
         _spellings[real] = spelling
+        if identity is not None:
+            _identities[identity] = real
+            _identity_of[real] = identity
     return real, spelling
+
+
+def _identity(real: str) -> tuple[int, int] | None:
+    try:
+        status = os.stat(real)
+    except OSError:
+        return None  # not there yet: LevelDB creates it
+    return status.st_dev, status.st_ino
+
+
+def _note_identity(real: str) -> None:
+    """Record the identity of a directory LevelDB has just created."""
+    identity = _identity(real)
+    if identity is not None:
+        with _registry_lock:
+            if real in _open_dirs and real not in _identity_of:
+                _identities[identity] = real
+                _identity_of[real] = identity
 
 
 def _release(real: str) -> None:
@@ -167,6 +193,9 @@ def _release(real: str) -> None:
         if _open_dirs.get(real) == os.getpid():
             del _open_dirs[real]
             _spellings.pop(real, None)
+            identity = _identity_of.pop(real, None)
+            if identity is not None:
+                _identities.pop(identity, None)
 
 
 class LevelDB:
@@ -237,6 +266,7 @@ def open_leveldb(path: str, *, create: bool, cache_bytes: int = DEFAULT_CACHE_BY
             error = StoreLocked(f"{error}; this process was forked from one that had it open")
         raise error from None
     try:
+        _note_identity(real)  # a directory LevelDB has just created
         return LevelDB(db, path, real)
     except BaseException:  # even an interrupt here must not leave the directory held
         db.close()
@@ -252,12 +282,21 @@ def _open_error(path: str, exc: BaseException) -> TierStoreError:
             return PermissionDenied(f"cannot open store {path}: permission denied ({text})")
         if "no space" in lowered:
             return StorageFull(f"cannot open store {path}: the disk is full ({text})")
-        if "lock" in lowered:
+        if _LOCK_REFUSED.match(text):  # not any mention of "lock": a path may hold the word
             return StoreLocked(f"store {path} is in use by another process ({text})")
+        if damaged_file(exc):
+            return CorruptStore(f"store {path} is corrupt: {text}")
         return TierStoreError(f"cannot open store {path}: {text}")
     if isinstance(exc, plyvel.CorruptionError):
         return CorruptStore(f"store {path} is corrupt: {text}")
     return CorruptStore(f"cannot open store {path}: {text}")
+
+
+def damaged_file(exc: BaseException) -> bool:
+    """Whether a LevelDB IO error says a file of the directory is not what LevelDB wrote (a table
+    truncated or replaced by a directory): damage, like its checksum errors."""
+    lowered = leveldb_message(exc).lower()
+    return isinstance(exc, plyvel.Error) and any(damage in lowered for damage in _DAMAGED_FILE)
 
 
 def forked_error(path: str) -> StoreForked:
@@ -275,6 +314,8 @@ def _after_fork_in_child() -> None:
         _inherited.setdefault(real, set()).add(_spellings[real])
     _open_dirs.clear()
     _spellings.clear()
+    _identities.clear()
+    _identity_of.clear()
     for obj in list(_forkables):
         obj._forked_()
 
@@ -302,5 +343,24 @@ def write_error(path: str, exc: BaseException) -> TierStoreError:
             "(a store with a persist_path restores its last checkpoint at the next open)"
         )
     if isinstance(exc, plyvel.IOError):
-        return StorageFull(f"write to {path} failed: {text}")
+        return io_failure(exc, f"write to {path} failed")
     return TierStoreError(f"write to {path} failed: {text}")
+
+
+def read_error(path: str, exc: BaseException, what: str) -> TierStoreError:
+    """The typed error of a read LevelDB could not make for another reason than a damaged block:
+    a table file it could not open (refused access, too many open files, an I/O error)."""
+    text = leveldb_message(exc)
+    if "permission denied" in text.lower():
+        return PermissionDenied(f"{path}: reading {what} failed: permission denied ({text})")
+    return TierStoreError(f"{path}: reading {what} failed: {text}")
+
+
+def io_failure(exc: BaseException, doing: str) -> TierStoreError:
+    """A LevelDB IO error of a write: ``PermissionDenied`` when the OS refused access, else ``StorageFull``
+    (no space, a quota, a file size limit)."""
+    text = leveldb_message(exc)
+    lowered = text.lower()
+    if "permission denied" in lowered or "read-only file system" in lowered or "operation not permitted" in lowered:
+        return PermissionDenied(f"{doing}: permission denied ({text})")
+    return StorageFull(f"{doing}: {text}")

@@ -7,7 +7,9 @@ Decisions (also in the README, "Decisions"):
   LevelDB files but no ``CURRENT`` file, or a table file without its footer) is
   moved aside to ``<path>.corrupt-<time>`` (never deleted) and replaced by a
   copy of the checkpoint, built in ``<path>.restoring`` and renamed into place.
-  ``StoreLocked`` and ``SchemaTooNew`` never trigger a restore. Without a
+  ``StoreLocked``, ``SchemaTooNew``, ``StorageFull`` and ``PermissionDenied``
+  (a file the process may not read: its data may be sound and newer than the
+  checkpoint) never trigger a restore. Without a
   checkpoint a corrupt directory raises ``CorruptStore``. When the working
   directory is missing and the checkpoint itself is unreadable, the store starts
   empty and logs an error: a cold cache beats no service.
@@ -22,7 +24,7 @@ import functools
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -30,11 +32,13 @@ import msgpack
 from ._plyvel import plyvel
 from .checkpoint import TrackedDisk
 from .checkpoint_record import CHECKPOINT_RECORD, META_CHECKPOINT_GENERATION, NOT_DATA, WORKING_ONLY, checkpoint_info
+from .directories import foreign_entries, install, staging_for
 from .disk import DEFAULT_CACHE_BYTES, DiskTier, leveldb_message, make_private_dirs, open_leveldb
 from .errors import (
     CorruptRecord,
     CorruptStore,
     NotAStore,
+    PermissionDenied,
     SchemaTooNew,
     StorageFull,
     StoreLocked,
@@ -42,9 +46,9 @@ from .errors import (
 )
 from .index_repair import repair_indexes
 from .keyspace import META_OPEN, META_SCHEMA, SCHEMA_VERSION, check_schema, meta_key
-from .leveldb import LEVELDB_FILE, holding, os_failure, set_aside
+from .leveldb import LEVELDB_FILE, holding, os_failure, write_error
 
-__all__ = ["open_disk"]
+__all__ = ["open_disk", "restore_damaged"]
 
 log = logging.getLogger("tierstore")
 
@@ -82,11 +86,13 @@ def open_disk(
     if _directory_state(path) == "data":
         try:
             return _open_checked(path, factory), False
-        except (StoreLocked, SchemaTooNew, StorageFull, NotAStore):
-            raise  # never a reason to restore over the directory
+        except (StoreLocked, SchemaTooNew, StorageFull, NotAStore, PermissionDenied):
+            raise  # never a reason to restore over the directory: its data may be sound
         except TierStoreError as exc:
             problem = exc
         except plyvel.Error as exc:  # a damaged table read while checking the schema
+            if _refused_access(exc):
+                raise PermissionDenied(f"cannot open store {path}: {leveldb_message(exc)}") from None
             problem = CorruptStore(f"store {path} is corrupt: {leveldb_message(exc)}")
     if persist is None:
         if problem is not None:
@@ -94,6 +100,20 @@ def open_disk(
         return _create(path, factory), False
     restored = _restore_from(persist, path, problem)
     return (factory(path) if restored else _create(path, factory)), restored
+
+
+def restore_damaged(
+    path: str, persist_path: str | os.PathLike[str] | None, damage: CorruptStore, cache_bytes: int
+) -> DiskTier:
+    """Damage met by the scans of an open that LevelDB's own open did not see (a corrupt table
+    block): move the released working directory aside and restore it from the checkpoint.
+
+    Raises the damage (with why it cannot be restored) when there is no usable checkpoint.
+    """
+    if persist_path is None:
+        raise _without_checkpoint(damage, "no persist_path is set")
+    _restore_from(os.fspath(persist_path), path, damage)  # True, or raises: a problem is never ignored
+    return TrackedDisk(path, cache_bytes=cache_bytes)
 
 
 def _create(path: str, factory: Callable[[str], DiskTier]) -> DiskTier:
@@ -132,26 +152,21 @@ def _restore_from(persist_path: str, path: str, problem: TierStoreError | None) 
     too; in place of a missing one the store starts cold, and says so in the log.
     """
     try:
-        source = _open_checkpoint(persist_path)
-        if source is None:
-            if problem is not None:
-                raise _without_checkpoint(problem, f"there is no checkpoint in {persist_path}")
-            return False
-        try:
-            with holding(path):  # StoreLocked, before anything is touched, if a store opened it meanwhile
-                if problem is None and _directory_state(path) == "data":
-                    return False  # restored by another open meanwhile: opened as it is
-                restored = _restore(source, path, aside=problem is not None)
-        finally:
-            source.close()
+        restored = _restore_checkpoint(persist_path, path, problem)
     except (CorruptStore, CorruptRecord, plyvel.CorruptionError) as exc:
         damage = leveldb_message(exc) if isinstance(exc, plyvel.Error) else str(exc)
         if problem is not None:
             raise CorruptStore(f"{problem}; the checkpoint in {persist_path} is unusable too: {damage}") from None
         log.error("%s: the checkpoint in %s is unusable, starting with an empty store: %s", path, persist_path, damage)
         return False
+    except plyvel.IOError as exc:  # a write into the copy being built (a full disk)
+        raise write_error(path, exc) from None
     except OSError as exc:
         raise os_failure(exc, f"restoring {path} from {persist_path}") from None
+    if restored is None and problem is not None:
+        raise _without_checkpoint(problem, f"there is no checkpoint in {persist_path}")
+    if not isinstance(restored, _Restored):
+        return False
     reason = "missing or empty" if problem is None else f"unusable ({problem})"
     log.warning(
         "%s: working directory was %s; restored %d records from the checkpoint in %s%s",
@@ -166,6 +181,21 @@ def _restore_from(persist_path: str, path: str, problem: TierStoreError | None) 
     return True
 
 
+def _restore_checkpoint(persist_path: str, path: str, problem: TierStoreError | None) -> _Restored | bool | None:
+    """The restore itself: ``None`` without a checkpoint, ``False`` when another open restored
+    ``path`` meanwhile (it is then opened as it is)."""
+    source = _open_checkpoint(persist_path)
+    if source is None:
+        return None
+    try:
+        with holding(path):  # StoreLocked, before anything is touched, if a store opened it meanwhile
+            if problem is None and _directory_state(path) == "data":
+                return False
+            return _restore(source, path, aside=problem is not None)
+    finally:
+        source.close()
+
+
 def _untracked(path: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> DiskTier:
     """A plain ``DiskTier``; its writes are not tracked, so a checkpoint generation it holds is void."""
     disk = DiskTier(path, cache_bytes=cache_bytes)
@@ -178,6 +208,11 @@ def _untracked(path: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> DiskTier
     return disk
 
 
+def _refused_access(exc: BaseException) -> bool:
+    """Whether a LevelDB error is the operating system refusing access (not damage)."""
+    return isinstance(exc, plyvel.IOError) and "permission denied" in leveldb_message(exc).lower()
+
+
 def _without_checkpoint(problem: TierStoreError, why: str) -> TierStoreError:
     if isinstance(problem, CorruptStore):
         return CorruptStore(f"{problem}; cannot restore it: {why}")
@@ -187,7 +222,7 @@ def _without_checkpoint(problem: TierStoreError, why: str) -> TierStoreError:
 def _directory_state(path: str) -> str:
     """``"new"`` (missing, empty, or an unfinished LevelDB creation) or ``"data"``."""
     try:
-        names = set(os.listdir(path))
+        names = set(foreign_entries(path))
     except FileNotFoundError:
         return "new"
     except NotADirectoryError:
@@ -252,6 +287,8 @@ def _open_table(path: str, number: int) -> tuple[str, Any]:
             return name, open(os.path.join(path, name), "rb")  # closed by the caller
         except FileNotFoundError:
             continue
+        except PermissionError as exc:
+            raise PermissionDenied(f"cannot open store {path}: table {name}: {exc.strerror}") from None
         except OSError as exc:
             raise CorruptStore(f"store {path} is corrupt: table {name} cannot be opened: {exc}") from None
     return f"{number:06d}.ldb", None
@@ -271,6 +308,10 @@ def _open_checkpoint(persist_path: str) -> Any:
             db.close()
             return None
         _check_checkpoint_schema(db, persist_path)
+    except plyvel.Error as exc:  # a table LevelDB cannot read (truncated, replaced; or refused to us)
+        db.close()
+        error = PermissionDenied if _refused_access(exc) else CorruptStore
+        raise error(f"checkpoint {persist_path} cannot be read: {leveldb_message(exc)}") from None
     except BaseException:
         db.close()
         raise
@@ -298,28 +339,45 @@ def _restore(source: Any, path: str, *, aside: bool) -> _Restored:
     A symlinked working directory is restored into the link's target; the link stays.
     """
     real = os.path.realpath(path)
-    staging = real + ".restoring"
+    staging = staging_for(real)
     shutil.rmtree(staging, ignore_errors=True)  # left by a restore that was killed
     make_private_dirs(staging)
-    target = open_leveldb(staging, create=True)
     try:
-        records = _copy(source, target)
-        repair_indexes(target)
-        info = checkpoint_info(source.get(CHECKPOINT_RECORD))
-    finally:
-        target.close()
+        target = open_leveldb(staging, create=True)
+        try:
+            records = _copy(source, target, os.fspath(source.path))
+            repair_indexes(target)
+            info = checkpoint_info(source.get(CHECKPOINT_RECORD))
+        finally:
+            target.close()
+    except BaseException:  # a full disk, a damaged checkpoint: the half-built copy would only take space
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     _at("restore-built")
-    moved_to = None
-    if os.path.lexists(real):
-        if aside:
-            moved_to = set_aside(real)
-        else:
-            shutil.rmtree(real)  # empty, or what LevelDB leaves of a creation it never finished
-    os.rename(staging, real)
+    moved_to = install(staging, real, aside=aside)  # else it held what LevelDB leaves of a creation
     return _Restored(records, bool(info.get("complete")), moved_to)
 
 
-def _copy(source: Any, target: Any) -> int:
+def _checkpoint_rows(source: Any, persist_path: str) -> Iterator[tuple[bytes, bytes]]:
+    """The checkpoint's records; a table LevelDB cannot read (truncated, replaced) is ``CorruptStore``."""
+    iterator = None
+    try:
+        while True:
+            try:  # plyvel reads the first block as it makes the iterator
+                iterator = source.iterator() if iterator is None else iterator
+                row = next(iterator, None)
+            except plyvel.Error as exc:
+                error = PermissionDenied if _refused_access(exc) else CorruptStore
+                raise error(f"checkpoint {persist_path} cannot be read: {leveldb_message(exc)}") from None
+            if row is None:
+                return
+            yield row
+    finally:
+        if iterator is not None:
+            iterator.close()
+
+
+def _copy(source: Any, target: Any, persist_path: str) -> int:
     """Copy the store's records; add what an interrupted checkpoint may lack. Returns the count.
 
     The schema record may be missing from a checkpoint killed early (an older
@@ -329,7 +387,7 @@ def _copy(source: Any, target: Any) -> int:
     """
     records = 0
     batch = target.write_batch()
-    for key, value in source.iterator():
+    for key, value in _checkpoint_rows(source, persist_path):
         if key == CHECKPOINT_RECORD or key in WORKING_ONLY:
             continue
         batch.put(key, value)

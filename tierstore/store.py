@@ -26,7 +26,7 @@ from .codec import SAFE_STR_LEN, VALUE, Key, Record, RecordState, encode_key, re
 from .counters import Counters
 from .durability import Durability
 from .entries import Entry, entry_of
-from .errors import CorruptRecord
+from .errors import CorruptRecord, CorruptStore
 from .flight import Flights
 from .guard import Guard, open_guard
 from .keyspace import STR_ENTRY, fast_entry_key
@@ -37,7 +37,7 @@ from .mapping import MappingCalls
 from .memory_policy import Policy, memory_tier
 from .options import STAT_KEYS, Options, check_persist_path
 from .ranking import SortedIndex
-from .restore import open_disk
+from .restore import open_disk, restore_damaged
 from .scheduler import Scheduler
 from .session import holds_versions, next_sequence, save_sequence
 from .stats import Stats
@@ -113,6 +113,14 @@ class TierStore(MappingCalls, PartCalls):
         self.path = os.fsdecode(path) if path is not None else str(self._temp_dir)  # any os.PathLike
         self._clock = options.clock
         self._max_value_bytes = options.max_value_bytes
+        damage: CorruptStore | None = None
+        while not self._open(damage):
+            damage = self._damage
+
+    def _open(self, damage: CorruptStore | None) -> bool:
+        """Open the directory and build the parts over it; ``False`` (once) when the first scans met
+        damage LevelDB's open did not see and a checkpoint may replace the directory: retry restoring."""
+        options = self._options
         self._scheduler = Scheduler(workers=2, name="tierstore")  # background work; threads start lazily
         self._stats = Stats(STAT_KEYS)
         counts = self._stats.counts
@@ -123,15 +131,27 @@ class TierStore(MappingCalls, PartCalls):
         self._closed = False
         self._forked = False
         self._close_lock = threading.Lock()
+        cache_bytes = options.disk_cache_bytes
         try:
             # restores from the checkpoint when the working directory is missing or corrupt
-            self._disk, restored = open_disk(self.path, options.persist_path, cache_bytes=options.disk_cache_bytes)
+            if damage is None:
+                self._disk, restored = open_disk(self.path, options.persist_path, cache_bytes=cache_bytes)
+            else:
+                self._disk, restored = restore_damaged(self.path, options.persist_path, damage, cache_bytes), True
         except BaseException:
             self._remove_temp_dir()
             raise
         try:
             self._open_parts(restored)
             on_fork(self)
+            return True
+        except CorruptStore as exc:  # a damaged table block, met by a scan at open
+            retry = not restored and options.persist_path is not None and self._temp_dir is None
+            self._abandon_open()
+            if not retry:
+                raise
+            self._damage = exc
+            return False
         except BaseException:
             self._abandon_open()
             raise
