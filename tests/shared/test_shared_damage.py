@@ -23,6 +23,14 @@ def _entry(key: str) -> bytes:
     return PREFIX + b"e:" + encode_key(key)
 
 
+def _damage_field(raw: redis.Redis, key: str, field: bytes, garbage: bytes | None) -> None:
+    """Replace one field of the entry hash of ``key`` with ``garbage`` (``None``: remove it)."""
+    if garbage is None:
+        raw.hdel(_entry(key), field)
+    else:
+        raw.hset(_entry(key), field, garbage)
+
+
 def _forget_locally(store: TierStore) -> None:
     """Distrust every local copy, so the next read asks Redis."""
     shared = store._shared
@@ -250,10 +258,7 @@ def test_listings_skip_and_count_an_entry_get_calls_damaged(
     store = stores()
     store.set("k", 1)
     store.set("j", 2)
-    if garbage is None:
-        raw.hdel(_entry("k"), field)
-    else:
-        raw.hset(_entry("k"), field, garbage)
+    _damage_field(raw, "k", field, garbage)
     _forget_locally(store)
     assert store.get("k") is None
     before = store.stats()["corrupt_records"]
@@ -297,10 +302,7 @@ def test_add_and_pop_see_an_entry_get_calls_damaged_as_damaged(
     store = stores()
     for call, expected in ((lambda: store.add("k", 2), True), (lambda: store.pop("k", "none"), "none")):
         store.set("k", 1)
-        if garbage is None:
-            raw.hdel(_entry("k"), field)
-        else:
-            raw.hset(_entry("k"), field, garbage)
+        _damage_field(raw, "k", field, garbage)
         _forget_locally(store)
         assert store.get("k") is None
         assert call() == expected
