@@ -57,6 +57,12 @@ def _move_entries(source: str, target: str, *, last: str | None = None) -> None:
         os.rename(os.path.join(source, name), os.path.join(target, name))
 
 
+def _passes_over(path: str) -> bool:
+    """Whether the directory ``path`` holds entries the checks pass over (``lost+found``, tierstore's
+    own): they are not LevelDB's leftovers, so it is filled in place, as a mount point, never removed."""
+    return os.path.isdir(path) and len(os.listdir(path)) != len(foreign_entries(path))
+
+
 def staging_for(real: str) -> str:
     """Where a restore of the directory ``real`` builds its copy: beside it, or inside a mount point."""
     return os.path.join(real, OWN_ENTRY + "restoring") if os.path.ismount(real) else real + ".restoring"
@@ -68,9 +74,10 @@ def install(staging: str, real: str, *, aside: bool) -> str | None:
 
     A mount point keeps its place: the copy's files move into it, ``CURRENT`` last, so a kill
     half way leaves a directory without ``CURRENT`` (damaged: set aside and restored again).
+    So does a plain directory holding what every check passes over, which removing it would delete.
     """
     moved_to = set_aside(real) if aside and os.path.lexists(real) else None
-    if not os.path.ismount(real):
+    if not os.path.ismount(real) and not _passes_over(real):
         if moved_to is None and os.path.lexists(real):
             shutil.rmtree(real)
         os.rename(staging, real)

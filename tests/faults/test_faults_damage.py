@@ -506,6 +506,26 @@ def test_a_damaged_checkpoint_on_a_mount_point_is_set_aside_in_place(
         assert (store.get("before"), store.get("after")) == (1, 2)
 
 
+
+@pytest.mark.parametrize("kept", ["lost+found", ".tierstore-corrupt-20260101-000000-1"])
+def test_a_restore_into_a_plain_directory_never_deletes_what_it_passes_over(tmp_path: Path, kept: str) -> None:
+    """A directory that is no mount point but holds only what the checks pass over (a ``lost+found``
+    copied with a disk's files, a damaged store set aside inside a former mount point) reads as new, so
+    the open restores into it: it was removed whole, with those files, to rename the copy into place."""
+    working, persist = tmp_path / "w", str(tmp_path / "p")
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        store.set("k", "v")
+    shutil.rmtree(working)
+    (working / kept).mkdir(parents=True)
+    (working / kept / "#12").write_text("someone's data")
+    with TierStore(working, persist_path=persist, **OPTS) as store:
+        assert store.stats()["restored_from_checkpoint"] == 1
+        assert store.get("k") == "v"
+    assert (working / kept / "#12").read_text() == "someone's data"
+    with TierStore(working, **OPTS) as store:  # and it opens as it is
+        assert store.get("k") == "v"
+
+
 @pytest.fixture
 def bind_mounted(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     """A directory and a bind mount of it: one directory under two real paths."""
