@@ -490,3 +490,20 @@ def test_a_redis_that_answers_but_refuses_the_store_is_no_outage_at_open(
     if setting == "wrong password":
         with TierStore(shared=f"unix://:right@{redis_server.socket}", shared_failure=failure) as store:
             assert store.set("k", 1) is True
+
+
+def test_a_redis_out_of_memory_at_open_is_an_outage_with_local_not_a_refusal(redis_server: RedisServer) -> None:
+    """A Redis at its ``maxmemory`` (no eviction) refuses writes for a while, a state that passes, not a
+    setting to fix: "local" opens as if Redis were down and carries on once it takes writes again (it was
+    refused at open as a wrong password is); "raise" raises, as for any outage at open."""
+    raw = redis.Redis(unix_socket_path=redis_server.socket)
+    raw.set("filler", "x" * 100_000)
+    raw.config_set("maxmemory-policy", "noeviction")
+    raw.config_set("maxmemory", "1")
+    with pytest.raises(SharedUnavailable, match="unreachable at open"):
+        TierStore(shared=redis_server.url, shared_failure="raise").close()
+    with TierStore(shared=redis_server.url, shared_failure="local") as store:
+        assert store.get("k") is None
+        raw.config_set("maxmemory", "0")
+        wait_for(lambda: not client_of(store).down, timeout=10)
+        assert store.set("k", 1) is True and store.get("k") == 1

@@ -304,13 +304,22 @@ class Listener:
             self._mirror.epoch = client.epoch()
 
 
+# Replies that refuse for a while, not for good: memory at ``maxmemory``, a replica (a failover under
+# way), a failed RDB save, a busy script, a server loading or a cluster settling. An outage to wait out.
+_PASSING = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
+_PASSING_CODES = ("MISCONF", "BUSY", "TRYAGAIN", "MASTERDOWN", "LOADING", "CLUSTERDOWN")
+
+
 def _refused(exc: BaseException) -> bool:
     """Whether a failed attempt was Redis answering no (credentials, ``SELECT``, ACL, a script refused)
-    rather than not answering: a setting to fix, not an outage to wait out."""
+    rather than not answering, or refusing for a while (``_PASSING``): a setting to fix, not an outage."""
     cause = exc.__cause__ if isinstance(exc, SharedUnavailable) else exc
     if isinstance(cause, (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)):
         return True
-    return isinstance(cause, redis.RedisError) and not isinstance(cause, (redis.ConnectionError, redis.TimeoutError))
+    if not isinstance(cause, redis.RedisError) or isinstance(cause, (redis.ConnectionError, redis.TimeoutError)):
+        return False
+    reply = str(cause).rsplit("of pipeline caused error: ", 1)[-1]  # redis-py's note on a pipeline's error
+    return not isinstance(cause, _PASSING) and not reply.startswith(_PASSING_CODES)
 
 
 def _split_pushed(tagged: bytes, sizes: bytes) -> tuple[bytes, bytes, bytes]:
