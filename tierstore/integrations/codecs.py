@@ -16,10 +16,14 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-__all__ = ["Codec", "Corrupt", "MsgpackCodec", "PickleCodec", "TAG"]
+__all__ = ["BadSecret", "Codec", "Corrupt", "MsgpackCodec", "PickleCodec", "TAG"]
 
 MAC_BYTES = hashlib.sha256().digest_size
 TAG = b"TSP1"  # the format of a signed pickle: tag, HMAC, pickle
+
+
+class BadSecret(ImproperlyConfigured, TypeError):  # type: ignore[misc]  # Django ships no type hints
+    """A secret that is not ``str`` or ``bytes`` (an int would sign with that many zero bytes)."""
 
 
 class Corrupt(Exception):
@@ -58,6 +62,8 @@ class PickleCodec:
     refusal = "the payload's HMAC does not match: written without this secret, or damaged"
 
     def __init__(self, secret: str | bytes) -> None:
+        if not isinstance(secret, str | bytes | bytearray | memoryview):
+            raise BadSecret(f"serializer='pickle' needs a str or bytes secret, got {type(secret).__name__}")
         if not secret:
             raise ImproperlyConfigured("serializer='pickle' needs a secret (OPTIONS 'secret' or settings.SECRET_KEY)")
         self._secret = secret.encode() if isinstance(secret, str) else bytes(secret)

@@ -1,0 +1,54 @@
+"""A second adversary's pass over the integrations: secrets, warnings, spellings of a directory, dogpile."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import django
+import pytest
+from django.conf import settings
+
+if not settings.configured:
+    settings.configure(SECRET_KEY="tierstore-tests-secret", USE_TZ=True)
+    django.setup()
+
+from django.core.exceptions import ImproperlyConfigured
+
+from tierstore.integrations.django import PickleCodec, TierStoreCache
+from tierstore.integrations.registry import open_count
+
+
+@pytest.fixture
+def location(tmp_path: Path) -> str:
+    return str(tmp_path / "cache")
+
+
+def make(location: str, timeout: Any = 300, **options: Any) -> TierStoreCache:
+    return TierStoreCache(location, {"TIMEOUT": timeout, "OPTIONS": {"checkpoint_interval": None, **options}})
+
+
+@pytest.mark.parametrize("secret", [123, [1, 2], 1.5, object()])
+def test_a_secret_that_is_not_str_or_bytes_is_refused(location: str, secret: Any) -> None:
+    # an int secret used to sign with that many zero bytes: a key anyone can guess
+    with pytest.raises(ImproperlyConfigured, match="str or bytes secret"):
+        make(location, serializer="pickle", secret=secret)
+    with pytest.raises(TypeError, match="str or bytes secret"):
+        PickleCodec(secret)
+    assert not os.path.exists(location)  # nothing opened
+
+
+def test_spellings_of_one_directory_share_one_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    location = tmp_path / "cache"
+    first = make(str(location))
+    first.set("k", 1)
+    link = tmp_path / "link"
+    link.symlink_to(location, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    others = [make(f"{location}/"), make(str(link)), make("cache"), make(f"{tmp_path}/./link/../cache")]
+    assert [other.get("k") for other in others] == [1, 1, 1, 1]
+    assert open_count(location) == 5
+    for backend in [first, *others]:
+        backend.close()
+    assert open_count(location) == 0
