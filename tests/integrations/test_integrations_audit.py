@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,18 @@ def test_a_secret_that_is_not_str_or_bytes_is_refused(location: str, secret: Any
     with pytest.raises(TypeError, match="str or bytes secret"):
         PickleCodec(secret)
     assert not os.path.exists(location)  # nothing opened
+
+
+def test_max_entries_warns_for_every_cache_configured_with_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="tierstore.integrations"):
+        for name in ("one", "two"):  # the first must not silence the second
+            caplog.clear()
+            make(str(tmp_path / name), MAX_ENTRIES=30, CULL_FREQUENCY=2).close()
+            messages = [record.getMessage() for record in caplog.records]
+            assert any("MAX_ENTRIES" in m and "CULL_FREQUENCY" in m for m in messages), messages
+        caplog.clear()
+        make(str(tmp_path / "two"), MAX_ENTRIES=30, CULL_FREQUENCY=2).close()  # the same again: once is enough
+        assert not [r for r in caplog.records if "MAX_ENTRIES" in r.getMessage()]
 
 
 def test_spellings_of_one_directory_share_one_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,7 +64,7 @@ _MISSING: Any = object()
 _EXPIRED: Any = object()  # a timeout of 0 or less: store nothing, expire now
 _UNSUPPORTED = {"max_entries", "cull_frequency"}
 _LONG_KEY = 1024  # characters; a longer made key is stored under a digest
-_warned_unsupported = False
+_warned_unsupported: set[tuple[str, frozenset[str]]] = set()  # (location, option names) warned about
 
 
 class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type hints
@@ -72,7 +72,7 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         super().__init__(params)
-        settings, serializer, secret = _read_options(params.get("OPTIONS") or {})
+        settings, serializer, secret = _read_options(location, params.get("OPTIONS") or {})
         if not location and settings.get("shared") is None:
             raise ImproperlyConfigured("TierStoreCache needs LOCATION, the directory of its store (or OPTIONS shared=)")
         if serializer == "msgpack":
@@ -250,11 +250,15 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
         self._holder.close()
 
 
-def _read_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], str, str | bytes | None]:
-    """The store's settings, the serializer and the secret from ``OPTIONS``."""
-    global _warned_unsupported
+def _read_options(location: str, options: Mapping[str, Any]) -> tuple[dict[str, Any], str, str | bytes | None]:
+    """The store's settings, the serializer and the secret from ``OPTIONS``.
+
+    ``MAX_ENTRIES``/``CULL_FREQUENCY`` warn once per location and names, not once per
+    process: Django makes a backend per thread, but each configured cache is told.
+    """
     settings: dict[str, Any] = {}
     serializer, secret = "msgpack", None
+    ignored = []
     for name, value in options.items():
         lowered = str(name).lower()
         if lowered == "serializer":
@@ -262,11 +266,17 @@ def _read_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], str, str 
         elif lowered == "secret":
             secret = value
         elif lowered in _UNSUPPORTED:
-            if not _warned_unsupported:
-                _warned_unsupported = True
-                log.warning("TierStoreCache ignores OPTIONS %s: tier 2 is bounded by disk_capacity_bytes", name)
+            ignored.append(str(name))
         elif lowered in STORE_SETTINGS:
             settings[lowered] = value
         else:
             raise ImproperlyConfigured(f"TierStoreCache: unknown OPTIONS {name!r} (not a store setting)")
+    told = (location, frozenset(ignored))
+    if ignored and told not in _warned_unsupported:
+        _warned_unsupported.add(told)
+        log.warning(
+            "TierStoreCache %s ignores OPTIONS %s: not supported, tier 2 is bounded by disk_capacity_bytes",
+            location,
+            ", ".join(sorted(ignored)),
+        )
     return settings, serializer, secret
