@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import django
@@ -18,7 +23,7 @@ if not settings.configured:
 from django.core.exceptions import ImproperlyConfigured
 
 from tierstore.integrations.django import PickleCodec, TierStoreCache
-from tierstore.integrations.registry import open_count
+from tierstore.integrations.registry import StoreHolder, open_count
 
 
 @pytest.fixture
@@ -65,3 +70,57 @@ def test_spellings_of_one_directory_share_one_store(tmp_path: Path, monkeypatch:
     for backend in [first, *others]:
         backend.close()
     assert open_count(location) == 0
+
+
+class PausedAt:
+    """Runs ``call`` in a thread that pauses when it calls a function named ``name`` (a profile hook)."""
+
+    def __init__(self, name: str, call: Callable[[], Any]) -> None:
+        self._name, self._call = name, call
+        self.reached, self._go = threading.Event(), threading.Event()
+        self.outcome: list[Any] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self.reached.wait(10)
+
+    def _hook(self, frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_name == self._name and not self.reached.is_set():
+            self.reached.set()
+            self._go.wait(10)
+
+    def _run(self) -> None:
+        sys.setprofile(self._hook)
+        try:
+            self.outcome.append(self._call())
+        finally:
+            sys.setprofile(None)
+
+    def go(self) -> Any:
+        self._go.set()
+        self._thread.join(10)
+        assert not self._thread.is_alive()
+        return self.outcome[0]
+
+
+def test_a_holder_collected_while_another_thread_holds_the_directory_gives_its_reference_back(
+    tmp_path: Path,
+) -> None:
+    kept, dropped = StoreHolder(tmp_path, {}), StoreHolder(tmp_path, {})
+    kept.store.set("k", 1)
+    assert dropped.store is kept.store
+    kept.close()
+    # another thread holds the directory's lock (in open_count, reading whether the store is closed)
+    counting = PausedAt("closed", lambda: open_count(tmp_path))
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        del dropped
+        gc.collect()  # its give-back finds the lock taken: it is queued
+    finally:
+        if gc_was:
+            gc.enable()
+    assert counting.go() == 1  # counted before the lock was released
+    assert open_count(tmp_path) == 0  # given back when that thread let the lock go: the store closed
+    reopened = StoreHolder(tmp_path, {})
+    assert reopened.store.get("k") == 1
+    reopened.close()

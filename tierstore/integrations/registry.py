@@ -34,6 +34,7 @@ would restore from and checkpoint into that one directory.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import inspect
 import logging
@@ -41,7 +42,7 @@ import os
 import threading
 import urllib.parse
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..errors import StoreLocked
@@ -80,7 +81,7 @@ class _Directory:
         self._pending: list[TierStore] = []  # references of collected holders that found the lock taken
 
     def take(self, settings: dict[str, Any]) -> TierStore:
-        with self.lock:
+        with self.locked():
             first = dict(settings) if self.settings is None else self.settings
             if _effective(settings) != _effective(first):
                 self._warn(first, settings)
@@ -90,8 +91,7 @@ class _Directory:
             self.settings = first  # those of an open that succeeded
             self.refs += 1
             store = self.store
-            self._settle()
-            return store
+        return store
 
     def _open(self, settings: dict[str, Any]) -> TierStore:
         try:
@@ -106,25 +106,37 @@ class _Directory:
             ) from None
 
     def give_back(self, store: TierStore) -> None:
-        with self.lock:
+        with self.locked():
             self._give_back(store)
-            self._settle()
 
     def collected(self, store: TierStore) -> None:
         """The give-back of a holder the garbage collector took: it never waits for the lock.
 
         The collector may run it in a thread that holds the lock already (inside
-        ``take``, while the store opens): the reference is then given back when
-        that thread (or the next call on this directory) settles.
+        ``take``, while the store opens): the reference is then given back by
+        whichever thread holds the lock, when it releases it (``locked``).
         """
-        if self.lock.acquire(blocking=False):
+        self._pending.append(store)
+        self._drain()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the lock; on release, give back what collected holders left while it was held."""
+        try:
+            with self.lock:
+                yield
+                self._settle()
+        finally:
+            self._drain()
+
+    def _drain(self) -> None:
+        # A give-back queued after the holder's last check is seen by whoever then takes the lock,
+        # or, if the lock is still held, by its holder once it releases it.
+        while self._pending and self.lock.acquire(blocking=False):
             try:
-                self._give_back(store)
                 self._settle()
             finally:
                 self.lock.release()
-        else:
-            self._pending.append(store)
 
     def _settle(self) -> None:
         while self._pending:
@@ -255,7 +267,7 @@ def open_count(path: str | os.PathLike[str]) -> int:
         directory = _directories.get(os.path.realpath(os.fspath(path)))
     if directory is None:
         return 0
-    with directory.lock:
+    with directory.locked():
         return directory.refs if directory.store is not None and not directory.store.closed else 0
 
 
