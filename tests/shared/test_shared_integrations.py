@@ -127,3 +127,21 @@ def test_a_store_without_a_directory_stays_open_from_one_request_to_the_next(red
     finally:
         close_all()  # at exit, the registry closes what it kept open
     assert store.closed
+
+
+def test_a_dogpile_mutex_held_across_the_close_of_its_store_releases_quietly(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """As in local mode: the lock outlives the store that took it; giving it back then is no error
+    (dogpile releases after the creator ran), and the lease ends by itself in Redis."""
+    arguments = {"path": str(tmp_path / "d"), "shared": redis_server.url, "lock_timeout": 1.0}
+    backend = TierStoreBackend(dict(arguments))
+    mutex = backend.get_mutex("k")
+    assert mutex.acquire(wait=False)
+    backend.close()  # the last reference: the store closes while the lock is held
+    assert backend.store._shared is not None  # reopened on use
+    mutex.release()  # raised StoreClosed
+    other = backend.get_mutex("k")
+    wait_for(lambda: other.acquire(wait=False), timeout=5.0)  # freed at once, or when its lease ended
+    other.release()
+    backend.close()

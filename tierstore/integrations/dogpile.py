@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from dogpile.cache import register_backend
 from dogpile.cache.api import NO_VALUE, CacheBackend, CachedValue, CacheMutex
 
+from ..errors import StoreClosed
 from ..mutex import LeaseLock, LeaseLocks
 from ..store import TierStore
 from .registry import StoreHolder, lease_locks, store_settings
@@ -62,7 +63,15 @@ class LeaseMutex(CacheMutex):
         return self._lock.acquire(blocking=wait)
 
     def release(self) -> None:
-        self._lock.release()
+        """Give the lock back; one taken through a store closed since ends with its lease instead.
+
+        dogpile releases after its creator ran, however long: a close of the
+        backend meanwhile must not turn a stored value into an error.
+        """
+        try:
+            self._lock.release()
+        except StoreClosed:  # a shared lock's Redis handle went with its store; the lease ends by itself
+            pass
 
     def locked(self) -> bool:
         return self._lock.locked()
