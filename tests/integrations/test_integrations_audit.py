@@ -124,3 +124,20 @@ def test_a_holder_collected_while_another_thread_holds_the_directory_gives_its_r
     reopened = StoreHolder(tmp_path, {})
     assert reopened.store.get("k") == 1
     reopened.close()
+
+
+def test_aclose_gives_the_reference_back_as_close_does(location: str) -> None:
+    import asyncio
+
+    cache = make(location)
+
+    async def request() -> Any:
+        await cache.aset("k", 1)
+        value = await cache.aget("k")
+        await cache.aclose()  # Django's BaseCache.aclose does nothing
+        return value
+
+    assert asyncio.run(request()) == 1
+    assert open_count(location) == 0
+    assert cache.get("k") == 1  # reopened on use
+    cache.close()

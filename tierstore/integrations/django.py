@@ -48,6 +48,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
@@ -248,6 +249,13 @@ class TierStoreCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
 
     def close(self, **kwargs: Any) -> None:
         self._holder.close()
+
+    async def aclose(self, **kwargs: Any) -> None:
+        """``close()`` for async code (Django's own ``aclose`` does nothing: the reference would stay taken).
+
+        In a worker thread: giving back the last reference closes the store, which flushes to disk.
+        """
+        await sync_to_async(self.close, thread_sensitive=False)(**kwargs)
 
 
 def _read_options(location: str, options: Mapping[str, Any]) -> tuple[dict[str, Any], str, str | bytes | None]:
