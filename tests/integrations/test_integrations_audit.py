@@ -22,7 +22,9 @@ if not settings.configured:
 
 from django.core.exceptions import ImproperlyConfigured
 
+from tierstore import TierStore
 from tierstore.integrations.django import PickleCodec, TierStoreCache
+from tierstore.integrations.dogpile import TierStoreBackend
 from tierstore.integrations.registry import StoreHolder, open_count
 
 
@@ -141,3 +143,22 @@ def test_aclose_gives_the_reference_back_as_close_does(location: str) -> None:
     assert open_count(location) == 0
     assert cache.get("k") == 1  # reopened on use
     cache.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() only")
+def test_a_forked_child_gets_lock_tables_of_its_own_for_a_store_passed_in(tmp_path: Path) -> None:
+    store = TierStore(tmp_path / "d", checkpoint_interval=None)
+    given = TierStoreBackend({"store": store})
+    named = TierStoreBackend({"path": str(tmp_path / "e")})
+    held = [given.get_mutex("k"), named.get_mutex("k")]
+    assert all(mutex.acquire(wait=False) for mutex in held)
+    pid = os.fork()
+    if pid == 0:  # no parent thread holds anything here: both tables start empty, as the registry does
+        free = [given.get_mutex("k").acquire(wait=False), named.get_mutex("k").acquire(wait=False)]
+        os._exit(0 if free == [True, True] else 1)
+    _, status = os.waitpid(pid, 0)
+    for mutex in held:
+        mutex.release()
+    named.close()
+    store.close()
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -41,7 +41,7 @@ from dogpile.cache import register_backend
 from dogpile.cache.api import NO_VALUE, CacheBackend, CachedValue, CacheMutex
 
 from ..errors import StoreClosed
-from ..mutex import LeaseLock, LeaseLocks
+from ..mutex import LeaseLock
 from ..store import TierStore
 from .registry import StoreHolder, lease_locks, store_settings
 
@@ -84,13 +84,14 @@ class TierStoreBackend(CacheBackend):
         settings, rest = store_settings(arguments)
         store = rest.get("store")
         self._holder: StoreHolder | None = None
-        self._locks: LeaseLocks | None = None
+        self._leases: tuple[str, float] | None = None  # a store passed in: its directory and lock_timeout
         if store is not None:
             if not isinstance(store, TierStore):
                 raise TypeError(f"the 'store' argument must be an open TierStore, got {type(store).__name__}")
             self._use: StoreHolder | _Given = _Given(store)
             self._shared_mode = store._shared is not None
-            self._locks = lease_locks(store.path, store._options.lock_timeout)  # the lease of that store's settings
+            self._leases = (store.path, store._options.lock_timeout)  # the lease of that store's settings
+            lease_locks(*self._leases)  # the directory's table, made now with that lease if it has none
         else:
             path = rest.get("path")
             if path is None and settings.get("shared") is None:
@@ -167,9 +168,14 @@ class TierStoreBackend(CacheBackend):
                 shared = store._shared  # the shared tier's parts are the store's own, not a public surface
             if shared is not None:
                 return LeaseMutex(shared.lease_locks.lock(key))  # every process of the namespace
-        locks = self._locks if self._holder is None else self._holder.locks  # a forked child's own table
-        assert locks is not None
+        # Looked up at each call: a forked child gets a table of its own, never the parent's copy
+        # (whose locks no thread of the child holds, and whose inner lock a parent thread may have held).
+        locks = self._holder.locks if self._holder is not None else lease_locks(*self._given_leases())
         return LeaseMutex(locks.lock(key))
+
+    def _given_leases(self) -> tuple[str, float]:
+        assert self._leases is not None  # set whenever no holder is
+        return self._leases
 
     def has_lock_timeout(self) -> bool:
         return True
