@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .clock import wait_bound
+from .loaded_value import close_unawaited
 
 __all__ = ["on_loop"]
 
@@ -49,7 +50,7 @@ def _awaited_on(loop: asyncio.AbstractEventLoop, awaitable: Any, timeout: float,
 
     async def round_on_loop() -> Any:
         if given_up.is_set():  # the loop came back after the wait ended: the round is over
-            _close(awaitable)
+            close_unawaited(awaitable)
             return None
         return await awaitable
 
@@ -58,7 +59,7 @@ def _awaited_on(loop: asyncio.AbstractEventLoop, awaitable: Any, timeout: float,
         future = asyncio.run_coroutine_threadsafe(coroutine, loop)
     except RuntimeError:  # the loop is closed
         coroutine.close()  # never run: no "was never awaited" warning, for it or what it awaits
-        _close(awaitable)
+        close_unawaited(awaitable)
         raise
     # Waited for apart from the result: a TimeoutError the coroutine raised itself (a source
     # that timed out) is its own error, not the wait's.
@@ -68,9 +69,3 @@ def _awaited_on(loop: asyncio.AbstractEventLoop, awaitable: Any, timeout: float,
         future.cancel()
         raise TimeoutError(f"{name} did not finish on its event loop within {timeout} s")
     return future.result()
-
-
-def _close(awaitable: Any) -> None:
-    close = getattr(awaitable, "close", None)
-    if callable(close):
-        close()

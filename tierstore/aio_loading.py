@@ -43,6 +43,7 @@ from .codec import Key, RecordState
 from .entries import ABSENT
 from .flight import NOTHING, WAIT, Flight, Flights
 from .load_lease import BUSY
+from .loaded_value import close_unawaited, is_coroutine_function
 from .loading import Loading
 from .options import Options
 from .stats import Stats
@@ -60,11 +61,7 @@ def is_coroutine_loader(loader: object) -> bool:
     A callable marked as one (``mark_coroutine_function``, as ``AsyncTierStore.cached`` marks its
     functions) counts on every Python version: ``inspect`` reads the mark only from 3.12 on.
     """
-    return (
-        inspect.iscoroutinefunction(loader)
-        or inspect.iscoroutinefunction(getattr(loader, "__call__", None))  # noqa: B004
-        or getattr(loader, "_is_coroutine", None) is _ASYNCIO_MARK
-    )
+    return is_coroutine_function(loader) or getattr(loader, "_is_coroutine", None) is _ASYNCIO_MARK
 
 
 _ASYNCIO_MARK = getattr(asyncio.coroutines, "_is_coroutine", None)  # asyncio's own mark (asgiref sets it too)
@@ -315,7 +312,7 @@ class _InThread:
                 if not self._left:
                     self._pending = result
                     return result
-            _close(result)
+            close_unawaited(result)
             return None
         return result
 
@@ -324,14 +321,7 @@ class _InThread:
             self._left = True
             pending, self._pending = self._pending, None
         if pending is not None:
-            _close(pending)
-
-
-def _close(awaitable: object) -> None:
-    """Close a coroutine (or generator-based awaitable) that will never be awaited."""
-    close = getattr(awaitable, "close", None)
-    if callable(close):
-        close()
+            close_unawaited(pending)
 
 
 def _cancelled_itself(task: asyncio.Task[Any] | None) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 import msgpack
 
 from . import codec
+from .loaded_value import is_coroutine_function
 
 __all__ = ["name_prefix", "function_prefix", "check_plain_function", "call_key", "call_prefixes"]
 
@@ -57,7 +58,7 @@ def check_plain_function(fn: object) -> None:
         )
     if not callable(fn):
         raise TypeError(f"cached decorates a function, not {type(fn).__name__}")
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):  # noqa: B004
+    if is_coroutine_function(fn):
         raise TypeError(
             f"TierStore.cached decorates plain functions, not the coroutine function {fn!r}; "
             "use AsyncTierStore.cached (tierstore.aio) for async def"

@@ -19,6 +19,7 @@ from .clock import TTL, Clock, check_ttl
 from .codec import Key, RecordState, record_state
 from .errors import TierStoreError
 from .keyspace import entry_key
+from .loaded_value import close_unawaited, is_coroutine_function
 
 __all__ = ["ConditionalCalls", "checked_update", "popped"]
 
@@ -43,15 +44,13 @@ def checked_update(update: Any) -> Callable[[Any], Any]:
     unawaited, which would warn) and refused, nothing written."""
     if not callable(update):
         raise TypeError(f"update_value needs a callable taking the current value, got {type(update).__name__}")
-    if inspect.iscoroutinefunction(update) or inspect.iscoroutinefunction(getattr(update, "__call__", None)):  # noqa: B004
+    if is_coroutine_function(update):
         raise TypeError(f"update_value needs a plain function, not the coroutine function {update!r}: {_AWAIT_FIRST}")
 
     def plain_update(value: Any) -> Any:
         answer = update(value)
         if inspect.isawaitable(answer):
-            close = getattr(answer, "close", None)
-            if callable(close):
-                close()
+            close_unawaited(answer)
             raise TypeError(f"update_value's function returned {type(answer).__name__}, an awaitable: {_AWAIT_FIRST}")
         return answer
 

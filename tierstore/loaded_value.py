@@ -18,7 +18,20 @@ from . import codec
 from .codec import FLAGS, TOMBSTONE, VERSION, Key, Record
 from .entries import ABSENT
 
-__all__ = ["plain_value", "fill"]
+__all__ = ["plain_value", "fill", "is_coroutine_function", "close_unawaited"]
+
+
+def is_coroutine_function(fn: object) -> bool:
+    """Whether ``fn`` (or, for a callable object, its ``__call__``) is an ``async def``: what a plain caller
+    cannot await. The asyncio facade also reads asyncio's own mark (``aio_loading.is_coroutine_loader``)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+
+
+def close_unawaited(awaitable: object) -> None:
+    """Close a coroutine (or generator-based awaitable) that will never be awaited: no "never awaited" warning."""
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()
 
 
 def plain_value(key: Key, value: Any) -> Any:
