@@ -50,6 +50,7 @@ __all__ = [
     "forked_error",
     "write_error",
     "io_failure",
+    "refused_access",
     "read_error",
     "damaged_file",
 ]
@@ -274,11 +275,20 @@ def open_leveldb(path: str, *, create: bool, cache_bytes: int = DEFAULT_CACHE_BY
         raise
 
 
+def refused_access(exc: BaseException) -> bool:
+    """Whether a LevelDB error is the operating system refusing access (not damage, not a full disk)."""
+    lowered = leveldb_message(exc).lower()
+    return isinstance(exc, plyvel.IOError) and any(refusal in lowered for refusal in _REFUSALS)
+
+
+_REFUSALS = ("permission denied", "read-only file system", "operation not permitted")
+
+
 def _open_error(path: str, exc: BaseException) -> TierStoreError:
     text = leveldb_message(exc)
     lowered = text.lower()
     if isinstance(exc, plyvel.IOError):
-        if "permission denied" in lowered or "read-only file system" in lowered:
+        if refused_access(exc):
             return PermissionDenied(f"cannot open store {path}: permission denied ({text})")
         if "no space" in lowered:
             return StorageFull(f"cannot open store {path}: the disk is full ({text})")
@@ -351,7 +361,7 @@ def read_error(path: str, exc: BaseException, what: str) -> TierStoreError:
     """The typed error of a read LevelDB could not make for another reason than a damaged block:
     a table file it could not open (refused access, too many open files, an I/O error)."""
     text = leveldb_message(exc)
-    if "permission denied" in text.lower():
+    if refused_access(exc):
         return PermissionDenied(f"{path}: reading {what} failed: permission denied ({text})")
     return TierStoreError(f"{path}: reading {what} failed: {text}")
 
@@ -360,7 +370,6 @@ def io_failure(exc: BaseException, doing: str) -> TierStoreError:
     """A LevelDB IO error of a write: ``PermissionDenied`` when the OS refused access, else ``StorageFull``
     (no space, a quota, a file size limit)."""
     text = leveldb_message(exc)
-    lowered = text.lower()
-    if "permission denied" in lowered or "read-only file system" in lowered or "operation not permitted" in lowered:
+    if refused_access(exc):
         return PermissionDenied(f"{doing}: permission denied ({text})")
     return StorageFull(f"{doing}: {text}")

@@ -46,7 +46,7 @@ from .errors import (
 )
 from .index_repair import repair_indexes
 from .keyspace import META_OPEN, META_SCHEMA, SCHEMA_VERSION, check_schema, meta_key
-from .leveldb import LEVELDB_FILE, holding, os_failure, write_error
+from .leveldb import LEVELDB_FILE, holding, os_failure, refused_access, write_error
 
 __all__ = ["open_disk", "restore_damaged"]
 
@@ -91,7 +91,7 @@ def open_disk(
         except TierStoreError as exc:
             problem = exc
         except plyvel.Error as exc:  # a damaged table read while checking the schema
-            if _refused_access(exc):
+            if refused_access(exc):
                 raise PermissionDenied(f"cannot open store {path}: {leveldb_message(exc)}") from None
             problem = CorruptStore(f"store {path} is corrupt: {leveldb_message(exc)}")
     if persist is None:
@@ -208,9 +208,10 @@ def _untracked(path: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> DiskTier
     return disk
 
 
-def _refused_access(exc: BaseException) -> bool:
-    """Whether a LevelDB error is the operating system refusing access (not damage)."""
-    return isinstance(exc, plyvel.IOError) and "permission denied" in leveldb_message(exc).lower()
+def _unreadable_checkpoint(persist_path: str, exc: BaseException) -> TierStoreError:
+    """A checkpoint table LevelDB cannot read: refused to us (``PermissionDenied``), else damaged."""
+    error = PermissionDenied if refused_access(exc) else CorruptStore
+    return error(f"checkpoint {persist_path} cannot be read: {leveldb_message(exc)}")
 
 
 def _without_checkpoint(problem: TierStoreError, why: str) -> TierStoreError:
@@ -310,8 +311,7 @@ def _open_checkpoint(persist_path: str) -> Any:
         _check_checkpoint_schema(db, persist_path)
     except plyvel.Error as exc:  # a table LevelDB cannot read (truncated, replaced; or refused to us)
         db.close()
-        error = PermissionDenied if _refused_access(exc) else CorruptStore
-        raise error(f"checkpoint {persist_path} cannot be read: {leveldb_message(exc)}") from None
+        raise _unreadable_checkpoint(persist_path, exc) from None
     except BaseException:
         db.close()
         raise
@@ -367,8 +367,7 @@ def _checkpoint_rows(source: Any, persist_path: str) -> Iterator[tuple[bytes, by
                 iterator = source.iterator() if iterator is None else iterator
                 row = next(iterator, None)
             except plyvel.Error as exc:
-                error = PermissionDenied if _refused_access(exc) else CorruptStore
-                raise error(f"checkpoint {persist_path} cannot be read: {leveldb_message(exc)}") from None
+                raise _unreadable_checkpoint(persist_path, exc) from None
             if row is None:
                 return
             yield row
