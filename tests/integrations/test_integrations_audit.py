@@ -47,6 +47,29 @@ def test_a_secret_that_is_not_str_or_bytes_is_refused(location: str, secret: Any
     assert not os.path.exists(location)  # nothing opened
 
 
+def test_a_secret_with_a_lone_surrogate_is_refused_by_name(location: str) -> None:
+    # it has no UTF-8 bytes: a raw UnicodeEncodeError that never said which setting was wrong
+    with pytest.raises(ImproperlyConfigured, match="secret that is valid Unicode"):
+        make(location, serializer="pickle", secret="abc\ud800")
+    with pytest.raises(ValueError, match="secret that is valid Unicode"):
+        PickleCodec("\udcff")
+    assert not os.path.exists(location)
+
+
+@pytest.mark.parametrize("key", ["\ud800", "a\udcff"])
+def test_a_key_with_a_lone_surrogate_is_the_stores_value_error_with_pickles(location: str, key: str) -> None:
+    # the store refuses such a key as 'not valid Unicode'; the pickle's HMAC met it first, raw
+    cache = make(location, serializer="pickle")
+    try:
+        for write in (lambda: cache.set(key, 1), lambda: cache.add(key, 1), lambda: cache.set_many({key: 1})):
+            with pytest.raises(ValueError, match="key is not valid Unicode") as caught:
+                write()
+            assert type(caught.value) is ValueError
+        assert len(cache.store) == 0
+    finally:
+        cache.close()
+
+
 def test_max_entries_warns_for_every_cache_configured_with_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="tierstore.integrations"):
         for name in ("one", "two"):  # the first must not silence the second

@@ -203,6 +203,22 @@ def test_shared_arguments_that_cannot_work_are_refused_clearly(shared: Any, erro
         TierStore(shared=shared, shared_failure="local").close()
 
 
+@pytest.mark.parametrize("failure", ["local", "raise"])
+@pytest.mark.parametrize("query", ["timeout=5", "ssl_cert_reqs=none", "no_such_setting=1"])
+def test_a_url_query_no_connection_accepts_is_refused_at_open_not_an_outage(
+    redis_server: RedisServer, query: str, failure: str
+) -> None:
+    """redis-py passes an unknown query argument on to its connections, which refuse it at the first
+    connect: with 'local' the store opened and read Redis as down for ever, with 'raise' as unreachable."""
+    with pytest.raises(ValueError, match="cannot connect with these settings"):
+        TierStore(shared=f"{redis_server.url}?{query}", shared_failure=failure).close()
+
+
+def test_a_rediss_url_with_a_bad_certificate_setting_is_refused_at_open() -> None:
+    with pytest.raises(ValueError, match=r"cannot connect with these settings.*bogus"):
+        TierStore(shared="rediss://127.0.0.1:1/0?ssl_cert_reqs=bogus", shared_failure="local").close()
+
+
 def test_a_sentinel_managed_client_is_refused_clearly() -> None:
     """Its connections find the master through their own pool, which the store's connections cannot share."""
     shared = redis.sentinel.Sentinel([("127.0.0.1", 1)], socket_timeout=0.2).master_for("mymaster")

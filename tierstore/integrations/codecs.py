@@ -16,7 +16,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-__all__ = ["BadSecret", "Codec", "Corrupt", "MsgpackCodec", "PickleCodec", "TAG"]
+__all__ = ["BadSecret", "BadSecretText", "Codec", "Corrupt", "MsgpackCodec", "PickleCodec", "TAG"]
 
 MAC_BYTES = hashlib.sha256().digest_size
 TAG = b"TSP1"  # the format of a signed pickle: tag, HMAC, pickle
@@ -24,6 +24,10 @@ TAG = b"TSP1"  # the format of a signed pickle: tag, HMAC, pickle
 
 class BadSecret(ImproperlyConfigured, TypeError):  # type: ignore[misc]  # Django ships no type hints
     """A secret that is not ``str`` or ``bytes`` (an int would sign with that many zero bytes)."""
+
+
+class BadSecretText(ImproperlyConfigured, ValueError):  # type: ignore[misc]  # Django ships no type hints
+    """A ``str`` secret that is not valid Unicode (a lone surrogate): it has no UTF-8 bytes to sign with."""
 
 
 class Corrupt(Exception):
@@ -66,10 +70,16 @@ class PickleCodec:
             raise BadSecret(f"serializer='pickle' needs a str or bytes secret, got {type(secret).__name__}")
         if not secret:
             raise ImproperlyConfigured("serializer='pickle' needs a secret (OPTIONS 'secret' or settings.SECRET_KEY)")
-        self._secret = secret.encode() if isinstance(secret, str) else bytes(secret)
+        try:
+            self._secret = secret.encode() if isinstance(secret, str) else bytes(secret)
+        except UnicodeEncodeError as exc:
+            raise BadSecretText(f"serializer='pickle' needs a secret that is valid Unicode: {exc}") from None
 
     def _mac(self, key: str | bytes, payload: bytes) -> bytes:
-        raw_key = key.encode() if isinstance(key, str) else b"\xff" + key  # 0xff never starts UTF-8
+        try:
+            raw_key = key.encode() if isinstance(key, str) else b"\xff" + key  # 0xff never starts UTF-8
+        except UnicodeEncodeError as exc:  # as the store itself words it
+            raise ValueError(f"key is not valid Unicode: {exc}") from None
         message = len(raw_key).to_bytes(4, "big") + raw_key + payload
         return hmac.new(self._secret, message, hashlib.sha256).digest()
 

@@ -108,7 +108,18 @@ def _connect(shared: object) -> redis.Redis:
         kwargs["socket_timeout"] = CALL_TIMEOUT
     if kwargs.get("socket_connect_timeout") is None:
         kwargs["socket_connect_timeout"] = kwargs["socket_timeout"]
+    _check_settings(pool.connection_class, kwargs)
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
+def _check_settings(connection_class: Any, kwargs: dict[str, Any]) -> None:
+    """``ValueError`` for settings no connection can be made with (an unknown URL query argument such as
+    ``?timeout=``, ``ssl_cert_reqs`` on a plain connection, or a bad value of it): redis-py only finds out
+    at the first connect, which would read as an outage for ever. Making a connection object connects nothing."""
+    try:
+        connection_class(**kwargs)
+    except (TypeError, ValueError, redis.RedisError) as exc:
+        raise ValueError(f"shared: redis-py cannot connect with these settings: {exc}") from None
 
 
 _pack: Callable[[tuple[Any, ...]], bytes] | None
